@@ -1,0 +1,157 @@
+"""A validated config turned into the pieces training needs: graph, model, losses, metrics,
+optimizer. Anything that does not fit together is a config error here, before compiling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import optax
+
+from nntrain.config.entries import entry_args, entry_name
+from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest
+from nntrain.data.sources import ModelIO
+from nntrain.graph import Graph, build_graph
+from nntrain.layers import ShapeError
+from nntrain.losses import Loss, build_loss
+from nntrain.metrics import Metric, build_metric
+from nntrain.model import Model
+from nntrain.optimizers import build_optimizer
+
+
+@dataclass
+class Setup:
+    loaded: LoadedConfig
+    graph: Graph
+    model: Model
+    losses: dict[str, Loss]
+    loss_weights: dict[str, float]
+    metrics: dict[str, list[Metric]]
+    optimizer: optax.GradientTransformation
+    io: ModelIO
+
+    @property
+    def multi_output(self) -> bool:
+        return len(self.graph.outputs) > 1
+
+    def log_names(self) -> list[str]:
+        """Keras's history keys: loss, then <output>_loss and <output>_<metric> or <metric>."""
+        names = ["loss"]
+        if self.multi_output:
+            names += [f"{out}_loss" for out in self.graph.outputs]
+        for out, metrics in self.metrics.items():
+            prefix = f"{out}_" if self.multi_output else ""
+            names += [prefix + m.name for m in metrics]
+        return names
+
+
+def prepare(loaded: LoadedConfig) -> Setup:
+    """Build and cross-check everything in the config; raises ConfigError listing problems."""
+    config = loaded.config
+    graph = build_graph(loaded)
+    outputs = list(graph.outputs)
+    issues: list[Issue] = []
+
+    loss_entries = config.compile.loss
+    if not isinstance(loss_entries, dict):
+        loss_entries = {out: loss_entries for out in outputs}
+        if len(outputs) > 1:
+            issues.append(loaded.issue(
+                ("compile", "loss"),
+                f"the model has {len(outputs)} outputs ({', '.join(outputs)}): "
+                "give a loss per output name",
+            ))
+    _check_names(loaded, ("compile", "loss"), loss_entries, outputs, issues)
+    for out in outputs:
+        if out not in loss_entries and isinstance(config.compile.loss, dict):
+            issues.append(loaded.issue(("compile", "loss"), f"no loss for output '{out}'"))
+    weights = config.compile.loss_weights or {}
+    _check_names(loaded, ("compile", "loss_weights"), weights, outputs, issues)
+    metric_entries = config.compile.metrics
+    if not isinstance(metric_entries, dict):
+        metric_entries = {out: metric_entries for out in outputs}
+    _check_names(loaded, ("compile", "metrics"), metric_entries, outputs, issues)
+    if issues:
+        raise ConfigError(issues)
+
+    try:
+        model = Model(graph)
+    except ShapeError as e:
+        path = ("model", "layers", e.node_index) if e.node_index is not None else ("model",)
+        raise ConfigError([loaded.issue(path, str(e))]) from None
+
+    losses = {}
+    for out in outputs:
+        entry = loss_entries[out]
+        losses[out] = build_loss(entry_name(entry), entry_args(entry), model.output_activation(out))
+    metrics = {
+        out: [build_metric(entry_name(e), entry_args(e), losses[out].name)
+              for e in metric_entries.get(out, [])]
+        for out in outputs
+    }
+    optimizer_entry = config.compile.optimizer
+    optimizer = build_optimizer(entry_name(optimizer_entry), entry_args(optimizer_entry))
+    io = ModelIO(
+        inputs={name: (tuple(spec.shape), spec.dtype) for name, spec in graph.inputs.items()},
+        outputs=dict(model.output_shapes),
+        sparse_outputs=frozenset(o for o, loss in losses.items() if loss.sparse_labels),
+    )
+    setup = Setup(loaded, graph, model, losses, {o: weights.get(o, 1.0) for o in outputs},
+                  metrics, optimizer, io)
+    _check_monitors(setup)
+    _check_class_weight(setup)
+    return setup
+
+
+def _check_names(loaded, path, mapping, outputs, issues) -> None:
+    for key in mapping:
+        if key not in outputs:
+            issues.append(loaded.issue(
+                (*path, key), f"'{key}' is not an output of the model (outputs: "
+                f"{', '.join(outputs)})", closest(key, outputs)))
+
+
+def _check_monitors(setup: Setup) -> None:
+    config = setup.loaded.config
+    train_names = setup.log_names()
+    has_validation = config.data.validation is not None
+    names = train_names + ([f"val_{n}" for n in train_names] if has_validation else [])
+    issues = []
+    for i, entry in enumerate(config.fit.callbacks):
+        monitor = getattr(entry_args(entry), "monitor", None)
+        if monitor is not None and monitor not in names:
+            hint = "" if has_validation or not monitor.startswith("val_") else \
+                " (there is no validation data: add data.validation)"
+            issues.append(setup.loaded.issue(
+                ("fit", "callbacks", i, entry_name(entry), "monitor"),
+                f"'{monitor}' is not a logged figure{hint}; logged: {', '.join(names)}",
+                closest(monitor, names)))
+    if issues:
+        raise ConfigError(issues)
+
+
+def _check_class_weight(setup: Setup) -> None:
+    class_weight = setup.loaded.config.fit.class_weight
+    if not class_weight:
+        return
+    sparse = [o for o in setup.graph.outputs if o in setup.io.sparse_outputs]
+    if len(setup.graph.outputs) != 1 or not sparse:
+        raise ConfigError([setup.loaded.issue(
+            ("fit", "class_weight"),
+            "class_weight needs one output trained with sparse_categorical_crossentropy")])
+    classes = setup.io.outputs[sparse[0]][-1]
+    bad = [c for c in class_weight if not 0 <= c < classes]
+    if bad:
+        raise ConfigError([setup.loaded.issue(
+            ("fit", "class_weight"), f"classes {bad} are outside 0..{classes - 1}")])
+
+
+def class_weight_vector(setup: Setup) -> np.ndarray | None:
+    class_weight = setup.loaded.config.fit.class_weight
+    if not class_weight:
+        return None
+    classes = setup.io.outputs[setup.graph.outputs[0]][-1]
+    vector = np.ones(classes, np.float32)
+    for c, w in class_weight.items():
+        vector[c] = w
+    return vector

@@ -1,0 +1,189 @@
+"""The `nntrain` command. Thin: parse, call nntrain.commands, print errors. JAX is imported
+only by the commands that need it, so `nntrain --help` starts fast."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+import nntrain
+from nntrain.errors import TrainingFailed, UserError
+
+app = typer.Typer(
+    name="nntrain",
+    help="Train neural networks from a YAML config, with Keras semantics on JAX.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+_state = {"debug": False}
+
+ConfigArg = Annotated[Path, typer.Argument(help="A YAML model config.", show_default=False)]
+RunArg = Annotated[str, typer.Argument(
+    help="A run directory, runs/<name> (its latest run), a run name, or `latest`.")]
+SetOpt = Annotated[list[str], typer.Option(
+    "--set", help="Override a config value: KEY.PATH=VALUE (repeatable).",
+    metavar="KEY.PATH=VALUE")]
+RunsDirOpt = Annotated[Path, typer.Option(
+    "--runs-dir", help="Where run directories live.", envvar="NNTRAIN_RUNS")]
+CheckpointOpt = Annotated[str, typer.Option(
+    "--checkpoint", help="Which weights: best (default) or last.")]
+
+
+def _run(action, *args, **kwargs) -> None:
+    """Call a command; user errors become one message and exit 2, never a traceback."""
+    try:
+        code = action(*args, **kwargs)
+    except UserError as e:
+        if _state["debug"]:
+            raise
+        body = e.message + (f"\n[dim]{e.hint}[/]" if e.hint else "")
+        err.print(Panel(body, title="error", title_align="left", border_style="red",
+                        expand=False), highlight=False)
+        raise typer.Exit(2) from None
+    except TrainingFailed as e:
+        if _state["debug"]:
+            raise
+        err.print(Panel(f"{e}\n[dim]Try a lower learning rate, or check the data for extreme"
+                        " values.[/]", title="training failed", title_align="left",
+                        border_style="red", expand=False))
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[yellow]Interrupted.[/]")
+        raise typer.Exit(130) from None
+    if code:
+        raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"nntrain {nntrain.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _shortcuts(overrides: list[str] | None, epochs: int | None, batch_size: int | None):
+    overrides = list(overrides or [])
+    if epochs is not None:
+        overrides.append(f"fit.epochs={epochs}")
+    if batch_size is not None:
+        overrides.append(f"fit.batch_size={batch_size}")
+    return overrides
+
+
+@app.command()
+def fit(
+    config: Annotated[Path | None, typer.Argument(
+        help="A YAML model config (optional with --resume).", show_default=False)] = None,
+    set_: SetOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set fit.epochs=N.",
+                                               min=1)] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Shortcut for --set fit.batch_size=N.", min=1)] = None,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue an interrupted run from its last checkpoint.", metavar="RUN")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+) -> None:
+    """Train a model: validate the config, load data, train, record a run directory."""
+    from nntrain import commands
+
+    _run(commands.fit, config, _shortcuts(set_, epochs, batch_size), runs_dir, out,
+         resume=resume, quiet=quiet)
+
+
+@app.command()
+def evaluate(
+    run: RunArg,
+    split: Annotated[str, typer.Option(help="test, validation or train.")] = "test",
+    checkpoint: CheckpointOpt = "best",
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Loss and metrics of a run's model on a data split; appended to its metrics.json."""
+    from nntrain import commands
+
+    _check_choice("--split", split, ("test", "validation", "train"))
+    _check_choice("--checkpoint", checkpoint, ("best", "last"))
+    _run(commands.evaluate, run, runs_dir, out, split=split, checkpoint_name=checkpoint,
+         as_json=json_)
+
+
+@app.command()
+def predict(
+    run: RunArg,
+    input: Annotated[Path | None, typer.Argument(
+        help="An .npy array (or .npz with one array per input) of examples.",
+        show_default=False)] = None,
+    split: Annotated[str | None, typer.Option(
+        help="Predict a split of the run's data instead: test, validation or train.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples.", min=1)] = None,
+    top: Annotated[int, typer.Option(help="Show the K most likely classes.", min=1)] = 1,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write predictions to a .csv, .npy or .json file.")] = None,
+    checkpoint: CheckpointOpt = "best",
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Model outputs for new examples or a data split: a table, or a file with --output."""
+    from nntrain import commands
+
+    if input is not None and split is not None:
+        _usage("give either INPUT or --split, not both")
+    if split is not None:
+        _check_choice("--split", split, ("test", "validation", "train"))
+    _check_choice("--checkpoint", checkpoint, ("best", "last"))
+    _run(commands.predict, run, runs_dir, out, input_path=input, split=split, limit=limit,
+         top=top, output=output, checkpoint_name=checkpoint)
+
+
+@app.command()
+def summary(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Print the model's layers, output shapes and parameter counts."""
+    from nntrain import commands
+
+    _run(commands.summary, config, list(set_ or []), out)
+
+
+@app.command()
+def validate(config: ConfigArg, set_: SetOpt = None) -> None:
+    """Check a config (schema, names, shapes) without loading data or training."""
+    from nntrain import commands
+
+    _run(commands.validate, config, list(set_ or []), out)
+
+
+def _usage(message: str) -> None:
+    err.print(f"[red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _usage(f"{option} {value!r}: expected one of {', '.join(choices)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

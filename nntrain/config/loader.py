@@ -1,0 +1,304 @@
+"""YAML in, validated Config out; every problem reported at once, at its file:line:col."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from nntrain.config.callbacks import CALLBACKS
+from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
+from nntrain.config.entries import Registry
+from nntrain.config.layers import LAYERS
+from nntrain.config.schema import Config
+from nntrain.errors import UserError
+
+Path_ = tuple[str | int, ...]
+REGISTRIES: dict[str, Registry] = {
+    r.kind: r for r in (LAYERS, LOSSES, METRICS, OPTIMIZERS, CALLBACKS)
+}
+# A YAML document whose aliases expand past this many nodes is refused ("billion laughs").
+MAX_NODES = 100_000
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a config: where it is, what is wrong, and what might fix it."""
+
+    where: str  # "file:line:col" or "--set a.b=c"
+    path: str  # "model.layers[1].dense.units"
+    message: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.path or '<top>'}: {self.message}"
+        return f"{text}; did you mean '{self.suggestion}'?" if self.suggestion else text
+
+
+class ConfigError(UserError):
+    """All the problems found in a config, each on its own line."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues = list(issues)
+        count = f"{len(self.issues)} problem{'s' if len(self.issues) > 1 else ''}"
+        super().__init__(
+            f"invalid config ({count}):\n" + "\n".join(f"  {i}" for i in self.issues),
+            "fix the places listed above; `nntrain schema` prints every key and its type",
+        )
+
+
+@dataclass
+class LoadedConfig:
+    """A validated config with the raw data and source positions kept for later checks."""
+
+    config: Config
+    source: Path
+    raw: dict[str, Any]
+    positions: dict[Path_, tuple[int, int]]
+    overrides: dict[Path_, str]
+
+    def where(self, path: Path_) -> str:
+        return _where(self.source, self.positions, self.overrides, path)
+
+    def issue(self, path: Path_, message: str, suggestion: str | None = None) -> Issue:
+        return Issue(self.where(path), format_path(path), message, suggestion)
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def closest(name: object, choices: Iterable[str]) -> str | None:
+    if not isinstance(name, str):
+        return None
+    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    if not matches:
+        lowered = {c.lower(): c for c in choices}
+        matches = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+        matches = [lowered[m] for m in matches]
+    return matches[0] if matches else None
+
+
+def _where(source: Path, positions, overrides, path: Path_) -> str:
+    for cut in range(len(path), -1, -1):
+        prefix = tuple(path[:cut])
+        if prefix in overrides:
+            return f"--set {overrides[prefix]}"
+        if prefix in positions:
+            line, col = positions[prefix]
+            return f"{source}:{line}:{col}"
+    return str(source)
+
+
+def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
+    """Parse one YAML document safely, returning data and the line:col of every value."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {source}", "check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config file {source}: {e}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise UserError(f"config file is empty: {source}")
+        _check_size(node)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        raise UserError(
+            f"{where}: not valid YAML: {e.problem or e.context}",
+            "nntrain reads plain YAML: no tags like !!python/...",
+        ) from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{source}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
+    positions: dict[Path_, tuple[int, int]] = {}
+    _record_positions(node, (), positions, set())
+    return data, positions
+
+
+def _check_size(root: yaml.Node) -> None:
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        sizes[id(node)] = 1  # guards recursive aliases
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v) for v in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = total
+        return total
+
+    if size(root) > MAX_NODES:
+        raise UserError(
+            f"config expands to more than {MAX_NODES:,} values (YAML aliases?)",
+            "write the config out without deeply nested aliases",
+        )
+
+
+def _record_positions(node: yaml.Node, path: Path_, out: dict, seen: set[int]) -> None:
+    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key_node.tag.endswith(":int"):
+                key = int(key)
+            # the key's own position, for "unknown key" errors
+            out[(*path, key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            _record_positions(value_node, (*path, key), out, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_positions(item, (*path, index), out, seen)
+
+
+def apply_override(data: dict, assignment: str) -> Path_:
+    """Apply `a.b.0.c=value` to the raw data; the value is parsed as YAML (`3`, `true`, `[1]`)."""
+    key, sep, value_text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {assignment}: expected KEY.PATH=VALUE", "e.g. --set fit.epochs=5")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {assignment}: value is not valid YAML: {e}") from None
+    path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in key.strip().split(".")]
+    node: Any = data
+    for depth, part in enumerate(path[:-1]):
+        if isinstance(node, dict):
+            node = node.setdefault(part, {})
+        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            node = node[part]
+        else:
+            where = format_path(path[: depth + 1])
+            raise UserError(f"--set {assignment}: {where} is not a mapping or a list index in range")
+    last = path[-1]
+    if isinstance(node, dict) or isinstance(node, list) and isinstance(last, int) and -len(node) <= last < len(node):
+        node[last] = value
+    else:
+        raise UserError(f"--set {assignment}: cannot set {format_path(path)}")
+    return tuple(path)
+
+
+def load_config(source: str | Path, overrides: Sequence[str] = ()) -> LoadedConfig:
+    """Read, override and validate a config. Raises ConfigError listing every problem."""
+    source = Path(source)
+    data, positions = read_yaml(source)
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a config is a mapping (name:, data:, model:, ...)")
+    override_paths: dict[Path_, str] = {}
+    for assignment in overrides:
+        override_paths[apply_override(data, assignment)] = assignment
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        issues = [_issue(err, data, source, positions, override_paths) for err in e.errors()]
+        raise ConfigError(sorted(issues, key=_line_order)) from None
+    return LoadedConfig(config, source, data, positions, override_paths)
+
+
+def _line_order(issue: Issue) -> tuple[int, int]:
+    parts = issue.where.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return int(parts[1]), int(parts[2])
+    return (1 << 30, 0)  # --set overrides last
+
+
+def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
+    """Map a pydantic error location onto the YAML's keys: drop union tags pydantic inserts."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            out.append(part)
+        elif isinstance(part, str) and (part in ("single", "per_output") or "[" in part):
+            continue  # union tags and "function-after[...]" markers
+        elif out and part == out[-1]:
+            continue  # a discriminated entry repeats its tag: dense.dense.units
+        else:
+            node = None
+            out.append(part)
+    return tuple(out)
+
+
+def _fields_at(path: Path_) -> list[str]:
+    """The keys allowed at a path of the schema, for suggestions."""
+    tp: Any = Config
+    for part in path:
+        tp = _step(tp, part)
+        if tp is None:
+            return []
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return list(tp.model_fields)
+    return []
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is not None and get_origin(tp).__name__ == "Annotated":
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _step(tp: Any, part: str | int) -> Any:
+    tp = _unwrap(tp)
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(part) if isinstance(part, str) else None
+        return field.annotation if field else None
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is list:
+        return args[0] if isinstance(part, int) else None
+    if origin is dict:
+        return args[1]
+    for member in args:  # a union: the first member that has this key
+        found = _step(member, part)
+        if found is not None:
+            return found
+    return None
+
+
+def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
+    kind, loc, found = err["type"], _clean_loc(err["loc"], data), err.get("input")
+    where = _where(source, positions, overrides, loc)
+    path = format_path(loc)
+    if kind == "extra_forbidden":
+        key = loc[-1]
+        key_where = _where(source, positions, overrides, (*loc, "<key>"))
+        return Issue(key_where, path, f"unknown key '{key}'", closest(key, _fields_at(loc[:-1])))
+    if kind.startswith("unknown_") and kind[8:] in REGISTRIES:
+        registry = REGISTRIES[kind[8:]]
+        name = next(iter(found)) if isinstance(found, dict) and len(found) == 1 else found
+        if isinstance(found, dict) and len(found) != 1:
+            message = f"expected one {registry.kind} name as the only key, found {len(found)} keys"
+            return Issue(where, path, message)
+        return Issue(where, path, f"unknown {registry.kind} {name!r}", closest(name, registry.names))
+    if kind == "missing":
+        return Issue(where, format_path(loc[:-1]), f"missing required key '{loc[-1]}'")
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
+        return Issue(where, path, f"expected one of {expected}, found {found!r}",
+                     closest(found, choices))
+    message = err["msg"][0].lower() + err["msg"][1:]
+    message = message.removeprefix("value error, ")
+    if found is not None and not isinstance(found, dict | list):
+        message += f", found {found!r}"
+    return Issue(where, path, message)

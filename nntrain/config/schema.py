@@ -1,0 +1,137 @@
+"""The config file's schema: one pydantic model per section."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    Discriminator,
+    Field,
+    PositiveInt,
+    Tag,
+    model_validator,
+)
+
+from nntrain.config.callbacks import CALLBACKS
+from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
+from nntrain.config.entries import Strict
+from nntrain.config.layers import LAYERS, NodeName
+
+LayerEntry = LAYERS.entry_type()
+LossEntry = LOSSES.entry_type()
+MetricEntry = METRICS.entry_type()
+OptimizerEntry = OPTIMIZERS.entry_type()
+CallbackEntry = CALLBACKS.entry_type()
+
+DATASETS = ("fashion_mnist", "mnist", "synthetic")
+RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+Shape = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
+class SplitConfig(Strict):
+    """Where a validation or test split comes from: exactly one of the keys."""
+
+    last: PositiveInt | None = None
+    fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SplitConfig:
+        given = [k for k in ("last", "fraction", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of last, fraction, path")
+        return self
+
+
+class SyntheticConfig(Strict):
+    """A learnable random dataset for tests and benchmarks: inputs from the model's input
+    shape, targets from a fixed random teacher network."""
+
+    samples: PositiveInt = 256
+    test_samples: Annotated[int, Field(ge=0)] = 64
+    classes: Annotated[int, Field(ge=0)] = 3
+    integer_inputs: bool = False
+
+
+class DataConfig(Strict):
+    dataset: Literal[DATASETS] | None = None  # type: ignore[valid-type]
+    train: str | None = None
+    x: str = "x"
+    y: str = "y"
+    validation: SplitConfig | None = None
+    test: SplitConfig | None = None
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.dataset is None) == (self.train is None):
+            raise ValueError("give either dataset (a built-in name) or train (an .npz/.npy path)")
+        return self
+
+
+class InputConfig(Strict):
+    shape: Shape
+    dtype: Literal["float32", "int32", "uint8"] = "float32"
+
+
+class ModelConfig(Strict):
+    input: Shape | None = None
+    inputs: dict[NodeName, InputConfig] | None = None
+    layers: Annotated[list[LayerEntry], Field(min_length=1)]
+    outputs: list[NodeName] | None = None
+
+    @model_validator(mode="after")
+    def _one_input_form(self) -> ModelConfig:
+        if (self.input is None) == (self.inputs is None):
+            raise ValueError("give either input (one shape) or inputs (named shapes)")
+        return self
+
+    def input_specs(self) -> dict[str, InputConfig]:
+        if self.inputs is not None:
+            return dict(self.inputs)
+        return {"input": InputConfig(shape=self.input)}
+
+
+def _single_or_per_output(registry):
+    def tag(value: Any) -> str:
+        if isinstance(value, dict) and not (
+            len(value) == 1 and next(iter(value)) in registry.names
+        ):
+            return "per_output"
+        return "single"
+
+    return tag
+
+
+Losses = Annotated[
+    Annotated[LossEntry, Tag("single")] | Annotated[dict[NodeName, LossEntry], Tag("per_output")],
+    Discriminator(_single_or_per_output(LOSSES)),
+]
+Metrics = Union[list[MetricEntry], dict[NodeName, list[MetricEntry]]]
+
+
+class CompileConfig(Strict):
+    loss: Losses
+    loss_weights: dict[NodeName, float] | None = None
+    optimizer: OptimizerEntry = "rmsprop"
+    metrics: Metrics = []
+
+
+class FitConfig(Strict):
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 32
+    validation_batch_size: PositiveInt | None = None
+    shuffle: bool = True
+    class_weight: dict[int, float] | None = None
+    callbacks: list[CallbackEntry] = []
+    steps_per_execution: PositiveInt | Literal["auto"] = "auto"
+
+
+class Config(Strict):
+    name: RunName
+    description: str | None = None
+    seed: Annotated[int, Field(ge=0)] = 0
+    data: DataConfig
+    model: ModelConfig
+    compile: CompileConfig
+    fit: FitConfig = FitConfig()

@@ -1,0 +1,51 @@
+"""Named input and target arrays for one split, and how splits are cut."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ArraySet:
+    """One split: arrays per model input (`x`) and per model output (`y`), aligned by row."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray] = field(default_factory=dict)
+    sample_weight: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.x.values())))
+
+    def take(self, rows: np.ndarray | slice) -> ArraySet:
+        weight = None if self.sample_weight is None else self.sample_weight[rows]
+        return ArraySet(
+            {k: v[rows] for k, v in self.x.items()},
+            {k: v[rows] for k, v in self.y.items()},
+            weight,
+        )
+
+    def digest(self) -> str:
+        """SHA-256 over every array, to record exactly which data a run saw."""
+        h = hashlib.sha256()
+        for group in (self.x, self.y):
+            for name in sorted(group):
+                array = np.ascontiguousarray(group[name])
+                h.update(f"{name}:{array.dtype}:{array.shape}".encode())
+                h.update(array.data)
+        return h.hexdigest()
+
+
+def split_last(data: ArraySet, count: int) -> tuple[ArraySet, ArraySet]:
+    """Keras's validation_split: the last rows, taken before any shuffling."""
+    n = len(data)
+    return data.take(slice(0, n - count)), data.take(slice(n - count, n))
+
+
+def split_random(data: ArraySet, fraction: float, seed: int) -> tuple[ArraySet, ArraySet]:
+    n = len(data)
+    held = max(1, round(n * fraction))
+    order = np.random.default_rng(seed).permutation(n)
+    return data.take(np.sort(order[held:])), data.take(np.sort(order[:held]))

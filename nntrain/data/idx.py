@@ -1,0 +1,86 @@
+"""Read IDX files (the MNIST format) into numpy arrays.
+
+Layout: two zero bytes, a type code, the number of dimensions, each dimension as a big-endian
+uint32, then the values in row-major order, big-endian. Files may be gzip-compressed; that is
+detected from the content, not the name, since Debian and upstream name things differently.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from nntrain.errors import DataError
+
+__all__ = ["parse_idx", "read_bytes", "read_idx"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# IDX type code -> big-endian numpy dtype.
+_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_DAMAGED_HINT = (
+    "The file is damaged or not an IDX file: delete it or replace it with an intact copy."
+)
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Contents of `path`, gunzipped if the file is gzip-compressed.
+
+    Raises DataError naming the file if it cannot be read or its gzip data is damaged.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if f.read(2) != _GZIP_MAGIC:
+                f.seek(0)
+                return f.read()
+            f.seek(0)
+            with gzip.GzipFile(fileobj=f) as unzipped:
+                return unzipped.read()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:  # before OSError: BadGzipFile is one
+        raise DataError(f"{path}: damaged gzip data ({e})", _DAMAGED_HINT) from e
+    except OSError as e:
+        raise DataError(f"Cannot read {path}: {e.strerror or e}") from e
+
+
+def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Decode IDX `data` into a writable array in native byte order.
+
+    `source` names the data (a file name) in the DataError raised when it is malformed.
+    """
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise DataError(f"{source}: not an IDX file (bad magic number)", _DAMAGED_HINT)
+    dtype = _DTYPES.get(data[2])
+    if dtype is None:
+        raise DataError(f"{source}: unknown IDX type code 0x{data[2]:02x}", _DAMAGED_HINT)
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DataError(f"{source}: truncated IDX header", _DAMAGED_HINT)
+    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "has trailing bytes"
+        raise DataError(
+            f"{source}: IDX data {problem}: {len(data)} bytes, expected {expected} "
+            f"for shape {shape}",
+            _DAMAGED_HINT,
+        )
+    flat = np.frombuffer(data, dtype=dtype, offset=header)
+    # One copy: native byte order and writable (frombuffer over bytes is read-only).
+    return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an IDX file, plain or gzip-compressed, into a numpy array (see `parse_idx`)."""
+    return parse_idx(read_bytes(path), str(path))

@@ -1,0 +1,131 @@
+"""The model section as a graph of named nodes: names, edges, order and outputs.
+
+Pure Python (no JAX), so `validate` can check a config's structure cheaply. Errors point at
+the layer entries in the YAML.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import re
+from dataclasses import dataclass
+
+from nntrain.config.entries import entry_args, entry_name
+from nntrain.config.layers import LAYERS, LayerArgs
+from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest
+from nntrain.config.schema import InputConfig
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    type: str  # canonical layer type, e.g. "dense"
+    args: LayerArgs
+    inputs: tuple[str, ...]
+    index: int  # position in model.layers, for error messages
+
+
+@dataclass(frozen=True)
+class Graph:
+    inputs: dict[str, InputConfig]
+    nodes: tuple[Node, ...]  # in an order where every node comes after its inputs
+    outputs: tuple[str, ...]
+
+    @property
+    def is_chain(self) -> bool:
+        return len(self.inputs) == 1 and all(
+            n.inputs == ((self.nodes[i - 1].name,) if i else tuple(self.inputs))
+            for i, n in enumerate(self.nodes)
+        )
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+
+def snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def build_graph(loaded: LoadedConfig) -> Graph:
+    """Name every node (Keras's `dense`, `dense_1`, ...), resolve edges, order and check them."""
+    model = loaded.config.model
+    inputs = model.input_specs()
+    issues: list[Issue] = []
+    names: dict[str, int] = {}
+    counters: dict[str, int] = {}
+    entries = []
+    explicit = {entry_args(e).name for e in model.layers} | set(inputs)
+    for index, entry in enumerate(model.layers):
+        layer_type = LAYERS.canonical(entry_name(entry))
+        args = entry_args(entry)
+        name = args.name
+        if name is None:  # Keras: snake_case type, then _1, _2 ... skipping taken names
+            while True:
+                count = counters.get(layer_type, 0)
+                counters[layer_type] = count + 1
+                name = layer_type if count == 0 else f"{layer_type}_{count}"
+                if name not in explicit and name not in names:
+                    break
+        if name in names or name in inputs:
+            issues.append(loaded.issue(("model", "layers", index), f"duplicate node name '{name}'"))
+        names[name] = index
+        entries.append((index, entry, layer_type, args, name))
+
+    known = [*inputs, *names]
+    nodes: dict[str, Node] = {}
+    previous = next(iter(inputs)) if len(inputs) == 1 else None
+    for index, _entry, layer_type, args, name in entries:
+        if args.inputs is None:
+            if previous is None:
+                issues.append(loaded.issue(
+                    ("model", "layers", index),
+                    f"layer '{name}' needs `inputs:` (the model has several inputs)",
+                ))
+                sources: tuple[str, ...] = ()
+            else:
+                sources = (previous,)
+        else:
+            sources = (args.inputs,) if isinstance(args.inputs, str) else tuple(args.inputs)
+        for source in sources:
+            if source not in known or source == name:
+                issues.append(loaded.issue(
+                    ("model", "layers", index, entry_name(_entry), "inputs"),
+                    f"unknown node '{source}' in inputs of '{name}'",
+                    closest(source, [k for k in known if k != name]),
+                ))
+        nodes[name] = Node(name, layer_type, args, sources, index)
+        previous = name
+
+    outputs = tuple(model.outputs or ([previous] if previous else []))
+    for i, output in enumerate(outputs):
+        if output not in nodes:
+            issues.append(loaded.issue(("model", "outputs", i), f"unknown output node '{output}'",
+                                       closest(output, list(nodes))))
+    if issues:
+        raise ConfigError(issues)
+
+    sorter = graphlib.TopologicalSorter({n.name: n.inputs for n in nodes.values()})
+    try:
+        order = [name for name in sorter.static_order() if name in nodes]
+    except graphlib.CycleError as e:
+        cycle = e.args[1]
+        first = nodes[cycle[0]]
+        raise ConfigError([loaded.issue(
+            ("model", "layers", first.index), "cycle between nodes " + " -> ".join(cycle)
+        )]) from None
+
+    used = set(outputs)
+    for name in reversed(order):
+        if name in used:
+            used.update(nodes[name].inputs)
+    for name in order:
+        if name not in used:
+            issues.append(loaded.issue(("model", "layers", nodes[name].index),
+                                       f"node '{name}' does not lead to any output: connect it,"
+                                       " list it in model.outputs, or remove it"))
+    for name in inputs:
+        if name not in used:
+            issues.append(loaded.issue(("model", "inputs", name), f"input '{name}' is unused"))
+    if issues:
+        raise ConfigError(issues)
+    return Graph(inputs, tuple(nodes[n] for n in order), outputs)

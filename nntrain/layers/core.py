@@ -1,0 +1,89 @@
+"""Core layers: dense, flatten, activation, dropout, rescaling, reshape."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from nntrain import initializers
+from nntrain.layers.base import Layer, ShapeError, register
+
+
+@register("dense")
+class Dense(Layer):
+    """`activation(x @ kernel + bias)` on the last axis."""
+
+    def init(self, rng, input_shape):
+        units = self.args.units
+        kernel_key, bias_key = jax.random.split(rng)
+        params = {
+            "kernel": initializers.get(self.args.kernel_initializer)(
+                kernel_key, (input_shape[-1], units), jnp.float32
+            )
+        }
+        if self.args.use_bias:
+            params["bias"] = initializers.get(self.args.bias_initializer)(
+                bias_key, (units,), jnp.float32
+            )
+        return params, {}, (*input_shape[:-1], units)
+
+    def call(self, params, state, x, *, training, rng):
+        y = x @ params["kernel"]
+        if "bias" in params:
+            y = y + params["bias"]
+        return y, state
+
+
+@register("flatten")
+class Flatten(Layer):
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def call(self, params, state, x, *, training, rng):
+        return x.reshape(x.shape[0], -1), state
+
+
+@register("activation")
+class Activation(Layer):
+    def call(self, params, state, x, *, training, rng):
+        return x, state
+
+
+@register("dropout")
+class Dropout(Layer):
+    """Inverted dropout: a fresh mask each training step from the step's key."""
+
+    def call(self, params, state, x, *, training, rng):
+        rate = self.args.rate
+        if not training or rate == 0.0:
+            return x, state
+        keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), 0.0), state
+
+
+@register("rescaling")
+class Rescaling(Layer):
+    def call(self, params, state, x, *, training, rng):
+        return x.astype(jnp.float32) * self.args.scale + self.args.offset, state
+
+
+@register("reshape")
+class Reshape(Layer):
+    def output_shape(self, input_shape):
+        target = list(self.args.target_shape)
+        size = math.prod(input_shape)
+        if target.count(-1) > 1:
+            raise ShapeError("target_shape may contain at most one -1")
+        if -1 in target:
+            known = math.prod(d for d in target if d != -1)
+            if known == 0 or size % known:
+                raise ShapeError(f"cannot reshape {input_shape} to {tuple(target)}")
+            target[target.index(-1)] = size // known
+        if math.prod(target) != size:
+            raise ShapeError(f"cannot reshape {input_shape} ({size} values) to {tuple(target)}")
+        return tuple(target)
+
+    def call(self, params, state, x, *, training, rng):
+        return x.reshape(x.shape[0], *self.output_shape(x.shape[1:])), state

@@ -1,0 +1,91 @@
+"""Keras's metrics as streaming sums, so an epoch's figure is the sample-weighted mean over the
+whole epoch (not a mean of batch means) and accumulates on the device.
+
+A metric is `update(y_true, y_pred, weight) -> sums` (a small vector added up over batches)
+and `result(sums) -> float`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+from nntrain.config.compile import METRICS
+from nntrain.config.entries import Args
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the name in logs, e.g. "accuracy"
+    update: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+    result: Callable[[jax.Array], jax.Array]
+    size: int = 2
+
+
+def _weighted_mean(per_example: Callable[[jax.Array, jax.Array], jax.Array]):
+    def update(y, pred, weight):
+        value = per_example(y, pred).reshape(pred.shape[0], -1).mean(axis=1)
+        return jnp.stack([(value * weight).sum(), weight.sum()])
+
+    return update
+
+
+def _mean_of_sums(sums):
+    return sums[0] / jnp.maximum(sums[1], 1e-12)
+
+
+def _labels(y: jax.Array, pred: jax.Array) -> jax.Array:
+    return y.reshape(pred.shape[:-1]).astype(jnp.int32)
+
+
+def _dense_targets(y: jax.Array, pred: jax.Array) -> jax.Array:
+    y = y.astype(pred.dtype)
+    return y.reshape(pred.shape) if y.size == pred.size else y
+
+
+def _top_k(k: int, sparse: bool):
+    def hit(y, pred):
+        labels = _labels(y, pred) if sparse else jnp.argmax(y, -1)
+        target_score = jnp.take_along_axis(pred, labels[..., None], axis=-1)
+        # in the top k when fewer than k classes score strictly higher
+        return ((pred > target_score).sum(-1) < k).astype(jnp.float32)
+
+    return hit
+
+
+def build_metric(written: str, args: Args, loss_name: str) -> Metric:
+    """The metric written as `written` for an output trained with `loss_name`."""
+    name = METRICS.canonical(written)
+    log_name = "root_mean_squared_error" if name == "root_mean_squared_error" else written
+    if name == "accuracy":  # Keras resolves plain "accuracy" from the loss
+        name = {
+            "sparse_categorical_crossentropy": "sparse_categorical_accuracy",
+            "categorical_crossentropy": "categorical_accuracy",
+            "binary_crossentropy": "binary_accuracy",
+        }.get(loss_name, "exact_accuracy")
+
+    per_example: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+        "sparse_categorical_accuracy": lambda y, p: (
+            jnp.argmax(p, -1) == _labels(y, p)
+        ).astype(jnp.float32),
+        "categorical_accuracy": lambda y, p: (
+            jnp.argmax(p, -1) == jnp.argmax(y, -1)
+        ).astype(jnp.float32),
+        "binary_accuracy": lambda y, p: (
+            (p > getattr(args, "threshold", 0.5)) == (_dense_targets(y, p) > 0.5)
+        ).astype(jnp.float32),
+        "exact_accuracy": lambda y, p: (_dense_targets(y, p) == p).astype(jnp.float32),
+        "top_k_categorical_accuracy": _top_k(getattr(args, "k", 5), sparse=False),
+        "sparse_top_k_categorical_accuracy": _top_k(getattr(args, "k", 5), sparse=True),
+        "mean_absolute_error": lambda y, p: jnp.abs(p - _dense_targets(y, p)),
+        "mean_squared_error": lambda y, p: jnp.square(p - _dense_targets(y, p)),
+        "root_mean_squared_error": lambda y, p: jnp.square(p - _dense_targets(y, p)),
+    }
+    result = _mean_of_sums
+    if name == "root_mean_squared_error":
+        def result(sums):
+            return jnp.sqrt(_mean_of_sums(sums))
+    return Metric(log_name, _weighted_mean(per_example[name]), result)

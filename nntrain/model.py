@@ -1,0 +1,156 @@
+"""A graph of named layers as one init/apply pair, plus Keras's summary table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from nntrain.graph import Graph
+from nntrain.layers import LAYER_TYPES, Layer, ShapeError
+
+Pytree = Any
+FUSABLE = ("softmax", "sigmoid")  # activations a cross-entropy takes as logits instead
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+    params: int
+    non_trainable: int
+    inputs: tuple[str, ...]
+
+
+class Model:
+    """`init(rng) -> (params, state)`; `apply(params, state, inputs, ...) -> (outputs, state)`.
+
+    `params` and `state` are dicts keyed by layer name, then weight name (`dense_1/kernel`).
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.layers: dict[str, Layer] = {n.name: LAYER_TYPES[n.type](n.args) for n in graph.nodes}
+        self.output_shapes: dict[str, tuple[int, ...]] = {}
+        self._infos: list[LayerInfo] = []
+        # Shape inference without computing anything: init traced abstractly.
+        abstract = jax.eval_shape(self._init_with_shapes, jax.random.key(0))
+        self.param_shapes, self.state_shapes = abstract
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.graph.inputs)
+
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.graph.outputs)
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.graph.inputs[name].shape)
+
+    def _init_with_shapes(self, rng: jax.Array) -> tuple[Pytree, Pytree]:
+        shapes: dict[str, Any] = {k: tuple(v.shape) for k, v in self.graph.inputs.items()}
+        params, state, infos = {}, {}, []
+        for i, node in enumerate(self.graph.nodes):
+            layer = self.layers[node.name]
+            in_shapes = [shapes[s] for s in node.inputs]
+            in_shape = in_shapes if layer.multi_input else in_shapes[0]
+            if not layer.multi_input and len(in_shapes) != 1:
+                raise ShapeError(f"layer '{node.name}' ({node.type}) takes one input, "
+                                 f"got {len(in_shapes)}", node.index)
+            try:
+                p, s, out = layer.init(jax.random.fold_in(rng, i), in_shape)
+            except ShapeError as e:
+                raise ShapeError(
+                    f"layer '{node.name}' ({node.type}) cannot take input shape "
+                    f"{_fmt_shape(in_shape)}: {e}", node.index,
+                ) from None
+            shapes[node.name] = tuple(out)
+            if p:
+                params[node.name] = p
+            if s:
+                state[node.name] = s
+            infos.append(LayerInfo(node.name, node.type, tuple(out), _count(p), _count(s),
+                                   node.inputs))
+        self.output_shapes = {name: shapes[name] for name in self.graph.outputs}
+        self._infos = infos
+        return params, state
+
+    def init(self, rng: jax.Array) -> tuple[Pytree, Pytree]:
+        return self._init_with_shapes(rng)
+
+    def apply(
+        self,
+        params: Pytree,
+        state: Pytree,
+        inputs: dict[str, jax.Array],
+        *,
+        training: bool = False,
+        rng: jax.Array | None = None,
+        logits_for: Collection[str] = (),
+    ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], Pytree]:
+        """Run the graph. Returns (outputs, logits, new_state): for outputs named in
+        `logits_for` whose last activation is softmax/sigmoid, `logits` holds the values
+        before it, so a cross-entropy can use the stable log-softmax form."""
+        values: dict[str, jax.Array] = {
+            name: _as_input(inputs[name], spec.dtype) for name, spec in self.graph.inputs.items()
+        }
+        new_state: dict[str, Any] = {}
+        logits: dict[str, jax.Array] = {}
+        for i, node in enumerate(self.graph.nodes):
+            layer = self.layers[node.name]
+            x = [values[s] for s in node.inputs]
+            x = x if layer.multi_input else x[0]
+            layer_rng = None if rng is None else jax.random.fold_in(rng, i)
+            p, s = params.get(node.name, {}), state.get(node.name, {})
+            if node.name in logits_for and layer.activation in FUSABLE:
+                pre, s = layer.call(p, s, x, training=training, rng=layer_rng)
+                logits[node.name] = pre
+                y = jax.nn.softmax(pre) if layer.activation == "softmax" else jax.nn.sigmoid(pre)
+            else:
+                y, s = layer.apply(p, s, x, training=training, rng=layer_rng)
+            values[node.name] = y
+            if s:
+                new_state[node.name] = s
+        outputs = {name: values[name] for name in self.graph.outputs}
+        return outputs, logits, new_state
+
+    def output_activation(self, name: str) -> str | None:
+        return self.layers[name].activation
+
+    def summary_rows(self) -> list[LayerInfo]:
+        return list(self._infos)
+
+    @property
+    def trainable_count(self) -> int:
+        return _count(self.param_shapes)
+
+    @property
+    def non_trainable_count(self) -> int:
+        return _count(self.state_shapes)
+
+
+def _as_input(x: jax.Array, dtype: str) -> jax.Array:
+    # Raw uint8 pixels may stay uint8 on the device; layers compute in float32.
+    if dtype == "float32" and x.dtype != jnp.float32:
+        return x.astype(jnp.float32)
+    return x
+
+
+def _count(tree: Pytree) -> int:
+    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+
+
+def _fmt_shape(shape: Any) -> str:
+    if isinstance(shape, list):
+        return ", ".join(_fmt_shape(s) for s in shape)
+    return "(None, " + ", ".join(str(d) for d in shape) + ")" if shape else "(None,)"
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    return _fmt_shape(shape)

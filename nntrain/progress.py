@@ -1,0 +1,65 @@
+"""What a person sees while training: a bar per epoch, one line per finished epoch."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def format_logs(logs: dict[str, float], skip: tuple[str, ...] = ()) -> str:
+    parts = []
+    for name, value in logs.items():
+        if name in skip:
+            continue
+        parts.append(f"{name} {value:.4g}" if name == "learning_rate" else f"{name} {value:.4f}")
+    return "  ".join(parts)
+
+
+class EpochProgress:
+    """A live bar for one epoch (only on a terminal), then a summary line."""
+
+    def __init__(self, console: Console, epoch: int, epochs: int, steps: int,
+                 batch_size: int, quiet: bool = False) -> None:
+        self.console = console
+        self.label = f"Epoch {epoch + 1}/{epochs}"
+        self.steps = steps
+        self.batch_size = batch_size
+        self.quiet = quiet
+        self.start = time.perf_counter()
+        self._progress: Progress | None = None
+
+    def __enter__(self) -> EpochProgress:
+        if not self.quiet and self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=30),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TextColumn("{task.fields[logs]}"),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.label, total=self.steps, logs="", rate="")
+        return self
+
+    def update(self, steps_done: int, logs: dict[str, float]) -> None:
+        if self._progress is not None:
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            rate = f"{steps_done * self.batch_size / elapsed:,.0f} samples/s"
+            self._progress.update(self._task, completed=steps_done, logs=format_logs(logs),
+                                  rate=rate)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def finish(self, logs: dict[str, float], seconds: float, notes: str = "") -> None:
+        if self.quiet:
+            return
+        line = f"[bold]{self.label}[/]  {self.steps}/{self.steps}  {seconds:.1f}s  " \
+               f"{format_logs(logs)}"
+        self.console.print(line + (f"  [green]{notes}[/]" if notes else ""), highlight=False)

@@ -1,0 +1,53 @@
+"""Keras's model summary: layer (type), output shape, parameters; totals below."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+from rich.table import Table
+
+from nntrain.model import Model, format_shape
+
+
+def _type_name(layer_type: str) -> str:
+    return "".join(part.capitalize() for part in layer_type.split("_")).replace("2d", "2D") \
+        .replace("1d", "1D")
+
+
+def summary_table(model: Model, title: str = "") -> Table:
+    graph = model.graph
+    show_links = not graph.is_chain
+    table = Table(title=title or None, title_justify="left", header_style="bold")
+    table.add_column("Layer (type)")
+    table.add_column("Output Shape")
+    table.add_column("Param #", justify="right")
+    if show_links:
+        table.add_column("Connected to")
+        for name, spec in graph.inputs.items():
+            table.add_row(f"{name} (InputLayer)", format_shape(tuple(spec.shape)), "0", "-")
+    for row in model.summary_rows():
+        cells = [f"{row.name} ({_type_name(row.type)})", format_shape(row.output_shape),
+                 f"{row.params + row.non_trainable:,}"]
+        if show_links:
+            cells.append(", ".join(row.inputs))
+        table.add_row(*cells)
+    return table
+
+
+def summary_totals(model: Model) -> str:
+    trainable, fixed = model.trainable_count, model.non_trainable_count
+    return (f"Total params: {trainable + fixed:,}\n"
+            f"Trainable params: {trainable:,}\n"
+            f"Non-trainable params: {fixed:,}")
+
+
+def print_summary(model: Model, console: Console, title: str = "") -> None:
+    console.print(summary_table(model, title))
+    console.print(summary_totals(model), highlight=False)
+
+
+def summary_text(model: Model, title: str = "") -> str:
+    console = Console(record=True, width=100, file=io.StringIO(), color_system=None)
+    print_summary(model, console, title)
+    return console.export_text()

@@ -1,0 +1,242 @@
+"""The fit loop: epochs of compiled chunks, callbacks, and a run directory kept complete
+after every epoch."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+
+from nntrain import checkpoint
+from nntrain.build import Setup, class_weight_vector
+from nntrain.config.entries import entry_args, entry_name
+from nntrain.data.sources import Dataset
+from nntrain.errors import TrainingFailed
+from nntrain.fsutil import atomic_write_json, atomic_write_text
+from nntrain.optimizers import get_learning_rate
+from nntrain.plotting import plot_history
+from nntrain.progress import EpochProgress
+from nntrain.runs import Run
+from nntrain.train import callbacks as cb
+from nntrain.train.programs import Programs, epoch_order, to_device
+
+DEFAULT_STEPS_PER_CALL = 32
+
+
+@dataclass
+class FitResult:
+    status: str  # completed | stopped | failed
+    history: list[dict[str, float]]
+    best_epoch: int | None  # 1-based
+    monitor: str
+    best_value: float | None
+    test: dict[str, float] | None = None
+    stop_reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def seed_keys(seed: int) -> dict[str, jax.Array]:
+    """Independent streams for init, data order and dropout, all from the config's seed."""
+    root = jax.random.key(seed)
+    return {"init": jax.random.fold_in(root, 0), "order": jax.random.fold_in(root, 1),
+            "dropout": jax.random.fold_in(root, 2)}
+
+
+def make_programs(setup: Setup, steps_per_epoch: int | None = None) -> Programs:
+    fit = setup.loaded.config.fit
+    k = fit.steps_per_execution
+    if k == "auto":
+        k = DEFAULT_STEPS_PER_CALL
+    if steps_per_epoch:
+        k = min(k, steps_per_epoch)
+    return Programs(setup, batch_size=fit.batch_size,
+                    eval_batch_size=fit.validation_batch_size or fit.batch_size,
+                    steps_per_call=k, class_weight=class_weight_vector(setup))
+
+
+class Fitter:
+    """Owns the train state while fitting; callbacks talk to it (Keras's `model`)."""
+
+    def __init__(self, setup: Setup, dataset: Dataset, run: Run, console: Console,
+                 quiet: bool = False) -> None:
+        self.setup, self.dataset, self.run, self.console, self.quiet = (
+            setup, dataset, run, console, quiet)
+        self.config = setup.loaded.config
+        self.keys = seed_keys(self.config.seed)
+        self.n_train = len(dataset.train)
+        self.steps_per_epoch = math.ceil(self.n_train / self.config.fit.batch_size)
+        self.programs = make_programs(setup, self.steps_per_epoch)
+        self.stop_training = False
+        self.history: list[dict[str, float]] = []
+        self.best_weights: dict[str, Any] | None = None
+        self.callbacks = self._make_callbacks()
+        self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
+        params, state = setup.model.init(self.keys["init"])
+        self.carry = {"params": params, "state": state,
+                      "opt_state": setup.optimizer.init(params), "step": jnp.int32(0)}
+
+    def _make_callbacks(self) -> list[cb.Callback]:
+        made: list[cb.Callback] = []
+        for entry in self.config.fit.callbacks:
+            name, args = entry_name(entry), entry_args(entry)
+            if isinstance(args, cb.EarlyStoppingArgs):
+                made.append(cb.EarlyStopping(args))
+            elif isinstance(args, cb.ModelCheckpointArgs):
+                made.append(cb.ModelCheckpoint(args))
+            elif name not in ("terminate_on_nan", "TerminateOnNaN"):
+                raise NotImplementedError(name)
+        if not any(isinstance(c, cb.ModelCheckpoint) for c in made):
+            # checkpoints/best always follows something: early stopping's figure, else val_loss
+            stopper = next((c for c in made if isinstance(c, cb.EarlyStopping)), None)
+            monitor = stopper.args.monitor if stopper else (
+                "val_loss" if self.dataset.validation is not None else "loss")
+            mode = stopper.args.mode if stopper else "auto"
+            made.append(cb.ModelCheckpoint(
+                cb.ModelCheckpointArgs(monitor=monitor, mode=mode, save_best_only=True)))
+        return made
+
+    # -- what callbacks use ------------------------------------------------------------------
+    def get_weights(self) -> dict[str, Any]:
+        return jax.device_get({"params": self.carry["params"], "state": self.carry["state"]})
+
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        self.carry = {**self.carry, **jax.device_put(weights)}
+
+    def save_weights(self, name: str, epoch: int, logs: dict[str, float]) -> None:
+        weights = self.get_weights()
+        if name == "best":
+            self.best_weights = weights
+        checkpoint.save(self.run.checkpoints / name, weights,
+                        {"kind": "weights", "epoch": epoch + 1, "logs": logs})
+
+    # -- resume ------------------------------------------------------------------------------
+    def restore(self) -> int:
+        """Load `checkpoints/last`; returns the number of epochs already done."""
+        arrays, meta = checkpoint.load(self.run.checkpoints / "last")
+        where = str(self.run.checkpoints / "last")
+        for name in ("params", "state", "opt_state"):
+            self.carry[name] = jax.device_put(
+                checkpoint.unflatten(self.carry[name], checkpoint.subtree(arrays, name), where))
+        self.carry["step"] = jnp.int32(arrays["step"])
+        self.history = meta["history"]
+        for callback, state in zip(self.callbacks, meta["callbacks"], strict=True):
+            callback.load_state(state)
+        template = {"params": self.carry["params"], "state": self.carry["state"]}
+        stopper_best = checkpoint.subtree(arrays, "early_stopping_best")
+        for callback in self.callbacks:
+            if isinstance(callback, cb.EarlyStopping) and stopper_best:
+                callback.best_weights = checkpoint.unflatten(template, stopper_best, where)
+        best = checkpoint.find(self.run.checkpoints / "best")
+        if best is not None:
+            best_arrays, _ = checkpoint.load(best)
+            self.best_weights = checkpoint.unflatten(template, best_arrays, str(best))
+        return int(meta["epoch"])
+
+    def _save_last(self, epoch: int) -> None:
+        trees: dict[str, Any] = {k: self.carry[k] for k in ("params", "state", "opt_state")}
+        trees["step"] = self.carry["step"]
+        for callback in self.callbacks:
+            if isinstance(callback, cb.EarlyStopping) and callback.best_weights is not None:
+                trees["early_stopping_best"] = callback.best_weights
+        checkpoint.save(self.run.checkpoints / "last", trees, {
+            "kind": "resume", "epoch": epoch + 1, "history": self.history,
+            "callbacks": [c.state() for c in self.callbacks],
+        })
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, initial_epoch: int = 0) -> FitResult:
+        config, programs = self.config, self.programs
+        epochs = config.fit.epochs
+        train = to_device(self.dataset.train)
+        validation = None if self.dataset.validation is None else \
+            to_device(self.dataset.validation)
+        padded = self.steps_per_epoch * config.fit.batch_size
+        status, reason = "completed", ""
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
+        for epoch in range(initial_epoch, epochs):
+            for callback in self.callbacks:
+                callback.on_epoch_begin(epoch, self)
+            start = time.perf_counter()
+            order = epoch_order(self.keys["order"], epoch, self.n_train, padded,
+                                config.fit.shuffle)
+            with EpochProgress(self.console, epoch, epochs, self.steps_per_epoch,
+                               config.fit.batch_size, self.quiet) as progress:
+                def on_chunk(done: int, sums: np.ndarray, epoch=epoch, progress=progress):
+                    logs = programs.layout.result(sums)
+                    if not math.isfinite(logs["loss"]):
+                        raise TrainingFailed(
+                            f"loss became {logs['loss']} in epoch {epoch + 1}, by step {done} "
+                            f"of {self.steps_per_epoch}",
+                        )
+                    progress.update(done, logs)
+
+                self.carry, sums = programs.train_epoch(
+                    self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk)
+            logs = programs.layout.result(sums)
+            if validation is not None:
+                val = programs.evaluate(self.carry["params"], self.carry["state"], validation,
+                                        len(self.dataset.validation))
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            logs["learning_rate"] = get_learning_rate(self.carry["opt_state"])
+            best_before = self.checkpointer.tracker.best_epoch
+            for callback in self.callbacks:
+                callback.on_epoch_end(epoch, logs, self)
+            seconds = time.perf_counter() - start
+            self.history.append({"epoch": epoch + 1, **logs, "seconds": round(seconds, 3)})
+            self._record_epoch(epoch)
+            improved = self.checkpointer.tracker.best_epoch != best_before
+            progress.finish(logs, seconds, "saved best" if improved else "")
+            if self.stop_training:
+                status = "stopped"
+                reason = f"early stopping after epoch {epoch + 1}"
+                break
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        return self._result(status, reason)
+
+    def _record_epoch(self, epoch: int) -> None:
+        self._save_last(epoch)
+        write_history_csv(self.run.path / "history.csv", self.history)
+        tracker = self.checkpointer.tracker
+        atomic_write_json(self.run.path / "metrics.json", {
+            "monitor": tracker.monitor, "mode": tracker.mode,
+            "best_epoch": None if tracker.best_epoch is None else tracker.best_epoch + 1,
+            "best_value": tracker.best, "epochs_completed": len(self.history),
+            "last": {k: v for k, v in self.history[-1].items() if k != "epoch"},
+        })
+        self.run.update_info(epochs_completed=len(self.history))
+        plot_history(self.history, self.run.path / "history.png", title=self.run.name)
+
+    def _result(self, status: str, reason: str) -> FitResult:
+        tracker = self.checkpointer.tracker
+        return FitResult(status, self.history,
+                         None if tracker.best_epoch is None else tracker.best_epoch + 1,
+                         tracker.monitor, tracker.best, stop_reason=reason)
+
+    def evaluate_test(self) -> dict[str, float] | None:
+        """Test figures for the weights `evaluate` uses by default: the best checkpoint's."""
+        if self.dataset.test is None:
+            return None
+        weights = self.best_weights or self.get_weights()
+        weights = jax.device_put(weights)
+        return self.programs.evaluate(weights["params"], weights["state"],
+                                      to_device(self.dataset.test), len(self.dataset.test))
+
+
+def write_history_csv(path, history: list[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    columns = list(history[0]) if history else ["epoch"]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buffer.getvalue())

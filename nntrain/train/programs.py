@@ -1,0 +1,223 @@
+"""The compiled programs: a chunk of training steps, a chunk of evaluation steps, an epoch's
+example order. Everything per step stays on the device.
+
+- The data lives on the device; each step gathers its batch from an order array drawn on the
+  device from (seed, epoch), so shuffling costs no host work and no transfer.
+- One call runs `K` steps, unrolled (a Python loop under `jit`): Python is touched once per
+  chunk, and XLA fuses across steps. A rolled loop is much slower around convolutions on CPU.
+- Every batch has the same static shape; the last partial batch is padded and its padding
+  masked out through the weights, so nothing recompiles and every example counts once.
+- Loss and metrics accumulate as sums on the device; the host reads one small vector a chunk.
+- The train state's buffers are donated, so parameters are updated in place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nntrain.build import Setup
+
+Carry = dict[str, Any]  # params, state, opt_state, step
+DeviceData = dict[str, Any]  # {"x": {name: array}, "y": {name: array}, "w": array (optional)}
+
+
+class SumsLayout:
+    """Where each figure lives in the accumulated sums vector, and how to read it out."""
+
+    def __init__(self, setup: Setup) -> None:
+        self.setup = setup
+        self.outputs = list(setup.graph.outputs)
+        self.metric_slots: list[tuple[str, Any, int]] = []  # (log name, metric, offset)
+        offset = 2 + (len(self.outputs) if setup.multi_output else 0)
+        for out in self.outputs:
+            for metric in setup.metrics[out]:
+                name = f"{out}_{metric.name}" if setup.multi_output else metric.name
+                self.metric_slots.append((name, metric, offset))
+                offset += metric.size
+        self.size = offset
+
+    def zeros(self) -> jax.Array:
+        return jnp.zeros(self.size, jnp.float32)
+
+    def result(self, sums: np.ndarray) -> dict[str, float]:
+        sums = np.asarray(sums, dtype=np.float64)
+        count = max(sums[1], 1e-12)
+        logs = {"loss": float(sums[0] / count)}
+        if self.setup.multi_output:
+            for i, out in enumerate(self.outputs):
+                logs[f"{out}_loss"] = float(sums[2 + i] / count)
+        for name, metric, offset in self.metric_slots:
+            logs[name] = float(metric.result(sums[offset:offset + metric.size]))
+        return logs
+
+    def count(self, sums: np.ndarray) -> int:
+        return int(round(float(sums[1])))
+
+
+class Programs:
+    """Jitted chunks of train and eval steps for one setup and batch size."""
+
+    def __init__(self, setup: Setup, *, batch_size: int, eval_batch_size: int,
+                 steps_per_call: int, class_weight: np.ndarray | None = None) -> None:
+        self.setup = setup
+        self.model = setup.model
+        self.layout = SumsLayout(setup)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.steps_per_call = steps_per_call
+        self.class_weight = None if class_weight is None else jnp.asarray(class_weight)
+        self.logits_for = frozenset(o for o, loss in setup.losses.items() if loss.takes_logits)
+        self._train_chunks: dict[int, Callable] = {}
+        self._eval_chunks: dict[int, Callable] = {}
+
+    # -- one batch -------------------------------------------------------------------------
+    def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng):
+        outputs, logits, new_state = self.model.apply(
+            params, state, xb, training=training, rng=rng, logits_for=self.logits_for
+        )
+        total = jnp.float32(0.0)
+        out_sums, metric_sums = [], []
+        for out in self.layout.outputs:
+            loss = self.setup.losses[out]
+            pred = logits.get(out, outputs[out]) if loss.takes_logits else outputs[out]
+            out_sum = (loss.fn(yb[out], pred) * w).sum()
+            out_sums.append(out_sum)
+            total = total + self.setup.loss_weights[out] * out_sum
+            metric_sums += [m.update(yb[out], outputs[out], w) for m in self.setup.metrics[out]]
+        head = [total, n.astype(jnp.float32)]
+        if self.setup.multi_output:
+            head += out_sums
+        sums = jnp.concatenate([jnp.stack(head), *metric_sums]) if metric_sums \
+            else jnp.stack(head)
+        # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
+        return total / jnp.maximum(n, 1).astype(jnp.float32), (sums, new_state)
+
+    def _gather(self, data: DeviceData, order, first: jax.Array, size: int, n_total):
+        idx = jax.lax.dynamic_slice(order, (first,), (size,))
+        valid = (first + jnp.arange(size)) < n_total
+        xb = {k: v[idx] for k, v in data["x"].items()}
+        yb = {k: v[idx] for k, v in data["y"].items()}
+        w = valid.astype(jnp.float32)
+        if "w" in data:
+            w = w * data["w"][idx]
+        return xb, yb, w, valid.sum()
+
+    # -- training ----------------------------------------------------------------------------
+    def _train_step(self, carry: Carry, sums, data, order, step_in_epoch, rng, n_total):
+        B = self.batch_size
+        xb, yb, w, n = self._gather(data, order, step_in_epoch * B, B, n_total)
+        if self.class_weight is not None:
+            w = w * self.class_weight[yb[self.layout.outputs[0]].reshape(-1).astype(jnp.int32)]
+        step_rng = jax.random.fold_in(rng, carry["step"])
+        grad_fn = jax.value_and_grad(self._batch, has_aux=True)
+        (_, (batch_sums, new_state)), grads = grad_fn(
+            carry["params"], carry["state"], xb, yb, w, n, training=True, rng=step_rng
+        )
+        updates, opt_state = self.setup.optimizer.update(grads, carry["opt_state"], carry["params"])
+        params = optax.apply_updates(carry["params"], updates)
+        state = {**carry["state"], **new_state}
+        return {"params": params, "state": state, "opt_state": opt_state,
+                "step": carry["step"] + 1}, sums + batch_sums
+
+    def _train_chunk(self, carry, sums, data, order, first_step, rng, n_total, *, steps: int):
+        for i in range(steps):  # unrolled on purpose: see the module docstring
+            carry, sums = self._train_step(carry, sums, data, order, first_step + i, rng, n_total)
+        return carry, sums
+
+    def train_chunk(self, steps: int) -> Callable:
+        if steps not in self._train_chunks:
+            self._train_chunks[steps] = jax.jit(
+                partial(self._train_chunk, steps=steps), donate_argnums=(0,)
+            )
+        return self._train_chunks[steps]
+
+    def train_epoch(self, carry: Carry, data: DeviceData, order, n_total: int, rng,
+                    on_chunk: Callable[[int, np.ndarray], None] | None = None):
+        """Run one epoch in chunks. `on_chunk(steps_done, sums)` sees each chunk's running
+        sums, read one chunk late so the device never waits for the host."""
+        n_steps = math.ceil(n_total / self.batch_size)
+        sums = self.layout.zeros()
+        done, pending = 0, None
+        while done < n_steps:
+            k = min(self.steps_per_call, n_steps - done)
+            carry, sums = self.train_chunk(k)(carry, sums, data, order, done, rng, n_total)
+            done += k
+            if pending is not None and on_chunk is not None:
+                on_chunk(*pending)
+            pending = (done, sums)
+        host_sums = np.asarray(sums)
+        if on_chunk is not None:
+            on_chunk(n_steps, host_sums)
+        return carry, host_sums
+
+    # -- evaluation --------------------------------------------------------------------------
+    def _eval_chunk(self, params, state, sums, data, first_step, n_total, *, steps: int):
+        B = self.eval_batch_size
+        for i in range(steps):
+            xb, yb, w, n = self._gather_eval(data, (first_step + i) * B, B, n_total)
+            _, (batch_sums, _) = self._batch(params, state, xb, yb, w, n, training=False,
+                                             rng=None)
+            sums = sums + batch_sums
+        return sums
+
+    def _gather_eval(self, data, first, size, n_total):
+        # clip the positions instead of an order array: rows past the end repeat the last
+        # row and are masked out, so every batch keeps its static shape
+        positions = first + jnp.arange(size)
+        idx = jnp.minimum(positions, n_total - 1)
+        valid = positions < n_total
+        xb = {k: v[idx] for k, v in data["x"].items()}
+        yb = {k: v[idx] for k, v in data["y"].items()}
+        w = valid.astype(jnp.float32)
+        if "w" in data:
+            w = w * data["w"][idx]
+        return xb, yb, w, valid.sum()
+
+    def eval_chunk(self, steps: int) -> Callable:
+        if steps not in self._eval_chunks:
+            self._eval_chunks[steps] = jax.jit(partial(self._eval_chunk, steps=steps))
+        return self._eval_chunks[steps]
+
+    def evaluate(self, params, state, data: DeviceData, n_total: int) -> dict[str, float]:
+        n_steps = math.ceil(n_total / self.eval_batch_size)
+        sums, done = self.layout.zeros(), 0
+        while done < n_steps:
+            k = min(self.steps_per_call, n_steps - done)
+            sums = self.eval_chunk(k)(params, state, sums, data, done, n_total)
+            done += k
+        return self.layout.result(np.asarray(sums))
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict_fn(self) -> Callable:
+        @jax.jit
+        def predict(params, state, xb):
+            outputs, _, _ = self.model.apply(params, state, xb, training=False)
+            return outputs
+
+        return predict
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def epoch_order(rng: jax.Array, epoch: int, n: int, padded: int, shuffle: bool) -> jax.Array:
+    """The epoch's example order, drawn on the device from the run's key and the epoch, padded
+    to whole batches (padding rows are masked out by position)."""
+    order = jax.random.permutation(jax.random.fold_in(rng, epoch), n) if shuffle \
+        else jnp.arange(n)
+    return jnp.pad(order.astype(jnp.int32), (0, padded - n))
+
+
+def to_device(data, with_targets: bool = True) -> DeviceData:
+    """Move an ArraySet to the default device, keeping compact dtypes (uint8 pixels)."""
+    out: DeviceData = {"x": {k: jnp.asarray(v) for k, v in data.x.items()},
+                       "y": {k: jnp.asarray(v) for k, v in data.y.items()} if with_targets else {}}
+    if data.sample_weight is not None:
+        out["w"] = jnp.asarray(data.sample_weight, jnp.float32)
+    return out
