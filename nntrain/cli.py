@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.panel import Panel
+from rich.markup import escape
 
 import nntrain
 from nntrain.errors import TrainingFailed, UserError
@@ -45,22 +45,26 @@ def _run(action, *args, **kwargs) -> None:
     except UserError as e:
         if _state["debug"]:
             raise
-        body = e.message + (f"\n[dim]{e.hint}[/]" if e.hint else "")
-        err.print(Panel(body, title="error", title_align="left", border_style="red",
-                        expand=False), highlight=False)
+        _print_error("error", e.message, e.hint)
         raise typer.Exit(2) from None
     except TrainingFailed as e:
         if _state["debug"]:
             raise
-        err.print(Panel(f"{e}\n[dim]Try a lower learning rate, or check the data for extreme"
-                        " values.[/]", title="training failed", title_align="left",
-                        border_style="red", expand=False))
+        _print_error("training failed", str(e),
+                     "try a lower learning rate, or check the data for extreme values")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
         raise typer.Exit(130) from None
     if code:
         raise typer.Exit(code)
+
+
+def _print_error(title: str, message: str, hint: str | None) -> None:
+    # plain lines, not a box: file:line:col locations stay whole and copyable
+    err.print(f"[bold red]{title}:[/] {escape(message)}", soft_wrap=True)
+    if hint:
+        err.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -169,7 +173,7 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
 
 
 def _usage(message: str) -> None:
-    err.print(f"[red]error:[/] {message}")
+    _print_error("error", message, None)
     raise typer.Exit(2)
 
 

@@ -195,9 +195,9 @@ def _now() -> str:
 
 
 def _print_fit_result(console: Console, run: Run, result, test) -> None:
-    table = Table(title=f"{run.name}: {result.status}"
-                  + (f" ({result.stop_reason})" if result.stop_reason else ""),
-                  title_justify="left", show_header=False)
+    console.print(f"[bold]{run.name}: {result.status}[/]"
+                  + (f" ({result.stop_reason})" if result.stop_reason else ""), soft_wrap=True)
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("epochs", str(len(result.history)))
@@ -258,8 +258,9 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     if as_json:
         print(json.dumps(figures))
         return
-    table = Table(title=f"{run.path}: {split} ({len(data):,} examples), {checkpoint_name} "
-                  f"weights (epoch {meta.get('epoch')})", title_justify="left")
+    console.print(f"{run.path}: {split} split ({len(data):,} examples), {checkpoint_name} "
+                  f"weights (epoch {meta.get('epoch')})", soft_wrap=True)
+    table = Table()
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, value in figures.items():

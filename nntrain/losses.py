@@ -90,7 +90,7 @@ def build_loss(name: str, args: Args, output_activation: str | None) -> Loss:
         return Loss(name, binary_ce, fused)
 
     simple: dict[str, PerExample] = {
-        "mean_squared_error": lambda y, p: _per_example(optax.losses.squared_error(p, _match(y, p))),
+        "mean_squared_error": lambda y, p: _per_example(jnp.square(p - _match(y, p))),
         "mean_absolute_error": lambda y, p: _per_example(jnp.abs(p - _match(y, p))),
         "huber": lambda y, p: _per_example(
             optax.losses.huber_loss(p, _match(y, p), delta=args.delta)

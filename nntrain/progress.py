@@ -62,4 +62,5 @@ class EpochProgress:
             return
         line = f"[bold]{self.label}[/]  {self.steps}/{self.steps}  {seconds:.1f}s  " \
                f"{format_logs(logs)}"
-        self.console.print(line + (f"  [green]{notes}[/]" if notes else ""), highlight=False)
+        self.console.print(line + (f"  [green]{notes}[/]" if notes else ""), highlight=False,
+                           soft_wrap=True)

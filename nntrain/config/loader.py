@@ -163,7 +163,8 @@ def _record_positions(node: yaml.Node, path: Path_, out: dict, seen: set[int]) -
             if key_node.tag.endswith(":int"):
                 key = int(key)
             # the key's own position, for "unknown key" errors
-            out[(*path, key, "<key>")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            mark = key_node.start_mark
+            out[(*path, key, "<key>")] = (mark.line + 1, mark.column + 1)
             _record_positions(value_node, (*path, key), out, seen)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
@@ -179,7 +180,9 @@ def apply_override(data: dict, assignment: str) -> Path_:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError as e:
         raise UserError(f"--set {assignment}: value is not valid YAML: {e}") from None
-    path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in key.strip().split(".")]
+    path: list[str | int] = [
+        int(p) if p.lstrip("-").isdigit() else p for p in key.strip().split(".")
+    ]
     node: Any = data
     for depth, part in enumerate(path[:-1]):
         if isinstance(node, dict):
@@ -188,9 +191,11 @@ def apply_override(data: dict, assignment: str) -> Path_:
             node = node[part]
         else:
             where = format_path(path[: depth + 1])
-            raise UserError(f"--set {assignment}: {where} is not a mapping or a list index in range")
+            raise UserError(f"--set {assignment}: {where} is neither a mapping nor a list index")
     last = path[-1]
-    if isinstance(node, dict) or isinstance(node, list) and isinstance(last, int) and -len(node) <= last < len(node):
+    if isinstance(node, dict) or (
+        isinstance(node, list) and isinstance(last, int) and -len(node) <= last < len(node)
+    ):
         node[last] = value
     else:
         raise UserError(f"--set {assignment}: cannot set {format_path(path)}")
@@ -210,8 +215,17 @@ def load_config(source: str | Path, overrides: Sequence[str] = ()) -> LoadedConf
         config = Config.model_validate(data)
     except ValidationError as e:
         issues = [_issue(err, data, source, positions, override_paths) for err in e.errors()]
-        raise ConfigError(sorted(issues, key=_line_order)) from None
+        raise ConfigError(sorted(_drop_implied(issues), key=_line_order)) from None
     return LoadedConfig(config, source, data, positions, override_paths)
+
+
+def _drop_implied(issues: list[Issue]) -> list[Issue]:
+    """`unit: 16` gives "unknown key 'unit'; did you mean 'units'" and "missing 'units'":
+    the second says nothing new."""
+    suggested = {(i.path.rpartition(".")[0], i.suggestion) for i in issues if i.suggestion}
+    return [i for i in issues if not (
+        i.message.startswith("missing required key")
+        and (i.path, i.message.split("'")[1]) in suggested)]
 
 
 def _line_order(issue: Issue) -> tuple[int, int]:
@@ -226,7 +240,9 @@ def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
     out: list[str | int] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             node = node[part]
             out.append(part)
         elif isinstance(part, str) and (part in ("single", "per_output") or "[" in part):
@@ -289,7 +305,8 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         if isinstance(found, dict) and len(found) != 1:
             message = f"expected one {registry.kind} name as the only key, found {len(found)} keys"
             return Issue(where, path, message)
-        return Issue(where, path, f"unknown {registry.kind} {name!r}", closest(name, registry.names))
+        message = f"unknown {registry.kind} {name!r}"
+        return Issue(where, path, message, closest(name, registry.names))
     if kind == "missing":
         return Issue(where, format_path(loc[:-1]), f"missing required key '{loc[-1]}'")
     if kind == "literal_error":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Discriminator,
@@ -107,7 +107,7 @@ Losses = Annotated[
     Annotated[LossEntry, Tag("single")] | Annotated[dict[NodeName, LossEntry], Tag("per_output")],
     Discriminator(_single_or_per_output(LOSSES)),
 ]
-Metrics = Union[list[MetricEntry], dict[NodeName, list[MetricEntry]]]
+Metrics = list[MetricEntry] | dict[NodeName, list[MetricEntry]]
 
 
 class CompileConfig(Strict):

@@ -105,7 +105,7 @@ def _read_file(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path}: {e}",
-                        "expected an .npz file written by numpy.savez (no pickled objects)") from None
+                        "expected an .npz file from numpy.savez (no pickled objects)") from None
     single = len(io.inputs) == 1 and len(io.outputs) == 1
     x, y = {}, {}
     for name in io.inputs:

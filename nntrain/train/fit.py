@@ -28,7 +28,9 @@ from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.programs import Programs, epoch_order, to_device
 
-DEFAULT_STEPS_PER_CALL = 32
+# Measured on a 2-core CPU for the Fashion-MNIST MLP: 8 steps per call compile in 1.4 s and
+# run an epoch in 0.73 s; 32 take 6.3 s to compile and 0.89 s an epoch.
+DEFAULT_STEPS_PER_CALL = 8
 
 
 @dataclass

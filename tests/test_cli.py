@@ -1,0 +1,257 @@
+"""The CLI as a user runs it: fit, evaluate, predict, summary, validate, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from typer.testing import CliRunner
+
+from nntrain.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
+runner = CliRunner()
+
+
+def nntrain(*args: str, cwd: Path | None = None):
+    """Run the CLI in-process from `cwd` (so runs/ lands there)."""
+    old = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def only_run(root: Path) -> Path:
+    runs = sorted(p.parent for p in root.glob("runs/*/*/run.json"))
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    """One tiny run shared by the read-back tests."""
+    work = tmp_path_factory.mktemp("fit")
+    result = nntrain("fit", str(TINY), cwd=work)
+    assert result.exit_code == 0, result.output
+    return only_run(work)
+
+
+def test_fit_leaves_a_complete_run_directory(fitted: Path):
+    for name in ("config.yaml", "run.json", "summary.txt", "history.csv", "metrics.json",
+                 "history.png", "checkpoints/last/arrays.safetensors",
+                 "checkpoints/best/checkpoint.json"):
+        assert (fitted / name).exists(), name
+    info = json.loads((fitted / "run.json").read_text())
+    assert info["status"] == "completed"
+    assert info["seed"] == 1
+    assert info["data"]["train"]["examples"] == 500
+    assert info["data"]["validation"]["examples"] == 100
+    rows = list(csv.DictReader((fitted / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert set(rows[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"}
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learned
+    assert "Total params: 323" in (fitted / "summary.txt").read_text()
+    assert (fitted / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_json_matches_the_test_figures_fit_reported(fitted: Path):
+    reported = json.loads((fitted / "metrics.json").read_text())["test"]
+    result = nntrain("evaluate", str(fitted), "--json")
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(figures) == {"loss", "accuracy"}
+    for name in figures:
+        assert round(figures[name], 4) == round(reported[name], 4)
+    evaluations = json.loads((fitted / "metrics.json").read_text())["evaluations"]
+    assert evaluations[-1]["split"] == "test" and evaluations[-1]["checkpoint"] == "best"
+
+
+def test_evaluate_finds_runs_by_name_and_latest(fitted: Path):
+    work = fitted.parents[2]
+    for spec in ("runs/tiny_mlp", "latest", "tiny_mlp"):
+        result = nntrain("evaluate", spec, "--split", "validation", cwd=work)
+        assert result.exit_code == 0, (spec, result.output)
+        assert "accuracy" in result.output
+    missing = nntrain("evaluate", "runs/nope", cwd=work)
+    assert missing.exit_code == 2
+    assert "no run found" in missing.output and "tiny_mlp" in missing.output
+
+
+def test_predict_writes_csv_npy_json(fitted: Path, tmp_path: Path):
+    x = np.random.default_rng(0).standard_normal((5, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    for suffix in ("csv", "npy", "json"):
+        out = tmp_path / f"pred.{suffix}"
+        result = nntrain("predict", str(fitted), str(tmp_path / "x.npy"), "--output", str(out))
+        assert result.exit_code == 0, result.output
+    probs = np.load(tmp_path / "pred.npy")
+    assert probs.shape == (5, 3)
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    rows = list(csv.DictReader((tmp_path / "pred.csv").open()))
+    assert len(rows) == 5
+    assert [int(r["class"]) for r in rows] == list(probs.argmax(1))
+    records = json.loads((tmp_path / "pred.json").read_text())
+    assert records[0]["probability"] == pytest.approx(probs[0].max(), rel=1e-6)
+
+
+def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
+    result = nntrain("predict", str(fitted), "--split", "test", "--limit", "3", "--top", "2")
+    assert result.exit_code == 0, result.output
+    assert "probability #2" in result.output and "true" in result.output
+    np.save(tmp_path / "bad.npy", np.zeros((2, 5, 5), np.float32))
+    bad = nntrain("predict", str(fitted), str(tmp_path / "bad.npy"))
+    assert bad.exit_code == 2
+    assert "(5, 5)" in bad.output and "(4, 4)" in bad.output
+    assert "Traceback" not in bad.output
+
+
+def test_invalid_config_exits_2_with_locations_and_creates_nothing(tmp_path: Path):
+    text = TINY.read_text().replace("units: 16", "unit: 16").replace("epochs: 4", "epochs: four")
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "2 problems" in result.output
+    assert "bad.yaml:12:" in result.output and "did you mean 'units'" in result.output
+    assert "fit.epochs" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_summary_and_validate_on_the_textbook_model():
+    result = nntrain("summary", str(ROOT / "configs" / "fashion_mlp.yaml"))
+    assert result.exit_code == 0, result.output
+    for count in ("235,500", "30,100", "1,010", "Total params: 266,610"):
+        assert count in result.output
+    assert "(None, 300)" in result.output
+    result = nntrain("validate", str(ROOT / "configs" / "fashion_mlp.yaml"))
+    assert result.exit_code == 0 and "valid" in result.output
+
+
+def test_set_overrides_and_shortcuts(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "--epochs", "2", "--set", "fit.batch_size=50",
+                     "--set", "model.layers.1.dense.units=8", "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    assert len(list(csv.DictReader((run / "history.csv").open()))) == 2
+    saved = (run / "config.yaml").read_text()
+    assert "batch_size: 50" in saved and "units: 8" in saved
+
+
+def test_early_stopping_stops_and_restores_best(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "--epochs", "10", "--set",
+                     "fit.callbacks.0.early_stopping.min_delta=10", "--set",
+                     "fit.callbacks.0.early_stopping.patience=1", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "stopped" and "early stopping after epoch 2" in info["stop_reason"]
+    assert len(list(csv.DictReader((run / "history.csv").open()))) == 2
+
+
+def test_non_finite_loss_fails_with_exit_1(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "--set", "compile.optimizer={sgd: 1.0e30}", "--set",
+                     "compile.loss=mse", "--set", "compile.metrics=[]", "--set",
+                     "model.layers.3.dense.activation=linear", cwd=tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "loss became" in result.output and "epoch 1" in result.output
+    info = json.loads((only_run(tmp_path) / "run.json").read_text())
+    assert info["status"] == "failed"
+
+
+def test_missing_dataset_names_the_package(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("NNTRAIN_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("NNTRAIN_SYSTEM_DATA_DIRS", "")
+    monkeypatch.setenv("NNTRAIN_DATASET_MIRROR", "http://127.0.0.1:9/")
+    result = nntrain("fit", str(ROOT / "configs" / "fashion_mlp.yaml"), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "dataset-fashion-mnist" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_cli_arguments_exit_2(fitted: Path):
+    assert nntrain("evaluate", str(fitted), "--split", "tset").exit_code == 2
+    assert nntrain("fit", str(TINY), "--epochs", "0").exit_code == 2
+    assert nntrain("fit", "/no/such/config.yaml").exit_code == 2
+
+
+def test_help_does_not_import_jax():
+    code = ("import sys; sys.argv = ['nntrain', '--help']\n"
+            "from nntrain import cli\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print('JAX LOADED' if 'jax' in sys.modules else 'NO JAX')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "NO JAX" in out.stdout, out.stdout + out.stderr
+
+
+def _arrays(run: Path, name: str) -> dict[str, np.ndarray]:
+    return load_file(str(run / "checkpoints" / name / "arrays.safetensors"))
+
+
+def _history(run: Path) -> list[dict[str, str]]:
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path: Path):
+    config = tmp_path / "resume.yaml"
+    config.write_text(
+        TINY.read_text()
+        .replace("samples: 600", "samples: 12000")
+        .replace("epochs: 4", "epochs: 8")
+        .replace("patience: 3", "patience: 20")
+    )
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir()
+    killed.mkdir()
+    command = [sys.executable, "-m", "nntrain", "fit", str(config), "-q"]
+    subprocess.run(command, cwd=whole, check=True, capture_output=True)
+
+    process = subprocess.Popen(command, cwd=killed, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    marker = None
+    while time.monotonic() < deadline and process.poll() is None:
+        found = list(killed.glob("runs/*/*/checkpoints/last/checkpoint.json"))
+        if found:
+            try:
+                if json.loads(found[0].read_text())["epoch"] >= 2:
+                    marker = found[0]
+                    break
+            except (ValueError, OSError):
+                pass  # being replaced right now
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker is not None, "the run finished before it could be killed"
+    run = only_run(killed)
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    epochs_before = json.loads((run / "checkpoints/last/checkpoint.json").read_text())["epoch"]
+    assert epochs_before < 8
+
+    resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run), "-q"],
+                             cwd=killed, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = only_run(whole)
+    assert _history(run) == _history(reference)
+    for name in ("last", "best"):
+        a, b = _arrays(run, name), _arrays(reference, name)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(a[key], b[key]), (name, key)
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    shutil.rmtree(tmp_path / "whole")

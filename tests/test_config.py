@@ -1,0 +1,569 @@
+"""Loading configs: validation, error locations and suggestions, overrides, unsafe YAML, and the
+graph checks that `validate` and `train` run before compiling anything."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from nntrain.build import prepare
+from nntrain.config.entries import entry_args, entry_name
+from nntrain.config.loader import ConfigError, Issue, load_config
+from nntrain.errors import UserError
+from nntrain.graph import build_graph
+
+VALID = """\
+name: fashion_mlp
+seed: 42
+data:
+  dataset: synthetic
+  validation: {fraction: 0.2}
+model:
+  input: [28, 28]
+  layers:
+    - rescaling: 1/255
+    - flatten
+    - dense: {units: 300, activation: relu}
+    - dense: {units: 100, activation: relu}
+    - dense: {units: 10, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+  optimizer: {sgd: {learning_rate: 0.01}}
+  metrics: [accuracy]
+fit:
+  epochs: 30
+  batch_size: 32
+  callbacks:
+    - early_stopping: {monitor: val_loss, patience: 10, restore_best_weights: true}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def config_issues(path: Path, overrides: tuple[str, ...] = ()) -> list[Issue]:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    return info.value.issues
+
+
+def issue_at(issues: list[Issue], path: str) -> Issue:
+    found = [i for i in issues if i.path == path]
+    assert len(found) == 1, f"expected one issue at {path}, got {issues}"
+    return found[0]
+
+
+def position_of(text: str, token: str) -> tuple[int, int]:
+    """1-based line and column of the first occurrence of `token` in `text`."""
+    for line_no, line in enumerate(textwrap.dedent(text).splitlines(), start=1):
+        if token in line:
+            return line_no, line.index(token) + 1
+    raise AssertionError(f"{token!r} not in text")
+
+
+# -- valid configs ---------------------------------------------------------------------------
+
+
+def test_valid_config_loads_with_values_and_defaults(tmp_path):
+    path = write(tmp_path, VALID)
+    loaded = load_config(path)
+    config = loaded.config
+    assert config.name == "fashion_mlp"
+    assert config.seed == 42
+    assert config.model.input == [28, 28]
+    assert [entry_name(e) for e in config.model.layers] == [
+        "rescaling", "flatten", "dense", "dense", "dense"]
+    assert entry_args(config.model.layers[2]).units == 300
+    assert entry_args(config.model.layers[2]).activation == "relu"
+    assert entry_args(config.model.layers[4]).kernel_initializer == "glorot_uniform"
+    assert entry_name(config.compile.optimizer) == "sgd"
+    assert entry_args(config.compile.optimizer).learning_rate == 0.01
+    assert entry_args(config.compile.optimizer).momentum == 0.0
+    assert config.fit.epochs == 30
+    assert config.fit.batch_size == 32
+    assert config.fit.shuffle is True
+    stopper = entry_args(config.fit.callbacks[0])
+    assert (stopper.monitor, stopper.patience, stopper.restore_best_weights) == (
+        "val_loss", 10, True)
+    # positions point into the file
+    assert loaded.where(("fit", "epochs")) == f"{path}:19:11"
+
+
+def test_defaults_for_omitted_sections(tmp_path):
+    path = write(tmp_path, """\
+        name: tiny
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers: [dense: 3]
+        compile: {loss: mse}
+        """)
+    config = load_config(path).config
+    assert config.seed == 0
+    assert (config.fit.epochs, config.fit.batch_size) == (1, 32)
+    assert entry_name(config.compile.optimizer) == "rmsprop"
+    assert entry_args(config.compile.optimizer).learning_rate == 0.001
+    assert entry_args(config.compile.optimizer).epsilon == 1e-7  # Keras's, not optax's
+    assert config.compile.metrics == []
+
+
+# -- typos and wrong types -------------------------------------------------------------------
+
+LAYER_TYPOS = """\
+name: typos
+data: {dataset: synthetic}
+model:
+  input: [28, 28]
+  layers:
+    - LAYER
+    - dense: {DENSE_ARGS}
+compile:
+  loss: sparse_categorical_crossentropy
+  optimizer: OPTIMIZER
+fit:
+  FIT_KEY: 3
+"""
+
+
+@pytest.mark.parametrize(
+    ("replace", "wrong", "path", "token", "suggestion"),
+    [
+        ("DENSE_ARGS", "unit: 10", "model.layers[1].dense.unit", "unit", "units"),
+        ("FIT_KEY", "epoch", "fit.epoch", "epoch", "epochs"),
+        ("LAYER", "flaten", "model.layers[0]", "flaten", "flatten"),
+        ("OPTIMIZER", "sgdd", "compile.optimizer", "sgdd", "sgd"),
+        ("DENSE_ARGS", "units: 10, activation: rellu", "model.layers[1].dense.activation",
+         "rellu", "relu"),
+    ],
+)
+def test_typo_reports_location_path_and_suggestion(tmp_path, replace, wrong, path, token,
+                                                   suggestion):
+    fixes = {"LAYER": "flatten", "DENSE_ARGS": "units: 10", "OPTIMIZER": "sgd",
+             "FIT_KEY": "epochs"}
+    fixes[replace] = wrong
+    text = LAYER_TYPOS
+    for key, value in fixes.items():
+        text = text.replace(key, value)
+    source = write(tmp_path, text)
+    issues = config_issues(source)
+    issue = issue_at(issues, path)
+    line, col = position_of(text, token)
+    assert issue.where == f"{source}:{line}:{col}"
+    assert issue.suggestion == suggestion
+    assert f"did you mean '{suggestion}'?" in str(issue)
+    assert str(issue).startswith(f"{source}:{line}:{col}: {path}: ")
+
+
+def test_wrong_type_is_reported_with_the_value(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers:
+            - dense: {units: ten}
+        compile: {loss: mse}
+        """
+    source = write(tmp_path, text)
+    issues = config_issues(source)
+    assert len(issues) == 1
+    issue = issues[0]
+    assert issue.path == "model.layers[0].dense.units"
+    assert issue.where == f"{source}:6:22"
+    assert "integer" in issue.message
+    assert "'ten'" in issue.message
+
+
+def test_all_problems_are_reported_at_once_in_file_order(tmp_path):
+    text = """\
+        name: typos
+        data:
+          dataset: synthetic
+        model:
+          input: [28, 28]
+          layers:
+            - flaten
+            - dense: {unit: 10, activation: rellu}
+            - dense: {units: ten}
+            - dropout: 1.5
+        compile:
+          loss: sparse_categorical_crossentropy
+          optimizer: sgdd
+        fit:
+          epoch: 3
+        """
+    source = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(source)
+    issues = info.value.issues
+    assert [(i.where.removeprefix(f"{source}:"), i.path, i.suggestion) for i in issues] == [
+        ("7:7", "model.layers[0]", "flatten"),
+        ("8:15", "model.layers[1].dense.unit", "units"),
+        ("8:37", "model.layers[1].dense.activation", "relu"),
+        ("9:22", "model.layers[2].dense.units", None),
+        ("10:16", "model.layers[3].dropout.rate", None),
+        ("13:14", "compile.optimizer", "sgd"),
+        ("15:3", "fit.epoch", "epochs"),
+    ]
+    assert "invalid config (7 problems)" in str(info.value)
+    assert isinstance(info.value, UserError)
+
+
+def test_missing_required_key(tmp_path):
+    source = write(tmp_path, """\
+        name: t
+        data: {dataset: synthetic}
+        compile: {loss: mse}
+        """)
+    issues = config_issues(source)
+    assert len(issues) == 1
+    assert issues[0].message == "missing required key 'model'"
+    assert issues[0].where == f"{source}:1:1"
+
+
+# -- --set overrides ---------------------------------------------------------------------------
+
+BASE = """\
+name: t
+data: {dataset: synthetic}
+model:
+  input: [4]
+  layers:
+    - dense: {units: 8, activation: relu}
+    - dense: {units: 3, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+"""
+
+
+def test_set_overrides_scalars_and_list_items(tmp_path):
+    source = write(tmp_path, BASE)
+    loaded = load_config(source, ["fit.epochs=5", "model.layers.1.dense.units=64",
+                                  "compile.optimizer={adam: {learning_rate: 0.002}}"])
+    config = loaded.config
+    assert config.fit.epochs == 5
+    assert entry_args(config.model.layers[1]).units == 64
+    assert entry_args(config.model.layers[1]).activation == "softmax"  # the rest is kept
+    assert entry_args(config.model.layers[0]).units == 8
+    assert entry_name(config.compile.optimizer) == "adam"
+    assert entry_args(config.compile.optimizer).learning_rate == 0.002
+    assert loaded.where(("fit", "epochs")) == "--set fit.epochs=5"
+
+
+def test_set_bad_value_is_reported_at_the_override(tmp_path):
+    source = write(tmp_path, BASE)
+    issues = config_issues(source, ("fit.epochs=five", "model.layers.0.dense.units=-3"))
+    assert {(i.where, i.path) for i in issues} == {
+        ("--set fit.epochs=five", "fit.epochs"),
+        ("--set model.layers.0.dense.units=-3", "model.layers[0].dense.units"),
+    }
+
+
+@pytest.mark.parametrize("assignment", ["fit.epochs", "model.layers.7.dense.units=3", "=3"])
+def test_set_malformed_or_out_of_range(tmp_path, assignment):
+    source = write(tmp_path, BASE)
+    with pytest.raises(UserError, match="--set"):
+        load_config(source, [assignment])
+
+
+# -- positional shorthand ------------------------------------------------------------------------
+
+
+def test_positional_shorthand(tmp_path):
+    source = write(tmp_path, """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [28, 28]
+          layers:
+            - rescaling: 1/255
+            - flatten
+            - dense: 10
+            - dropout: 0.2
+            - reshape: [2, 5]
+        compile:
+          loss: {huber: 2.5}
+          optimizer: {sgd: 0.05}
+          metrics: [{top_k_categorical_accuracy: 3}]
+        """)
+    config = load_config(source).config
+    layers = [entry_args(e) for e in config.model.layers]
+    assert layers[0].scale == 1 / 255
+    assert isinstance(layers[0].scale, float)
+    assert layers[0].offset == 0.0
+    assert layers[2].units == 10
+    assert layers[3].rate == 0.2
+    assert layers[4].target_shape == [2, 5]
+    assert entry_args(config.compile.loss).delta == 2.5
+    assert entry_args(config.compile.optimizer).learning_rate == 0.05
+    assert entry_args(config.compile.metrics[0]).k == 3
+
+
+def test_bad_fraction_is_reported(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers: [rescaling: 1/0]
+        compile: {loss: mse}
+        """
+    source = write(tmp_path, text)
+    issues = config_issues(source)
+    assert [i.path for i in issues] == ["model.layers[0].rescaling.scale"]
+    assert "'1/0'" in issues[0].message
+
+
+# -- unsafe or malformed YAML ----------------------------------------------------------------
+
+
+def test_python_tags_are_rejected_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    source = write(tmp_path, f"""\
+        name: !!python/object/apply:os.system ["touch {marker}"]
+        data: {{dataset: synthetic}}
+        """)
+    with pytest.raises(UserError) as info:
+        load_config(source)
+    assert not isinstance(info.value, ConfigError)
+    assert f"{source}:1:7" in str(info.value)
+    assert "python/object/apply" in str(info.value)
+    assert not marker.exists()
+
+
+def test_billion_laughs_is_rejected_quickly(tmp_path):
+    lines = ["a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for prev, cur in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    source = write(tmp_path, "\n".join(lines) + "\n")  # 9**9 = 387 million strings
+    start = time.perf_counter()
+    with pytest.raises(UserError, match="more than 100,000 values"):
+        load_config(source)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_small_aliases_are_fine(tmp_path):
+    source = write(tmp_path, """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: &shape [4]
+          layers: [dense: 4, reshape: *shape]
+        compile: {loss: mse}
+        """)
+    config = load_config(source).config
+    assert entry_args(config.model.layers[1]).target_shape == [4]
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "empty"),
+        ("# nothing but a comment\n", "empty"),
+        ("- name\n- data\n", "a config is a mapping"),
+        ("just a string\n", "a config is a mapping"),
+        ("name: t\nmodel: [1, 2\n", "not valid YAML"),
+    ],
+)
+def test_empty_non_mapping_and_broken_files(tmp_path, text, match):
+    source = write(tmp_path, text)
+    with pytest.raises(UserError, match=match):
+        load_config(source)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+# -- graph checks ------------------------------------------------------------------------------
+
+
+def graph_issues(tmp_path: Path, text: str, check=prepare) -> tuple[Path, list[Issue]]:
+    source = write(tmp_path, text)
+    loaded = load_config(source)
+    with pytest.raises(ConfigError) as info:
+        check(loaded)
+    return source, info.value.issues
+
+
+def test_unknown_node_in_inputs(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers:
+            - dense: {units: 8, name: hidden}
+            - dense: {units: 3, inputs: hiden}
+        compile: {loss: mse}
+        """
+    source, issues = graph_issues(tmp_path, text, build_graph)
+    assert len(issues) == 1
+    issue = issues[0]
+    assert issue.path == "model.layers[1].dense.inputs"
+    assert issue.where == f"{source}:7:33"
+    assert "unknown node 'hiden'" in issue.message
+    assert issue.suggestion == "hidden"
+
+
+def test_duplicate_names(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers:
+            - dense: {units: 8, name: a}
+            - dense: {units: 8, name: b}
+            - dense: {units: 3, name: a, inputs: b}
+        compile: {loss: mse}
+        """
+    source, issues = graph_issues(tmp_path, text, build_graph)
+    assert [(i.where, i.path, i.message) for i in issues] == [
+        (f"{source}:8:7", "model.layers[2]", "duplicate node name 'a'")]
+
+
+def test_layer_named_like_the_input_is_a_duplicate(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers: [{dense: {units: 3, name: input}}]
+        compile: {loss: mse}
+        """
+    _, issues = graph_issues(tmp_path, text, build_graph)
+    assert any(i.message == "duplicate node name 'input'" for i in issues)
+
+
+def test_unused_node(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers:
+            - dense: {units: 8, name: side}
+            - dense: {units: 3, name: out, inputs: input}
+        compile: {loss: mse}
+        """
+    source, issues = graph_issues(tmp_path, text, build_graph)
+    assert len(issues) == 1
+    assert issues[0].where == f"{source}:6:7"
+    assert issues[0].path == "model.layers[0]"
+    assert "'side' does not lead to any output" in issues[0].message
+
+
+def test_cycle(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers:
+            - dense: {units: 3, name: a, inputs: b}
+            - dense: {units: 3, name: b, inputs: a}
+          outputs: [b]
+        compile: {loss: mse}
+        """
+    _, issues = graph_issues(tmp_path, text, build_graph)
+    assert len(issues) == 1
+    assert "cycle" in issues[0].message
+
+
+def test_loss_keyed_by_unknown_output(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers:
+            - dense: {units: 8}
+            - dense: {units: 3}
+        compile:
+          loss: {dens_1: mse}
+        """
+    source, issues = graph_issues(tmp_path, text)
+    bad = issue_at(issues, "compile.loss.dens_1")
+    line, col = position_of(text, "mse}")
+    assert bad.where == f"{source}:{line}:{col}"
+    assert "'dens_1' is not an output of the model (outputs: dense_1)" in bad.message
+    assert bad.suggestion == "dense_1"
+    assert any(i.message == "no loss for output 'dense_1'" for i in issues)
+
+
+def test_monitor_typo_suggests_the_logged_name(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic, validation: {fraction: 0.2}}
+        model:
+          input: [4]
+          layers: [{dense: {units: 3, activation: softmax}}]
+        compile: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+        fit:
+          callbacks:
+            - early_stopping: {monitor: val_acc}
+        """
+    source, issues = graph_issues(tmp_path, text)
+    assert len(issues) == 1
+    issue = issues[0]
+    assert issue.path == "fit.callbacks[0].early_stopping.monitor"
+    assert issue.where == f"{source}:9:33"
+    assert issue.suggestion == "val_accuracy"
+    assert "logged: loss, accuracy, val_loss, val_accuracy" in issue.message
+
+
+def test_val_monitor_without_validation_data(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers: [{dense: {units: 3, activation: softmax}}]
+        compile: {loss: sparse_categorical_crossentropy, metrics: [accuracy]}
+        fit:
+          callbacks: [{model_checkpoint: {monitor: val_loss}}]
+        """
+    _, issues = graph_issues(tmp_path, text)
+    assert len(issues) == 1
+    assert "there is no validation data" in issues[0].message
+    assert "add data.validation" in issues[0].message
+
+
+def test_valid_monitors_pass(tmp_path):
+    source = write(tmp_path, VALID)
+    setup = prepare(load_config(source))
+    assert setup.log_names() == ["loss", "accuracy"]
+
+
+def test_automatic_names_follow_keras(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4, 2]
+          layers:
+            - flatten
+            - dense: 8
+            - dense: {units: 8, name: dense_1}
+            - dropout: 0.1
+            - dense: 6
+            - reshape: [3, 2]
+            - flatten
+            - dense: 2
+        compile: {loss: mse}
+        """
+    graph = build_graph(load_config(write(tmp_path, text)))
+    assert [n.name for n in graph.nodes] == [
+        "flatten", "dense", "dense_1", "dropout", "dense_2", "reshape", "flatten_1", "dense_3"]
+    assert graph.outputs == ("dense_3",)
+    assert graph.is_chain
+    assert graph.node("dense_2").inputs == ("dropout",)
+    assert graph.node("flatten").inputs == ("input",)

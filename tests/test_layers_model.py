@@ -1,0 +1,259 @@
+"""Models built from configs: parameter counts, layer arithmetic against NumPy, dropout,
+fused logits and initializers."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nntrain import initializers
+from nntrain.build import Setup, prepare
+from nntrain.config.loader import ConfigError, load_config
+
+HEAD = "name: t\ndata: {dataset: synthetic}\n"
+
+
+def setup_of(tmp_path: Path, model: str, compile_: str = "compile: {loss: mse}\n") -> Setup:
+    path = tmp_path / "config.yaml"
+    path.write_text(HEAD + textwrap.dedent(model) + compile_, encoding="utf-8")
+    return prepare(load_config(path))
+
+
+def run(setup: Setup, params, x, **kwargs):
+    outputs, logits, _ = setup.model.apply(params, {}, {"input": jnp.asarray(x)}, **kwargs)
+    return outputs, logits
+
+
+FASHION_MLP = """\
+model:
+  input: [28, 28]
+  layers:
+    - flatten
+    - dense: {units: 300, activation: relu}
+    - dense: {units: 100, activation: relu}
+    - dense: {units: 10, activation: softmax}
+"""
+
+
+def test_fashion_mlp_parameter_counts(tmp_path):
+    setup = setup_of(tmp_path, FASHION_MLP,
+                     "compile: {loss: sparse_categorical_crossentropy}\n")
+    rows = setup.model.summary_rows()
+    assert [(r.name, r.type, r.output_shape, r.params) for r in rows] == [
+        ("flatten", "flatten", (784,), 0),
+        ("dense", "dense", (300,), 784 * 300 + 300),
+        ("dense_1", "dense", (100,), 300 * 100 + 100),
+        ("dense_2", "dense", (10,), 100 * 10 + 10),
+    ]
+    assert [r.params for r in rows] == [0, 235_500, 30_100, 1_010]
+    assert setup.model.trainable_count == 266_610
+    assert setup.model.non_trainable_count == 0
+    assert setup.model.output_shapes == {"dense_2": (10,)}
+    params, state = setup.model.init(jax.random.key(0))
+    assert state == {}
+    assert params["dense"]["kernel"].shape == (784, 300)
+    assert params["dense"]["bias"].shape == (300,)
+    assert sum(a.size for a in jax.tree.leaves(params)) == 266_610
+    outputs, _ = run(setup, params, np.zeros((5, 28, 28), np.float32))
+    assert outputs["dense_2"].shape == (5, 10)
+    np.testing.assert_allclose(outputs["dense_2"].sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("activation", "reference"), [
+    ("relu", lambda z: np.maximum(z, 0.0)),
+    ("sigmoid", lambda z: 1.0 / (1.0 + np.exp(-z))),
+    ("tanh", np.tanh),
+    (None, lambda z: z),
+])
+def test_dense_is_matmul_plus_bias_then_activation(tmp_path, activation, reference):
+    act = f", activation: {activation}" if activation else ""
+    setup = setup_of(tmp_path, f"""\
+        model:
+          input: [3]
+          layers: [{{dense: {{units: 4{act}}}}}]
+        """)
+    params, _ = setup.model.init(jax.random.key(1))
+    bias = np.array([0.5, -1.0, 0.25, 2.0], np.float32)
+    params = {"dense": {"kernel": params["dense"]["kernel"], "bias": jnp.asarray(bias)}}
+    x = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    outputs, _ = run(setup, params, x)
+    kernel = np.asarray(params["dense"]["kernel"], np.float64)
+    expected = reference(x.astype(np.float64) @ kernel + bias)
+    np.testing.assert_allclose(outputs["dense"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_without_bias(tmp_path):
+    setup = setup_of(tmp_path, """\
+        model:
+          input: [3]
+          layers: [{dense: {units: 2, use_bias: false}}]
+        """)
+    assert setup.model.trainable_count == 6
+    params, _ = setup.model.init(jax.random.key(0))
+    assert set(params["dense"]) == {"kernel"}
+    x = np.eye(3, dtype=np.float32)
+    outputs, _ = run(setup, params, x)
+    np.testing.assert_allclose(outputs["dense"], params["dense"]["kernel"], rtol=1e-6)
+
+
+def test_dense_on_the_last_axis_of_a_sequence(tmp_path):
+    setup = setup_of(tmp_path, """\
+        model:
+          input: [5, 3]
+          layers: [dense: 2]
+        """)
+    assert setup.model.output_shapes == {"dense": (5, 2)}
+    assert setup.model.trainable_count == 3 * 2 + 2
+
+
+def test_flatten_and_reshape(tmp_path):
+    setup = setup_of(tmp_path, """\
+        model:
+          input: [2, 6]
+          layers:
+            - reshape: [3, -1]
+            - flatten
+            - reshape: [4, 3]
+        """)
+    assert [r.output_shape for r in setup.model.summary_rows()] == [(3, 4), (12,), (4, 3)]
+    x = np.arange(2 * 2 * 6, dtype=np.float32).reshape(2, 2, 6)
+    params, _ = setup.model.init(jax.random.key(0))
+    outputs, _ = run(setup, params, x)
+    np.testing.assert_array_equal(outputs["reshape_1"], x.reshape(2, 4, 3))
+
+
+def test_bad_reshape_is_a_config_error_naming_the_layer(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(HEAD + textwrap.dedent("""\
+        model:
+          input: [4, 2]
+          layers:
+            - flatten
+            - reshape: {target_shape: [3, 3], name: to_square}
+        compile: {loss: mse}
+        """), encoding="utf-8")
+    loaded = load_config(path)
+    with pytest.raises(ConfigError) as info:
+        prepare(loaded)
+    (issue,) = info.value.issues
+    assert issue.path == "model.layers[1]"
+    assert issue.where == f"{path}:7:7"
+    assert "to_square" in issue.message
+    assert "(3, 3)" in issue.message
+    assert "8 values" in issue.message
+
+
+def test_rescaling_takes_uint8_pixels(tmp_path):
+    setup = setup_of(tmp_path, """\
+        model:
+          inputs: {input: {shape: [4], dtype: uint8}}
+          layers:
+            - rescaling: {scale: 1/255, offset: -0.5}
+        """)
+    x = np.array([[0, 255, 51, 128]], np.uint8)
+    outputs, _ = run(setup, {}, x)
+    y = outputs["rescaling"]
+    assert y.dtype == jnp.float32
+    np.testing.assert_allclose(y, x.astype(np.float64) / 255 - 0.5, rtol=1e-6, atol=1e-7)
+
+
+DROPOUT = """\
+model:
+  input: [20000]
+  layers: [dropout: 0.3]
+"""
+
+
+def test_dropout_is_identity_in_inference(tmp_path):
+    setup = setup_of(tmp_path, DROPOUT)
+    x = np.random.default_rng(0).uniform(1.0, 2.0, size=(2, 20000)).astype(np.float32)
+    outputs, _ = run(setup, {}, x, training=False, rng=jax.random.key(0))
+    np.testing.assert_array_equal(outputs["dropout"], x)
+
+
+def test_dropout_in_training_drops_rate_and_scales_survivors(tmp_path):
+    setup = setup_of(tmp_path, DROPOUT)
+    x = np.random.default_rng(0).uniform(1.0, 2.0, size=(2, 20000)).astype(np.float32)
+    y1 = np.asarray(run(setup, {}, x, training=True, rng=jax.random.key(1))[0]["dropout"])
+    dropped = y1 == 0.0
+    # 40,000 Bernoulli(0.3) draws: standard deviation 0.0023
+    assert abs(dropped.mean() - 0.3) < 0.012
+    np.testing.assert_allclose(y1[~dropped], x[~dropped] / 0.7, rtol=1e-6)
+    y2 = np.asarray(run(setup, {}, x, training=True, rng=jax.random.key(2))[0]["dropout"])
+    assert ((y2 == 0.0) != dropped).mean() > 0.3  # independent masks differ in ~42% of places
+    y1_again = np.asarray(run(setup, {}, x, training=True, rng=jax.random.key(1))[0]["dropout"])
+    np.testing.assert_array_equal(y1_again, y1)
+
+
+@pytest.mark.parametrize(("activation", "squash"), [
+    ("softmax", lambda z: np.exp(z - z.max(-1, keepdims=True))
+     / np.exp(z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)),
+    ("sigmoid", lambda z: 1.0 / (1.0 + np.exp(-z))),
+])
+def test_logits_for_returns_pre_activation_values(tmp_path, activation, squash):
+    setup = setup_of(tmp_path, f"""\
+        model:
+          input: [5]
+          layers:
+            - dense: {{units: 8, activation: relu}}
+            - dense: {{units: 3, activation: {activation}}}
+        """)
+    params, _ = setup.model.init(jax.random.key(3))
+    x = np.random.default_rng(1).normal(size=(4, 5)).astype(np.float32)
+    outputs, logits = run(setup, params, x, logits_for={"dense_1"})
+    assert set(logits) == {"dense_1"}
+    p = {k: {n: np.asarray(v, np.float64) for n, v in d.items()} for k, d in params.items()}
+    hidden = np.maximum(x @ p["dense"]["kernel"] + p["dense"]["bias"], 0.0)
+    z = hidden @ p["dense_1"]["kernel"] + p["dense_1"]["bias"]
+    np.testing.assert_allclose(logits["dense_1"], z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(outputs["dense_1"], squash(z), rtol=1e-5, atol=1e-6)
+    plain, no_logits = run(setup, params, x)
+    assert no_logits == {}
+    np.testing.assert_allclose(plain["dense_1"], outputs["dense_1"], rtol=1e-6)
+
+
+def test_logits_are_not_split_off_a_relu_output(tmp_path):
+    setup = setup_of(tmp_path, """\
+        model:
+          input: [5]
+          layers: [{dense: {units: 3, activation: relu}}]
+        """)
+    params, _ = setup.model.init(jax.random.key(3))
+    x = np.ones((2, 5), np.float32)
+    _, logits = run(setup, params, x, logits_for={"dense"})
+    assert logits == {}
+
+
+def test_glorot_uniform_bound_and_zero_bias(tmp_path):
+    setup = setup_of(tmp_path, """\
+        model:
+          input: [784]
+          layers: [dense: 300]
+        """)
+    params, _ = setup.model.init(jax.random.key(0))
+    kernel = np.asarray(params["dense"]["kernel"])
+    bound = np.sqrt(6.0 / (784 + 300))
+    assert np.abs(kernel).max() <= bound
+    assert np.abs(kernel).max() > 0.99 * bound  # 235,200 draws reach the edge
+    assert abs(kernel.mean()) < 0.01 * bound
+    np.testing.assert_allclose(kernel.var(), bound**2 / 3, rtol=0.02)  # uniform's variance
+    np.testing.assert_array_equal(params["dense"]["bias"], np.zeros(300))
+    other, _ = setup.model.init(jax.random.key(1))
+    assert not np.array_equal(other["dense"]["kernel"], kernel)
+
+
+@pytest.mark.parametrize(("name", "low", "high", "std"), [
+    ("he_uniform", -np.sqrt(6 / 400), np.sqrt(6 / 400), np.sqrt(2 / 400)),
+    ("random_uniform", -0.05, 0.05, 0.1 / np.sqrt(12)),
+    ("random_normal", -np.inf, np.inf, 0.05),
+])
+def test_initializer_ranges_follow_keras(name, low, high, std):
+    values = np.asarray(initializers.get(name)(jax.random.key(0), (400, 300), jnp.float32))
+    assert values.min() >= low and values.max() <= high
+    assert abs(values.mean()) < 0.02 * std
+    np.testing.assert_allclose(values.std(), std, rtol=0.02)
