@@ -1,8 +1,8 @@
 """Keras's metrics as streaming sums, so an epoch's figure is the sample-weighted mean over the
 whole epoch (not a mean of batch means) and accumulates on the device.
 
-A metric is `update(y_true, y_pred, weight) -> sums` (a small vector added up over batches)
-and `result(sums) -> float`.
+A metric is `update(y_true, y_pred, weight) -> sums` (a small vector added up over batches,
+on the device) and `result(sums) -> float` (on the host, from the summed vector).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nntrain.config.compile import METRICS
 from nntrain.config.entries import Args
@@ -21,7 +22,7 @@ from nntrain.config.entries import Args
 class Metric:
     name: str  # the name in logs, e.g. "accuracy"
     update: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
-    result: Callable[[jax.Array], jax.Array]
+    result: Callable[[np.ndarray], float]
     size: int = 2
 
 
@@ -33,8 +34,9 @@ def _weighted_mean(per_example: Callable[[jax.Array, jax.Array], jax.Array]):
     return update
 
 
-def _mean_of_sums(sums):
-    return sums[0] / jnp.maximum(sums[1], 1e-12)
+def _mean_of_sums(sums: np.ndarray) -> float:
+    # read out on the host, from the sums the device accumulated
+    return float(sums[0] / max(float(sums[1]), 1e-12))
 
 
 def _labels(y: jax.Array, pred: jax.Array) -> jax.Array:
@@ -87,5 +89,5 @@ def build_metric(written: str, args: Args, loss_name: str) -> Metric:
     result = _mean_of_sums
     if name == "root_mean_squared_error":
         def result(sums):
-            return jnp.sqrt(_mean_of_sums(sums))
+            return float(np.sqrt(_mean_of_sums(sums)))
     return Metric(log_name, _weighted_mean(per_example[name]), result)

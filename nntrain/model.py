@@ -9,6 +9,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nntrain.graph import Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
@@ -93,32 +94,61 @@ class Model:
         training: bool = False,
         rng: jax.Array | None = None,
         logits_for: Collection[str] = (),
+        mask: jax.Array | None = None,
+        until: str | None = None,
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], Pytree]:
         """Run the graph. Returns (outputs, logits, new_state): for outputs named in
         `logits_for` whose last activation is softmax/sigmoid, `logits` holds the values
-        before it, so a cross-entropy can use the stable log-softmax form."""
+        before it, so a cross-entropy can use the stable log-softmax form. `mask` marks the
+        real rows of a padded batch. With `until`, stops before that node and returns the
+        values of its inputs as `outputs` (for adapt)."""
         values: dict[str, jax.Array] = {
             name: _as_input(inputs[name], spec.dtype) for name, spec in self.graph.inputs.items()
         }
         new_state: dict[str, Any] = {}
         logits: dict[str, jax.Array] = {}
         for i, node in enumerate(self.graph.nodes):
+            if node.name == until:
+                return {s: values[s] for s in node.inputs}, {}, new_state
             layer = self.layers[node.name]
             x = [values[s] for s in node.inputs]
             x = x if layer.multi_input else x[0]
             layer_rng = None if rng is None else jax.random.fold_in(rng, i)
             p, s = params.get(node.name, {}), state.get(node.name, {})
+            extra = {"mask": mask} if layer.uses_mask else {}
             if node.name in logits_for and layer.activation in FUSABLE:
-                pre, s = layer.call(p, s, x, training=training, rng=layer_rng)
+                pre, s = layer.call(p, s, x, training=training, rng=layer_rng, **extra)
                 logits[node.name] = pre
                 y = jax.nn.softmax(pre) if layer.activation == "softmax" else jax.nn.sigmoid(pre)
             else:
-                y, s = layer.apply(p, s, x, training=training, rng=layer_rng)
+                y, s = layer.apply(p, s, x, training=training, rng=layer_rng, **extra)
             values[node.name] = y
             if s:
                 new_state[node.name] = s
         outputs = {name: values[name] for name in self.graph.outputs}
         return outputs, logits, new_state
+
+    def adapt(self, params: Pytree, state: Pytree, x: dict[str, np.ndarray]) -> Pytree:
+        """Let layers that learn from the data (normalization) see the training inputs that
+        reach them; returns the state with their statistics filled in."""
+        state = dict(state)
+        for node in self.graph.nodes:
+            layer = self.layers[node.name]
+            if not hasattr(layer, "adapt"):
+                continue
+            inputs = self._node_inputs(params, state, x, node.name)
+            inputs = inputs if layer.multi_input else inputs[0]
+            state[node.name] = layer.adapt(state.get(node.name, {}), inputs)
+        return state
+
+    def _node_inputs(self, params, state, x, name: str, batch: int = 4096) -> list[np.ndarray]:
+        if all(s in self.graph.inputs for s in self.graph.node(name).inputs):
+            return [np.asarray(x[s]) for s in self.graph.node(name).inputs]
+        run = jax.jit(lambda xb: self.apply(params, state, xb, until=name)[0])
+        n = len(next(iter(x.values())))
+        parts = [run({k: v[i:i + batch] for k, v in x.items()}) for i in range(0, n, batch)]
+        return [np.concatenate([np.asarray(p[s]) for p in parts])
+                for s in self.graph.node(name).inputs]
 
     def output_activation(self, name: str) -> str | None:
         return self.layers[name].activation

@@ -8,6 +8,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+REFRESH_SECONDS = 0.1  # the bar's own refresh rate; more updates would only cost time
+
+
 def format_logs(logs: dict[str, float], skip: tuple[str, ...] = ()) -> str:
     parts = []
     for name, value in logs.items():
@@ -29,6 +32,7 @@ class EpochProgress:
         self.quiet = quiet
         self.start = time.perf_counter()
         self._progress: Progress | None = None
+        self._last_update = 0.0
 
     def __enter__(self) -> EpochProgress:
         if not self.quiet and self.console.is_terminal:
@@ -41,17 +45,20 @@ class EpochProgress:
                 TextColumn("{task.fields[logs]}"),
                 console=self.console,
                 transient=True,
+                auto_refresh=False,  # redrawn from update(): no thread competing for the GIL
             )
             self._progress.start()
             self._task = self._progress.add_task(self.label, total=self.steps, logs="", rate="")
         return self
 
     def update(self, steps_done: int, logs: dict[str, float]) -> None:
-        if self._progress is not None:
-            elapsed = max(time.perf_counter() - self.start, 1e-9)
+        now = time.perf_counter()
+        if self._progress is not None and now - self._last_update >= REFRESH_SECONDS:
+            self._last_update = now
+            elapsed = max(now - self.start, 1e-9)
             rate = f"{steps_done * self.batch_size / elapsed:,.0f} samples/s"
             self._progress.update(self._task, completed=steps_done, logs=format_logs(logs),
-                                  rate=rate)
+                                  rate=rate, refresh=True)
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:

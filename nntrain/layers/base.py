@@ -42,6 +42,9 @@ class Layer:
     type_name: ClassVar[str]
     # multi-input layers (concatenate, add) take a list; the rest take one array
     multi_input: ClassVar[bool] = False
+    # layers whose training statistics must skip the padding rows of the last batch
+    # (batch_normalization) receive `mask`: 1.0 for real examples, 0.0 for padding
+    uses_mask: ClassVar[bool] = False
 
     def __init__(self, args: LayerArgs) -> None:
         self.args = args
@@ -58,11 +61,15 @@ class Layer:
         return input_shape
 
     def call(self, params: Params, state: Params, x: Any, *, training: bool,
-             rng: jax.Array | None) -> tuple[jax.Array, Params]:
+             rng: jax.Array | None, **kwargs: Any) -> tuple[jax.Array, Params]:
         """Everything but the activation."""
         raise NotImplementedError
 
     def apply(self, params: Params, state: Params, x: Any, *, training: bool = False,
-              rng: jax.Array | None = None) -> tuple[jax.Array, Params]:
-        y, state = self.call(params, state, x, training=training, rng=rng)
+              rng: jax.Array | None = None, **kwargs: Any) -> tuple[jax.Array, Params]:
+        y, state = self.call(params, state, x, training=training, rng=rng, **kwargs)
         return activations.get(self.activation)(y), state
+
+    # Layers that learn from the data before training (normalization) define
+    # `adapt(self, state, x: np.ndarray) -> state`, called once with the whole training input
+    # of the node; the result is non-trainable state, saved with the weights.

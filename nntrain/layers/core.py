@@ -29,7 +29,7 @@ class Dense(Layer):
             )
         return params, {}, (*input_shape[:-1], units)
 
-    def call(self, params, state, x, *, training, rng):
+    def call(self, params, state, x, *, training, rng, **_):
         y = x @ params["kernel"]
         if "bias" in params:
             y = y + params["bias"]
@@ -41,13 +41,13 @@ class Flatten(Layer):
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)
 
-    def call(self, params, state, x, *, training, rng):
+    def call(self, params, state, x, *, training, rng, **_):
         return x.reshape(x.shape[0], -1), state
 
 
 @register("activation")
 class Activation(Layer):
-    def call(self, params, state, x, *, training, rng):
+    def call(self, params, state, x, *, training, rng, **_):
         return x, state
 
 
@@ -55,7 +55,7 @@ class Activation(Layer):
 class Dropout(Layer):
     """Inverted dropout: a fresh mask each training step from the step's key."""
 
-    def call(self, params, state, x, *, training, rng):
+    def call(self, params, state, x, *, training, rng, **_):
         rate = self.args.rate
         if not training or rate == 0.0:
             return x, state
@@ -65,7 +65,7 @@ class Dropout(Layer):
 
 @register("rescaling")
 class Rescaling(Layer):
-    def call(self, params, state, x, *, training, rng):
+    def call(self, params, state, x, *, training, rng, **_):
         return x.astype(jnp.float32) * self.args.scale + self.args.offset, state
 
 
@@ -85,5 +85,5 @@ class Reshape(Layer):
             raise ShapeError(f"cannot reshape {input_shape} ({size} values) to {tuple(target)}")
         return tuple(target)
 
-    def call(self, params, state, x, *, training, rng):
+    def call(self, params, state, x, *, training, rng, **_):
         return x.reshape(x.shape[0], *self.output_shape(x.shape[1:])), state

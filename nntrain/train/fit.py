@@ -82,6 +82,8 @@ class Fitter:
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
         params, state = setup.model.init(self.keys["init"])
+        # normalization layers learn their statistics from the training data, once
+        state = setup.model.adapt(params, state, dataset.train.x)
         self.carry = {"params": params, "state": state,
                       "opt_state": setup.optimizer.init(params), "step": jnp.int32(0)}
 

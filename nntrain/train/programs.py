@@ -79,9 +79,10 @@ class Programs:
         self._eval_chunks: dict[int, Callable] = {}
 
     # -- one batch -------------------------------------------------------------------------
-    def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng):
+    def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng, mask=None):
         outputs, logits, new_state = self.model.apply(
-            params, state, xb, training=training, rng=rng, logits_for=self.logits_for
+            params, state, xb, training=training, rng=rng, logits_for=self.logits_for,
+            mask=mask,
         )
         total = jnp.float32(0.0)
         out_sums, metric_sums = [], []
@@ -100,26 +101,30 @@ class Programs:
         # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
         return total / jnp.maximum(n, 1).astype(jnp.float32), (sums, new_state)
 
-    def _gather(self, data: DeviceData, order, first: jax.Array, size: int, n_total):
-        idx = jax.lax.dynamic_slice(order, (first,), (size,))
-        valid = (first + jnp.arange(size)) < n_total
+    @staticmethod
+    def _rows(data: DeviceData, idx: jax.Array, valid: jax.Array):
+        """The batch at `idx`; rows that are not `valid` (padding) get weight 0."""
         xb = {k: v[idx] for k, v in data["x"].items()}
         yb = {k: v[idx] for k, v in data["y"].items()}
-        w = valid.astype(jnp.float32)
-        if "w" in data:
-            w = w * data["w"][idx]
-        return xb, yb, w, valid.sum()
+        mask = valid.astype(jnp.float32)
+        w = mask * data["w"][idx] if "w" in data else mask
+        return xb, yb, w, valid.sum(), mask
+
+    def _gather(self, data: DeviceData, order, first: jax.Array, size: int, n_total):
+        idx = jax.lax.dynamic_slice(order, (first,), (size,))
+        return self._rows(data, idx, (first + jnp.arange(size)) < n_total)
 
     # -- training ----------------------------------------------------------------------------
     def _train_step(self, carry: Carry, sums, data, order, step_in_epoch, rng, n_total):
         B = self.batch_size
-        xb, yb, w, n = self._gather(data, order, step_in_epoch * B, B, n_total)
+        xb, yb, w, n, mask = self._gather(data, order, step_in_epoch * B, B, n_total)
         if self.class_weight is not None:
             w = w * self.class_weight[yb[self.layout.outputs[0]].reshape(-1).astype(jnp.int32)]
         step_rng = jax.random.fold_in(rng, carry["step"])
         grad_fn = jax.value_and_grad(self._batch, has_aux=True)
         (_, (batch_sums, new_state)), grads = grad_fn(
-            carry["params"], carry["state"], xb, yb, w, n, training=True, rng=step_rng
+            carry["params"], carry["state"], xb, yb, w, n, training=True, rng=step_rng,
+            mask=mask,
         )
         updates, opt_state = self.setup.optimizer.update(grads, carry["opt_state"], carry["params"])
         params = optax.apply_updates(carry["params"], updates)
@@ -162,7 +167,7 @@ class Programs:
     def _eval_chunk(self, params, state, sums, data, first_step, n_total, *, steps: int):
         B = self.eval_batch_size
         for i in range(steps):
-            xb, yb, w, n = self._gather_eval(data, (first_step + i) * B, B, n_total)
+            xb, yb, w, n, _ = self._gather_eval(data, (first_step + i) * B, B, n_total)
             _, (batch_sums, _) = self._batch(params, state, xb, yb, w, n, training=False,
                                              rng=None)
             sums = sums + batch_sums
@@ -172,14 +177,7 @@ class Programs:
         # clip the positions instead of an order array: rows past the end repeat the last
         # row and are masked out, so every batch keeps its static shape
         positions = first + jnp.arange(size)
-        idx = jnp.minimum(positions, n_total - 1)
-        valid = positions < n_total
-        xb = {k: v[idx] for k, v in data["x"].items()}
-        yb = {k: v[idx] for k, v in data["y"].items()}
-        w = valid.astype(jnp.float32)
-        if "w" in data:
-            w = w * data["w"][idx]
-        return xb, yb, w, valid.sum()
+        return self._rows(data, jnp.minimum(positions, n_total - 1), positions < n_total)
 
     def eval_chunk(self, steps: int) -> Callable:
         if steps not in self._eval_chunks:

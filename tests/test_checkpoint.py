@@ -1,0 +1,215 @@
+"""Checkpoints and atomic writes: round trips, damage detection, an interrupted swap, and
+writes that fail part way."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nntrain import checkpoint, fsutil
+from nntrain.checkpoint import CheckpointError
+
+
+def sample_trees():
+    params = {
+        "dense": {"kernel": jnp.arange(12, dtype=jnp.float32).reshape(3, 4) / 7,
+                  "bias": jnp.array([0.5, -1.0, 2.0, 0.0])},
+        "dense_1": {"kernel": jnp.full((4, 2), -0.25)},
+    }
+    optimizer = optax.chain(optax.clip(1.0), optax.inject_hyperparams(optax.adam)(
+        learning_rate=0.003))
+    opt_state = optimizer.init(params)
+    grads = jax.tree.map(lambda x: jnp.ones_like(x) * 0.1, params)
+    _, opt_state = optimizer.update(grads, opt_state, params)  # non-zero moments, count 1
+    return {"params": params, "state": {}, "opt_state": opt_state,
+            "step": jnp.int32(1234)}
+
+
+def assert_trees_equal(a, b):
+    leaves_a, def_a = jax.tree_util.tree_flatten(a)
+    leaves_b, def_b = jax.tree_util.tree_flatten(b)
+    assert def_a == def_b
+    for x, y in zip(leaves_a, leaves_b, strict=True):
+        assert np.asarray(x).dtype == np.asarray(y).dtype
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_round_trip_of_params_optimizer_state_and_a_scalar(tmp_path):
+    trees = sample_trees()
+    folder = tmp_path / "checkpoints" / "last"
+    checkpoint.save(folder, trees, {"epoch": 3, "history": [{"loss": 0.5}]})
+    assert sorted(p.name for p in folder.iterdir()) == ["arrays.safetensors", "checkpoint.json"]
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["last"]  # no leftovers
+
+    arrays, meta = checkpoint.load(folder)
+    assert meta["epoch"] == 3
+    assert meta["history"] == [{"loss": 0.5}]
+    assert meta["format"] == 1
+    assert "params/dense/kernel" in arrays
+    assert "opt_state/1/hyperparams/learning_rate" in arrays
+    assert int(arrays["step"]) == 1234
+    assert arrays["step"].shape == ()
+
+    template = sample_trees()
+    template = jax.tree.map(jnp.zeros_like, template)
+    for name in ("params", "state", "opt_state"):
+        restored = checkpoint.unflatten(template[name], checkpoint.subtree(arrays, name), "ckpt")
+        assert_trees_equal(restored, trees[name])
+    restored_state = checkpoint.unflatten(template["opt_state"],
+                                          checkpoint.subtree(arrays, "opt_state"), "ckpt")
+    adam = restored_state[1].inner_state[0]
+    np.testing.assert_allclose(adam.mu["dense"]["bias"], 0.1 * 0.1 * np.ones(4), rtol=1e-6)
+    assert int(adam.count) == 1
+    assert float(restored_state[1].hyperparams["learning_rate"]) == pytest.approx(0.003)
+
+
+def test_saving_again_replaces_the_checkpoint(tmp_path):
+    folder = tmp_path / "last"
+    checkpoint.save(folder, {"w": np.zeros(3, np.float32)}, {"epoch": 1})
+    checkpoint.save(folder, {"w": np.ones(3, np.float32)}, {"epoch": 2})
+    arrays, meta = checkpoint.load(folder)
+    assert meta["epoch"] == 2
+    np.testing.assert_array_equal(arrays["w"], np.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+
+
+def test_template_with_another_shape_names_the_weight(tmp_path):
+    trees = sample_trees()
+    checkpoint.save(tmp_path / "ckpt", {"params": trees["params"]}, {})
+    arrays, _ = checkpoint.load(tmp_path / "ckpt")
+    template = jax.tree.map(jnp.zeros_like, trees["params"])
+    template["dense_1"]["kernel"] = jnp.zeros((4, 3))
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.unflatten(template, checkpoint.subtree(arrays, "params"), "runs/x/ckpt")
+    message = str(info.value)
+    assert "dense_1/kernel" in message
+    assert "(4, 2)" in message and "(4, 3)" in message
+    assert message.startswith("runs/x/ckpt: ")
+
+
+def test_template_with_a_weight_the_checkpoint_lacks(tmp_path):
+    trees = sample_trees()
+    checkpoint.save(tmp_path / "ckpt", {"params": trees["params"]}, {})
+    arrays, _ = checkpoint.load(tmp_path / "ckpt")
+    template = {**trees["params"], "dense_2": {"kernel": jnp.zeros((2, 2))}}
+    with pytest.raises(CheckpointError, match="lacks 1 weights.*dense_2/kernel"):
+        checkpoint.unflatten(template, checkpoint.subtree(arrays, "params"), "ckpt")
+
+
+def flip_byte(path: Path, offset_from_end: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[-offset_from_end] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_byte_is_detected(tmp_path):
+    folder = tmp_path / "ckpt"
+    checkpoint.save(folder, {"params": sample_trees()["params"]}, {})
+    flip_byte(folder / "arrays.safetensors", 5)  # inside the last array's data
+    with pytest.raises(CheckpointError, match="checksum"):
+        checkpoint.load(folder)
+
+
+def test_a_truncated_arrays_file_is_detected(tmp_path):
+    folder = tmp_path / "ckpt"
+    checkpoint.save(folder, {"params": sample_trees()["params"]}, {})
+    path = folder / "arrays.safetensors"
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(CheckpointError, match="checksum"):
+        checkpoint.load(folder)
+
+
+def test_damaged_metadata_is_a_checkpoint_error(tmp_path):
+    folder = tmp_path / "ckpt"
+    checkpoint.save(folder, {"w": np.zeros(2, np.float32)}, {})
+    (folder / "checkpoint.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="damaged checkpoint"):
+        checkpoint.load(folder)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        checkpoint.load(tmp_path / "last")
+    assert checkpoint.find(tmp_path / "last") is None
+
+
+def test_crash_between_the_two_renames_still_loads(tmp_path):
+    folder = tmp_path / "last"
+    checkpoint.save(folder, {"w": np.arange(3, dtype=np.float32)}, {"epoch": 4})
+    # the first rename of the next save moved `last` aside; the crash came before the second
+    folder.rename(tmp_path / ".old-last")
+    assert checkpoint.find(folder) == tmp_path / ".old-last"
+    arrays, meta = checkpoint.load(folder)
+    assert meta["epoch"] == 4
+    np.testing.assert_array_equal(arrays["w"], [0.0, 1.0, 2.0])
+    # the next save puts `last` back and clears the old copy
+    checkpoint.save(folder, {"w": np.ones(3, np.float32)}, {"epoch": 5})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    assert checkpoint.load(folder)[1]["epoch"] == 5
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    folder = tmp_path / "last"
+    checkpoint.save(folder, {"w": np.zeros(2, np.float32)}, {"epoch": 1})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(folder, {"w": np.ones(2, np.float32)}, {"epoch": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    arrays, meta = checkpoint.load(folder)
+    assert meta["epoch"] == 1
+    np.testing.assert_array_equal(arrays["w"], [0.0, 0.0])
+
+
+# -- atomic writes -------------------------------------------------------------------------------
+
+
+def test_atomic_writes_write_and_leave_no_temp_files(tmp_path):
+    fsutil.atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01\x02")
+    fsutil.atomic_write_text(tmp_path / "b.txt", "héllo\n")
+    fsutil.atomic_write_json(tmp_path / "c.json", {"epoch": 2, "loss": [0.5, 0.25]})
+    fsutil.atomic_write_text(tmp_path / "b.txt", "replaced\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.txt", "c.json"]
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01\x02"
+    assert (tmp_path / "b.txt").read_text(encoding="utf-8") == "replaced\n"
+    assert json.loads((tmp_path / "c.json").read_text()) == {"epoch": 2, "loss": [0.5, 0.25]}
+
+
+def test_atomic_write_gets_the_mode_open_would_give(tmp_path):
+    fsutil.atomic_write_text(tmp_path / "a.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_atomic_write_failing_midway_keeps_the_old_content(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.json"
+    path.write_text("old\n", encoding="utf-8")
+
+    def failing_fsync(fd):
+        raise OSError("I/O error")
+
+    monkeypatch.setattr(fsutil.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="I/O error"):
+        fsutil.atomic_write_text(path, "new content that never lands\n")
+    assert path.read_text(encoding="utf-8") == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_write_of_unserialisable_json_keeps_the_old_content(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text('{"ok": true}\n', encoding="utf-8")
+    with pytest.raises(TypeError):
+        fsutil.atomic_write_json(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"ok": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

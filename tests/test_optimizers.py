@@ -1,0 +1,190 @@
+"""Optimizers: single steps against Keras's update rules, gradient clipping, and changing the
+learning rate without recompiling."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nntrain.config.compile import AdamArgs, RMSpropArgs, SGDArgs
+from nntrain.optimizers import build_optimizer, get_learning_rate, set_learning_rate
+
+G1 = {"w": np.array([1.0, -2.0, 0.5], np.float32), "b": np.array([3.0], np.float32)}
+G2 = {"w": np.array([0.5, 0.5, -1.0], np.float32), "b": np.array([-1.0], np.float32)}
+
+
+def params():
+    return {"w": jnp.array([0.1, 0.2, 0.3]), "b": jnp.array([0.0])}
+
+
+def steps(optimizer, grads_list):
+    """Apply the optimizer to each gradient in turn; return each step's updates."""
+    p = params()
+    state = optimizer.init(p)
+    out = []
+    for grads in grads_list:
+        updates, state = optimizer.update(jax.tree.map(jnp.asarray, grads), state, p)
+        p = optax.apply_updates(p, updates)
+        out.append(jax.tree.map(np.asarray, updates))
+    return out, state
+
+
+def assert_tree_close(actual, expected, rtol=1e-6, atol=1e-7):
+    assert set(actual) == set(expected)
+    for k in expected:
+        np.testing.assert_allclose(actual[k], expected[k], rtol=rtol, atol=atol, err_msg=k)
+
+
+def tmap(fn, *trees):
+    return {k: fn(*(t[k].astype(np.float64) for t in trees)) for k in trees[0]}
+
+
+def test_sgd_step_is_minus_lr_times_gradient():
+    (u1, u2), _ = steps(build_optimizer("sgd", SGDArgs(learning_rate=0.01)), [G1, G2])
+    assert_tree_close(u1, tmap(lambda g: -0.01 * g, G1))
+    assert_tree_close(u2, tmap(lambda g: -0.01 * g, G2))
+
+
+def test_sgd_momentum_follows_keras():
+    # Keras: v = momentum * v - lr * g; w += v
+    (u1, u2), _ = steps(build_optimizer("sgd", SGDArgs(learning_rate=0.01, momentum=0.9)),
+                        [G1, G2])
+    v1 = tmap(lambda g: -0.01 * g, G1)
+    v2 = tmap(lambda v, g: 0.9 * v - 0.01 * g, v1, G2)
+    assert_tree_close(u1, v1)
+    assert_tree_close(u2, v2)
+
+
+def test_sgd_nesterov_follows_keras():
+    # Keras: v = momentum * v - lr * g; w += momentum * v - lr * g
+    opt = build_optimizer("sgd", SGDArgs(learning_rate=0.01, momentum=0.9, nesterov=True))
+    (u1, u2), _ = steps(opt, [G1, G2])
+    v1 = tmap(lambda g: -0.01 * g, G1)
+    v2 = tmap(lambda v, g: 0.9 * v - 0.01 * g, v1, G2)
+    assert_tree_close(u1, tmap(lambda v, g: 0.9 * v - 0.01 * g, v1, G1))
+    assert_tree_close(u2, tmap(lambda v, g: 0.9 * v - 0.01 * g, v2, G2))
+
+
+def test_adam_first_step_is_minus_lr_times_sign():
+    (u1,), _ = steps(build_optimizer("adam", AdamArgs(learning_rate=0.002)), [G1])
+    assert_tree_close(u1, tmap(lambda g: -0.002 * np.sign(g), G1), rtol=1e-5)
+
+
+def test_rmsprop_first_step_follows_keras():
+    # Keras: v = rho * v + (1 - rho) * g^2; w -= lr * g / (sqrt(v) + epsilon)
+    (u1,), _ = steps(build_optimizer("rmsprop", RMSpropArgs(learning_rate=0.001)), [G1])
+    expected = tmap(lambda g: -0.001 * g / (np.sqrt(0.1 * g * g) + 1e-7), G1)
+    assert_tree_close(u1, expected, rtol=1e-5)
+
+
+# -- clipping ------------------------------------------------------------------------------
+
+BIG = {"a": np.array([3.0, 4.0], np.float32), "b": np.array([0.3, -0.4], np.float32)}
+
+
+def clipped_gradient(**clip):
+    """The gradient after clipping, read off one plain SGD step with learning rate 1."""
+    opt = build_optimizer("sgd", SGDArgs(learning_rate=1.0, **clip))
+    p = {"a": jnp.zeros(2), "b": jnp.zeros(2)}
+    updates, _ = opt.update(jax.tree.map(jnp.asarray, BIG), opt.init(p), p)
+    return {k: -np.asarray(v) for k, v in updates.items()}
+
+
+def test_clipnorm_clips_each_weight_on_its_own():
+    # |a| = 5 is clipped to 1; |b| = 0.5 is under the limit and kept
+    assert_tree_close(clipped_gradient(clipnorm=1.0),
+                      {"a": np.array([0.6, 0.8]), "b": np.array([0.3, -0.4])})
+
+
+def test_global_clipnorm_scales_all_weights_together():
+    norm = np.sqrt(25 + 0.25)
+    assert_tree_close(clipped_gradient(global_clipnorm=1.0),
+                      {"a": np.array([3.0, 4.0]) / norm, "b": np.array([0.3, -0.4]) / norm},
+                      rtol=1e-5)
+
+
+def test_clipvalue_clips_each_element():
+    assert_tree_close(clipped_gradient(clipvalue=0.35),
+                      {"a": np.array([0.35, 0.35]), "b": np.array([0.3, -0.35])})
+
+
+def test_no_clipping_under_the_limits():
+    assert_tree_close(clipped_gradient(clipnorm=10.0, clipvalue=10.0), BIG)
+
+
+# -- the learning rate -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("clip", [{}, {"clipnorm": 100.0}])
+def test_learning_rate_round_trip(clip):
+    opt = build_optimizer("sgd", SGDArgs(learning_rate=0.01, **clip))
+    state = opt.init(params())
+    assert get_learning_rate(state) == pytest.approx(0.01)
+    state = set_learning_rate(state, 0.5)
+    assert get_learning_rate(state) == pytest.approx(0.5)
+    updates, state = opt.update(jax.tree.map(jnp.asarray, G1), state, params())
+    assert_tree_close(jax.tree.map(np.asarray, updates), tmap(lambda g: -0.5 * g, G1))
+    assert get_learning_rate(state) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("name", "args"), [
+    ("sgd", SGDArgs(learning_rate=0.01)),
+    ("sgd", SGDArgs(learning_rate=0.01, momentum=0.9, nesterov=True)),
+    ("adam", AdamArgs(learning_rate=0.01, clipnorm=1.0)),
+])
+def test_changing_the_learning_rate_does_not_recompile(name, args):
+    opt = build_optimizer(name, args)
+    traces = []
+
+    @jax.jit
+    def step(p, state, g):
+        traces.append(1)  # runs only while tracing
+        updates, state = opt.update(g, state, p)
+        return optax.apply_updates(p, updates), state
+
+    p, state = params(), opt.init(params())
+    g = jax.tree.map(jnp.asarray, G1)
+    p, state = step(p, state, g)
+    p, state = step(p, state, g)
+    assert len(traces) == 1
+    state = set_learning_rate(state, 0.001)
+    before = jax.tree.map(np.asarray, p)
+    p, state = step(p, state, g)
+    assert len(traces) == 1
+    assert step._cache_size() == 1
+    assert get_learning_rate(state) == pytest.approx(0.001)
+    if name == "sgd" and not args.momentum:  # the new rate is used
+        assert_tree_close(tmap(lambda a, b: a - b, jax.tree.map(np.asarray, p), before),
+                          tmap(lambda g: -0.001 * g, G1), rtol=1e-5)
+
+
+@pytest.mark.xfail(reason="optax.sgd keeps the momentum trace unscaled and multiplies it by the "
+                          "current learning rate, so a new learning rate rescales the velocity "
+                          "gathered at the old one; Keras's v = momentum * v - lr * g does not",
+                   strict=True)
+def test_sgd_momentum_after_a_learning_rate_change_follows_keras():
+    opt = build_optimizer("sgd", SGDArgs(learning_rate=0.01, momentum=0.9))
+    p = params()
+    state = opt.init(p)
+    g = jax.tree.map(jnp.asarray, G1)
+    _, state = opt.update(g, state, p)
+    _, state = opt.update(g, state, p)
+    state = set_learning_rate(state, 0.001)
+    updates, _ = opt.update(g, state, p)
+    v = tmap(lambda g: -0.01 * g, G1)
+    v = tmap(lambda v, g: 0.9 * v - 0.01 * g, v, G1)
+    v = tmap(lambda v, g: 0.9 * v - 0.001 * g, v, G1)  # -0.0181 g, not optax's -0.00271 g
+    assert_tree_close(jax.tree.map(np.asarray, updates), v, rtol=1e-5)
+
+
+@pytest.mark.xfail(reason="set_learning_rate mutates the hyperparams dict of the state it is "
+                          "given instead of returning a new state", strict=True)
+def test_set_learning_rate_leaves_the_old_state_alone():
+    opt = build_optimizer("sgd", SGDArgs(learning_rate=0.01))
+    old = opt.init(params())
+    new = set_learning_rate(old, 0.5)
+    assert get_learning_rate(new) == pytest.approx(0.5)
+    assert get_learning_rate(old) == pytest.approx(0.01)
