@@ -70,6 +70,8 @@ def build_graph(loaded: LoadedConfig) -> Graph:
             issues.append(loaded.issue(("model", "layers", index), f"duplicate node name '{name}'"))
         names[name] = index
         entries.append((index, entry, layer_type, args, name))
+    if issues:  # edges between ambiguous names would only add confusing errors
+        raise ConfigError(issues)
 
     known = [*inputs, *names]
     nodes: dict[str, Node] = {}

@@ -32,7 +32,12 @@ def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformat
 
     def make(learning_rate):
         if name == "sgd":
-            return optax.sgd(learning_rate, momentum=a.momentum or None, nesterov=a.nesterov)
+            # Keras accumulates the velocity of lr-scaled gradients, so a new learning rate
+            # does not rescale what was already built up (optax.sgd scales after the trace)
+            if not a.momentum:
+                return optax.scale_by_learning_rate(learning_rate)
+            return optax.chain(optax.scale_by_learning_rate(learning_rate),
+                               optax.trace(decay=a.momentum, nesterov=a.nesterov))
         if name == "adam":
             maker = optax.amsgrad if a.amsgrad else optax.adam
             return maker(learning_rate, b1=a.beta_1, b2=a.beta_2, eps=a.epsilon)
@@ -74,7 +79,16 @@ def get_learning_rate(opt_state) -> float:
 
 
 def set_learning_rate(opt_state, value: float):
-    """A new optimizer state with the learning rate replaced (same structure: no recompile)."""
-    hp = _hyperparams_state(opt_state)
-    hp.hyperparams["learning_rate"] = jnp.asarray(value, dtype=jnp.float32)
-    return opt_state
+    """A new optimizer state with the learning rate replaced (same structure and dtype: no
+    recompile). The given state is left as it was."""
+
+    def swap(state):
+        if not hasattr(state, "hyperparams"):
+            return state
+        old = state.hyperparams["learning_rate"]
+        rate = jnp.asarray(value, dtype=jnp.asarray(old).dtype)
+        return state._replace(hyperparams={**state.hyperparams, "learning_rate": rate})
+
+    if hasattr(opt_state, "hyperparams"):
+        return swap(opt_state)
+    return type(opt_state)(swap(s) for s in opt_state)

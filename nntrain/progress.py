@@ -7,7 +7,6 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-
 REFRESH_SECONDS = 0.1  # the bar's own refresh rate; more updates would only cost time
 
 

@@ -265,9 +265,6 @@ def test_set_bad_value_is_reported_at_the_override(tmp_path):
     }
 
 
-@pytest.mark.xfail(reason="apply_override records the path with the negative index as written, "
-                          "so the issue (at index 1) is located at the file's valid value",
-                   strict=True)
 def test_set_bad_value_through_a_negative_index_is_reported_at_the_override(tmp_path):
     source = write(tmp_path, BASE)
     loaded = load_config(source, ["model.layers.-1.dense.units=64"])
@@ -442,9 +439,6 @@ def test_duplicate_names(tmp_path):
         (f"{source}:8:7", "model.layers[2]", "duplicate node name 'a'")]
 
 
-@pytest.mark.xfail(reason="a repeated name that takes the node before it (the first of that "
-                          "name) as input also gets a spurious \"unknown node 'a' in inputs of "
-                          "'a'\" issue, at an `inputs` key the file does not have", strict=True)
 def test_duplicate_name_is_reported_once(tmp_path):
     text = """\
         name: t

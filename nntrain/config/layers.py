@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, PositiveInt
+from pydantic import BeforeValidator, Field, PositiveInt, model_validator
 
 from nntrain.config.entries import Args, Registry
 
@@ -85,3 +85,139 @@ class RescalingArgs(LayerArgs):
 class ReshapeArgs(LayerArgs):
     positional = "target_shape"
     target_shape: list[int] = Field(min_length=1)
+
+
+# -- convolution and pooling (channels_last) -------------------------------------------------
+# A size is an int for every spatial axis, or one int per axis (Keras's int-or-tuple).
+Size1 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=1, max_length=1)]
+Size2 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+Padding = Literal["valid", "same"]
+
+
+class ConvArgs(LayerArgs):
+    filters: PositiveInt
+    kernel_size: Size2
+    strides: Size2 = 1
+    padding: Padding = "valid"
+    dilation_rate: Size2 = 1
+    activation: ActivationName | None = None
+    use_bias: bool = True
+    kernel_initializer: InitializerName = "glorot_uniform"
+    bias_initializer: InitializerName = "zeros"
+
+    @model_validator(mode="after")
+    def _strides_or_dilation(self) -> ConvArgs:
+        def above_one(size: int | list[int]) -> bool:
+            return any(s > 1 for s in ([size] if isinstance(size, int) else size))
+
+        if above_one(self.strides) and above_one(self.dilation_rate):
+            raise ValueError("strides > 1 cannot be combined with dilation_rate > 1 (as in Keras)")
+        return self
+
+
+@LAYERS.register("conv1d", "convolution1d")
+class Conv1DArgs(ConvArgs):
+    kernel_size: Size1
+    strides: Size1 = 1
+    dilation_rate: Size1 = 1
+
+
+@LAYERS.register("conv2d", "convolution2d")
+class Conv2DArgs(ConvArgs):
+    pass
+
+
+class PoolArgs(LayerArgs):
+    positional = "pool_size"
+    pool_size: Size2 = 2
+    strides: Size2 | None = None  # None: the pool size
+    padding: Padding = "valid"
+
+
+class Pool1DArgs(PoolArgs):
+    pool_size: Size1 = 2
+    strides: Size1 | None = None
+
+
+LAYERS.register("max_pooling1d", "max_pool1d")(Pool1DArgs)
+LAYERS.register("average_pooling1d", "avg_pool1d")(Pool1DArgs)
+LAYERS.register("max_pooling2d", "max_pool2d")(PoolArgs)
+LAYERS.register("average_pooling2d", "avg_pool2d")(PoolArgs)
+
+
+class GlobalPoolArgs(LayerArgs):
+    keepdims: bool = False
+
+
+for _name, _alias in [("global_average_pooling1d", "global_avg_pool1d"),
+                      ("global_average_pooling2d", "global_avg_pool2d"),
+                      ("global_max_pooling1d", "global_max_pool1d"),
+                      ("global_max_pooling2d", "global_max_pool2d")]:
+    LAYERS.register(_name, _alias)(GlobalPoolArgs)
+
+
+# -- normalization -----------------------------------------------------------------------------
+# Keras's axis: counts the batch axis as 0, so -1 and (for a 3-d input) 3 are the same.
+Axis = int | list[int]
+FloatOrList = Number | list[Number]
+
+
+@LAYERS.register("normalization")
+class NormalizationArgs(LayerArgs):
+    """Standardizes with a mean and variance per index of `axis`: given, or learnt by adapt."""
+
+    axis: Axis | None = -1  # None: one mean and variance for everything
+    mean: FloatOrList | None = None
+    variance: FloatOrList | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> NormalizationArgs:
+        if (self.mean is None) != (self.variance is None):
+            raise ValueError("give both mean and variance, or neither (to adapt them)")
+        return self
+
+
+@LAYERS.register("batch_normalization")
+class BatchNormalizationArgs(LayerArgs):
+    axis: Axis = -1
+    momentum: Annotated[float, Field(ge=0.0, le=1.0)] = 0.99
+    epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
+    center: bool = True
+    scale: bool = True
+    beta_initializer: InitializerName = "zeros"
+    gamma_initializer: InitializerName = "ones"
+    moving_mean_initializer: InitializerName = "zeros"
+    moving_variance_initializer: InitializerName = "ones"
+
+
+@LAYERS.register("layer_normalization")
+class LayerNormalizationArgs(LayerArgs):
+    axis: Axis = -1
+    epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
+    center: bool = True
+    scale: bool = True
+    beta_initializer: InitializerName = "zeros"
+    gamma_initializer: InitializerName = "ones"
+
+
+# -- merging several inputs ----------------------------------------------------------------
+@LAYERS.register("concatenate")
+class ConcatenateArgs(LayerArgs):
+    axis: int = -1
+
+
+class MergeArgs(LayerArgs):
+    pass
+
+
+for _name in ("add", "subtract", "multiply", "average", "maximum", "minimum"):
+    LAYERS.register(_name)(MergeArgs)
+
+
+# -- embedding -------------------------------------------------------------------------------
+@LAYERS.register("embedding")
+class EmbeddingArgs(LayerArgs):
+    input_dim: PositiveInt
+    output_dim: PositiveInt
+    # Keras's "uniform" here is random_uniform: [-0.05, 0.05]
+    embeddings_initializer: InitializerName | Literal["uniform"] = "uniform"

@@ -184,21 +184,17 @@ def apply_override(data: dict, assignment: str) -> Path_:
         int(p) if p.lstrip("-").isdigit() else p for p in key.strip().split(".")
     ]
     node: Any = data
-    for depth, part in enumerate(path[:-1]):
-        if isinstance(node, dict):
-            node = node.setdefault(part, {})
-        elif isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
-            node = node[part]
-        else:
+    for depth, part in enumerate(path):
+        if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
+            path[depth] = part = part % len(node)  # -1 becomes the index errors will name
+        elif not isinstance(node, dict):
             where = format_path(path[: depth + 1])
-            raise UserError(f"--set {assignment}: {where} is neither a mapping nor a list index")
-    last = path[-1]
-    if isinstance(node, dict) or (
-        isinstance(node, list) and isinstance(last, int) and -len(node) <= last < len(node)
-    ):
-        node[last] = value
-    else:
-        raise UserError(f"--set {assignment}: cannot set {format_path(path)}")
+            raise UserError(f"--set {assignment}: {where} is neither a mapping key nor a list "
+                            "index in range")
+        if depth == len(path) - 1:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
     return tuple(path)
 
 

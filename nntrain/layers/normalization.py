@@ -1,0 +1,172 @@
+"""Normalization layers: normalization (adapted statistics), batch and layer normalization.
+
+Axes are Keras's: they count the batch axis as 0, so `-1` is the last axis; shapes here and
+in `state` exclude the batch axis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nntrain import initializers
+from nntrain.layers.base import Layer, Shape, ShapeError, register
+
+
+def resolve_axes(axis: int | Sequence[int], shape: Shape) -> tuple[int, ...]:
+    """Keras axes (batch axis counted as 0) as sorted indices into a per-example `shape`."""
+    rank = len(shape) + 1
+    out = set()
+    for a in [axis] if isinstance(axis, int) else axis:
+        if not -rank <= a < rank:
+            raise ShapeError(f"axis {a} is out of range for a {rank}-d input (with the batch)")
+        if a % rank == 0:
+            raise ShapeError("axis 0 is the batch axis")
+        out.add(a % rank - 1)
+    return tuple(sorted(out))
+
+
+def _broadcast_shape(shape: Shape, kept: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of per-`kept`-axis statistics broadcast against a batch: (1, ..., C)."""
+    return (1, *(d if i in kept else 1 for i, d in enumerate(shape)))
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+@register("normalization")
+class Normalization(Layer):
+    """`(x - mean) / sqrt(variance)` with statistics given in the config or learnt by `adapt`
+    from the training data, so raw features need no preprocessing outside the model.
+
+    State (like Keras): `mean` and `variance` over the kept axes, and the `count` of values
+    they were computed from. With `mean`/`variance` given they are constants, not state."""
+
+    def __init__(self, args) -> None:
+        super().__init__(args)
+        if args.mean is None:
+            self.adapt = self._adapt  # the model adapts only layers that have `adapt`
+
+    def _kept(self, shape: Shape) -> tuple[int, ...]:
+        return () if self.args.axis is None else resolve_axes(self.args.axis, shape)
+
+    def init(self, rng, input_shape):
+        kept = self._kept(input_shape)
+        stats_shape = tuple(input_shape[i] for i in kept)
+        if self.args.mean is not None:
+            try:
+                self._given = {k: np.broadcast_to(np.asarray(getattr(self.args, k), np.float32),
+                                                  stats_shape) for k in ("mean", "variance")}
+            except ValueError:
+                raise ShapeError(f"mean and variance do not broadcast to {stats_shape}") from None
+            return {}, {}, input_shape
+        state = {"mean": jnp.zeros(stats_shape), "variance": jnp.ones(stats_shape),
+                 "count": jnp.zeros((), jnp.int32)}
+        return {}, state, input_shape
+
+    def _adapt(self, state, x: np.ndarray):
+        """Mean and population variance over every axis but the kept ones (and the batch)."""
+        x = np.asarray(x, np.float64)
+        kept = self._kept(x.shape[1:])
+        reduce = (0, *(i + 1 for i in range(x.ndim - 1) if i not in kept))
+        count = math.prod(x.shape[a] for a in reduce)
+        return {"mean": jnp.asarray(x.mean(axis=reduce), jnp.float32),
+                "variance": jnp.asarray(x.var(axis=reduce), jnp.float32),
+                "count": jnp.asarray(min(count, np.iinfo(np.int32).max), jnp.int32)}
+
+    def call(self, params, state, x, *, training, rng, **_):
+        x = _as_float(x)
+        stats = state if self.args.mean is None else self._given
+        shape = _broadcast_shape(x.shape[1:], self._kept(x.shape[1:]))
+        mean = jnp.reshape(stats["mean"], shape)
+        std = jnp.sqrt(jnp.reshape(stats["variance"], shape))
+        return (x - mean) / jnp.maximum(std, 1e-7), state
+
+
+def _scale_and_center(args, rng: jax.Array, shape: Shape) -> dict[str, jax.Array]:
+    gamma_key, beta_key = jax.random.split(rng)
+    params = {}
+    if args.scale:
+        params["gamma"] = initializers.get(args.gamma_initializer)(gamma_key, shape, jnp.float32)
+    if args.center:
+        params["beta"] = initializers.get(args.beta_initializer)(beta_key, shape, jnp.float32)
+    return params
+
+
+def _normalize(x, mean, var, params, shape, epsilon: float) -> jax.Array:
+    y = (x - mean) * jax.lax.rsqrt(var + epsilon)
+    if "gamma" in params:
+        y = y * jnp.reshape(params["gamma"], shape)
+    if "beta" in params:
+        y = y + jnp.reshape(params["beta"], shape)
+    return y
+
+
+@register("batch_normalization")
+class BatchNormalization(Layer):
+    """Normalizes with the batch's statistics in training (and keeps moving averages of them
+    for inference). Padding rows of the last batch (mask 0) do not count."""
+
+    uses_mask = True
+
+    def init(self, rng, input_shape):
+        kept = resolve_axes(self.args.axis, input_shape)
+        shape = tuple(input_shape[i] for i in kept)
+        params = _scale_and_center(self.args, rng, shape)
+        mean_key, var_key = jax.random.split(jax.random.fold_in(rng, 1))
+        state = {
+            "moving_mean": initializers.get(self.args.moving_mean_initializer)(
+                mean_key, shape, jnp.float32),
+            "moving_variance": initializers.get(self.args.moving_variance_initializer)(
+                var_key, shape, jnp.float32),
+        }
+        return params, state, input_shape
+
+    def call(self, params, state, x, *, training, rng, mask=None, **_):
+        x = _as_float(x)
+        kept = resolve_axes(self.args.axis, x.shape[1:])
+        shape = _broadcast_shape(x.shape[1:], kept)
+        if not training:
+            mean = jnp.reshape(state["moving_mean"], shape)
+            var = jnp.reshape(state["moving_variance"], shape)
+            return _normalize(x, mean, var, params, shape, self.args.epsilon), state
+        reduce = (0, *(i + 1 for i in range(x.ndim - 1) if i not in kept))
+        if mask is None:
+            mask = jnp.ones(x.shape[0], x.dtype)
+        weights = jnp.reshape(mask.astype(x.dtype), (-1,) + (1,) * (x.ndim - 1))
+        per_row = math.prod(x.shape[a] for a in reduce[1:])
+        n = jnp.maximum(weights.sum() * per_row, 1.0)
+        mean = (x * weights).sum(reduce, keepdims=True) / n
+        var = (jnp.square(x - mean) * weights).sum(reduce, keepdims=True) / n
+        m = self.args.momentum
+        new_state = {
+            "moving_mean": state["moving_mean"] * m + jnp.reshape(mean, (-1,)) * (1 - m),
+            "moving_variance": state["moving_variance"] * m + jnp.reshape(var, (-1,)) * (1 - m),
+        }
+        new_state = {k: jnp.reshape(v, state[k].shape) for k, v in new_state.items()}
+        return _normalize(x, mean, var, params, shape, self.args.epsilon), new_state
+
+
+@register("layer_normalization")
+class LayerNormalization(Layer):
+    """Normalizes each example over `axis`: no batch statistics, so training and inference
+    compute the same thing."""
+
+    def init(self, rng, input_shape):
+        kept = resolve_axes(self.args.axis, input_shape)
+        params = _scale_and_center(self.args, rng, tuple(input_shape[i] for i in kept))
+        return params, {}, input_shape
+
+    def call(self, params, state, x, *, training, rng, **_):
+        x = _as_float(x)
+        kept = resolve_axes(self.args.axis, x.shape[1:])
+        axes = tuple(i + 1 for i in kept)
+        mean = x.mean(axes, keepdims=True)
+        var = jnp.square(x - mean).mean(axes, keepdims=True)
+        shape = _broadcast_shape(x.shape[1:], kept)
+        return _normalize(x, mean, var, params, shape, self.args.epsilon), state
