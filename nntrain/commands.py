@@ -313,8 +313,8 @@ def _read_inputs(path: Path, inputs: dict) -> dict[str, np.ndarray]:
         raise DataError(f"input file not found: {path}")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path}: {e}",
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e or 'empty file'}",
                         "give an .npy array or an .npz archive (no pickled objects)") from None
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:

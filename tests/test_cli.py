@@ -166,6 +166,7 @@ def test_early_stopping_stops_and_restores_best(tmp_path: Path):
 def test_non_finite_loss_fails_with_exit_1(tmp_path: Path):
     result = nntrain("fit", str(TINY), "--set", "compile.optimizer={sgd: 1.0e30}", "--set",
                      "compile.loss=mse", "--set", "compile.metrics=[]", "--set",
+                     "data.synthetic.classes=0", "--set",
                      "model.layers.3.dense.activation=linear", cwd=tmp_path)
     assert result.exit_code == 1, result.output
     assert "loss became" in result.output and "epoch 1" in result.output

@@ -23,7 +23,9 @@ MetricEntry = METRICS.entry_type()
 OptimizerEntry = OPTIMIZERS.entry_type()
 CallbackEntry = CALLBACKS.entry_type()
 
-DATASETS = ("fashion_mnist", "mnist", "synthetic")
+DATASETS = ("fashion_mnist", "mnist", "california_housing", "iris", "xor", "synthetic")
+# columns of a table: "0:5" (an index range, as in Python), a column name, or a list of either
+Columns = str | list[str | int]
 RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 Shape = Annotated[list[PositiveInt], Field(min_length=1)]
 
@@ -55,9 +57,18 @@ class SyntheticConfig(Strict):
 
 class DataConfig(Strict):
     dataset: Literal[DATASETS] | None = None  # type: ignore[valid-type]
-    train: str | None = None
-    x: str = "x"
-    y: str = "y"
+    source: str | None = None  # a local copy of a built-in dataset's file
+    train: str | None = None  # an .npz or .csv file
+    x: str = "x"  # .npz: the inputs' array (one input) ...
+    y: str = "y"  # ... and the targets' array (one output)
+    features: Columns | None = None  # tables: feature columns (default: all but targets)
+    targets: str | list[str] | None = None  # tables: target column(s)
+    categorical: list[str] = []  # tables: columns to one-hot encode
+    missing: Literal["error", "drop", "mean"] = "error"
+    inputs: dict[NodeName, Columns] | None = None  # tables: features per model input
+    outputs: dict[NodeName, str | list[str]] | None = None  # tables: targets per output
+    sample_weight: str | None = None  # a column (tables) or array (.npz) of example weights
+    one_hot: bool = False  # integer labels to one-hot rows (Keras's to_categorical)
     validation: SplitConfig | None = None
     test: SplitConfig | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
@@ -65,7 +76,7 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.dataset is None) == (self.train is None):
-            raise ValueError("give either dataset (a built-in name) or train (an .npz/.npy path)")
+            raise ValueError("give either dataset (a built-in name) or train (a file)")
         return self
 
 

@@ -36,16 +36,3 @@ class ArraySet:
                 h.update(f"{name}:{array.dtype}:{array.shape}".encode())
                 h.update(array.data)
         return h.hexdigest()
-
-
-def split_last(data: ArraySet, count: int) -> tuple[ArraySet, ArraySet]:
-    """Keras's validation_split: the last rows, taken before any shuffling."""
-    n = len(data)
-    return data.take(slice(0, n - count)), data.take(slice(n - count, n))
-
-
-def split_random(data: ArraySet, fraction: float, seed: int) -> tuple[ArraySet, ArraySet]:
-    n = len(data)
-    held = max(1, round(n * fraction))
-    order = np.random.default_rng(seed).permutation(n)
-    return data.take(np.sort(order[held:])), data.take(np.sort(order[:held]))

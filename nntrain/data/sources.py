@@ -1,4 +1,4 @@
-"""From the config's `data` section to arrays: built-in datasets, .npz/.npy files, splits,
+"""From the config's `data` section to arrays: built-in datasets, .npz and CSV files, splits,
 and checks that the arrays fit the model."""
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from nntrain.config.schema import DataConfig, SplitConfig
-from nntrain.data import fashion_mnist
-from nntrain.data.arrays import ArraySet, split_last, split_random
+from nntrain.data import builtin, fashion_mnist
+from nntrain.data.arrays import ArraySet
+from nntrain.data.tabular import Table, missing_counts, one_hot_columns, read_csv, select
 from nntrain.errors import DataError
+
+IMAGE_DATASETS = ("fashion_mnist", "mnist")
+TABULAR_DATASETS = ("california_housing", "iris", "xor")
 
 
 @dataclass
@@ -41,28 +45,21 @@ class ModelIO:
 
 def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int) -> Dataset:
     """Resolve the data section into train/validation/test arrays, checked against `io`."""
-    class_names = None
-    test: ArraySet | None = None
-    if config.dataset == "synthetic":
-        train, test = _synthetic(config, io, seed)
-    elif config.dataset is not None:
-        splits = fashion_mnist.load(config.dataset)
-        train = _named(*splits["train"], io, f"dataset {config.dataset}")
-        test = _named(*splits["test"], io, f"dataset {config.dataset}")
-        class_names = list(fashion_mnist.DATASETS[config.dataset].class_names)
+    source = resolve_path(config.source, base_dir, "data.source") if config.source else None
+    train_file = resolve_path(config.train, base_dir, "data.train") if config.train else None
+    if config.dataset in TABULAR_DATASETS or (train_file and train_file.suffix == ".csv"):
+        dataset = _tabular(config, io, base_dir, seed, source, train_file)
     else:
-        train = _read_file(resolve_path(config.train, base_dir, "data.train"), config, io)
-
-    validation = None
-    if config.validation is not None:
-        train, validation = _cut(train, config.validation, config, io, base_dir, seed, "validation")
-    if config.test is not None:
-        train, test = _cut(train, config.test, config, io, base_dir, seed + 1, "test")
-
-    for name, part in (("train", train), ("validation", validation), ("test", test)):
+        dataset = _arrays(config, io, base_dir, seed, source, train_file)
+    if config.one_hot:
+        for part in (dataset.train, dataset.validation, dataset.test):
+            if part is not None:
+                _one_hot(part, io)
+    for name in ("train", "validation", "test"):
+        part = getattr(dataset, name)
         if part is not None:
             check_arrays(part, io, f"{name} data")
-    return Dataset(train, validation, test, class_names)
+    return dataset
 
 
 def resolve_path(path: str, base_dir: Path, key: str) -> Path:
@@ -74,18 +71,58 @@ def resolve_path(path: str, base_dir: Path, key: str) -> Path:
     return resolved
 
 
-def _cut(data: ArraySet, spec: SplitConfig, config: DataConfig, io: ModelIO, base_dir: Path,
-         seed: int, name: str) -> tuple[ArraySet, ArraySet]:
-    if spec.path is not None:
-        return data, _read_file(resolve_path(spec.path, base_dir, f"data.{name}.path"), config, io)
+# -- splits -----------------------------------------------------------------------------------
+def _held_out(n: int, spec: SplitConfig, seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows kept, rows held out) for `last: N` (Keras's validation_split: the last rows,
+    before shuffling) or `fraction: f` (random, seeded)."""
     if spec.last is not None:
-        if spec.last >= len(data):
-            raise DataError(
-                f"data.{name}.last is {spec.last:,} but only {len(data):,} examples are left",
-                f"hold out fewer than {len(data):,} examples",
-            )
-        return split_last(data, spec.last)
-    return split_random(data, spec.fraction, seed)
+        if spec.last >= n:
+            raise DataError(f"data.{name}.last is {spec.last:,} but only {n:,} examples are left",
+                            f"hold out fewer than {n:,} examples")
+        return np.arange(n - spec.last), np.arange(n - spec.last, n)
+    held = min(max(1, round(n * spec.fraction)), n - 1)
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+def _cut(rows, config: DataConfig, seed: int, read_file):
+    """Test first, then validation from what is left (the textbooks' order). `read_file`
+    turns a split's `path` into that split."""
+    held: dict[str, object] = {"test": None, "validation": None}
+    for offset, name in enumerate(("test", "validation")):
+        spec: SplitConfig | None = getattr(config, name)
+        if spec is None:
+            continue
+        if spec.path is not None:
+            held[name] = read_file(spec.path, f"data.{name}.path")
+        else:
+            keep, out = _held_out(len(rows), spec, seed + offset, name)
+            rows, held[name] = rows.take(keep), rows.take(out)
+    return rows, held["validation"], held["test"]
+
+
+# -- arrays: images, .npz, synthetic ---------------------------------------------------------
+def _arrays(config, io, base_dir, seed, source, train_file) -> Dataset:
+    test, class_names = None, None
+    if config.dataset == "synthetic":
+        train, test = _synthetic(config, io, seed)
+    elif config.dataset == "mnist":
+        splits = builtin.load_mnist(source)
+        train, test = (_named(*splits[k], io, "dataset mnist") for k in ("train", "test"))
+        class_names = [str(i) for i in range(10)]
+    elif config.dataset in IMAGE_DATASETS:
+        splits = fashion_mnist.load(config.dataset)
+        train, test = (_named(*splits[k], io, f"dataset {config.dataset}")
+                       for k in ("train", "test"))
+        class_names = list(fashion_mnist.DATASETS[config.dataset].class_names)
+    else:
+        train = _read_npz(train_file, config, io)
+
+    def read_file(path, key):
+        return _read_npz(resolve_path(path, base_dir, key), config, io)
+
+    train, validation, cut_test = _cut(train, config, seed, read_file)
+    return Dataset(train, validation, cut_test if config.test else test, class_names)
 
 
 def _named(x: np.ndarray, y: np.ndarray, io: ModelIO, source: str) -> ArraySet:
@@ -95,32 +132,211 @@ def _named(x: np.ndarray, y: np.ndarray, io: ModelIO, source: str) -> ArraySet:
     return ArraySet({next(iter(io.inputs)): x}, {next(iter(io.outputs)): y.astype(np.int32)})
 
 
-def _read_file(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
+def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     """An .npz with arrays named `x`/`y` (or after the model's inputs and outputs)."""
+    if path.suffix == ".csv":
+        raise DataError(f"{path}: a CSV split needs a CSV training file")
     try:
         if path.suffix == ".npy":
             raise DataError(f"{path}: a training file needs inputs and targets",
                             "save both with np.savez(path, x=..., y=...)")
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path}: {e}",
                         "expected an .npz file from numpy.savez (no pickled objects)") from None
     single = len(io.inputs) == 1 and len(io.outputs) == 1
-    x, y = {}, {}
-    for name in io.inputs:
-        key = config.x if single and config.x in arrays else name
+
+    def pick(name: str, default: str, what: str) -> np.ndarray:
+        key = default if single and default in arrays else name
         if key not in arrays:
             raise DataError(f"{path}: no array named '{key}' (found: {', '.join(arrays)})",
-                            f"name the input array '{config.x}' or set data.x")
-        x[name] = arrays[key]
-    for name in io.outputs:
-        key = config.y if single and config.y in arrays else name
-        if key not in arrays:
-            raise DataError(f"{path}: no array named '{key}' (found: {', '.join(arrays)})",
-                            f"name the target array '{config.y}' or set data.y")
-        y[name] = arrays[key]
-    return ArraySet(x, y)
+                            f"name the {what} array '{default}', or after the model's {what}s")
+        return arrays[key]
+
+    x = {name: pick(name, config.x, "input") for name in io.inputs}
+    y = {name: pick(name, config.y, "output") for name in io.outputs}
+    weight = None
+    if config.sample_weight:
+        weight = pick(config.sample_weight, config.sample_weight, "sample weight")
+    return ArraySet(x, y, None if weight is None else weight.astype(np.float32))
+
+
+def _one_hot(part: ArraySet, io: ModelIO) -> None:
+    for name, shape in io.outputs.items():
+        y = part.y[name]
+        if y.ndim > 1 and y.shape[1:] == shape:
+            continue  # already one-hot
+        labels = y.reshape(len(y)).astype(np.int64)
+        classes = shape[-1]
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
+            raise DataError(f"one_hot: labels of '{name}' range over {labels.min()}.."
+                            f"{labels.max()} but the output has {classes} units")
+        part.y[name] = np.eye(classes, dtype=np.float32)[labels]
+
+
+def _synthetic(config: DataConfig, io: ModelIO, seed: int) -> tuple[ArraySet, ArraySet | None]:
+    """Inputs drawn at random; targets from a fixed random linear teacher, so it is learnable."""
+    spec = config.synthetic
+    rng = np.random.default_rng(seed)
+    total = spec.samples + spec.test_samples
+    x = {}
+    for name, (shape, dtype) in io.inputs.items():
+        if spec.integer_inputs or dtype != "float32":
+            x[name] = rng.integers(0, 256, size=(total, *shape)).astype(dtype)
+        else:
+            x[name] = rng.standard_normal((total, *shape)).astype(np.float32)
+    features = np.concatenate([v.reshape(total, -1).astype(np.float32) for v in x.values()], 1)
+    features = (features - features.mean(0)) / (features.std(0) + 1e-6)
+    y = {}
+    for name, shape in io.outputs.items():
+        if spec.classes:
+            teacher = rng.standard_normal((features.shape[1], spec.classes))
+            labels = np.argmax(features @ teacher, axis=1).astype(np.int32)
+            y[name] = labels
+        else:
+            teacher = rng.standard_normal((features.shape[1], int(np.prod(shape))))
+            y[name] = (features @ teacher / np.sqrt(features.shape[1])).astype(np.float32)
+            y[name] = y[name].reshape(total, *shape)
+    data = ArraySet(x, y)
+    if not spec.test_samples:
+        return data, None
+    n = spec.samples
+    return data.take(slice(0, n)), data.take(slice(n, total))
+
+
+# -- tables: CSV files, california_housing, iris, xor ----------------------------------------
+def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
+    if config.dataset == "california_housing":
+        table = builtin.load_california_housing(source)
+    elif config.dataset == "iris":
+        table = builtin.load_iris()
+    elif config.dataset == "xor":
+        table = builtin.load_xor()
+    else:
+        table = read_csv(train_file)
+    plan = _TablePlan(config, io, table)
+    table = plan.handle_missing_rows(table)
+
+    def read_file(path, key):
+        return plan.handle_missing_rows(read_csv(resolve_path(path, base_dir, key)))
+
+    train, validation, test = _cut(table, config, seed, read_file)
+    fill = plan.fill_values(train)
+    parts = [None if t is None else plan.arrays(t, fill) for t in (train, validation, test)]
+    class_names = None
+    if config.dataset == "iris" and plan.targets_of(next(iter(io.outputs))) == ["species"]:
+        class_names = list(builtin.IRIS_CLASSES)
+    return Dataset(*parts, class_names=class_names)
+
+
+class _TablePlan:
+    """Which columns feed which input and output, decided once from the config and the
+    training table, then applied to every split."""
+
+    def __init__(self, config: DataConfig, io: ModelIO, table: Table) -> None:
+        self.config, self.io = config, io
+        targets = config.targets or builtin.TABULAR_TARGETS.get(config.dataset or "")
+        if targets is None and config.outputs is None:
+            raise DataError(f"{table.source}: which columns are the targets?",
+                            "set data.targets (or data.outputs per output)")
+        self.default_targets = [targets] if isinstance(targets, str) else list(targets or [])
+        taken = set(self.default_targets) | set(builtin.TABULAR_EXCLUDE.get(config.dataset or "",
+                                                                              []))
+        for spec in (config.outputs or {}).values():
+            taken |= {spec} if isinstance(spec, str) else set(spec)
+        if config.sample_weight:
+            taken.add(config.sample_weight)
+        for name in sorted(taken | set(config.categorical)):
+            if name not in table.names:
+                raise DataError(f"{table.source}: no column '{name}'",
+                                f"columns: {', '.join(table.names)}")
+        base = [n for n in table.names if n not in taken]
+        features = select(base, config.features, "data.features") if config.features else base
+        unknown = [n for n in features if n in table.text and n not in config.categorical]
+        if unknown:
+            raise DataError(f"{table.source}: column '{unknown[0]}' holds text",
+                            "list it under data.categorical to one-hot encode it, or leave it "
+                            "out of data.features")
+        _, self.categories = one_hot_columns(table, [c for c in config.categorical
+                                                     if c in features])
+        self.features: list[str] = []  # after one-hot expansion
+        for name in features:
+            if name in self.categories:
+                self.features += [f"{name}={level}" for level in self.categories[name]]
+            else:
+                self.features.append(name)
+        self.inputs = {}
+        for name in io.inputs:
+            spec = (config.inputs or {}).get(name)
+            if spec is None and len(io.inputs) > 1:
+                raise DataError(f"the model has inputs {', '.join(io.inputs)}: say which "
+                                f"features feed '{name}'", f"e.g. data.inputs: {{{name}: 0:5}}")
+            self.inputs[name] = select(self.features, spec, f"data.inputs.{name}")
+        self.used = sorted({c.split("=")[0] for cols in self.inputs.values() for c in cols})
+
+    def targets_of(self, output: str) -> list[str]:
+        spec = (self.config.outputs or {}).get(output)
+        if spec is None:
+            return self.default_targets
+        return [spec] if isinstance(spec, str) else list(spec)
+
+    def _numeric(self, table: Table) -> dict[str, np.ndarray]:
+        columns = dict(table.numeric)
+        for name, levels in self.categories.items():
+            values = table.text[name] if name in table.text else table.numeric[name].astype(str)
+            for level in levels:
+                columns[f"{name}={level}"] = (values == level).astype(np.float32)
+        return columns
+
+    def handle_missing_rows(self, table: Table) -> Table:
+        needed = [c for c in self.used + self._all_targets() if c in table.numeric]
+        counts = missing_counts({c: table.numeric[c] for c in needed})
+        if not counts:
+            return table
+        policy = self.config.missing
+        listing = ", ".join(f"{c} ({n:,} rows)" for c, n in counts.items())
+        if policy == "error":
+            raise DataError(f"{table.source}: missing values in {listing}",
+                            "set data.missing to drop (remove those rows) or mean (fill with "
+                            "the training mean)")
+        if policy == "drop":
+            bad = np.zeros(len(table), bool)
+            for c in counts:
+                bad |= np.isnan(table.numeric[c])
+            return table.take(np.flatnonzero(~bad))
+        target_gaps = [c for c in counts if c in self._all_targets()]
+        if target_gaps:
+            raise DataError(f"{table.source}: missing target values in {', '.join(target_gaps)}",
+                            "set data.missing to drop")
+        return table  # "mean": filled per split from the training split's means
+
+    def _all_targets(self) -> list[str]:
+        return sorted({t for out in self.io.outputs for t in self.targets_of(out)})
+
+    def fill_values(self, train: Table) -> dict[str, float]:
+        if self.config.missing != "mean":
+            return {}
+        return {c: float(np.nanmean(train.numeric[c])) for c in self.used
+                if c in train.numeric and np.isnan(train.numeric[c]).any()}
+
+    def arrays(self, table: Table, fill: dict[str, float]) -> ArraySet:
+        columns = self._numeric(table)
+        for name, value in fill.items():
+            columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
+        x = {name: np.stack([columns[c] for c in cols], axis=1).astype(np.float32)
+             for name, cols in self.inputs.items()}
+        y = {}
+        for out, shape in self.io.outputs.items():
+            cols = self.targets_of(out)
+            values = np.stack([columns[c] for c in cols], axis=1)
+            if out in self.io.sparse_outputs or (self.config.one_hot and len(cols) == 1):
+                y[out] = values[:, 0].astype(np.int32)
+            else:
+                y[out] = values.reshape(len(values), *shape) if values.size == \
+                    len(values) * int(np.prod(shape)) else values
+        weight = columns[self.config.sample_weight] if self.config.sample_weight else None
+        return ArraySet(x, y, weight)
 
 
 def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -> None:
@@ -135,14 +351,17 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             raise DataError(
                 f"{what}: input '{name}' has examples of shape {tuple(array.shape[1:])}, "
                 f"the model expects {shape}",
-                "change model.input to match the data, or reshape the data",
+                "change the model's input shape to match the data, or reshape the data",
             )
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             bad = int(np.size(array) - np.isfinite(array).sum())
             raise DataError(f"{what}: input '{name}' has {bad:,} NaN or infinite values",
-                            "clean or impute the data first")
+                            "clean the data, or set data.missing for CSV files")
     if not targets:
         return
+    if data.sample_weight is not None and (
+            len(data.sample_weight) != len(data) or not np.isfinite(data.sample_weight).all()):
+        raise DataError(f"{what}: sample weights must be one finite number per example")
     for name, shape in io.outputs.items():
         y = data.y[name]
         if len(y) != len(data):
@@ -158,34 +377,11 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                     f"{classes} classes (0..{classes - 1})",
                     "set the last layer's units to the number of classes",
                 )
-        elif y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise DataError(f"{what}: targets of '{name}' contain NaN or infinite values")
-
-
-def _synthetic(config: DataConfig, io: ModelIO, seed: int) -> tuple[ArraySet, ArraySet | None]:
-    """Inputs drawn at random; targets from a fixed random linear teacher, so it is learnable."""
-    spec = config.synthetic
-    rng = np.random.default_rng(seed)
-    total = spec.samples + spec.test_samples
-    x = {}
-    for name, (shape, _dtype) in io.inputs.items():
-        if spec.integer_inputs:
-            x[name] = rng.integers(0, 256, size=(total, *shape), dtype=np.uint8)
         else:
-            x[name] = rng.standard_normal((total, *shape)).astype(np.float32)
-    features = np.concatenate([v.reshape(total, -1).astype(np.float32) for v in x.values()], 1)
-    features = (features - features.mean(0)) / (features.std(0) + 1e-6)
-    y = {}
-    for name, shape in io.outputs.items():
-        if spec.classes:
-            teacher = rng.standard_normal((features.shape[1], spec.classes))
-            labels = np.argmax(features @ teacher, axis=1).astype(np.int32)
-            y[name] = labels if name in io.sparse_outputs else np.eye(spec.classes)[labels]
-        else:
-            teacher = rng.standard_normal((features.shape[1], int(np.prod(shape))))
-            y[name] = (features @ teacher / np.sqrt(features.shape[1])).astype(np.float32)
-            y[name] = y[name].reshape(total, *shape)
-    data = ArraySet(x, y)
-    if not spec.test_samples:
-        return data, None
-    return split_last(data, spec.test_samples)
+            if y.dtype.kind == "f" and not np.isfinite(y).all():
+                raise DataError(f"{what}: targets of '{name}' contain NaN or infinite values")
+            if int(np.prod(y.shape[1:])) != int(np.prod(shape)):
+                raise DataError(
+                    f"{what}: targets of '{name}' have shape {tuple(y.shape[1:])} per example, "
+                    f"the output has {shape}",
+                    "for integer labels with categorical_crossentropy set data.one_hot: true")

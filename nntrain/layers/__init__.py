@@ -1,6 +1,13 @@
 """Layer implementations, registered by the names configs use."""
 
-from nntrain.layers import core  # noqa: F401  (registers the layers)
+from nntrain.layers import (  # noqa: F401  (registers the layers)
+    conv,
+    core,
+    embedding,
+    merge,
+    normalization,
+    pooling,
+)
 from nntrain.layers.base import LAYER_TYPES, Layer, ShapeError
 
 __all__ = ["LAYER_TYPES", "Layer", "ShapeError"]

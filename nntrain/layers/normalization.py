@@ -59,15 +59,18 @@ class Normalization(Layer):
         kept = self._kept(input_shape)
         stats_shape = tuple(input_shape[i] for i in kept)
         if self.args.mean is not None:
-            try:
-                self._given = {k: np.broadcast_to(np.asarray(getattr(self.args, k), np.float32),
-                                                  stats_shape) for k in ("mean", "variance")}
-            except ValueError:
-                raise ShapeError(f"mean and variance do not broadcast to {stats_shape}") from None
+            self._given(stats_shape)  # checks that they fit
             return {}, {}, input_shape
         state = {"mean": jnp.zeros(stats_shape), "variance": jnp.ones(stats_shape),
                  "count": jnp.zeros((), jnp.int32)}
         return {}, state, input_shape
+
+    def _given(self, stats_shape: Shape) -> dict[str, np.ndarray]:
+        try:
+            return {k: np.broadcast_to(np.asarray(getattr(self.args, k), np.float32), stats_shape)
+                    for k in ("mean", "variance")}
+        except ValueError:
+            raise ShapeError(f"mean and variance do not broadcast to {stats_shape}") from None
 
     def _adapt(self, state, x: np.ndarray):
         """Mean and population variance over every axis but the kept ones (and the batch)."""
@@ -81,8 +84,10 @@ class Normalization(Layer):
 
     def call(self, params, state, x, *, training, rng, **_):
         x = _as_float(x)
-        stats = state if self.args.mean is None else self._given
-        shape = _broadcast_shape(x.shape[1:], self._kept(x.shape[1:]))
+        kept = self._kept(x.shape[1:])
+        stats = state if self.args.mean is None else \
+            self._given(tuple(x.shape[1 + i] for i in kept))
+        shape = _broadcast_shape(x.shape[1:], kept)
         mean = jnp.reshape(stats["mean"], shape)
         std = jnp.sqrt(jnp.reshape(stats["variance"], shape))
         return (x - mean) / jnp.maximum(std, 1e-7), state
@@ -144,11 +149,8 @@ class BatchNormalization(Layer):
         mean = (x * weights).sum(reduce, keepdims=True) / n
         var = (jnp.square(x - mean) * weights).sum(reduce, keepdims=True) / n
         m = self.args.momentum
-        new_state = {
-            "moving_mean": state["moving_mean"] * m + jnp.reshape(mean, (-1,)) * (1 - m),
-            "moving_variance": state["moving_variance"] * m + jnp.reshape(var, (-1,)) * (1 - m),
-        }
-        new_state = {k: jnp.reshape(v, state[k].shape) for k, v in new_state.items()}
+        new_state = {name: state[name] * m + jnp.reshape(batch, state[name].shape) * (1 - m)
+                     for name, batch in (("moving_mean", mean), ("moving_variance", var))}
         return _normalize(x, mean, var, params, shape, self.args.epsilon), new_state
 
 

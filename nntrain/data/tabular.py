@@ -1,0 +1,115 @@
+"""Tables of named columns (CSV files and the small built-in datasets) turned into the arrays
+a model's inputs and outputs take: feature subsets per input, targets per output, one-hot
+categorical columns, and an explicit policy for missing values."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nntrain.errors import DataError
+
+
+@dataclass
+class Table:
+    """Numeric columns (NaN where a value is missing) and text columns, by name."""
+
+    names: list[str]
+    numeric: dict[str, np.ndarray]
+    text: dict[str, np.ndarray]
+    source: str
+
+    def __len__(self) -> int:
+        column = next(iter(self.numeric.values()), None)
+        if column is None:
+            column = next(iter(self.text.values()))
+        return len(column)
+
+    def take(self, rows: np.ndarray) -> Table:
+        return Table(self.names, {k: v[rows] for k, v in self.numeric.items()},
+                     {k: v[rows] for k, v in self.text.items()}, self.source)
+
+    def column(self, name: str) -> np.ndarray:
+        if name in self.numeric:
+            return self.numeric[name]
+        raise DataError(f"{self.source}: column '{name}' is not numeric",
+                        "list it under data.categorical to one-hot encode it")
+
+
+def read_csv(path: Path) -> Table:
+    """Read a CSV with a header row (Python's csv module); numbers become float32 columns,
+    empty cells NaN; columns that are not numbers stay text."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"cannot read {path}: {e}", "expected a UTF-8 CSV file with a header") \
+            from None
+    if len(rows) < 2:
+        raise DataError(f"{path}: no data rows", "expected a header row and at least one row")
+    header, body = [h.strip() for h in rows[0]], rows[1:]
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}: repeated column names in the header")
+    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
+    if bad:
+        raise DataError(f"{path}: {len(bad)} rows do not have {len(header)} values "
+                        f"(first at line {bad[0]})")
+    numeric, text = {}, {}
+    for j, name in enumerate(header):
+        cells = [row[j].strip() for row in body]
+        try:
+            numeric[name] = np.array([float(c) if c else math.nan for c in cells], np.float32)
+        except ValueError:
+            text[name] = np.array(cells, dtype=object)
+    return Table(header, numeric, text, str(path))
+
+
+def select(names: list[str], spec: str | list[str | int] | None, what: str) -> list[str]:
+    """Columns by `"a:b"` index range (Python slice), a list of indices, or a list of names."""
+    if spec is None:
+        return list(names)
+    if isinstance(spec, str):
+        match = re.fullmatch(r"\s*(-?\d*)\s*:\s*(-?\d*)\s*", spec)
+        if match is None:
+            if spec in names:
+                return [spec]
+            raise DataError(f"{what}: '{spec}' is neither a column nor an index range like 0:5")
+        start, stop = (int(g) if g else None for g in match.groups())
+        chosen = names[slice(start, stop)]
+        if not chosen:
+            raise DataError(f"{what}: range '{spec}' selects no columns of {len(names)}")
+        return chosen
+    out = []
+    for item in spec:
+        if isinstance(item, int):
+            if not -len(names) <= item < len(names):
+                raise DataError(f"{what}: index {item} is outside 0..{len(names) - 1}")
+            out.append(names[item])
+        elif item in names:
+            out.append(item)
+        else:
+            raise DataError(f"{what}: no column '{item}'", f"columns: {', '.join(names)}")
+    return out
+
+
+def one_hot_columns(table: Table, categorical: list[str]) -> tuple[dict[str, np.ndarray], dict]:
+    """Categorical columns as 0/1 columns named `column=value`, categories sorted."""
+    out: dict[str, np.ndarray] = {}
+    categories: dict[str, list[str]] = {}
+    for name in categorical:
+        values = table.text[name] if name in table.text else table.numeric[name].astype(str)
+        levels = sorted(set(values.tolist()) - {""})
+        categories[name] = levels
+        for level in levels:
+            out[f"{name}={level}"] = (values == level).astype(np.float32)
+    return out, categories
+
+
+def missing_counts(columns: dict[str, np.ndarray]) -> dict[str, int]:
+    return {name: int(np.isnan(v).sum()) for name, v in columns.items()
+            if v.dtype.kind == "f" and np.isnan(v).any()}

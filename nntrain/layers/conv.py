@@ -1,0 +1,89 @@
+"""Convolutions over channels-last inputs: conv1d (steps, channels), conv2d (h, w, channels).
+
+Kernels are laid out like Keras's, (kh, kw, in, filters), so weights and parameter counts
+line up with a Keras model's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nntrain import initializers
+from nntrain.layers.base import Layer, Shape, ShapeError, register
+
+
+def as_tuple(size: int | list[int], rank: int) -> tuple[int, ...]:
+    """Keras's int-or-tuple sizes: an int applies to every spatial axis."""
+    return (size,) * rank if isinstance(size, int) else tuple(size)
+
+
+def window_output_size(size: int, window: int, stride: int, padding: str,
+                       dilation: int = 1) -> int:
+    """Keras's output length along one axis; `same` pads so that only the stride shrinks it."""
+    if padding == "same":
+        return -(-size // stride)
+    return -(-(size - (window - 1) * dilation) // stride)
+
+
+def spatial_output_shape(spatial: Shape, window: tuple[int, ...], strides: tuple[int, ...],
+                         padding: str, dilation: tuple[int, ...] | None = None) -> Shape:
+    dilation = dilation or (1,) * len(spatial)
+    out = tuple(window_output_size(n, k, s, padding, d)
+                for n, k, s, d in zip(spatial, window, strides, dilation, strict=True))
+    if min(out) < 1:
+        dilated = "" if max(dilation) == 1 else f" dilated by {dilation}"
+        raise ShapeError(f"window {window}{dilated} does not fit {spatial} with padding 'valid'")
+    return out
+
+
+class Conv(Layer):
+    """`activation(conv(x, kernel) + bias)`, lax's convolution with Keras's arguments."""
+
+    rank: int
+    dimension_numbers: tuple[str, str, str]
+
+    def _sizes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        a = self.args
+        return (as_tuple(a.kernel_size, self.rank), as_tuple(a.strides, self.rank),
+                as_tuple(a.dilation_rate, self.rank))
+
+    def init(self, rng, input_shape):
+        if len(input_shape) != self.rank + 1:
+            raise ShapeError(f"{self.type_name} takes {self.rank + 1}-d examples "
+                             f"({'steps' if self.rank == 1 else 'height, width'}, channels)")
+        kernel_size, strides, dilation = self._sizes()
+        spatial = spatial_output_shape(input_shape[:-1], kernel_size, strides, self.args.padding,
+                                       dilation)
+        kernel_key, bias_key = jax.random.split(rng)
+        shape = (*kernel_size, input_shape[-1], self.args.filters)
+        params = {"kernel": initializers.get(self.args.kernel_initializer)(
+            kernel_key, shape, jnp.float32)}
+        if self.args.use_bias:
+            params["bias"] = initializers.get(self.args.bias_initializer)(
+                bias_key, (self.args.filters,), jnp.float32)
+        return params, {}, (*spatial, self.args.filters)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        kernel = params["kernel"]
+        _, strides, dilation = self._sizes()
+        y = jax.lax.conv_general_dilated(
+            x.astype(kernel.dtype), kernel, window_strides=strides,
+            padding=self.args.padding.upper(), rhs_dilation=dilation,
+            dimension_numbers=self.dimension_numbers,
+        )
+        if "bias" in params:
+            y = y + params["bias"]
+        return y, state
+
+
+@register("conv1d")
+class Conv1D(Conv):
+    rank = 1
+    dimension_numbers = ("NWC", "WIO", "NWC")
+
+
+@register("conv2d")
+class Conv2D(Conv):
+    rank = 2
+    dimension_numbers = ("NHWC", "HWIO", "NHWC")

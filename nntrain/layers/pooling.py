@@ -1,0 +1,112 @@
+"""Pooling over channels-last inputs: windowed max/average (lax.reduce_window) and global
+pooling, in 1-d (steps, channels) and 2-d (height, width, channels)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nntrain.layers.base import Layer, Shape, ShapeError, register
+from nntrain.layers.conv import as_tuple, spatial_output_shape
+
+
+def _check_rank(layer: Layer, shape: Shape, rank: int) -> None:
+    if len(shape) != rank + 1:
+        axes = "steps" if rank == 1 else "height, width"
+        raise ShapeError(f"{layer.type_name} takes {rank + 1}-d examples ({axes}, channels)")
+
+
+def _as_float(x: jax.Array) -> jax.Array:
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+class Pool(Layer):
+    """A window slid over the spatial axes, each channel on its own."""
+
+    rank: int
+
+    def _window(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        pool = as_tuple(self.args.pool_size, self.rank)
+        strides = pool if self.args.strides is None else as_tuple(self.args.strides, self.rank)
+        return pool, strides
+
+    def output_shape(self, input_shape):
+        _check_rank(self, input_shape, self.rank)
+        pool, strides = self._window()
+        spatial = spatial_output_shape(input_shape[:-1], pool, strides, self.args.padding)
+        return (*spatial, input_shape[-1])
+
+    def _reduce(self, x: jax.Array, init: float, op) -> jax.Array:
+        pool, strides = self._window()
+        return jax.lax.reduce_window(x, init, op, (1, *pool, 1), (1, *strides, 1),
+                                     self.args.padding.upper())
+
+
+class MaxPool(Pool):
+    def call(self, params, state, x, *, training, rng, **_):
+        return self._reduce(_as_float(x), -jnp.inf, jax.lax.max), state
+
+
+class AveragePool(Pool):
+    """With `same` padding, edge windows average only their real elements (as Keras does)."""
+
+    def call(self, params, state, x, *, training, rng, **_):
+        x = _as_float(x)
+        sums = self._reduce(x, 0.0, jax.lax.add)
+        counts = self._reduce(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0.0, jax.lax.add)
+        return sums / counts, state
+
+
+class GlobalPool(Layer):
+    """Reduces the spatial axes away: one value per channel."""
+
+    rank: int
+    reduce: staticmethod
+
+    def output_shape(self, input_shape):
+        _check_rank(self, input_shape, self.rank)
+        return (*(1,) * self.rank, input_shape[-1]) if self.args.keepdims else input_shape[-1:]
+
+    def call(self, params, state, x, *, training, rng, **_):
+        axes = tuple(range(1, self.rank + 1))
+        return self.reduce(_as_float(x), axis=axes, keepdims=self.args.keepdims), state
+
+
+@register("max_pooling1d")
+class MaxPooling1D(MaxPool):
+    rank = 1
+
+
+@register("max_pooling2d")
+class MaxPooling2D(MaxPool):
+    rank = 2
+
+
+@register("average_pooling1d")
+class AveragePooling1D(AveragePool):
+    rank = 1
+
+
+@register("average_pooling2d")
+class AveragePooling2D(AveragePool):
+    rank = 2
+
+
+@register("global_average_pooling1d")
+class GlobalAveragePooling1D(GlobalPool):
+    rank, reduce = 1, staticmethod(jnp.mean)
+
+
+@register("global_average_pooling2d")
+class GlobalAveragePooling2D(GlobalPool):
+    rank, reduce = 2, staticmethod(jnp.mean)
+
+
+@register("global_max_pooling1d")
+class GlobalMaxPooling1D(GlobalPool):
+    rank, reduce = 1, staticmethod(jnp.max)
+
+
+@register("global_max_pooling2d")
+class GlobalMaxPooling2D(GlobalPool):
+    rank, reduce = 2, staticmethod(jnp.max)

@@ -1,0 +1,517 @@
+"""Convolution, pooling, normalization, merge and embedding layers: output shapes, values
+against NumPy references (explicit loops on tiny inputs), Keras's parameter counts, and graph
+models built from configs."""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nntrain.build import Setup, prepare
+from nntrain.config.layers import LAYERS
+from nntrain.config.loader import ConfigError, load_config
+from nntrain.layers import LAYER_TYPES, ShapeError
+
+RNG = np.random.default_rng(0)
+HEAD = "name: t\ndata: {dataset: synthetic}\n"
+
+
+def make(name: str, **args):
+    kind = LAYERS.canonical(name)
+    return LAYER_TYPES[kind](LAYERS.args[kind](**args))
+
+
+def build(name: str, input_shape, **args):
+    """A layer, its params and state, and its output shape."""
+    layer = make(name, **args)
+    params, state, out = layer.init(jax.random.key(0), input_shape)
+    return layer, params, state, out
+
+
+def run(layer, params, state, x, **kwargs):
+    y, new_state = layer.apply(params, state, x, **kwargs)
+    return np.asarray(y), new_state
+
+
+def setup_of(tmp_path: Path, model: str) -> Setup:
+    path = tmp_path / "config.yaml"
+    path.write_text(HEAD + textwrap.dedent(model) + "compile: {loss: mse}\n", encoding="utf-8")
+    return prepare(load_config(path))
+
+
+def counts(tmp_path: Path, input_shape: list[int], layer: str) -> tuple[int, int]:
+    setup = setup_of(tmp_path, f"model:\n  input: {input_shape}\n  layers: [{layer}]\n")
+    return setup.model.trainable_count, setup.model.non_trainable_count
+
+
+# -- NumPy references ------------------------------------------------------------------------
+def same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's `same`: the extra padded element goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return total // 2, total - total // 2
+
+
+def windows(x: np.ndarray, window, strides, padding, dilation=(1, 1)):
+    """Yield (i, j, patch) for each output position of one example (h, w, c); padding cells
+    are NaN so references can drop them."""
+    h, w, _ = x.shape
+    dk = [(k - 1) * d + 1 for k, d in zip(window, dilation, strict=True)]
+    if padding == "same":
+        (t, b), (left, r) = same_padding(h, dk[0], strides[0]), same_padding(w, dk[1], strides[1])
+        x = np.pad(x, ((t, b), (left, r), (0, 0)), constant_values=np.nan)
+    out_h = (x.shape[0] - dk[0]) // strides[0] + 1
+    out_w = (x.shape[1] - dk[1]) // strides[1] + 1
+    for i in range(out_h):
+        for j in range(out_w):
+            rows = [i * strides[0] + a * dilation[0] for a in range(window[0])]
+            cols = [j * strides[1] + b * dilation[1] for b in range(window[1])]
+            yield i, j, out_h, out_w, x[np.ix_(rows, cols)]
+
+
+def conv2d_ref(x, kernel, bias, strides, padding, dilation=(1, 1)):
+    out = None
+    for n in range(x.shape[0]):
+        for i, j, out_h, out_w, patch in windows(x[n], kernel.shape[:2], strides, padding,
+                                                 dilation):
+            if out is None:
+                out = np.zeros((x.shape[0], out_h, out_w, kernel.shape[-1]))
+            patch = np.nan_to_num(patch)  # zero padding
+            for f in range(kernel.shape[-1]):
+                total = bias[f]
+                for a, b, c in itertools.product(*map(range, kernel.shape[:3])):
+                    total += patch[a, b, c] * kernel[a, b, c, f]
+                out[n, i, j, f] = total
+    return out
+
+
+def pool2d_ref(x, pool, strides, padding, kind):
+    out = None
+    for n in range(x.shape[0]):
+        for i, j, out_h, out_w, patch in windows(x[n], pool, strides, padding):
+            if out is None:
+                out = np.zeros((x.shape[0], out_h, out_w, x.shape[-1]))
+            for c in range(x.shape[-1]):
+                real = [v for v in patch[:, :, c].ravel() if not np.isnan(v)]
+                out[n, i, j, c] = max(real) if kind == "max" else sum(real) / len(real)
+    return out
+
+
+# -- convolution -----------------------------------------------------------------------------
+@pytest.mark.parametrize(("padding", "strides", "dilation", "expected"), [
+    ("valid", 1, 1, (5, 4)),
+    ("same", 1, 1, (7, 6)),
+    ("valid", 2, 1, (3, 2)),
+    ("same", 2, 1, (4, 3)),
+    ("valid", [1, 2], 1, (5, 2)),
+    ("valid", 1, 2, (3, 2)),
+    ("same", 1, 2, (7, 6)),
+])
+def test_conv2d_matches_loops(padding, strides, dilation, expected):
+    layer, params, _, out = build("conv2d", (7, 6, 2), filters=3, kernel_size=3,
+                                  strides=strides, padding=padding, dilation_rate=dilation,
+                                  kernel_initializer="zeros")
+    assert out == (*expected, 3)
+    assert params["kernel"].shape == (3, 3, 2, 3)
+    params = {"kernel": jnp.asarray(RNG.normal(size=(3, 3, 2, 3)), jnp.float32),
+              "bias": jnp.asarray([0.5, -1.0, 2.0], jnp.float32)}
+    x = RNG.normal(size=(2, 7, 6, 2)).astype(np.float32)
+    y, _ = run(layer, params, {}, x)
+    as2 = (lambda v: (v, v)) if isinstance(strides, int) else tuple
+    reference = conv2d_ref(x, np.asarray(params["kernel"]), np.asarray(params["bias"]),
+                           as2(strides), padding, (dilation, dilation))
+    assert y.shape == (2, *expected, 3)
+    np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_activation_no_bias_and_rectangular_kernel():
+    layer, params, _, out = build("conv2d", (4, 5, 1), filters=2, kernel_size=[2, 3],
+                                  use_bias=False, activation="relu")
+    assert out == (3, 3, 2) and set(params) == {"kernel"}
+    x = RNG.normal(size=(1, 4, 5, 1)).astype(np.float32)
+    y, _ = run(layer, params, {}, x)
+    reference = conv2d_ref(x, np.asarray(params["kernel"]), np.zeros(2), (1, 1), "valid")
+    np.testing.assert_allclose(y, np.maximum(reference, 0), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("padding", "strides", "expected"), [
+    ("valid", 1, 8), ("same", 1, 10), ("valid", 2, 4), ("same", 2, 5),
+])
+def test_conv1d_matches_loops(padding, strides, expected):
+    layer, params, _, out = build("conv1d", (10, 2), filters=4, kernel_size=3,
+                                  strides=strides, padding=padding, kernel_initializer="zeros")
+    assert out == (expected, 4)
+    assert params["kernel"].shape == (3, 2, 4)
+    params = {"kernel": jnp.asarray(RNG.normal(size=(3, 2, 4)), jnp.float32),
+              "bias": jnp.arange(4.0)}
+    x = RNG.normal(size=(2, 10, 2)).astype(np.float32)
+    y, _ = run(layer, params, {}, x)
+    kernel = np.asarray(params["kernel"])[None]  # a 1 x k 2-d kernel
+    reference = conv2d_ref(x[:, None], kernel, np.arange(4.0), (1, strides), padding)[:, 0]
+    np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_shape_errors_and_argument_checks():
+    with pytest.raises(ShapeError, match="3-d examples"):
+        build("conv2d", (28, 28), filters=1, kernel_size=3)
+    with pytest.raises(ShapeError, match="does not fit"):
+        build("conv2d", (2, 2, 1), filters=1, kernel_size=3)
+    with pytest.raises(ValueError, match="dilation_rate"):
+        make("conv2d", filters=1, kernel_size=3, strides=2, dilation_rate=2)
+    with pytest.raises(ValueError):
+        make("conv1d", filters=1, kernel_size=[3, 3])
+
+
+def test_conv_parameter_counts_are_keras(tmp_path):
+    assert counts(tmp_path, [28, 28, 1], "conv2d: {filters: 32, kernel_size: 3}") == (320, 0)
+    assert counts(tmp_path, [9, 9, 32], "conv2d: {filters: 64, kernel_size: [3, 5]}") == \
+        (3 * 5 * 32 * 64 + 64, 0)
+    assert counts(tmp_path, [10, 2], "conv1d: {filters: 4, kernel_size: 3, use_bias: false}") \
+        == (24, 0)
+
+
+# -- pooling ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["max", "average"])
+@pytest.mark.parametrize(("pool", "strides", "padding", "expected"), [
+    (2, None, "valid", (3, 2)),
+    (2, None, "same", (4, 3)),
+    (3, 2, "valid", (3, 2)),
+    (3, 2, "same", (4, 3)),
+    (3, 1, "same", (7, 5)),
+    ([2, 1], None, "valid", (3, 5)),
+])
+def test_pooling2d_matches_loops(kind, pool, strides, padding, expected):
+    layer, params, state, out = build(f"{kind}_pooling2d", (7, 5, 2), pool_size=pool,
+                                      strides=strides, padding=padding)
+    assert out == (*expected, 2)
+    assert params == {} and state == {}
+    x = RNG.normal(size=(2, 7, 5, 2)).astype(np.float32)
+    y, _ = run(layer, params, state, x)
+    pool2 = (pool, pool) if isinstance(pool, int) else tuple(pool)
+    strides2 = pool2 if strides is None else (strides, strides)
+    reference = pool2d_ref(x, pool2, strides2, padding, kind)
+    assert y.shape == (2, *expected, 2)
+    np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["max", "average"])
+@pytest.mark.parametrize(("padding", "expected"), [("valid", 3), ("same", 4)])
+def test_pooling1d_matches_loops(kind, padding, expected):
+    layer, _, _, out = build(f"{kind}_pooling1d", (7, 3), padding=padding)
+    assert out == (expected, 3)
+    x = RNG.normal(size=(2, 7, 3)).astype(np.float32)
+    y, _ = run(layer, {}, {}, x)
+    reference = pool2d_ref(x[:, None], (1, 2), (1, 2), padding, kind)[:, 0]
+    np.testing.assert_allclose(y, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_average_pooling_same_counts_only_real_elements():
+    layer, _, _, out = build("average_pooling2d", (3, 3, 1), padding="same")
+    assert out == (2, 2, 1)
+    x = np.arange(9.0, dtype=np.float32).reshape(1, 3, 3, 1)
+    y, _ = run(layer, {}, {}, x)
+    # windows [[0,1],[3,4]], [[2],[5]], [[6,7]], [[8]]
+    np.testing.assert_allclose(y[0, :, :, 0], [[2.0, 3.5], [6.5, 8.0]])
+
+
+@pytest.mark.parametrize(("name", "shape", "reduce"), [
+    ("global_average_pooling1d", (5, 3), np.mean),
+    ("global_max_pooling1d", (5, 3), np.max),
+    ("global_average_pooling2d", (4, 5, 3), np.mean),
+    ("global_max_pooling2d", (4, 5, 3), np.max),
+])
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_pooling(name, shape, reduce, keepdims):
+    layer, _, _, out = build(name, shape, keepdims=keepdims)
+    axes = tuple(range(1, len(shape)))
+    assert out == ((*(1,) * len(axes), 3) if keepdims else (3,))
+    x = RNG.normal(size=(2, *shape)).astype(np.float32)
+    y, _ = run(layer, {}, {}, x)
+    np.testing.assert_allclose(y, reduce(x, axis=axes, keepdims=keepdims), rtol=1e-5)
+
+
+def test_pooling_shape_errors():
+    with pytest.raises(ShapeError, match="3-d examples"):
+        build("max_pooling2d", (8, 8))
+    with pytest.raises(ShapeError, match="does not fit"):
+        build("max_pooling2d", (1, 4, 1))
+    with pytest.raises(ShapeError, match="2-d examples"):
+        build("global_average_pooling1d", (4, 4, 1))
+
+
+# -- normalization ---------------------------------------------------------------------------
+def test_normalization_adapt_gives_numpy_statistics():
+    layer, params, state, out = build("normalization", (4, 3))
+    assert out == (4, 3) and params == {}
+    x = RNG.normal(2.0, 3.0, size=(50, 4, 3)).astype(np.float32)
+    # before adapt: mean 0, variance 1, so the layer is the identity
+    np.testing.assert_allclose(run(layer, params, state, x[:2])[0], x[:2])
+    state = layer.adapt(state, x)
+    np.testing.assert_allclose(state["mean"], x.mean(axis=(0, 1)), rtol=1e-5)
+    np.testing.assert_allclose(state["variance"], x.var(axis=(0, 1)), rtol=1e-5)
+    assert int(state["count"]) == 200
+    y, new_state = run(layer, params, state, x)
+    assert new_state is state
+    expected = (x - x.mean(axis=(0, 1))) / np.sqrt(x.var(axis=(0, 1)))
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    assert run(layer, params, state, x, training=True)[0].shape == x.shape
+
+
+def test_normalization_axes_and_zero_variance():
+    layer, _, state, _ = build("normalization", (4, 3), axis=[1, 2])
+    assert state["mean"].shape == (4, 3)
+    x = RNG.normal(size=(20, 4, 3)).astype(np.float32)
+    x[:, 0, 0] = 7.0  # constant: variance 0, divided by 1e-7 instead
+    state = layer.adapt(state, x)
+    np.testing.assert_allclose(state["mean"], x.mean(axis=0), rtol=1e-5)
+    y, _ = run(layer, {}, state, x)
+    np.testing.assert_allclose(y[:, 0, 0], 0.0)
+    _, _, state, _ = build("normalization", (4, 3), axis=None)
+    assert state["mean"].shape == ()
+
+
+def test_normalization_with_given_mean_and_variance_does_not_adapt():
+    layer, params, state, _ = build("normalization", (2,), mean=[1.0, 2.0], variance=4.0)
+    assert params == {} and state == {} and not hasattr(layer, "adapt")
+    y, _ = run(layer, params, state, np.array([[3.0, 2.0]], np.float32))
+    np.testing.assert_allclose(y, [[1.0, 0.0]])
+    with pytest.raises(ShapeError, match="broadcast"):
+        build("normalization", (2,), mean=[1.0, 2.0, 3.0], variance=1.0)
+    with pytest.raises(ValueError, match="both"):
+        make("normalization", mean=1.0)
+
+
+def test_normalization_counts_and_model_adapt(tmp_path):
+    assert counts(tmp_path, [8], "normalization") == (0, 17)
+    setup = setup_of(tmp_path, """\
+        model:
+          input: [3]
+          layers: [{dense: {units: 2}}, normalization]
+        """)
+    model = setup.model
+    params, state = model.init(jax.random.key(0))
+    x = RNG.normal(size=(30, 3)).astype(np.float32)
+    state = model.adapt(params, state, {"input": x})
+    hidden = x @ np.asarray(params["dense"]["kernel"])
+    np.testing.assert_allclose(state["normalization"]["mean"], hidden.mean(0), atol=1e-5)
+    np.testing.assert_allclose(state["normalization"]["variance"], hidden.var(0), rtol=1e-4)
+
+
+def batch_norm_ref(x, gamma, beta, mean, var, eps=1e-3):
+    return (x - mean) / np.sqrt(var + eps) * gamma + beta
+
+
+def test_batch_normalization_training_inference_and_moving_averages():
+    layer, params, state, out = build("batch_normalization", (3, 4), momentum=0.9)
+    assert out == (3, 4)
+    assert {k: v.shape for k, v in params.items()} == {"gamma": (4,), "beta": (4,)}
+    np.testing.assert_array_equal(state["moving_variance"], np.ones(4))
+    params = {"gamma": jnp.asarray([1.0, 2.0, 0.5, 1.0]), "beta": jnp.asarray([0.0, 1.0, -1, 3])}
+    x = RNG.normal(1.0, 2.0, size=(5, 3, 4)).astype(np.float32)
+    mean, var = x.mean(axis=(0, 1)), x.var(axis=(0, 1))
+
+    y, new_state = run(layer, params, state, x, training=True)
+    g, b = np.asarray(params["gamma"]), np.asarray(params["beta"])
+    np.testing.assert_allclose(y, batch_norm_ref(x, g, b, mean, var), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(new_state["moving_mean"], 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_state["moving_variance"], 0.9 + 0.1 * var, rtol=1e-5)
+
+    # a second step compounds by the same rule
+    _, third = run(layer, params, new_state, x, training=True)
+    np.testing.assert_allclose(third["moving_mean"], 0.9 * 0.1 * mean + 0.1 * mean, rtol=1e-5)
+
+    # inference uses the moving statistics and leaves them alone
+    y, same = run(layer, params, new_state, x, training=False)
+    moving = np.asarray(new_state["moving_mean"]), np.asarray(new_state["moving_variance"])
+    np.testing.assert_allclose(y, batch_norm_ref(x, g, b, *moving), rtol=1e-4, atol=1e-4)
+    assert same is new_state
+
+
+def test_batch_normalization_skips_padding_rows():
+    layer, params, state, _ = build("batch_normalization", (4,))
+    x = RNG.normal(size=(6, 4)).astype(np.float32)
+    x[4:] = 1e6  # the padded tail of the last batch
+    mask = jnp.asarray([1, 1, 1, 1, 0, 0], jnp.float32)
+    y, new_state = run(layer, params, state, x, training=True, mask=mask)
+    real = x[:4]
+    mean, var = real.mean(0), real.var(0)
+    np.testing.assert_allclose(y[:4], batch_norm_ref(real, 1, 0, mean, var), rtol=1e-4,
+                               atol=1e-4)
+    np.testing.assert_allclose(new_state["moving_mean"], 0.01 * mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(new_state["moving_variance"], 0.99 + 0.01 * var, rtol=1e-5)
+    assert layer.uses_mask
+
+
+def test_batch_normalization_other_axis_and_options():
+    layer, params, state, _ = build("batch_normalization", (3, 4), axis=1, center=False,
+                                    scale=False)
+    assert params == {} and state["moving_mean"].shape == (3,)
+    x = RNG.normal(size=(5, 3, 4)).astype(np.float32)
+    y, _ = run(layer, params, state, x, training=True)
+    mean, var = x.mean(axis=(0, 2), keepdims=True), x.var(axis=(0, 2), keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ShapeError, match="batch axis"):
+        build("batch_normalization", (3,), axis=0)
+
+
+def test_batch_normalization_counts_are_keras(tmp_path):
+    assert counts(tmp_path, [5, 5, 64], "batch_normalization") == (128, 128)
+
+
+def test_layer_normalization():
+    layer, params, state, out = build("layer_normalization", (3, 4))
+    assert out == (3, 4) and state == {}
+    assert {k: v.shape for k, v in params.items()} == {"gamma": (4,), "beta": (4,)}
+    params = {"gamma": jnp.asarray([1.0, 2.0, 3.0, 4.0]), "beta": jnp.ones(4)}
+    x = RNG.normal(size=(2, 3, 4)).astype(np.float32)
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    expected = (x - mean) / np.sqrt(var + 1e-3) * np.arange(1.0, 5.0) + 1.0
+    for training in (False, True):
+        y, _ = run(layer, params, state, x, training=training)
+        np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    layer, params, _, _ = build("layer_normalization", (3, 4), axis=[1, 2], center=False)
+    assert {k: v.shape for k, v in params.items()} == {"gamma": (3, 4)}
+    y, _ = run(layer, params, {}, x)
+    mean, var = x.mean((1, 2), keepdims=True), x.var((1, 2), keepdims=True)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
+
+
+# -- merging ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "reference"), [
+    ("add", lambda a, b, c: a + b + c),
+    ("multiply", lambda a, b, c: a * b * c),
+    ("average", lambda a, b, c: (a + b + c) / 3),
+    ("maximum", lambda a, b, c: np.maximum(np.maximum(a, b), c)),
+    ("minimum", lambda a, b, c: np.minimum(np.minimum(a, b), c)),
+])
+def test_elementwise_merges(name, reference):
+    layer, _, _, out = build(name, [(2, 3)] * 3)
+    assert layer.multi_input and out == (2, 3)
+    xs = [RNG.normal(size=(4, 2, 3)).astype(np.float32) for _ in range(3)]
+    y, _ = run(layer, {}, {}, [jnp.asarray(a) for a in xs])
+    np.testing.assert_allclose(y, reference(*xs), rtol=1e-6)
+    with pytest.raises(ShapeError, match=r"\(2, 3\), \(3, 2\)"):
+        build(name, [(2, 3), (3, 2)])
+    with pytest.raises(ShapeError, match="at least 2"):
+        build(name, [(2, 3)])
+
+
+def test_subtract_takes_two():
+    layer, _, _, _ = build("subtract", [(3,), (3,)])
+    y, _ = run(layer, {}, {}, [jnp.asarray([[5.0, 1, 2]]), jnp.asarray([[1.0, 1, 3]])])
+    np.testing.assert_allclose(y, [[4.0, 0.0, -1.0]])
+    with pytest.raises(ShapeError, match="exactly 2"):
+        build("subtract", [(3,)] * 3)
+
+
+@pytest.mark.parametrize(("axis", "shapes", "expected"), [
+    (-1, [(2, 3), (2, 5)], (2, 8)),
+    (1, [(2, 3), (4, 3)], (6, 3)),
+    (-2, [(2, 3), (4, 3), (1, 3)], (7, 3)),
+])
+def test_concatenate(axis, shapes, expected):
+    layer, _, _, out = build("concatenate", shapes, axis=axis)
+    assert out == expected
+    xs = [RNG.normal(size=(2, *s)).astype(np.float32) for s in shapes]
+    y, _ = run(layer, {}, {}, [jnp.asarray(a) for a in xs])
+    np.testing.assert_array_equal(y, np.concatenate(xs, axis=axis))
+
+
+def test_concatenate_shape_errors_name_both_shapes():
+    with pytest.raises(ShapeError, match=r"\(2, 3\), \(4, 5\)"):
+        build("concatenate", [(2, 3), (4, 5)])
+    with pytest.raises(ShapeError, match="ranks"):
+        build("concatenate", [(2, 3), (3,)])
+    with pytest.raises(ShapeError, match="batch axis"):
+        build("concatenate", [(3,), (3,)], axis=0)
+
+
+# -- embedding -------------------------------------------------------------------------------
+def test_embedding_looks_up_rows():
+    layer, params, state, out = build("embedding", (5,), input_dim=10, output_dim=3)
+    assert out == (5, 3) and state == {}
+    table = np.asarray(params["embeddings"])
+    assert table.shape == (10, 3)
+    assert np.abs(table).max() <= 0.05 and np.abs(table).max() > 0.01  # Keras's "uniform"
+    ids = np.array([[0, 9, 3, 3, 1], [2, 2, 2, 2, 2]])
+    for x in (ids.astype(np.int32), ids.astype(np.float32)):
+        y, _ = run(layer, params, state, x)
+        np.testing.assert_array_equal(y, table[ids])
+    _, params, _, out = build("embedding", (2, 4), input_dim=7, output_dim=6,
+                              embeddings_initializer="zeros")
+    assert out == (2, 4, 6) and not np.asarray(params["embeddings"]).any()
+
+
+def test_embedding_counts_are_keras(tmp_path):
+    assert counts(tmp_path, [12], "embedding: {input_dim: 1000, output_dim: 16}") == (16_000, 0)
+
+
+# -- graph models from configs ---------------------------------------------------------------
+GRAPH = """\
+model:
+  inputs:
+    image: {shape: [8, 8, 1]}
+    tokens: {shape: [6], dtype: int32}
+  layers:
+    - conv2d: {filters: 4, kernel_size: 3, padding: same, activation: relu, inputs: image}
+    - batch_normalization
+    - max_pooling2d: 2
+    - conv2d: {filters: 6, kernel_size: 3, strides: 2}
+    - global_average_pooling2d: {name: image_features}
+    - embedding: {input_dim: 20, output_dim: 5, inputs: tokens}
+    - conv1d: {filters: 6, kernel_size: 3}
+    - global_max_pooling1d: {name: token_features}
+    - add: {name: summed, inputs: [image_features, token_features]}
+    - concatenate: {inputs: [summed, image_features, token_features]}
+    - layer_normalization
+    - dense: {units: 2, name: out}
+"""
+
+
+def test_graph_model_from_config(tmp_path):
+    setup = setup_of(tmp_path, GRAPH)
+    model = setup.model
+    assert model.output_shapes == {"out": (2,)}
+    shapes = {r.name: r.output_shape for r in model.summary_rows()}
+    assert shapes == {
+        "conv2d": (8, 8, 4), "batch_normalization": (8, 8, 4), "max_pooling2d": (4, 4, 4),
+        "conv2d_1": (1, 1, 6), "image_features": (6,), "embedding": (6, 5),
+        "conv1d": (4, 6), "token_features": (6,), "summed": (6,), "concatenate": (18,),
+        "layer_normalization": (18,), "out": (2,),
+    }
+    assert model.non_trainable_count == 8  # the moving mean and variance of 4 channels
+    params, state = model.init(jax.random.key(0))
+    inputs = {"image": RNG.normal(size=(3, 8, 8, 1)).astype(np.float32),
+              "tokens": RNG.integers(0, 20, size=(3, 6)).astype(np.int32)}
+    mask = jnp.asarray([1.0, 1.0, 0.0])
+    outputs, _, new_state = model.apply(params, state, inputs, training=True,
+                                        rng=jax.random.key(1), mask=mask)
+    assert outputs["out"].shape == (3, 2)
+    assert set(new_state) == {"batch_normalization"}
+    assert not np.allclose(new_state["batch_normalization"]["moving_mean"], 0.0)
+    outputs, _, _ = model.apply(params, new_state, inputs)
+    assert np.isfinite(np.asarray(outputs["out"])).all()
+
+
+def test_mismatched_concatenate_is_a_config_error(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(HEAD + textwrap.dedent("""\
+        model:
+          inputs: {a: {shape: [4]}, b: {shape: [5, 2]}}
+          layers:
+            - dense: {units: 3, inputs: b}
+            - concatenate: {name: joined, inputs: [a, dense]}
+        compile: {loss: mse}
+        """), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        prepare(load_config(path))
+    (issue,) = info.value.issues
+    assert issue.path == "model.layers[1]"
+    assert "'joined'" in issue.message
+    assert "(4,), (5, 3)" in issue.message
