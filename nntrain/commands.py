@@ -275,10 +275,13 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     from nntrain.data.sources import check_arrays
     from nntrain.predict import predict_arrays, prediction_table, write_predictions
 
-    if output is not None and output.suffix not in (".csv", ".npy", ".json"):
+    if output is not None and output.suffix not in (".csv", ".npy", ".npz", ".json"):
         raise UserError(f"--output {output}: unknown format '{output.suffix}'",
-                        "use a .csv, .npy or .json file name")
+                        "use a .csv, .npy, .npz or .json file name")
     run, setup, weights, _meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name)
+    if output is not None and output.suffix == ".npy" and len(setup.graph.outputs) > 1:
+        raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
+                        "use .npz (one array per output), .csv or .json")
     targets = None
     if input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs))

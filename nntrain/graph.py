@@ -109,6 +109,13 @@ def build_graph(loaded: LoadedConfig) -> Graph:
     sorter = graphlib.TopologicalSorter({n.name: n.inputs for n in nodes.values()})
     try:
         order = [name for name in sorter.static_order() if name in nodes]
+        seen = set(inputs)
+        for name in nodes:  # keep the config's order when it already respects the edges
+            if not set(nodes[name].inputs) <= seen:
+                break
+            seen.add(name)
+        else:
+            order = list(nodes)
     except graphlib.CycleError as e:
         cycle = e.args[1]
         first = nodes[cycle[0]]

@@ -43,6 +43,11 @@ def _is_classifier(setup, name: str, values: np.ndarray) -> bool:
         setup.model.output_activation(name) == "softmax" or name in setup.io.sparse_outputs)
 
 
+def _is_binary(setup, name: str, values: np.ndarray) -> bool:
+    return values.ndim == 2 and values.shape[1] == 1 and \
+        setup.model.output_activation(name) == "sigmoid"
+
+
 def _label(index: int, class_names: list[str] | None) -> str:
     return class_names[index] if class_names and index < len(class_names) else str(index)
 
@@ -55,8 +60,12 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
     for name, values in outputs.items():
         prefix = f"{name} " if len(outputs) > 1 else ""
         classifier = _is_classifier(setup, name, values)
-        columns.append((name, values, classifier))
-        if classifier:
+        binary = _is_binary(setup, name, values)
+        columns.append((name, values, classifier, binary))
+        if binary:
+            table.add_column(f"{prefix}class")
+            table.add_column(f"{prefix}probability of 1", justify="right")
+        elif classifier:
             for rank in range(top):
                 suffix = "" if top == 1 else f" #{rank + 1}"
                 table.add_column(f"{prefix}class{suffix}")
@@ -67,30 +76,35 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
             table.add_column(f"{prefix}true")
     for row in range(len(next(iter(outputs.values())))):
         cells = [str(row)]
-        for name, values, classifier in columns:
-            if classifier:
+        for name, values, classifier, binary in columns:
+            if binary:
+                cells += [str(int(values[row, 0] > 0.5)), f"{values[row, 0]:.4f}"]
+            elif classifier:
                 for cls in np.argsort(-values[row])[:top]:
                     cells += [_label(int(cls), class_names), f"{values[row, cls]:.4f}"]
             else:
                 cells.append(" ".join(f"{v:.4f}" for v in np.ravel(values[row])))
             if targets is not None and name in targets:
                 true = targets[name][row]
-                cells.append(_label(int(true), class_names) if classifier and np.ndim(true) == 0
-                             else " ".join(f"{v:.4g}" for v in np.ravel(true)))
+                if classifier and np.ndim(true) == 0:
+                    cells.append(_label(int(true), class_names))
+                else:
+                    cells.append(" ".join(f"{v:.4g}" for v in np.ravel(true)))
         table.add_row(*cells)
     return table
 
 
 def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                       class_names: list[str] | None, setup) -> None:
-    """`.npy`: the raw output (one output) or `.npz`-like dict refused; `.csv`/`.json`: one
+    """`.npy`: the raw output (one output); `.npz`: one array per output; `.csv`/`.json`: one
     row per example with the predicted class, its name and probability, then every column."""
     path = Path(path)
-    if path.suffix == ".npy":
-        if len(outputs) != 1:
-            raise ValueError("several outputs: use .csv or .json")
+    if path.suffix in (".npy", ".npz"):
         buffer = io.BytesIO()
-        np.save(buffer, next(iter(outputs.values())), allow_pickle=False)
+        if path.suffix == ".npy":
+            np.save(buffer, next(iter(outputs.values())), allow_pickle=False)
+        else:
+            np.savez(buffer, **outputs)
         atomic_write_bytes(path, buffer.getvalue())
         return
     rows: list[dict] = [{"index": i} for i in range(len(next(iter(outputs.values()))))]

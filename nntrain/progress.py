@@ -66,7 +66,7 @@ class EpochProgress:
     def finish(self, logs: dict[str, float], seconds: float, notes: str = "") -> None:
         if self.quiet:
             return
-        line = f"[bold]{self.label}[/]  {self.steps}/{self.steps}  {seconds:.1f}s  " \
+        line = f"[bold]{self.label}[/]  {self.steps}/{self.steps}  {seconds:.2f}s  " \
                f"{format_logs(logs)}"
         self.console.print(line + (f"  [green]{notes}[/]" if notes else ""), highlight=False,
                            soft_wrap=True)

@@ -79,6 +79,7 @@ class Fitter:
         self.stop_training = False
         self.history: list[dict[str, float]] = []
         self.best_weights: dict[str, Any] | None = None
+        self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
         params, state = setup.model.init(self.keys["init"])
@@ -203,6 +204,8 @@ class Fitter:
                 status = "stopped"
                 reason = f"early stopping after epoch {epoch + 1}"
                 break
+        if self.history and self._drawn_epochs != len(self.history):
+            self._draw(force=True)
         for callback in self.callbacks:
             callback.on_train_end(self)
         return self._result(status, reason)
@@ -218,7 +221,18 @@ class Fitter:
             "last": {k: v for k, v in self.history[-1].items() if k != "epoch"},
         })
         self.run.update_info(epochs_completed=len(self.history))
+        self._draw()
+
+    def _draw(self, force: bool = False) -> None:
+        """Redraw history.png, but spend at most ~10% of the time on it: with epochs of a few
+        milliseconds, drawing every epoch would dominate."""
+        now = time.perf_counter()
+        if not force and now - self._last_draw < 10 * self._draw_cost:
+            return
         plot_history(self.history, self.run.path / "history.png", title=self.run.name)
+        self._last_draw = time.perf_counter()
+        self._draw_cost = self._last_draw - now
+        self._drawn_epochs = len(self.history)
 
     def _result(self, status: str, reason: str) -> FitResult:
         tracker = self.checkpointer.tracker
