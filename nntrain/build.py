@@ -4,12 +4,15 @@ optimizer. Anything that does not fit together is a config error here, before co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import optax
+from pydantic import BaseModel, ValidationError
 
-from nntrain.config.entries import entry_args, entry_name
-from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest
+from nntrain.config.entries import entry_args, entry_name, is_custom
+from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
+from nntrain.custom import load_object
 from nntrain.data.sources import ModelIO
 from nntrain.graph import Graph, build_graph
 from nntrain.layers import ShapeError
@@ -74,8 +77,9 @@ def prepare(loaded: LoadedConfig) -> Setup:
     if issues:
         raise ConfigError(issues)
 
+    custom = _custom_layers(loaded, graph)
     try:
-        model = Model(graph)
+        model = Model(graph, custom)
     except ShapeError as e:
         path = ("model", "layers", e.node_index) if e.node_index is not None else ("model",)
         raise ConfigError([loaded.issue(path, str(e))]) from None
@@ -101,6 +105,34 @@ def prepare(loaded: LoadedConfig) -> Setup:
     _check_monitors(setup)
     _check_class_weight(setup)
     return setup
+
+
+def _custom_layers(loaded: LoadedConfig, graph: Graph) -> dict[str, type]:
+    """Import the user's layer classes the config names, and check their arguments with the
+    class's own `Args` model when it has one."""
+    found: dict[str, type] = {}
+    search = [Path(loaded.source).resolve().parent] if loaded.search_dir is None \
+        else [loaded.search_dir]
+    for node in graph.nodes:
+        if not is_custom(node.type):
+            continue
+        if node.type not in found:
+            cls = load_object(node.type, search)
+            if not (callable(getattr(cls, "init", None)) and callable(getattr(cls, "apply", None))):
+                raise ConfigError([loaded.issue(
+                    ("model", "layers", node.index),
+                    f"{node.type} is not a layer: it needs init(rng, input_shape) and "
+                    "apply(params, state, x, *, training, rng) methods")])
+            found[node.type] = cls
+        args_model = getattr(found[node.type], "Args", None)
+        if isinstance(args_model, type) and issubclass(args_model, BaseModel):
+            try:
+                args_model.model_validate(node.args.model_dump())
+            except ValidationError as e:
+                raise ConfigError([loaded.issue(
+                    ("model", "layers", node.index, node.type),
+                    f"{format_path(err['loc'])}: {err['msg']}") for err in e.errors()]) from None
+    return found
 
 
 def _check_names(loaded, path, mapping, outputs, issues) -> None:

@@ -36,6 +36,8 @@ RunsDirOpt = Annotated[Path, typer.Option(
     "--runs-dir", help="Where run directories live.", envvar="NNTRAIN_RUNS")]
 CheckpointOpt = Annotated[str, typer.Option(
     "--checkpoint", help="Which weights: best (default) or last.")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-code", help="Allow importing the Python code (custom layers) a run's config names.")]
 
 
 def _run(action, *args, **kwargs) -> None:
@@ -104,12 +106,13 @@ def fit(
         help="Continue an interrupted run from its last checkpoint.", metavar="RUN")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    trust_code: TrustOpt = False,
 ) -> None:
     """Train a model: validate the config, load data, train, record a run directory."""
     from nntrain import commands
 
     _run(commands.fit, config, _shortcuts(set_, epochs, batch_size), runs_dir, out,
-         resume=resume, quiet=quiet)
+         resume=resume, quiet=quiet, trust_code=trust_code)
 
 
 @app.command()
@@ -119,6 +122,7 @@ def evaluate(
     checkpoint: CheckpointOpt = "best",
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
+    trust_code: TrustOpt = False,
 ) -> None:
     """Loss and metrics of a run's model on a data split; appended to its metrics.json."""
     from nntrain import commands
@@ -126,7 +130,7 @@ def evaluate(
     _check_choice("--split", split, ("test", "validation", "train"))
     _check_choice("--checkpoint", checkpoint, ("best", "last"))
     _run(commands.evaluate, run, runs_dir, out, split=split, checkpoint_name=checkpoint,
-         as_json=json_)
+         as_json=json_, trust_code=trust_code)
 
 
 @app.command()
@@ -143,6 +147,7 @@ def predict(
         "--output", "-o", help="Write predictions to a .csv, .npy or .json file.")] = None,
     checkpoint: CheckpointOpt = "best",
     runs_dir: RunsDirOpt = Path("runs"),
+    trust_code: TrustOpt = False,
 ) -> None:
     """Model outputs for new examples or a data split: a table, or a file with --output."""
     from nntrain import commands
@@ -153,7 +158,7 @@ def predict(
         _check_choice("--split", split, ("test", "validation", "train"))
     _check_choice("--checkpoint", checkpoint, ("best", "last"))
     _run(commands.predict, run, runs_dir, out, input_path=input, split=split, limit=limit,
-         top=top, output=output, checkpoint_name=checkpoint)
+         top=top, output=output, checkpoint_name=checkpoint, trust_code=trust_code)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from rich.table import Table
 
 import nntrain
 from nntrain.config.loader import LoadedConfig, load_config
+from nntrain.custom import require_trust
 from nntrain.errors import DataError, UserError
 from nntrain.fsutil import atomic_write_json, atomic_write_text
 from nntrain.runs import Run, create_run, resolve_run
@@ -82,15 +83,17 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
 
 # -- fit -------------------------------------------------------------------------------------
 def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
-        resume: str | None = None, quiet: bool = False) -> int:
+        resume: str | None = None, quiet: bool = False, trust_code: bool = False) -> int:
     from nntrain.train.fit import Fitter
 
     run: Run | None = None
     if resume is not None:
         run = resolve_run(resume, runs_dir)
-        loaded = load_config(run.config_path, overrides)
-        _refuse_changed_config(run, loaded, config_path, overrides)
         base_dir = Path(run.info().get("config_dir", run.path))
+        loaded = load_config(run.config_path, overrides, search_dir=base_dir)
+        if config_path is None:  # a CONFIG given with --resume is the user's own code
+            require_trust(loaded.config, trust_code, run.path)
+        _refuse_changed_config(run, loaded, config_path, overrides)
     else:
         if config_path is None:
             raise UserError("fit needs a CONFIG file (or --resume RUN)",
@@ -216,7 +219,7 @@ def _print_fit_result(console: Console, run: Run, result, test) -> None:
 
 
 # -- evaluate / predict ----------------------------------------------------------------------
-def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str):
+def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: bool):
     """A run's setup, data and weights, read back from its directory."""
     import jax
 
@@ -225,8 +228,10 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str):
     run = resolve_run(run_spec, runs_dir)
     if not run.config_path.exists():
         raise UserError(f"{run.path} has no config.yaml", "the run directory is incomplete")
+    base_dir = Path(run.info().get("config_dir", run.path))
+    loaded = load_config(run.config_path, search_dir=base_dir)
+    require_trust(loaded.config, trust_code, run.path)  # before anything is imported
     configure_jax()
-    loaded = load_config(run.config_path)
     setup = _prepare(loaded)
     folder = run.checkpoints / checkpoint_name
     if checkpoint_name == "best" and ckpt.find(folder) is None:
@@ -236,16 +241,17 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str):
     weights = ckpt.unflatten({"params": params, "state": state},
                              {k: v for k, v in arrays.items()
                               if k.startswith(("params/", "state/"))}, str(folder))
-    base_dir = Path(run.info().get("config_dir", run.path))
     return run, setup, jax.device_put(weights), meta, base_dir
 
 
 def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "test",
-             checkpoint_name: str = "best", as_json: bool = False) -> None:
+             checkpoint_name: str = "best", as_json: bool = False,
+             trust_code: bool = False) -> None:
     from nntrain.train.fit import make_programs
     from nntrain.train.programs import to_device
 
-    run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name)
+    run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
+                                                    trust_code)
     dataset = _load_data(setup, base_dir, console, quiet=as_json)
     data = dataset.split(split)
     programs = make_programs(setup)
@@ -270,7 +276,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
 
 def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path | None,
             split: str | None, limit: int | None, top: int, output: Path | None,
-            checkpoint_name: str = "best") -> None:
+            checkpoint_name: str = "best", trust_code: bool = False) -> None:
     from nntrain.data.arrays import ArraySet
     from nntrain.data.sources import check_arrays
     from nntrain.predict import predict_arrays, prediction_table, write_predictions
@@ -278,7 +284,8 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     if output is not None and output.suffix not in (".csv", ".npy", ".npz", ".json"):
         raise UserError(f"--output {output}: unknown format '{output.suffix}'",
                         "use a .csv, .npy, .npz or .json file name")
-    run, setup, weights, _meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name)
+    run, setup, weights, _meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
+                                                     trust_code)
     if output is not None and output.suffix == ".npy" and len(setup.graph.outputs) > 1:
         raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
                         "use .npz (one array per output), .csv or .json")

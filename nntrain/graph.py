@@ -60,10 +60,11 @@ def build_graph(loaded: LoadedConfig) -> Graph:
         args = entry_args(entry)
         name = args.name
         if name is None:  # Keras: snake_case type, then _1, _2 ... skipping taken names
+            base = snake_case(layer_type.rpartition(":")[2])  # my_layers:Gated -> gated
             while True:
-                count = counters.get(layer_type, 0)
-                counters[layer_type] = count + 1
-                name = layer_type if count == 0 else f"{layer_type}_{count}"
+                count = counters.get(base, 0)
+                counters[base] = count + 1
+                name = base if count == 0 else f"{base}_{count}"
                 if name not in explicit and name not in names:
                     break
         if name in names or name in inputs:

@@ -34,9 +34,11 @@ class Model:
     `params` and `state` are dicts keyed by layer name, then weight name (`dense_1/kernel`).
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, custom: dict[str, type] | None = None) -> None:
+        """`custom` maps `module:Class` layer types to the user's classes."""
         self.graph = graph
-        self.layers: dict[str, Layer] = {n.name: LAYER_TYPES[n.type](n.args) for n in graph.nodes}
+        types = {**LAYER_TYPES, **(custom or {})}
+        self.layers: dict[str, Layer] = {n.name: types[n.type](n.args) for n in graph.nodes}
         self.output_shapes: dict[str, tuple[int, ...]] = {}
         self._infos: list[LayerInfo] = []
         # Shape inference without computing anything: init traced abstractly.
@@ -59,9 +61,10 @@ class Model:
         params, state, infos = {}, {}, []
         for i, node in enumerate(self.graph.nodes):
             layer = self.layers[node.name]
+            multi = getattr(layer, "multi_input", False)
             in_shapes = [shapes[s] for s in node.inputs]
-            in_shape = in_shapes if layer.multi_input else in_shapes[0]
-            if not layer.multi_input and len(in_shapes) != 1:
+            in_shape = in_shapes if multi else in_shapes[0]
+            if not multi and len(in_shapes) != 1:
                 raise ShapeError(f"layer '{node.name}' ({node.type}) takes one input, "
                                  f"got {len(in_shapes)}", node.index)
             try:
@@ -112,11 +115,11 @@ class Model:
                 return {s: values[s] for s in node.inputs}, {}, new_state
             layer = self.layers[node.name]
             x = [values[s] for s in node.inputs]
-            x = x if layer.multi_input else x[0]
+            x = x if getattr(layer, "multi_input", False) else x[0]
             layer_rng = None if rng is None else jax.random.fold_in(rng, i)
             p, s = params.get(node.name, {}), state.get(node.name, {})
-            extra = {"mask": mask} if layer.uses_mask else {}
-            if node.name in logits_for and layer.activation in FUSABLE:
+            extra = {"mask": mask} if getattr(layer, "uses_mask", False) else {}
+            if node.name in logits_for and getattr(layer, "activation", None) in FUSABLE:
                 pre, s = layer.call(p, s, x, training=training, rng=layer_rng, **extra)
                 logits[node.name] = pre
                 y = jax.nn.softmax(pre) if layer.activation == "softmax" else jax.nn.sigmoid(pre)
@@ -137,7 +140,7 @@ class Model:
             if not hasattr(layer, "adapt"):
                 continue
             inputs = self._node_inputs(params, state, x, node.name)
-            inputs = inputs if layer.multi_input else inputs[0]
+            inputs = inputs if getattr(layer, "multi_input", False) else inputs[0]
             state[node.name] = layer.adapt(state.get(node.name, {}), inputs)
         return state
 
@@ -151,7 +154,7 @@ class Model:
                 for s in self.graph.node(name).inputs]
 
     def output_activation(self, name: str) -> str | None:
-        return self.layers[name].activation
+        return getattr(self.layers[name], "activation", None)
 
     def summary_rows(self) -> list[LayerInfo]:
         return list(self._infos)

@@ -11,6 +11,8 @@ from nntrain.model import Model, format_shape
 
 
 def _type_name(layer_type: str) -> str:
+    if ":" in layer_type:  # a user's class: module:Class
+        return layer_type.rpartition(":")[2]
     return "".join(part.capitalize() for part in layer_type.split("_")).replace("2d", "2D") \
         .replace("1d", "1D")
 

@@ -8,9 +8,20 @@ so error locations line up with the YAML and every kind gets "did you mean" sugg
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Tag, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    create_model,
+    model_serializer,
+    model_validator,
+)
 
 
 class Strict(BaseModel):
@@ -25,13 +36,44 @@ class Args(Strict):
     positional: ClassVar[str | None] = None
 
 
-class Registry:
-    """Names of one kind of entry (layer, loss, ...) mapped to their argument models."""
+CUSTOM = "custom"
+CUSTOM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$")
 
-    def __init__(self, kind: str) -> None:
+
+def is_custom(name: str) -> bool:
+    """`package.module:Class` names user code (imported only for names a user wrote)."""
+    return bool(CUSTOM_NAME.match(name))
+
+
+class CustomEntry(Strict):
+    """A user's own class, `module:Class: {its arguments}`; arguments are the class's to check."""
+
+    target: Annotated[str, Field(pattern=CUSTOM_NAME.pattern)]
+    args: Args
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, dict) and len(value) == 1 and "target" not in value:
+            (target, args), = value.items()
+            return {"target": target, "args": args or {}}
+        return value
+
+    @model_serializer(mode="wrap")
+    def _join(self, handler: Any) -> Any:
+        data = handler(self)  # written back the way a user writes it: {target: args}
+        return {data["target"]: data["args"]}
+
+
+class Registry:
+    """Names of one kind of entry (layer, loss, ...) mapped to their argument models.
+    With `custom_args`, `module:Class` names a user's class taking those (open) arguments."""
+
+    def __init__(self, kind: str, custom_args: type[Args] | None = None) -> None:
         self.kind = kind
         self.args: dict[str, type[Args]] = {}
         self.aliases: dict[str, str] = {}
+        self.custom_args = custom_args
 
     def register(self, name: str, *aliases: str):
         def decorate(cls: type[Args]) -> type[Args]:
@@ -60,9 +102,19 @@ class Registry:
                 **{name: (args_cls, ...)},
             )
             members.append(Annotated[entry, Tag(name)])
+        if self.custom_args is not None:
+            custom = create_model(f"{self.kind.title()}_custom", __base__=CustomEntry,
+                                  args=(self.custom_args, ...))
+            members.append(Annotated[custom, Tag(CUSTOM)])
+        custom_allowed = self.custom_args is not None
+
         def tag_of(value: Any) -> str | None:
             if isinstance(value, dict) and len(value) == 1:
-                return next(iter(value))
+                name = next(iter(value))
+                return CUSTOM if custom_allowed and isinstance(name, str) and is_custom(name) \
+                    else name
+            if isinstance(value, CustomEntry):
+                return CUSTOM
             if isinstance(value, BaseModel):
                 return next(iter(type(value).model_fields))
             return None
@@ -70,6 +122,9 @@ class Registry:
         def expand(value: Any) -> Any:
             if isinstance(value, str):
                 return {value: {}}
+            if isinstance(value, dict) and isinstance(value.get("type"), str):
+                rest = {k: v for k, v in value.items() if k != "type"}
+                return {value["type"]: rest}  # Keras-style {type: dense, units: 10}
             if isinstance(value, dict) and len(value) == 1:
                 (name, args), = value.items()
                 cls = self.args.get(self.canonical(name)) if isinstance(name, str) else None
@@ -91,9 +146,13 @@ class Registry:
 
 
 def entry_name(entry: BaseModel) -> str:
-    """The name an entry was written with (`mse` stays `mse`)."""
+    """The name an entry was written with (`mse` stays `mse`; `my_layers:Gated` for user code)."""
+    if isinstance(entry, CustomEntry):
+        return entry.target
     return next(iter(type(entry).model_fields))
 
 
 def entry_args(entry: BaseModel) -> Args:
+    if isinstance(entry, CustomEntry):
+        return entry.args
     return getattr(entry, entry_name(entry))

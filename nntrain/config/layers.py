@@ -5,7 +5,7 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, PositiveInt, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
 
 from nntrain.config.entries import Args, Registry
 
@@ -42,6 +42,16 @@ class LayerArgs(Args):
 
     name: NodeName | None = None
     inputs: NodeName | list[NodeName] | None = None
+
+
+class CustomLayerArgs(LayerArgs):
+    """Arguments of a user's layer class: open, checked by the class's own `Args` if it has
+    one."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+LAYERS.custom_args = CustomLayerArgs
 
 
 @LAYERS.register("flatten")

@@ -61,6 +61,8 @@ class LoadedConfig:
     raw: dict[str, Any]
     positions: dict[Path_, tuple[int, int]]
     overrides: dict[Path_, str]
+    search_dir: Path | None = None  # where user code named by the config lives
+
 
     def where(self, path: Path_) -> str:
         return _where(self.source, self.positions, self.overrides, path)
@@ -198,8 +200,10 @@ def apply_override(data: dict, assignment: str) -> Path_:
     return tuple(path)
 
 
-def load_config(source: str | Path, overrides: Sequence[str] = ()) -> LoadedConfig:
-    """Read, override and validate a config. Raises ConfigError listing every problem."""
+def load_config(source: str | Path, overrides: Sequence[str] = (),
+                search_dir: Path | None = None) -> LoadedConfig:
+    """Read, override and validate a config. Raises ConfigError listing every problem.
+    `search_dir` is where the config's own Python modules live (default: its folder)."""
     source = Path(source)
     data, positions = read_yaml(source)
     if not isinstance(data, dict):
@@ -212,7 +216,7 @@ def load_config(source: str | Path, overrides: Sequence[str] = ()) -> LoadedConf
     except ValidationError as e:
         issues = [_issue(err, data, source, positions, override_paths) for err in e.errors()]
         raise ConfigError(sorted(_drop_implied(issues), key=_line_order)) from None
-    return LoadedConfig(config, source, data, positions, override_paths)
+    return LoadedConfig(config, source, data, positions, override_paths, search_dir)
 
 
 def _drop_implied(issues: list[Issue]) -> list[Issue]:

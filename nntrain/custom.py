@@ -1,0 +1,59 @@
+"""User code named in a config (`my_layers:Gated`). Importing it runs it, so it happens only
+for names the user wrote, and commands that read someone else's run ask for --trust-code."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from nntrain.errors import UserError
+
+
+def load_object(target: str, search_dirs: Iterable[Path] = (), what: str = "class") -> Any:
+    """Import `package.module:Name`, looking in `search_dirs` (the config's folder) first,
+    then on the Python path."""
+    module_name, _, attribute = target.partition(":")
+    added = [str(d) for d in search_dirs if str(d) not in sys.path]
+    sys.path[:0] = added
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            raise UserError(
+                f"cannot import '{module_name}' for {target}",
+                "put the module next to the config file or on PYTHONPATH",
+            ) from None
+        raise UserError(f"importing {module_name} for {target} failed: {e}") from None
+    except Exception as e:  # user code may raise anything while importing
+        raise UserError(f"importing {module_name} for {target} failed: "
+                        f"{type(e).__name__}: {e}") from None
+    finally:
+        for path in added:
+            if path in sys.path:
+                sys.path.remove(path)
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise UserError(f"module {module_name} has no {what} '{attribute}'") from None
+
+
+def custom_names(config) -> list[str]:
+    """Every `module:Name` a config refers to."""
+    from nntrain.config.entries import entry_name, is_custom
+
+    names = [entry_name(e) for e in config.model.layers]
+    names += [entry_name(e) for e in config.fit.callbacks]
+    return [n for n in names if is_custom(n)]
+
+
+def require_trust(config, trust_code: bool, run_path: Path) -> None:
+    names = custom_names(config)
+    if names and not trust_code:
+        raise UserError(
+            f"the config of {run_path} names Python code ({', '.join(sorted(set(names)))}); "
+            "reading the run would import and run it",
+            "if you trust that code, pass --trust-code",
+        )

@@ -1,0 +1,91 @@
+"""User-defined layers (`module:Class`): loaded from the config's folder, trained like built-in
+ones, and never imported from a run directory without --trust-code."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nntrain.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "custom_layer"
+runner = CliRunner()
+
+
+def nntrain(*args: str, cwd: Path):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+@pytest.fixture()
+def example(tmp_path: Path) -> Path:
+    """The documented example, copied with a module that leaves a mark when imported."""
+    folder = tmp_path / "example"
+    shutil.copytree(EXAMPLE, folder)
+    module = folder / "my_layers.py"
+    module.write_text(
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['IMPORT_MARK']).write_text('imported')\n"
+        + module.read_text())
+    return folder
+
+
+def test_example_trains_and_reads_back_only_with_trust(example: Path, tmp_path, monkeypatch):
+    mark = tmp_path / "mark"
+    monkeypatch.setenv("IMPORT_MARK", str(mark))
+    summary = nntrain("summary", str(example / "gated.yaml"), cwd=tmp_path)
+    assert summary.exit_code == 0, summary.output
+    assert "gated (Gated)" in summary.output and "1,088" in summary.output  # 2 x (16*32 + 32)
+
+    result = nntrain("fit", str(example / "gated.yaml"), "--epochs", "3", "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("runs/gated/*"))
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.5
+
+    import sys
+    sys.modules.pop("my_layers", None)
+    mark.unlink()
+    refused = nntrain("predict", str(run), "--split", "test", "--limit", "2", cwd=tmp_path)
+    assert refused.exit_code == 2
+    assert "--trust-code" in refused.output and "my_layers:Gated" in refused.output
+    assert not mark.exists(), "the module was imported without --trust-code"
+
+    trusted = nntrain("predict", str(run), "--split", "test", "--limit", "2", "--trust-code",
+                      cwd=tmp_path)
+    assert trusted.exit_code == 0, trusted.output
+    assert mark.exists()
+    sys.modules.pop("my_layers", None)
+
+
+def test_custom_layer_errors(example: Path, tmp_path, monkeypatch):
+    monkeypatch.setenv("IMPORT_MARK", str(tmp_path / "mark"))
+    config = example / "gated.yaml"
+    text = config.read_text()
+
+    config.write_text(text.replace("my_layers:Gated", "no_such_module:Gated"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2 and "cannot import 'no_such_module'" in result.output
+
+    config.write_text(text.replace("my_layers:Gated", "my_layers:Nope"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2 and "has no class 'Nope'" in result.output
+
+    config.write_text(text.replace("units: 32", "units: -3"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2 and "units" in result.output and "gated.yaml:" in result.output
+
+    config.write_text(text.replace("my_layers:Gated", "os:getcwd"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2 and "is not a layer" in result.output
+    import sys
+    sys.modules.pop("my_layers", None)
