@@ -30,7 +30,8 @@ class ArraySet:
     def digest(self) -> str:
         """SHA-256 over every array, to record exactly which data a run saw."""
         h = hashlib.sha256()
-        for group in (self.x, self.y):
+        weights = {} if self.sample_weight is None else {"sample_weight": self.sample_weight}
+        for group in (self.x, self.y, weights):
             for name in sorted(group):
                 array = np.ascontiguousarray(group[name])
                 h.update(f"{name}:{array.dtype}:{array.shape}".encode())

@@ -12,7 +12,14 @@ import numpy as np
 from nntrain.config.schema import DataConfig, SplitConfig
 from nntrain.data import builtin, fashion_mnist
 from nntrain.data.arrays import ArraySet
-from nntrain.data.tabular import Table, missing_counts, one_hot_columns, read_csv, select
+from nntrain.data.tabular import (
+    Table,
+    category_values,
+    missing_counts,
+    one_hot_columns,
+    read_csv,
+    select,
+)
 from nntrain.errors import DataError
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist")
@@ -145,20 +152,18 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path}: {e}",
                         "expected an .npz file from numpy.savez (no pickled objects)") from None
-    single = len(io.inputs) == 1 and len(io.outputs) == 1
-
-    def pick(name: str, default: str, what: str) -> np.ndarray:
+    def pick(name: str, default: str, what: str, single: bool) -> np.ndarray:
         key = default if single and default in arrays else name
         if key not in arrays:
             raise DataError(f"{path}: no array named '{key}' (found: {', '.join(arrays)})",
                             f"name the {what} array '{default}', or after the model's {what}s")
         return arrays[key]
 
-    x = {name: pick(name, config.x, "input") for name in io.inputs}
-    y = {name: pick(name, config.y, "output") for name in io.outputs}
+    x = {name: pick(name, config.x, "input", len(io.inputs) == 1) for name in io.inputs}
+    y = {name: pick(name, config.y, "output", len(io.outputs) == 1) for name in io.outputs}
     weight = None
     if config.sample_weight:
-        weight = pick(config.sample_weight, config.sample_weight, "sample weight")
+        weight = pick(config.sample_weight, config.sample_weight, "sample weight", True)
     return ArraySet(x, y, None if weight is None else weight.astype(np.float32))
 
 
@@ -167,7 +172,10 @@ def _one_hot(part: ArraySet, io: ModelIO) -> None:
         y = part.y[name]
         if y.ndim > 1 and y.shape[1:] == shape:
             continue  # already one-hot
-        labels = y.reshape(len(y)).astype(np.int64)
+        flat = y.reshape(len(y))
+        if flat.dtype.kind == "f" and not np.all(np.mod(flat, 1) == 0):
+            raise DataError(f"one_hot: labels of '{name}' must be whole class numbers")
+        labels = flat.astype(np.int64)
         classes = shape[-1]
         if labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
             raise DataError(f"one_hot: labels of '{name}' range over {labels.min()}.."
@@ -225,8 +233,11 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
     fill = plan.fill_values(train)
     parts = [None if t is None else plan.arrays(t, fill) for t in (train, validation, test)]
     class_names = None
-    if config.dataset == "iris" and plan.targets_of(next(iter(io.outputs))) == ["species"]:
+    targets = plan.targets_of(next(iter(io.outputs)))
+    if config.dataset == "iris" and targets == ["species"]:
         class_names = list(builtin.IRIS_CLASSES)
+    elif len(io.outputs) == 1 and len(targets) == 1 and targets[0] in plan.label_levels:
+        class_names = plan.label_levels[targets[0]]
     return Dataset(*parts, class_names=class_names)
 
 
@@ -274,6 +285,9 @@ class _TablePlan:
                                 f"features feed '{name}'", f"e.g. data.inputs: {{{name}: 0:5}}")
             self.inputs[name] = select(self.features, spec, f"data.inputs.{name}")
         self.used = sorted({c.split("=")[0] for cols in self.inputs.values() for c in cols})
+        # text target columns (cat/dog) become class indices in sorted order
+        self.label_levels = {c: sorted(set(table.text[c].tolist()) - {""})
+                             for c in self._all_targets() if c in table.text}
 
     def targets_of(self, output: str) -> list[str]:
         spec = (self.config.outputs or {}).get(output)
@@ -284,7 +298,7 @@ class _TablePlan:
     def _numeric(self, table: Table) -> dict[str, np.ndarray]:
         columns = dict(table.numeric)
         for name, levels in self.categories.items():
-            values = table.text[name] if name in table.text else table.numeric[name].astype(str)
+            values = category_values(table, name)
             for level in levels:
                 columns[f"{name}={level}"] = (values == level).astype(np.float32)
         return columns
@@ -317,21 +331,42 @@ class _TablePlan:
     def fill_values(self, train: Table) -> dict[str, float]:
         if self.config.missing != "mean":
             return {}
+        # every used column: a gap may appear only in validation or test rows
         return {c: float(np.nanmean(train.numeric[c])) for c in self.used
-                if c in train.numeric and np.isnan(train.numeric[c]).any()}
+                if c in train.numeric and c not in self.categories}
 
     def arrays(self, table: Table, fill: dict[str, float]) -> ArraySet:
         columns = self._numeric(table)
+        for name, levels in self.label_levels.items():  # text labels -> class indices
+            if name in table.text:
+                index = {level: i for i, level in enumerate(levels)}
+                unknown = sorted(set(table.text[name].tolist()) - set(index))
+                if unknown:
+                    raise DataError(f"{table.source}: column '{name}' has labels the training "
+                                    f"data lacks: {', '.join(map(str, unknown[:5]))}")
+                columns[name] = np.array([index[v] for v in table.text[name]], np.float32)
         for name, value in fill.items():
             columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
-        x = {name: np.stack([columns[c] for c in cols], axis=1).astype(np.float32)
+
+        def column(name: str) -> np.ndarray:
+            if name not in columns:
+                kind = "holds text" if name in table.text else "is missing"
+                raise DataError(f"{table.source}: column '{name}' {kind}",
+                                "every split needs the training file's numeric columns")
+            return columns[name]
+
+        x = {name: np.stack([column(c) for c in cols], axis=1).astype(np.float32)
              for name, cols in self.inputs.items()}
         y = {}
         for out, shape in self.io.outputs.items():
             cols = self.targets_of(out)
-            values = np.stack([columns[c] for c in cols], axis=1)
+            values = np.stack([column(c) for c in cols], axis=1)
             if out in self.io.sparse_outputs or (self.config.one_hot and len(cols) == 1):
-                y[out] = values[:, 0].astype(np.int32)
+                labels = values[:, 0]
+                if not np.all(np.mod(labels[np.isfinite(labels)], 1) == 0):
+                    raise DataError(f"{table.source}: labels in '{cols[0]}' must be class "
+                                    "indices (whole numbers)")
+                y[out] = labels.astype(np.int32)
             else:
                 y[out] = values.reshape(len(values), *shape) if values.size == \
                     len(values) * int(np.prod(shape)) else values

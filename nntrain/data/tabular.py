@@ -52,7 +52,8 @@ def read_csv(path: Path) -> Table:
             from None
     if len(rows) < 2:
         raise DataError(f"{path}: no data rows", "expected a header row and at least one row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
+    header = [h.strip() for h in rows[0]]
+    body = [row for row in rows[1:] if any(cell.strip() for cell in row)]  # skip blank lines
     if len(set(header)) != len(header):
         raise DataError(f"{path}: repeated column names in the header")
     bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
@@ -102,12 +103,27 @@ def one_hot_columns(table: Table, categorical: list[str]) -> tuple[dict[str, np.
     out: dict[str, np.ndarray] = {}
     categories: dict[str, list[str]] = {}
     for name in categorical:
-        values = table.text[name] if name in table.text else table.numeric[name].astype(str)
-        levels = sorted(set(values.tolist()) - {""})
+        values = category_values(table, name)
+        levels = sorted(set(values.tolist()) - {""}, key=_level_order)
         categories[name] = levels
         for level in levels:
             out[f"{name}={level}"] = (values == level).astype(np.float32)
     return out, categories
+
+
+def category_values(table: Table, name: str) -> np.ndarray:
+    """A categorical column as strings: numbers without a needless `.0`, missing as ''."""
+    if name in table.text:
+        return table.text[name]
+    column = table.numeric[name]
+    return np.array(["" if np.isnan(v) else f"{v:g}" for v in column], dtype=object)
+
+
+def _level_order(level: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(level), "")  # numeric levels by value: 2 before 10
+    except ValueError:
+        return (1, 0.0, level)
 
 
 def missing_counts(columns: dict[str, np.ndarray]) -> dict[str, int]:

@@ -1,0 +1,749 @@
+"""Data sources end to end: YAML config -> prepare -> load_dataset (CSV tables, .npz files,
+built-in datasets, splits, missing values, one-hot labels), and how sample and class weights
+enter the loss (Keras semantics: they multiply)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nntrain.build import class_weight_vector, prepare
+from nntrain.cli import app
+from nntrain.config.loader import load_config
+from nntrain.data.arrays import ArraySet
+from nntrain.data.sources import load_dataset
+from nntrain.errors import DataError
+from nntrain.train.programs import Programs, epoch_order, to_device
+
+HOUSING_CSV = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "housing.csv"
+IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def classifier(inputs: int, classes: int = 3, loss: str = "sparse_categorical_crossentropy"):
+    return f"""
+model:
+  input: [{inputs}]
+  layers:
+    - dense: {{units: {classes}, activation: softmax}}
+compile:
+  loss: {loss}
+"""
+
+
+def regressor(inputs: int, units: int = 1) -> str:
+    return f"""
+model:
+  input: [{inputs}]
+  layers:
+    - dense: {units}
+compile:
+  loss: mse
+"""
+
+
+def write_config(folder: Path, data: str, model: str, seed: int = 0, extra: str = "",
+                 file: str = "config.yaml") -> Path:
+    text = f"name: t\nseed: {seed}\ndata:\n{textwrap.indent(textwrap.dedent(data), '  ')}"
+    path = folder / file
+    path.write_text(text + textwrap.dedent(model) + textwrap.dedent(extra))
+    return path
+
+
+def load(folder: Path, data: str, model: str, seed: int = 0, extra: str = ""):
+    """(dataset, setup) the way `nntrain fit` gets them."""
+    loaded = load_config(write_config(folder, data, model, seed, extra))
+    setup = prepare(loaded)
+    return load_dataset(loaded.config.data, setup.io, folder, loaded.config.seed), setup
+
+
+def data_error(folder: Path, data: str, model: str, **kw) -> str:
+    with pytest.raises(DataError) as info:
+        load(folder, data, model, **kw)
+    return str(info.value)
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    lines = [",".join(header)] + [",".join("" if v is None else str(v) for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def x_of(part: ArraySet) -> np.ndarray:
+    return next(iter(part.x.values()))
+
+
+def y_of(part: ArraySet) -> np.ndarray:
+    return next(iter(part.y.values()))
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> Path:
+    """a, b, c (numbers), w (weights), y (labels 0-2)."""
+    rows = [[i, 10 + i, 100 + i, 1 + i % 2, i % 3] for i in range(6)]
+    return write_csv(tmp_path / "t.csv", ["a", "b", "c", "w", "y"], rows)
+
+
+@pytest.fixture
+def ids(tmp_path: Path) -> Path:
+    """50 rows: id 0..49 (the only feature) and label id % 3, to follow rows through splits."""
+    return write_csv(tmp_path / "ids.csv", ["id", "label"], [[i, i % 3] for i in range(50)])
+
+
+# -- CSV: columns -----------------------------------------------------------------------------
+def test_named_features_and_target(tmp_path: Path, table: Path):
+    ds, _ = load(tmp_path, "train: t.csv\nfeatures: [c, a]\ntargets: y\n", classifier(2))
+    np.testing.assert_array_equal(x_of(ds.train), [[100 + i, i] for i in range(6)])
+    assert x_of(ds.train).dtype == np.float32
+    np.testing.assert_array_equal(y_of(ds.train), [0, 1, 2, 0, 1, 2])
+    assert y_of(ds.train).dtype == np.int32  # class indices for sparse CE
+    assert ds.train.sample_weight is None and ds.validation is None and ds.test is None
+
+
+def test_default_features_are_all_but_targets_and_weights(tmp_path: Path, table: Path):
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", classifier(3))
+    np.testing.assert_array_equal(x_of(ds.train), [[i, 10 + i, 100 + i] for i in range(6)])
+    np.testing.assert_array_equal(ds.train.sample_weight, [1, 2, 1, 2, 1, 2])
+    assert ds.train.sample_weight.dtype == np.float32
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ('"1:3"', ["b", "c"]),
+    ('":2"', ["a", "b"]),
+    ('"-2:"', ["c", "w"]),
+    ("[0, 2]", ["a", "c"]),
+    ("[-1, a]", ["w", "a"]),
+    ("b", ["b"]),
+])
+def test_features_by_range_index_list_or_name(tmp_path: Path, table: Path, spec, expected):
+    ds, _ = load(tmp_path, f"train: t.csv\nfeatures: {spec}\ntargets: y\n",
+                 classifier(len(expected)))
+    columns = {"a": 0, "b": 10, "c": 100, "w": None}
+    got = x_of(ds.train)
+    for j, name in enumerate(expected):
+        want = [1 + i % 2 for i in range(6)] if name == "w" else \
+            [columns[name] + i for i in range(6)]
+        np.testing.assert_array_equal(got[:, j], want)
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ('"5:9"', "selects no columns"),
+    ("[7]", "index 7 is outside 0..3"),
+    ("[a, nope]", "no column 'nope'"),
+    ("nope", "neither a column nor an index range"),
+])
+def test_bad_feature_selection_is_a_data_error(tmp_path: Path, table: Path, spec, message):
+    assert message in data_error(tmp_path, f"train: t.csv\nfeatures: {spec}\ntargets: y\n",
+                                 classifier(2))
+
+
+TWO_INPUTS = """
+model:
+  inputs:
+    wide: {shape: [2]}
+    deep: {shape: [2]}
+  layers:
+    - concatenate: {name: concat, inputs: [wide, deep]}
+    - dense: {name: out, units: 1}
+compile:
+  loss: mse
+"""
+
+
+def test_features_per_model_input(tmp_path: Path, table: Path):
+    ds, setup = load(tmp_path, 'train: t.csv\ntargets: y\nfeatures: [a, b, c]\n'
+                               'inputs: {wide: "0:2", deep: [1, 2]}\n', TWO_INPUTS)
+    assert set(ds.train.x) == {"wide", "deep"}
+    np.testing.assert_array_equal(ds.train.x["wide"], [[i, 10 + i] for i in range(6)])
+    np.testing.assert_array_equal(ds.train.x["deep"], [[10 + i, 100 + i] for i in range(6)])
+    # mse target: float, shaped like the output
+    np.testing.assert_array_equal(ds.train.y["out"], np.array([[i % 3] for i in range(6)]))
+    assert ds.train.y["out"].shape == (6, 1)
+
+
+def test_multi_input_model_needs_inputs_mapping(tmp_path: Path, table: Path):
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\ninputs: {wide: [0, 1]}\n",
+                         TWO_INPUTS)
+    assert "deep" in message and "data.inputs" in message
+
+
+TWO_OUTPUTS = """
+model:
+  input: [2]
+  layers:
+    - dense: {name: hidden, units: 4}
+    - dense: {name: one, units: 1, inputs: hidden}
+    - dense: {name: two, units: 2, inputs: hidden}
+  outputs: [one, two]
+compile:
+  loss: {one: mse, two: mse}
+"""
+
+
+def test_targets_per_output(tmp_path: Path, table: Path):
+    ds, _ = load(tmp_path, "train: t.csv\nfeatures: [a, b]\noutputs: {one: y, two: [c, w]}\n",
+                 TWO_OUTPUTS)
+    np.testing.assert_array_equal(ds.train.y["one"], [[i % 3] for i in range(6)])
+    np.testing.assert_array_equal(ds.train.y["two"], [[100 + i, 1 + i % 2] for i in range(6)])
+    # targets of any output are not default features
+    ds, _ = load(tmp_path, "train: t.csv\noutputs: {one: y, two: [c, w]}\n", TWO_OUTPUTS)
+    np.testing.assert_array_equal(x_of(ds.train), [[i, 10 + i] for i in range(6)])
+
+
+def test_text_column_one_hot_with_sorted_levels(tmp_path: Path):
+    rows = [[1, "red", 0], [2, "blue", 1], [3, "green", 2], [4, "red", 1]]
+    write_csv(tmp_path / "t.csv", ["size", "color", "y"], rows)
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\ncategorical: [color]\n", classifier(4))
+    # size, color=blue, color=green, color=red
+    np.testing.assert_array_equal(x_of(ds.train), [[1, 0, 0, 1], [2, 1, 0, 0], [3, 0, 1, 0],
+                                                   [4, 0, 0, 1]])
+    # the one-hot columns can be picked by index like any other feature
+    ds, _ = load(tmp_path, 'train: t.csv\ntargets: y\ncategorical: [color]\nfeatures: "1:"\n',
+                 classifier(3))
+    np.testing.assert_array_equal(x_of(ds.train)[:, 2], [1, 0, 0, 1])  # color=red
+
+
+def test_numeric_categorical_column_is_one_hot(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["k", "y"], [[1, 0], [3, 1], [1, 2], [2, 1]])
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\ncategorical: [k]\n", classifier(3))
+    np.testing.assert_array_equal(x_of(ds.train), [[1, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0]])
+
+
+def test_numeric_categorical_levels_sort_by_value(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["k", "y"], [[2, 0], [10, 1], [3, 2]])
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\ncategorical: [k]\n", classifier(3))
+    # k=2, k=3, k=10
+    np.testing.assert_array_equal(x_of(ds.train), [[1, 0, 0], [0, 0, 1], [0, 1, 0]])
+
+
+def test_text_column_not_declared_categorical_is_named(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["size", "color", "y"], [[1, "red", 0], [2, "blue", 1]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+    assert "'color'" in message and "holds text" in message and "categorical" in message
+    # leaving it out of the features is fine
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nfeatures: [size]\n", classifier(1))
+    np.testing.assert_array_equal(x_of(ds.train), [[1], [2]])
+
+
+def test_text_target_column_becomes_class_indices(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "label"], [[1, "dog"], [2, "cat"], [3, "dog"]])
+    dataset, _ = load(tmp_path, "train: t.csv\ntargets: label\n", classifier(1, classes=2))
+    assert dataset.class_names == ["cat", "dog"]
+    assert dataset.train.y["dense"].tolist() == [1, 0, 1]
+
+
+def test_unknown_target_column_lists_the_columns(tmp_path: Path, table: Path):
+    message = data_error(tmp_path, "train: t.csv\ntargets: label\n", classifier(4))
+    assert "no column 'label'" in message and "columns: a, b, c, w, y" in message
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nsample_weight: weight\n",
+                         classifier(4))
+    assert "no column 'weight'" in message
+
+
+def test_no_targets_is_a_data_error(tmp_path: Path, table: Path):
+    assert "targets" in data_error(tmp_path, "train: t.csv\n", classifier(4))
+
+
+def test_rows_with_the_wrong_number_of_values(tmp_path: Path):
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,4\n5,6,1\n7,8,1,9\n")
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+    assert "2 rows do not have 3 values" in message and "line 3" in message
+
+
+def test_blank_trailing_line_is_ignored(tmp_path: Path):
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,4,1\n\n")
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+    assert len(ds.train) == 2
+
+
+def test_repeated_header_and_empty_file(tmp_path: Path):
+    (tmp_path / "t.csv").write_text("a,a,y\n1,2,0\n")
+    assert "repeated column names" in data_error(tmp_path, "train: t.csv\ntargets: y\n",
+                                                 classifier(2))
+    (tmp_path / "t.csv").write_text("a,b,y\n")
+    assert "no data rows" in data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+
+
+def test_missing_train_file_is_named(tmp_path: Path):
+    message = data_error(tmp_path, "train: nope.csv\ntargets: y\n", classifier(2))
+    assert "file not found" in message and "nope.csv" in message
+
+
+# -- CSV: missing values ----------------------------------------------------------------------
+@pytest.fixture
+def gaps(tmp_path: Path) -> Path:
+    """8 rows; a has 2 gaps, one in the training rows and one in the last 2 (validation)."""
+    a = [1.0, None, 3.0, 5.0, 7.0, 9.0, None, 100.0]
+    rows = [[a[i], i, i % 3] for i in range(8)]
+    return write_csv(tmp_path / "t.csv", ["a", "b", "y"], rows)
+
+
+def test_missing_error_names_column_and_count(tmp_path: Path, gaps: Path):
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+    assert "missing values in a (2 rows)" in message and "data.missing" in message
+
+
+def test_missing_in_an_unused_column_is_no_error(tmp_path: Path, gaps: Path):
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nfeatures: [b]\n", classifier(1))
+    assert len(ds.train) == 8
+
+
+def test_missing_drop_removes_rows(tmp_path: Path, gaps: Path):
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nmissing: drop\n", classifier(2))
+    np.testing.assert_array_equal(x_of(ds.train)[:, 1], [0, 2, 3, 4, 5, 7])
+    np.testing.assert_array_equal(y_of(ds.train), [0, 2, 0, 1, 2, 1])
+
+
+def test_missing_mean_uses_the_training_split_mean(tmp_path: Path, gaps: Path):
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\nvalidation: {last: 2}\n",
+                 classifier(2))
+    train_mean = np.float32(np.mean([1.0, 3.0, 5.0, 7.0, 9.0]))  # 5.0, not 5 incl. 100
+    np.testing.assert_array_equal(x_of(ds.train)[:, 0], [1, train_mean, 3, 5, 7, 9])
+    np.testing.assert_array_equal(x_of(ds.validation)[:, 0], [train_mean, 100])
+    assert x_of(ds.validation)[0, 0] == 5.0
+
+
+def test_missing_mean_fills_gaps_that_only_validation_has(tmp_path: Path):
+    rows = [[1, 0], [3, 1], [5, 2], [None, 1]]
+    write_csv(tmp_path / "t.csv", ["a", "y"], rows)
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\nvalidation: {last: 1}\n",
+                 classifier(1))
+    np.testing.assert_array_equal(x_of(ds.validation), [[3.0]])
+
+
+def test_missing_mean_refuses_missing_targets(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "y"], [[1, 0], [3, None], [5, 2]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n", classifier(1))
+    assert "missing target values in y" in message
+
+
+def test_dropped_gaps_in_a_categorical_column_add_no_level(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["k", "y"], [[1, 0], [None, 1], [2, 2], [1, 1]])
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\ncategorical: [k]\nmissing: drop\n",
+                 classifier(2))
+    np.testing.assert_array_equal(x_of(ds.train), [[1, 0], [0, 1], [1, 0]])
+
+
+def test_non_finite_sample_weight_is_a_data_error(tmp_path: Path, table: Path):
+    write_csv(tmp_path / "t.csv", ["a", "w", "y"], [[1, 1, 0], [2, None, 1]])
+    assert "sample weights" in data_error(
+        tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", classifier(1))
+
+
+# -- splits -----------------------------------------------------------------------------------
+def ids_of(part: ArraySet) -> list[int]:
+    return x_of(part)[:, 0].astype(int).tolist()
+
+
+def test_test_then_validation_fractions(tmp_path: Path, ids: Path):
+    spec = "train: ids.csv\ntargets: label\ntest: {fraction: 0.2}\nvalidation: {fraction: 0.25}\n"
+    ds, _ = load(tmp_path, spec, classifier(1), seed=3)
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (30, 10, 10)
+    parts = [set(ids_of(p)) for p in (ds.train, ds.validation, ds.test)]
+    assert set.union(*parts) == set(range(50))
+    assert sum(len(p) for p in parts) == 50  # disjoint
+    for part in (ds.train, ds.validation, ds.test):  # rows stay aligned
+        np.testing.assert_array_equal(y_of(part), np.array(ids_of(part)) % 3)
+    again, _ = load(tmp_path, spec, classifier(1), seed=3)
+    other, _ = load(tmp_path, spec, classifier(1), seed=4)
+    for name in ("train", "validation", "test"):
+        assert ids_of(again.split(name)) == ids_of(ds.split(name))
+    assert ids_of(other.test) != ids_of(ds.test)
+
+
+def test_validation_last_takes_the_last_rows_before_shuffling(tmp_path: Path, ids: Path):
+    ds, _ = load(tmp_path, "train: ids.csv\ntargets: label\nvalidation: {last: 7}\n",
+                 classifier(1), seed=5)
+    assert ids_of(ds.validation) == list(range(43, 50))
+    assert ids_of(ds.train) == list(range(43))
+    assert ds.test is None
+    with pytest.raises(DataError, match="no test split"):
+        ds.split("test")
+
+
+def test_validation_last_after_a_test_fraction(tmp_path: Path, ids: Path):
+    ds, _ = load(tmp_path, "train: ids.csv\ntargets: label\ntest: {fraction: 0.2}\n"
+                           "validation: {last: 5}\n", classifier(1), seed=5)
+    rest = sorted(set(range(50)) - set(ids_of(ds.test)))
+    assert len(ds.test) == 10
+    assert ids_of(ds.validation) == rest[-5:] and ids_of(ds.train) == rest[:-5]
+
+
+@pytest.mark.parametrize("last", [50, 60])
+def test_validation_last_needs_fewer_rows_than_there_are(tmp_path: Path, ids: Path, last):
+    spec = f"train: ids.csv\ntargets: label\nvalidation: {{last: {last}}}\n"
+    message = data_error(tmp_path, spec, classifier(1))
+    assert f"data.validation.last is {last}" in message and "50" in message
+
+
+def test_split_from_another_csv(tmp_path: Path, ids: Path):
+    write_csv(tmp_path / "val.csv", ["id", "label"], [[100, 1], [101, 2], [None, 0]])
+    ds, _ = load(tmp_path, "train: ids.csv\ntargets: label\nmissing: drop\n"
+                           "validation: {path: val.csv}\ntest: {fraction: 0.1}\n", classifier(1))
+    assert ids_of(ds.validation) == [100, 101]  # the missing policy applies to it too
+    np.testing.assert_array_equal(y_of(ds.validation), [1, 2])
+    assert len(ds.test) == 5 and len(ds.train) == 45
+
+
+def test_split_csv_missing_a_column_is_a_data_error(tmp_path: Path, ids: Path):
+    write_csv(tmp_path / "val.csv", ["label"], [[1], [2]])
+    message = data_error(tmp_path, "train: ids.csv\ntargets: label\nvalidation: {path: val.csv}\n",
+                         classifier(1))
+    assert "id" in message
+
+
+def test_split_from_another_npz(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "train.npz", x=rng.standard_normal((20, 3)).astype(np.float32),
+             y=rng.integers(0, 3, 20))
+    np.savez(tmp_path / "val.npz", x=np.full((4, 3), 7, np.float32), y=np.array([0, 1, 2, 0]))
+    ds, _ = load(tmp_path, "train: train.npz\nvalidation: {path: val.npz}\ntest: {last: 5}\n",
+                 classifier(3))
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (15, 4, 5)
+    assert (x_of(ds.validation) == 7).all()
+    np.testing.assert_array_equal(y_of(ds.validation), [0, 1, 2, 0])
+
+
+def test_csv_split_of_an_npz_is_refused(tmp_path: Path):
+    np.savez(tmp_path / "train.npz", x=np.zeros((5, 1), np.float32), y=np.zeros(5, int))
+    write_csv(tmp_path / "val.csv", ["x", "y"], [[0, 0]])
+    message = data_error(tmp_path, "train: train.npz\nvalidation: {path: val.csv}\n",
+                         classifier(1))
+    assert "CSV" in message
+
+
+# -- .npz files -------------------------------------------------------------------------------
+def test_npz_x_and_y(tmp_path: Path):
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2, 2, 1, 0]))
+    ds, setup = load(tmp_path, "train: d.npz\n", classifier(2))
+    np.testing.assert_array_equal(ds.train.x["input"], x)
+    np.testing.assert_array_equal(ds.train.y[setup.graph.outputs[0]], [0, 1, 2, 2, 1, 0])
+    np.savez(tmp_path / "e.npz", features=x, labels=np.zeros(6, int))
+    ds, _ = load(tmp_path, "train: e.npz\nx: features\ny: labels\n", classifier(2))
+    np.testing.assert_array_equal(x_of(ds.train), x)
+    message = data_error(tmp_path, "train: e.npz\n", classifier(2))
+    assert "no array named" in message and "(found: features, labels)" in message
+    assert "'x'" in message  # the hint names the default
+
+
+def test_npz_named_arrays_per_input_and_output(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", wide=np.ones((5, 2), np.float32),
+             deep=np.zeros((5, 2), np.float32), out=np.arange(5, dtype=np.float32)[:, None])
+    ds, _ = load(tmp_path, "train: d.npz\n", TWO_INPUTS)
+    assert (ds.train.x["wide"] == 1).all() and (ds.train.x["deep"] == 0).all()
+    np.testing.assert_array_equal(ds.train.y["out"][:, 0], np.arange(5))
+
+
+def test_npz_y_for_the_single_output_of_a_multi_input_model(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", wide=np.ones((5, 2), np.float32),
+             deep=np.zeros((5, 2), np.float32), y=np.arange(5, dtype=np.float32)[:, None])
+    ds, _ = load(tmp_path, "train: d.npz\n", TWO_INPUTS)
+    np.testing.assert_array_equal(ds.train.y["out"][:, 0], np.arange(5))
+
+
+def test_npz_sample_weight(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 2, 0]),
+             w=np.array([1, 2, 3, 4], np.int64))
+    ds, _ = load(tmp_path, "train: d.npz\nsample_weight: w\nvalidation: {last: 1}\n",
+                 classifier(2))
+    np.testing.assert_array_equal(ds.train.sample_weight, [1, 2, 3])
+    assert ds.train.sample_weight.dtype == np.float32
+    np.testing.assert_array_equal(ds.validation.sample_weight, [4])
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 2, 0]),
+             w=np.array([1, 2, 3]))
+    assert "sample weights" in data_error(tmp_path, "train: d.npz\nsample_weight: w\n",
+                                          classifier(2))
+
+
+class _OpensAFile:
+    """Unpickling this creates `path`: proof that a pickle ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_npz_with_an_object_array_is_refused_unexecuted(tmp_path: Path):
+    marker = tmp_path / "pickle-ran"
+    x = np.empty(2, dtype=object)
+    x[0], x[1] = _OpensAFile(marker), _OpensAFile(marker)
+    np.savez(tmp_path / "evil.npz", x=x, y=np.array([0, 1]))
+    message = data_error(tmp_path, "train: evil.npz\n", classifier(1))
+    assert "evil.npz" in message and "pickle" in message
+    assert not marker.exists()
+    # the payload is live: loading it with pickles allowed does run it
+    with np.load(tmp_path / "evil.npz", allow_pickle=True) as f:
+        f["x"]
+    assert marker.exists()
+
+
+def test_not_an_npz_is_a_data_error(tmp_path: Path):
+    (tmp_path / "d.npz").write_bytes(b"not a zip file")
+    assert "cannot read" in data_error(tmp_path, "train: d.npz\n", classifier(1))
+    np.save(tmp_path / "d.npy", np.zeros((3, 1)))
+    assert "inputs and targets" in data_error(tmp_path, "train: d.npy\n", classifier(1))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_float_inputs_are_a_data_error(tmp_path: Path, bad):
+    x = np.zeros((4, 2), np.float32)
+    x[1, 1] = bad
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2, 0]))
+    message = data_error(tmp_path, "train: d.npz\n", classifier(2))
+    assert "input 'input' has 1 NaN or infinite values" in message
+
+
+def test_shape_mismatch_is_a_data_error(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 3), np.float32), y=np.array([0, 1, 2, 0]))
+    message = data_error(tmp_path, "train: d.npz\n", classifier(2))
+    assert "(3,)" in message and "(2,)" in message
+
+
+@pytest.mark.parametrize(("labels", "seen"), [([0, 1, 3], "0..3"), ([-1, 0, 2], "-1..2")])
+def test_labels_outside_the_class_range(tmp_path: Path, labels, seen):
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 2), np.float32), y=np.array(labels))
+    message = data_error(tmp_path, "train: d.npz\n", classifier(2))
+    assert f"range over {seen}" in message and "3 classes (0..2)" in message
+    write_csv(tmp_path / "t.csv", ["a", "y"], [[0, v] for v in labels])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(1))
+    assert f"range over {seen}" in message and "(0..2)" in message
+
+
+def test_fractional_npz_labels_are_refused(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 2), np.float32), y=np.array([0.0, 1.5, 2.0]))
+    assert "class indices" in data_error(tmp_path, "train: d.npz\n", classifier(2))
+
+
+def test_fractional_csv_labels_are_refused(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "y"], [[0, 0], [1, 1.5], [2, 2]])
+    assert "class indices" in data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(1))
+
+
+def test_one_hot_refuses_fractional_labels(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 2), np.float32), y=np.array([0.0, 1.5, 2.0]))
+    data_error(tmp_path, "train: d.npz\none_hot: true\n",
+               classifier(2, loss="categorical_crossentropy"))
+
+
+# -- one_hot ----------------------------------------------------------------------------------
+def test_one_hot_labels_for_categorical_crossentropy(tmp_path: Path, table: Path):
+    cce = classifier(3, loss="categorical_crossentropy")
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\none_hot: true\n"
+                           "validation: {last: 2}\n", cce)
+    np.testing.assert_array_equal(y_of(ds.train), np.eye(3)[[0, 1, 2, 0]])
+    np.testing.assert_array_equal(y_of(ds.validation), np.eye(3)[[1, 2]])
+    assert y_of(ds.train).dtype == np.float32
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 3), np.float32), y=np.array([2, 0, 1]))
+    ds, _ = load(tmp_path, "train: d.npz\none_hot: true\n", cce)
+    np.testing.assert_array_equal(y_of(ds.train), np.eye(3)[[2, 0, 1]])
+    # rows that are already one-hot are kept
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 3), np.float32), y=np.eye(3)[[1, 1, 0]])
+    ds, _ = load(tmp_path, "train: d.npz\none_hot: true\n", cce)
+    np.testing.assert_array_equal(y_of(ds.train), np.eye(3)[[1, 1, 0]])
+
+
+def test_integer_labels_without_one_hot_mention_one_hot(tmp_path: Path, table: Path):
+    cce = classifier(3, loss="categorical_crossentropy")
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", cce)
+    assert "one_hot" in message
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 3), np.float32), y=np.array([2, 0, 1]))
+    assert "one_hot" in data_error(tmp_path, "train: d.npz\n", cce)
+
+
+def test_one_hot_label_out_of_range(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((3, 3), np.float32), y=np.array([2, 0, 3]))
+    message = data_error(tmp_path, "train: d.npz\none_hot: true\n",
+                         classifier(3, loss="categorical_crossentropy"))
+    assert "0..3" in message and "3 units" in message
+
+
+# -- built-in datasets ------------------------------------------------------------------------
+def test_iris(tmp_path: Path):
+    ds, _ = load(tmp_path, "dataset: iris\n", classifier(4))
+    assert len(ds.train) == 150
+    np.testing.assert_allclose(x_of(ds.train)[0], [5.1, 3.5, 1.4, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(np.bincount(y_of(ds.train)), [50, 50, 50])
+    assert ds.class_names == IRIS_CLASSES
+    ds, _ = load(tmp_path, "dataset: iris\nfeatures: [petal_length, petal_width]\n"
+                           "targets: is_setosa\n", regressor(2))
+    assert x_of(ds.train).shape == (150, 2)
+    np.testing.assert_allclose(x_of(ds.train)[0], [1.4, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(y_of(ds.train)[:, 0], [1] * 50 + [0] * 100)
+    assert ds.class_names is None
+
+
+def test_iris_config_splits(tmp_path: Path):
+    loaded = load_config(Path(__file__).resolve().parents[1] / "configs" / "iris.yaml")
+    setup = prepare(loaded)
+    ds = load_dataset(loaded.config.data, setup.io, tmp_path, loaded.config.seed)
+    assert (len(ds.train), len(ds.test)) == (120, 30)
+    assert ds.validation is None
+
+
+def test_xor(tmp_path: Path):
+    ds, _ = load(tmp_path, "dataset: xor\n", regressor(2))
+    np.testing.assert_array_equal(x_of(ds.train), [[0, 0], [0, 1], [1, 0], [1, 1]])
+    np.testing.assert_array_equal(y_of(ds.train)[:, 0], [0, 1, 1, 0])
+
+
+@pytest.mark.skipif(not HOUSING_CSV.is_file(), reason=f"{HOUSING_CSV} not present")
+def test_california_housing_from_the_handson_csv(tmp_path: Path):
+    source = f"dataset: california_housing\nsource: {HOUSING_CSV}\n"
+    message = data_error(tmp_path, source, regressor(8))
+    assert "AveBedrms (207 rows)" in message
+    ds, _ = load(tmp_path, source + "missing: drop\n", regressor(8))
+    assert len(ds.train) == 20_640 - 207
+    # -122.23,37.88,41.0,880.0,129.0,322.0,126.0,8.3252,452600.0,NEAR BAY
+    # MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup, Latitude, Longitude
+    expected = [8.3252, 41.0, 880 / 126, 129 / 126, 322.0, 322 / 126, 37.88, -122.23]
+    np.testing.assert_allclose(x_of(ds.train)[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(y_of(ds.train)[0], [4.526], rtol=1e-6)
+    raw = np.genfromtxt(HOUSING_CSV, delimiter=",", skip_header=1, usecols=range(9))
+    kept = raw[~np.isnan(raw).any(axis=1)]
+    np.testing.assert_allclose(y_of(ds.train)[:, 0], kept[:, 8] / 100_000, rtol=1e-6)
+    np.testing.assert_allclose(x_of(ds.train)[:, 2], kept[:, 3] / kept[:, 6], rtol=1e-5)
+    # features by name, in the textbook's order
+    ds, _ = load(tmp_path, source + "missing: drop\nfeatures: [Longitude, MedInc]\n",
+                 regressor(2))
+    np.testing.assert_allclose(x_of(ds.train)[0], [-122.23, 8.3252], rtol=1e-6)
+    ds, _ = load(tmp_path, source + 'missing: drop\ninputs: {wide: "0:5", deep: "2:8"}\n'
+                 "test: {fraction: 0.2}\nvalidation: {fraction: 0.2}\n", """
+model:
+  inputs: {wide: {shape: [5]}, deep: {shape: [6]}}
+  layers:
+    - concatenate: {inputs: [wide, deep]}
+    - dense: {name: out, units: 1}
+compile:
+  loss: mse
+""")
+    assert len(ds.test) == round(20_433 * 0.2)
+    assert len(ds.train) + len(ds.validation) + len(ds.test) == 20_433
+    np.testing.assert_array_equal(ds.train.x["wide"][:, 2:], ds.train.x["deep"][:, :3])
+
+
+# -- weights: class_weight x sample_weight ----------------------------------------------------
+WEIGHTED = """
+model:
+  input: [2]
+  layers:
+    - dense: {units: 3, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+  optimizer: {sgd: 0.1}
+  metrics: [accuracy]
+"""
+
+
+def test_class_weight_and_sample_weight_multiply_in_the_training_loss(tmp_path: Path):
+    rows = [[0.5, -1.0, 2.0, 0], [1.5, 0.3, 1.0, 1], [-0.7, 0.8, 3.0, 2], [0.1, 0.2, 0.5, 0],
+            [2.0, -0.4, 1.0, 1], [-1.2, 1.1, 2.0, 2]]
+    write_csv(tmp_path / "t.csv", ["a", "b", "w", "y"], rows)
+    ds, setup = load(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", WEIGHTED,
+                     extra="fit:\n  class_weight: {0: 0.0, 1: 3.0, 2: 0.5}\n")
+    class_weight = class_weight_vector(setup)
+    np.testing.assert_array_equal(class_weight, [0.0, 3.0, 0.5])
+    n = len(ds.train)
+    params, state = setup.model.init(jax.random.key(0))
+    outputs, _, _ = setup.model.apply(params, state, {"input": x_of(ds.train)})
+    probs = np.asarray(next(iter(outputs.values())), np.float64)
+    labels = y_of(ds.train)
+    per_example = -np.log(probs[np.arange(n), labels])
+    sw = ds.train.sample_weight.astype(np.float64)
+    expected = float((per_example * sw * class_weight[labels]).sum() / n)
+    additive = float((per_example * (sw + class_weight[labels])).sum() / n)
+    ignored = float((per_example * sw).sum() / n)
+    assert min(abs(expected - additive), abs(expected - ignored)) > 0.05 * expected
+
+    programs = Programs(setup, batch_size=8, eval_batch_size=8, steps_per_call=1,
+                        class_weight=class_weight)
+    data = to_device(ds.train)
+    # evaluation (Keras's evaluate / val_loss) weighs by sample_weight only
+    evaluated = programs.evaluate(params, state, data, n)["loss"]
+    assert evaluated == pytest.approx(ignored, rel=1e-5)
+    carry = {"params": params, "state": state, "opt_state": setup.optimizer.init(params),
+             "step": jax.numpy.int32(0)}
+    order = epoch_order(jax.random.key(1), 0, n, 8, False)
+    _, sums = programs.train_epoch(carry, data, order, n, jax.random.key(2))
+    # one batch holds every row, so the epoch's loss is the loss at the initial weights
+    assert programs.layout.result(sums)["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_digest_covers_sample_weights():
+    x, y = {"input": np.zeros((2, 1), np.float32)}, {"out": np.zeros(2, np.int32)}
+    a = ArraySet(x, y, np.array([1, 1], np.float32))
+    b = ArraySet(x, y, np.array([1, 5], np.float32))
+    assert a.digest() != b.digest()
+
+
+# -- through the CLI --------------------------------------------------------------------------
+runner = CliRunner()
+
+
+def nntrain(*args: str, cwd: Path):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def _history(work: Path) -> list[dict[str, float]]:
+    (run,) = [p.parent for p in work.glob("runs/*/*/run.json")]
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    return [{k: float(row[k]) for k in ("loss", "accuracy")} for row in rows]
+
+
+def test_cli_fit_weights_multiply_like_a_product_weight_column(tmp_path: Path):
+    """class_weight c with sample weights s trains exactly like sample weights s * c[y] and
+    no class_weight (Keras multiplies them); s + c[y] or ignoring c would not."""
+    class_weight = {0: 0.0, 1: 3.0, 2: 0.5}
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(24):
+        a, b = rng.standard_normal(2).round(3)
+        s, y = 1 + i % 2, i % 3
+        rows.append([a, b, s, s * class_weight[y], y])
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "t.csv", ["a", "b", "s", "sc", "y"], rows)
+    fit = "fit:\n  epochs: 3\n  batch_size: 8\n"
+    histories = []
+    for name, weights, extra in (
+            ("classes", "s", fit + "  class_weight: {0: 0.0, 1: 3.0, 2: 0.5}\n"),
+            ("product", "sc", fit)):
+        config = write_config(data, f"train: t.csv\ntargets: y\nfeatures: [a, b]\n"
+                                    f"sample_weight: {weights}\n", WEIGHTED, seed=3,
+                              extra=extra, file=f"{name}.yaml")
+        work = tmp_path / name
+        work.mkdir()
+        result = nntrain("fit", str(config), "-q", cwd=work)
+        assert result.exit_code == 0, result.output
+        histories.append(_history(work))
+    with_class_weight, with_product = histories
+    assert len(with_class_weight) == 3
+    for a, b in zip(with_class_weight, with_product, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["accuracy"] == pytest.approx(b["accuracy"], rel=1e-5)
+
+
+def test_cli_data_error_exits_2_before_creating_a_run(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_csv(data / "t.csv", ["size", "color", "y"], [[1, "red", 0], [2, "blue", 1]])
+    config = write_config(data, "train: t.csv\ntargets: y\n", classifier(2))
+    result = nntrain("fit", str(config), cwd=tmp_path)  # the CSV is found next to the config
+    assert result.exit_code == 2
+    assert "'color'" in result.output and "categorical" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
