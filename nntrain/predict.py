@@ -121,9 +121,9 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                 for j, p in enumerate(flat[i]):
                     row[f"{prefix}p_{_label(j, class_names)}"] = float(p)
             else:
+                base = name if len(outputs) > 1 else "prediction"
                 for j, v in enumerate(flat[i]):
-                    row[f"{prefix}output_{j}" if flat.shape[1] > 1 else f"{prefix}output"] = \
-                        float(v)
+                    row[f"{base}_{j}" if flat.shape[1] > 1 else base] = float(v)
     if path.suffix == ".json":
         atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
         return

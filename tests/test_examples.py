@@ -1,0 +1,103 @@
+"""The example configs do what the README says they do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+HOUSING_CSV = ROOT.parent / "shared" / "datasets" / "housing.csv"
+
+
+def nntrain(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "nntrain", *args], cwd=cwd,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def table_rows(output: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split("│")[1:-1]]
+            for line in output.splitlines() if line.startswith("│")]
+
+
+def test_every_example_config_validates(tmp_path: Path):
+    for config in [*CONFIGS.glob("*.yaml"), ROOT / "examples/custom_layer/gated.yaml"]:
+        nntrain("validate", str(config), cwd=tmp_path)
+
+
+def test_xor_predicts_all_four_cases(tmp_path: Path):
+    nntrain("fit", str(CONFIGS / "xor.yaml"), "-q", cwd=tmp_path)
+    rows = table_rows(nntrain("predict", "runs/xor", "--split", "train", cwd=tmp_path).stdout)
+    assert [row[1] for row in rows] == ["0", "1", "1", "0"]  # predicted class
+    assert [row[3] for row in rows] == ["0", "1", "1", "0"]  # truth
+
+
+def test_iris_perceptron_separates_setosa(tmp_path: Path):
+    nntrain("fit", str(CONFIGS / "iris.yaml"), "-q", cwd=tmp_path)
+    run = next(tmp_path.glob("runs/iris/*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == 1.0  # setosa is linearly separable
+
+
+def test_batch_normalization_statistics_survive_the_checkpoint(tmp_path: Path):
+    nntrain("fit", str(ROOT / "tests/configs/tiny_cnn.yaml"), "-q", cwd=tmp_path)
+    run = next(tmp_path.glob("runs/tiny_cnn/*"))
+    arrays = load_file(str(run / "checkpoints/best/arrays.safetensors"))
+    moving_mean = arrays["state/batch_normalization/moving_mean"]
+    assert np.abs(moving_mean).max() > 0  # updated from the zeros it started at
+    reported = json.loads((run / "metrics.json").read_text())["test"]
+    figures = json.loads(nntrain("evaluate", str(run), "--json", cwd=tmp_path).stdout)
+    assert figures == pytest.approx(reported, abs=1e-6)
+
+
+housing = pytest.mark.skipif(not HOUSING_CSV.exists(), reason="needs the housing CSV")
+
+
+@pytest.mark.slow
+@housing
+def test_housing_mlp_regression(tmp_path: Path):
+    nntrain("fit", str(CONFIGS / "housing_mlp.yaml"), "-q", "--set",
+            f"data.source={HOUSING_CSV}", cwd=tmp_path)
+    run = next(tmp_path.glob("runs/housing_mlp/*"))
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["root_mean_squared_error"] < 0.58  # Keras 3, same split: 0.53 +- 0.01
+    info = json.loads((run / "run.json").read_text())
+    assert info["data"]["train"]["examples"] + info["data"]["validation"]["examples"] \
+        + info["data"]["test"]["examples"] == 20640 - 207  # rows without bedroom counts dropped
+
+
+@pytest.mark.slow
+@housing
+def test_housing_wide_deep_reports_every_output(tmp_path: Path):
+    nntrain("fit", str(CONFIGS / "housing_wide_deep.yaml"), "-q", "--set",
+            f"data.source={HOUSING_CSV}", cwd=tmp_path)
+    figures = json.loads(nntrain("evaluate", "runs/housing_wide_deep", "--json",
+                                 cwd=tmp_path).stdout)
+    assert set(figures) == {"loss", "output_loss", "aux_output_loss",
+                            "output_root_mean_squared_error",
+                            "aux_output_root_mean_squared_error"}
+    assert figures["loss"] == pytest.approx(
+        0.9 * figures["output_loss"] + 0.1 * figures["aux_output_loss"], rel=1e-5)
+    assert figures["output_root_mean_squared_error"] < 0.62
+    out = tmp_path / "wide_deep.csv"
+    nntrain("predict", "runs/housing_wide_deep", "--split", "test", "--limit", "5",
+            "--output", str(out), cwd=tmp_path)
+    assert out.read_text().splitlines()[0] == "index,output,aux_output"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("NNTRAIN_LONG_TESTS"),
+                    reason="about 20 minutes on 2 CPU cores; set NNTRAIN_LONG_TESTS=1")
+def test_fashion_cnn_reaches_91_percent(tmp_path: Path):
+    nntrain("fit", str(CONFIGS / "fashion_cnn.yaml"), "-q", cwd=tmp_path)
+    run = next(tmp_path.glob("runs/fashion_cnn/*"))
+    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0.91
