@@ -1,0 +1,48 @@
+"""The compiled programs are built once: not per epoch, not per learning-rate change."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from nntrain.build import prepare
+from nntrain.config.loader import load_config
+from nntrain.data.sources import load_dataset
+from nntrain.optimizers import get_learning_rate, set_learning_rate
+from nntrain.runs import create_run
+from nntrain.train.fit import Fitter
+
+TINY = Path(__file__).resolve().parent / "configs" / "tiny_mlp.yaml"
+
+
+class HalveRate:
+    """Changes the learning rate after every epoch, as a scheduler callback would."""
+
+    def on_train_begin(self, trainer): ...
+    def on_epoch_begin(self, epoch, trainer): ...
+    def on_train_end(self, trainer): ...
+    def state(self): return {}
+    def load_state(self, state): ...
+
+    def on_epoch_end(self, epoch, logs, trainer):
+        opt_state = trainer.carry["opt_state"]
+        trainer.carry["opt_state"] = set_learning_rate(opt_state,
+                                                       get_learning_rate(opt_state) / 2)
+
+
+def test_each_program_compiles_once_across_epochs_and_rate_changes(tmp_path: Path):
+    # 500 examples at batch 32 = 16 steps: chunks of 8, so also a partial last batch
+    loaded = load_config(TINY, ["fit.epochs=4", "fit.callbacks=[]"])
+    setup = prepare(loaded)
+    dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+    fitter = Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True), True)
+    fitter.callbacks.insert(0, HalveRate())
+    result = fitter.fit()
+    rates = [row["learning_rate"] for row in result.history]  # the rate each epoch used
+    assert rates == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    programs = fitter.programs
+    assert programs._train_chunks and programs._eval_chunks
+    for chunk in [*programs._train_chunks.values(), *programs._eval_chunks.values()]:
+        assert chunk._cache_size() == 1
