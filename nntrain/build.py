@@ -104,6 +104,9 @@ def prepare(loaded: LoadedConfig) -> Setup:
                   metrics, optimizer, io)
     _check_monitors(setup)
     _check_class_weight(setup)
+    from nntrain.train.callbacks import check_callbacks
+
+    check_callbacks(loaded)  # callback settings and the user code they name
     return setup
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 import nntrain
 from nntrain.errors import TrainingFailed, UserError
@@ -175,6 +176,83 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     from nntrain import commands
 
     _run(commands.validate, config, list(set_ or []), out)
+
+
+class _ListByDefault(TyperGroup):
+    """`nntrain runs [NAME]` lists runs: anything that is not a subcommand goes to `list`."""
+
+    def parse_args(self, ctx, args):
+        if not args or (args[0] not in self.commands and args[0] != "--help"):
+            args = ["list", *args]
+        return super().parse_args(ctx, args)
+
+
+runs_app = typer.Typer(
+    cls=_ListByDefault,
+    help="List, show and compare runs. `nntrain runs [NAME]` lists them, newest first.",
+    no_args_is_help=False,
+)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list(
+    name: Annotated[str | None, typer.Argument(
+        help="Only runs of this name (shell patterns such as 'fashion_*' too).",
+        show_default=False)] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """List runs, newest first: status, epochs, best monitored value, test figures, time."""
+    from nntrain import runs_view
+
+    _run(runs_view.list_runs, runs_dir, name, out)
+
+
+@runs_app.command("compare")
+def runs_compare(run_a: RunArg, run_b: RunArg, runs_dir: RunsDirOpt = Path("runs")) -> None:
+    """Two runs side by side: the config values that differ, and their figures."""
+    from nntrain import runs_view
+
+    _run(runs_view.compare_runs, run_a, run_b, runs_dir, out)
+
+
+@runs_app.command("show")
+def runs_show(run: RunArg, runs_dir: RunsDirOpt = Path("runs")) -> None:
+    """One run: status, times, data, figures, model summary and config."""
+    from nntrain import runs_view
+
+    _run(runs_view.show_run, run, runs_dir, out)
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[str], typer.Argument(
+        help="Runs to overlay: run directories, runs/<name>, run names, or `latest`.",
+        show_default=False)],
+    output: Annotated[Path, typer.Option(
+        "--output", "-o", help="The image to write (.png; .svg and .pdf work too).")] = Path(
+        "plot.png"),
+    metric: Annotated[list[str] | None, typer.Option(
+        "--metric", help="Only this figure, e.g. loss or accuracy (repeatable).",
+        show_default=False)] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Overlay runs' learning curves in one image: a panel per figure, a colour per run."""
+    from nntrain import runs_view
+
+    _run(runs_view.plot, runs, runs_dir, out, output, metric)
+
+
+@app.command()
+def schema(
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write to this file instead of printing.",
+        show_default=False)] = None,
+) -> None:
+    """Print the config's JSON Schema, for YAML editors' completion and checks."""
+    from nntrain import runs_view
+
+    _run(runs_view.schema, output, out)
 
 
 def _usage(message: str) -> None:

@@ -42,10 +42,14 @@ def load_object(target: str, search_dirs: Iterable[Path] = (), what: str = "clas
 
 def custom_names(config) -> list[str]:
     """Every `module:Name` a config refers to."""
-    from nntrain.config.entries import entry_name, is_custom
+    from nntrain.config.entries import entry_args, entry_name, is_custom
 
     names = [entry_name(e) for e in config.model.layers]
-    names += [entry_name(e) for e in config.fit.callbacks]
+    for entry in config.fit.callbacks:
+        names.append(entry_name(entry))
+        schedule = getattr(entry_args(entry), "schedule", None)  # learning_rate_scheduler's
+        if isinstance(schedule, str):
+            names.append(schedule)
     return [n for n in names if is_custom(n)]
 
 

@@ -1,16 +1,20 @@
-"""Keras's optimizers by name, as optax transformations.
+"""Keras's optimizers by name, as optax transformations, and learning-rate schedules.
 
 The learning rate lives in the optimizer state (`optax.inject_hyperparams`), so a callback can
-change it between steps without recompiling.
+change it between steps without recompiling. With a schedule, `inject_hyperparams` evaluates
+it at every update and keeps the value it used in the same place: after `n` updates the state
+holds `schedule(n - 1)`, the rate of the last step taken, which is what the logs report.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from nntrain.config.compile import OPTIMIZERS, OptimizerArgs
+from nntrain.config.compile import OPTIMIZERS, OptimizerArgs, schedule_of
 
 
 def _clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
@@ -24,6 +28,50 @@ def _clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
         return jax.tree.map(one, updates)
 
     return optax.stateless(clip)
+
+
+def build_schedule(entry: Any) -> optax.Schedule:
+    """An optax schedule for a validated schedule entry (`{exponential_decay: {...}}`), with
+    Keras's semantics where Keras has the schedule."""
+    found = schedule_of(entry)
+    if found is None:
+        raise ValueError(f"not a schedule: {entry!r}")
+    name, a = found
+    if name == "constant":
+        return optax.constant_schedule(a.value)
+    if name == "exponential_decay":
+        return optax.exponential_decay(a.initial_learning_rate, a.decay_steps, a.decay_rate,
+                                       staircase=a.staircase)
+    if name == "piecewise_constant":
+        # Keras switches to values[i + 1] after boundaries[i] (step > boundary), optax's
+        # boundaries at step >= boundary: hence the + 1
+        return optax.join_schedules([optax.constant_schedule(v) for v in a.values],
+                                    [b + 1 for b in a.boundaries])
+    if name == "cosine_decay":
+        if a.warmup_target is None:
+            return optax.cosine_decay_schedule(a.initial_learning_rate, a.decay_steps, a.alpha)
+        decay = optax.cosine_decay_schedule(a.warmup_target, a.decay_steps, a.alpha)
+        if not a.warmup_steps:
+            return decay
+        warmup = optax.linear_schedule(a.initial_learning_rate, a.warmup_target, a.warmup_steps)
+        return optax.join_schedules([warmup, decay], [a.warmup_steps])
+    if name == "warmup_cosine_decay":
+        return optax.warmup_cosine_decay_schedule(a.init_value, a.peak_value, a.warmup_steps,
+                                                  a.decay_steps, a.end_value, a.exponent)
+    if name == "one_cycle":
+        return optax.cosine_onecycle_schedule(a.transition_steps, a.peak_value, a.pct_start,
+                                              a.div_factor, a.final_div_factor)
+    raise ValueError(f"unknown schedule {name}")
+
+
+def _learning_rate(value: Any) -> float | optax.Schedule:
+    """A number stays a number (callbacks may change it); a schedule becomes optax's."""
+    found = schedule_of(value)
+    if found is None:
+        return value
+    if found[0] == "constant":
+        return found[1].value
+    return build_schedule(value)
 
 
 def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformation:
@@ -61,7 +109,7 @@ def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformat
         clipping.append(_clip_each_by_norm(a.clipnorm))
     if a.global_clipnorm is not None:
         clipping.append(optax.clip_by_global_norm(a.global_clipnorm))
-    optimizer = optax.inject_hyperparams(make)(learning_rate=a.learning_rate)
+    optimizer = optax.inject_hyperparams(make)(learning_rate=_learning_rate(a.learning_rate))
     return optax.chain(*clipping, optimizer) if clipping else optimizer
 
 
@@ -75,12 +123,26 @@ def _hyperparams_state(opt_state) -> optax.InjectHyperparamsState:
 
 
 def get_learning_rate(opt_state) -> float:
+    """The learning rate: the one set, or with a schedule the one the last step used."""
     return float(_hyperparams_state(opt_state).hyperparams["learning_rate"])
+
+
+def has_schedule(opt_state) -> bool:
+    """Whether the learning rate follows a schedule (and so cannot be set)."""
+    return "learning_rate" in getattr(_hyperparams_state(opt_state), "hyperparams_states", {})
+
+
+class ScheduledLearningRate(ValueError):
+    """Setting a learning rate that a schedule recomputes at every step."""
 
 
 def set_learning_rate(opt_state, value: float):
     """A new optimizer state with the learning rate replaced (same structure and dtype: no
-    recompile). The given state is left as it was."""
+    recompile). The given state is left as it was. Refused when the rate
+    follows a schedule: the next step would overwrite it."""
+    if has_schedule(opt_state):
+        raise ScheduledLearningRate(
+            "the learning rate follows a schedule, which sets it at every step")
 
     def swap(state):
         if not hasattr(state, "hyperparams"):

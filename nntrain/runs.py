@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
+import csv
+import fnmatch
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,73 @@ class Run:
     def info(self) -> dict[str, Any]:
         return self.read_json(RUN_FILE)
 
+    # -- lenient read-back, for listing and comparing runs that may be damaged -------------
+    @property
+    def stamp(self) -> str:
+        """The run's own folder name: its start time, `YYYYmmdd-HHMMSS[-N]`."""
+        return self.path.name
+
+    @property
+    def label(self) -> str:
+        """`name/stamp`: short, unique under a runs folder, and accepted as RUN there."""
+        return f"{self.name}/{self.stamp}"
+
+    def try_read_json(self, name: str) -> dict[str, Any] | None:
+        """A JSON object file of the run: {} when missing, None when damaged (unreadable,
+        not JSON, or not an object)."""
+        path = self.path / name
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def try_read_config(self) -> dict[str, Any] | None:
+        """config.yaml as plain data: {} when missing, None when damaged."""
+        import yaml
+
+        try:
+            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, yaml.YAMLError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def history(self) -> list[dict[str, float]]:
+        """history.csv as one dict per epoch ([] when missing). A blank cell is NaN."""
+        path = self.path / "history.csv"
+        try:
+            with path.open(encoding="utf-8", newline="") as f:
+                rows = list(csv.DictReader(f))
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, csv.Error) as e:
+            raise UserError(f"cannot read {path}: {e}", "the run directory is damaged") from None
+        history = []
+        for number, row in enumerate(rows, start=2):
+            try:
+                values = {k: float(v) if v not in ("", None) else math.nan
+                          for k, v in row.items() if k is not None}
+            except ValueError as e:
+                raise UserError(f"{path}:{number}: {e}", "the run directory is damaged") from None
+            if "epoch" in values and math.isfinite(values["epoch"]):
+                values["epoch"] = int(values["epoch"])
+            history.append(values)
+        return history
+
+    def last_write(self) -> float | None:
+        """When the run last recorded anything (seconds since the epoch), or None."""
+        times = []
+        for name in (RUN_FILE, "history.csv", "metrics.json", "checkpoints/last/checkpoint.json"):
+            try:
+                times.append((self.path / name).stat().st_mtime)
+            except OSError:
+                continue
+        return max(times) if times else None
+
     def update_info(self, **changes: Any) -> dict[str, Any]:
         info = {**self.info(), **changes}
         atomic_write_json(self.path / RUN_FILE, info)
@@ -81,6 +151,22 @@ def all_runs(runs_root: Path) -> list[Path]:
     runs_root = Path(runs_root)
     found = [p.parent for p in runs_root.glob(f"*/*/{RUN_FILE}")]
     return sorted(found, key=lambda p: ((p / RUN_FILE).stat().st_mtime, p.name))
+
+
+def start_order(path: Path) -> tuple[str, int, str]:
+    """Sort key for run folders by start: the timestamp, then the same-second suffix."""
+    parts = path.name.split("-")
+    suffix = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 0
+    return ("-".join(parts[:2]), suffix, path.parent.name)
+
+
+def runs_newest_first(runs_root: Path, pattern: str | None = None) -> list[Run]:
+    """Every run under `runs_root`, the newest first; with `pattern`, only the runs whose
+    name matches it (a name, or a shell pattern such as `fashion_*`)."""
+    found = all_runs(runs_root) if Path(runs_root).is_dir() else []
+    if pattern is not None:
+        found = [p for p in found if fnmatch.fnmatchcase(p.parent.name, pattern)]
+    return [Run(p) for p in sorted(found, key=start_order, reverse=True)]
 
 
 def resolve_run(spec: str, runs_root: Path) -> Run:

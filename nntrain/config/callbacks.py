@@ -1,16 +1,34 @@
-"""What a user may write in `fit.callbacks`: Keras's callback names and defaults."""
+"""What a user may write in `fit.callbacks`: Keras's callback names and defaults, and
+`module:Class` for a user's own callback."""
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import PurePosixPath, PureWindowsPath
+from typing import Annotated, Literal
 
-from pydantic import Field, NonNegativeFloat, NonNegativeInt
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+)
 
-from nntrain.config.entries import Args, Registry
-
-CALLBACKS = Registry("callback")
+from nntrain.config.compile import schedule_type
+from nntrain.config.entries import Args, Registry, is_custom
 
 Mode = Literal["auto", "min", "max"]
+Verbose = Annotated[int, Field(ge=0, le=2)]
+
+
+class CustomCallbackArgs(Args):
+    """Arguments of a user's callback class: open, given to its `__init__` as keywords (and
+    checked by the class's own pydantic `Args` if it has one)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+CALLBACKS = Registry("callback", custom_args=CustomCallbackArgs)
 
 
 class MonitorArgs(Args):
@@ -40,3 +58,74 @@ class ModelCheckpointArgs(MonitorArgs):
 @CALLBACKS.register("terminate_on_nan", "TerminateOnNaN")
 class TerminateOnNaNArgs(Args):
     """Always on: a non-finite loss stops training. Listing it is allowed for Keras users."""
+
+
+@CALLBACKS.register("reduce_lr_on_plateau", "ReduceLROnPlateau")
+class ReduceLROnPlateauArgs(MonitorArgs):
+    """Keras's ReduceLROnPlateau: after `patience` epochs without an improvement of `monitor`
+    by more than `min_delta`, multiply the learning rate by `factor` (not below `min_lr`),
+    then wait `cooldown` epochs before counting again."""
+
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    patience: NonNegativeInt = 10
+    verbose: Verbose = 0
+    min_delta: NonNegativeFloat = 1e-4
+    cooldown: NonNegativeInt = 0
+    min_lr: NonNegativeFloat = 0.0
+
+
+def _function_name(value: str) -> str:
+    if not is_custom(value):
+        raise ValueError("expected a schedule (e.g. {exponential_decay: {...}}) or a Python "
+                         "function written module:function")
+    return value
+
+
+# a user's function, or a schedule evaluated at the epoch
+EpochSchedule = schedule_type("schedule", Annotated[str, AfterValidator(_function_name)])
+
+
+@CALLBACKS.register("learning_rate_scheduler", "LearningRateScheduler")
+class LearningRateSchedulerArgs(Args):
+    """Keras's LearningRateScheduler: at the start of each epoch, sets the learning rate to
+    `schedule(epoch, lr)` (a user's `module:function`; `function(epoch)` works too), or to a
+    declared schedule evaluated at the epoch (from 0)."""
+
+    positional = "schedule"
+    schedule: EpochSchedule
+    verbose: Verbose = 0
+
+
+# what fit writes in a run directory itself: a csv_logger may not write over these
+RUN_FILES = ("config.yaml", "run.json", "summary.txt", "history.csv", "metrics.json",
+             "history.png", "checkpoints", "predictions")
+
+
+def _inside_run(value: str) -> str:
+    windows = PureWindowsPath(value)
+    path = PurePosixPath(value)
+    if not value.strip() or value.endswith("/") or not path.parts:
+        raise ValueError("expected a file name")
+    if path.is_absolute() or windows.is_absolute() or windows.drive:
+        raise ValueError("give a path relative to the run directory (e.g. training.log), "
+                         "not an absolute one")
+    if "\\" in value:
+        raise ValueError("separate folders with '/'")
+    if ".." in path.parts:
+        raise ValueError("the file must stay inside the run directory (no '..')")
+    if path.parts[0] in RUN_FILES:
+        raise ValueError(f"{path.parts[0]} is the run's own; choose another name")
+    return value
+
+
+@CALLBACKS.register("csv_logger", "CSVLogger")
+class CSVLoggerArgs(Args):
+    """Keras's CSVLogger: one row per epoch (`epoch` from 0, then the logs in sorted order) in
+    `filename`, relative to the run directory. With `append`, rows go after what the file
+    holds; on `--resume` the file keeps the rows of the epochs the checkpoint holds."""
+
+    positional = "filename"
+    filename: Annotated[str, AfterValidator(_inside_run)]
+    separator: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    append: bool = False
+

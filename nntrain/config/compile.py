@@ -1,17 +1,31 @@
-"""What a user may write in `compile`: losses, metrics and optimizers, Keras's names and
-defaults (Keras's epsilon 1e-7, not optax's 1e-8)."""
+"""What a user may write in `compile`: losses, metrics, optimizers and learning-rate
+schedules, Keras's names and defaults (Keras's epsilon 1e-7, not optax's 1e-8)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import difflib
+from typing import Annotated, Any, Union
 
-from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Tag,
+    create_model,
+    model_validator,
+)
 
-from nntrain.config.entries import Args, Registry
+from nntrain.config.entries import Args, Registry, Strict
 
 LOSSES = Registry("loss")
 METRICS = Registry("metric")
 OPTIMIZERS = Registry("optimizer")
+SCHEDULES = Registry("schedule")
 
 
 class CrossentropyArgs(Args):
@@ -92,9 +106,176 @@ class SparseTopKCategoricalAccuracyArgs(MetricArgs):
     k: PositiveInt = 5
 
 
+# -- learning-rate schedules -------------------------------------------------------------------
+# Steps are optimizer steps, counted from 0 for the first update (Keras's `iterations`, optax's
+# `count`). In `learning_rate_scheduler`, the same schedules take the epoch (from 0) instead.
+
+
+@SCHEDULES.register("constant")
+class ConstantArgs(Args):
+    """The same rate at every step; in an optimizer, the same as writing the number."""
+
+    positional = "value"
+    value: PositiveFloat
+
+
+@SCHEDULES.register("exponential_decay", "ExponentialDecay")
+class ExponentialDecayArgs(Args):
+    """Keras's ExponentialDecay: `initial_learning_rate * decay_rate ** (step / decay_steps)`,
+    the exponent floored with `staircase`."""
+
+    initial_learning_rate: PositiveFloat
+    decay_steps: PositiveInt
+    decay_rate: PositiveFloat
+    staircase: bool = False
+
+
+@SCHEDULES.register("piecewise_constant", "piecewise_constant_decay", "PiecewiseConstantDecay")
+class PiecewiseConstantArgs(Args):
+    """Keras's PiecewiseConstantDecay: `values[0]` while step <= boundaries[0], `values[i]`
+    while boundaries[i-1] < step <= boundaries[i], `values[-1]` after the last boundary."""
+
+    boundaries: Annotated[list[NonNegativeInt], Field(min_length=1)]
+    values: Annotated[list[NonNegativeFloat], Field(min_length=2)]
+
+    @model_validator(mode="after")
+    def _one_more_value(self) -> PiecewiseConstantArgs:
+        if len(self.values) != len(self.boundaries) + 1:
+            raise ValueError(f"give one value more than boundaries: {len(self.boundaries)} "
+                             f"boundaries need {len(self.boundaries) + 1} values, "
+                             f"found {len(self.values)}")
+        if any(b >= a for b, a in zip(self.boundaries, self.boundaries[1:], strict=False)):
+            raise ValueError(f"boundaries must increase, found {self.boundaries}")
+        return self
+
+
+@SCHEDULES.register("cosine_decay", "CosineDecay")
+class CosineDecayArgs(Args):
+    """Keras's CosineDecay: from `initial_learning_rate` down to `alpha` times it over
+    `decay_steps`; with `warmup_target`, first a linear warmup to it over `warmup_steps`."""
+
+    initial_learning_rate: NonNegativeFloat
+    decay_steps: PositiveInt
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.0
+    warmup_target: PositiveFloat | None = None
+    warmup_steps: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _warmup_needs_target(self) -> CosineDecayArgs:
+        if self.warmup_steps and self.warmup_target is None:
+            raise ValueError("warmup_steps needs warmup_target (the rate to warm up to)")
+        if self.warmup_target is None and self.initial_learning_rate == 0:
+            raise ValueError("initial_learning_rate must be greater than 0 without warmup")
+        return self
+
+
+@SCHEDULES.register("warmup_cosine_decay")
+class WarmupCosineDecayArgs(Args):
+    """optax's warmup_cosine_decay_schedule: linear from `init_value` to `peak_value` over
+    `warmup_steps`, then cosine down to `end_value`; `decay_steps` counts the warmup too."""
+
+    init_value: NonNegativeFloat = 0.0
+    peak_value: PositiveFloat
+    warmup_steps: NonNegativeInt
+    decay_steps: PositiveInt
+    end_value: NonNegativeFloat = 0.0
+    exponent: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _decay_after_warmup(self) -> WarmupCosineDecayArgs:
+        if self.decay_steps <= self.warmup_steps:
+            raise ValueError(f"decay_steps ({self.decay_steps}) counts the warmup too: it must "
+                             f"be greater than warmup_steps ({self.warmup_steps})")
+        return self
+
+
+@SCHEDULES.register("one_cycle", "cosine_onecycle")
+class OneCycleArgs(Args):
+    """optax's cosine_onecycle_schedule (Smith's 1cycle): from `peak_value / div_factor` up to
+    `peak_value` over the first `pct_start` of `transition_steps` (the cycle's total steps),
+    then down to `peak_value / (div_factor * final_div_factor)`."""
+
+    transition_steps: PositiveInt
+    peak_value: PositiveFloat
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    div_factor: PositiveFloat = 25.0
+    final_div_factor: PositiveFloat = 1e4
+
+
+_SCHEDULE_ENTRIES: dict[str, type[BaseModel]] = {}
+
+
+def schedule_type(scalar_tag: str, scalar: Any) -> Any:
+    """A value that is either `scalar` (a number, a function name) or one schedule written
+    `{name: {arguments}}`. `scalar_tag` is the field's own name, so that error locations read
+    `learning_rate.exponential_decay.decay_steps`, never a union's internal tag."""
+    members = [Annotated[scalar, Tag(scalar_tag)]]
+    for name in SCHEDULES.names:
+        if name not in _SCHEDULE_ENTRIES:  # one model per name, shared by every field
+            _SCHEDULE_ENTRIES[name] = create_model(
+                f"Schedule_{name}", __base__=Strict,
+                **{name: (SCHEDULES.args[SCHEDULES.canonical(name)], ...)})
+        members.append(Annotated[_SCHEDULE_ENTRIES[name], Tag(name)])
+
+    def tag_of(value: Any) -> str | None:
+        if isinstance(value, dict):
+            return next(iter(value)) if len(value) == 1 else None
+        if isinstance(value, BaseModel):
+            return next(iter(type(value).model_fields))
+        return scalar_tag
+
+    def expand(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        if len(value) != 1:
+            raise ValueError(
+                f"a schedule is one name mapped to its arguments, e.g. {{exponential_decay: "
+                f"{{initial_learning_rate: 0.01, decay_steps: 1000, decay_rate: 0.9}}}}; found "
+                f"{len(value)} keys ({', '.join(map(str, value))})")
+        (name, args), = value.items()
+        if not isinstance(name, str) or name not in SCHEDULES.names:
+            close = difflib.get_close_matches(str(name), SCHEDULES.names, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else \
+                f" (schedules: {', '.join(SCHEDULES.args)})"
+            raise ValueError(f"unknown schedule {name!r}{hint}")
+        cls = SCHEDULES.args[SCHEDULES.canonical(name)]
+        if args is None:
+            args = {}
+        if cls.positional and not isinstance(args, dict):
+            args = {cls.positional: args}
+        return {name: args}
+
+    return Annotated[
+        Union[tuple(members)],  # noqa: UP007 - a runtime-built union
+        Discriminator(tag_of, custom_error_type="schedule",
+                      custom_error_message="expected a number or a schedule"),
+        BeforeValidator(expand),
+    ]
+
+
+def schedule_of(value: Any) -> tuple[str, Args] | None:
+    """(canonical name, arguments) of a schedule entry; None for a plain value."""
+    if not isinstance(value, BaseModel):
+        return None
+    name = next(iter(type(value).model_fields))
+    return SCHEDULES.canonical(name), getattr(value, name)
+
+
+def is_schedule(learning_rate: Any) -> bool:
+    """Whether an optimizer's learning rate changes by itself every step (a `constant` does
+    not: it is a number, and callbacks may change it)."""
+    found = schedule_of(learning_rate)
+    return found is not None and found[0] != "constant"
+
+
+LearningRate = schedule_type("learning_rate", PositiveFloat)
+
+
 class OptimizerArgs(Args):
+    """`learning_rate` is a number, or a schedule of optimizer steps."""
+
     positional = "learning_rate"
-    learning_rate: PositiveFloat = 0.001
+    learning_rate: LearningRate = 0.001
     clipnorm: PositiveFloat | None = None
     clipvalue: PositiveFloat | None = None
     global_clipnorm: PositiveFloat | None = None
@@ -102,7 +283,7 @@ class OptimizerArgs(Args):
 
 @OPTIMIZERS.register("sgd")
 class SGDArgs(OptimizerArgs):
-    learning_rate: PositiveFloat = 0.01
+    learning_rate: LearningRate = 0.01
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
     nesterov: bool = False
 

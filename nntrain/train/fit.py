@@ -89,14 +89,25 @@ class Fitter:
                       "opt_state": setup.optimizer.init(params), "step": jnp.int32(0)}
 
     def _make_callbacks(self) -> list[cb.Callback]:
+        # the user code callbacks name, imported and checked: a config error (exit 2) if not
+        code = cb.check_callbacks(self.setup.loaded)
+        model = cb.ModelView(self)  # what a user's callback sees as `self.model`
         made: list[cb.Callback] = []
-        for entry in self.config.fit.callbacks:
+        for i, entry in enumerate(self.config.fit.callbacks):
             name, args = entry_name(entry), entry_args(entry)
             if isinstance(args, cb.EarlyStoppingArgs):
                 made.append(cb.EarlyStopping(args))
             elif isinstance(args, cb.ModelCheckpointArgs):
                 made.append(cb.ModelCheckpoint(args))
-            elif name not in ("terminate_on_nan", "TerminateOnNaN"):
+            elif isinstance(args, cb.ReduceLROnPlateauArgs):
+                made.append(cb.ReduceLROnPlateau(args))
+            elif isinstance(args, cb.LearningRateSchedulerArgs):
+                made.append(cb.LearningRateScheduler(args, code.get(i)))
+            elif isinstance(args, cb.CSVLoggerArgs):
+                made.append(cb.CSVLogger(args, self.run.path))
+            elif i in code:
+                made.append(cb.UserCallback.create(name, code[i], args, model))
+            elif not isinstance(args, cb.TerminateOnNaNArgs):
                 raise NotImplementedError(name)
         if not any(isinstance(c, cb.ModelCheckpoint) for c in made):
             # checkpoints/best always follows something: early stopping's figure, else val_loss
@@ -183,6 +194,10 @@ class Fitter:
                             f"of {self.steps_per_epoch}",
                         )
                     progress.update(done, logs)
+                    for callback in self.callbacks:  # once per chunk: its last batch
+                        hook = getattr(callback, "on_train_batch_end", None)
+                        if hook is not None:
+                            hook(done - 1, logs, self)
 
                 self.carry, sums = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk)
@@ -202,7 +217,10 @@ class Fitter:
             progress.finish(logs, seconds, "saved best" if improved else "")
             if self.stop_training:
                 status = "stopped"
-                reason = f"early stopping after epoch {epoch + 1}"
+                early = any(isinstance(c, cb.EarlyStopping) and c.stopped_epoch == epoch
+                            for c in self.callbacks)
+                reason = f"{'early stopping' if early else 'a callback stopped training'} " \
+                    f"after epoch {epoch + 1}"
                 break
         if self.history and self._drawn_epochs != len(self.history):
             self._draw(force=True)

@@ -1,0 +1,364 @@
+"""Callbacks as a user runs them: reduce_lr_on_plateau really lowers the rate (and keeps its
+count across --resume), learning_rate_scheduler sets it each epoch, csv_logger writes its file
+inside the run, a user's own callback class runs its hooks and can stop training."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from typer.testing import CliRunner
+
+from nntrain.cli import app
+from nntrain.config.callbacks import (
+    CSVLoggerArgs,
+    LearningRateSchedulerArgs,
+    ReduceLROnPlateauArgs,
+)
+from nntrain.config.compile import SGDArgs
+from nntrain.config.loader import load_config
+from nntrain.custom import custom_names
+from nntrain.optimizers import build_optimizer
+from nntrain.train import callbacks as cb
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
+EXAMPLE = ROOT / "examples" / "custom_callback"
+runner = CliRunner()
+
+
+def nntrain(*args: str, cwd: Path):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def tiny(folder: Path, callbacks, epochs: int = 4, optimizer=None) -> Path:
+    """The tiny MLP with these callbacks, written into `folder` (where user modules go)."""
+    data = yaml.safe_load(TINY.read_text())
+    data["name"] = "cb"
+    data["fit"].update(epochs=epochs, callbacks=callbacks, steps_per_execution=4)
+    if optimizer is not None:
+        data["compile"]["optimizer"] = optimizer
+    path = folder / "cb.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def history(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "history.csv").open()))
+
+
+def rates(run: Path) -> list[float]:
+    return [float(row["learning_rate"]) for row in history(run)]
+
+
+class FakeTrainer:
+    """Just what the learning-rate callbacks touch: a real optimizer state."""
+
+    def __init__(self, learning_rate: float) -> None:
+        optimizer = build_optimizer("sgd", SGDArgs(learning_rate=learning_rate))
+        self.carry = {"opt_state": optimizer.init({"w": jnp.zeros(2)})}
+        self.stop_training, self.history, self.quiet = False, [], False
+        self.console = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+
+    @property
+    def lr(self) -> float:
+        return cb.get_lr(self)
+
+
+# -- reduce_lr_on_plateau ----------------------------------------------------------------------
+def keras_reduce_lr_on_plateau(losses, lr, factor, patience, cooldown, min_lr, min_delta):
+    """Keras 3's ReduceLROnPlateau.on_epoch_end, transcribed: the rate before each epoch."""
+    best, wait, cooldown_counter, out = math.inf, 0, 0, []
+    for current in losses:
+        out.append(lr)
+        if cooldown_counter > 0:
+            cooldown_counter -= 1
+            wait = 0
+        if current < best - min_delta:
+            best, wait = current, 0
+        elif not cooldown_counter > 0:
+            wait += 1
+            if wait >= patience and lr > min_lr:
+                lr = max(lr * factor, min_lr)
+                cooldown_counter, wait = cooldown, 0
+    return out
+
+
+def test_reduce_lr_on_plateau_follows_keras_and_its_state_round_trips():
+    losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    args = ReduceLROnPlateauArgs(monitor="loss", factor=0.5, patience=2, cooldown=1,
+                                 min_lr=0.02)
+    expected = keras_reduce_lr_on_plateau(losses, 0.1, 0.5, 2, 1, 0.02, 1e-4)
+    assert min(expected) == pytest.approx(0.02) and len(set(expected)) > 3
+
+    trainer, callback = FakeTrainer(0.1), cb.ReduceLROnPlateau(args)
+    seen = []
+    for epoch, loss in enumerate(losses):
+        seen.append(trainer.lr)
+        callback.on_epoch_end(epoch, {"loss": loss}, trainer)
+    assert seen == pytest.approx(expected, rel=1e-6)
+
+    # interrupted after each epoch: a new callback from the saved (JSON) state goes on alike
+    for cut in range(1, len(losses)):
+        trainer, callback = FakeTrainer(0.1), cb.ReduceLROnPlateau(args)
+        seen = []
+        for epoch, loss in enumerate(losses):
+            if epoch == cut:
+                state = json.loads(json.dumps(callback.state()))
+                callback = cb.ReduceLROnPlateau(args)
+                callback.load_state(state)
+            seen.append(trainer.lr)
+            callback.on_epoch_end(epoch, {"loss": loss}, trainer)
+        assert seen == pytest.approx(expected, rel=1e-6), cut
+
+
+def test_reduce_lr_on_plateau_args_are_keras():
+    args = ReduceLROnPlateauArgs()
+    assert (args.monitor, args.factor, args.patience, args.mode, args.min_delta, args.cooldown,
+            args.min_lr) == ("val_loss", 0.1, 10, "auto", 1e-4, 0, 0.0)
+    with pytest.raises(ValidationError):
+        ReduceLROnPlateauArgs(factor=1.0)
+
+
+def test_plateau_lowers_the_rate_csv_logger_writes_and_resume_keeps_both(tmp_path: Path):
+    # loss never improves by 10: after the first epoch, every epoch is a plateau
+    config = tiny(tmp_path, [
+        {"reduce_lr_on_plateau": {"monitor": "loss", "min_delta": 10, "patience": 1,
+                                  "factor": 0.5, "verbose": 1}},
+        {"csv_logger": {"filename": "logs/train.csv", "separator": ";"}},
+    ], optimizer={"adam": 0.01})
+    first = nntrain("fit", str(config), "--epochs", "2", cwd=tmp_path)
+    assert first.exit_code == 0, first.output
+    assert "Epoch 2: ReduceLROnPlateau reducing learning rate to 0.005." in first.output
+    run = next(tmp_path.glob("runs/cb/*"))
+    assert rates(run) == pytest.approx([0.01, 0.01], rel=1e-6)
+
+    # resumed, the callback goes on counting from its saved state: a fresh one would take
+    # epoch 3 as its first (an improvement) and not reduce
+    resumed = nntrain("fit", "--resume", str(run), "--epochs", "4", "-q", cwd=tmp_path)
+    assert resumed.exit_code == 0, resumed.output
+    assert rates(run) == pytest.approx([0.01, 0.01, 0.005, 0.0025], rel=1e-6)
+
+    with (run / "logs" / "train.csv").open() as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    assert rows[0] == ["epoch", "accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
+    assert [row[0] for row in rows[1:]] == ["0", "1", "2", "3"]  # Keras's epochs, from 0
+    for row, kept in zip(rows[1:], history(run), strict=True):
+        assert float(row[3]) == pytest.approx(float(kept["loss"]), rel=1e-5)
+        assert float(row[2]) == pytest.approx(float(kept["learning_rate"]), rel=1e-5)
+
+
+def test_csv_logger_append_and_resume_truncation(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "log.csv").write_text("epoch,loss\n0,1.0\n")
+    trainer = FakeTrainer(0.1)
+    logger = cb.CSVLogger(CSVLoggerArgs(filename="log.csv", append=True), run_dir)
+    logger.on_train_begin(trainer)
+    logger.on_epoch_end(0, {"loss": 0.5}, trainer)
+    assert (run_dir / "log.csv").read_text() == "epoch,loss\n0,1.0\n0,0.5\n"
+
+    fresh = cb.CSVLogger(CSVLoggerArgs(filename="log.csv"), run_dir)  # append: false
+    fresh.on_train_begin(trainer)
+    fresh.on_epoch_end(0, {"loss": 0.25, "acc": 0.5}, trainer)
+    fresh.on_epoch_end(1, {"loss": 0.125, "acc": 0.75}, trainer)
+    state = fresh.state()
+    fresh.on_epoch_end(2, {"loss": 0.0625, "acc": 0.875}, trainer)  # then killed
+    resumed = cb.CSVLogger(CSVLoggerArgs(filename="log.csv"), run_dir)
+    resumed.load_state(state)
+    resumed.on_train_begin(trainer)
+    resumed.on_epoch_end(2, {"loss": 0.0625, "acc": 0.875}, trainer)
+    assert (run_dir / "log.csv").read_text() == \
+        "epoch,acc,loss\n0,0.5,0.25\n1,0.75,0.125\n2,0.875,0.0625\n"
+
+
+@pytest.mark.parametrize(("filename", "message"), [
+    ("/tmp/train.csv", "relative to the run directory"),
+    ("../train.csv", "inside the run directory"),
+    ("logs/../../train.csv", "inside the run directory"),
+    ("history.csv", "history.csv is the run's own"),
+    ("checkpoints/log.csv", "checkpoints is the run's own"),
+])
+def test_csv_logger_stays_inside_the_run_directory(tmp_path: Path, filename, message):
+    config = tiny(tmp_path, [{"csv_logger": filename}])
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "fit.callbacks[0].csv_logger.filename" in result.output and message in result.output
+
+
+# -- learning_rate_scheduler -------------------------------------------------------------------
+def test_learning_rate_scheduler_with_a_declared_schedule_of_epochs():
+    args = LearningRateSchedulerArgs(schedule={"exponential_decay": {
+        "initial_learning_rate": 0.1, "decay_steps": 2, "decay_rate": 0.5}})
+    trainer, callback = FakeTrainer(0.01), cb.LearningRateScheduler(args)
+    seen = []
+    for epoch in range(5):
+        callback.on_epoch_begin(epoch, trainer)
+        seen.append(trainer.lr)
+    assert seen == pytest.approx([0.1 * 0.5 ** (e / 2) for e in range(5)], rel=1e-6)
+
+
+def test_learning_rate_scheduler_takes_keras_one_argument_functions_too():
+    def by_epoch(epoch):
+        return 0.1 / (epoch + 1)
+
+    args = LearningRateSchedulerArgs(schedule="m:by_epoch")
+    trainer, callback = FakeTrainer(0.01), cb.LearningRateScheduler(args, by_epoch)
+    for epoch in range(3):
+        callback.on_epoch_begin(epoch, trainer)
+        assert trainer.lr == pytest.approx(0.1 / (epoch + 1))
+    callback = cb.LearningRateScheduler(args, lambda epoch, lr: float("nan"))
+    with pytest.raises(cb.UserError, match="finite number"):
+        callback.on_epoch_begin(0, trainer)
+
+
+def test_learning_rate_scheduler_function_sets_each_epochs_rate(tmp_path: Path):
+    (tmp_path / "sched.py").write_text(
+        "def halve(epoch, lr):\n    return lr if epoch == 0 else lr * 0.5\n")
+    config = tiny(tmp_path, [{"learning_rate_scheduler": "sched:halve"}], epochs=3,
+                  optimizer={"sgd": 0.2})
+    loaded = load_config(config)
+    assert custom_names(loaded.config) == ["sched:halve"]  # --trust-code guards it
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("runs/cb/*"))
+    assert rates(run) == pytest.approx([0.2, 0.1, 0.05], rel=1e-6)
+    sys.modules.pop("sched", None)
+    refused = nntrain("fit", "--resume", str(run), "--epochs", "4", cwd=tmp_path)
+    assert refused.exit_code == 2 and "sched:halve" in refused.output
+    assert "--trust-code" in refused.output
+
+
+# -- a user's own callback ---------------------------------------------------------------------
+def test_the_ratio_example_prints_once_per_epoch(tmp_path: Path):
+    folder = tmp_path / "example"
+    shutil.copytree(EXAMPLE, folder)
+    assert len((folder / "ratio.py").read_text().strip().splitlines()) <= 10
+    result = nntrain("fit", str(folder / "ratio.yaml"), "--epochs", "3", cwd=tmp_path)
+    sys.modules.pop("ratio", None)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    printed = [line for line in lines if line.startswith("Epoch=")]
+    assert [re.match(r"Epoch=(\d+), Val/Train=\d\.\d{3}$", p).group(1) for p in printed] \
+        == ["0", "1", "2"]  # precision: 3 from the config reached __init__
+    # each epoch's ratio comes before that epoch's summary line, after the previous one's
+    for epoch in range(3):
+        at = lines.index(printed[epoch])
+        assert any(line.startswith(f"Epoch {epoch + 1}/3") for line in lines[at:at + 3])
+    run = next(tmp_path.glob("runs/ratio/*"))
+    rows = history(run)
+    ratio = float(rows[0]["val_loss"]) / float(rows[0]["loss"])
+    assert printed[0].endswith(f"{ratio:.3f}")
+
+
+WATCH = '''
+import json
+
+
+class Watch:
+    def __init__(self, stop_after, tag="watch"):
+        self.stop_after, self.tag, self.events, self.refused = stop_after, tag, [], None
+
+    def on_train_begin(self, logs):
+        self.events.append(["train_begin", logs])
+
+    def on_epoch_begin(self, epoch, logs):
+        self.events.append(["epoch_begin", epoch])
+
+    def on_train_batch_end(self, batch, logs):
+        self.events.append(["batch", batch, sorted(logs)])
+        try:  # mid-epoch, the weights live on the device
+            self.model.get_weights()
+        except Exception as e:
+            self.refused = str(e)
+
+    def on_epoch_end(self, epoch, logs):
+        weights = self.model.get_weights()
+        self.events.append(["epoch_end", epoch, sorted(weights["params"]),
+                            self.model.optimizer.learning_rate])
+        logs["loss"] = -1.0  # a copy: history.csv keeps the real figure
+        if epoch + 1 == self.stop_after:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs):
+        self.events.append(["train_end", sorted(logs)])
+        (self.model.run_dir / f"{self.tag}.json").write_text(
+            json.dumps({"events": self.events, "refused": self.refused}))
+'''
+
+
+def test_a_user_callback_sees_every_hook_and_can_stop_training(tmp_path: Path):
+    (tmp_path / "watch.py").write_text(WATCH)
+    config = tiny(tmp_path, [{"watch:Watch": {"stop_after": 2, "tag": "seen"}}], epochs=10)
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    sys.modules.pop("watch", None)
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("runs/cb/*"))
+    assert json.loads((run / "run.json").read_text())["status"] == "stopped"
+    rows = history(run)
+    assert len(rows) == 2 and float(rows[0]["loss"]) > 0
+    seen = json.loads((run / "seen.json").read_text())
+    assert "get_weights() is not available in on_train_batch_end" in seen["refused"]
+    events = seen["events"]
+    names = ["loss", "accuracy"]
+    # 16 steps an epoch, 4 per compiled call: on_train_batch_end after batches 3, 7, 11, 15
+    epoch = [["batch", b, sorted(names)] for b in (3, 7, 11, 15)]
+    params = ["dense", "dense_1"]
+    assert events == [
+        ["train_begin", {}],
+        ["epoch_begin", 0], *epoch, ["epoch_end", 0, params, pytest.approx(0.01)],
+        ["epoch_begin", 1], *epoch, ["epoch_end", 1, params, pytest.approx(0.01)],
+        ["train_end", sorted(["loss", "accuracy", "val_loss", "val_accuracy",
+                              "learning_rate"])],
+    ]
+
+
+BROKEN = '''
+class NoHooks:
+    def __init__(self, x=1):
+        self.x = x
+
+
+class Takes:
+    def __init__(self, patience):
+        self.patience = patience
+
+    def on_epoch_end(self, epoch, logs):
+        pass
+'''
+
+
+def test_user_callback_problems_are_config_errors(tmp_path: Path):
+    (tmp_path / "broken.py").write_text(BROKEN)
+    config = tiny(tmp_path, [
+        "no_such_module:Thing",
+        {"broken:NoHooks": {"x": 2}},
+        {"broken:Takes": {"patiense": 3}},
+        "broken:Missing",
+    ])
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    sys.modules.pop("broken", None)
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert "4 problems" in output
+    assert "fit.callbacks[0].no_such_module:Thing: cannot import 'no_such_module'" in output
+    assert "fit.callbacks[1].broken:NoHooks: broken:NoHooks is not a callback" in output
+    assert "fit.callbacks[2].broken:Takes: broken:Takes does not take the argument " \
+        "'patiense'; did you mean 'patience'?" in output
+    assert "fit.callbacks[3].broken:Missing: module broken has no class 'Missing'" in output

@@ -1,0 +1,274 @@
+"""Reading runs back: `nntrain runs`, `runs compare`, `runs show`, `plot`, `schema`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from nntrain.cli import app
+from nntrain.plotting import plot_history
+from nntrain.runs import Run, start_order
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
+runner = CliRunner()
+
+
+def nntrain(*args: str, cwd: Path | None = None):
+    old = Path.cwd()
+    if cwd is not None:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
+def line_of(output: str, text: str) -> str:
+    lines = [line for line in output.splitlines() if text in line]
+    assert len(lines) == 1, (text, output)
+    return lines[0]
+
+
+def clone(run: Path, name: str, stamp: str, **info) -> Path:
+    """A copy of a finished run under another name and start, with run.json changed."""
+    target = run.parents[1] / name / stamp
+    shutil.copytree(run, target)
+    record = json.loads((target / "run.json").read_text())
+    record.update(info)
+    (target / "run.json").write_text(json.dumps(record))
+    return target
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    """runs/ with two real fits (tiny_mlp, and tiny_b with other values) and copies of the
+    first made failed, interrupted, running, running-but-gone and damaged."""
+    work = tmp_path_factory.mktemp("runs")
+    assert nntrain("fit", str(TINY), "-q", cwd=work).exit_code == 0
+    result = nntrain("fit", str(TINY), "-q", "--epochs", "3", "--set", "name=tiny_b",
+                     "--set", "model.layers.1.dense.units=8", "--set",
+                     "compile.optimizer.adam.learning_rate=0.05", cwd=work)
+    assert result.exit_code == 0, result.output
+    (first,) = (work / "runs" / "tiny_mlp").iterdir()
+    clone(first, "old", "20200101-100000", status="failed",
+          start="2020-01-01T10:00:00+0000", end="2020-01-01T10:00:07+0000")
+    clone(first, "old", "20200101-110000", status="stopped", stop_reason="interrupted",
+          start="2020-01-01T11:00:00+0000", end="2020-01-01T11:10:00+0000")
+    gone = clone(first, "old", "20200101-120000", status="running", end=None,
+                 start="2020-01-01T12:00:00+0000")
+    an_hour_ago = time.time() - 3600
+    for path in gone.rglob("*"):
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    clone(first, "old", "20200101-130000", status="running", end=None,
+          start=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    damaged = clone(first, "old", "20200101-140000")
+    (damaged / "run.json").write_text('{"name": "old", "sta')
+    return work
+
+
+def test_runs_lists_every_status_newest_first(work: Path):
+    result = nntrain("runs", cwd=work)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    labels = ["tiny_b/", "tiny_mlp/", "old/20200101-140000", "old/20200101-130000",
+              "old/20200101-120000", "old/20200101-110000", "old/20200101-100000"]
+    positions = [out.index(label) for label in labels]
+    assert positions == sorted(positions), out  # newest first
+    first = line_of(out, "tiny_mlp/")
+    metrics = json.loads(next((work / "runs" / "tiny_mlp").glob("*/metrics.json")).read_text())
+    assert "completed" in first and "4/4" in first
+    assert f"val_loss {metrics['best_value']:.4f} ({metrics['best_epoch']})" in first
+    assert f"accuracy {metrics['test']['accuracy']:.4f}" in first
+    assert "3/3" in line_of(out, "tiny_b/")
+    assert "failed" in line_of(out, "20200101-100000") and "7.0s" in line_of(out, "-100000")
+    interrupted = line_of(out, "20200101-110000")
+    assert "stopped (interrupted)" in interrupted and "10m00s" in interrupted
+    assert "running?" in line_of(out, "20200101-120000")  # silent for an hour: maybe gone
+    live = line_of(out, "20200101-130000")
+    assert "running" in live and "running?" not in live
+    assert "damaged" in line_of(out, "old/20200101-140000  ")
+    assert "old/20200101-140000: run.json is damaged" in out
+    assert "7 runs" in out
+
+
+def test_runs_filters_by_name_or_pattern(work: Path):
+    result = nntrain("runs", "tiny_mlp", cwd=work)
+    assert result.exit_code == 0
+    assert "tiny_mlp/" in result.output and "tiny_b/" not in result.output
+    result = nntrain("runs", "tiny_*", cwd=work)
+    assert "tiny_mlp/" in result.output and "tiny_b/" in result.output
+    assert "old/" not in result.output
+    result = nntrain("runs", "nope", cwd=work)
+    assert result.exit_code == 0
+    assert "no runs named 'nope'" in result.output and "tiny_mlp" in result.output
+    result = nntrain("runs", "list", "old", "--runs-dir", str(work / "runs"))
+    assert result.exit_code == 0 and "5 runs" in result.output
+
+
+def test_runs_on_an_empty_or_missing_folder(tmp_path: Path):
+    for folder in (tmp_path / "runs", tmp_path / "missing"):
+        folder.mkdir(exist_ok=folder.name == "runs")
+        if folder.name == "missing":
+            folder.rmdir()
+        result = nntrain("runs", "--runs-dir", str(folder))
+        assert result.exit_code == 0, result.output
+        assert "nntrain fit CONFIG" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_compare_shows_only_differing_config_values_and_both_figures(work: Path):
+    result = nntrain("runs", "compare", "tiny_mlp", "tiny_b", cwd=work)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "4 of" in out and "values differ" in out
+    for key, a, b in (("name", "tiny_mlp", "tiny_b"), ("model.layers.1.dense.units", "16", "8"),
+                      ("compile.optimizer.adam.learning_rate", "0.01", "0.05"),
+                      ("fit.epochs", "4", "3")):
+        row = line_of(out, f" {key} ")
+        assert row.index(a) < row.index(b), row
+    assert "fit.batch_size" not in out and "model.input" not in out
+    metrics = [json.loads(p.read_text()) for p in (next((work / "runs" / name).glob(
+        "*/metrics.json")) for name in ("tiny_mlp", "tiny_b"))]
+    row = line_of(out, "test accuracy")
+    assert f"{metrics[0]['test']['accuracy']:.4f}" in row
+    assert f"{metrics[1]['test']['accuracy']:.4f}" in row
+    row = line_of(out, "│ epochs ")
+    assert row.index("4/4") < row.index("3/3")
+    assert "data: the same examples" in out
+
+
+def test_compare_identical_damaged_and_unknown_runs(work: Path):
+    result = nntrain("runs", "compare", "tiny_mlp", "old/20200101-100000", cwd=work)
+    assert result.exit_code == 0, result.output  # a copy: the same config, another status
+    assert "config: identical" in result.output
+    row = line_of(result.output, "│ status ")
+    assert row.index("completed") < row.index("failed")
+    result = nntrain("runs", "compare", "old/20200101-140000", "tiny_mlp", cwd=work)
+    assert result.exit_code == 0, result.output
+    assert "run.json is damaged" in result.output
+    result = nntrain("runs", "compare", "tiny_mlp", "nope", cwd=work)
+    assert result.exit_code == 2
+    assert "no run found at 'nope'" in result.output and "Traceback" not in result.output
+
+
+def test_show_prints_status_figures_summary_and_config(work: Path):
+    result = nntrain("runs", "show", "tiny_mlp", cwd=work)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "completed" in out.splitlines()[0]
+    assert "Total params: 323" in out  # summary.txt
+    assert "units: 16" in out and "name: tiny_mlp" in out  # config.yaml
+    assert "test (best weights)" in out and "last epoch (4)" in out
+    assert "train 500  validation 100  test 100" in out
+    result = nntrain("runs", "show", "old/20200101-140000", cwd=work)
+    assert result.exit_code == 0, result.output
+    assert "damaged" in result.output.splitlines()[0]
+    result = nntrain("runs", "show", "old/20200101-120000", cwd=work)
+    assert "running?" in result.output and "fit --resume" in result.output
+    result = nntrain("runs", "show", "nothing/here", cwd=work)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_plot_overlays_runs_into_one_png(work: Path):
+    result = nntrain("plot", "tiny_mlp", "tiny_b", cwd=work)
+    assert result.exit_code == 0, result.output
+    assert "wrote plot.png" in result.output
+    assert png_size(work / "plot.png") == (1000, 435)  # loss and accuracy panels, the legend
+    out = work / "figures" / "accuracy.png"
+    result = nntrain("plot", "tiny_mlp", "tiny_b", "latest", "--metric", "val_accuracy",
+                     "--output", str(out), cwd=work)
+    assert result.exit_code == 0, result.output
+    assert png_size(out) == (700, 435)  # one panel
+
+
+def test_plot_errors_exit_2(work: Path, tmp_path: Path):
+    bad = nntrain("plot", "tiny_mlp", "--metric", "recall", cwd=work)
+    assert bad.exit_code == 2 and "loss, accuracy" in bad.output
+    bad = nntrain("plot", "tiny_mlp", "--output", str(tmp_path / "x.txt"), cwd=work)
+    assert bad.exit_code == 2 and ".png" in bad.output
+    bad = nntrain("plot", "nope", cwd=work)
+    assert bad.exit_code == 2 and "no run found" in bad.output
+    empty = clone(next((work / "runs" / "tiny_mlp").iterdir()), "fresh", "20200101-000000")
+    (empty / "history.csv").unlink()
+    bad = nntrain("plot", "fresh", cwd=work)
+    shutil.rmtree(empty.parent)
+    assert bad.exit_code == 2 and "no history.csv" in bad.output
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_history_png_has_a_panel_per_figure_three_to_a_row(tmp_path: Path):
+    names = ["loss", "out_loss", "aux_loss", "out_mae", "aux_mae"]
+    history = [{"epoch": e, **{n: 1 / e for n in names}, **{f"val_{n}": 1.1 / e for n in names},
+                "learning_rate": 0.01, "seconds": 0.1} for e in range(1, 6)]
+    plot_history(history, tmp_path / "h.png", title="two outputs")
+    assert png_size(tmp_path / "h.png") == (1500, 760)  # 3 + 2 panels, a title
+    for row in history:
+        row["learning_rate"] = 0.01 / row["epoch"]
+    plot_history(history, tmp_path / "h.png")
+    assert png_size(tmp_path / "h.png") == (1500, 720)  # a learning-rate panel, no title
+
+
+def test_run_folders_sort_by_start_and_suffix():
+    paths = [Path(f"runs/a/20260101-000000{s}") for s in ("", "-1", "-9", "-10")]
+    assert sorted(reversed(paths), key=start_order) == paths
+    assert Run(paths[3]).label == "a/20260101-000000-10"
+
+
+def test_schema_is_json_schema_for_editors(tmp_path: Path, work: Path):
+    result = nntrain("schema")
+    assert result.exit_code == 0
+    schema = json.loads(result.stdout)
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    assert schema["title"] == "nntrain config"
+    assert {"data", "model", "compile", "fit"} <= set(schema["properties"])
+    assert "epochs" in schema["definitions"]["FitConfig"]["properties"]
+    result = nntrain("schema", "--output", str(tmp_path / "nntrain.schema.json"))
+    assert result.exit_code == 0 and "yaml-language-server: $schema=" in result.output
+    assert json.loads((tmp_path / "nntrain.schema.json").read_text()) == schema
+
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    configs = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("tests/configs/*.yaml"),
+                      *ROOT.glob("examples/*/*.yaml"),
+                      *work.glob("runs/*/*/config.yaml")])  # as written back by fit
+    assert len(configs) > 8
+    for path in configs:
+        errors = [f"{list(e.absolute_path)}: {e.message}"
+                  for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, (path, errors)
+    config = yaml.safe_load(TINY.read_text())
+    config["model"]["layers"][1]["dense"]["unit"] = 16
+    config["compile"]["optimizer"] = "sgdd"
+    config["fit"]["epoch"] = 3
+    where = sorted(tuple(e.absolute_path) for e in validator.iter_errors(config))
+    assert where == [("compile", "optimizer"), ("fit",), ("model", "layers", 1)]
+
+
+def test_reading_commands_do_not_import_jax(work: Path):
+    code = ("import sys\nfrom nntrain import cli\n"
+            "for args in (['runs'], ['runs', 'show', 'latest'], ['runs', 'compare', 'latest',"
+            " 'tiny_mlp'], ['plot', 'latest', '-o', 'nojax.png'], ['schema']):\n"
+            "    sys.argv = ['nntrain', *args]\n"
+            "    try:\n        cli.main()\n    except SystemExit as e:\n"
+            "        assert not e.code, (args, e.code)\n"
+            "print('JAX LOADED' if 'jax' in sys.modules else 'NO JAX', file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=work)
+    assert "NO JAX" in out.stderr, out.stdout[-2000:] + out.stderr
