@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -124,18 +126,26 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                       f" examples)", highlight=False)
     status = "failed"
     try:
-        result = fitter.fit(initial_epoch)
+        with _stop_on_signals(fitter, console):
+            result = fitter.fit(initial_epoch)
         status = result.status
+        if fitter.stop_signal is not None:
+            run.update_info(status=status, end=_now(), stop_reason=result.stop_reason)
+            console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
+                          f"{result.stop_reason}.[/] Continue with: nntrain fit --resume "
+                          f"{run.path}", soft_wrap=True)
+            return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
         test = fitter.evaluate_test()
         metrics = run.read_json("metrics.json")
         if test is not None:
             metrics["test"] = test
             metrics["test_checkpoint"] = "best"
         atomic_write_json(run.path / "metrics.json", metrics)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once; the last checkpoint stands
         status = "stopped"
         run.update_info(status=status, end=_now(), stop_reason="interrupted")
-        console.print(f"[yellow]Interrupted.[/] Continue with: nntrain fit --resume {run.path}")
+        console.print(f"[yellow]Interrupted.[/] Continue from the last finished epoch with: "
+                      f"nntrain fit --resume {run.path}", soft_wrap=True)
         return 130
     finally:
         if status == "failed":
@@ -144,6 +154,26 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if not quiet:
         _print_fit_result(console, run, result, test)
     return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(fitter, console: Console):
+    """Ctrl-C or SIGTERM (a cluster preempting the job): finish the chunk running now, save a
+    checkpoint, stop. A second Ctrl-C stops at once."""
+
+    def handle(signum, frame):
+        if fitter.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        fitter.request_stop(signum)
+        console.print(f"[yellow]{signal.Signals(signum).name}: stopping after the current "
+                      "steps (Ctrl-C again to stop at once)[/]", soft_wrap=True)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _refuse_changed_config(run: Run, loaded: LoadedConfig, config_path: Path | None,

@@ -79,6 +79,8 @@ class Fitter:
         self.stop_training = False
         self.history: list[dict[str, float]] = []
         self.best_weights: dict[str, Any] | None = None
+        self.stop_signal: int | None = None
+        self._resume_at: tuple[int, np.ndarray] | None = None  # mid-epoch resume point
         self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
@@ -154,18 +156,29 @@ class Fitter:
         if best is not None:
             best_arrays, _ = checkpoint.load(best)
             self.best_weights = checkpoint.unflatten(template, best_arrays, str(best))
+        if meta.get("step_in_epoch"):
+            self._resume_at = (int(meta["step_in_epoch"]),
+                               np.asarray(meta["partial_sums"], np.float32))
         return int(meta["epoch"])
 
-    def _save_last(self, epoch: int) -> None:
+    def request_stop(self, signum: int) -> None:
+        """Stop after the chunk running now (Ctrl-C, SIGTERM): checkpoint, then return."""
+        self.stop_signal = signum
+
+    def _save_last(self, epoch: int, partial: tuple[int, np.ndarray] | None = None) -> None:
+        """The resume checkpoint after `epoch`, or inside it: `partial` is (steps done, the
+        epoch's running sums) when training stops mid-epoch."""
         trees: dict[str, Any] = {k: self.carry[k] for k in ("params", "state", "opt_state")}
         trees["step"] = self.carry["step"]
         for callback in self.callbacks:
             if isinstance(callback, cb.EarlyStopping) and callback.best_weights is not None:
                 trees["early_stopping_best"] = callback.best_weights
-        checkpoint.save(self.run.checkpoints / "last", trees, {
-            "kind": "resume", "epoch": epoch + 1, "history": self.history,
-            "callbacks": [c.state() for c in self.callbacks],
-        })
+        meta = {"kind": "resume", "epoch": epoch + 1, "history": self.history,
+                "callbacks": [c.state() for c in self.callbacks]}
+        if partial is not None:
+            meta.update(epoch=epoch, step_in_epoch=partial[0],
+                        partial_sums=[float(v) for v in partial[1]])
+        checkpoint.save(self.run.checkpoints / "last", trees, meta)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, initial_epoch: int = 0) -> FitResult:
@@ -199,8 +212,17 @@ class Fitter:
                         if hook is not None:
                             hook(done - 1, logs, self)
 
-                self.carry, sums = programs.train_epoch(
-                    self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk)
+                start_step, sums = self._resume_at or (0, None)
+                self._resume_at = None
+                self.carry, sums, done = programs.train_epoch(
+                    self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
+                    start_step=start_step, sums=sums,
+                    should_stop=lambda: self.stop_signal is not None)
+            if done < self.steps_per_epoch:  # interrupted: keep the place in the epoch
+                self._save_last(epoch, (done, sums))
+                status = "stopped"
+                reason = f"interrupted in epoch {epoch + 1} at step {done}"
+                break
             logs = programs.layout.result(sums)
             if validation is not None:
                 val = programs.evaluate(self.carry["params"], self.carry["state"], validation,
@@ -215,6 +237,9 @@ class Fitter:
             self._record_epoch(epoch)
             improved = self.checkpointer.tracker.best_epoch != best_before
             progress.finish(logs, seconds, "saved best" if improved else "")
+            if self.stop_signal is not None and epoch + 1 < epochs:
+                status, reason = "stopped", f"interrupted after epoch {epoch + 1}"
+                break
             if self.stop_training:
                 status = "stopped"
                 early = any(isinstance(c, cb.EarlyStopping) and c.stopped_epoch == epoch

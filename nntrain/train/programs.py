@@ -145,12 +145,16 @@ class Programs:
         return self._train_chunks[steps]
 
     def train_epoch(self, carry: Carry, data: DeviceData, order, n_total: int, rng,
-                    on_chunk: Callable[[int, np.ndarray], None] | None = None):
-        """Run one epoch in chunks. `on_chunk(steps_done, sums)` sees each chunk's running
-        sums, read one chunk late so the device never waits for the host."""
+                    on_chunk: Callable[[int, np.ndarray], None] | None = None, *,
+                    start_step: int = 0, sums: np.ndarray | None = None,
+                    should_stop: Callable[[], bool] | None = None):
+        """Run one epoch (or the rest of one, from `start_step` with the `sums` so far) in
+        chunks. `on_chunk(steps_done, sums)` sees each chunk's running sums, read one chunk
+        late so the device never waits for the host. `should_stop()` is asked after each
+        chunk. Returns (carry, sums, steps done)."""
         n_steps = math.ceil(n_total / self.batch_size)
-        sums = self.layout.zeros()
-        done, pending = 0, None
+        sums = self.layout.zeros() if sums is None else jnp.asarray(sums, jnp.float32)
+        done, pending = start_step, None
         while done < n_steps:
             k = min(self.steps_per_call, n_steps - done)
             carry, sums = self.train_chunk(k)(carry, sums, data, order, done, rng, n_total)
@@ -158,10 +162,12 @@ class Programs:
             if pending is not None and on_chunk is not None:
                 on_chunk(*pending)
             pending = (done, sums)
+            if should_stop is not None and should_stop():
+                break
         host_sums = np.asarray(sums)
         if on_chunk is not None:
-            on_chunk(n_steps, host_sums)
-        return carry, host_sums
+            on_chunk(done, host_sums)
+        return carry, host_sums, done
 
     # -- evaluation --------------------------------------------------------------------------
     def _eval_chunk(self, params, state, sums, data, first_step, n_total, *, steps: int):
