@@ -108,12 +108,16 @@ def fit(
     runs_dir: RunsDirOpt = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     trust_code: TrustOpt = False,
+    log_format: Annotated[str, typer.Option(
+        "--log-format", help="rich (for people) or json (one JSON object per epoch on stdout, "
+        "then an end object; messages go to stderr).")] = "rich",
 ) -> None:
     """Train a model: validate the config, load data, train, record a run directory."""
     from nntrain import commands
 
+    _check_choice("--log-format", log_format, ("rich", "json"))
     _run(commands.fit, config, _shortcuts(set_, epochs, batch_size), runs_dir, out,
-         resume=resume, quiet=quiet, trust_code=trust_code)
+         resume=resume, quiet=quiet, trust_code=trust_code, log_format=log_format)
 
 
 @app.command()
@@ -145,12 +149,17 @@ def predict(
     limit: Annotated[int | None, typer.Option(help="Only the first N examples.", min=1)] = None,
     top: Annotated[int, typer.Option(help="Show the K most likely classes.", min=1)] = 1,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write predictions to a .csv, .npy or .json file.")] = None,
+        "--output", "-o", help="Write predictions to a .csv, .npy or .json file (with --show: "
+        "the grid image, default predictions/show.png in the run directory).")] = None,
+    show: Annotated[int | None, typer.Option(
+        help="Draw the first N images with their predicted and true classes (wrong ones in "
+        "red) as a grid PNG; image models only.", metavar="N")] = None,
     checkpoint: CheckpointOpt = "best",
     runs_dir: RunsDirOpt = Path("runs"),
     trust_code: TrustOpt = False,
 ) -> None:
-    """Model outputs for new examples or a data split: a table, or a file with --output."""
+    """Model outputs for new examples or a data split: a table, a file with --output, or an
+    image grid with --show."""
     from nntrain import commands
 
     if input is not None and split is not None:
@@ -158,8 +167,28 @@ def predict(
     if split is not None:
         _check_choice("--split", split, ("test", "validation", "train"))
     _check_choice("--checkpoint", checkpoint, ("best", "last"))
+    if show is not None and show < 1:
+        _usage(f"--show {show}: give the number of images to draw, 1 or more")
     _run(commands.predict, run, runs_dir, out, input_path=input, split=split, limit=limit,
-         top=top, output=output, checkpoint_name=checkpoint, trust_code=trust_code)
+         top=top, output=output, checkpoint_name=checkpoint, trust_code=trust_code, show=show)
+
+
+@app.command("lr-find")
+def lr_find(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    min_lr: Annotated[float, typer.Option("--min-lr", help="The first learning rate.")] = 1e-5,
+    max_lr: Annotated[float, typer.Option("--max-lr", help="The last learning rate.")] = 10.0,
+    steps: Annotated[int, typer.Option(
+        help="Training steps, the rate growing exponentially from --min-lr to --max-lr.")] = 300,
+    runs_dir: RunsDirOpt = Path("runs"),
+) -> None:
+    """Find a learning rate: train a few hundred steps from the initial weights with a growing
+    rate, plot the loss against it and suggest one (a tenth of the rate at the lowest loss)."""
+    from nntrain import commands
+
+    _run(commands.lr_find, config, list(set_ or []), runs_dir, out, min_lr=min_lr,
+         max_lr=max_lr, steps=steps)
 
 
 @app.command()

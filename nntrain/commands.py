@@ -85,9 +85,15 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
 
 # -- fit -------------------------------------------------------------------------------------
 def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
-        resume: str | None = None, quiet: bool = False, trust_code: bool = False) -> int:
+        resume: str | None = None, quiet: bool = False, trust_code: bool = False,
+        log_format: str = "rich") -> int:
+    """Train. With `log_format="json"`, stdout carries only JSON lines (one per epoch, then
+    an `{"event": "end", ...}` object); messages for people go to stderr."""
     from nntrain.train.fit import Fitter
 
+    as_json = log_format == "json"
+    if as_json:
+        console = Console(stderr=True, highlight=False)
     run: Run | None = None
     if resume is not None:
         run = resolve_run(resume, runs_dir)
@@ -116,7 +122,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         run.update_info(**_run_record(loaded, dataset, base_dir))
     run.update_info(status="running", command=sys.argv, resumed=resume is not None,
                     end=None)
-    fitter = Fitter(setup, dataset, run, console, quiet)
+    fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format)
     initial_epoch = fitter.restore() if resume is not None else 0
     if not quiet:
         what = f"Resuming {run.path} at epoch {initial_epoch + 1}" if resume else \
@@ -124,13 +130,15 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         console.print(f"{what}  ({len(dataset.train):,} train, "
                       f"{len(dataset.validation) if dataset.validation else 0:,} validation"
                       f" examples)", highlight=False)
-    status = "failed"
+    status, result, test = "failed", None, None
     try:
         with _stop_on_signals(fitter, console):
             result = fitter.fit(initial_epoch)
         status = result.status
         if fitter.stop_signal is not None:
             run.update_info(status=status, end=_now(), stop_reason=result.stop_reason)
+            if as_json:
+                _emit_end(run, status, result, None)
             console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
                           f"{result.stop_reason}.[/] Continue with: nntrain fit --resume "
                           f"{run.path}", soft_wrap=True)
@@ -144,16 +152,35 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     except KeyboardInterrupt:  # a second Ctrl-C: out at once; the last checkpoint stands
         status = "stopped"
         run.update_info(status=status, end=_now(), stop_reason="interrupted")
+        if as_json:
+            _emit_end(run, status, None, None)
         console.print(f"[yellow]Interrupted.[/] Continue from the last finished epoch with: "
                       f"nntrain fit --resume {run.path}", soft_wrap=True)
         return 130
     finally:
         if status == "failed":
             run.update_info(status="failed", end=_now())
+            if as_json:
+                _emit_end(run, status, None, None)
     run.update_info(status=status, end=_now(), stop_reason=result.stop_reason or None)
+    if as_json:
+        _emit_end(run, status, result, test)
     if not quiet:
         _print_fit_result(console, run, result, test)
     return 0
+
+
+def _emit_end(run: Run, status: str, result, test: dict[str, float] | None) -> None:
+    """The last JSON line of `fit --log-format json`."""
+    from nntrain.progress import emit_json
+
+    record: dict[str, Any] = {"event": "end", "status": status, "run": str(run.path),
+                              "best_epoch": None if result is None else result.best_epoch,
+                              "test": test}
+    if result is not None:
+        record.update(epochs=len(result.history), monitor=result.monitor,
+                      best_value=result.best_value, stop_reason=result.stop_reason or None)
+    emit_json(record)
 
 
 @contextlib.contextmanager
@@ -248,6 +275,60 @@ def _print_fit_result(console: Console, run: Run, result, test) -> None:
     console.print(table)
 
 
+# -- lr-find ---------------------------------------------------------------------------------
+def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Console, *,
+            min_lr: float = 1e-5, max_lr: float = 10.0, steps: int = 300) -> None:
+    """The learning-rate range test (nntrain.lr_find) into runs/<name>-lr-find/<timestamp>/:
+    lr_find.csv, lr_find.png, lr_find.json and the config used. The config file is only read."""
+    import math
+
+    from nntrain import lr_find as finder
+
+    if not (math.isfinite(min_lr) and min_lr > 0):
+        raise UserError(f"--min-lr {min_lr}: give a positive learning rate", "e.g. --min-lr 1e-5")
+    if not (math.isfinite(max_lr) and max_lr > min_lr):
+        raise UserError(f"--max-lr {max_lr} must be greater than --min-lr {min_lr}",
+                        "e.g. --min-lr 1e-5 --max-lr 10")
+    if steps < 10:
+        raise UserError(f"--steps {steps}: give at least 10 steps", "a few hundred is usual")
+    loaded = load_config(config_path, overrides)
+    configure_jax()
+    setup = _prepare(loaded)
+    dataset = _load_data(setup, config_path.resolve().parent, console, quiet=False)
+    run = create_run(runs_dir, f"{loaded.config.name}-lr-find")
+    atomic_write_text(run.config_path, dump_config(loaded))
+    console.print(f"Learning-rate range test for {loaded.config.name} -> {run.path}  "
+                  f"({steps} steps of {loaded.config.fit.batch_size}, learning rate "
+                  f"{min_lr:.3g} to {max_lr:.3g}, growing every step)", soft_wrap=True)
+    start = time.perf_counter()
+    result = finder.run_range_test(setup, dataset, min_lr=min_lr, max_lr=max_lr, steps=steps)
+    seconds = time.perf_counter() - start
+    finder.write_csv(run.path / "lr_find.csv", result)
+    finder.plot(run.path / "lr_find.png", result, title=f"{loaded.config.name}: learning rate "
+                "finder")
+    best = result.best_index
+    atomic_write_json(run.path / "lr_find.json", {
+        "name": loaded.config.name, "config_source": str(loaded.source), "start": _now(),
+        "min_lr": min_lr, "max_lr": max_lr, "steps": steps,
+        "steps_done": len(result.losses), "stop_reason": result.stop_reason,
+        "lowest_smoothed_loss": None if best is None else result.smoothed[best],
+        "learning_rate_at_lowest": None if best is None else result.learning_rates[best],
+        "suggestion": result.suggestion, "notes": result.notes, "seconds": round(seconds, 3)})
+    console.print(f"{len(result.losses)} steps in {seconds:.1f}s; stopped: "
+                  f"{result.stop_reason}", soft_wrap=True)
+    if best is not None:
+        console.print(f"lowest smoothed loss {result.smoothed[best]:.4f} at learning rate "
+                      f"{result.learning_rates[best]:.3g}", soft_wrap=True)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    console.print(f"wrote {run.path / 'lr_find.csv'} and {run.path / 'lr_find.png'}",
+                  soft_wrap=True)
+    if result.suggestion is None:
+        raise UserError("no learning rate to suggest: " + "; ".join(result.notes))
+    console.print(f"[bold]suggested learning rate: {result.suggestion:.3g}[/] (a tenth of the "
+                  "rate at the lowest smoothed loss)", soft_wrap=True)
+
+
 # -- evaluate / predict ----------------------------------------------------------------------
 def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: bool):
     """A run's setup, data and weights, read back from its directory."""
@@ -306,12 +387,18 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
 
 def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path | None,
             split: str | None, limit: int | None, top: int, output: Path | None,
-            checkpoint_name: str = "best", trust_code: bool = False) -> None:
+            checkpoint_name: str = "best", trust_code: bool = False,
+            show: int | None = None) -> None:
     from nntrain.data.arrays import ArraySet
     from nntrain.data.sources import check_arrays
     from nntrain.predict import predict_arrays, prediction_table, write_predictions
 
-    if output is not None and output.suffix not in (".csv", ".npy", ".npz", ".json"):
+    if show is not None:
+        if output is not None and output.suffix.lower() not in (".png", ".svg", ".pdf"):
+            raise UserError(f"--output {output}: --show draws an image",
+                            "give a .png (or .svg, .pdf) file name, or leave --output out "
+                            "for predictions/show.png in the run directory")
+    elif output is not None and output.suffix not in (".csv", ".npy", ".npz", ".json"):
         raise UserError(f"--output {output}: unknown format '{output.suffix}'",
                         "use a .csv, .npy, .npz or .json file name")
     run, setup, weights, _meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
@@ -319,7 +406,15 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     if output is not None and output.suffix == ".npy" and len(setup.graph.outputs) > 1:
         raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
                         "use .npz (one array per output), .csv or .json")
-    targets = None
+    if show is not None:
+        from nntrain.predict import image_shape_problem
+
+        problem = image_shape_problem(setup)
+        if problem:
+            raise UserError(f"--show draws images: {problem}",
+                            "use --output FILE.csv or the table for this model")
+        limit = show if limit is None else min(limit, show)
+    targets, class_names = None, _class_names(setup)
     if input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
@@ -327,16 +422,41 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         dataset = _load_data(setup, base_dir, console, quiet=False)
         data = dataset.split(split or "test")
         targets = data.y
+        class_names = class_names or dataset.class_names
     if limit is not None:
         data = data.take(slice(0, limit))
         targets = None if targets is None else {k: v[:limit] for k, v in targets.items()}
-    class_names = _class_names(setup)
+    if len(data) == 0:
+        raise UserError("no examples to predict", "the input or split is empty")
     outputs = predict_arrays(setup, weights, data)
+    if show is not None:
+        _show_images(run, setup, data, outputs, targets, class_names, output, console,
+                     split or ("test" if input_path is None else str(input_path)))
+        return
     if output is not None:
         write_predictions(output, outputs, class_names, setup)
         console.print(f"wrote {len(data):,} predictions to {output}", highlight=False)
     else:
         console.print(prediction_table(outputs, class_names, top, targets, setup))
+
+
+def _show_images(run: Run, setup, data, outputs, targets, class_names, output: Path | None,
+                 console: Console, what: str) -> None:
+    from nntrain.predict import plot_image_grid, show_labels
+
+    name, predicted, true = show_labels(setup, outputs, targets, class_names)
+    if not predicted:
+        raise UserError("--show draws predicted classes: the model has no classifier output "
+                        "(softmax, sigmoid, or a sparse categorical loss)",
+                        "use --output FILE.csv or the table for this model")
+    path = output if output is not None else run.path / "predictions" / "show.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = next(iter(data.x.values()))
+    title = f"{run.label}: {what}" + (f", output {name}" if len(outputs) > 1 else "")
+    wrong, shown = plot_image_grid(path, images, predicted, true, title)
+    figures = f"; {wrong} of {shown} wrong (in red)" if true is not None else ""
+    console.print(f"wrote {shown} images with predicted classes to {path}{figures}",
+                  soft_wrap=True, highlight=False)
 
 
 def _class_names(setup) -> list[str] | None:

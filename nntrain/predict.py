@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -132,3 +133,89 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+def image_shape_problem(setup) -> str | None:
+    """Why `predict --show` cannot draw this model's inputs as images, or None when it can:
+    one input of shape (height, width) or (height, width, 1 or 3 channels)."""
+    inputs = setup.io.inputs
+    if len(inputs) != 1:
+        return f"the model has {len(inputs)} inputs ({', '.join(inputs)}), not one image"
+    name, (shape, _dtype) = next(iter(inputs.items()))
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3)):
+        return None
+    return (f"the model's input '{name}' has shape {tuple(shape)}, not an image "
+            "(height, width) or (height, width, 1 or 3 channels)")
+
+
+def _displayable(image: np.ndarray) -> tuple[np.ndarray, dict]:
+    """An image for imshow, and its arguments: pixels that look like 0-255 are drawn on that
+    scale; anything else is scaled to [0, 1]. One channel is drawn dark on light, as the
+    textbook shows Fashion-MNIST."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    low, high = float(image.min()), float(image.max())
+    if low >= 0 and high <= 255 and (np.issubdtype(image.dtype, np.integer) or high > 1.0):
+        scaled, vmax = image.astype(np.float32) / 255.0, 1.0
+    else:
+        scaled, vmax = (image.astype(np.float32) - low) / (high - low or 1.0), 1.0
+    if scaled.ndim == 2:
+        return scaled, {"cmap": "binary", "vmin": 0.0, "vmax": vmax}
+    return np.clip(scaled, 0.0, 1.0), {}
+
+
+def plot_image_grid(path: Path, images: np.ndarray, predicted: list[str],
+                    true: list[str] | None, title: str = "") -> tuple[int, int]:
+    """The images in a grid, each titled with its predicted class, and the true one below it
+    when they differ (in red). Returns (wrong, shown)."""
+    from matplotlib.figure import Figure
+
+    n = len(images)
+    columns = min(n, 10)
+    rows = math.ceil(n / columns)
+    cell_w, cell_h = 1.45, 1.75
+    fig = Figure(figsize=(max(cell_w * columns, 3.0), cell_h * rows + (0.5 if title else 0.1)),
+                 dpi=100)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    wrong = 0
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        image, kwargs = _displayable(images[i])
+        ax.imshow(image, interpolation="nearest", **kwargs)
+        if true is None:
+            ax.set_title(predicted[i], fontsize=8)
+        elif predicted[i] == true[i]:
+            ax.set_title(predicted[i], fontsize=8, color="black")
+        else:
+            wrong += 1
+            ax.set_title(f"{predicted[i]}\n(true: {true[i]})", fontsize=8, color="red")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
+    atomic_write_bytes(path, buffer.getvalue())
+    return wrong, n
+
+
+def show_labels(setup, outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray] | None,
+                class_names: list[str] | None) -> tuple[str, list[str], list[str] | None]:
+    """(output name, predicted labels, true labels or None) for the first classifier output."""
+    for name, values in outputs.items():
+        if _is_binary(setup, name, values):
+            predicted = [_label(int(v > 0.5), class_names) for v in values[:, 0]]
+        elif _is_classifier(setup, name, values):
+            predicted = [_label(int(i), class_names) for i in np.argmax(values, axis=1)]
+        else:
+            continue
+        true = None
+        if targets is not None and name in targets:
+            y = np.asarray(targets[name])
+            if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows
+                y = np.argmax(y, axis=1)
+            true = [_label(int(np.ravel(v)[0]), class_names) for v in y]
+        return name, predicted, true
+    return "", [], None

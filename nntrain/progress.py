@@ -1,7 +1,11 @@
-"""What a person sees while training: a bar per epoch, one line per finished epoch."""
+"""What a person sees while training: a bar per epoch, one line per finished epoch; or, for
+programs (`fit --log-format json`), one JSON object per finished epoch on stdout."""
 
 from __future__ import annotations
 
+import json
+import math
+import sys
 import time
 
 from rich.console import Console
@@ -19,12 +23,35 @@ def format_logs(logs: dict[str, float], skip: tuple[str, ...] = ()) -> str:
     return "  ".join(parts)
 
 
+def json_value(value):
+    """A value as strict JSON allows: non-finite floats become null, numpy scalars plain."""
+    if isinstance(value, dict):
+        return {k: json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def emit_json(record: dict) -> None:
+    """One JSON object on one line of stdout, flushed at once (a reader may be waiting)."""
+    sys.stdout.write(json.dumps(json_value(record), allow_nan=False) + "\n")
+    sys.stdout.flush()
+
+
 class EpochProgress:
-    """A live bar for one epoch (only on a terminal), then a summary line."""
+    """A live bar for one epoch (only on a terminal), then a summary line. With `json_lines`,
+    the summary is a JSON object on stdout instead (`console` should then be stderr's, where
+    the live bar still shows on a terminal unless `quiet`)."""
 
     def __init__(self, console: Console, epoch: int, epochs: int, steps: int,
-                 batch_size: int, quiet: bool = False) -> None:
+                 batch_size: int, quiet: bool = False, json_lines: bool = False) -> None:
         self.console = console
+        self.epoch = epoch
+        self.json_lines = json_lines
         self.label = f"Epoch {epoch + 1}/{epochs}"
         self.steps = steps
         self.batch_size = batch_size
@@ -64,6 +91,9 @@ class EpochProgress:
             self._progress.stop()
 
     def finish(self, logs: dict[str, float], seconds: float, notes: str = "") -> None:
+        if self.json_lines:  # printed even with quiet: it is the program's output
+            emit_json({"epoch": self.epoch + 1, **logs, "seconds": round(seconds, 3)})
+            return
         if self.quiet:
             return
         line = f"[bold]{self.label}[/]  {self.steps}/{self.steps}  {seconds:.2f}s  " \

@@ -673,7 +673,7 @@ def test_class_weight_and_sample_weight_multiply_in_the_training_loss(tmp_path: 
     carry = {"params": params, "state": state, "opt_state": setup.optimizer.init(params),
              "step": jax.numpy.int32(0)}
     order = epoch_order(jax.random.key(1), 0, n, 8, False)
-    _, sums = programs.train_epoch(carry, data, order, n, jax.random.key(2))
+    _, sums, _ = programs.train_epoch(carry, data, order, n, jax.random.key(2))
     # one batch holds every row, so the epoch's loss is the loss at the initial weights
     assert programs.layout.result(sums)["loss"] == pytest.approx(expected, rel=1e-5)
 

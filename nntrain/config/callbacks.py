@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     NonNegativeInt,
+    PositiveInt,
 )
 
 from nntrain.config.compile import schedule_type
@@ -129,3 +130,60 @@ class CSVLoggerArgs(Args):
     separator: Annotated[str, Field(min_length=1, max_length=1)] = ","
     append: bool = False
 
+
+
+def _folder_inside_run(value: str) -> str:
+    """A folder relative to the run directory that stays inside it (a trailing '/' is fine)."""
+    if value.endswith("/") and value.strip("/"):
+        value = value.rstrip("/")
+    windows = PureWindowsPath(value)
+    path = PurePosixPath(value)
+    if path.is_absolute() or windows.is_absolute() or windows.drive:
+        raise ValueError("give a folder relative to the run directory (e.g. tensorboard), "
+                         "not an absolute path")
+    if "\\" in value:
+        raise ValueError("separate folders with '/'")
+    if ".." in path.parts:
+        raise ValueError("the folder must stay inside the run directory (no '..')")
+    if not value.strip() or not path.parts:
+        raise ValueError("expected a folder name inside the run directory (e.g. tensorboard)")
+    if path.parts[0] in RUN_FILES:
+        raise ValueError(f"{path.parts[0]} is the run's own; choose another name")
+    return value
+
+
+def _ordered(value: int | list[int]) -> int | list[int]:
+    if isinstance(value, list) and value[0] > value[1]:
+        raise ValueError("a range [start, stop] needs start <= stop")
+    return value
+
+
+@CALLBACKS.register("tensorboard", "TensorBoard")
+class TensorBoardArgs(Args):
+    """Keras's TensorBoard callback, through tensorboardX (`pip install 'nntrain[tensorboard]'`).
+    After each epoch, the training figures go to `<log_dir>/train` and the validation ones
+    (without `val_`) to `<log_dir>/validation`, tagged `epoch_loss`, `epoch_accuracy`, ...,
+    `epoch_learning_rate`, at step `epoch` (from 0), as Keras writes them. The config is
+    written as text at the start; hyperparameters and the best and last figures go to the
+    HPARAMS view (`<log_dir>/hparams`) at the end. `--resume` appends to the same folders.
+
+    `profile_batch`: 0 is off; N, or [start, stop], captures a JAX profiler trace of those
+    training steps (counted from 1 across epochs, as Keras counts batches) into
+    `<log_dir>/plugins/profile`. Steps run in compiled chunks (`fit.steps_per_execution`), so
+    the trace holds the whole chunks that contain those steps. `write_graph` is accepted for
+    Keras configs and ignored: a JAX program has no TensorFlow graph to draw."""
+
+    positional = "log_dir"
+    log_dir: Annotated[str, AfterValidator(_folder_inside_run)] = "tensorboard"
+    update_freq: Literal["epoch"] = "epoch"
+    profile_batch: Annotated[
+        NonNegativeInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)],
+        AfterValidator(_ordered),
+    ] = 0
+    write_graph: bool = True
+
+    def profile_range(self) -> tuple[int, int] | None:
+        """The training steps to trace, counted from 1 across epochs; None: no trace."""
+        if isinstance(self.profile_batch, list):
+            return self.profile_batch[0], self.profile_batch[1]
+        return (self.profile_batch, self.profile_batch) if self.profile_batch else None

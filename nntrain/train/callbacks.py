@@ -6,12 +6,16 @@ Keras's hook methods; it reaches the trainer through `self.model`, with Keras's 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import inspect
 import io
 import math
 import operator
+import os
+import time
+import uuid
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
@@ -23,6 +27,7 @@ from nntrain.config.callbacks import (
     LearningRateSchedulerArgs,
     ModelCheckpointArgs,
     ReduceLROnPlateauArgs,
+    TensorBoardArgs,
     TerminateOnNaNArgs,  # noqa: F401 - fit.py finds every callback's arguments here
 )
 from nntrain.config.compile import is_schedule, schedule_of
@@ -330,6 +335,213 @@ class CSVLogger(Callback):
         self.resume_lines = state["lines"]
 
 
+TENSORBOARD_HINT = "pip install 'nntrain[tensorboard]'"
+
+
+def _summary_writer() -> type:
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as e:
+        raise UserError(f"the tensorboard callback needs the tensorboardX package ({e})",
+                        TENSORBOARD_HINT) from None
+    return SummaryWriter
+
+
+class TensorBoard(Callback):
+    """Keras's TensorBoard callback, written with tensorboardX. Per epoch, at step `epoch`
+    (from 0): the training figures (loss, metrics, learning_rate) to `<log_dir>/train` and the
+    validation figures, without `val_`, to `<log_dir>/validation`, each tagged `epoch_<name>`
+    as Keras tags them. At the start, the config as text; at the end, a few hyperparameters
+    with the best and last figures for the HPARAMS view, in `<log_dir>/hparams`.
+
+    `--resume` appends: the writers open new event files beside the old ones (names carry the
+    process id and a random part, so nothing is overwritten) and start with a purge marker at
+    the first epoch they redo, so TensorBoard hides figures of epochs the checkpoint did not
+    keep. The HPARAMS record is rewritten at each end: it sums up the whole run.
+
+    `profile_batch` traces training steps with the JAX profiler into
+    `<log_dir>/plugins/profile/<time>/`. The loop runs `steps_per_execution` steps per
+    compiled call and reports each call one call late (so the device never waits): the trace
+    starts before the call holding the first step is dispatched (at the epoch's start when
+    that is one of the epoch's first two calls) and stops once the call holding the last step
+    has finished. It shows whole calls, and may show the one before and the one after."""
+
+    def __init__(self, args: TensorBoardArgs, run_dir: Path, config: Any = None) -> None:
+        self.args, self.config = args, config
+        self.log_dir = run_dir / args.log_dir
+        if not self.log_dir.resolve().is_relative_to(run_dir.resolve()):
+            raise UserError(f"tensorboard: {args.log_dir} leads outside the run directory "
+                            f"{run_dir}")
+        self.writer_class = _summary_writer()
+        self.profile = args.profile_range()
+        self.resumed = False
+        self.writers: dict[str, Any] = {}
+        # event files are read in name order: after the time in seconds, the nanoseconds
+        # keep a resumed process's files after the earlier ones; none is ever overwritten
+        self.suffix = f".{time.time_ns()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+        self.tracing, self.traced = False, False
+        self.steps_per_epoch, self.steps_per_call = 1, 1
+        self.epoch = 0
+
+    # -- writers -----------------------------------------------------------------------------
+    def _writer(self, name: str, purge_step: int | None = None):
+        if name not in self.writers:
+            self.writers[name] = self.writer_class(
+                logdir=str(self.log_dir / name), purge_step=purge_step, flush_secs=30,
+                filename_suffix=self.suffix)
+        return self.writers[name]
+
+    def on_train_begin(self, trainer):
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        first = len(trainer.history)  # the first epoch this process trains, from 0
+        purge = first if self.resumed else None  # hide what a killed process wrote after it
+        for name in ("train", "validation"):
+            self._writer(name, purge)
+        self.steps_per_epoch = int(getattr(trainer, "steps_per_epoch", 1))
+        programs = getattr(trainer, "programs", None)
+        self.steps_per_call = int(getattr(programs, "steps_per_call", 1))
+        config_file = trainer.run.path / "config.yaml"
+        if config_file.exists():
+            text = config_file.read_text(encoding="utf-8")
+            # indented: Markdown shows it as code, line breaks kept
+            self.writers["train"].add_text(
+                "config", "\n".join("    " + line for line in text.splitlines()), first)
+            self.writers["train"].flush()
+        _say(trainer, f"TensorBoard logs: tensorboard --logdir {self.log_dir}")
+
+    def on_epoch_begin(self, epoch, trainer):
+        self.epoch = epoch
+        resume_at = getattr(trainer, "_resume_at", None)  # a mid-epoch resume starts there
+        # the epoch's first two calls are dispatched before the first report
+        self._maybe_start_trace(resume_at[0] if resume_at else 0, 2 * self.steps_per_call,
+                                trainer)
+
+    def on_train_batch_end(self, batch, logs, trainer):
+        if self.tracing and self._global(batch) >= self.profile[1]:
+            self._stop_trace(trainer)
+        # the call after this one is already dispatched; the next to dispatch starts at
+        next_step = batch + 1 + self.steps_per_call
+        if next_step < self.steps_per_epoch:
+            self._maybe_start_trace(next_step, self.steps_per_call, trainer)
+
+    def on_epoch_end(self, epoch, logs, trainer):
+        if self.tracing and self._global(self.steps_per_epoch - 1) >= self.profile[1]:
+            self._stop_trace(trainer)
+        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        validation = {k[len("val_"):]: v for k, v in logs.items() if k.startswith("val_")}
+        for name, figures in (("train", train), ("validation", validation)):
+            if not figures:
+                continue
+            writer = self.writers[name]
+            for key, value in figures.items():
+                writer.add_scalar(f"epoch_{key}", float(value), epoch)
+            writer.flush()  # a run killed later still shows this epoch
+
+    def on_train_end(self, trainer):
+        if self.tracing:
+            self._stop_trace(trainer)
+        try:
+            self._write_hparams(trainer)
+        finally:
+            for writer in self.writers.values():
+                writer.close()
+            self.writers = {}
+
+    def state(self):
+        return {"traced": self.traced}
+
+    def load_state(self, state):
+        self.resumed = True
+        self.traced = bool(state.get("traced", False))
+
+    # -- HPARAMS -----------------------------------------------------------------------------
+    def hparams(self) -> dict[str, Any]:
+        """A few flattened config values, as TensorBoard's HPARAMS view shows them."""
+        if self.config is None:
+            return {}
+        optimizer = self.config.compile.optimizer
+        learning_rate = entry_args(optimizer).learning_rate
+        return {
+            "optimizer": entry_name(optimizer),
+            "learning_rate": schedule_of(learning_rate)[0] if is_schedule(learning_rate)
+            else float(learning_rate),
+            "batch_size": int(self.config.fit.batch_size),
+            "epochs": int(self.config.fit.epochs),
+            "layers": len(self.config.model.layers),
+        }
+
+    def metrics(self, trainer: Trainer) -> dict[str, float]:
+        out: dict[str, float] = {}
+        checkpointer = getattr(trainer, "checkpointer", None)
+        tracker = getattr(checkpointer, "tracker", None)
+        if tracker is not None and tracker.best is not None:
+            out[f"hparams/best_{tracker.monitor}"] = float(tracker.best)
+            out["hparams/best_epoch"] = float(tracker.best_epoch + 1)
+        if trainer.history:
+            out["hparams/epochs_completed"] = float(len(trainer.history))
+            for key, value in trainer.history[-1].items():
+                if key not in ("epoch", "seconds"):
+                    out[f"hparams/last_{key}"] = float(value)
+        return out
+
+    def _write_hparams(self, trainer: Trainer) -> None:
+        from tensorboardX.summary import hparams
+
+        folder = self.log_dir / "hparams"
+        older = list(folder.glob("events.out.tfevents.*")) if folder.exists() else []
+        metrics = self.metrics(trainer)
+        experiment, start, end = hparams(self.hparams(), metrics)
+        step = len(trainer.history)
+        writer = self.writer_class(logdir=str(folder), filename_suffix=self.suffix)
+        try:
+            for summary in (experiment, start, end):
+                writer.file_writer.add_summary(summary, step)
+            for key, value in metrics.items():
+                writer.add_scalar(key, value, step)
+        finally:
+            writer.close()
+        # one session per run: the new record replaces the one an earlier process wrote
+        for path in older:
+            path.unlink(missing_ok=True)
+
+    # -- the profiler ------------------------------------------------------------------------
+    def _global(self, batch: int) -> int:
+        """Keras's global batch number, from 1 across epochs, of `batch` in this epoch."""
+        return self.epoch * self.steps_per_epoch + batch + 1
+
+    def _maybe_start_trace(self, next_step: int, span: int, trainer: Trainer) -> None:
+        """Start tracing now if the steps [next_step, next_step + span) of this epoch, which
+        are dispatched before the next hook, hold a step to trace (or come after the first)."""
+        if self.profile is None or self.tracing or self.traced:
+            return
+        start, stop = self.profile
+        first = self._global(next_step)
+        if first + span > start and first <= stop:
+            import jax
+
+            trace_dir = self.log_dir  # jax writes plugins/profile/<time>/ under it
+            try:
+                jax.profiler.start_trace(str(trace_dir))
+            except Exception as e:  # another trace is running: leave it alone
+                self.traced = True
+                _say(trainer, f"TensorBoard: profile_batch skipped: the JAX profiler did not "
+                              f"start ({type(e).__name__}: {e})")
+                return
+            self.tracing = True
+
+    def _stop_trace(self, trainer: Trainer) -> None:
+        import jax
+
+        self.tracing, self.traced = False, True
+        began = time.perf_counter()
+        jax.profiler.stop_trace()
+        start, stop = self.profile
+        steps = f"step {start}" if start == stop else f"steps {start}-{stop}"
+        _say(trainer, f"TensorBoard: profile of training {steps} written to "
+                      f"{self.log_dir / 'plugins' / 'profile'} "
+                      f"({time.perf_counter() - began:.1f}s)")
+
+
 # -- a user's own callback ---------------------------------------------------------------------
 HOOKS = ("on_train_begin", "on_train_end", "on_epoch_begin", "on_epoch_end",
          "on_train_batch_end")
@@ -472,6 +684,7 @@ def check_callbacks(loaded) -> dict[int, Any]:
     optimizer = config.compile.optimizer
     learning_rate = entry_args(optimizer).learning_rate
     issues, found = [], {}
+    log_dirs: dict[str, int] = {}
 
     def load(target: str, path: tuple, what: str) -> Any:
         try:
@@ -499,6 +712,17 @@ def check_callbacks(loaded) -> dict[int, Any]:
                     f"{args.schedule} must take (epoch, lr) or (epoch)")))
             elif function is not None:
                 found[i] = function
+        elif isinstance(args, TensorBoardArgs):
+            if importlib.util.find_spec("tensorboardX") is None:
+                issues.append(loaded.issue(path, (
+                    f"the tensorboard callback needs the tensorboardX package, which is not "
+                    f"installed: {TENSORBOARD_HINT}")))
+            folder = PurePosixPath(args.log_dir).as_posix()
+            if folder in log_dirs:
+                issues.append(loaded.issue((*path, "log_dir"), (
+                    f"fit.callbacks[{log_dirs[folder]}] writes to {folder} already; give each "
+                    "tensorboard callback its own log_dir")))
+            log_dirs.setdefault(folder, i)
         elif isinstance(entry, CustomEntry):
             klass = load(name, path, "class")
             if klass is not None:

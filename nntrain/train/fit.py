@@ -68,9 +68,10 @@ class Fitter:
     """Owns the train state while fitting; callbacks talk to it (Keras's `model`)."""
 
     def __init__(self, setup: Setup, dataset: Dataset, run: Run, console: Console,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, log_format: str = "rich") -> None:
         self.setup, self.dataset, self.run, self.console, self.quiet = (
             setup, dataset, run, console, quiet)
+        self.log_format = log_format  # "json": one JSON object per epoch on stdout
         self.config = setup.loaded.config
         self.keys = seed_keys(self.config.seed)
         self.n_train = len(dataset.train)
@@ -107,6 +108,8 @@ class Fitter:
                 made.append(cb.LearningRateScheduler(args, code.get(i)))
             elif isinstance(args, cb.CSVLoggerArgs):
                 made.append(cb.CSVLogger(args, self.run.path))
+            elif isinstance(args, cb.TensorBoardArgs):
+                made.append(cb.TensorBoard(args, self.run.path, self.config))
             elif i in code:
                 made.append(cb.UserCallback.create(name, code[i], args, model))
             elif not isinstance(args, cb.TerminateOnNaNArgs):
@@ -198,7 +201,8 @@ class Fitter:
             order = epoch_order(self.keys["order"], epoch, self.n_train, padded,
                                 config.fit.shuffle)
             with EpochProgress(self.console, epoch, epochs, self.steps_per_epoch,
-                               config.fit.batch_size, self.quiet) as progress:
+                               config.fit.batch_size, self.quiet,
+                               json_lines=self.log_format == "json") as progress:
                 def on_chunk(done: int, sums: np.ndarray, epoch=epoch, progress=progress):
                     logs = programs.layout.result(sums)
                     if not math.isfinite(logs["loss"]):

@@ -1,0 +1,136 @@
+"""`nntrain lr-find`: the learning-rate range test on a tiny synthetic config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from nntrain.cli import app
+from nntrain.lr_find import LRFindResult, rate_at, smooth, suggest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
+runner = CliRunner()
+
+
+def nntrain(*args: str, cwd: Path):
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+    finally:
+        os.chdir(old)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def the_run(work: Path, name: str = "tiny_mlp-lr-find") -> Path:
+    found = sorted((work / "runs" / name).iterdir())
+    assert len(found) == 1, found
+    return found[0]
+
+
+def read_rows(run: Path) -> list[dict[str, float]]:
+    with (run / "lr_find.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0]) == ["step", "learning_rate", "loss", "smoothed_loss"]
+    return [{k: float(v) for k, v in row.items()} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def found(tmp_path_factory) -> tuple[Path, str]:
+    work = tmp_path_factory.mktemp("lr")
+    before = TINY.read_bytes(), TINY.stat().st_mtime_ns
+    result = nntrain("lr-find", str(TINY), "--steps", "200", cwd=work)
+    assert result.exit_code == 0, result.output
+    assert (TINY.read_bytes(), TINY.stat().st_mtime_ns) == before  # the config is only read
+    return the_run(work), result.output
+
+
+def test_lr_find_writes_csv_png_and_a_suggestion_in_range(found):
+    run, output = found
+    for name in ("lr_find.csv", "lr_find.png", "lr_find.json", "config.yaml"):
+        assert (run / name).exists(), name
+    assert not (run / "run.json").exists()  # not a training run: `latest` never picks it
+    width, height = png_size(run / "lr_find.png")
+    assert width >= 400 and height >= 300
+    summary = json.loads((run / "lr_find.json").read_text())
+    assert 1e-5 <= summary["suggestion"] <= 10
+    assert f"suggested learning rate: {summary['suggestion']:.3g}" in output
+    rows = read_rows(run)
+    assert summary["steps_done"] == len(rows) <= 200
+    assert [r["step"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["smoothed_loss"]) for r in rows)
+    rates = [r["learning_rate"] for r in rows]
+    assert rates[0] == pytest.approx(1e-5)
+    assert all(b > a for a, b in zip(rates, rates[1:], strict=False))  # grows every step
+    # the tiny model learns at moderate rates and diverges before 10: a dip, then a stop
+    assert len(rows) < 200 and "exceeded" in summary["stop_reason"]
+    lowest = min(r["smoothed_loss"] for r in rows)
+    assert lowest < 0.8 * rows[0]["smoothed_loss"]
+    assert summary["suggestion"] == pytest.approx(summary["learning_rate_at_lowest"] / 10,
+                                                  rel=1e-6)
+
+
+def test_a_schedule_in_the_config_is_replaced_by_the_ramp(tmp_path: Path):
+    text = TINY.read_text().replace(
+        "optimizer: {adam: {learning_rate: 0.01}}",
+        "optimizer: {sgd: {learning_rate: {exponential_decay: "
+        "{initial_learning_rate: 0.1, decay_steps: 5, decay_rate: 0.5}}}}")
+    assert "exponential_decay" in text
+    config = tmp_path / "scheduled.yaml"
+    config.write_text(text)
+    result = nntrain("lr-find", str(config), "--steps", "40", "--min-lr", "1e-3",
+                     "--max-lr", "1", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(the_run(tmp_path))
+    for i, row in enumerate(rows):
+        assert row["learning_rate"] == pytest.approx(rate_at(i, 40, 1e-3, 1.0), rel=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--min-lr", "1", "--max-lr", "1"), "greater than --min-lr"),
+    (("--min-lr", "0.5", "--max-lr", "0.1"), "greater than --min-lr"),
+    (("--min-lr", "0"), "positive"),
+    (("--min-lr", "-1"), "positive"),
+    (("--steps", "3"), "at least 10"),
+])
+def test_bad_arguments_exit_2_without_touching_the_disk(tmp_path: Path, args, message):
+    result = nntrain("lr-find", str(TINY), *args, cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_config_exits_2(tmp_path: Path):
+    result = nntrain("lr-find", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_ramp_smoothing_and_suggestion_rules():
+    assert rate_at(0, 100, 1e-4, 1.0) == pytest.approx(1e-4)
+    assert rate_at(99, 100, 1e-4, 1.0) == pytest.approx(1.0)
+    assert rate_at(33, 100, 1e-4, 1e-1) == pytest.approx(1e-3)
+    assert smooth([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # bias-corrected
+    rates = [rate_at(i, 50, 1e-4, 1.0) for i in range(50)]
+    losses = [abs(i - 30) / 10 + 1 for i in range(50)]  # lowest at step 30
+    result = LRFindResult(rates, losses, losses)
+    suggest(result, 1e-4, 1.0)
+    assert result.best_index == 30
+    assert result.suggestion == pytest.approx(rates[30] / 10)
+    rising = [1 + i / 10 for i in range(50)]  # lowest at the very start
+    early = LRFindResult(rates, rising, rising)
+    suggest(early, 1e-4, 1.0)
+    assert early.suggestion == 1e-4 and any("lower --min-lr" in n for n in early.notes)
