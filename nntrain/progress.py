@@ -48,7 +48,8 @@ class EpochProgress:
     the live bar still shows on a terminal unless `quiet`)."""
 
     def __init__(self, console: Console, epoch: int, epochs: int, steps: int,
-                 batch_size: int, quiet: bool = False, json_lines: bool = False) -> None:
+                 batch_size: int, quiet: bool = False, json_lines: bool = False,
+                 compiling: bool = False) -> None:
         self.console = console
         self.epoch = epoch
         self.json_lines = json_lines
@@ -59,6 +60,8 @@ class EpochProgress:
         self.start = time.perf_counter()
         self._progress: Progress | None = None
         self._last_update = 0.0
+        # the first steps of a process wait for XLA to compile: say so instead of a still bar
+        self._compiling = compiling
 
     def __enter__(self) -> EpochProgress:
         if not self.quiet and self.console.is_terminal:
@@ -74,11 +77,16 @@ class EpochProgress:
                 auto_refresh=False,  # redrawn from update(): no thread competing for the GIL
             )
             self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.steps, logs="", rate="")
+            label = f"{self.label} [dim](compiling)[/]" if self._compiling else self.label
+            self._task = self._progress.add_task(label, total=self.steps, logs="", rate="")
+            self._progress.refresh()
         return self
 
     def update(self, steps_done: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
+        if self._compiling and self._progress is not None:
+            self._compiling = False
+            self._progress.update(self._task, description=self.label)
         if self._progress is not None and now - self._last_update >= REFRESH_SECONDS:
             self._last_update = now
             elapsed = max(now - self.start, 1e-9)

@@ -202,7 +202,8 @@ class Fitter:
                                 config.fit.shuffle)
             with EpochProgress(self.console, epoch, epochs, self.steps_per_epoch,
                                config.fit.batch_size, self.quiet,
-                               json_lines=self.log_format == "json") as progress:
+                               json_lines=self.log_format == "json",
+                               compiling=epoch == initial_epoch) as progress:
                 def on_chunk(done: int, sums: np.ndarray, epoch=epoch, progress=progress):
                     logs = programs.layout.result(sums)
                     if not math.isfinite(logs["loss"]):
