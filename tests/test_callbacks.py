@@ -16,11 +16,10 @@ from pathlib import Path
 import jax.numpy as jnp
 import pytest
 import yaml
+from clirunner import nntrain
 from pydantic import ValidationError
 from rich.console import Console
-from typer.testing import CliRunner
 
-from nntrain.cli import app
 from nntrain.config.callbacks import (
     CSVLoggerArgs,
     LearningRateSchedulerArgs,
@@ -35,16 +34,8 @@ from nntrain.train import callbacks as cb
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
 EXAMPLE = ROOT / "examples" / "custom_callback"
-runner = CliRunner()
 
 
-def nntrain(*args: str, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def tiny(folder: Path, callbacks, epochs: int = 4, optimizer=None) -> Path:

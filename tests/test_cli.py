@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -14,25 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from clirunner import nntrain
 from safetensors.numpy import load_file
-from typer.testing import CliRunner
-
-from nntrain.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
-runner = CliRunner()
 
 
-def nntrain(*args: str, cwd: Path | None = None):
-    """Run the CLI in-process from `cwd` (so runs/ lands there)."""
-    old = Path.cwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def only_run(root: Path) -> Path:

@@ -5,17 +5,15 @@ enter the loss (Keras semantics: they multiply)."""
 from __future__ import annotations
 
 import csv
-import os
 import textwrap
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from clirunner import nntrain
 
 from nntrain.build import class_weight_vector, prepare
-from nntrain.cli import app
 from nntrain.config.loader import load_config
 from nntrain.data.arrays import ArraySet
 from nntrain.data.sources import load_dataset
@@ -686,16 +684,8 @@ def test_digest_covers_sample_weights():
 
 
 # -- through the CLI --------------------------------------------------------------------------
-runner = CliRunner()
 
 
-def nntrain(*args: str, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def _history(work: Path) -> list[dict[str, float]]:

@@ -5,28 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import struct
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from clirunner import nntrain
 
-from nntrain.cli import app
 from nntrain.lr_find import LRFindResult, rate_at, smooth, suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
-runner = CliRunner()
 
 
-def nntrain(*args: str, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def png_size(path: Path) -> tuple[int, int]:

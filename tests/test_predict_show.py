@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from nntrain.cli import app
-
-runner = CliRunner()
+from clirunner import nntrain
 
 IMAGES = """\
 name: tiny_images
@@ -35,13 +30,6 @@ fit:
 """
 
 
-def nntrain(*args: str, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -13,25 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from clirunner import nntrain
 
-from nntrain.cli import app
 from nntrain.plotting import plot_history
 from nntrain.runs import Run, start_order
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
-runner = CliRunner()
 
 
-def nntrain(*args: str, cwd: Path | None = None):
-    old = Path.cwd()
-    if cwd is not None:
-        os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from pathlib import Path
 
 import jax
@@ -16,10 +15,9 @@ import numpy as np
 import optax
 import pytest
 import yaml
+from clirunner import nntrain
 from pydantic import ValidationError
-from typer.testing import CliRunner
 
-from nntrain.cli import app
 from nntrain.config.compile import AdamArgs, SGDArgs, is_schedule
 from nntrain.optimizers import (
     ScheduledLearningRate,
@@ -32,17 +30,9 @@ from nntrain.optimizers import (
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
-runner = CliRunner()
 STEPS = [0, 1, 2, 5, 9, 10, 11, 19, 20, 21, 50, 99, 100, 101, 150, 500]
 
 
-def nntrain(*args: str, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def schedule(entry: dict):

@@ -17,9 +17,8 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from clirunner import nntrain
 
-from nntrain.cli import app
 from nntrain.config.callbacks import TensorBoardArgs
 from nntrain.train import callbacks as cb
 
@@ -31,16 +30,8 @@ EventAccumulator = event_accumulator.EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
-runner = CliRunner()
 
 
-def nntrain(*args: str, cwd: Path):
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        return runner.invoke(app, list(args), catch_exceptions=False)
-    finally:
-        os.chdir(old)
 
 
 def tiny(folder: Path, tensorboard, epochs: int = 4) -> Path:
