@@ -243,3 +243,14 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path: Path):
             assert np.array_equal(a[key], b[key]), (name, key)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     shutil.rmtree(tmp_path / "whole")
+
+
+def test_resume_refuses_a_changed_config_and_shows_the_difference(fitted: Path, tmp_path: Path):
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(TINY.read_text().replace("units: 16", "units: 32"))
+    result = nntrain("fit", str(changed), "--resume", str(fitted))
+    assert result.exit_code == 2
+    assert "differs from the config the run started with" in result.output
+    assert "units: 32" in result.output and "units: 16" in result.output
+    same = nntrain("fit", str(TINY), "--resume", str(fitted), "-q")
+    assert same.exit_code == 0, same.output  # the unchanged config is accepted
