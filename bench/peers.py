@@ -1,7 +1,7 @@
 """The peers `bench/run.py` measures nntrain against, each run in its own process:
 
     python bench/peers.py keras WORKDIR [--steps-per-execution K]
-    python bench/peers.py jax WORKDIR
+    python bench/peers.py jax WORKDIR [--chunk K]
 
 WORKDIR holds `data.npz` (train_x, train_y, val_x, val_y: the split nntrain's own loader made)
 and `spec.json` (the model as a list of layers, loss, optimizer, metrics, callbacks, epochs,
@@ -17,8 +17,9 @@ callbacks) and, last, one line `BENCH_RESULT {json}` with per-epoch seconds and 
   epoch order a device permutation, batches gathered inside the compiled program, the last
   partial batch padded and masked (every example counts once, as in nntrain). Dense-only
   models run a whole epoch as one `lax.scan`; models with convolutions run jitted chunks of 8
-  unrolled steps (rolled loops around convolutions are slow on CPU). Validation loss and
-  metrics every epoch; no checkpoints, no files.
+  unrolled steps (rolled loops around convolutions are slow on CPU); `--chunk K` forces K
+  unrolled steps per call (0: one scan). Validation loss and metrics every epoch; no
+  checkpoints, no files.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def run_keras(workdir: Path, steps_per_execution: int) -> dict:
 
 
 # -- plain JAX + optax -----------------------------------------------------------------------
-def run_jax(workdir: Path) -> dict:
+def run_jax(workdir: Path, chunk_steps: int | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     import optax
@@ -280,7 +281,7 @@ def run_jax(workdir: Path) -> dict:
         return sums + s
 
     # dense-only: one lax.scan per epoch; convolutions: jitted chunks of 8 unrolled steps
-    chunk = 8 if has_conv else None
+    chunk = (8 if has_conv else None) if chunk_steps is None else (chunk_steps or None)
 
     # `first` is traced (one program per chunk length k, not per position)
     @partial(jax.jit, static_argnums=(4,), donate_argnums=(0,))
@@ -344,11 +345,14 @@ def main() -> int:
     parser.add_argument("peer", choices=("keras", "jax"))
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="jax: K unrolled steps per call, or 0 for one lax.scan per epoch "
+                             "(default: scan for dense-only models, 8 with convolutions)")
     args = parser.parse_args()
     if args.peer == "keras":
         result = run_keras(args.workdir, args.steps_per_execution)
     else:
-        result = run_jax(args.workdir)
+        result = run_jax(args.workdir, args.chunk)
     print("BENCH_RESULT " + json.dumps(result), flush=True)
     return 0
 

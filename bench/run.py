@@ -4,7 +4,7 @@
 
 For each workload, every variant trains the same model on the same data (the split nntrain's
 own loader makes, checked against the SHA-256 digests nntrain records in run.json), each in
-its own subprocess, interleaved (A B C D A B C D ... over the repeats):
+its own subprocess, interleaved (A B C D E A B C D E ... over the repeats):
 
 - nntrain: its CLI, `python -m nntrain fit CONFIG -q --runs-dir TMP --set ...`, with a fresh,
   empty JAX compilation cache (its first run on a machine);
