@@ -102,21 +102,27 @@ RUN_FILES = ("config.yaml", "run.json", "summary.txt", "history.csv", "metrics.j
              "history.png", "checkpoints", "predictions")
 
 
-def _inside_run(value: str) -> str:
-    windows = PureWindowsPath(value)
-    path = PurePosixPath(value)
-    if not value.strip() or value.endswith("/") or not path.parts:
-        raise ValueError("expected a file name")
+def _relative_to_run(value: str, what: str, example: str) -> str:
+    """A path relative to the run directory that stays inside it and leaves fit's own files."""
+    windows, path = PureWindowsPath(value), PurePosixPath(value)
     if path.is_absolute() or windows.is_absolute() or windows.drive:
-        raise ValueError("give a path relative to the run directory (e.g. training.log), "
-                         "not an absolute one")
+        raise ValueError(f"give a {what} relative to the run directory (e.g. {example}), "
+                         "not an absolute path")
     if "\\" in value:
         raise ValueError("separate folders with '/'")
     if ".." in path.parts:
-        raise ValueError("the file must stay inside the run directory (no '..')")
+        raise ValueError(f"the {what} must stay inside the run directory (no '..')")
+    if not value.strip() or not path.parts:
+        raise ValueError(f"expected a {what} name inside the run directory (e.g. {example})")
     if path.parts[0] in RUN_FILES:
         raise ValueError(f"{path.parts[0]} is the run's own; choose another name")
     return value
+
+
+def _inside_run(value: str) -> str:
+    if value.endswith("/"):
+        raise ValueError("expected a file name")
+    return _relative_to_run(value, "file", "training.log")
 
 
 @CALLBACKS.register("csv_logger", "CSVLogger")
@@ -136,20 +142,7 @@ def _folder_inside_run(value: str) -> str:
     """A folder relative to the run directory that stays inside it (a trailing '/' is fine)."""
     if value.endswith("/") and value.strip("/"):
         value = value.rstrip("/")
-    windows = PureWindowsPath(value)
-    path = PurePosixPath(value)
-    if path.is_absolute() or windows.is_absolute() or windows.drive:
-        raise ValueError("give a folder relative to the run directory (e.g. tensorboard), "
-                         "not an absolute path")
-    if "\\" in value:
-        raise ValueError("separate folders with '/'")
-    if ".." in path.parts:
-        raise ValueError("the folder must stay inside the run directory (no '..')")
-    if not value.strip() or not path.parts:
-        raise ValueError("expected a folder name inside the run directory (e.g. tensorboard)")
-    if path.parts[0] in RUN_FILES:
-        raise ValueError(f"{path.parts[0]} is the run's own; choose another name")
-    return value
+    return _relative_to_run(value, "folder", "tensorboard")
 
 
 def _ordered(value: int | list[int]) -> int | list[int]:
