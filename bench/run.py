@@ -119,6 +119,10 @@ def launch(cmd: list[str], env: dict, watch_dir: Path | None, log: Path, cwd: Pa
 
 
 NNTRAIN_SRC = ROOT  # the folder whose nntrain/ package the CLI child runs (--nntrain-src)
+# The children get the environment as it was; this process (which imports JAX only to load
+# the data and name the machine) must not take the GPU's memory from them.
+CHILD_ENV = dict(os.environ)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def run_nntrain(wl_path: Path, overrides: list[str], cache: Path, digests: dict,
@@ -127,7 +131,7 @@ def run_nntrain(wl_path: Path, overrides: list[str], cache: Path, digests: dict,
         cmd = [sys.executable, "-m", "nntrain", "fit", str(wl_path), "-q", "--runs-dir", runs]
         for o in overrides:
             cmd += ["--set", o]
-        env = {**os.environ, "NNTRAIN_JAX_CACHE": str(cache),
+        env = {**CHILD_ENV, "NNTRAIN_JAX_CACHE": str(cache),
                "PYTHONPATH": os.pathsep.join(
                    [str(NNTRAIN_SRC), *filter(None, [os.environ.get("PYTHONPATH")])])}
         _, wall, rss, _, observed = launch(cmd, env, Path(runs), logdir / "nntrain.log",
@@ -145,7 +149,7 @@ def run_nntrain(wl_path: Path, overrides: list[str], cache: Path, digests: dict,
 
 def run_peer(peer: str, workdir: Path, extra: list[str], logdir: Path) -> Run:
     cmd = [sys.executable, str(PEERS), peer, str(workdir), *extra]
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env = {**CHILD_ENV, "KERAS_BACKEND": "jax"}
     t0, wall, rss, text, _ = launch(cmd, env, None, logdir / f"{peer}.log")
     ends, result = {}, None
     for line in text.splitlines():

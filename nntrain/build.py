@@ -79,7 +79,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
 
     custom = _custom_layers(loaded, graph)
     try:
-        model = Model(graph, custom)
+        model = Model(graph, custom, compute_dtype=loaded.config.fit.precision)
     except ShapeError as e:
         path = ("model", "layers", e.node_index) if e.node_index is not None else ("model",)
         raise ConfigError([loaded.issue(path, str(e))]) from None

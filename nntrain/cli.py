@@ -111,13 +111,36 @@ def fit(
     log_format: Annotated[str, typer.Option(
         "--log-format", help="rich (for people) or json (one JSON object per epoch on stdout, "
         "then an end object; messages go to stderr).")] = "rich",
+    devices: Annotated[str | None, typer.Option(
+        help="Data-parallel over N devices, or 'all'. Shortcut for --set fit.devices=N.",
+        show_default=False)] = None,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Join a multi-process run through jax.distributed, found "
+        "from the cluster (SLURM, Open MPI, Cloud TPU pods, Kubernetes).")] = False,
+    coordinator: Annotated[str | None, typer.Option(
+        help="Multi-process run without a cluster manager: process 0's HOST:PORT "
+        "(with --num-processes and --process-id).", show_default=False)] = None,
+    num_processes: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
+    process_id: Annotated[int | None, typer.Option(min=0, show_default=False)] = None,
 ) -> None:
     """Train a model: validate the config, load data, train, record a run directory."""
     from nntrain import commands
 
     _check_choice("--log-format", log_format, ("rich", "json"))
-    _run(commands.fit, config, _shortcuts(set_, epochs, batch_size), runs_dir, out,
-         resume=resume, quiet=quiet, trust_code=trust_code, log_format=log_format)
+    overrides = _shortcuts(set_, epochs, batch_size)
+    if devices is not None:
+        if devices != "all" and not (devices.isdigit() and int(devices) > 0):
+            _usage(f"--devices {devices!r}: expected a positive number or 'all'")
+        overrides.append(f"fit.devices={devices}")
+    explicit = (coordinator, num_processes, process_id)
+    if any(v is not None for v in explicit) and any(v is None for v in explicit):
+        _usage("--coordinator, --num-processes and --process-id go together (or "
+               "--distributed alone, inside a cluster)")
+    cluster = {"coordinator": coordinator, "num_processes": num_processes,
+               "process_id": process_id} if coordinator is not None else \
+        ({} if distributed else None)
+    _run(commands.fit, config, overrides, runs_dir, out, resume=resume, quiet=quiet,
+         trust_code=trust_code, log_format=log_format, cluster=cluster)
 
 
 @app.command()

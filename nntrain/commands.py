@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import difflib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -86,9 +89,10 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
 # -- fit -------------------------------------------------------------------------------------
 def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
         resume: str | None = None, quiet: bool = False, trust_code: bool = False,
-        log_format: str = "rich") -> int:
+        log_format: str = "rich", cluster: dict[str, Any] | None = None) -> int:
     """Train. With `log_format="json"`, stdout carries only JSON lines (one per epoch, then
-    an `{"event": "end", ...}` object); messages for people go to stderr."""
+    an `{"event": "end", ...}` object); messages for people go to stderr. `cluster` (the
+    arguments of `jax.distributed.initialize`, {} to detect them) joins a multi-process run."""
     from nntrain.train.fit import Fitter
 
     as_json = log_format == "json"
@@ -109,6 +113,21 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         loaded = load_config(config_path, overrides)
         base_dir = config_path.resolve().parent
     configure_jax()
+    if cluster is not None:
+        from nntrain.train.devices import initialize_distributed
+
+        initialize_distributed(**cluster)
+    from nntrain.train.devices import Placement
+
+    placement = Placement.from_config(loaded)
+    if not placement.is_primary:
+        # process 0 writes the run; the others train alongside it and keep quiet
+        if resume is not None:
+            raise UserError("--resume of a multi-process run is not supported yet",
+                            "start the run again, or resume it as one process")
+        quiet, runs_dir = True, Path(tempfile.mkdtemp(prefix="nntrain-replica-"))
+        atexit.register(shutil.rmtree, runs_dir, True)
+        console = Console(quiet=True)
     setup = _prepare(loaded)
     dataset = _load_data(setup, base_dir, console, quiet)
 
@@ -121,8 +140,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                           summary_text(setup.model, f'Model: "{loaded.config.name}"'))
         run.update_info(**_run_record(loaded, dataset, base_dir))
     run.update_info(status="running", command=sys.argv, resumed=resume is not None,
-                    end=None)
-    fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format)
+                    end=None, placement=placement.describe())
+    fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format,
+                    placement=placement)
     initial_epoch = fitter.restore() if resume is not None else 0
     if not quiet:
         what = f"Resuming {run.path} at epoch {initial_epoch + 1}" if resume else \

@@ -34,9 +34,14 @@ class Model:
     `params` and `state` are dicts keyed by layer name, then weight name (`dense_1/kernel`).
     """
 
-    def __init__(self, graph: Graph, custom: dict[str, type] | None = None) -> None:
-        """`custom` maps `module:Class` layer types to the user's classes."""
+    def __init__(self, graph: Graph, custom: dict[str, type] | None = None,
+                 compute_dtype: str = "float32") -> None:
+        """`custom` maps `module:Class` layer types to the user's classes. With
+        `compute_dtype` bfloat16 (mixed precision), each layer computes in bfloat16 on a
+        bfloat16 copy of its float32 weights; gradients flow back through the cast to the
+        float32 params, and state (BatchNorm's statistics) and outputs stay float32."""
         self.graph = graph
+        self.compute_dtype = jnp.dtype(compute_dtype)
         types = {**LAYER_TYPES, **(custom or {})}
         self.layers: dict[str, Layer] = {n.name: types[n.type](n.args) for n in graph.nodes}
         self.output_shapes: dict[str, tuple[int, ...]] = {}
@@ -110,6 +115,7 @@ class Model:
         }
         new_state: dict[str, Any] = {}
         logits: dict[str, jax.Array] = {}
+        mixed = self.compute_dtype != jnp.float32
         for i, node in enumerate(self.graph.nodes):
             if node.name == until:
                 return {s: values[s] for s in node.inputs}, {}, new_state
@@ -118,6 +124,9 @@ class Model:
             x = x if getattr(layer, "multi_input", False) else x[0]
             layer_rng = None if rng is None else jax.random.fold_in(rng, i)
             p, s = params.get(node.name, {}), state.get(node.name, {})
+            if mixed:
+                p, x = _cast(p, self.compute_dtype), _cast(x, self.compute_dtype)
+                s_dtypes = jax.tree.map(lambda v: v.dtype, s)
             extra = {"mask": mask} if getattr(layer, "uses_mask", False) else {}
             if node.name in logits_for and getattr(layer, "activation", None) in FUSABLE:
                 pre, s = layer.call(p, s, x, training=training, rng=layer_rng, **extra)
@@ -127,8 +136,12 @@ class Model:
                 y, s = layer.apply(p, s, x, training=training, rng=layer_rng, **extra)
             values[node.name] = y
             if s:
+                if mixed:  # the state keeps its own dtype, so a scan carry stays the same
+                    s = jax.tree.map(lambda v, d: v.astype(d), s, s_dtypes)
                 new_state[node.name] = s
         outputs = {name: values[name] for name in self.graph.outputs}
+        if mixed:  # losses and metrics in float32
+            outputs, logits = _cast(outputs, jnp.float32), _cast(logits, jnp.float32)
         return outputs, logits, new_state
 
     def adapt(self, params: Pytree, state: Pytree, x: dict[str, np.ndarray]) -> Pytree:
@@ -173,6 +186,12 @@ def _as_input(x: jax.Array, dtype: str) -> jax.Array:
     if dtype == "float32" and x.dtype != jnp.float32:
         return x.astype(jnp.float32)
     return x
+
+
+def _cast(tree: Pytree, dtype) -> Pytree:
+    """Floating-point leaves to `dtype`; integer inputs (pixels, token ids) stay as they are."""
+    return jax.tree.map(
+        lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
 
 
 def _count(tree: Pytree) -> int:

@@ -136,6 +136,8 @@ class FitConfig(Strict):
     class_weight: dict[int, float] | None = None
     callbacks: list[CallbackEntry] = []
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
+    devices: PositiveInt | Literal["all"] | None = None  # 1, or all in a multi-process run
+    precision: Literal["float32", "bfloat16"] = "float32"
 
 
 class Config(Strict):

@@ -26,6 +26,7 @@ from nntrain.plotting import plot_history
 from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
+from nntrain.train.devices import Placement, fetch
 from nntrain.train.programs import Programs, chunking, epoch_order, to_device
 
 
@@ -48,27 +49,31 @@ def seed_keys(seed: int) -> dict[str, jax.Array]:
             "dropout": jax.random.fold_in(root, 2)}
 
 
-def make_programs(setup: Setup, steps_per_epoch: int | None = None) -> Programs:
+def make_programs(setup: Setup, steps_per_epoch: int | None = None,
+                  placement: Placement | None = None) -> Programs:
     fit = setup.loaded.config.fit
     k, rolled = chunking(setup, steps_per_epoch or 1 << 30, fit.steps_per_execution)
     return Programs(setup, batch_size=fit.batch_size,
                     eval_batch_size=fit.validation_batch_size or fit.batch_size,
-                    steps_per_call=k, rolled=rolled, class_weight=class_weight_vector(setup))
+                    steps_per_call=k, rolled=rolled, class_weight=class_weight_vector(setup),
+                    placement=placement)
 
 
 class Fitter:
     """Owns the train state while fitting; callbacks talk to it (Keras's `model`)."""
 
     def __init__(self, setup: Setup, dataset: Dataset, run: Run, console: Console,
-                 quiet: bool = False, log_format: str = "rich") -> None:
+                 quiet: bool = False, log_format: str = "rich",
+                 placement: Placement | None = None) -> None:
         self.setup, self.dataset, self.run, self.console, self.quiet = (
             setup, dataset, run, console, quiet)
+        self.placement = placement or Placement.from_config(setup.loaded)
         self.log_format = log_format  # "json": one JSON object per epoch on stdout
         self.config = setup.loaded.config
         self.keys = seed_keys(self.config.seed)
         self.n_train = len(dataset.train)
         self.steps_per_epoch = math.ceil(self.n_train / self.config.fit.batch_size)
-        self.programs = make_programs(setup, self.steps_per_epoch)
+        self.programs = make_programs(setup, self.steps_per_epoch, self.placement)
         self.stop_training = False
         self.history: list[dict[str, float]] = []
         self.best_weights: dict[str, Any] | None = None
@@ -80,8 +85,10 @@ class Fitter:
         params, state = setup.model.init(self.keys["init"])
         # normalization layers learn their statistics from the training data, once
         state = setup.model.adapt(params, state, dataset.train.x)
-        self.carry = {"params": params, "state": state,
-                      "opt_state": setup.optimizer.init(params), "step": jnp.int32(0)}
+        self.carry = self.placement.replicate({
+            "params": params, "state": state, "opt_state": setup.optimizer.init(params),
+            "step": jnp.int32(0)})
+        self.keys = self.placement.replicate(self.keys)
 
     def _make_callbacks(self) -> list[cb.Callback]:
         # the user code callbacks name, imported and checked: a config error (exit 2) if not
@@ -118,10 +125,10 @@ class Fitter:
 
     # -- what callbacks use ------------------------------------------------------------------
     def get_weights(self) -> dict[str, Any]:
-        return jax.device_get({"params": self.carry["params"], "state": self.carry["state"]})
+        return fetch({"params": self.carry["params"], "state": self.carry["state"]})
 
     def set_weights(self, weights: dict[str, Any]) -> None:
-        self.carry = {**self.carry, **jax.device_put(weights)}
+        self.carry = {**self.carry, **self.placement.replicate(weights)}
 
     def save_weights(self, name: str, epoch: int, logs: dict[str, float]) -> None:
         weights = self.get_weights()
@@ -136,9 +143,9 @@ class Fitter:
         arrays, meta = checkpoint.load(self.run.checkpoints / "last")
         where = str(self.run.checkpoints / "last")
         for name in ("params", "state", "opt_state"):
-            self.carry[name] = jax.device_put(
+            self.carry[name] = self.placement.replicate(
                 checkpoint.unflatten(self.carry[name], checkpoint.subtree(arrays, name), where))
-        self.carry["step"] = jnp.int32(arrays["step"])
+        self.carry["step"] = self.placement.replicate(jnp.int32(arrays["step"]))
         self.history = meta["history"]
         for callback, state in zip(self.callbacks, meta["callbacks"], strict=True):
             callback.load_state(state)
@@ -173,15 +180,15 @@ class Fitter:
         if partial is not None:
             meta.update(epoch=epoch, step_in_epoch=partial[0],
                         partial_sums=[float(v) for v in partial[1]])
-        checkpoint.save(self.run.checkpoints / "last", trees, meta)
+        checkpoint.save(self.run.checkpoints / "last", fetch(trees), meta)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, initial_epoch: int = 0) -> FitResult:
         config, programs = self.config, self.programs
         epochs = config.fit.epochs
-        train = to_device(self.dataset.train)
+        train = to_device(self.dataset.train, placement=self.placement)
         validation = None if self.dataset.validation is None else \
-            to_device(self.dataset.validation)
+            to_device(self.dataset.validation, placement=self.placement)
         padded = self.steps_per_epoch * config.fit.batch_size
         status, reason = "completed", ""
         for callback in self.callbacks:
@@ -190,8 +197,8 @@ class Fitter:
             for callback in self.callbacks:
                 callback.on_epoch_begin(epoch, self)
             start = time.perf_counter()
-            order = epoch_order(self.keys["order"], epoch, self.n_train, padded,
-                                config.fit.shuffle)
+            order = self.placement.replicate(epoch_order(
+                self.keys["order"], epoch, self.n_train, padded, config.fit.shuffle))
             with EpochProgress(self.console, epoch, epochs, self.steps_per_epoch,
                                config.fit.batch_size, self.quiet,
                                json_lines=self.log_format == "json",
@@ -284,10 +291,10 @@ class Fitter:
         """Test figures for the weights `evaluate` uses by default: the best checkpoint's."""
         if self.dataset.test is None:
             return None
-        weights = self.best_weights or self.get_weights()
-        weights = jax.device_put(weights)
+        weights = self.placement.replicate(self.best_weights or self.get_weights())
         return self.programs.evaluate(weights["params"], weights["state"],
-                                      to_device(self.dataset.test), len(self.dataset.test))
+                                      to_device(self.dataset.test, placement=self.placement),
+                                      len(self.dataset.test))
 
 
 def write_history_csv(path, history: list[dict[str, float]]) -> None:

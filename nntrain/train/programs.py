@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from nntrain.build import Setup
+from nntrain.train.devices import Placement, fetch
 
 Carry = dict[str, Any]  # params, state, opt_state, step
 DeviceData = dict[str, Any]  # {"x": {name: array}, "y": {name: array}, "w": array (optional)}
@@ -89,7 +90,8 @@ class Programs:
 
     def __init__(self, setup: Setup, *, batch_size: int, eval_batch_size: int,
                  steps_per_call: int, rolled: bool = False,
-                 class_weight: np.ndarray | None = None) -> None:
+                 class_weight: np.ndarray | None = None,
+                 placement: Placement | None = None) -> None:
         self.setup = setup
         self.model = setup.model
         self.layout = SumsLayout(setup)
@@ -97,6 +99,7 @@ class Programs:
         self.eval_batch_size = eval_batch_size
         self.steps_per_call = steps_per_call
         self.rolled = rolled
+        self.placement = placement or Placement(tuple(jax.devices()[:1]))
         self.class_weight = None if class_weight is None else jnp.asarray(class_weight)
         self.logits_for = frozenset(o for o, loss in setup.losses.items() if loss.takes_logits)
         self._train_chunks: dict[int, Callable] = {}
@@ -125,9 +128,10 @@ class Programs:
         # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
         return total / jnp.maximum(n, 1).astype(jnp.float32), (sums, new_state)
 
-    @staticmethod
-    def _rows(data: DeviceData, idx: jax.Array, valid: jax.Array):
-        """The batch at `idx`; rows that are not `valid` (padding) get weight 0."""
+    def _rows(self, data: DeviceData, idx: jax.Array, valid: jax.Array):
+        """The batch at `idx`; rows that are not `valid` (padding) get weight 0. On a mesh
+        each device gathers and computes its slice of the batch."""
+        idx, valid = self.placement.shard_batch((idx, valid))
         xb = {k: v[idx] for k, v in data["x"].items()}
         yb = {k: v[idx] for k, v in data["y"].items()}
         mask = valid.astype(jnp.float32)
@@ -181,7 +185,8 @@ class Programs:
         late so the device never waits for the host. `should_stop()` is asked after each
         chunk. Returns (carry, sums, steps done)."""
         n_steps = math.ceil(n_total / self.batch_size)
-        sums = self.layout.zeros() if sums is None else jnp.asarray(sums, jnp.float32)
+        sums = self.placement.replicate(self.layout.zeros() if sums is None
+                                        else np.asarray(sums, np.float32))
         done, pending = start_step, None
         while done < n_steps:
             k = min(self.steps_per_call, n_steps - done)
@@ -192,7 +197,7 @@ class Programs:
             pending = (done, sums)
             if should_stop is not None and should_stop():
                 break
-        host_sums = np.asarray(sums)
+        host_sums = fetch(sums)
         if on_chunk is not None:
             on_chunk(done, host_sums)
         return carry, host_sums, done
@@ -226,14 +231,14 @@ class Programs:
 
     def evaluate(self, params, state, data: DeviceData, n_total: int) -> dict[str, float]:
         n_steps = math.ceil(n_total / self.eval_batch_size)
-        sums, done = self.layout.zeros(), 0
+        sums, done = self.placement.replicate(self.layout.zeros()), 0
         # a rolled loop compiles once whatever its length: the whole set in one call
         per_call = n_steps if self.rolled else self.steps_per_call
         while done < n_steps:
             k = min(per_call, n_steps - done)
             sums = self.eval_chunk(k)(params, state, sums, data, done, n_total)
             done += k
-        return self.layout.result(np.asarray(sums))
+        return self.layout.result(fetch(sums))
 
     # -- prediction --------------------------------------------------------------------------
     def predict_fn(self) -> Callable:
@@ -254,10 +259,9 @@ def epoch_order(rng: jax.Array, epoch: int, n: int, padded: int, shuffle: bool) 
     return jnp.pad(order.astype(jnp.int32), (0, padded - n))
 
 
-def to_device(data, with_targets: bool = True) -> DeviceData:
-    """Move an ArraySet to the default device, keeping compact dtypes (uint8 pixels)."""
-    out: DeviceData = {"x": {k: jnp.asarray(v) for k, v in data.x.items()},
-                       "y": {k: jnp.asarray(v) for k, v in data.y.items()} if with_targets else {}}
+def to_device(data, with_targets: bool = True, placement: Placement | None = None) -> DeviceData:
+    """Move an ArraySet to the device(s), keeping compact dtypes (uint8 pixels)."""
+    out: DeviceData = {"x": dict(data.x), "y": dict(data.y) if with_targets else {}}
     if data.sample_weight is not None:
-        out["w"] = jnp.asarray(data.sample_weight, jnp.float32)
-    return out
+        out["w"] = np.asarray(data.sample_weight, np.float32)
+    return jax.device_put(out) if placement is None else placement.replicate(out)

@@ -1,0 +1,134 @@
+"""Data parallelism: a run over 4 simulated CPU devices, or over two processes joined through
+jax.distributed, trains to the same history as one device; bad device settings exit 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirunner import nntrain
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+
+
+def fit(config: Path, cwd: Path, *args: str, env: dict | None = None,
+        wait: bool = True) -> subprocess.Popen | Path:
+    cwd.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "nntrain", "fit", str(config), "-q", *args]
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return process
+    out, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, out
+    return next(cwd.glob("runs/*/*"))
+
+
+def history(run: Path) -> dict[str, np.ndarray]:
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k != "seconds"}
+
+
+def assert_same_history(a: Path, b: Path) -> None:
+    ha, hb = history(a), history(b)
+    assert ha.keys() == hb.keys()
+    for key in ha:  # the sums are reduced in another order: float tolerance, not bits
+        np.testing.assert_allclose(ha[key], hb[key], rtol=2e-4, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("config", ["tiny_mlp.yaml", "tiny_cnn.yaml"])
+def test_four_devices_match_one(tmp_path: Path, config: str):
+    one = fit(CONFIGS / config, tmp_path / "one")
+    four = fit(CONFIGS / config, tmp_path / "four", "--devices", "4", env=FOUR)
+    assert_same_history(one, four)
+    placement = json.loads((four / "run.json").read_text())["placement"]
+    assert placement == {"platform": "cpu", "kind": "cpu", "count": 4, "processes": 1,
+                         "ids": [0, 1, 2, 3]}
+    assert json.loads((one / "run.json").read_text())["placement"]["count"] == 1
+
+
+def test_the_batch_is_split_and_gradients_summed_across_devices():
+    """The compiled train step really is data-parallel: each device sees a quarter of the
+    batch, and an all-reduce combines the gradients."""
+    code = f"""
+import jax, jax.numpy as jnp
+from pathlib import Path
+from nntrain.build import prepare
+from nntrain.config.loader import load_config
+from nntrain.train.devices import Placement
+from nntrain.train.fit import make_programs
+from nntrain.data.sources import load_dataset
+from nntrain.train.programs import to_device, epoch_order
+loaded = load_config(Path({str(CONFIGS / 'tiny_mlp.yaml')!r}), ["fit.devices=all"])
+setup = prepare(loaded)
+placement = Placement.from_config(loaded)
+programs = make_programs(setup, None, placement)
+ds = load_dataset(loaded.config.data, setup.io, Path("."), 0)
+params, state = setup.model.init(jax.random.key(0))
+carry = placement.replicate({{"params": params, "state": state,
+                             "opt_state": setup.optimizer.init(params), "step": jnp.int32(0)}})
+data = to_device(ds.train, placement=placement)
+n = len(ds.train)
+order = placement.replicate(epoch_order(jax.random.key(1), 0, n, -(-n // 32) * 32, True))
+sums = placement.replicate(programs.layout.zeros())
+rng = placement.replicate(jax.random.key(2))
+hlo = programs.train_chunk(2).lower(carry, sums, data, order, 0, rng, len(ds.train)).compile()
+text = hlo.as_text()
+print(len(placement.devices), "all-reduce" in text, "f32[8,16]" in text)
+"""
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **FOUR},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # 4 devices; gradients all-reduced; a batch of 32 rows of 16 features is 8 per device
+    assert out.stdout.split() == ["4", "True", "True"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_like_one(tmp_path: Path):
+    config = CONFIGS / "tiny_mlp.yaml"
+    one = fit(config, tmp_path / "one")
+    cluster = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+    workers = [fit(config, tmp_path / "pair", *cluster, "--process-id", str(i), wait=False)
+               for i in (1, 0)]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+    (run,) = list((tmp_path / "pair").glob("runs/*/*"))  # process 0 alone writes the run
+    assert_same_history(one, run)
+    placement = json.loads((run / "run.json").read_text())["placement"]
+    assert (placement["count"], placement["processes"]) == (2, 2)
+
+
+def test_bad_device_settings_exit_2(tmp_path: Path):
+    config = CONFIGS / "tiny_mlp.yaml"
+    result = nntrain("fit", str(config), "--devices", "8", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "fit.devices: 8 devices asked for, but only 1 cpu device" in result.output
+    assert "--xla_force_host_platform_device_count=8" in result.output
+    result = nntrain("fit", str(config), "--devices", "many", cwd=tmp_path)
+    assert result.exit_code == 2 and "--devices 'many'" in result.output
+    result = nntrain("fit", str(config), "--coordinator", "localhost:1", cwd=tmp_path)
+    assert result.exit_code == 2 and "go together" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_batch_must_split_evenly_over_devices(tmp_path: Path):
+    run = fit(CONFIGS / "tiny_mlp.yaml", tmp_path, "--devices", "4", "--batch-size", "30",
+              env=FOUR, wait=False)
+    out, _ = run.communicate(timeout=120)
+    assert run.returncode == 2, out
+    assert "fit.batch_size: a batch of 30 cannot be split evenly over 4 devices" in out
+    assert "Traceback" not in out and not (tmp_path / "runs").exists()

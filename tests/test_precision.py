@@ -1,0 +1,70 @@
+"""Mixed precision (`fit.precision: bfloat16`): layers compute in bfloat16, params, optimizer
+state, BatchNorm statistics and the loss stay float32, and training follows the float32 run."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from clirunner import nntrain
+from safetensors.numpy import load_file
+
+from nntrain.build import prepare
+from nntrain.config.loader import load_config
+
+CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def _history(run: Path) -> dict[str, np.ndarray]:
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {k: np.array([float(r[k]) for r in rows]) for k in ("loss", "val_loss")}
+
+
+@pytest.mark.parametrize("config", ["tiny_mlp.yaml", "tiny_cnn.yaml"])
+def test_bfloat16_training_follows_float32(tmp_path: Path, config: str):
+    runs = {}
+    for precision in ("float32", "bfloat16"):
+        result = nntrain("fit", str(CONFIGS / config), "-q", "--set",
+                         f"fit.precision={precision}", "--runs-dir", str(tmp_path / precision))
+        assert result.exit_code == 0, result.output
+        runs[precision] = next((tmp_path / precision).glob("*/*"))
+    f32, bf16 = _history(runs["float32"]), _history(runs["bfloat16"])
+    assert not np.array_equal(f32["loss"], bf16["loss"])  # it did compute differently
+    np.testing.assert_allclose(bf16["loss"], f32["loss"], rtol=0.02)
+    np.testing.assert_allclose(bf16["val_loss"], f32["val_loss"], rtol=0.02)
+    weights = load_file(str(runs["bfloat16"] / "checkpoints" / "last" / "arrays.safetensors"))
+    assert weights and {a.dtype for a in weights.values()} <= {np.dtype("float32"),
+                                                                np.dtype("int32")}
+
+
+def test_layers_compute_in_bfloat16_and_gradients_reach_float32_params():
+    setup = prepare(load_config(CONFIGS / "tiny_cnn.yaml", ["fit.precision=bfloat16"]))
+    model = setup.model
+    params, state = model.init(jax.random.key(0))
+    x = {"input": jnp.ones((4, 8, 8, 1))}
+
+    def loss(p):
+        outputs, _, new_state = model.apply(p, state, x, training=True, rng=jax.random.key(1),
+                                            mask=jnp.ones(4))
+        return outputs[model.output_names[0]].sum(), (outputs, new_state)
+
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss, has_aux=True))(params))
+    assert "conv_general_dilated" in jaxpr and "bf16[4,8,8,4]" in jaxpr  # conv in bfloat16
+    assert "dot_general" in jaxpr and "bf16[4,2]" in jaxpr  # dense in bfloat16
+    grads, (outputs, new_state) = jax.grad(loss, has_aux=True)(params)
+    assert {g.dtype for g in jax.tree.leaves(grads)} == {jnp.dtype("float32")}
+    assert {o.dtype for o in outputs.values()} == {jnp.dtype("float32")}
+    assert jax.tree.map(lambda v: v.dtype, new_state) == jax.tree.map(lambda v: v.dtype, state)
+
+
+def test_unknown_precision_is_a_config_error(tmp_path: Path):
+    result = nntrain("fit", str(CONFIGS / "tiny_mlp.yaml"), "--set", "fit.precision=float16",
+                     cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "fit.precision" in result.output and "bfloat16" in result.output
+    assert not (tmp_path / "runs").exists()
