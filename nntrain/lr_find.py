@@ -116,7 +116,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
             order_epoch = epoch
         lr = rate_at(i, steps, min_lr, max_lr)
         carry = {**carry, "opt_state": set_learning_rate(carry["opt_state"], lr)}
-        carry, sums = step_program(carry, zeros, train, order, in_epoch, keys["dropout"], n)
+        carry, sums = step_program(carry, zeros, train, order, in_epoch, keys["dropout"], n, 1)
         loss = programs.layout.result(np.asarray(jax.device_get(sums)))["loss"]
         if not math.isfinite(loss):
             result.stop_reason = f"the loss became {loss} at learning rate {lr:.3g}"

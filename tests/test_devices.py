@@ -81,7 +81,7 @@ n = len(ds.train)
 order = placement.replicate(epoch_order(jax.random.key(1), 0, n, -(-n // 32) * 32, True))
 sums = placement.replicate(programs.layout.zeros())
 rng = placement.replicate(jax.random.key(2))
-hlo = programs.train_chunk(2).lower(carry, sums, data, order, 0, rng, len(ds.train)).compile()
+hlo = programs.train_chunk(2).lower(carry, sums, data, order, 0, rng, n, 2).compile()
 text = hlo.as_text()
 print(len(placement.devices), "all-reduce" in text, "f32[8,16]" in text)
 """

@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,9 +81,12 @@ class Fitter:
         self.stop_signal: int | None = None
         self._resume_at: tuple[int, np.ndarray] | None = None  # mid-epoch resume point
         self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
+        # history.png is drawn beside training, never holding up the next epoch
+        self._plotter = ThreadPoolExecutor(1, thread_name_prefix="nntrain-plot")
+        self._drawing: Future | None = None
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
-        params, state = setup.model.init(self.keys["init"])
+        params, state = jax.jit(setup.model.init)(self.keys["init"])  # one program
         # normalization layers learn their statistics from the training data, once
         state = setup.model.adapt(params, state, dataset.train.x)
         self.carry = self.placement.replicate({
@@ -253,6 +257,7 @@ class Fitter:
                 break
         if self.history and self._drawn_epochs != len(self.history):
             self._draw(force=True)
+        self._finish_drawing()
         for callback in self.callbacks:
             callback.on_train_end(self)
         return self._result(status, reason)
@@ -271,15 +276,26 @@ class Fitter:
         self._draw()
 
     def _draw(self, force: bool = False) -> None:
-        """Redraw history.png, but spend at most ~10% of the time on it: with epochs of a few
-        milliseconds, drawing every epoch would dominate."""
-        now = time.perf_counter()
-        if not force and now - self._last_draw < 10 * self._draw_cost:
+        """Redraw history.png in the background, one drawing at a time, and spend at most
+        ~10% of the time on it: with epochs of a few milliseconds, drawing every epoch would
+        dominate. `force` draws the latest history whatever the cost."""
+        busy = self._drawing is not None and not self._drawing.done()
+        if not force and (busy or time.perf_counter() - self._last_draw < 10 * self._draw_cost):
             return
-        plot_history(self.history, self.run.path / "history.png", title=self.run.name)
-        self._last_draw = time.perf_counter()
-        self._draw_cost = self._last_draw - now
+        if busy:
+            self._finish_drawing()
         self._drawn_epochs = len(self.history)
+        self._drawing = self._plotter.submit(self._draw_now, list(self.history))
+
+    def _draw_now(self, history: list[dict[str, float]]) -> None:
+        start = time.perf_counter()
+        plot_history(history, self.run.path / "history.png", title=self.run.name)
+        self._last_draw = time.perf_counter()
+        self._draw_cost = self._last_draw - start
+
+    def _finish_drawing(self) -> None:
+        if self._drawing is not None:
+            self._drawing.result()  # a failure to draw surfaces here
 
     def _result(self, status: str, reason: str) -> FitResult:
         tracker = self.checkpointer.tracker

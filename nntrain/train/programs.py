@@ -160,21 +160,23 @@ class Programs:
         return {"params": params, "state": state, "opt_state": opt_state,
                 "step": carry["step"] + 1}, sums + batch_sums
 
-    def _train_chunk(self, carry, sums, data, order, first_step, rng, n_total, *, steps: int):
-        if self.rolled:
-            def body(c, i):
-                return self._train_step(*c, data, order, i, rng, n_total), None
-            return jax.lax.scan(body, (carry, sums), first_step + jnp.arange(steps))[0]
+    def _train_chunk(self, carry, sums, data, order, first_step, rng, n_total, steps):
+        if self.rolled:  # `steps` is traced: one program for every chunk length
+            def body(i, c):
+                return self._train_step(*c, data, order, first_step + i, rng, n_total)
+            return jax.lax.fori_loop(0, steps, body, (carry, sums))
         for i in range(steps):  # unrolled on purpose: see the module docstring
             carry, sums = self._train_step(carry, sums, data, order, first_step + i, rng, n_total)
         return carry, sums
 
     def train_chunk(self, steps: int) -> Callable:
-        if steps not in self._train_chunks:
-            self._train_chunks[steps] = jax.jit(
-                partial(self._train_chunk, steps=steps), donate_argnums=(0,)
-            )
-        return self._train_chunks[steps]
+        """The compiled chunk that runs `steps` steps: `f(carry, sums, data, order,
+        first_step, rng, n_total, steps)`."""
+        key = None if self.rolled else steps
+        if key not in self._train_chunks:
+            self._train_chunks[key] = jax.jit(self._train_chunk, donate_argnums=(0,),
+                                              static_argnums=() if self.rolled else (7,))
+        return self._train_chunks[key]
 
     def train_epoch(self, carry: Carry, data: DeviceData, order, n_total: int, rng,
                     on_chunk: Callable[[int, np.ndarray], None] | None = None, *,
@@ -190,7 +192,7 @@ class Programs:
         done, pending = start_step, None
         while done < n_steps:
             k = min(self.steps_per_call, n_steps - done)
-            carry, sums = self.train_chunk(k)(carry, sums, data, order, done, rng, n_total)
+            carry, sums = self.train_chunk(k)(carry, sums, data, order, done, rng, n_total, k)
             done += k
             if pending is not None and on_chunk is not None:
                 on_chunk(*pending)
@@ -209,11 +211,11 @@ class Programs:
         _, (batch_sums, _) = self._batch(params, state, xb, yb, w, n, training=False, rng=None)
         return sums + batch_sums
 
-    def _eval_chunk(self, params, state, sums, data, first_step, n_total, *, steps: int):
+    def _eval_chunk(self, params, state, sums, data, first_step, n_total, steps):
         if self.rolled:
-            def body(s, i):
-                return self._eval_step(params, state, s, data, i, n_total), None
-            return jax.lax.scan(body, sums, first_step + jnp.arange(steps))[0]
+            def body(i, s):
+                return self._eval_step(params, state, s, data, first_step + i, n_total)
+            return jax.lax.fori_loop(0, steps, body, sums)
         for i in range(steps):
             sums = self._eval_step(params, state, sums, data, first_step + i, n_total)
         return sums
@@ -225,9 +227,11 @@ class Programs:
         return self._rows(data, jnp.minimum(positions, n_total - 1), positions < n_total)
 
     def eval_chunk(self, steps: int) -> Callable:
-        if steps not in self._eval_chunks:
-            self._eval_chunks[steps] = jax.jit(partial(self._eval_chunk, steps=steps))
-        return self._eval_chunks[steps]
+        key = None if self.rolled else steps
+        if key not in self._eval_chunks:
+            self._eval_chunks[key] = jax.jit(self._eval_chunk,
+                                             static_argnums=() if self.rolled else (6,))
+        return self._eval_chunks[key]
 
     def evaluate(self, params, state, data: DeviceData, n_total: int) -> dict[str, float]:
         n_steps = math.ceil(n_total / self.eval_batch_size)
@@ -236,7 +240,7 @@ class Programs:
         per_call = n_steps if self.rolled else self.steps_per_call
         while done < n_steps:
             k = min(per_call, n_steps - done)
-            sums = self.eval_chunk(k)(params, state, sums, data, done, n_total)
+            sums = self.eval_chunk(k)(params, state, sums, data, done, n_total, k)
             done += k
         return self.layout.result(fetch(sums))
 
