@@ -143,6 +143,13 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                     end=None, placement=placement.describe())
     fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format,
                     placement=placement)
+    if fitter.streaming and not quiet:
+        from nntrain.data.stream import nbytes
+
+        console.print(f"Streaming the data ({nbytes(dataset.train) / 1e6:,.1f} MB of training "
+                      f"examples) to the device in chunks of "
+                      f"{fitter.programs.steps_per_call} steps: it is over data.device_memory "
+                      f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
     initial_epoch = fitter.restore() if resume is not None else 0
     if not quiet:
         what = f"Resuming {run.path} at epoch {initial_epoch + 1}" if resume else \

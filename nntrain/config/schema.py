@@ -8,6 +8,7 @@ from pydantic import (
     Discriminator,
     Field,
     PositiveInt,
+    StringConstraints,
     Tag,
     model_validator,
 )
@@ -55,6 +56,9 @@ class SyntheticConfig(Strict):
     integer_inputs: bool = False
 
 
+SIZE_PATTERN = r"(?i)^\s*\d+(\.\d+)?\s*([kmgt]i?b|b)?\s*$"  # 123, 512MB, 1.5 GiB
+
+
 class DataConfig(Strict):
     dataset: Literal[DATASETS] | None = None  # type: ignore[valid-type]
     source: str | None = None  # a local copy of a built-in dataset's file
@@ -72,6 +76,9 @@ class DataConfig(Strict):
     validation: SplitConfig | None = None
     test: SplitConfig | None = None
     synthetic: SyntheticConfig = SyntheticConfig()
+    # training data over this size streams to the device in chunks (bytes, or "512MB")
+    device_memory: Literal["auto"] | PositiveInt | Annotated[
+        str, StringConstraints(pattern=SIZE_PATTERN)] = "auto"
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -86,7 +86,8 @@ def _held_out(n: int, spec: SplitConfig, seed: int, name: str) -> tuple[np.ndarr
         if spec.last >= n:
             raise DataError(f"data.{name}.last is {spec.last:,} but only {n:,} examples are left",
                             f"hold out fewer than {n:,} examples")
-        return np.arange(n - spec.last), np.arange(n - spec.last, n)
+        # slices, not index arrays: memory-mapped files stay mapped
+        return slice(0, n - spec.last), slice(n - spec.last, n)
     held = min(max(1, round(n * spec.fraction)), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[held:]), np.sort(order[:held])
@@ -146,12 +147,17 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     try:
         if path.suffix == ".npy":
             raise DataError(f"{path}: a training file needs inputs and targets",
-                            "save both with np.savez(path, x=..., y=...)")
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
+                            "save both with np.savez(path, x=..., y=...), or np.save them "
+                            "as x.npy and y.npy in one folder")
+        if path.is_dir():
+            arrays = _read_npy_folder(path)
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path}: {e}",
-                        "expected an .npz file from numpy.savez (no pickled objects)") from None
+                        "expected an .npz file from numpy.savez, or a folder of .npy files "
+                        "(no pickled objects)") from None
     def pick(name: str, default: str, what: str, single: bool) -> np.ndarray:
         key = default if single and default in arrays else name
         if key not in arrays:
@@ -165,6 +171,17 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     if config.sample_weight:
         weight = pick(config.sample_weight, config.sample_weight, "sample weight", True)
     return ArraySet(x, y, None if weight is None else weight.astype(np.float32))
+
+
+def _read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
+    """A folder of .npy files, one per array, memory-mapped: data bigger than memory is read
+    as it is used."""
+    arrays = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False)
+              for p in sorted(folder.glob("*.npy"))}
+    if not arrays:
+        raise DataError(f"{folder}: no .npy files in this folder",
+                        "save each array with np.save(folder / 'x.npy', x), likewise y")
+    return arrays
 
 
 def _one_hot(part: ArraySet, io: ModelIO) -> None:
@@ -374,6 +391,15 @@ class _TablePlan:
         return ArraySet(x, y, weight)
 
 
+def _blocks(array: np.ndarray, rows: int = 1 << 16):
+    """Row blocks: a check over a memory-mapped file never holds all of it in memory."""
+    return (array[i:i + rows] for i in range(0, len(array), rows))
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    return all(np.isfinite(block).all() for block in _blocks(array))
+
+
 def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -> None:
     """Shapes, dtypes and values the model can take, or one clear error."""
     if len(data) == 0:
@@ -388,8 +414,8 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                 f"the model expects {shape}",
                 "change the model's input shape to match the data, or reshape the data",
             )
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            bad = int(np.size(array) - np.isfinite(array).sum())
+        if array.dtype.kind == "f" and not _all_finite(array):
+            bad = sum(int(np.size(b) - np.isfinite(b).sum()) for b in _blocks(array))
             raise DataError(f"{what}: input '{name}' has {bad:,} NaN or infinite values",
                             "clean the data, or set data.missing for CSV files")
     if not targets:

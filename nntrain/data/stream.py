@@ -22,12 +22,11 @@ from nntrain.data.arrays import ArraySet
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kmgt]i?b|b)?\s*$"
 
 
 def parse_size(text: str | int) -> int:
-    """Bytes from `1_000_000`, `"512MB"`, `"2GiB"`, `"1.5 GB"` (the config has checked
-    the form against SIZE_PATTERN)."""
+    """Bytes from `1_000_000`, `"512MB"`, `"2GiB"`, `"1.5 GB"` (the config schema has
+    checked the form)."""
     if isinstance(text, int):
         return text
     match = re.match(r"^\s*([\d.]+)\s*([a-zA-Z]*)\s*$", text)

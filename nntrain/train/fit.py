@@ -20,6 +20,7 @@ from nntrain import checkpoint
 from nntrain.build import Setup, class_weight_vector
 from nntrain.config.entries import entry_args, entry_name
 from nntrain.data.sources import Dataset
+from nntrain.data.stream import memory_budget, nbytes, row_bytes
 from nntrain.errors import TrainingFailed
 from nntrain.fsutil import atomic_write_json, atomic_write_text
 from nntrain.optimizers import get_learning_rate
@@ -28,7 +29,7 @@ from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.devices import Placement, fetch
-from nntrain.train.programs import Programs, chunking, epoch_order, to_device
+from nntrain.train.programs import Programs, chunking, epoch_order, place
 
 
 @dataclass
@@ -51,9 +52,11 @@ def seed_keys(seed: int) -> dict[str, jax.Array]:
 
 
 def make_programs(setup: Setup, steps_per_epoch: int | None = None,
-                  placement: Placement | None = None) -> Programs:
+                  placement: Placement | None = None,
+                  max_steps_per_call: int | None = None) -> Programs:
     fit = setup.loaded.config.fit
     k, rolled = chunking(setup, steps_per_epoch or 1 << 30, fit.steps_per_execution)
+    k = min(k, max_steps_per_call or k)
     return Programs(setup, batch_size=fit.batch_size,
                     eval_batch_size=fit.validation_batch_size or fit.batch_size,
                     steps_per_call=k, rolled=rolled, class_weight=class_weight_vector(setup),
@@ -74,7 +77,13 @@ class Fitter:
         self.keys = seed_keys(self.config.seed)
         self.n_train = len(dataset.train)
         self.steps_per_epoch = math.ceil(self.n_train / self.config.fit.batch_size)
-        self.programs = make_programs(setup, self.steps_per_epoch, self.placement)
+        # over the device memory budget, the data streams in chunks; two chunks are on the
+        # device at once (the one running and the next)
+        self.budget = memory_budget(self.config.data.device_memory, self.placement.devices[0])
+        self.streaming = nbytes(dataset.train) + nbytes(dataset.validation) > self.budget
+        cap = max(1, self.budget // (2 * row_bytes(dataset.train) * self.config.fit.batch_size))
+        self.programs = make_programs(setup, self.steps_per_epoch, self.placement,
+                                      cap if self.streaming else None)
         self.stop_training = False
         self.history: list[dict[str, float]] = []
         self.best_weights: dict[str, Any] | None = None
@@ -190,9 +199,9 @@ class Fitter:
     def fit(self, initial_epoch: int = 0) -> FitResult:
         config, programs = self.config, self.programs
         epochs = config.fit.epochs
-        train = to_device(self.dataset.train, placement=self.placement)
+        train = place(self.dataset.train, self.placement, self.streaming)
         validation = None if self.dataset.validation is None else \
-            to_device(self.dataset.validation, placement=self.placement)
+            place(self.dataset.validation, self.placement, self.streaming)
         padded = self.steps_per_epoch * config.fit.batch_size
         status, reason = "completed", ""
         for callback in self.callbacks:
@@ -309,7 +318,8 @@ class Fitter:
             return None
         weights = self.placement.replicate(self.best_weights or self.get_weights())
         return self.programs.evaluate(weights["params"], weights["state"],
-                                      to_device(self.dataset.test, placement=self.placement),
+                                      place(self.dataset.test, self.placement,
+                                            self.streaming),
                                       len(self.dataset.test))
 
 

@@ -16,7 +16,7 @@ example order. Everything per step stays on the device.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from nntrain.build import Setup
+from nntrain.data.stream import Stream
 from nntrain.train.devices import Placement, fetch
 
 Carry = dict[str, Any]  # params, state, opt_state, step
@@ -139,7 +140,8 @@ class Programs:
         return xb, yb, w, valid.sum(), mask
 
     def _gather(self, data: DeviceData, order, first: jax.Array, size: int, n_total):
-        idx = jax.lax.dynamic_slice(order, (first,), (size,))
+        # a streamed chunk holds the rows from epoch position `base` on (data/stream.py)
+        idx = jax.lax.dynamic_slice(order, (first - data.get("base", 0),), (size,))
         return self._rows(data, idx, (first + jnp.arange(size)) < n_total)
 
     # -- training ----------------------------------------------------------------------------
@@ -190,10 +192,11 @@ class Programs:
         sums = self.placement.replicate(self.layout.zeros() if sums is None
                                         else np.asarray(sums, np.float32))
         done, pending = start_step, None
-        while done < n_steps:
-            k = min(self.steps_per_call, n_steps - done)
-            carry, sums = self.train_chunk(k)(carry, sums, data, order, done, rng, n_total, k)
-            done += k
+        for first, k, chunk, chunk_order in self._feed(data, order, self.batch_size,
+                                                       start_step, n_steps):
+            carry, sums = self.train_chunk(k)(carry, sums, chunk, chunk_order, first, rng,
+                                              n_total, k)
+            done = first + k
             if pending is not None and on_chunk is not None:
                 on_chunk(*pending)
             pending = (done, sums)
@@ -224,7 +227,8 @@ class Programs:
         # clip the positions instead of an order array: rows past the end repeat the last
         # row and are masked out, so every batch keeps its static shape
         positions = first + jnp.arange(size)
-        return self._rows(data, jnp.minimum(positions, n_total - 1), positions < n_total)
+        idx = jnp.minimum(positions, n_total - 1) - data.get("base", 0)
+        return self._rows(data, idx, positions < n_total)
 
     def eval_chunk(self, steps: int) -> Callable:
         key = None if self.rolled else steps
@@ -235,14 +239,26 @@ class Programs:
 
     def evaluate(self, params, state, data: DeviceData, n_total: int) -> dict[str, float]:
         n_steps = math.ceil(n_total / self.eval_batch_size)
-        sums, done = self.placement.replicate(self.layout.zeros()), 0
-        # a rolled loop compiles once whatever its length: the whole set in one call
-        per_call = n_steps if self.rolled else self.steps_per_call
-        while done < n_steps:
-            k = min(per_call, n_steps - done)
-            sums = self.eval_chunk(k)(params, state, sums, data, done, n_total, k)
-            done += k
+        sums = self.placement.replicate(self.layout.zeros())
+        for first, k, chunk, _ in self._feed(data, None, self.eval_batch_size, 0, n_steps):
+            sums = self.eval_chunk(k)(params, state, sums, chunk, first, n_total, k)
         return self.layout.result(fetch(sums))
+
+    def _feed(self, data: DeviceData | Stream, order, batch_size: int, start_step: int,
+              n_steps: int) -> Iterator[tuple[int, int, Any, Any]]:
+        """(first step, steps, data, order) for each compiled call: the device-resident set
+        in chunks of `steps_per_call`, or a stream's chunks."""
+        if isinstance(data, Stream):
+            rows = self.steps_per_call * batch_size
+            host_order = None if order is None else fetch(order)
+            for first, k, chunk in data.chunks(host_order, batch_size, start_step, n_steps,
+                                               self.steps_per_call):
+                yield first, k, chunk, data.local_order(rows)
+            return
+        # a rolled loop compiles once whatever its length: a whole eval set in one call
+        per_call = n_steps if self.rolled and order is None else self.steps_per_call
+        for first in range(start_step, n_steps, per_call):
+            yield first, min(per_call, n_steps - first), data, order
 
     # -- prediction --------------------------------------------------------------------------
     def predict_fn(self) -> Callable:
@@ -261,6 +277,13 @@ def epoch_order(rng: jax.Array, epoch: int, n: int, padded: int, shuffle: bool) 
     order = jax.random.permutation(jax.random.fold_in(rng, epoch), n) if shuffle \
         else jnp.arange(n)
     return jnp.pad(order.astype(jnp.int32), (0, padded - n))
+
+
+def place(data, placement: Placement | None, stream: bool) -> DeviceData | Stream:
+    """A split on the device(s), or streamed to them when it is over the memory budget."""
+    if stream:
+        return Stream(data, jax.device_put if placement is None else placement.replicate)
+    return to_device(data, placement=placement)
 
 
 def to_device(data, with_targets: bool = True, placement: Placement | None = None) -> DeviceData:
