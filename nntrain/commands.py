@@ -25,6 +25,7 @@ from rich.table import Table
 import nntrain
 from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.custom import require_trust
+from nntrain.data.stream import examples
 from nntrain.errors import DataError, UserError
 from nntrain.fsutil import atomic_write_json, atomic_write_text
 from nntrain.runs import Run, create_run, resolve_run
@@ -61,7 +62,7 @@ def _load_data(setup, base_dir: Path, console: Console, quiet: bool):
     if status:
         status.start()
     try:
-        return load_dataset(config.data, setup.io, base_dir, config.seed)
+        return load_dataset(config.data, setup.io, base_dir, config.seed, config.fit.batch_size)
     finally:
         if status:
             status.stop()
@@ -154,8 +155,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if not quiet:
         what = f"Resuming {run.path} at epoch {initial_epoch + 1}" if resume else \
             f"Training {loaded.config.name} -> {run.path}"
-        console.print(f"{what}  ({len(dataset.train):,} train, "
-                      f"{len(dataset.validation) if dataset.validation else 0:,} validation"
+        console.print(f"{what}  ({examples(dataset.train):,} train, "
+                      f"{examples(dataset.validation) if dataset.validation else 0:,} validation"
                       f" examples)", highlight=False)
     status, result, test = "failed", None, None
     try:
@@ -257,7 +258,7 @@ def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]
         "versions": {"nntrain": nntrain.__version__, "jax": jax.__version__,
                      "optax": optax.__version__, "python": platform.python_version()},
         "devices": [str(d) for d in jax.devices()],
-        "data": {name: {"examples": len(part), "sha256": part.digest()}
+        "data": {name: {"examples": examples(part), "sha256": part.digest()}
                  for name, part in (("train", dataset.train),
                                     ("validation", dataset.validation),
                                     ("test", dataset.test)) if part is not None},
@@ -385,24 +386,29 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
 def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "test",
              checkpoint_name: str = "best", as_json: bool = False,
              trust_code: bool = False) -> None:
+    import jax
+
+    from nntrain.data.stream import memory_budget, nbytes
     from nntrain.train.fit import make_programs
-    from nntrain.train.programs import to_device
+    from nntrain.train.programs import place
 
     run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
                                                     trust_code)
     dataset = _load_data(setup, base_dir, console, quiet=as_json)
     data = dataset.split(split)
+    budget = memory_budget(setup.loaded.config.data.device_memory, jax.devices()[0])
     programs = make_programs(setup)
-    figures = programs.evaluate(weights["params"], weights["state"], to_device(data), len(data))
+    figures = programs.evaluate(weights["params"], weights["state"],
+                                place(data, None, nbytes(data) > budget), len(data))
     metrics = run.read_json("metrics.json")
     metrics.setdefault("evaluations", []).append({
         "time": _now(), "split": split, "checkpoint": checkpoint_name,
-        "epoch": meta.get("epoch"), "examples": len(data), **figures})
+        "epoch": meta.get("epoch"), "examples": examples(data), **figures})
     atomic_write_json(run.path / "metrics.json", metrics)
     if as_json:
         print(json.dumps(figures))
         return
-    console.print(f"{run.path}: {split} split ({len(data):,} examples), {checkpoint_name} "
+    console.print(f"{run.path}: {split} split ({examples(data):,} examples), {checkpoint_name} "
                   f"weights (epoch {meta.get('epoch')})", soft_wrap=True)
     table = Table()
     table.add_column("figure")
@@ -448,6 +454,9 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     else:
         dataset = _load_data(setup, base_dir, console, quiet=False)
         data = dataset.split(split or "test")
+        if not isinstance(data, ArraySet):
+            raise UserError("predict --split reads examples from files, and this run's data "
+                            "comes from a generator", "pass the inputs with --input FILE")
         targets = data.y
         class_names = class_names or dataset.class_names
     if limit is not None:

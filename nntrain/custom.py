@@ -50,6 +50,8 @@ def custom_names(config) -> list[str]:
         schedule = getattr(entry_args(entry), "schedule", None)  # learning_rate_scheduler's
         if isinstance(schedule, str):
             names.append(schedule)
+    if config.data.generator:
+        names.append(config.data.generator)
     return [n for n in names if is_custom(n)]
 
 

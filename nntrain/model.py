@@ -152,6 +152,12 @@ class Model:
             layer = self.layers[node.name]
             if not hasattr(layer, "adapt"):
                 continue
+            if x is None:
+                from nntrain.errors import DataError
+
+                raise DataError(f"layer '{node.name}' ({node.type}) adapts to the training "
+                                "data, which a generator does not hold",
+                                "use data.train (files), or normalize inside the generator")
             inputs = self._node_inputs(params, state, x, node.name)
             inputs = inputs if getattr(layer, "multi_input", False) else inputs[0]
             state[node.name] = layer.adapt(state.get(node.name, {}), inputs)

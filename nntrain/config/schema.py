@@ -56,13 +56,15 @@ class SyntheticConfig(Strict):
     integer_inputs: bool = False
 
 
+CODE_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # module:function
 SIZE_PATTERN = r"(?i)^\s*\d+(\.\d+)?\s*([kmgt]i?b|b)?\s*$"  # 123, 512MB, 1.5 GiB
 
 
 class DataConfig(Strict):
     dataset: Literal[DATASETS] | None = None  # type: ignore[valid-type]
     source: str | None = None  # a local copy of a built-in dataset's file
-    train: str | None = None  # an .npz or .csv file
+    train: str | None = None  # an .npz or .csv file, or a folder of .npy files
+    generator: Annotated[str, StringConstraints(pattern=CODE_PATTERN)] | None = None
     x: str = "x"  # .npz: the inputs' array (one input) ...
     y: str = "y"  # ... and the targets' array (one output)
     features: Columns | None = None  # tables: feature columns (default: all but targets)
@@ -82,8 +84,14 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if (self.dataset is None) == (self.train is None):
-            raise ValueError("give either dataset (a built-in name) or train (a file)")
+        given = [k for k in ("dataset", "train", "generator") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give one of dataset (a built-in name), train (a file or folder) "
+                             "or generator (module:function)")
+        if self.generator and (self.validation or self.test):
+            raise ValueError("with a generator, the function gives the validation and test "
+                             "splits itself (called with 'validation', 'test'): drop "
+                             "data.validation and data.test")
         return self
 
 

@@ -50,8 +50,11 @@ class ModelIO:
     sparse_outputs: frozenset[str] = frozenset()  # outputs whose targets are class indices
 
 
-def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int) -> Dataset:
+def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
+                 batch_size: int = 32) -> Dataset:
     """Resolve the data section into train/validation/test arrays, checked against `io`."""
+    if config.generator:
+        return _generated(config, io, base_dir, batch_size)
     source = resolve_path(config.source, base_dir, "data.source") if config.source else None
     train_file = resolve_path(config.train, base_dir, "data.train") if config.train else None
     if config.dataset in TABULAR_DATASETS or (train_file and train_file.suffix == ".csv"):
@@ -67,6 +70,27 @@ def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int) -> 
         if part is not None:
             check_arrays(part, io, f"{name} data")
     return dataset
+
+
+def _generated(config: DataConfig, io: ModelIO, base_dir: Path, batch_size: int) -> Dataset:
+    """Splits from the user's batch function (data/generator.py)."""
+    from nntrain.custom import load_object
+    from nntrain.data.generator import GeneratorSplit
+
+    fn = load_object(config.generator, [base_dir], what="function")
+    if not callable(fn):
+        raise DataError(f"data.generator: {config.generator} is not a function")
+
+    def check(batch: ArraySet, what: str) -> None:
+        check_arrays(batch, io, what)
+
+    names = (list(io.inputs), list(io.outputs))
+    splits = {split: GeneratorSplit.open(fn, config.generator, split, batch_size, check, names)
+              for split in ("train", "validation", "test")}
+    if splits["train"] is None:
+        raise DataError(f"data.generator: {config.generator}('train', 0) returned None",
+                        "return the training batches for split 'train'")
+    return Dataset(splits["train"], splits["validation"], splits["test"])
 
 
 def resolve_path(path: str, base_dir: Path, key: str) -> Path:

@@ -49,7 +49,7 @@ def memory_budget(setting: str | int, device: Any) -> int:
 
 
 def nbytes(data: ArraySet | None) -> int:
-    if data is None:
+    if data is None or not isinstance(data, ArraySet):  # generated batches: not held
         return 0
     arrays = [*data.x.values(), *data.y.values()]
     if data.sample_weight is not None:
@@ -59,6 +59,11 @@ def nbytes(data: ArraySet | None) -> int:
 
 def row_bytes(data: ArraySet) -> int:
     return max(1, nbytes(data) // max(1, len(data)))
+
+
+def examples(data) -> int:
+    """Real examples in a split (generated splits pad their last batch)."""
+    return getattr(data, "examples", len(data))
 
 
 class Stream:
@@ -81,7 +86,7 @@ class Stream:
         return self._orders[rows]
 
     def chunks(self, order: np.ndarray | None, batch_size: int, start_step: int, n_steps: int,
-               per_call: int) -> Iterator[tuple[int, int, dict[str, Any]]]:
+               per_call: int, epoch: int = 0) -> Iterator[tuple[int, int, dict[str, Any]]]:
         """(first step, steps, device chunk) from `start_step` on, the next chunk being
         prepared while the caller runs this one. `order=None`: the rows as they are
         (evaluation)."""

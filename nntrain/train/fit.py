@@ -19,6 +19,7 @@ from rich.console import Console
 from nntrain import checkpoint
 from nntrain.build import Setup, class_weight_vector
 from nntrain.config.entries import entry_args, entry_name
+from nntrain.data.generator import GeneratorSplit
 from nntrain.data.sources import Dataset
 from nntrain.data.stream import memory_budget, nbytes, row_bytes
 from nntrain.errors import TrainingFailed
@@ -80,10 +81,13 @@ class Fitter:
         # over the device memory budget, the data streams in chunks; two chunks are on the
         # device at once (the one running and the next)
         self.budget = memory_budget(self.config.data.device_memory, self.placement.devices[0])
-        self.streaming = nbytes(dataset.train) + nbytes(dataset.validation) > self.budget
-        cap = max(1, self.budget // (2 * row_bytes(dataset.train) * self.config.fit.batch_size))
+        self.streaming = isinstance(dataset.train, GeneratorSplit) or \
+            nbytes(dataset.train) + nbytes(dataset.validation) > self.budget
+        cap = None if isinstance(dataset.train, GeneratorSplit) else max(
+            1, self.budget // (2 * row_bytes(dataset.train) * self.config.fit.batch_size))
         self.programs = make_programs(setup, self.steps_per_epoch, self.placement,
                                       cap if self.streaming else None)
+        self.generated = isinstance(dataset.train, GeneratorSplit)
         self.stop_training = False
         self.history: list[dict[str, float]] = []
         self.best_weights: dict[str, Any] | None = None
@@ -97,7 +101,7 @@ class Fitter:
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
         params, state = jax.jit(setup.model.init)(self.keys["init"])  # one program
         # normalization layers learn their statistics from the training data, once
-        state = setup.model.adapt(params, state, dataset.train.x)
+        state = setup.model.adapt(params, state, getattr(dataset.train, "x", None))
         self.carry = self.placement.replicate({
             "params": params, "state": state, "opt_state": setup.optimizer.init(params),
             "step": jnp.int32(0)})
@@ -234,7 +238,7 @@ class Fitter:
                 self.carry, sums, done = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
-                    should_stop=lambda: self.stop_signal is not None)
+                    should_stop=lambda: self.stop_signal is not None, epoch=epoch)
             if done < self.steps_per_epoch:  # interrupted: keep the place in the epoch
                 self._save_last(epoch, (done, sums))
                 status = "stopped"

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from nntrain.build import Setup
+from nntrain.data.generator import GeneratorSplit
 from nntrain.data.stream import Stream
 from nntrain.train.devices import Placement, fetch
 
@@ -135,6 +136,8 @@ class Programs:
         idx, valid = self.placement.shard_batch((idx, valid))
         xb = {k: v[idx] for k, v in data["x"].items()}
         yb = {k: v[idx] for k, v in data["y"].items()}
+        if "valid" in data:  # generated chunks mark their padding rows (data/generator.py)
+            valid = valid & data["valid"][idx]
         mask = valid.astype(jnp.float32)
         w = mask * data["w"][idx] if "w" in data else mask
         return xb, yb, w, valid.sum(), mask
@@ -183,7 +186,7 @@ class Programs:
     def train_epoch(self, carry: Carry, data: DeviceData, order, n_total: int, rng,
                     on_chunk: Callable[[int, np.ndarray], None] | None = None, *,
                     start_step: int = 0, sums: np.ndarray | None = None,
-                    should_stop: Callable[[], bool] | None = None):
+                    should_stop: Callable[[], bool] | None = None, epoch: int = 0):
         """Run one epoch (or the rest of one, from `start_step` with the `sums` so far) in
         chunks. `on_chunk(steps_done, sums)` sees each chunk's running sums, read one chunk
         late so the device never waits for the host. `should_stop()` is asked after each
@@ -193,7 +196,7 @@ class Programs:
                                         else np.asarray(sums, np.float32))
         done, pending = start_step, None
         for first, k, chunk, chunk_order in self._feed(data, order, self.batch_size,
-                                                       start_step, n_steps):
+                                                       start_step, n_steps, epoch):
             carry, sums = self.train_chunk(k)(carry, sums, chunk, chunk_order, first, rng,
                                               n_total, k)
             done = first + k
@@ -244,15 +247,17 @@ class Programs:
             sums = self.eval_chunk(k)(params, state, sums, chunk, first, n_total, k)
         return self.layout.result(fetch(sums))
 
-    def _feed(self, data: DeviceData | Stream, order, batch_size: int, start_step: int,
-              n_steps: int) -> Iterator[tuple[int, int, Any, Any]]:
+    def _feed(self, data: DeviceData | Stream | GeneratorSplit, order, batch_size: int,
+              start_step: int, n_steps: int,
+              epoch: int = 0) -> Iterator[tuple[int, int, Any, Any]]:
         """(first step, steps, data, order) for each compiled call: the device-resident set
         in chunks of `steps_per_call`, or a stream's chunks."""
-        if isinstance(data, Stream):
+        if isinstance(data, Stream | GeneratorSplit):
             rows = self.steps_per_call * batch_size
-            host_order = None if order is None else fetch(order)
+            host_order = None if order is None or isinstance(data, GeneratorSplit) \
+                else fetch(order)
             for first, k, chunk in data.chunks(host_order, batch_size, start_step, n_steps,
-                                               self.steps_per_call):
+                                               self.steps_per_call, epoch=epoch):
                 yield first, k, chunk, data.local_order(rows)
             return
         # a rolled loop compiles once whatever its length: a whole eval set in one call
@@ -281,8 +286,12 @@ def epoch_order(rng: jax.Array, epoch: int, n: int, padded: int, shuffle: bool) 
 
 def place(data, placement: Placement | None, stream: bool) -> DeviceData | Stream:
     """A split on the device(s), or streamed to them when it is over the memory budget."""
+    put = jax.device_put if placement is None else placement.replicate
+    if isinstance(data, GeneratorSplit):
+        data.put = put
+        return data
     if stream:
-        return Stream(data, jax.device_put if placement is None else placement.replicate)
+        return Stream(data, put)
     return to_device(data, placement=placement)
 
 

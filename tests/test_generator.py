@@ -1,0 +1,161 @@
+"""Data from the user's Python function (`data.generator`): trains like the same arrays from
+a file, resumes mid-epoch to the same weights, needs --trust-code to be read back, and
+reports broken generators as data errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirunner import nntrain
+from safetensors.numpy import load_file
+
+MODULE = '''
+import numpy as np
+
+rng = np.random.default_rng(0)
+Y = rng.integers(0, 3, 530).astype(np.int32)
+X = (rng.normal(size=(530, 8)) + Y[:, None]).astype(np.float32)
+SPLITS = {"train": slice(0, 410), "validation": slice(410, 470), "test": slice(470, 530)}
+CALLS = []
+
+
+def batches(split, epoch):
+    CALLS.append((split, epoch))
+    rows = SPLITS[split]
+    x, y = X[rows], Y[rows]
+    order = np.random.default_rng(epoch).permutation(len(x)) if split == "train" \\
+        else np.arange(len(x))
+    for i in range(0, len(x), 32):  # 410 = 12 x 32 + 26: the last batch is short
+        take = order[i:i + 32]
+        yield x[take], y[take]
+
+
+def broken(split, epoch):
+    yield X[:32], Y[:32]
+    raise RuntimeError("disk on fire")
+
+
+def too_big(split, epoch):
+    yield X[:64], Y[:64]
+
+'''
+
+CONFIG = """
+name: generated
+seed: 2
+data:
+%s
+model:
+  input: [8]
+  layers:
+    - dense: {units: 16, activation: relu}
+    - dense: {units: 3, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+  optimizer: {sgd: {learning_rate: 0.05}}
+  metrics: [accuracy]
+fit:
+  epochs: 3
+  batch_size: 32
+  shuffle: false
+"""
+
+
+def _setup(tmp_path: Path, function: str = "batches") -> Path:
+    (tmp_path / "my_data.py").write_text(MODULE)
+    config = tmp_path / "gen.yaml"
+    config.write_text(CONFIG % f"  generator: my_data:{function}")
+    return config
+
+
+def _rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "history.csv") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def test_generator_trains_like_the_same_batches_from_a_file(tmp_path: Path):
+    config = _setup(tmp_path)
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "410 train, 60 validation" in result.output
+    run = next(tmp_path.glob("runs/*/*"))
+    info = json.loads((run / "run.json").read_text())
+    assert info["data"]["train"]["examples"] == 410
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) >= {"loss", "accuracy"}
+
+    # the same batches, in the same order, as files: the file path trains to the same numbers
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("my_data_copy", tmp_path / "my_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # each epoch has its own order: compare one epoch, its batches saved in their order
+    xs, ys = zip(*module.batches("train", 0), strict=True)
+    np.savez(tmp_path / "train.npz", x=np.concatenate(xs), y=np.concatenate(ys))
+    np.savez(tmp_path / "val.npz", x=module.X[410:470], y=module.Y[410:470])
+    files = tmp_path / "files.yaml"
+    files.write_text((CONFIG % "  train: train.npz\n  validation: {path: val.npz}")
+                     .replace("epochs: 3", "epochs: 1"))
+    one = nntrain("fit", str(files), "--runs-dir", str(tmp_path / "f"), cwd=tmp_path)
+    gen1 = nntrain("fit", str(config), "--epochs", "1", "--runs-dir", str(tmp_path / "g"),
+                   cwd=tmp_path)
+    assert one.exit_code == 0 and gen1.exit_code == 0, one.output + gen1.output
+    a, b = _rows(next((tmp_path / "f").glob("*/*"))), _rows(next((tmp_path / "g").glob("*/*")))
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert float(a[0][key]) == pytest.approx(float(b[0][key]), rel=1e-5), key
+
+
+def test_reading_a_generator_run_back_needs_trust(tmp_path: Path):
+    config = _setup(tmp_path)
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    run = next(tmp_path.glob("runs/*/*"))
+    refused = nntrain("evaluate", str(run), cwd=tmp_path)
+    assert refused.exit_code == 2 and "--trust-code" in refused.output
+    trusted = nntrain("evaluate", str(run), "--trust-code", "--json", cwd=tmp_path)
+    assert trusted.exit_code == 0, trusted.output
+    figures = json.loads(trusted.output.strip().splitlines()[-1])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert figures["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-5)
+
+
+def test_resume_mid_run_gives_the_same_weights(tmp_path: Path):
+    config = _setup(tmp_path)
+    assert nntrain("fit", str(config), "-q", "--runs-dir", "whole", cwd=tmp_path).exit_code == 0
+    part = nntrain("fit", str(config), "-q", "--epochs", "1", "--runs-dir", "part",
+                   cwd=tmp_path)
+    assert part.exit_code == 0
+    run = next((tmp_path / "part").glob("*/*"))
+    resumed = nntrain("fit", "--resume", str(run), "--trust-code", "-q", "--set", "fit.epochs=3",
+                      "--runs-dir", "part", cwd=tmp_path)
+    assert resumed.exit_code == 0, resumed.output
+    whole = next((tmp_path / "whole").glob("*/*"))
+    assert _rows(run) == _rows(whole)
+    a = load_file(str(run / "checkpoints/last/arrays.safetensors"))
+    b = load_file(str(whole / "checkpoints/last/arrays.safetensors"))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("function, message", [
+    ("broken", "raised RuntimeError: disk on fire"),
+    ("too_big", "has 64 rows, more than fit.batch_size (32)"),
+    ("missing", "has no function 'missing'"),
+])
+def test_broken_generators_are_data_errors(tmp_path: Path, function: str, message: str):
+    config = _setup(tmp_path, function)
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_generator_with_validation_split_is_a_config_error(tmp_path: Path):
+    config = _setup(tmp_path)
+    config.write_text(CONFIG % "  generator: my_data:batches\n  validation: {last: 10}")
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "drop data.validation" in result.output
