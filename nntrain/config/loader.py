@@ -108,7 +108,10 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         raise UserError(f"config file not found: {source}", "check the path") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config file {source}: {e}") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:  # a control character, found before parsing starts
+        raise _reader_error(source, text, e) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -122,6 +125,8 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
             f"{where}: not valid YAML: {e.problem or e.context}",
             "nntrain reads plain YAML: no tags like !!python/...",
         ) from None
+    except yaml.reader.ReaderError as e:
+        raise _reader_error(source, text, e) from None
     except yaml.YAMLError as e:
         raise UserError(f"{source}: not valid YAML: {e}") from None
     finally:
@@ -129,6 +134,14 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     positions: dict[Path_, tuple[int, int]] = {}
     _record_positions(node, (), positions, set())
     return data, positions
+
+
+def _reader_error(source: Path, text: str, e: yaml.reader.ReaderError) -> UserError:
+    line = text.count("\n", 0, e.position) + 1
+    column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+    code = e.character if isinstance(e.character, int) else ord(e.character)
+    return UserError(f"{source}:{line}:{column}: not valid YAML: character U+{code:04X} is not "
+                     "allowed", "remove it, or save the file as text")
 
 
 def _check_size(root: yaml.Node) -> None:
