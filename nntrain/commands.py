@@ -97,6 +97,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     run: Run | None = None
     if resume is not None:
         run = resolve_run(resume, runs_dir)
+        run.require_config()
         base_dir = Path(run.info().get("config_dir", run.path))
         loaded = load_config(run.config_path, overrides, search_dir=base_dir)
         if config_path is None:  # a CONFIG given with --resume is the user's own code
@@ -359,8 +360,7 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     from nntrain import checkpoint as ckpt
 
     run = resolve_run(run_spec, runs_dir)
-    if not run.config_path.exists():
-        raise UserError(f"{run.path} has no config.yaml", "the run directory is incomplete")
+    run.require_config()
     base_dir = Path(run.info().get("config_dir", run.path))
     loaded = load_config(run.config_path, search_dir=base_dir)
     require_trust(loaded.config, trust_code, run.path)  # before anything is imported
