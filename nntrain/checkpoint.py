@@ -200,8 +200,9 @@ def load_for_resume(folder: Path) -> Resumed:
         try:
             arrays, meta = _read(prev)
         except CheckpointError as also:
-            raise CheckpointError(damage.message, f"the previous checkpoint is damaged too "
-                                  f"({also.message}); start the run again") from None
+            raise CheckpointError(damage.message, "the previous checkpoint is damaged too "
+                                  f"({also.message}); train the config again in a new run"
+                                  ) from None
         damaged = folder.with_name(folder.name + ".damaged")
         shutil.rmtree(damaged, ignore_errors=True)
         folder.rename(damaged)

@@ -373,10 +373,13 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
         arrays, meta = ckpt.load(folder)
     except ckpt.CheckpointError as e:
         # no silent substitution: figures and predictions must come from the weights asked for
+        if not e.message.startswith("damaged checkpoint"):
+            raise
         other = "last" if checkpoint_name == "best" else "best"
-        raise ckpt.CheckpointError(e.message, f"{e.hint + '; ' if e.hint else ''}try "
-                                   f"--checkpoint {other}, or `nntrain fit --resume {run.path}`"
-                                   " (which falls back to the previous checkpoint)") from None
+        raise ckpt.CheckpointError(e.message, f"the file was changed or cut short: try "
+                                   f"--checkpoint {other}, or continue training from the "
+                                   f"previous checkpoint with `nntrain fit --resume {run.path}`"
+                                   ) from None
     params, state = jax.eval_shape(setup.model.init, jax.random.key(0))
     weights = ckpt.unflatten({"params": params, "state": state},
                              {k: v for k, v in arrays.items()

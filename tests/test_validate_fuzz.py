@@ -159,3 +159,17 @@ def test_a_control_character_is_a_yaml_error_with_its_line(tmp_path: Path):
     result = nntrain("validate", str(config))
     assert result.exit_code == 2
     assert f"{config}:3:3: not valid YAML: character U+0000 is not allowed" in result.output
+
+
+def test_yaml_errors_hint_at_the_right_fix(tmp_path: Path):
+    brackets = tmp_path / "brackets.yaml"
+    brackets.write_text("name: x\nmodel:\n  input: [2\n  layers: []\n")
+    result = nntrain("validate", str(brackets))
+    assert result.exit_code == 2
+    assert f"{brackets}:4:9: not valid YAML" in result.output
+    assert "brackets" in result.output and "!!python" not in result.output
+    tag = tmp_path / "tag.yaml"
+    tag.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
+    result = nntrain("validate", str(tag))
+    assert result.exit_code == 2
+    assert f"{tag}:1:7: not valid YAML" in result.output and "!!python" in result.output

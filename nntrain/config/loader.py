@@ -121,9 +121,11 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        tag = isinstance(e, yaml.constructor.ConstructorError)
         raise UserError(
             f"{where}: not valid YAML: {e.problem or e.context}",
-            "nntrain reads plain YAML: no tags like !!python/...",
+            "nntrain reads plain YAML: no tags like !!python/..." if tag else
+            "check the indentation, quotes and brackets at and just before that place",
         ) from None
     except yaml.reader.ReaderError as e:
         raise _reader_error(source, text, e) from None
