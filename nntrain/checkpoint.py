@@ -92,6 +92,12 @@ def save(folder: Path, trees: dict[str, Any], meta: dict[str, Any], *,
     the newer one is ever found damaged. The one before that is removed before writing, so
     the disk holds at most two copies at any moment."""
     folder = Path(folder)
+    with disk_space("the checkpoint", folder):  # any step may meet a full disk
+        _save(folder, trees, meta, keep_previous)
+
+
+def _save(folder: Path, trees: dict[str, Any], meta: dict[str, Any],
+          keep_previous: bool) -> None:
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".tmp-{folder.name}-{os.getpid()}"
@@ -106,12 +112,11 @@ def save(folder: Path, trees: dict[str, Any], meta: dict[str, Any], *,
         arrays = {}
         for name, tree in trees.items():
             arrays.update({f"{name}/{k}" if k else name: v for k, v in flatten(tree).items()})
-        with disk_space("the checkpoint", tmp.with_name(folder.name)):
-            _write(tmp / ARRAYS, save_bytes(arrays))
-            digest = _sha256(tmp / ARRAYS)
-            _write(tmp / META, json.dumps({"format": FORMAT, "arrays_sha256": digest, **meta},
-                                          indent=2).encode("utf-8"))
-            fsync_dir(tmp)
+        _write(tmp / ARRAYS, save_bytes(arrays))
+        digest = _sha256(tmp / ARRAYS)
+        _write(tmp / META, json.dumps({"format": FORMAT, "arrays_sha256": digest, **meta},
+                                      indent=2).encode("utf-8"))
+        fsync_dir(tmp)
         if keep_previous:
             if folder.exists():
                 folder.rename(previous(folder))

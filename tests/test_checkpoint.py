@@ -313,3 +313,20 @@ def test_full_disk_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     assert checkpoint.load_for_resume(folder).meta["epoch"] == 2
+
+
+def test_full_disk_when_creating_the_checkpoint_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.name.startswith(".tmp-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(fsutil.DiskFull, match="while writing the checkpoint"):
+        _save_epochs(folder, 2)
+    monkeypatch.undo()
+    assert checkpoint.load(folder)[1]["epoch"] == 1
