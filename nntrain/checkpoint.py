@@ -103,7 +103,9 @@ def _save(folder: Path, trees: dict[str, Any], meta: dict[str, Any],
     tmp = parent / f".tmp-{folder.name}-{os.getpid()}"
     old = parent / f".old-{folder.name}"
     _finish_swap(folder)
-    for leftover in parent.glob(f".tmp-{folder.name}-*"):  # from a killed process
+    for trash in parent.glob(".trash-*"):  # a killed process's unfinished deletes
+        shutil.rmtree(trash, ignore_errors=True)
+    for leftover in parent.glob(f".tmp-{folder.name}-*"):  # a killed process's unfinished save
         _remove(leftover)
     if keep_previous:
         _remove(previous(folder))

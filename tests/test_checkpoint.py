@@ -290,6 +290,7 @@ def test_crash_between_renames_with_keep_previous(tmp_path):
     shutil.rmtree(tmp_path / "last.prev")
     folder.rename(tmp_path / "last.prev")
     (tmp_path / ".tmp-last-99999").mkdir()  # the killed writer's unfinished folder
+    (tmp_path / ".trash-.tmp-last-12345").mkdir()  # and a delete cut short before that
     assert checkpoint.load_for_resume(folder).meta["epoch"] == 2
     _save_epochs(folder, 3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "last.prev"]

@@ -59,13 +59,14 @@ def _checkpoint_arrays(run: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _phase(run: Path | None) -> str:
-    """Where the kill landed, read from what it left on disk."""
+def _phase(run: Path | None, pid: int) -> str:
+    """Where the kill of process `pid` landed, read from what it left on disk (a killed
+    writer's folder is named .tmp-<name>-<pid>; earlier kills may have left theirs)."""
     folder = None if run is None else run / "checkpoints"
     if folder is None or not folder.is_dir():
         return "before the first checkpoint"
     names = {p.name for p in folder.iterdir()}
-    if any(n.startswith(".tmp-") for n in names):
+    if f".tmp-last-{pid}" in names or f".tmp-best-{pid}" in names:
         return "writing a checkpoint"
     if any(n.startswith(".trash-") for n in names):
         return "removing the previous checkpoint"
@@ -75,12 +76,8 @@ def _phase(run: Path | None) -> str:
     return "training or startup"
 
 
-def _writing(run: Path | None) -> bool:
-    folder = None if run is None else run / "checkpoints"
-    try:
-        return folder is not None and any(n.startswith(".tmp-last-") for n in os.listdir(folder))
-    except FileNotFoundError:
-        return False
+def _writing(run: Path | None, pid: int) -> bool:
+    return run is not None and (run / "checkpoints" / f".tmp-last-{pid}").exists()
 
 
 def _wait_and_kill(process: subprocess.Popen, work: Path, rng: random.Random,
@@ -99,7 +96,7 @@ def _wait_and_kill(process: subprocess.Popen, work: Path, rng: random.Random,
             if run is None:  # a kill before the run directory exists leaves nothing to resume
                 start = time.monotonic()
         if in_write:
-            writing = _writing(run)
+            writing = _writing(run, process.pid)
             if writing and not was_writing:
                 if writes_to_skip == 0:
                     time.sleep(rng.uniform(0, 0.004))
@@ -115,51 +112,67 @@ def _wait_and_kill(process: subprocess.Popen, work: Path, rng: random.Random,
         return None
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return _phase(run)
+    return _phase(run, process.pid)
+
+
+def _killed_chain(config: Path, work: Path, rng: random.Random, phases: list[str]) -> None:
+    """Start `fit`, then kill it and `fit --resume` it again and again, until KILLS kills in
+    all or the run completes; then resume once more, to the end."""
+    fit = [sys.executable, "-m", "nntrain", "fit"]
+    command = [*fit, str(config), "-q"]
+    kills = 0
+    while len(phases) < KILLS:
+        process = subprocess.Popen(command, cwd=work, env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)
+        phase = _wait_and_kill(process, work, rng, in_write=len(phases) % 2 == 1)
+        errors = process.stderr.read()
+        process.stderr.close()
+        if phase is None:  # it finished between kills: a fast machine; a new chain goes on
+            assert process.returncode == 0, errors
+            assert kills > 0, "the run finished before it could be killed"
+            return
+        kills += 1
+        phases.append(phase)
+        command = [*fit, "--resume", str(_only_run(work)), "-q"]  # every later start resumes
+    resumed = subprocess.run(command, cwd=work, env=ENV, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
 
 
 def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path: Path):
     config = _config(tmp_path)
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole = tmp_path / "whole"
     whole.mkdir()
-    killed.mkdir()
-    fit = [sys.executable, "-m", "nntrain", "fit"]
-    subprocess.run([*fit, str(config), "-q"], cwd=whole, env=ENV, check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "nntrain", "fit", str(config), "-q"], cwd=whole,
+                   env=ENV, check=True, capture_output=True)
+    reference = _only_run(whole)
+    expected_arrays = _checkpoint_arrays(reference)
 
     rng = random.Random(20261125)
-    phases = []
-    command = [*fit, str(config), "-q"]
-    for kill in range(KILLS):
-        process = subprocess.Popen(command, cwd=killed, env=ENV, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
-        phase = _wait_and_kill(process, killed, rng, in_write=kill % 2 == 1)
-        assert phase is not None, (
-            f"kill {kill + 1}: the process ended by itself (exit {process.returncode}) "
-            f"{process.stderr.read()}")
-        process.stderr.close()
-        phases.append(phase)
-        command = [*fit, "--resume", str(_only_run(killed)), "-q"]  # every later start resumes
+    phases: list[str] = []
+    chains = 0
+    while len(phases) < KILLS:
+        chains += 1
+        killed = tmp_path / f"killed-{chains}"
+        killed.mkdir()
+        _killed_chain(config, killed, rng, phases)
 
-    resumed = subprocess.run(command, cwd=killed, env=ENV, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "Traceback" not in resumed.stderr
+        run = _only_run(killed)
+        assert json.loads((run / "run.json").read_text())["status"] == "completed"
+        assert len(_history(run)) == EPOCHS
+        assert _history(run) == _history(reference)
+        arrays = _checkpoint_arrays(run)
+        assert arrays.keys() == expected_arrays.keys()
+        for key, value in arrays.items():
+            assert value.dtype == expected_arrays[key].dtype, key
+            assert np.array_equal(value, expected_arrays[key]), key
+        # nothing half-written is left behind
+        assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "last",
+                                                                           "last.prev"]
     print("\n".join(f"kill {i + 1}: {p}" for i, p in enumerate(phases)))
     # timing decides the exact mix; the write-targeted kills land inside writes
     assert phases.count("writing a checkpoint") >= 5, phases
     assert phases.count("training or startup") >= 1, phases
-
-    run, reference = _only_run(killed), _only_run(whole)
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
-    assert len(_history(run)) == EPOCHS
-    assert _history(run) == _history(reference)
-    a, b = _checkpoint_arrays(run), _checkpoint_arrays(reference)
-    assert a.keys() == b.keys()
-    for key in a:
-        assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
-    # nothing half-written is left behind
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best", "last",
-                                                                       "last.prev"]
 
 
 def _flip_last_byte(path: Path) -> None:
