@@ -193,3 +193,19 @@ def test_unknown_or_malformed_options(tmp_path: Path, args, expected):
     assert "Try 'nntrain" in result.output  # where to look: the command's --help
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("assignment, expected", [
+    # the place is the --set that put the value there, not the file's old value
+    ("model.input=[0]", "--set model.input=[0]: model.input[0]: input should be greater than 0"),
+    ("model.layers.1.dense=null",
+     "--set model.layers.1.dense=null: model.layers[1].dense: missing required key 'units'"),
+    ("a..b=1", "--set a..b=1: a: unknown key 'a'"),
+    # JAX takes a 64-bit signed seed; a larger one crashed fit
+    ("seed=18446744073709551616", "--set seed=18446744073709551616: seed: input should be less "
+     "than 9223372036854775808"),
+])
+def test_bad_overrides_are_named_by_their_set(tmp_path: Path, assignment: str, expected: str):
+    result = nntrain("fit", str(TINY), "--set", assignment, cwd=tmp_path)
+    _rejected(result, expected)
+    assert not (tmp_path / "runs").exists()

@@ -90,10 +90,17 @@ def closest(name: object, choices: Iterable[str]) -> str | None:
 
 
 def _where(source: Path, positions, overrides, path: Path_) -> str:
+    # a value an override replaced comes from it, wherever the file had its old one
+    bare = tuple(p for p in path if p != "<key>")
+    for cut in range(len(bare), -1, -1):
+        if bare[:cut] in overrides:
+            return f"--set {overrides[bare[:cut]]}"
+    if bare and bare not in positions:  # a key only an override created (`--set a.b=1`)
+        for target, assignment in overrides.items():
+            if target[:len(bare)] == bare:
+                return f"--set {assignment}"
     for cut in range(len(path), -1, -1):
         prefix = tuple(path[:cut])
-        if prefix in overrides:
-            return f"--set {overrides[prefix]}"
         if prefix in positions:
             line, col = positions[prefix]
             return f"{source}:{line}:{col}"
