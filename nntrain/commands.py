@@ -190,6 +190,14 @@ def _restore(fitter, run: Run, console: Console) -> int:
         console.print("[yellow]note:[/] no checkpoint yet (the run stopped in its first "
                       "epoch): training it from the start", soft_wrap=True, highlight=False)
         return 0
+    best = checkpoint.find(run.checkpoints / "best")
+    if best is not None:
+        try:
+            checkpoint.load(best)
+        except checkpoint.CheckpointError as e:
+            raise checkpoint.CheckpointError(
+                e.message, f"the best weights so far are lost: remove {best} to continue "
+                "without them (the next improvement saves new ones), or train again") from None
     return fitter.restore()
 
 

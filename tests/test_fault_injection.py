@@ -235,3 +235,16 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tmp_p
     assert _history(run) == _history(_only_run(whole))
     a, b = _checkpoint_arrays(run), _checkpoint_arrays(_only_run(whole))
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_a_damaged_best_checkpoint_says_what_to_do(tmp_path: Path):
+    assert nntrain("fit", str(TINY), "-q", "--epochs", "2", cwd=tmp_path).exit_code == 0
+    run = _only_run(tmp_path)
+    arrays = run / "checkpoints" / "best" / "arrays.safetensors"
+    _flip_last_byte(arrays)
+    result = nntrain("fit", "--resume", str(run), "-q", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"damaged checkpoint {arrays}: checksum mismatch" in result.output
+    assert f"remove {run / 'checkpoints' / 'best'} to continue without them" in result.output
+    shutil.rmtree(run / "checkpoints" / "best")
+    assert nntrain("fit", "--resume", str(run), "-q", cwd=tmp_path).exit_code == 0
