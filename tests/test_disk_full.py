@@ -141,3 +141,35 @@ def test_a_really_full_disk(tmp_path: Path):
         _assert_same_result(run, _only_run(whole))
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_full_disk_while_the_csv_logger_appends(tmp_path: Path, monkeypatch):
+    config = tmp_path / "logged.yaml"
+    config.write_text(TINY.read_text().replace(
+        "    - model_checkpoint:",
+        "    - csv_logger: {filename: log.csv}\n    - model_checkpoint:"))
+    real_open = Path.open
+    appends = 0
+
+    def open_(self, mode="r", *args, **kwargs):
+        nonlocal appends
+        if self.name == "log.csv" and mode == "a":
+            appends += 1
+            if appends > 1:  # the disk fills up in epoch 2
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    monkeypatch.undo()
+    run = _only_run(tmp_path)
+    shown = run.relative_to(tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert f"no space left on the device while writing the CSV log {shown / 'log.csv'}" in \
+        result.output
+    assert f"nntrain fit --resume {shown}" in result.output
+    resumed = nntrain("fit", "--resume", str(run), "-q", cwd=tmp_path)
+    assert resumed.exit_code == 0, resumed.output
+    rows = (run / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["epoch", "0", "1", "2", "3"]
