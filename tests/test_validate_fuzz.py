@@ -145,6 +145,7 @@ def test_validate_rejects_bad_configs_cleanly(text: str):
     assert result.exit_code in (0, 2), output
     if result.exit_code == 2:
         assert output.startswith("error: "), output
+        assert "\nhint: " in output, output  # and the fix
         assert _names_a_place(output, config), output
         if "not valid YAML" in output:
             assert re.search(re.escape(str(config)) + r":\d+:\d+", output), output

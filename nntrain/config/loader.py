@@ -122,7 +122,8 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     try:
         node = loader.get_single_node()
         if node is None:
-            raise UserError(f"config file is empty: {source}")
+            raise UserError(f"config file is empty: {source}",
+                            "start from one in configs/, or see `nntrain schema`")
         _check_size(node)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
@@ -229,7 +230,8 @@ def load_config(source: str | Path, overrides: Sequence[str] = (),
     source = Path(source)
     data, positions = read_yaml(source)
     if not isinstance(data, dict):
-        raise UserError(f"{source}: a config is a mapping (name:, data:, model:, ...)")
+        raise UserError(f"{source}: a config is a mapping (name:, data:, model:, ...)",
+                        "start from one in configs/, or see `nntrain schema`")
     override_paths: dict[Path_, str] = {}
     for assignment in overrides:
         override_paths[apply_override(data, assignment)] = assignment
