@@ -3,7 +3,9 @@
 A checkpoint is a folder holding `arrays.safetensors` and `checkpoint.json` (which records the
 arrays file's SHA-256). Saving writes a fresh folder under a temporary name, then swaps it in
 with two renames; if a crash falls between them, loading finds the previous folder under its
-`.old-` name. Array keys are pytree paths: `params/dense_1/kernel`, `opt_state/0/mu/...`.
+`.old-` name (or `.prev`, for the resume checkpoint, which keeps the previous one as a fallback
+for a damaged latest one). Array keys are pytree paths: `params/dense_1/kernel`,
+`opt_state/0/mu/...`.
 """
 
 from __future__ import annotations
@@ -12,20 +14,23 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
+from safetensors.numpy import save as save_bytes
 
 from nntrain.errors import UserError
-from nntrain.fsutil import fsync_dir
+from nntrain.fsutil import disk_space, fsync_dir
 
 ARRAYS = "arrays.safetensors"
 META = "checkpoint.json"
 FORMAT = 1
+PREVIOUS = ".prev"
 
 
 class CheckpointError(UserError):
@@ -74,46 +79,100 @@ def unflatten(template: Any, arrays: dict[str, np.ndarray], where: str) -> Any:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def save(folder: Path, trees: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Write `trees` (name -> pytree) and `meta` as the checkpoint `folder`, atomically."""
+def previous(folder: Path) -> Path:
+    """Where `save(..., keep_previous=True)` keeps the checkpoint it superseded."""
+    return Path(folder).with_name(Path(folder).name + PREVIOUS)
+
+
+def save(folder: Path, trees: dict[str, Any], meta: dict[str, Any], *,
+         keep_previous: bool = False) -> None:
+    """Write `trees` (name -> pytree) and `meta` as the checkpoint `folder`, atomically.
+
+    With `keep_previous`, the checkpoint it replaces stays as `<folder>.prev`, a fallback if
+    the newer one is ever found damaged. The one before that is removed before writing, so
+    the disk holds at most two copies at any moment."""
     folder = Path(folder)
+    with disk_space("the checkpoint", folder):  # any step may meet a full disk
+        _save(folder, trees, meta, keep_previous)
+
+
+def _save(folder: Path, trees: dict[str, Any], meta: dict[str, Any],
+          keep_previous: bool) -> None:
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = parent / f".tmp-{folder.name}-{os.getpid()}"
     old = parent / f".old-{folder.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _finish_swap(folder)
+    for trash in parent.glob(".trash-*"):  # a killed process's unfinished deletes
+        shutil.rmtree(trash, ignore_errors=True)
+    for leftover in parent.glob(f".tmp-{folder.name}-*"):  # a killed process's unfinished save
+        _remove(leftover)
+    if keep_previous:
+        _remove(previous(folder))
     tmp.mkdir()
     try:
         arrays = {}
         for name, tree in trees.items():
             arrays.update({f"{name}/{k}" if k else name: v for k, v in flatten(tree).items()})
-        save_file(arrays, str(tmp / ARRAYS))
+        _write(tmp / ARRAYS, save_bytes(arrays))
         digest = _sha256(tmp / ARRAYS)
-        with open(tmp / META, "w", encoding="utf-8") as f:
-            json.dump({"format": FORMAT, "arrays_sha256": digest, **meta}, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        with open(tmp / ARRAYS, "rb") as f:
-            os.fsync(f.fileno())
+        _write(tmp / META, json.dumps({"format": FORMAT, "arrays_sha256": digest, **meta},
+                                      indent=2).encode("utf-8"))
         fsync_dir(tmp)
-        shutil.rmtree(old, ignore_errors=True)
+        if keep_previous:
+            if folder.exists():
+                folder.rename(previous(folder))
+            tmp.rename(folder)  # a crash just before this leaves only .prev: find() reads it
+            fsync_dir(parent)
+            return
+        _remove(old)
         if folder.exists():
             folder.rename(old)
         tmp.rename(folder)
         fsync_dir(parent)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _remove(path: Path) -> None:
+    """Delete a folder: renamed away first, so a crash mid-delete never leaves a half
+    checkpoint under a name that is read."""
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash-{path.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _finish_swap(folder: Path) -> None:
+    """A crash between a save's renames leaves the newest checkpoint under .prev (or .old-);
+    give it its name back before anything else is replaced."""
+    if folder.exists():
+        return
+    for candidate in (previous(folder), folder.parent / f".old-{folder.name}"):
+        if candidate.is_dir():
+            candidate.rename(folder)
+            return
+
+
 def find(folder: Path) -> Path | None:
-    """The checkpoint folder to read: itself, or the previous one if a swap was cut short."""
+    """The checkpoint folder to read: itself, or, if a save was cut short between its two
+    renames, the one it was replacing."""
     folder = Path(folder)
-    if (folder / META).exists():
-        return folder
-    old = folder.parent / f".old-{folder.name}"
-    return old if (old / META).exists() else None
+    for candidate in (folder, previous(folder), folder.parent / f".old-{folder.name}"):
+        if candidate.is_dir():
+            return candidate
+    return None
 
 
 def load(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -122,8 +181,53 @@ def load(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if found is None:
         raise CheckpointError(f"no checkpoint at {folder}",
                               "the run has not finished an epoch yet, or its files were removed")
+    return _read(found)
+
+
+@dataclass
+class Resumed:
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    warning: str | None  # set when the latest checkpoint was damaged and .prev was used
+
+
+def load_for_resume(folder: Path) -> Resumed:
+    """Load the resume checkpoint `folder`; if it is damaged, fall back to `<folder>.prev`.
+
+    After a fallback the damaged folder is kept as `<folder>.damaged` (for a look) and the
+    previous one takes its name, so the next save again keeps a good one behind."""
+    folder = Path(folder)
+    try:
+        arrays, meta = load(folder)
+        return Resumed(arrays, meta, None)
+    except CheckpointError as damage:
+        prev = previous(folder)
+        if find(folder) != folder or not prev.is_dir():
+            raise
+        try:
+            arrays, meta = _read(prev)
+        except CheckpointError as also:
+            raise CheckpointError(damage.message, "the previous checkpoint is damaged too "
+                                  f"({also.message}); train the config again in a new run"
+                                  ) from None
+        damaged = folder.with_name(folder.name + ".damaged")
+        shutil.rmtree(damaged, ignore_errors=True)
+        folder.rename(damaged)
+        prev.rename(folder)
+        fsync_dir(folder.parent)
+        return Resumed(arrays, meta, f"{damage.message}; resuming from the previous checkpoint "
+                       f"instead (the damaged one is kept as {damaged})")
+
+
+def _read(found: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    for name in (META, ARRAYS):
+        if not (found / name).is_file():
+            raise CheckpointError(f"damaged checkpoint {found}: {name} is missing",
+                                  "the checkpoint was cut short or its files were removed")
     try:
         meta = json.loads((found / META).read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         raise CheckpointError(f"damaged checkpoint {found / META}: {e}") from None
     if _sha256(found / ARRAYS) != meta.get("arrays_sha256"):

@@ -27,7 +27,7 @@ from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.custom import require_trust
 from nntrain.data.stream import examples
 from nntrain.errors import DataError, UserError
-from nntrain.fsutil import atomic_write_json, atomic_write_text
+from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
 from nntrain.runs import Run, create_run, resolve_run
 
 
@@ -102,6 +102,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     run: Run | None = None
     if resume is not None:
         run = resolve_run(resume, runs_dir)
+        run.require_config()
         base_dir = Path(run.info().get("config_dir", run.path))
         loaded = load_config(run.config_path, overrides, search_dir=base_dir)
         if config_path is None:  # a CONFIG given with --resume is the user's own code
@@ -140,8 +141,6 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         atomic_write_text(run.path / "summary.txt",
                           summary_text(setup.model, f'Model: "{loaded.config.name}"'))
         run.update_info(**_run_record(loaded, dataset, base_dir))
-    run.update_info(status="running", command=sys.argv, resumed=resume is not None,
-                    end=None, placement=placement.describe())
     fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format,
                     placement=placement)
     if fitter.streaming and not quiet:
@@ -151,7 +150,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                       f"examples) to the device in chunks of "
                       f"{fitter.programs.steps_per_call} steps: it is over data.device_memory "
                       f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
-    initial_epoch = fitter.restore() if resume is not None else 0
+    initial_epoch = _restore(fitter, run, console) if resume is not None else 0
+    run.update_info(status="running", command=sys.argv, resumed=resume is not None,
+                    end=None, placement=placement.describe())
     if not quiet:
         what = f"Resuming {run.path} at epoch {initial_epoch + 1}" if resume else \
             f"Training {loaded.config.name} -> {run.path}"
@@ -185,9 +186,13 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         console.print(f"[yellow]Interrupted.[/] Continue from the last finished epoch with: "
                       f"nntrain fit --resume {run.path}", soft_wrap=True)
         return 130
+    except DiskFull as e:
+        raise DiskFull(e.message, f"{e.hint}; then continue with: nntrain fit --resume "
+                       f"{run.path}") from None
     finally:
         if status == "failed":
-            run.update_info(status="failed", end=_now())
+            with contextlib.suppress(DiskFull):  # the disk may still be full: keep the cause
+                run.update_info(status="failed", end=_now())
             if as_json:
                 _emit_end(run, status, None, None)
     run.update_info(status=status, end=_now(), stop_reason=result.stop_reason or None)
@@ -196,6 +201,32 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if not quiet:
         _print_fit_result(console, run, result, test)
     return 0
+
+
+def _restore(fitter, run: Run, console: Console) -> int:
+    """The epoch to resume at. A run killed before its first checkpoint starts over (same
+    seed, same result); one whose checkpoints were removed is an error."""
+    from nntrain import checkpoint
+
+    if checkpoint.find(run.checkpoints / "last") is None:
+        done = run.info().get("epochs_completed")
+        if done:
+            raise checkpoint.CheckpointError(
+                f"{run.path} recorded {done} finished epochs but has no checkpoint at "
+                f"{run.checkpoints / 'last'}",
+                "the checkpoint files were removed; train the config again in a new run")
+        console.print("[yellow]note:[/] no checkpoint yet (the run stopped in its first "
+                      "epoch): training it from the start", soft_wrap=True, highlight=False)
+        return 0
+    best = checkpoint.find(run.checkpoints / "best")
+    if best is not None:
+        try:
+            checkpoint.load(best)
+        except checkpoint.CheckpointError as e:
+            raise checkpoint.CheckpointError(
+                e.message, f"the best weights so far are lost: remove {best} to continue "
+                "without them (the next improvement saves new ones), or train again") from None
+    return fitter.restore()
 
 
 def _emit_end(run: Run, status: str, result, test: dict[str, float] | None) -> None:
@@ -365,8 +396,7 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     from nntrain import checkpoint as ckpt
 
     run = resolve_run(run_spec, runs_dir)
-    if not run.config_path.exists():
-        raise UserError(f"{run.path} has no config.yaml", "the run directory is incomplete")
+    run.require_config()
     base_dir = Path(run.info().get("config_dir", run.path))
     loaded = load_config(run.config_path, search_dir=base_dir)
     require_trust(loaded.config, trust_code, run.path)  # before anything is imported
@@ -375,7 +405,17 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     folder = run.checkpoints / checkpoint_name
     if checkpoint_name == "best" and ckpt.find(folder) is None:
         folder = run.checkpoints / "last"
-    arrays, meta = ckpt.load(folder)
+    try:
+        arrays, meta = ckpt.load(folder)
+    except ckpt.CheckpointError as e:
+        # no silent substitution: figures and predictions must come from the weights asked for
+        if not e.message.startswith("damaged checkpoint"):
+            raise
+        other = "last" if checkpoint_name == "best" else "best"
+        raise ckpt.CheckpointError(e.message, f"the file was changed or cut short: try "
+                                   f"--checkpoint {other}, or continue training from the "
+                                   f"previous checkpoint with `nntrain fit --resume {run.path}`"
+                                   ) from None
     params, state = jax.eval_shape(setup.model.init, jax.random.key(0))
     weights = ckpt.unflatten({"params": params, "state": state},
                              {k: v for k, v in arrays.items()

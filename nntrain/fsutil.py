@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from nntrain.errors import UserError
+
+
+class DiskFull(UserError):
+    """No space (or quota) left while writing a file; what was there before is kept."""
+
+
+@contextlib.contextmanager
+def disk_space(what: str, path: Path) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT while writing `path` into a DiskFull naming `what`, where, and the
+    fix. Other OS errors pass through unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = Path(path).parent
+        raise DiskFull(f"no space left on the device while writing {what} {path}",
+                       f"free space on the disk that holds {where} (see `df -h {where}`); "
+                       "the previous version of the file is kept") from None
 
 
 def _umask() -> int:
@@ -20,17 +44,18 @@ _MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_space("the file", path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, _MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -53,6 +53,13 @@ class Run:
     def info(self) -> dict[str, Any]:
         return self.read_json(RUN_FILE)
 
+    def require_config(self) -> None:
+        """Refuse, with a clear message, a run whose config.yaml is gone."""
+        if not self.config_path.exists():
+            raise UserError(f"{self.path} has no config.yaml",
+                            "the run directory is incomplete (copied in part?): copy "
+                            "config.yaml from the original, or train again")
+
     # -- lenient read-back, for listing and comparing runs that may be damaged -------------
     @property
     def stamp(self) -> str:
@@ -182,6 +189,10 @@ def resolve_run(spec: str, runs_root: Path) -> Run:
             found = _runs_under(candidate)
             if found:
                 return Run(found[-1])
+            if (candidate / "config.yaml").exists() or (candidate / "checkpoints").is_dir():
+                raise RunNotFound(f"{candidate} looks like a run directory but has no {RUN_FILE}",
+                                  "the run directory is incomplete (copied in part?): copy "
+                                  f"{RUN_FILE} from the original, or train again")
     names = sorted({p.parent.name for p in all_runs(runs_root)})
     hint = f"runs under {runs_root}: {', '.join(names)}" if names else \
         "train one with `nntrain fit CONFIG`"

@@ -3,8 +3,10 @@ writes that fail part way."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 
 import jax
@@ -162,7 +164,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_file", broken)
+    monkeypatch.setattr(checkpoint, "save_bytes", broken)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(folder, {"w": np.ones(2, np.float32)}, {"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
@@ -213,3 +215,119 @@ def test_atomic_write_of_unserialisable_json_keeps_the_old_content(tmp_path):
         fsutil.atomic_write_json(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"ok": True}
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+# -- the previous checkpoint, kept as a fallback ------------------------------------------------
+
+
+def _save_epochs(folder: Path, *epochs: int) -> None:
+    for epoch in epochs:
+        checkpoint.save(folder, {"w": np.full(3, epoch, np.float32)}, {"epoch": epoch},
+                        keep_previous=True)
+
+
+def test_keep_previous_keeps_exactly_one_superseded_checkpoint(tmp_path):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1, 2, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "last.prev"]
+    assert checkpoint.load(folder)[1]["epoch"] == 3
+    assert checkpoint.load(tmp_path / "last.prev")[1]["epoch"] == 2
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no_arrays", "no_meta", "empty"])
+def test_resume_falls_back_to_the_previous_checkpoint(tmp_path, damage):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1, 2)
+    arrays_file = folder / "arrays.safetensors"
+    if damage == "flip":
+        flip_byte(arrays_file, 3)
+    elif damage == "truncate":
+        arrays_file.write_bytes(arrays_file.read_bytes()[:-4])
+    elif damage == "no_arrays":
+        arrays_file.unlink()
+    elif damage == "no_meta":
+        (folder / "checkpoint.json").unlink()
+    else:
+        arrays_file.unlink()
+        (folder / "checkpoint.json").unlink()
+    with pytest.raises(CheckpointError, match="damaged checkpoint"):
+        checkpoint.load(folder)  # evaluate/predict: no silent substitution
+
+    resumed = checkpoint.load_for_resume(folder)
+    assert resumed.meta["epoch"] == 1
+    np.testing.assert_array_equal(resumed.arrays["w"], [1, 1, 1])
+    assert "damaged checkpoint" in resumed.warning and str(folder) in resumed.warning
+    assert "previous checkpoint" in resumed.warning
+    # the damaged one is set aside; the good one is `last` again, so saving keeps a fallback
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "last.damaged"]
+    _save_epochs(folder, 2)
+    assert checkpoint.load(tmp_path / "last.prev")[1]["epoch"] == 1
+
+
+def test_resume_with_both_checkpoints_damaged_names_the_latest(tmp_path):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1, 2)
+    flip_byte(folder / "arrays.safetensors", 3)
+    flip_byte(tmp_path / "last.prev" / "arrays.safetensors", 3)
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load_for_resume(folder)
+    assert str(folder / "arrays.safetensors") in info.value.message
+    assert "previous checkpoint is damaged too" in info.value.hint
+
+
+def test_resume_without_a_previous_checkpoint_reports_the_damage(tmp_path):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1)
+    flip_byte(folder / "arrays.safetensors", 3)
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        checkpoint.load_for_resume(folder)
+
+
+def test_crash_between_renames_with_keep_previous(tmp_path):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1, 2)
+    # the next save removed last.prev, wrote its new folder, renamed last -> last.prev; crash
+    shutil.rmtree(tmp_path / "last.prev")
+    folder.rename(tmp_path / "last.prev")
+    (tmp_path / ".tmp-last-99999").mkdir()  # the killed writer's unfinished folder
+    (tmp_path / ".trash-.tmp-last-12345").mkdir()  # and a delete cut short before that
+    assert checkpoint.load_for_resume(folder).meta["epoch"] == 2
+    _save_epochs(folder, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "last.prev"]
+    assert checkpoint.load(folder)[1]["epoch"] == 3
+    assert checkpoint.load(tmp_path / "last.prev")[1]["epoch"] == 2
+
+
+def test_full_disk_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1, 2)
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", no_space)
+    with pytest.raises(fsutil.DiskFull) as info:
+        _save_epochs(folder, 3)
+    assert f"no space left on the device while writing the checkpoint {folder}" in str(
+        info.value)
+    assert "free space" in info.value.hint and "df -h" in info.value.hint
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert checkpoint.load_for_resume(folder).meta["epoch"] == 2
+
+
+def test_full_disk_when_creating_the_checkpoint_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "last"
+    _save_epochs(folder, 1)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if self.name.startswith(".tmp-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(fsutil.DiskFull, match="while writing the checkpoint"):
+        _save_epochs(folder, 2)
+    monkeypatch.undo()
+    assert checkpoint.load(folder)[1]["epoch"] == 1

@@ -90,10 +90,17 @@ def closest(name: object, choices: Iterable[str]) -> str | None:
 
 
 def _where(source: Path, positions, overrides, path: Path_) -> str:
+    # a value an override replaced comes from it, wherever the file had its old one
+    bare = tuple(p for p in path if p != "<key>")
+    for cut in range(len(bare), -1, -1):
+        if bare[:cut] in overrides:
+            return f"--set {overrides[bare[:cut]]}"
+    if bare and bare not in positions:  # a key only an override created (`--set a.b=1`)
+        for target, assignment in overrides.items():
+            if target[:len(bare)] == bare:
+                return f"--set {assignment}"
     for cut in range(len(path), -1, -1):
         prefix = tuple(path[:cut])
-        if prefix in overrides:
-            return f"--set {overrides[prefix]}"
         if prefix in positions:
             line, col = positions[prefix]
             return f"{source}:{line}:{col}"
@@ -108,20 +115,28 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         raise UserError(f"config file not found: {source}", "check the path") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read config file {source}: {e}") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as e:  # a control character, found before parsing starts
+        raise _reader_error(source, text, e) from None
     try:
         node = loader.get_single_node()
         if node is None:
-            raise UserError(f"config file is empty: {source}")
+            raise UserError(f"config file is empty: {source}",
+                            "start from one in configs/, or see `nntrain schema`")
         _check_size(node)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        tag = isinstance(e, yaml.constructor.ConstructorError)
         raise UserError(
             f"{where}: not valid YAML: {e.problem or e.context}",
-            "nntrain reads plain YAML: no tags like !!python/...",
+            "nntrain reads plain YAML: no tags like !!python/..." if tag else
+            "check the indentation, quotes and brackets at and just before that place",
         ) from None
+    except yaml.reader.ReaderError as e:
+        raise _reader_error(source, text, e) from None
     except yaml.YAMLError as e:
         raise UserError(f"{source}: not valid YAML: {e}") from None
     finally:
@@ -129,6 +144,14 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     positions: dict[Path_, tuple[int, int]] = {}
     _record_positions(node, (), positions, set())
     return data, positions
+
+
+def _reader_error(source: Path, text: str, e: yaml.reader.ReaderError) -> UserError:
+    line = text.count("\n", 0, e.position) + 1
+    column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+    code = e.character if isinstance(e.character, int) else ord(e.character)
+    return UserError(f"{source}:{line}:{column}: not valid YAML: character U+{code:04X} is not "
+                     "allowed", "remove it, or save the file as text")
 
 
 def _check_size(root: yaml.Node) -> None:
@@ -207,7 +230,8 @@ def load_config(source: str | Path, overrides: Sequence[str] = (),
     source = Path(source)
     data, positions = read_yaml(source)
     if not isinstance(data, dict):
-        raise UserError(f"{source}: a config is a mapping (name:, data:, model:, ...)")
+        raise UserError(f"{source}: a config is a mapping (name:, data:, model:, ...)",
+                        "start from one in configs/, or see `nntrain schema`")
     override_paths: dict[Path_, str] = {}
     for assignment in overrides:
         override_paths[apply_override(data, assignment)] = assignment

@@ -158,7 +158,7 @@ class FitConfig(Strict):
 class Config(Strict):
     name: RunName
     description: str | None = None
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0  # JAX takes a 64-bit signed seed
     data: DataConfig
     model: ModelConfig
     compile: CompileConfig

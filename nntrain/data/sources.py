@@ -431,7 +431,8 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
     for name, (shape, _dtype) in io.inputs.items():
         array = data.x[name]
         if array.dtype.kind not in "biuf":
-            raise DataError(f"{what}: input '{name}' has dtype {array.dtype}; expected numbers")
+            raise DataError(f"{what}: input '{name}' has dtype {array.dtype}; expected numbers",
+                            "store the inputs as integer or float arrays")
         if tuple(array.shape[1:]) != shape:
             raise DataError(
                 f"{what}: input '{name}' has examples of shape {tuple(array.shape[1:])}, "
@@ -450,7 +451,12 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
     for name, shape in io.outputs.items():
         y = data.y[name]
         if len(y) != len(data):
-            raise DataError(f"{what}: {len(y):,} targets for '{name}' but {len(data):,} inputs")
+            raise DataError(f"{what}: {len(y):,} targets for '{name}' but {len(data):,} inputs",
+                            "give one target per example")
+        if y.dtype.kind not in "biuf":
+            raise DataError(f"{what}: targets of '{name}' have dtype {y.dtype}; expected numbers",
+                            "store class indices or values (text labels become classes only "
+                            "in CSV files)")
         if name in io.sparse_outputs:
             classes = shape[-1]
             if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):

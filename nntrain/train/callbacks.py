@@ -35,6 +35,7 @@ from nntrain.config.entries import CustomEntry, entry_args, entry_name
 from nntrain.config.loader import ConfigError, closest, format_path
 from nntrain.custom import load_object
 from nntrain.errors import UserError
+from nntrain.fsutil import disk_space
 from nntrain.optimizers import (
     ScheduledLearningRate,
     build_schedule,
@@ -324,7 +325,8 @@ class CSVLogger(Callback):
             writer.writerow(["epoch", *self.keys])
         writer.writerow([epoch, *(logs.get(k, "NA") for k in self.keys)])
         text = buffer.getvalue()
-        with self.path.open("a", encoding="utf-8", newline="") as f:
+        with disk_space("the CSV log", self.path), \
+                self.path.open("a", encoding="utf-8", newline="") as f:
             f.write(text)
         self.lines += text.count("\n")
 

@@ -157,7 +157,11 @@ class Fitter:
     # -- resume ------------------------------------------------------------------------------
     def restore(self) -> int:
         """Load `checkpoints/last`; returns the number of epochs already done."""
-        arrays, meta = checkpoint.load(self.run.checkpoints / "last")
+        resumed = checkpoint.load_for_resume(self.run.checkpoints / "last")
+        if resumed.warning:
+            self.console.print(f"[yellow]warning:[/] {resumed.warning}", soft_wrap=True,
+                               highlight=False)
+        arrays, meta = resumed.arrays, resumed.meta
         where = str(self.run.checkpoints / "last")
         for name in ("params", "state", "opt_state"):
             self.carry[name] = self.placement.replicate(
@@ -197,7 +201,7 @@ class Fitter:
         if partial is not None:
             meta.update(epoch=epoch, step_in_epoch=partial[0],
                         partial_sums=[float(v) for v in partial[1]])
-        checkpoint.save(self.run.checkpoints / "last", fetch(trees), meta)
+        checkpoint.save(self.run.checkpoints / "last", fetch(trees), meta, keep_previous=True)
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, initial_epoch: int = 0) -> FitResult:

@@ -1,0 +1,211 @@
+"""Nothing let in: bad data, bad inputs, incomplete or mismatched run directories and unknown
+options each get one message (what, where, the fix), exit 2, no traceback (`--debug` shows
+one), and leave nothing half-written."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from clirunner import nntrain
+from safetensors.numpy import load_file
+
+from nntrain.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
+CLASSIFIER = """name: bad_input
+seed: 0
+data:
+  train: d.npz
+model:
+  input: [2]
+  layers:
+    - dense: {units: 3, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+fit: {epochs: 2, batch_size: BATCH}
+"""
+GOOD_X, GOOD_Y = np.zeros((4, 2), np.float32), np.array([0, 1, 2, 0])
+
+
+def _rejected(result, *expected: str) -> None:
+    """One clear message: exit 2, `error: what/where`, `hint: the fix`, no traceback."""
+    output = result.output
+    assert result.exit_code == 2, output
+    assert "Traceback" not in output
+    assert output.startswith("error: "), output
+    assert "\nhint: " in output, output
+    for text in expected:
+        assert text in output, (text, output)
+
+
+def _classifier(folder: Path, x: np.ndarray, y: np.ndarray, batch: int = 8) -> Path:
+    np.savez(folder / "d.npz", x=x, y=y)
+    config = folder / "c.yaml"
+    config.write_text(CLASSIFIER.replace("BATCH", str(batch)))
+    return config
+
+
+BAD_DATA = {
+    "wrong shape": (np.zeros((4, 3), np.float32), GOOD_Y,
+                    ["train data: input 'input' has examples of shape (3,), the model expects "
+                     "(2,)"]),
+    "text inputs": (np.full((4, 2), "a"), GOOD_Y,
+                    ["train data: input 'input' has dtype <U1; expected numbers"]),
+    "complex inputs": (np.zeros((4, 2), np.complex64), GOOD_Y, ["has dtype complex64"]),
+    "text labels": (GOOD_X, np.array(["a", "b", "c", "a"]),
+                    ["train data: targets of 'dense' have dtype <U1; expected numbers"]),
+    "labels outside the classes": (GOOD_X, np.array([0, 1, 5, 0]),
+                                   ["labels of 'dense' range over 0..5, but the output has 3 "
+                                    "classes (0..2)"]),
+    "negative labels": (GOOD_X, np.array([0, -1, 2, 0]), ["range over -1..2"]),
+    "empty dataset": (np.zeros((0, 2), np.float32), np.zeros(0, int), ["train data is empty"]),
+    "NaN input": (np.array([[0, np.nan]] * 4, np.float32), GOOD_Y,
+                  ["input 'input' has 4 NaN or infinite values"]),
+    "infinite input": (np.array([[0, np.inf]] * 4, np.float32), GOOD_Y,
+                       ["input 'input' has 4 NaN or infinite values"]),
+    "fewer labels than inputs": (GOOD_X, GOOD_Y[:3], ["3 targets for 'dense' but 4 inputs"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_training_data_is_refused_before_a_run_exists(tmp_path: Path, case: str):
+    x, y, expected = BAD_DATA[case]
+    config = _classifier(tmp_path, x, y)
+    _rejected(nntrain("fit", str(config), cwd=tmp_path), *expected)
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(UserError):  # --debug: the traceback, for a bug report
+        nntrain("--debug", "fit", str(config), cwd=tmp_path)
+
+
+def test_a_batch_larger_than_the_dataset_is_one_batch(tmp_path: Path):
+    config = _classifier(tmp_path, GOOD_X, GOOD_Y, batch=64)
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("runs/*/*"))
+    arrays = load_file(str(run / "checkpoints" / "last" / "arrays.safetensors"))
+    assert int(arrays["step"]) == 2  # two epochs of one step each
+
+
+# -- run directories that are incomplete or made for another model ------------------------------
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A finished tiny run, and one of a wider model (its checkpoints fit no other)."""
+    work = tmp_path_factory.mktemp("runs")
+    wide = work / "wide.yaml"
+    wide.write_text(TINY.read_text().replace("units: 16", "units: 24"))
+    made = {}
+    for name, config in (("tiny", TINY), ("wide", wide)):
+        folder = work / name
+        folder.mkdir()
+        assert nntrain("fit", str(config), "-q", cwd=folder).exit_code == 0
+        made[name] = next(folder.glob("runs/*/*"))
+    return made
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+COMMANDS = {
+    "evaluate": ["evaluate", "{run}"],
+    "predict": ["predict", "{run}", "--limit", "2"],
+    "resume": ["fit", "--resume", "{run}", "-q"],
+}
+DAMAGE = {
+    "no config.yaml": (["config.yaml"], {c: ["{run} has no config.yaml", "copy config.yaml"]
+                                         for c in COMMANDS}),
+    "no run.json": (["run.json"], {c: ["{run} looks like a run directory but has no run.json"]
+                                   for c in COMMANDS}),
+    "no checkpoints": (["checkpoints"], {
+        "evaluate": ["no checkpoint at {run}/checkpoints/last"],
+        "predict": ["no checkpoint at {run}/checkpoints/last"],
+        "resume": ["{run} recorded 4 finished epochs but has no checkpoint at "
+                   "{run}/checkpoints/last"]}),
+    "another model's checkpoints": (["checkpoints"], {
+        c: ["{run}/checkpoints/", "dense/bias has shape (24,) in the checkpoint but (16,) in "
+            "the model", "the checkpoint was made for a different model"]
+        for c in COMMANDS}),
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_incomplete_or_mismatched_run_directories(tmp_path: Path, runs, damage: str,
+                                                  command: str):
+    run = tmp_path / "tiny_mlp" / "20260101-000000"
+    shutil.copytree(runs["tiny"], run)
+    removed, expected = DAMAGE[damage]
+    for name in removed:
+        path = run / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if damage == "another model's checkpoints":
+        shutil.copytree(runs["wide"] / "checkpoints", run / "checkpoints")
+    before = _snapshot(run)
+    args = [a.format(run=run) for a in COMMANDS[command]]
+    _rejected(nntrain(*args, cwd=tmp_path), *(e.format(run=run) for e in expected[command]))
+    assert _snapshot(run) == before  # nothing written, nothing half-written
+    with pytest.raises(UserError):
+        nntrain("--debug", *args, cwd=tmp_path)
+
+
+BAD_PREDICT_INPUT = {
+    "wrong shape": (np.zeros((2, 5, 5), np.float32),
+                    "input x.npy: input 'input' has examples of shape (5, 5), the model "
+                    "expects (4, 4)"),
+    "NaN": (np.full((2, 4, 4), np.nan, np.float32), "has 32 NaN or infinite values"),
+    "text": (np.full((2, 4, 4), "a"), "has dtype <U1; expected numbers"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PREDICT_INPUT))
+def test_bad_predict_input(tmp_path: Path, runs, case: str):
+    array, expected = BAD_PREDICT_INPUT[case]
+    np.save(tmp_path / "x.npy", array)
+    out = tmp_path / "out.csv"
+    result = nntrain("predict", str(runs["tiny"]), "x.npy", "--output", str(out), cwd=tmp_path)
+    _rejected(result, expected)
+    assert not out.exists()
+
+
+def test_predict_input_with_no_examples(tmp_path: Path, runs):
+    np.save(tmp_path / "x.npy", np.zeros((0, 4, 4), np.float32))
+    _rejected(nntrain("predict", str(runs["tiny"]), "x.npy", cwd=tmp_path),
+              "input x.npy is empty")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["fit", str(TINY), "--epoch", "3"], "No such option: --epoch"),
+    (["evaluate", "latest", "--bogus"], "No such option: --bogus"),
+    (["predict", "latest", "--chekpoint", "last"], "No such option: --chekpoint"),
+    (["fit", str(TINY), "--epochs", "many"], "Invalid value for '--epochs'"),
+    (["frobnicate"], "No such command 'frobnicate'"),
+])
+def test_unknown_or_malformed_options(tmp_path: Path, args, expected):
+    result = nntrain(*args, cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert "Try 'nntrain" in result.output  # where to look: the command's --help
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("assignment, expected", [
+    # the place is the --set that put the value there, not the file's old value
+    ("model.input=[0]", "--set model.input=[0]: model.input[0]: input should be greater than 0"),
+    ("model.layers.1.dense=null",
+     "--set model.layers.1.dense=null: model.layers[1].dense: missing required key 'units'"),
+    ("a..b=1", "--set a..b=1: a: unknown key 'a'"),
+    # JAX takes a 64-bit signed seed; a larger one crashed fit
+    ("seed=18446744073709551616", "--set seed=18446744073709551616: seed: input should be less "
+     "than 9223372036854775808"),
+])
+def test_bad_overrides_are_named_by_their_set(tmp_path: Path, assignment: str, expected: str):
+    result = nntrain("fit", str(TINY), "--set", assignment, cwd=tmp_path)
+    _rejected(result, expected)
+    assert not (tmp_path / "runs").exists()
