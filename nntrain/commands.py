@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.custom import require_trust
 from nntrain.errors import DataError, UserError
 from nntrain.fsutil import atomic_write_json, atomic_write_text
-from nntrain.runs import Run, create_run, resolve_run
+from nntrain.runs import Run, create_run, create_run_at, resolve_run
 
 
 def configure_jax() -> None:
@@ -86,9 +87,14 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
 # -- fit -------------------------------------------------------------------------------------
 def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
         resume: str | None = None, quiet: bool = False, trust_code: bool = False,
-        log_format: str = "rich") -> int:
+        log_format: str = "rich", loaded: LoadedConfig | None = None,
+        run_path: Path | None = None, callbacks: Sequence[Any] = ()) -> int:
     """Train. With `log_format="json"`, stdout carries only JSON lines (one per epoch, then
-    an `{"event": "end", ...}` object); messages for people go to stderr."""
+    an `{"event": "end", ...}` object); messages for people go to stderr.
+
+    `nntrain tune` runs each trial through here: `loaded` is the trial's config (instead of
+    reading `config_path`), `run_path` the trial's run directory (instead of a new one under
+    `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
     from nntrain.train.fit import Fitter
 
     as_json = log_format == "json"
@@ -103,17 +109,18 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             require_trust(loaded.config, trust_code, run.path)
         _refuse_changed_config(run, loaded, config_path, overrides)
     else:
-        if config_path is None:
+        if config_path is None and loaded is None:
             raise UserError("fit needs a CONFIG file (or --resume RUN)",
                             "e.g. nntrain fit configs/fashion_mlp.yaml")
-        loaded = load_config(config_path, overrides)
-        base_dir = config_path.resolve().parent
+        loaded = loaded or load_config(config_path, overrides)
+        base_dir = loaded.source.resolve().parent
     configure_jax()
     setup = _prepare(loaded)
     dataset = _load_data(setup, base_dir, console, quiet)
 
     if run is None:  # only now, with config, model and data all checked, touch the disk
-        run = create_run(runs_dir, loaded.config.name)
+        run = create_run(runs_dir, loaded.config.name) if run_path is None else \
+            create_run_at(run_path)
         atomic_write_text(run.config_path, dump_config(loaded))
         from nntrain.summary import summary_text
 
@@ -123,6 +130,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     run.update_info(status="running", command=sys.argv, resumed=resume is not None,
                     end=None)
     fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format)
+    fitter.callbacks.extend(callbacks)
     initial_epoch = fitter.restore() if resume is not None else 0
     if not quiet:
         what = f"Resuming {run.path} at epoch {initial_epoch + 1}" if resume else \

@@ -16,6 +16,7 @@ from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
 from nntrain.config.entries import Strict
 from nntrain.config.layers import LAYERS, NodeName
+from nntrain.tune.space import SearchConfig
 
 LayerEntry = LAYERS.entry_type()
 LossEntry = LOSSES.entry_type()
@@ -146,3 +147,4 @@ class Config(Strict):
     model: ModelConfig
     compile: CompileConfig
     fit: FitConfig = FitConfig()
+    search: SearchConfig | None = None  # `nntrain tune` only (nntrain/tune/space.py)
