@@ -72,6 +72,7 @@ class DataConfig(Strict):
     one_hot: bool = False  # integer labels to one-hot rows (Keras's to_categorical)
     validation: SplitConfig | None = None
     test: SplitConfig | None = None
+    limit: PositiveInt | None = None  # train on the first N training examples only
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")

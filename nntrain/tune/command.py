@@ -69,7 +69,8 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
 
     dims, problems = space.check(search, raw, validate)
     if problems:
-        raise ConfigError([Issue(_where(loaded.source, positions, override_paths, path),
+        raise ConfigError([Issue(_where(loaded.source, positions, override_paths,
+                                        (*path, "<key>") if len(path) == 3 else path),
                                  format_path(path), message) for path, message in problems])
     # the default point must build (shapes are checked here, before anything is written)
     configure_jax()

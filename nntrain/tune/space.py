@@ -19,6 +19,7 @@ given values; otherwise the config keeps what it writes there (usually nothing).
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -301,8 +302,14 @@ class Dimension:
 
     def probe_values(self) -> list[Any]:
         """Values that check every corner of the distribution against the schema."""
-        if isinstance(self.param, IntParam | FloatParam):
+        if isinstance(self.param, IntParam):
             return [self.param.min, self.param.max]
+        if isinstance(self.param, FloatParam):
+            if self.param.step is not None:
+                return [self.param.min, self.param.max]
+            # and a value between with a fraction, so a float aimed at an integer is caught
+            inside = self.param.min + (self.param.max - self.param.min) / math.pi
+            return [self.param.min, self.param.max, inside]
         return self.choices()
 
 

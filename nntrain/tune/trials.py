@@ -69,7 +69,8 @@ class TrialReporter(Callback):
                 value > self.best if self.direction == "max" else value < self.best)):
             self.best = value
         self.trial.report(value, epoch + 1)
-        if self.prune and self.trial.should_prune():
+        last = epoch + 1 >= trainer.config.fit.epochs  # a trial that ran its course is complete
+        if self.prune and not last and self.trial.should_prune():
             self.pruned_after = epoch + 1
             trainer.stop_training = True
 
