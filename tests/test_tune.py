@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -145,7 +146,7 @@ def test_more_trials_continue_the_same_study_without_repeating(tmp_path: Path):
 
 
 def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Path):
-    slow = TINY.replace("epochs: 2", "epochs: 60").replace("max_trials: 3", "max_trials: 3")
+    slow = TINY.replace("epochs: 2", "epochs: 30")
     config = write(tmp_path, slow)
     folder = tmp_path / "runs" / "tiny_tune"
     process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
@@ -170,12 +171,41 @@ def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Pat
     assert retried[0].state.name == "COMPLETE"
     # trial 0 ran once, before the kill: its run was not redone
     assert sum(1 for row in done if row["trial"] == "0") == 1
-    assert len(history(folder / "trial-0000")) == 60
+    assert len(history(folder / "trial-0000")) == 30
+
+
+def test_ctrl_c_stops_the_search_and_the_same_command_finishes_it(tmp_path: Path):
+    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 30").replace(
+        "max_trials: 3", "max_trials: 2"))
+    folder = tmp_path / "runs" / "tiny_tune"
+    process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (folder / "trial-0001" / "history.csv").exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "Trial 1: interrupted" in output and "Run the same command to continue" in output
+    assert "Traceback" not in output
+    board = leaderboard(folder)  # written on the way out, with what was done
+    assert [(r["trial"], r["status"]) for r in board] == [("0", "complete"),
+                                                          ("1", "interrupted")]
+    result = nntrain("tune", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "Trial 2 (again, for interrupted trial 1)" in result.output
+    board = leaderboard(folder)
+    assert sorted(r["trial"] for r in board if r["status"] == "complete") == ["0", "2"]
+    params = {r["trial"]: {k: r[k] for k in ("n_hidden", "n_neurons", "optimizer")}
+              for r in board}
+    assert params["2"] == params["1"]
 
 
 def test_hyperband_prunes_trials_early(tmp_path: Path):
-    text = TINY.replace("algorithm: random", "algorithm: hyperband") \
-        .replace("max_trials: 3", "max_trials: 9").replace("epochs: 2", "epochs: 9")
+    text = TINY.replace("algorithm: random",
+                        "algorithm: hyperband\n  hyperband: {reduction_factor: 2}") \
+        .replace("max_trials: 3", "max_trials: 8").replace("epochs: 2", "epochs: 6")
     text = text.replace("min: 1.0e-3, max: 1.0e-1", "min: 1.0e-5, max: 1.0e-1")
     config = write(tmp_path, text)
     result = nntrain("tune", str(config), cwd=tmp_path)
@@ -185,10 +215,10 @@ def test_hyperband_prunes_trials_early(tmp_path: Path):
     pruned = [row for row in board if row["status"] == "pruned"]
     assert pruned and "pruned after epoch" in result.output
     total = sum(int(row["epochs"]) for row in board)
-    assert total <= 0.75 * 9 * 9, total
+    assert total <= 0.75 * 8 * 6, total
     for row in pruned:
         run = tmp_path / row["run"]
-        assert len(history(run)) == int(row["epochs"]) < 9
+        assert len(history(run)) == int(row["epochs"]) < 6
         info = yaml.safe_load((run / "run.json").read_text())
         assert info["status"] == "stopped" and "pruned" in info["stop_reason"]
 

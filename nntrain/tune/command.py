@@ -278,8 +278,9 @@ def _report(console: Console, study: Any, context: Any, loaded: LoadedConfig, se
         written.insert(1, "best.yaml")
     atomic_write_json(folder / "tune.json", summary)
     # a file or pipe gets the whole table, not one squeezed into 80 columns
-    console.print(report.table(board, dims, objective, title),
-                  width=None if console.is_terminal else 250)
+    wide = console if console.is_terminal else Console(file=console.file, width=250,
+                                                        highlight=False)
+    wide.print(report.table(board, dims, objective, title))
     if len(board) > report.SHOWN_ROWS:
         console.print(f"({len(board) - report.SHOWN_ROWS} more in leaderboard.csv)")
     report.console_summary(console, board, objective)
