@@ -68,6 +68,10 @@ def _load_data(setup, base_dir: Path, console: Console, quiet: bool):
 # -- validate / summary ------------------------------------------------------------------------
 def validate(config_path: Path, overrides: list[str], console: Console) -> None:
     loaded = load_config(config_path, overrides)
+    if loaded.config.search is not None:  # its paths and values, as `nntrain tune` checks them
+        from nntrain.tune.command import check_search
+
+        check_search(loaded, overrides)
     setup = _prepare(loaded)
     model = setup.model
     console.print(

@@ -58,20 +58,7 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
                         "add one (README: Hyperparameter search), e.g. search: {parameters: "
                         "{compile.optimizer.learning_rate: {type: float, min: 1.0e-4, "
                         "max: 1.0e-2, log: true}}}")
-    raw, positions, override_paths = _raw(config_path, overrides)
-
-    def validate(data: dict) -> list[Issue]:
-        try:
-            validate_config(data, loaded.source, positions, override_paths)
-        except ConfigError as e:
-            return e.issues
-        return []
-
-    dims, problems = space.check(search, raw, validate)
-    if problems:
-        raise ConfigError([Issue(_where(loaded.source, positions, override_paths,
-                                        (*path, "<key>") if len(path) == 3 else path),
-                                 format_path(path), message) for path, message in problems])
+    raw, positions, override_paths, dims = check_search(loaded, overrides)
     # the default point must build (shapes are checked here, before anything is written)
     configure_jax()
     from nntrain.build import prepare
@@ -142,11 +129,26 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
     return code
 
 
-def _raw(config_path: Path, overrides: list[str]) -> tuple[dict, dict, dict]:
-    """The config's data as written (before `repeat:` expansion), --set applied."""
-    raw, positions = read_yaml(config_path)
+def check_search(loaded: LoadedConfig, overrides: list[str]) -> tuple[dict, dict, dict, list]:
+    """Cross-check a loaded config's search section against the config (paths, `when:`,
+    each distribution's corners); raises ConfigError. Returns the config's data as written
+    (before `repeat:` expansion, --set applied), its positions and overrides, and the space."""
+    raw, positions = read_yaml(loaded.source)
     override_paths = {apply_override(raw, a): a for a in overrides}
-    return raw, positions, override_paths
+
+    def validate(data: dict) -> list[Issue]:
+        try:
+            validate_config(data, loaded.source, positions, override_paths)
+        except ConfigError as e:
+            return e.issues
+        return []
+
+    dims, problems = space.check(loaded.config.search, raw, validate)
+    if problems:
+        raise ConfigError([Issue(_where(loaded.source, positions, override_paths,
+                                        (*path, "<key>") if len(path) == 3 else path),
+                                 format_path(path), message) for path, message in problems])
+    return raw, positions, override_paths, dims
 
 
 def fingerprint(loaded: LoadedConfig) -> str:

@@ -124,7 +124,7 @@ def plot(path: Path, board: list[Row], dims: list[space.Dimension], objective: s
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     panels = 1 + len(dims)
     columns = min(3, panels)
@@ -172,8 +172,11 @@ def plot(path: Path, board: list[Row], dims: list[space.Dimension], objective: s
             position = {label: i for i, label in enumerate(labels)}
         else:
             position = None
-            if dim.log:
+            if dim.log:  # 1, 2, 5 per decade, plainly written: a search spans few decades
                 ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(NullFormatter())
         for status, style in styles.items():
             chosen = [r for r in points if r.status == status]
             if chosen:
