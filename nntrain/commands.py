@@ -152,8 +152,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             if as_json:
                 _emit_end(run, status, result, None)
             console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
-                          f"{result.stop_reason}.[/] Continue with: nntrain fit --resume "
-                          f"{run.path}", soft_wrap=True)
+                          f"{result.stop_reason}.[/]" + (  # a tune trial: tune says what next
+                              f" Continue with: nntrain fit --resume {run.path}"
+                              if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
         test = fitter.evaluate_test()
         metrics = run.read_json("metrics.json")

@@ -243,6 +243,35 @@ def test_two_workers_share_one_study(tmp_path: Path):
     assert any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False))  # ran at once
 
 
+def test_grid_tries_each_point_once_and_stops_at_the_grid_size(tmp_path: Path):
+    text = TINY.replace("algorithm: random", "algorithm: grid").replace(
+        "max_trials: 3", "max_trials: 50").replace("epochs: 2", "epochs: 1")
+    text = text.replace("{type: int, min: 0, max: 2, name: n_hidden}",
+                        "{type: int, min: 1, max: 1, name: n_hidden}").replace(
+        "min: 4, max: 16,", "min: 4, max: 8, step: 4,").replace(
+        "{type: float, min: 1.0e-3, max: 1.0e-1, log: true}", "{type: choice, values: [0.01]}")
+    text = text.replace("min: 0.0, max: 0.9, when", "min: 0.0, max: 0.5, step: 0.5, when")
+    result = nntrain("tune", str(write(tmp_path, text)), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "6 trials of a 6-point grid" in result.output
+    board = leaderboard(tmp_path / "runs" / "tiny_tune")
+    points = {(r["n_neurons"], r["optimizer"], r["compile.optimizer.momentum"]) for r in board}
+    # 2 widths x (adam, sgd with momentum 0 or 0.5): momentum only where it applies
+    assert points == {(w, "adam", "") for w in ("4", "8")} | {
+        (w, "sgd", m) for w in ("4", "8") for m in ("0.0", "0.5")}
+    assert len(board) == 6
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is not None,
+                    reason="torch is installed: the Gaussian-process sampler can run")
+def test_gp_without_torch_says_what_to_install(tmp_path: Path):
+    config = write(tmp_path, TINY.replace("algorithm: random", "algorithm: gp"))
+    result = nntrain("tune", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "needs torch" in result.output and "pip install torch" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 # -- errors -----------------------------------------------------------------------------------
 @pytest.mark.parametrize(("edit", "where", "message"), [
     (("{type: int, min: 4, max: 16, name: n_neurons}",

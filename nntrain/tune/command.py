@@ -9,6 +9,7 @@ runs/<name>/            the tune directory
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +70,7 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
     objective, direction = resolve_objective(loaded, setup.log_names(), positions,
                                              override_paths)
 
+    studies.check_algorithm(search)
     name = loaded.config.name
     folder = Path(runs_dir) / name
     url = storage or studies.sqlite_url(folder / "study.db")
@@ -118,7 +120,7 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
             console.print(f"{prefix}search.timeout ({search.timeout:g}s) reached: no more "
                           "trials started", highlight=False)
     finally:
-        code = _join(children, console) or code
+        code = _join(children, console, stop=code != 0) or code
     if worker:
         return code
     _report(console, study, context, loaded, search, name, folder, raw, dims)
@@ -203,9 +205,14 @@ def _spawn(config_path: Path, overrides: list[str], runs_dir: Path, storage: str
     return [subprocess.Popen([*command, "--worker-index", str(i)]) for i in range(1, workers)]
 
 
-def _join(children: list[subprocess.Popen], console: Console) -> int:
-    """Wait for the other workers (a Ctrl-C reaches them too: they stop their trial)."""
+def _join(children: list[subprocess.Popen], console: Console, stop: bool = False) -> int:
+    """Wait for the other workers. A Ctrl-C at the terminal reaches them too; when this
+    process was stopped otherwise (SIGTERM), they are asked to stop their trials as well."""
     code = 0
+    if stop:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
     for child in children:
         while True:
             try:

@@ -123,17 +123,26 @@ def make_sampler(search: SearchConfig, dims: list[Dimension],
     if algorithm in ("random", "hyperband"):  # Keras Tuner's Hyperband draws at random too
         return optuna.samplers.RandomSampler(seed=seed)
     if algorithm == "grid":
-        return _Grid(seed=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _Grid(seed=seed)
     if algorithm == "gp":
-        missing = [m for m in ("torch", "scipy") if not _importable(m)]
-        if missing:
-            raise UserError(f"search.algorithm gp (Gaussian process) needs {' and '.join(missing)}"
-                            f", which are not installed",
-                            f"pip install {' '.join(missing)}, or use algorithm: bayesian (TPE)")
+        check_algorithm(search)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def check_algorithm(search: SearchConfig) -> None:
+    """The Gaussian-process sampler needs torch and scipy: say so before anything starts."""
+    if search.algorithm != "gp":
+        return
+    missing = [m for m in ("torch", "scipy") if not _importable(m)]
+    if missing:
+        raise UserError(f"search.algorithm gp (Gaussian process) needs "
+                        f"{' and '.join(missing)} (not installed)",
+                        f"pip install {' '.join(missing)}, or use algorithm: bayesian (TPE)")
 
 
 def _importable(module: str) -> bool:
