@@ -4,6 +4,8 @@ Hyperband pruning, several workers on one study, and search-space errors."""
 from __future__ import annotations
 
 import csv
+import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -109,6 +111,13 @@ def test_search_prints_leaderboard_writes_best_yaml_that_fit_reproduces(tmp_path
     assert evaluated.exit_code == 0 and "accuracy" in evaluated.output
     assert (folder / "tune.png").stat().st_size > 10_000
     assert (folder / "study.db").exists()
+    summary = json.loads((folder / "tune.json").read_text())
+    assert summary["best"]["trial"] == int(board[0]["trial"])
+    assert summary["epochs_trained"] == 6
+    if importlib.util.find_spec("tensorboardX") is not None:  # one HPARAMS session a trial
+        for row in board:
+            session = folder / "tensorboard" / f"trial-{int(row['trial']):04d}"
+            assert list(session.glob("events.out.tfevents.*"))
     # best.yaml: a plain config with the best values, which trains to the same figure
     best_text = (folder / "best.yaml").read_text()
     best = yaml.safe_load(best_text)
@@ -344,6 +353,22 @@ def test_repeat_expands_layers_with_unique_names_and_zero_removes(tmp_path: Path
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), ["model.layers.0.repeat=-1"])
     assert "model.layers[0].repeat: expected a number of copies" in str(info.value)
+
+
+def test_data_limit_trains_on_the_first_examples_and_keeps_the_splits(tmp_path: Path):
+    from nntrain.build import prepare
+    from nntrain.data.sources import load_dataset
+
+    def splits(extra: list[str]):
+        loaded = load_config(write(tmp_path, TINY), extra)
+        setup = prepare(loaded)
+        return load_dataset(loaded.config.data, setup.io, tmp_path, loaded.config.seed)
+
+    full, limited = splits([]), splits(["data.limit=50"])
+    assert len(full.train) == 200 and len(limited.train) == 50
+    assert (limited.train.x["input"] == full.train.x["input"][:50]).all()
+    assert limited.validation.digest() == full.validation.digest()
+    assert limited.test.digest() == full.test.digest()
 
 
 def test_conditional_space_defaults_and_grid_size(tmp_path: Path):

@@ -73,10 +73,13 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
     studies.check_algorithm(search)
     name = loaded.config.name
     folder = Path(runs_dir) / name
-    url = storage or studies.sqlite_url(folder / "study.db")
-    folder.mkdir(parents=True, exist_ok=True)
     seed = search.seed if search.seed is not None else loaded.config.seed
-    opened = studies.open_storage(url)
+    if storage:  # a database elsewhere: reach it before creating anything here
+        opened = studies.open_storage(storage)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        opened = studies.open_storage(studies.sqlite_url(folder / "study.db"))
     try:
         study, created = studies.open_study(opened, name, direction, fingerprint(loaded), dims,
                                             search, seed, worker, loaded.config.fit.epochs)
