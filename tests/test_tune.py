@@ -131,6 +131,15 @@ def test_search_prints_leaderboard_writes_best_yaml_that_fit_reproduces(tmp_path
     run = max((folder).glob("2*"))  # the fit's run directory, beside the trials
     again = max(float(r["val_accuracy"]) for r in history(run))
     assert f"{again:.4f}" == f"{float(top['val_accuracy']):.4f}"
+    # more trials continue the same study: the first three are not trained again
+    before = {p.name: (p / "run.json").stat().st_mtime for p in folder.glob("trial-*")}
+    more = nntrain("tune", str(config), "-q", "--set", "search.max_trials=4", cwd=tmp_path)
+    assert more.exit_code == 0, more.output
+    assert "3 of 4 trials done" in more.output
+    after = {p.name: (p / "run.json").stat().st_mtime for p in folder.glob("trial-*")}
+    assert sorted(after) == [*sorted(before), "trial-0003"]
+    assert all(after[name] == mtime for name, mtime in before.items())
+    assert len(leaderboard(folder)) == 4
     # a changed search is refused, not mixed into the old study
     changed = nntrain("tune", str(config), "--set", "fit.epochs=3", cwd=tmp_path)
     assert changed.exit_code == 2
@@ -138,24 +147,8 @@ def test_search_prints_leaderboard_writes_best_yaml_that_fit_reproduces(tmp_path
     assert "Traceback" not in changed.output
 
 
-def test_more_trials_continue_the_same_study_without_repeating(tmp_path: Path):
-    config = write(tmp_path, TINY)
-    first = nntrain("tune", str(config), "-q", "--set", "search.max_trials=2", cwd=tmp_path)
-    assert first.exit_code == 0, first.output
-    folder = tmp_path / "runs" / "tiny_tune"
-    before = {p.name: (p / "run.json").stat().st_mtime for p in folder.glob("trial-*")}
-    assert sorted(before) == ["trial-0000", "trial-0001"]
-    second = nntrain("tune", str(config), "-q", "--set", "search.max_trials=3", cwd=tmp_path)
-    assert second.exit_code == 0, second.output
-    assert "2 of 3 trials done" in second.output
-    after = {p.name: (p / "run.json").stat().st_mtime for p in folder.glob("trial-*")}
-    assert sorted(after) == ["trial-0000", "trial-0001", "trial-0002"]
-    assert all(after[name] == mtime for name, mtime in before.items())  # not trained again
-    assert len(leaderboard(folder)) == 3
-
-
 def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Path):
-    slow = TINY.replace("epochs: 2", "epochs: 30")
+    slow = TINY.replace("epochs: 2", "epochs: 30").replace("max_trials: 3", "max_trials: 2")
     config = write(tmp_path, slow)
     folder = tmp_path / "runs" / "tiny_tune"
     process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
@@ -170,7 +163,7 @@ def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Pat
     assert result.exit_code == 0, result.output
     board = leaderboard(folder)
     done = [row for row in board if row["status"] == "complete"]
-    assert len(done) == 3  # the total reaches max_trials
+    assert len(done) == 2  # the total reaches max_trials
     assert [row["trial"] for row in board if row["status"] == "interrupted"] == ["1"]
     study = optuna.load_study(study_name="tiny_tune",
                               storage=f"sqlite:///{folder / 'study.db'}")
@@ -233,7 +226,7 @@ def test_hyperband_prunes_trials_early(tmp_path: Path):
 
 
 def test_two_workers_share_one_study(tmp_path: Path):
-    text = TINY.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 15")
+    text = TINY.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 8")
     config = write(tmp_path, text)
     result = nntrain("tune", str(config), "--workers", "2", cwd=tmp_path)
     assert result.exit_code == 0, result.output
@@ -244,7 +237,7 @@ def test_two_workers_share_one_study(tmp_path: Path):
     runs = sorted(p.name for p in folder.glob("trial-*"))
     assert runs == ["trial-0000", "trial-0001", "trial-0002", "trial-0003"]
     for run in runs:
-        assert len(history(folder / run)) == 15
+        assert len(history(folder / run)) == 8
     study = optuna.load_study(study_name="tiny_tune",
                               storage=f"sqlite:///{folder / 'study.db'}")
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2

@@ -105,16 +105,18 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
                           highlight=False)
     context = Search(loaded.source, raw, positions, override_paths, dims, objective, direction,
                      search.pruner_name() != "none", folder, Path(runs_dir))
-    children = _spawn(config_path, overrides, runs_dir, storage, workers) \
-        if worker == 0 and workers > 1 else []
     code, start = 0, time.monotonic()
-    try:
+    if worker == 0 and workers > 1:
+        # N worker processes, started alike, so that N trials really run at once; this one
+        # waits for them and reports
+        code = _join(_spawn(config_path, overrides, runs_dir, storage, workers), console)
+    else:
         while search.timeout is None or time.monotonic() - start < search.timeout:
             trial = studies.next_trial(study, limit, folder)
             if trial is None:
                 break
-            outcome = run_trial(context, study, trial, console,
-                                quiet=quiet or workers > 1 or worker > 0, prefix=prefix)
+            outcome = run_trial(context, study, trial, console, quiet=quiet or worker > 0,
+                                prefix=prefix)
             _say_outcome(console, outcome, objective, study, prefix)
             if outcome.exit_code:
                 code = outcome.exit_code
@@ -122,8 +124,6 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
         else:
             console.print(f"{prefix}search.timeout ({search.timeout:g}s) reached: no more "
                           "trials started", highlight=False)
-    finally:
-        code = _join(children, console, stop=code != 0) or code
     if worker:
         return code
     _report(console, study, context, loaded, search, name, folder, raw, dims)
@@ -198,36 +198,41 @@ def resolve_objective(loaded: LoadedConfig, log_names: list[str], positions: dic
 
 def _spawn(config_path: Path, overrides: list[str], runs_dir: Path, storage: str | None,
            workers: int) -> list[subprocess.Popen]:
-    """Workers 1..N-1: the same command in other processes, sharing the study."""
+    """Workers 1..N: the same command in other processes, sharing the study."""
     command = [sys.executable, "-m", "nntrain", "tune", str(config_path),
                "--runs-dir", str(runs_dir)]
     for assignment in overrides:
         command += ["--set", assignment]
     if storage:
         command += ["--storage", storage]
-    return [subprocess.Popen([*command, "--worker-index", str(i)]) for i in range(1, workers)]
+    return [subprocess.Popen([*command, "--worker-index", str(i)])
+            for i in range(1, workers + 1)]
 
 
-def _join(children: list[subprocess.Popen], console: Console, stop: bool = False) -> int:
-    """Wait for the other workers. A Ctrl-C at the terminal reaches them too; when this
-    process was stopped otherwise (SIGTERM), they are asked to stop their trials as well."""
-    code = 0
-    if stop:
+def _join(children: list[subprocess.Popen], console: Console) -> int:
+    """Wait for the workers. A Ctrl-C at the terminal reaches them directly; a signal sent to
+    this process alone (SIGINT or SIGTERM) is passed on as SIGTERM, which each worker treats
+    as a first Ctrl-C: its trial stops after the current steps and runs again later."""
+    stopped = 0
+
+    def forward(signum, frame):
+        nonlocal stopped
+        stopped = 128 + signum
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-    for child in children:
-        while True:
-            try:
-                returned = child.wait()
-                break
-            except KeyboardInterrupt:
-                code = 130
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        codes = [child.wait() for child in children]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for child, returned in zip(children, codes, strict=True):
         if returned not in (0, 130, 143):
             console.print(f"[red]worker process {child.pid} exited with code {returned}[/]",
                           highlight=False)
-        code = code or (returned if returned in (130, 143) else 0)
-    return code
+    return stopped or next((c for c in codes if c in (130, 143)), 0)
 
 
 def _say_outcome(console: Console, outcome: Any, objective: str, study: Any,

@@ -218,13 +218,14 @@ def write_hparams(folder: Path, board: list[Row], dims: list[space.Dimension],
     from nntrain.train.callbacks import write_hparams_session
 
     for row in board:
-        if row.status not in ("complete", "pruned") or row.objective is None:
+        session = folder / f"trial-{row.number:04d}"
+        if row.status not in ("complete", "pruned") or row.objective is None or \
+                session.exists():  # a finished trial's session never changes
             continue
         hparams = {d.name: _hparam(row.values[d.name]) for d in dims if d.name in row.values}
         metrics = {f"hparams/{objective}": float(row.objective),
                    "hparams/epochs": float(row.epochs)}
-        write_hparams_session(folder / f"trial-{row.number:04d}", hparams, metrics,
-                              row.epochs, SummaryWriter)
+        write_hparams_session(session, hparams, metrics, row.epochs, SummaryWriter)
     return True
 
 
