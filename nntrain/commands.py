@@ -41,7 +41,8 @@ def configure_jax() -> None:
 
 
 def dump_config(loaded: LoadedConfig) -> str:
-    data = loaded.config.model_dump(mode="json", exclude_none=True)
+    # the search section played no part in a run (nntrain tune strips it from trials too)
+    data = loaded.config.model_dump(mode="json", exclude_none=True, exclude={"search"})
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 

@@ -4,7 +4,7 @@ into an ordinary run directory, the objective reported to optuna after every epo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class Outcome:
     epochs: int = 0
     message: str = ""
     exit_code: int = 0  # 130 / 143 when the trial was stopped by a signal
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class TrialReporter(Callback):
