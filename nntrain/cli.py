@@ -215,6 +215,29 @@ def lr_find(
 
 
 @app.command()
+def tune(
+    config: ConfigArg,
+    set_: SetOpt = None,
+    workers: Annotated[int, typer.Option(
+        help="Run N trials at once, in N processes sharing the study.", min=1)] = 1,
+    storage: Annotated[str | None, typer.Option(
+        help="The study's database URL (e.g. postgresql://host/db), for workers on several "
+        "machines; default: SQLite in the tune directory.", metavar="URL")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No epoch lines: one line per trial, then the leaderboard.")
+    ] = False,
+    worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
+) -> None:
+    """Search hyperparameters: train trials of the config's `search:` space (optuna), print a
+    leaderboard and write best.yaml. Running it again continues the same search."""
+    from nntrain.tune.command import tune as run_tune
+
+    _run(run_tune, config, list(set_ or []), runs_dir, out, workers=workers, storage=storage,
+         quiet=quiet, worker=worker_index)
+
+
+@app.command()
 def summary(config: ConfigArg, set_: SetOpt = None) -> None:
     """Print the model's layers, output shapes and parameter counts."""
     from nntrain import commands

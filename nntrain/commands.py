@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from nntrain.custom import require_trust
 from nntrain.data.stream import examples
 from nntrain.errors import DataError, UserError
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
-from nntrain.runs import Run, create_run, resolve_run
+from nntrain.runs import Run, create_run, create_run_at, resolve_run
 
 
 def configure_jax() -> None:
@@ -44,7 +45,8 @@ def configure_jax() -> None:
 
 
 def dump_config(loaded: LoadedConfig) -> str:
-    data = loaded.config.model_dump(mode="json", exclude_none=True)
+    # the search section played no part in a run (nntrain tune strips it from trials too)
+    data = loaded.config.model_dump(mode="json", exclude_none=True, exclude={"search"})
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
@@ -71,6 +73,10 @@ def _load_data(setup, base_dir: Path, console: Console, quiet: bool):
 # -- validate / summary ------------------------------------------------------------------------
 def validate(config_path: Path, overrides: list[str], console: Console) -> None:
     loaded = load_config(config_path, overrides)
+    if loaded.config.search is not None:  # its paths and values, as `nntrain tune` checks them
+        from nntrain.tune.command import check_search
+
+        check_search(loaded, overrides)
     setup = _prepare(loaded)
     model = setup.model
     console.print(
@@ -90,10 +96,16 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
 # -- fit -------------------------------------------------------------------------------------
 def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
         resume: str | None = None, quiet: bool = False, trust_code: bool = False,
-        log_format: str = "rich", cluster: dict[str, Any] | None = None) -> int:
+        log_format: str = "rich", cluster: dict[str, Any] | None = None,
+        loaded: LoadedConfig | None = None, run_path: Path | None = None,
+        callbacks: Sequence[Any] = ()) -> int:
     """Train. With `log_format="json"`, stdout carries only JSON lines (one per epoch, then
     an `{"event": "end", ...}` object); messages for people go to stderr. `cluster` (the
-    arguments of `jax.distributed.initialize`, {} to detect them) joins a multi-process run."""
+    arguments of `jax.distributed.initialize`, {} to detect them) joins a multi-process run.
+
+    `nntrain tune` runs each trial through here: `loaded` is the trial's config (instead of
+    reading `config_path`), `run_path` the trial's run directory (instead of a new one under
+    `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
     from nntrain.train.fit import Fitter
 
     as_json = log_format == "json"
@@ -109,11 +121,11 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             require_trust(loaded.config, trust_code, run.path)
         _refuse_changed_config(run, loaded, config_path, overrides)
     else:
-        if config_path is None:
+        if config_path is None and loaded is None:
             raise UserError("fit needs a CONFIG file (or --resume RUN)",
                             "e.g. nntrain fit configs/fashion_mlp.yaml")
-        loaded = load_config(config_path, overrides)
-        base_dir = config_path.resolve().parent
+        loaded = loaded or load_config(config_path, overrides)
+        base_dir = loaded.source.resolve().parent
     configure_jax()
     if cluster is not None:
         from nntrain.train.devices import initialize_distributed
@@ -134,7 +146,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     dataset = _load_data(setup, base_dir, console, quiet)
 
     if run is None:  # only now, with config, model and data all checked, touch the disk
-        run = create_run(runs_dir, loaded.config.name)
+        run = create_run(runs_dir, loaded.config.name) if run_path is None else \
+            create_run_at(run_path)
         atomic_write_text(run.config_path, dump_config(loaded))
         from nntrain.summary import summary_text
 
@@ -150,6 +163,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                       f"examples) to the device in chunks of "
                       f"{fitter.programs.steps_per_call} steps: it is over data.device_memory "
                       f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
+    fitter.callbacks.extend(callbacks)
     initial_epoch = _restore(fitter, run, console) if resume is not None else 0
     run.update_info(status="running", command=sys.argv, resumed=resume is not None,
                     end=None, placement=placement.describe())
@@ -169,8 +183,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             if as_json:
                 _emit_end(run, status, result, None)
             console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
-                          f"{result.stop_reason}.[/] Continue with: nntrain fit --resume "
-                          f"{run.path}", soft_wrap=True)
+                          f"{result.stop_reason}.[/]" + (  # a tune trial: tune says what next
+                              f" Continue with: nntrain fit --resume {run.path}"
+                              if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
         test = fitter.evaluate_test()
         metrics = run.read_json("metrics.json")

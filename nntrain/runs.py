@@ -148,6 +148,18 @@ def create_run(runs_root: Path, name: str) -> Run:
     raise UserError(f"cannot create a run directory under {parent}")
 
 
+def create_run_at(path: Path) -> Run:
+    """A new, empty run directory at a chosen place (a tune trial's); refuses to reuse one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise UserError(f"the run directory {path} exists already",
+                        "move it away, or choose another place") from None
+    return Run(path)
+
+
 def _runs_under(folder: Path) -> list[Path]:
     if (folder / RUN_FILE).exists():
         return [folder]

@@ -144,6 +144,11 @@ def _entry_schema(registry: Registry, defs: dict[str, Any]) -> dict[str, Any]:
         "type": "object", "properties": by_name, "additionalProperties": False,
         "minProperties": 1, "maxProperties": 1,
     }
+    if registry.kind == "layer":  # `repeat: n` beside a layer (nntrain.config.loader)
+        mapping["properties"]["repeat"] = {
+            "type": "integer", "minimum": 0,
+            "description": "n copies of this layer in the chain (0 removes it)"}
+        mapping["maxProperties"] = 2
     keras_names: Any = {"enum": list(registry.names)}
     if registry.custom_args is not None:
         custom = defs[f"{_title(registry)}_{CUSTOM}"]["properties"]["args"]

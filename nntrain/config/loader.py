@@ -235,12 +235,81 @@ def load_config(source: str | Path, overrides: Sequence[str] = (),
     override_paths: dict[Path_, str] = {}
     for assignment in overrides:
         override_paths[apply_override(data, assignment)] = assignment
+    return validate_config(data, source, positions, override_paths, search_dir)
+
+
+def validate_config(data: dict, source: Path, positions: dict[Path_, tuple[int, int]],
+                    overrides: dict[Path_, str], search_dir: Path | None = None) -> LoadedConfig:
+    """Expand `repeat:` in the layer list, then validate. `data` is changed in place; error
+    locations point into `source` (positions are remapped onto the expanded layer list)."""
+    positions, overrides = dict(positions), dict(overrides)
+    issues = expand_repeats(data, source, positions, overrides)
+    config = None
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        issues = [_issue(err, data, source, positions, override_paths) for err in e.errors()]
-        raise ConfigError(sorted(_drop_implied(issues), key=_line_order)) from None
-    return LoadedConfig(config, source, data, positions, override_paths, search_dir)
+        issues += [_issue(err, data, source, positions, overrides) for err in e.errors()]
+    if issues:
+        raise ConfigError(sorted(_drop_implied(issues), key=_line_order))
+    return LoadedConfig(config, source, data, positions, overrides, search_dir)
+
+
+def expand_repeats(data: dict, source: Path, positions: dict[Path_, tuple[int, int]],
+                   overrides: dict[Path_, str]) -> list[Issue]:
+    """`- dense: 100` with `repeat: 3` beside it becomes three copies of the layer (`repeat: 0`
+    removes it), so a search can vary the number of layers. Named copies get suffixes
+    (`hidden_1`, `hidden_2`, ...); copies after the first take the copy before them, not the
+    entry's `inputs`. `positions` and `overrides` are remapped to the new indices."""
+    model = data.get("model")
+    layers = model.get("layers") if isinstance(model, dict) else None
+    if not isinstance(layers, list) or not any(
+            isinstance(e, dict) and "repeat" in e and len(e) > 1 for e in layers):
+        return []
+    issues: list[Issue] = []
+    expanded: list[Any] = []
+    origin: list[int] = []  # new index -> index in the file
+    for index, entry in enumerate(layers):
+        count = 1
+        if isinstance(entry, dict) and "repeat" in entry and len(entry) > 1:
+            entry = {k: v for k, v in entry.items() if k != "repeat"}
+            count = layers[index]["repeat"]
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                path = ("model", "layers", index, "repeat")
+                issues.append(Issue(_where(source, positions, overrides, path),
+                                    format_path(path), "expected a number of copies, 0 or "
+                                    f"more, found {count!r}"))
+                count = 1
+        for copy in range(count):
+            expanded.append(_layer_copy(entry, copy, count))
+            origin.append(index)
+    model["layers"] = expanded
+    prefix = ("model", "layers")
+    for table in (positions, overrides):
+        moved = {key: value for key, value in table.items()
+                 if key[:2] == prefix and len(key) > 2 and isinstance(key[2], int)}
+        for key in moved:
+            del table[key]
+        for new, old in enumerate(origin):
+            for key, value in moved.items():
+                if key[2] == old:
+                    table[(*prefix, new, *key[3:])] = value
+    return issues
+
+
+def _layer_copy(entry: Any, copy: int, count: int) -> Any:
+    """Copy `copy` (from 0) of `count` of a layer entry: a suffixed name, and the chain."""
+    import copy as copying
+
+    if count == 1:
+        return entry
+    entry = copying.deepcopy(entry)
+    args = entry if "type" in entry else next(iter(entry.values()))
+    if isinstance(args, dict):
+        if isinstance(args.get("name"), str):
+            args["name"] = f"{args['name']}_{copy + 1}"
+        if copy > 0:
+            args.pop("inputs", None)
+    return entry
 
 
 def _drop_implied(issues: list[Issue]) -> list[Issue]:
@@ -273,6 +342,8 @@ def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
             continue  # union tags and "function-after[...]" markers
         elif out and part == out[-1]:
             continue  # a discriminated entry repeats its tag: dense.dense.units
+        elif isinstance(node, dict) and node.get("type") == part:
+            continue  # a union told apart by its `type:` value (search parameters)
         else:
             node = None
             out.append(part)

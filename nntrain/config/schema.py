@@ -17,6 +17,7 @@ from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
 from nntrain.config.entries import Strict
 from nntrain.config.layers import LAYERS, NodeName
+from nntrain.tune.space import SearchConfig
 
 LayerEntry = LAYERS.entry_type()
 LossEntry = LOSSES.entry_type()
@@ -77,6 +78,7 @@ class DataConfig(Strict):
     one_hot: bool = False  # integer labels to one-hot rows (Keras's to_categorical)
     validation: SplitConfig | None = None
     test: SplitConfig | None = None
+    limit: PositiveInt | None = None  # train on the first N training examples only
     synthetic: SyntheticConfig = SyntheticConfig()
     # training data over this size streams to the device in chunks (bytes, or "512MB")
     device_memory: Literal["auto"] | PositiveInt | Annotated[
@@ -163,3 +165,4 @@ class Config(Strict):
     model: ModelConfig
     compile: CompileConfig
     fit: FitConfig = FitConfig()
+    search: SearchConfig | None = None  # `nntrain tune` only (nntrain/tune/space.py)

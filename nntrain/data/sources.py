@@ -61,6 +61,9 @@ def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
         dataset = _tabular(config, io, base_dir, seed, source, train_file)
     else:
         dataset = _arrays(config, io, base_dir, seed, source, train_file)
+    if config.limit is not None and len(dataset.train) > config.limit:
+        # after the splits are cut, so validation and test stay the same as without it
+        dataset.train = dataset.train.take(slice(0, config.limit))
     if config.one_hot:
         for part in (dataset.train, dataset.validation, dataset.test):
             if part is not None:

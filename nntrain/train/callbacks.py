@@ -349,6 +349,28 @@ def _summary_writer() -> type:
     return SummaryWriter
 
 
+def write_hparams_session(folder: Path, hparams: dict[str, Any], metrics: dict[str, float],
+                          step: int, writer_class: type, suffix: str = "") -> None:
+    """One session of TensorBoard's HPARAMS view in `folder`: the hyperparameters and the
+    figures they gave. It replaces the session an earlier process wrote there (one per run;
+    `nntrain tune` writes one per trial)."""
+    from tensorboardX.summary import hparams as hparams_summaries
+
+    older = list(folder.glob("events.out.tfevents.*")) if folder.exists() else []
+    experiment, start, end = hparams_summaries(hparams, metrics)
+    writer = writer_class(logdir=str(folder),
+                          filename_suffix=suffix or f".{time.time_ns()}.{os.getpid()}")
+    try:
+        for summary in (experiment, start, end):
+            writer.file_writer.add_summary(summary, step)
+        for key, value in metrics.items():
+            writer.add_scalar(key, value, step)
+    finally:
+        writer.close()
+    for path in older:
+        path.unlink(missing_ok=True)
+
+
 class TensorBoard(Callback):
     """Keras's TensorBoard callback, written with tensorboardX. Per epoch, at step `epoch`
     (from 0): the training figures (loss, metrics, learning_rate) to `<log_dir>/train` and the
@@ -487,24 +509,8 @@ class TensorBoard(Callback):
         return out
 
     def _write_hparams(self, trainer: Trainer) -> None:
-        from tensorboardX.summary import hparams
-
-        folder = self.log_dir / "hparams"
-        older = list(folder.glob("events.out.tfevents.*")) if folder.exists() else []
-        metrics = self.metrics(trainer)
-        experiment, start, end = hparams(self.hparams(), metrics)
-        step = len(trainer.history)
-        writer = self.writer_class(logdir=str(folder), filename_suffix=self.suffix)
-        try:
-            for summary in (experiment, start, end):
-                writer.file_writer.add_summary(summary, step)
-            for key, value in metrics.items():
-                writer.add_scalar(key, value, step)
-        finally:
-            writer.close()
-        # one session per run: the new record replaces the one an earlier process wrote
-        for path in older:
-            path.unlink(missing_ok=True)
+        write_hparams_session(self.log_dir / "hparams", self.hparams(), self.metrics(trainer),
+                              len(trainer.history), self.writer_class, self.suffix)
 
     # -- the profiler ------------------------------------------------------------------------
     def _global(self, batch: int) -> int:

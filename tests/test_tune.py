@@ -1,0 +1,386 @@
+"""`nntrain tune`: search spaces in the config, trials as runs, continuing a stopped search,
+Hyperband pruning, several workers on one study, and search-space errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from clirunner import nntrain
+
+from nntrain.config.loader import ConfigError, load_config
+from nntrain.tune import space
+
+optuna = pytest.importorskip("optuna")
+
+TINY = """\
+name: tiny_tune
+seed: 1
+data:
+  dataset: synthetic
+  synthetic: {samples: 300, test_samples: 50, classes: 3}
+  validation: {last: 100}
+model:
+  input: [4]
+  layers:
+    - dense: {units: 8, activation: relu}
+      repeat: 1
+    - dense: {units: 3, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+  optimizer: {type: adam, learning_rate: 0.01}
+  metrics: [accuracy]
+fit:
+  epochs: 2
+  batch_size: 50
+  steps_per_execution: 1
+search:
+  algorithm: random
+  max_trials: 3
+  parameters:
+    model.layers.0.repeat: {type: int, min: 0, max: 2, name: n_hidden}
+    model.layers.0.dense.units: {type: int, min: 4, max: 16, name: n_neurons}
+    compile.optimizer.learning_rate: {type: float, min: 1.0e-3, max: 1.0e-1, log: true}
+    compile.optimizer.type: {type: choice, values: [sgd, adam], name: optimizer}
+    compile.optimizer.momentum: {type: float, min: 0.0, max: 0.9, when: {optimizer: sgd}}
+"""
+
+
+def write(folder: Path, text: str, name: str = "tune.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def leaderboard(folder: Path) -> list[dict[str, str]]:
+    with (folder / "leaderboard.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def history(run: Path) -> list[dict[str, str]]:
+    with (run / "history.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def subprocess_nntrain(*args: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "nntrain", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+
+
+# -- the search and what it leaves ------------------------------------------------------------
+def test_search_prints_leaderboard_writes_best_yaml_that_fit_reproduces(tmp_path: Path):
+    config = write(tmp_path, TINY)
+    result = nntrain("tune", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "tiny_tune"
+    board = leaderboard(folder)
+    assert [row["status"] for row in board] == ["complete"] * 3
+    assert sorted(row["trial"] for row in board) == ["0", "1", "2"]
+    scores = [float(row["val_accuracy"]) for row in board]
+    assert scores == sorted(scores, reverse=True)  # best first
+    # the printed table holds every trial and its figure
+    for row in board:
+        assert f"{float(row['val_accuracy']):.4f}" in result.output
+    assert "n_hidden" in result.output and "val_accuracy" in result.output
+    # trial 0 is the config as written (its defaults)
+    first = next(row for row in board if row["trial"] == "0")
+    assert (first["n_hidden"], first["n_neurons"], first["optimizer"]) == ("1", "8", "adam")
+    assert first["compile.optimizer.momentum"] == ""  # only searched for sgd
+    # each trial is an ordinary run directory
+    for row in board:
+        run = Path(row["run"]) if Path(row["run"]).is_absolute() else tmp_path / row["run"]
+        assert run.name == f"trial-{int(row['trial']):04d}"
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        assert "search" not in saved
+        assert len(saved["model"]["layers"]) == int(row["n_hidden"]) + 1
+        assert saved["compile"]["optimizer"] == {row["optimizer"]: saved["compile"]["optimizer"]
+                                                 [row["optimizer"]]}
+    evaluated = nntrain("evaluate", str(tmp_path / board[0]["run"]), cwd=tmp_path)
+    assert evaluated.exit_code == 0 and "accuracy" in evaluated.output
+    assert (folder / "tune.png").stat().st_size > 10_000
+    assert (folder / "study.db").exists()
+    summary = json.loads((folder / "tune.json").read_text())
+    assert summary["best"]["trial"] == int(board[0]["trial"])
+    assert summary["epochs_trained"] == 6
+    if importlib.util.find_spec("tensorboardX") is not None:  # one HPARAMS session a trial
+        for row in board:
+            session = folder / "tensorboard" / f"trial-{int(row['trial']):04d}"
+            assert list(session.glob("events.out.tfevents.*"))
+    # best.yaml: a plain config with the best values, which trains to the same figure
+    best_text = (folder / "best.yaml").read_text()
+    best = yaml.safe_load(best_text)
+    assert "search" not in best
+    top = board[0]
+    assert best["model"]["layers"][0]["repeat"] == int(top["n_hidden"])
+    assert best["model"]["layers"][0]["dense"]["units"] == int(top["n_neurons"])
+    assert best["compile"]["optimizer"]["type"] == top["optimizer"]
+    fitted = nntrain("fit", str(folder / "best.yaml"), "-q", cwd=tmp_path)
+    assert fitted.exit_code == 0, fitted.output
+    run = max((folder).glob("2*"))  # the fit's run directory, beside the trials
+    again = max(float(r["val_accuracy"]) for r in history(run))
+    assert f"{again:.4f}" == f"{float(top['val_accuracy']):.4f}"
+    # more trials continue the same study: the first three are not trained again
+    before = {p.name: (p / "run.json").stat().st_mtime for p in folder.glob("trial-*")}
+    more = nntrain("tune", str(config), "-q", "--set", "search.max_trials=4", cwd=tmp_path)
+    assert more.exit_code == 0, more.output
+    assert "3 of 4 trials done" in more.output
+    after = {p.name: (p / "run.json").stat().st_mtime for p in folder.glob("trial-*")}
+    assert sorted(after) == [*sorted(before), "trial-0003"]
+    assert all(after[name] == mtime for name, mtime in before.items())
+    assert len(leaderboard(folder)) == 4
+    # a changed search is refused, not mixed into the old study
+    changed = nntrain("tune", str(config), "--set", "fit.epochs=3", cwd=tmp_path)
+    assert changed.exit_code == 2
+    assert "different search" in changed.output and "+  epochs: 3" in changed.output
+    assert "Traceback" not in changed.output
+
+
+def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Path):
+    slow = TINY.replace("epochs: 2", "epochs: 30").replace("max_trials: 3", "max_trials: 2")
+    config = write(tmp_path, slow)
+    folder = tmp_path / "runs" / "tiny_tune"
+    process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (folder / "trial-0001" / "history.csv").exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()  # no chance to clean up: trial 1 stays "running" in the study
+    process.wait()
+    result = nntrain("tune", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    board = leaderboard(folder)
+    done = [row for row in board if row["status"] == "complete"]
+    assert len(done) == 2  # the total reaches max_trials
+    assert [row["trial"] for row in board if row["status"] == "interrupted"] == ["1"]
+    study = optuna.load_study(study_name="tiny_tune",
+                              storage=f"sqlite:///{folder / 'study.db'}")
+    trials = {t.number: t for t in study.trials}
+    retried = [t for t in trials.values() if t.user_attrs.get("retry_of") == 1]
+    assert len(retried) == 1 and retried[0].params == trials[1].params
+    assert retried[0].state.name == "COMPLETE"
+    # trial 0 ran once, before the kill: its run was not redone
+    assert sum(1 for row in done if row["trial"] == "0") == 1
+    assert len(history(folder / "trial-0000")) == 30
+
+
+def test_ctrl_c_stops_the_search_and_the_same_command_finishes_it(tmp_path: Path):
+    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 30").replace(
+        "max_trials: 3", "max_trials: 2"))
+    folder = tmp_path / "runs" / "tiny_tune"
+    process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (folder / "trial-0001" / "history.csv").exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert "Trial 1: interrupted" in output and "Run the same command to continue" in output
+    assert "Traceback" not in output
+    board = leaderboard(folder)  # written on the way out, with what was done
+    assert [(r["trial"], r["status"]) for r in board] == [("0", "complete"),
+                                                          ("1", "interrupted")]
+    result = nntrain("tune", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "Trial 2 (again, for interrupted trial 1)" in result.output
+    board = leaderboard(folder)
+    assert sorted(r["trial"] for r in board if r["status"] == "complete") == ["0", "2"]
+    params = {r["trial"]: {k: r[k] for k in ("n_hidden", "n_neurons", "optimizer")}
+              for r in board}
+    assert params["2"] == params["1"]
+
+
+def test_hyperband_prunes_trials_early(tmp_path: Path):
+    text = TINY.replace("algorithm: random",
+                        "algorithm: hyperband\n  hyperband: {reduction_factor: 2}") \
+        .replace("max_trials: 3", "max_trials: 8").replace("epochs: 2", "epochs: 6")
+    text = text.replace("min: 1.0e-3, max: 1.0e-1", "min: 1.0e-5, max: 1.0e-1")
+    config = write(tmp_path, text)
+    result = nntrain("tune", str(config), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "tiny_tune"
+    board = leaderboard(folder)
+    pruned = [row for row in board if row["status"] == "pruned"]
+    assert pruned and "pruned after epoch" in result.output
+    total = sum(int(row["epochs"]) for row in board)
+    assert total <= 0.75 * 8 * 6, total
+    for row in pruned:
+        run = tmp_path / row["run"]
+        assert len(history(run)) == int(row["epochs"]) < 6
+        info = yaml.safe_load((run / "run.json").read_text())
+        assert info["status"] == "stopped" and "pruned" in info["stop_reason"]
+
+
+def test_two_workers_share_one_study(tmp_path: Path):
+    text = TINY.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 8")
+    config = write(tmp_path, text)
+    result = nntrain("tune", str(config), "--workers", "2", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "tiny_tune"
+    board = leaderboard(folder)
+    assert sorted(int(row["trial"]) for row in board) == [0, 1, 2, 3]
+    assert [row["status"] for row in board] == ["complete"] * 4
+    runs = sorted(p.name for p in folder.glob("trial-*"))
+    assert runs == ["trial-0000", "trial-0001", "trial-0002", "trial-0003"]
+    for run in runs:
+        assert len(history(folder / run)) == 8
+    study = optuna.load_study(study_name="tiny_tune",
+                              storage=f"sqlite:///{folder / 'study.db'}")
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
+    assert any(a[1] > b[0] for a, b in zip(spans, spans[1:], strict=False))  # ran at once
+
+
+def test_grid_tries_each_point_once_and_stops_at_the_grid_size(tmp_path: Path):
+    text = TINY.replace("algorithm: random", "algorithm: grid").replace(
+        "max_trials: 3", "max_trials: 50").replace("epochs: 2", "epochs: 1")
+    text = text.replace("{type: int, min: 0, max: 2, name: n_hidden}",
+                        "{type: int, min: 1, max: 1, name: n_hidden}").replace(
+        "min: 4, max: 16,", "min: 4, max: 8, step: 4,").replace(
+        "{type: float, min: 1.0e-3, max: 1.0e-1, log: true}", "{type: choice, values: [0.01]}")
+    text = text.replace("min: 0.0, max: 0.9, when", "min: 0.0, max: 0.5, step: 0.5, when")
+    result = nntrain("tune", str(write(tmp_path, text)), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "6 trials of a 6-point grid" in result.output
+    board = leaderboard(tmp_path / "runs" / "tiny_tune")
+    points = {(r["n_neurons"], r["optimizer"], r["compile.optimizer.momentum"]) for r in board}
+    # 2 widths x (adam, sgd with momentum 0 or 0.5): momentum only where it applies
+    assert points == {(w, "adam", "") for w in ("4", "8")} | {
+        (w, "sgd", m) for w in ("4", "8") for m in ("0.0", "0.5")}
+    assert len(board) == 6
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("torch") is not None,
+                    reason="torch is installed: the Gaussian-process sampler can run")
+def test_gp_without_torch_says_what_to_install(tmp_path: Path):
+    config = write(tmp_path, TINY.replace("algorithm: random", "algorithm: gp"))
+    result = nntrain("tune", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "needs torch" in result.output and "pip install torch" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+# -- errors -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("edit", "where", "message"), [
+    (("{type: int, min: 4, max: 16, name: n_neurons}",
+      "{type: int, min: 16, max: 4, name: n_neurons}"),
+     "tune.yaml:26:59: search.parameters.model.layers.0.dense.units.max",
+     "max is less than min 16"),
+    (("model.layers.0.dense.units:", "model.layers.0.dense.unit:"),
+     "tune.yaml:26:5: search.parameters.model.layers.0.dense.unit",
+     "did you mean 'units'"),
+    (("model.layers.0.repeat:", "model.layers.5.repeat:"),
+     "tune.yaml:25:5: search.parameters.model.layers.5.repeat",
+     "unknown config path: model.layers has 2 entries (0 .. 1), not 5"),
+    (("min: 1.0e-3, max: 1.0e-1, log: true", "min: 0.0, max: 1.0e-1, log: true"),
+     "tune.yaml:27:57: search.parameters.compile.optimizer.learning_rate.min",
+     "a log scale needs min > 0"),
+    (("{type: int, min: 4, max: 16, name: n_neurons}",
+      "{type: float, min: 4, max: 16, name: n_neurons}"),
+     "tune.yaml:26:5: search.parameters.model.layers.0.dense.units",
+     "input should be a valid integer"),
+    (("{type: int, min: 0, max: 2, name: n_hidden}", "{type: int, min: zero, max: 2}"),
+     "tune.yaml:25:45: search.parameters.model.layers.0.repeat.min",
+     "input should be a valid integer"),
+    (("values: [sgd, adam]", "values: [sgd, adamm]"),
+     "tune.yaml:28:5: search.parameters.compile.optimizer.type",
+     "unknown optimizer 'adamm'"),
+    (("when: {optimizer: sgd}", "when: {optimizer: sgdd}"),
+     "tune.yaml:29:85: search.parameters.compile.optimizer.momentum.when.optimizer",
+     "'sgdd' is not one of optimizer's values"),
+])
+def test_invalid_search_space_is_a_config_error(tmp_path: Path, edit, where, message):
+    old, new = edit
+    assert old in TINY
+    config = write(tmp_path, TINY.replace(old, new))
+    result = nntrain("tune", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "invalid config (1 problem)" in result.output
+    assert f"{config.parent}/{where}" in result.output, result.output
+    assert where in result.output and message in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tune_needs_a_search_section_and_a_known_objective(tmp_path: Path):
+    plain = write(tmp_path, TINY.split("search:")[0], "plain.yaml")
+    result = nntrain("tune", str(plain), cwd=tmp_path)
+    assert result.exit_code == 2 and "no search: section" in result.output
+    config = write(tmp_path, TINY.replace("algorithm: random", "objective: val_acc"))
+    result = nntrain("tune", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "search.objective: the epoch logs have no 'val_acc'" in result.output
+    assert "did you mean 'val_accuracy'" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+# -- repeat: and the space itself -------------------------------------------------------------
+def test_repeat_expands_layers_with_unique_names_and_zero_removes(tmp_path: Path):
+    text = TINY.split("search:")[0].replace(
+        "- dense: {units: 8, activation: relu}\n      repeat: 1",
+        "- dense: {units: 8, activation: relu, name: hidden}\n      repeat: 3\n"
+        "    - dropout: 0.1\n      repeat: 0")
+    loaded = load_config(write(tmp_path, text))
+    layers = loaded.config.model.layers
+    assert [type(e).model_fields.__iter__().__next__() for e in layers] == ["dense"] * 4
+    assert [e.dense.name for e in layers[:3]] == ["hidden_1", "hidden_2", "hidden_3"]
+    # errors after the expanded layers still point at their line in the file
+    bad = text.replace("activation: softmax", "activation: sofmax")
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, bad))
+    assert ":14:" in str(info.value.issues[0].where)
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), ["model.layers.0.repeat=-1"])
+    assert "model.layers[0].repeat: expected a number of copies" in str(info.value)
+
+
+def test_data_limit_trains_on_the_first_examples_and_keeps_the_splits(tmp_path: Path):
+    from nntrain.build import prepare
+    from nntrain.data.sources import load_dataset
+
+    def splits(extra: list[str]):
+        loaded = load_config(write(tmp_path, TINY), extra)
+        setup = prepare(loaded)
+        return load_dataset(loaded.config.data, setup.io, tmp_path, loaded.config.seed)
+
+    full, limited = splits([]), splits(["data.limit=50"])
+    assert len(full.train) == 200 and len(limited.train) == 50
+    assert (limited.train.x["input"] == full.train.x["input"][:50]).all()
+    assert limited.validation.digest() == full.validation.digest()
+    assert limited.test.digest() == full.test.digest()
+
+
+def test_conditional_space_defaults_and_grid_size(tmp_path: Path):
+    loaded = load_config(write(tmp_path, TINY))
+    raw = yaml.safe_load(TINY)
+    dims = space.dimensions(loaded.config.search, raw)
+    assert space.defaults(dims) == {"n_hidden": 1, "n_neurons": 8,
+                                    "compile.optimizer.learning_rate": 0.01,
+                                    "optimizer": "adam"}  # momentum only for sgd
+    point = space.with_value(dims, "optimizer", "sgd")
+    assert point["compile.optimizer.momentum"] == 0.0
+    applied = space.apply(raw, dims, point)
+    assert applied["compile"]["optimizer"] == {"type": "sgd", "learning_rate": 0.01,
+                                               "momentum": 0.0}
+    assert "search" not in applied
+    grid = TINY.replace("algorithm: random", "algorithm: grid").replace(
+        "min: 1.0e-3, max: 1.0e-1, log: true", "min: 0.01, max: 0.03, step: 0.01").replace(
+        "min: 0.0, max: 0.9, when", "min: 0.0, max: 0.5, step: 0.5, when")
+    loaded = load_config(write(tmp_path, grid, "grid.yaml"))
+    dims = space.dimensions(loaded.config.search, yaml.safe_load(grid))
+    # 3 depths x 13 widths x 3 rates x (adam + sgd x 2 momenta)
+    assert space.grid_size(dims) == 3 * 13 * 3 * 3
