@@ -52,6 +52,7 @@ def work(tmp_path_factory) -> Path:
     first made failed, interrupted, running, running-but-gone and damaged."""
     work = tmp_path_factory.mktemp("runs")
     assert nntrain("fit", str(TINY), "-q", cwd=work).exit_code == 0
+    time.sleep(1.0)  # runs are named by the second they start: tiny_b is the newer one
     result = nntrain("fit", str(TINY), "-q", "--epochs", "3", "--set", "name=tiny_b",
                      "--set", "model.layers.1.dense.units=8", "--set",
                      "compile.optimizer.adam.learning_rate=0.05", cwd=work)

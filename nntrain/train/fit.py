@@ -3,10 +3,14 @@ after every epoch."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import io
 import math
 import time
+from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +100,9 @@ class Fitter:
         self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
         # history.png is drawn beside training, never holding up the next epoch
         self._plotter = ThreadPoolExecutor(1, thread_name_prefix="nntrain-plot")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="nntrain-checkpoint")
+        self._writes: list[Future] = []
+        self._write_failed = False
         self._drawing: Future | None = None
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
@@ -151,8 +158,7 @@ class Fitter:
         weights = self.get_weights()
         if name == "best":
             self.best_weights = weights
-        checkpoint.save(self.run.checkpoints / name, weights,
-                        {"kind": "weights", "epoch": epoch + 1, "logs": logs})
+        self._save(name, weights, {"kind": "weights", "epoch": epoch + 1, "logs": logs})
 
     # -- resume ------------------------------------------------------------------------------
     def restore(self) -> int:
@@ -201,10 +207,53 @@ class Fitter:
         if partial is not None:
             meta.update(epoch=epoch, step_in_epoch=partial[0],
                         partial_sums=[float(v) for v in partial[1]])
-        checkpoint.save(self.run.checkpoints / "last", fetch(trees), meta, keep_previous=True)
+        self._save("last", trees, meta, keep_previous=True)
+
+    def _save(self, name: str, trees: dict[str, Any], meta: dict[str, Any],
+              keep_previous: bool = False) -> None:
+        """Write a checkpoint from host copies on the writer thread: training goes on while
+        the file is hashed and synced."""
+        self._in_order(checkpoint.save, self.run.checkpoints / name, fetch(trees),
+                       copy.deepcopy(meta), keep_previous=keep_previous)
+
+    def _in_order(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run a write on the writer thread after the ones before it, so the run's records
+        never get ahead of its checkpoints. A failed write (a full disk) is raised here, at
+        a later write, or when `fit` ends."""
+        self._raise_failed_writes()
+        self._writes.append(self._writer.submit(self._write_unless_failed, write, args, kwargs))
+
+    def _write_unless_failed(self, write: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        if self._write_failed:  # after a failed write nothing later may land: a record or
+            return  # checkpoint that refers to the lost file would make a resume diverge
+        try:
+            write(*args, **kwargs)
+        except BaseException:
+            self._write_failed = True
+            raise
+
+    def _raise_failed_writes(self, wait: bool = False) -> None:
+        """Raise the first failed write among those done (with `wait`, after all are)."""
+        if wait:
+            futures.wait(self._writes)
+        done = [job for job in self._writes if job.done()]
+        self._writes = [job for job in self._writes if not job.done()]
+        for job in done:
+            job.result()
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, initial_epoch: int = 0) -> FitResult:
+        """Train from `initial_epoch`; every checkpoint is on disk when this returns."""
+        try:
+            result = self._fit(initial_epoch)
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                self._raise_failed_writes(wait=True)
+            raise
+        self._raise_failed_writes(wait=True)
+        return result
+
+    def _fit(self, initial_epoch: int) -> FitResult:
         config, programs = self.config, self.programs
         epochs = config.fit.epochs
         train = place(self.dataset.train, self.placement, self.streaming)
@@ -281,15 +330,17 @@ class Fitter:
 
     def _record_epoch(self, epoch: int) -> None:
         self._save_last(epoch)
-        write_history_csv(self.run.path / "history.csv", self.history)
+        history = copy.deepcopy(self.history)
         tracker = self.checkpointer.tracker
-        atomic_write_json(self.run.path / "metrics.json", {
+        metrics = {
             "monitor": tracker.monitor, "mode": tracker.mode,
             "best_epoch": None if tracker.best_epoch is None else tracker.best_epoch + 1,
-            "best_value": tracker.best, "epochs_completed": len(self.history),
-            "last": {k: v for k, v in self.history[-1].items() if k != "epoch"},
-        })
-        self.run.update_info(epochs_completed=len(self.history))
+            "best_value": tracker.best, "epochs_completed": len(history),
+            "last": {k: v for k, v in history[-1].items() if k != "epoch"},
+        }
+        self._in_order(write_history_csv, self.run.path / "history.csv", history)
+        self._in_order(atomic_write_json, self.run.path / "metrics.json", metrics)
+        self._in_order(self.run.update_info, epochs_completed=len(history))
         self._draw()
 
     def _draw(self, force: bool = False) -> None:

@@ -263,7 +263,14 @@ class Programs:
         # a rolled loop compiles once whatever its length: a whole eval set in one call
         per_call = n_steps if self.rolled and order is None else self.steps_per_call
         for first in range(start_step, n_steps, per_call):
-            yield first, min(per_call, n_steps - first), data, order
+            k = min(per_call, n_steps - first)
+            if k < per_call and not self.rolled:
+                # the remainder as single steps: one more short program to compile, not
+                # another long unrolled one (seconds for a conv net)
+                for step in range(first, first + k):
+                    yield step, 1, data, order
+            else:
+                yield first, k, data, order
 
     # -- prediction --------------------------------------------------------------------------
     def predict_fn(self) -> Callable:
