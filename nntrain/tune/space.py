@@ -60,6 +60,13 @@ class _Param(Strict):
     when: dict[str, Scalar | list[Scalar]] | None = None  # {parameter name: value(s)}
 
 
+def _max_not_below_min(cls, value: float, info: ValidationInfo) -> float:
+    low = info.data.get("min")
+    if low is not None and value < low:
+        raise ValueError(f"max is less than min {low}")
+    return value
+
+
 class IntParam(_Param):
     type: Literal["int"]
     log: bool = False  # declared before min: its check needs to know the scale
@@ -75,13 +82,7 @@ class IntParam(_Param):
             raise ValueError("a log scale needs min of 1 or more")
         return value
 
-    @field_validator("max")
-    @classmethod
-    def _not_below_min(cls, value: int, info: ValidationInfo) -> int:
-        low = info.data.get("min")
-        if low is not None and value < low:
-            raise ValueError(f"max is less than min {low}")
-        return value
+    _not_below_min = field_validator("max")(_max_not_below_min)
 
     @field_validator("step")
     @classmethod
@@ -121,13 +122,7 @@ class FloatParam(_Param):
             raise ValueError("a log scale needs min > 0")
         return value
 
-    @field_validator("max")
-    @classmethod
-    def _not_below_min(cls, value: float, info: ValidationInfo) -> float:
-        low = info.data.get("min")
-        if low is not None and value < low:
-            raise ValueError(f"max is less than min {low}")
-        return value
+    _not_below_min = field_validator("max")(_max_not_below_min)
 
     @field_validator("step")
     @classmethod
