@@ -3,7 +3,6 @@ half-written, and the last good checkpoint resumes to the same result once space
 
 from __future__ import annotations
 
-import csv
 import errno
 import json
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clirunner import nntrain
+from runfiles import history_rows, only_run
 from safetensors.numpy import load_file
 
 from nntrain import checkpoint
@@ -21,19 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
 
 
-def _only_run(folder: Path) -> Path:
-    runs = list(folder.glob("runs/*/*"))
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def _history(run: Path) -> list[dict[str, str]]:
-    with (run / "history.csv").open() as f:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
-
-
 def _assert_same_result(run: Path, reference: Path) -> None:
-    assert _history(run) == _history(reference)
+    assert history_rows(run) == history_rows(reference)
     for name in ("last", "best"):
         a = load_file(str(run / "checkpoints" / name / "arrays.safetensors"))
         b = load_file(str(reference / "checkpoints" / name / "arrays.safetensors"))
@@ -50,7 +39,7 @@ def _no_leftovers(run: Path) -> None:
 def reference(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("whole")
     assert nntrain("fit", str(TINY), "-q", cwd=work).exit_code == 0
-    return _only_run(work)
+    return only_run(work)
 
 
 def _fill_disk_after(monkeypatch, marker: str, writes: int) -> None:
@@ -89,7 +78,7 @@ def test_full_disk_is_reported_and_the_run_resumes(tmp_path: Path, monkeypatch, 
                      2 if name.startswith("checkpoints") else 3)
     result = nntrain("fit", str(TINY), "-q", cwd=tmp_path)
     monkeypatch.undo()  # space is free again
-    run = _only_run(tmp_path)
+    run = only_run(tmp_path)
     shown = run.relative_to(tmp_path)  # as the user gave it: runs/ under the working folder
 
     assert result.exit_code == 2, result.output
@@ -128,7 +117,7 @@ def test_a_really_full_disk(tmp_path: Path):
         assert result.exit_code == 2, result.output
         assert "no space left on the device while writing" in result.output
         assert "Traceback" not in result.output
-        run = _only_run(disk)
+        run = only_run(disk)
         _no_leftovers(run)
         assert checkpoint.load_for_resume(run / "checkpoints" / "last").meta["epoch"] >= 1
 
@@ -138,7 +127,7 @@ def test_a_really_full_disk(tmp_path: Path):
         whole = tmp_path / "whole"
         whole.mkdir()
         assert nntrain("fit", str(config), "-q", cwd=whole).exit_code == 0
-        _assert_same_result(run, _only_run(whole))
+        _assert_same_result(run, only_run(whole))
     finally:
         subprocess.run(["umount", str(disk)], capture_output=True)
 
@@ -162,7 +151,7 @@ def test_full_disk_while_the_csv_logger_appends(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(Path, "open", open_)
     result = nntrain("fit", str(config), "-q", cwd=tmp_path)
     monkeypatch.undo()
-    run = _only_run(tmp_path)
+    run = only_run(tmp_path)
     shown = run.relative_to(tmp_path)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output

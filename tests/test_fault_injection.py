@@ -4,7 +4,6 @@ was never interrupted. A damaged latest checkpoint falls back to the previous on
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from clirunner import nntrain
+from runfiles import history_rows, only_run
 from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,17 +37,6 @@ def _config(tmp_path: Path) -> Path:
                       .replace("epochs: 4", f"epochs: {EPOCHS}")
                       .replace("patience: 3", "patience: 1000"))
     return config
-
-
-def _only_run(folder: Path) -> Path:
-    runs = list(folder.glob("runs/*/*"))
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def _history(run: Path) -> list[dict[str, str]]:
-    with (run / "history.csv").open() as f:
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
 def _checkpoint_arrays(run: Path) -> dict[str, np.ndarray]:
@@ -133,7 +122,7 @@ def _killed_chain(config: Path, work: Path, rng: random.Random, phases: list[str
             return
         kills += 1
         phases.append(phase)
-        command = [*fit, "--resume", str(_only_run(work)), "-q"]  # every later start resumes
+        command = [*fit, "--resume", str(only_run(work)), "-q"]  # every later start resumes
     resumed = subprocess.run(command, cwd=work, env=ENV, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "Traceback" not in resumed.stderr
@@ -145,7 +134,7 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path: Pat
     whole.mkdir()
     subprocess.run([sys.executable, "-m", "nntrain", "fit", str(config), "-q"], cwd=whole,
                    env=ENV, check=True, capture_output=True)
-    reference = _only_run(whole)
+    reference = only_run(whole)
     expected_arrays = _checkpoint_arrays(reference)
 
     rng = random.Random(20261125)
@@ -157,10 +146,10 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path: Pat
         killed.mkdir()
         _killed_chain(config, killed, rng, phases)
 
-        run = _only_run(killed)
+        run = only_run(killed)
         assert json.loads((run / "run.json").read_text())["status"] == "completed"
-        assert len(_history(run)) == EPOCHS
-        assert _history(run) == _history(reference)
+        assert len(history_rows(run)) == EPOCHS
+        assert history_rows(run) == history_rows(reference)
         arrays = _checkpoint_arrays(run)
         assert arrays.keys() == expected_arrays.keys()
         for key, value in arrays.items():
@@ -186,7 +175,7 @@ def test_resume_falls_back_from_a_damaged_checkpoint_and_ends_the_same(tmp_path:
     for folder in (whole, damaged):
         folder.mkdir()
         assert nntrain("fit", str(TINY), "-q", cwd=folder).exit_code == 0
-    run = _only_run(damaged)
+    run = only_run(damaged)
     arrays = run / "checkpoints" / "last" / "arrays.safetensors"
     _flip_last_byte(arrays)
 
@@ -196,14 +185,14 @@ def test_resume_falls_back_from_a_damaged_checkpoint_and_ends_the_same(tmp_path:
     assert "resuming from the previous checkpoint" in result.output
     assert (run / "checkpoints" / "last.damaged" / "arrays.safetensors").exists()
     # the last epoch was trained again from the previous checkpoint, to the same weights
-    assert _history(run) == _history(_only_run(whole))
-    a, b = _checkpoint_arrays(run), _checkpoint_arrays(_only_run(whole))
+    assert history_rows(run) == history_rows(only_run(whole))
+    a, b = _checkpoint_arrays(run), _checkpoint_arrays(only_run(whole))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_evaluate_and_predict_name_a_damaged_checkpoint(tmp_path: Path):
     assert nntrain("fit", str(TINY), "-q", cwd=tmp_path).exit_code == 0
-    run = _only_run(tmp_path)
+    run = only_run(tmp_path)
     arrays = run / "checkpoints" / "best" / "arrays.safetensors"
     _flip_last_byte(arrays)
     for command in (["evaluate", str(run)], ["predict", str(run), "--limit", "2"]):
@@ -220,7 +209,7 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tmp_p
     for folder in (whole, killed):
         folder.mkdir()
         assert nntrain("fit", str(TINY), "-q", cwd=folder).exit_code == 0
-    run = _only_run(killed)
+    run = only_run(killed)
     for name in ("checkpoints", "history.csv", "metrics.json"):  # as if killed in epoch 1
         path = run / name
         if path.is_dir():
@@ -232,14 +221,14 @@ def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_it_over(tmp_p
     result = nntrain("fit", "--resume", str(run), "-q", cwd=killed)
     assert result.exit_code == 0, result.output
     assert "no checkpoint yet" in result.output
-    assert _history(run) == _history(_only_run(whole))
-    a, b = _checkpoint_arrays(run), _checkpoint_arrays(_only_run(whole))
+    assert history_rows(run) == history_rows(only_run(whole))
+    a, b = _checkpoint_arrays(run), _checkpoint_arrays(only_run(whole))
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_resume_with_a_damaged_best_checkpoint_says_what_to_do(tmp_path: Path):
     assert nntrain("fit", str(TINY), "-q", "--epochs", "2", cwd=tmp_path).exit_code == 0
-    run = _only_run(tmp_path)
+    run = only_run(tmp_path)
     arrays = run / "checkpoints" / "best" / "arrays.safetensors"
     _flip_last_byte(arrays)
     result = nntrain("fit", "--resume", str(run), "-q", cwd=tmp_path)

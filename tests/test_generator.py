@@ -4,13 +4,13 @@ reports broken generators as data errors."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from clirunner import nntrain
+from runfiles import history_rows
 from safetensors.numpy import load_file
 
 MODULE = '''
@@ -72,11 +72,6 @@ def _setup(tmp_path: Path, function: str = "batches") -> Path:
     return config
 
 
-def _rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "history.csv") as f:
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
-
-
 def test_generator_trains_like_the_same_batches_from_a_file(tmp_path: Path):
     config = _setup(tmp_path)
     result = nntrain("fit", str(config), cwd=tmp_path)
@@ -105,7 +100,8 @@ def test_generator_trains_like_the_same_batches_from_a_file(tmp_path: Path):
     gen1 = nntrain("fit", str(config), "--epochs", "1", "--runs-dir", str(tmp_path / "g"),
                    cwd=tmp_path)
     assert one.exit_code == 0 and gen1.exit_code == 0, one.output + gen1.output
-    a, b = _rows(next((tmp_path / "f").glob("*/*"))), _rows(next((tmp_path / "g").glob("*/*")))
+    a = history_rows(next((tmp_path / "f").glob("*/*")))
+    b = history_rows(next((tmp_path / "g").glob("*/*")))
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert float(a[0][key]) == pytest.approx(float(b[0][key]), rel=1e-5), key
 
@@ -134,7 +130,7 @@ def test_resume_mid_run_gives_the_same_weights(tmp_path: Path):
                       "--runs-dir", "part", cwd=tmp_path)
     assert resumed.exit_code == 0, resumed.output
     whole = next((tmp_path / "whole").glob("*/*"))
-    assert _rows(run) == _rows(whole)
+    assert history_rows(run) == history_rows(whole)
     a = load_file(str(run / "checkpoints/last/arrays.safetensors"))
     b = load_file(str(whole / "checkpoints/last/arrays.safetensors"))
     assert all(np.array_equal(a[k], b[k]) for k in a)

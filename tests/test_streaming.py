@@ -3,12 +3,12 @@ with the same results as the in-memory path for the same seed."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 from clirunner import nntrain
+from runfiles import history_rows
 from safetensors.numpy import load_file
 
 from nntrain.build import prepare
@@ -67,11 +67,6 @@ def _fit(config: Path, runs: Path, *sets: str) -> tuple[Path, str]:
     return next(runs.glob("*/*")), result.output
 
 
-def _rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "history.csv") as f:
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
-
-
 @pytest.mark.parametrize("layers", [DENSE, CONV], ids=["mlp", "cnn"])
 def test_streaming_matches_the_in_memory_path(tmp_path: Path, layers: str):
     config = _config(tmp_path, layers)
@@ -79,7 +74,7 @@ def test_streaming_matches_the_in_memory_path(tmp_path: Path, layers: str):
     # 490 training rows of 148 bytes: a 10 kB budget streams chunks of 2 steps (32 rows)
     streamed, out = _fit(config, tmp_path / "streamed", "data.device_memory=10kB")
     assert "Streaming" not in whole_out and "Streaming" in out
-    assert _rows(streamed) == _rows(whole)
+    assert history_rows(streamed) == history_rows(whole)
     for checkpoint in ("last", "best"):
         a = load_file(str(whole / "checkpoints" / checkpoint / "arrays.safetensors"))
         b = load_file(str(streamed / "checkpoints" / checkpoint / "arrays.safetensors"))
