@@ -69,13 +69,26 @@ def _writing(run: Path | None, pid: int) -> bool:
     return run is not None and (run / "checkpoints" / f".tmp-last-{pid}").exists()
 
 
+def _training_seconds(process: subprocess.Popen, work: Path) -> float:
+    """How long `process` runs after its run directory appears: the span random kills are
+    drawn from, so that they land inside training on a slow machine and a fast one alike."""
+    appeared = None
+    while process.poll() is None:
+        if appeared is None and list(work.glob("runs/*/*/run.json")):
+            appeared = time.monotonic()
+        time.sleep(0.002)
+    assert process.returncode == 0, process.stderr.read() if process.stderr else ""
+    assert appeared is not None, "the run directory appeared only after the run had finished"
+    return time.monotonic() - appeared
+
+
 def _wait_and_kill(process: subprocess.Popen, work: Path, rng: random.Random,
-                   in_write: bool) -> str | None:
+                   in_write: bool, span: float) -> str | None:
     """Kill `process` at a random moment (or at a random point of a checkpoint write); the
     phase it was killed in, or None if it finished first."""
     start = time.monotonic()
     run = None
-    delay = rng.uniform(0.5, 3.5)
+    delay = rng.uniform(0.02, 0.8) * span
     writes_to_skip = rng.randrange(2)
     was_writing = False
     while process.poll() is None and time.monotonic() - start < 120:
@@ -104,7 +117,8 @@ def _wait_and_kill(process: subprocess.Popen, work: Path, rng: random.Random,
     return _phase(run, process.pid)
 
 
-def _killed_chain(config: Path, work: Path, rng: random.Random, phases: list[str]) -> None:
+def _killed_chain(config: Path, work: Path, rng: random.Random, phases: list[str],
+                  span: float) -> None:
     """Start `fit`, then kill it and `fit --resume` it again and again, until KILLS kills in
     all or the run completes; then resume once more, to the end."""
     fit = [sys.executable, "-m", "nntrain", "fit"]
@@ -113,7 +127,7 @@ def _killed_chain(config: Path, work: Path, rng: random.Random, phases: list[str
     while len(phases) < KILLS:
         process = subprocess.Popen(command, cwd=work, env=ENV, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
-        phase = _wait_and_kill(process, work, rng, in_write=len(phases) % 2 == 1)
+        phase = _wait_and_kill(process, work, rng, in_write=len(phases) % 2 == 1, span=span)
         errors = process.stderr.read()
         process.stderr.close()
         if phase is None:  # it finished between kills: a fast machine; a new chain goes on
@@ -132,8 +146,14 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path: Pat
     config = _config(tmp_path)
     whole = tmp_path / "whole"
     whole.mkdir()
-    subprocess.run([sys.executable, "-m", "nntrain", "fit", str(config), "-q"], cwd=whole,
-                   env=ENV, check=True, capture_output=True)
+    # twice: the first run fills the compilation cache every later start reads, so the
+    # second one times the span that resumed runs see
+    for _ in range(2):
+        for old in whole.iterdir():
+            shutil.rmtree(old)
+        span = _training_seconds(subprocess.Popen(
+            [sys.executable, "-m", "nntrain", "fit", str(config), "-q"], cwd=whole, env=ENV,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), whole)
     reference = only_run(whole)
     expected_arrays = _checkpoint_arrays(reference)
 
@@ -144,7 +164,7 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path: Pat
         chains += 1
         killed = tmp_path / f"killed-{chains}"
         killed.mkdir()
-        _killed_chain(config, killed, rng, phases)
+        _killed_chain(config, killed, rng, phases, span)
 
         run = only_run(killed)
         assert json.loads((run / "run.json").read_text())["status"] == "completed"
