@@ -2,31 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
+from nntrain.lazy import jax, jnp
 
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "linear": lambda x: x,
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "softmax": jax.nn.softmax,
-    "log_softmax": jax.nn.log_softmax,
-    "softplus": jax.nn.softplus,
-    "softsign": jax.nn.soft_sign,
-    "selu": jax.nn.selu,
-    "elu": jax.nn.elu,
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # Keras's default is the exact form
-    "swish": jax.nn.swish,
-    "silu": jax.nn.silu,
-    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.2),  # Keras's default slope
-    "relu6": jax.nn.relu6,
-    "hard_sigmoid": jax.nn.hard_sigmoid,
-    "exponential": jnp.exp,
-}
+Activation = Callable[["jax.Array"], "jax.Array"]
 
 
-def get(name: str | None) -> Callable[[jax.Array], jax.Array]:
-    return ACTIVATIONS[name or "linear"]
+@functools.cache
+def _activations() -> dict[str, Activation]:
+    nn = jax.nn
+    return {
+        "linear": lambda x: x,
+        "relu": nn.relu,
+        "sigmoid": nn.sigmoid,
+        "tanh": jnp.tanh,
+        "softmax": nn.softmax,
+        "log_softmax": nn.log_softmax,
+        "softplus": nn.softplus,
+        "softsign": nn.soft_sign,
+        "selu": nn.selu,
+        "elu": nn.elu,
+        "gelu": lambda x: nn.gelu(x, approximate=False),  # Keras's default is the exact form
+        "swish": nn.swish,
+        "silu": nn.silu,
+        "leaky_relu": lambda x: nn.leaky_relu(x, 0.2),  # Keras's default slope
+        "relu6": nn.relu6,
+        "hard_sigmoid": nn.hard_sigmoid,
+        "exponential": jnp.exp,
+    }
+
+
+def get(name: str | None) -> Activation:
+    return _activations()[name or "linear"]

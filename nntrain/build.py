@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import optax
 from pydantic import BaseModel, ValidationError
 
 from nntrain.config.entries import entry_args, entry_name, is_custom
@@ -21,6 +21,9 @@ from nntrain.metrics import Metric, build_metric
 from nntrain.model import Model
 from nntrain.optimizers import build_optimizer
 
+if TYPE_CHECKING:
+    import optax
+
 
 @dataclass
 class Setup:
@@ -30,8 +33,16 @@ class Setup:
     losses: dict[str, Loss]
     loss_weights: dict[str, float]
     metrics: dict[str, list[Metric]]
-    optimizer: optax.GradientTransformation
     io: ModelIO
+    # built on first use: checking a config needs neither it nor optax (nor JAX)
+    built_optimizer: optax.GradientTransformation | None = None
+
+    @property
+    def optimizer(self) -> optax.GradientTransformation:
+        if self.built_optimizer is None:
+            entry = self.loaded.config.compile.optimizer
+            self.built_optimizer = build_optimizer(entry_name(entry), entry_args(entry))
+        return self.built_optimizer
 
     @property
     def multi_output(self) -> bool:
@@ -93,15 +104,13 @@ def prepare(loaded: LoadedConfig) -> Setup:
               for e in metric_entries.get(out, [])]
         for out in outputs
     }
-    optimizer_entry = config.compile.optimizer
-    optimizer = build_optimizer(entry_name(optimizer_entry), entry_args(optimizer_entry))
     io = ModelIO(
         inputs={name: (tuple(spec.shape), spec.dtype) for name, spec in graph.inputs.items()},
         outputs=dict(model.output_shapes),
         sparse_outputs=frozenset(o for o, loss in losses.items() if loss.sparse_labels),
     )
     setup = Setup(loaded, graph, model, losses, {o: weights.get(o, 1.0) for o in outputs},
-                  metrics, optimizer, io)
+                  metrics, io)
     _check_monitors(setup)
     _check_class_weight(setup)
     from nntrain.train.callbacks import check_callbacks

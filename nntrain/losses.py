@@ -10,16 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
-import optax
-
 from nntrain.config.compile import LOSSES
 from nntrain.config.entries import Args
+from nntrain.lazy import jax, jnp, optax
 
 EPSILON = 1e-7  # Keras's backend epsilon, for losses computed from probabilities
 
-PerExample = Callable[[jax.Array, jax.Array], jax.Array]
+PerExample = Callable[["jax.Array", "jax.Array"], "jax.Array"]
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
     config = setup.loaded.config
     entry = config.compile.optimizer
     args = entry_args(entry).model_copy(update={"learning_rate": min_lr})  # no schedule
-    setup = dataclasses.replace(setup, optimizer=build_optimizer(entry_name(entry), args))
+    setup = dataclasses.replace(setup, built_optimizer=build_optimizer(entry_name(entry), args))
     batch_size = config.fit.batch_size
     programs = Programs(setup, batch_size=batch_size, eval_batch_size=batch_size,
                         steps_per_call=1, class_weight=class_weight_vector(setup))

@@ -10,12 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nntrain.config.compile import METRICS
 from nntrain.config.entries import Args
+from nntrain.lazy import jax, jnp
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nntrain.graph import Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
+from nntrain.layers.base import Shape
+from nntrain.lazy import jax, jnp
 
 Pytree = Any
 FUSABLE = ("softmax", "sigmoid")  # activations a cross-entropy takes as logits instead
@@ -41,14 +41,13 @@ class Model:
         bfloat16 copy of its float32 weights; gradients flow back through the cast to the
         float32 params, and state (BatchNorm's statistics) and outputs stay float32."""
         self.graph = graph
-        self.compute_dtype = jnp.dtype(compute_dtype)
+        self.compute_dtype = compute_dtype
         types = {**LAYER_TYPES, **(custom or {})}
         self.layers: dict[str, Layer] = {n.name: types[n.type](n.args) for n in graph.nodes}
-        self.output_shapes: dict[str, tuple[int, ...]] = {}
+        # shapes and parameter counts, before (and without) creating any weight
         self._infos: list[LayerInfo] = []
-        # Shape inference without computing anything: init traced abstractly.
-        abstract = jax.eval_shape(self._init_with_shapes, jax.random.key(0))
-        self.param_shapes, self.state_shapes = abstract
+        self.output_shapes: dict[str, tuple[int, ...]] = {}
+        self._walk(lambda layer, _, shape: _layer_shapes(layer, shape))
 
     @property
     def input_names(self) -> list[str]:
@@ -61,7 +60,10 @@ class Model:
     def input_shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.graph.inputs[name].shape)
 
-    def _init_with_shapes(self, rng: jax.Array) -> tuple[Pytree, Pytree]:
+    def _walk(self, make) -> tuple[Pytree, Pytree]:
+        """Each node's weights from `make(layer, index, input_shape) -> (params, state,
+        output_shape)`, in graph order; records shapes and counts, and names the node a
+        ShapeError comes from."""
         shapes: dict[str, Any] = {k: tuple(v.shape) for k, v in self.graph.inputs.items()}
         params, state, infos = {}, {}, []
         for i, node in enumerate(self.graph.nodes):
@@ -73,7 +75,7 @@ class Model:
                 raise ShapeError(f"layer '{node.name}' ({node.type}) takes one input, "
                                  f"got {len(in_shapes)}", node.index)
             try:
-                p, s, out = layer.init(jax.random.fold_in(rng, i), in_shape)
+                p, s, out = make(layer, i, in_shape)
             except ShapeError as e:
                 raise ShapeError(
                     f"layer '{node.name}' ({node.type}) cannot take input shape "
@@ -91,7 +93,8 @@ class Model:
         return params, state
 
     def init(self, rng: jax.Array) -> tuple[Pytree, Pytree]:
-        return self._init_with_shapes(rng)
+        """New weights: layer i's from key fold_in(rng, i)."""
+        return self._walk(lambda layer, i, shape: layer.init(jax.random.fold_in(rng, i), shape))
 
     def apply(
         self,
@@ -115,7 +118,7 @@ class Model:
         }
         new_state: dict[str, Any] = {}
         logits: dict[str, jax.Array] = {}
-        mixed = self.compute_dtype != jnp.float32
+        mixed = self.compute_dtype != "float32"
         for i, node in enumerate(self.graph.nodes):
             if node.name == until:
                 return {s: values[s] for s in node.inputs}, {}, new_state
@@ -180,11 +183,11 @@ class Model:
 
     @property
     def trainable_count(self) -> int:
-        return _count(self.param_shapes)
+        return sum(info.params for info in self._infos)
 
     @property
     def non_trainable_count(self) -> int:
-        return _count(self.state_shapes)
+        return sum(info.non_trainable for info in self._infos)
 
 
 def _as_input(x: jax.Array, dtype: str) -> jax.Array:
@@ -200,8 +203,29 @@ def _cast(tree: Pytree, dtype) -> Pytree:
         lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
 
 
+def _layer_shapes(layer: Layer, input_shape: Any) -> tuple[Pytree, Pytree, Shape]:
+    """A layer's weights as shapes. Layers that declare them (`build`) need no JAX; a user's
+    layer with its own `init` is traced abstractly (jax.eval_shape), creating nothing."""
+    if type(layer).init is Layer.init:
+        return layer.build(input_shape)
+    output_shape: list[Shape] = []
+
+    def init():
+        params, state, shape = layer.init(jax.random.key(0), input_shape)
+        output_shape.append(tuple(shape))  # plain ints: kept out of the traced results
+        return params, state
+
+    params, state = jax.eval_shape(init)
+    return params, state, output_shape[0]
+
+
 def _count(tree: Pytree) -> int:
-    return sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree))
+    """Values in a tree of weights or arrays (nested dicts, lists and tuples)."""
+    if isinstance(tree, dict):
+        return sum(_count(v) for v in tree.values())
+    if isinstance(tree, list | tuple):
+        return sum(_count(v) for v in tree)
+    return math.prod(tree.shape) if hasattr(tree, "shape") else 0
 
 
 def _fmt_shape(shape: Any) -> str:

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import optax
-
 from nntrain.config.compile import OPTIMIZERS, OptimizerArgs, schedule_of
+from nntrain.lazy import jax, jnp, optax
 
 
 def _clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:

@@ -177,13 +177,23 @@ def test_bad_cli_arguments_exit_2(fitted: Path):
     assert nntrain("fit", "/no/such/config.yaml").exit_code == 2
 
 
-def test_help_does_not_import_jax():
-    code = ("import sys; sys.argv = ['nntrain', '--help']\n"
-            "from nntrain import cli\n"
-            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-            "print('JAX LOADED' if 'jax' in sys.modules else 'NO JAX')")
+def test_help_validate_and_summary_do_not_import_jax():
+    """Reading a config is quick: no JAX (half a second to import) for these commands."""
+    configs = sorted(str(p) for p in [*(ROOT / "configs").glob("*.yaml"),
+                                      *(ROOT / "tests" / "configs").glob("*.yaml")])
+    commands = [["--help"], *(["validate", c] for c in configs), ["summary", configs[0]]]
+    code = ("import sys, json\nfrom nntrain import cli\ncodes = []\n"
+            f"for args in {commands!r}:\n"
+            "    sys.argv = ['nntrain', *args]\n"
+            "    try:\n        cli.main()\n    except SystemExit as e:\n"
+            "        codes.append(e.code or 0)\n"
+            "print(json.dumps([codes, 'jax' in sys.modules, 'optax' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "NO JAX" in out.stdout, out.stdout + out.stderr
+    codes, jax_loaded, optax_loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert codes == [0] * len(commands), out.stdout
+    assert out.stdout.count(" is valid: model ") == len(configs)
+    assert "Total params" in out.stdout
+    assert not jax_loaded and not optax_loaded
 
 
 def _arrays(run: Path, name: str) -> dict[str, np.ndarray]:

@@ -257,3 +257,41 @@ def test_initializer_ranges_follow_keras(name, low, high, std):
     assert values.min() >= low and values.max() <= high
     assert abs(values.mean()) < 0.02 * std
     np.testing.assert_allclose(values.std(), std, rtol=0.02)
+
+
+EVERY_LAYER = """\
+model:
+  inputs: {ids: {shape: [6], dtype: int32}, image: {shape: [8, 8, 2]}}
+  layers:
+    - embedding: {input_dim: 20, output_dim: 4, inputs: ids}
+    - conv1d: {filters: 3, kernel_size: 2}
+    - layer_normalization: {}
+    - global_average_pooling1d: {name: seq}
+    - normalization: {inputs: image}
+    - conv2d: {filters: 5, kernel_size: 3, padding: same}
+    - batch_normalization: {}
+    - max_pooling2d: {}
+    - average_pooling2d: {}
+    - global_max_pooling2d: {}
+    - dense: {units: 3, name: img}
+    - concatenate: {inputs: [seq, img]}
+    - dense: {units: 2, use_bias: false}
+"""
+
+
+def test_declared_weights_match_the_created_ones(tmp_path):
+    """Shapes and counts come from each layer's `build`, without JAX; `init` must create
+    exactly those weights."""
+    setup = setup_of(tmp_path, EVERY_LAYER, "compile: {loss: mse}\n")
+    params, state = setup.model.init(jax.random.key(0))
+    created = {name: sum(a.size for a in jax.tree.leaves(p)) for name, p in params.items()}
+    declared = {r.name: r.params for r in setup.model.summary_rows() if r.params}
+    assert created == declared
+    fixed = {name: sum(a.size for a in jax.tree.leaves(s)) for name, s in state.items()}
+    assert fixed == {r.name: r.non_trainable for r in setup.model.summary_rows()
+                     if r.non_trainable}
+    assert setup.model.trainable_count == 20 * 4 + (2 * 4 * 3 + 3) + 2 * 3 + \
+        (3 * 3 * 2 * 5 + 5) + 2 * 5 + (5 * 3 + 3) + 6 * 2
+    assert state["normalization"]["count"].dtype == jnp.int32
+    assert params["batch_normalization"]["gamma"].shape == (5,)
+    assert np.all(np.asarray(state["batch_normalization"]["moving_variance"]) == 1.0)

@@ -4,19 +4,47 @@
 `apply(params, state, x, *, training, rng) -> (y, state)`. Shapes exclude the batch axis.
 A layer with several inputs receives a list of shapes and a list of arrays. `params` are
 trained; `state` is not (moving averages, adapted statistics).
+
+The built-in layers declare their weights in `build(input_shape)` (Keras's `build` and
+`add_weight`) and `init` creates them, so shapes and parameter counts are known without JAX.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
 
-import jax
-
-from nntrain import activations
+from nntrain import activations, initializers
 from nntrain.config.layers import LayerArgs
+from nntrain.lazy import jax
 
 Shape = tuple[int, ...]
-Params = dict[str, jax.Array]
+Params = dict[str, Any]  # name -> jax.Array
+
+
+@dataclass(frozen=True)
+class Weight:
+    """A weight a layer creates: its shape, the Keras initializer that fills it, its dtype."""
+
+    shape: Shape
+    initializer: str = "zeros"
+    dtype: str = "float32"
+
+
+class Built(NamedTuple):
+    params: dict[str, Weight]
+    state: dict[str, Weight]
+    output_shape: Shape
+
+
+def create_weights(weights: dict[str, Weight], rng: jax.Array) -> Params:
+    """The declared weights, each from its own key."""
+    if not weights:
+        return {}
+    keys = jax.random.split(rng, max(2, len(weights)))
+    return {name: initializers.get(w.initializer)(key, w.shape, w.dtype)
+            for (name, w), key in zip(weights.items(), keys, strict=False)}
+
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
 
@@ -54,8 +82,15 @@ class Layer:
         """The activation applied last, if any: split off to fuse it with a cross-entropy."""
         return getattr(self.args, "activation", None)
 
+    def build(self, input_shape: Any) -> Built:
+        """The weights this layer creates for `input_shape`, and its output shape; raises
+        ShapeError for a shape it cannot take. Pure Python: no JAX."""
+        return Built({}, {}, self.output_shape(input_shape))
+
     def init(self, rng: jax.Array, input_shape: Any) -> tuple[Params, Params, Shape]:
-        return {}, {}, self.output_shape(input_shape)
+        params, state, output_shape = self.build(input_shape)
+        state = create_weights(state, jax.random.fold_in(rng, 1)) if state else {}
+        return create_weights(params, rng), state, output_shape
 
     def output_shape(self, input_shape: Any) -> Shape:
         return input_shape

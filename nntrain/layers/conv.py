@@ -6,11 +6,8 @@ line up with a Keras model's.
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
-from nntrain import initializers
-from nntrain.layers.base import Layer, Shape, ShapeError, register
+from nntrain.layers.base import Built, Layer, Shape, ShapeError, Weight, register
+from nntrain.lazy import lax
 
 
 def as_tuple(size: int | list[int], rank: int) -> tuple[int, ...]:
@@ -48,26 +45,24 @@ class Conv(Layer):
         return (as_tuple(a.kernel_size, self.rank), as_tuple(a.strides, self.rank),
                 as_tuple(a.dilation_rate, self.rank))
 
-    def init(self, rng, input_shape):
+    def build(self, input_shape):
         if len(input_shape) != self.rank + 1:
             raise ShapeError(f"{self.type_name} takes {self.rank + 1}-d examples "
                              f"({'steps' if self.rank == 1 else 'height, width'}, channels)")
         kernel_size, strides, dilation = self._sizes()
         spatial = spatial_output_shape(input_shape[:-1], kernel_size, strides, self.args.padding,
                                        dilation)
-        kernel_key, bias_key = jax.random.split(rng)
-        shape = (*kernel_size, input_shape[-1], self.args.filters)
-        params = {"kernel": initializers.get(self.args.kernel_initializer)(
-            kernel_key, shape, jnp.float32)}
-        if self.args.use_bias:
-            params["bias"] = initializers.get(self.args.bias_initializer)(
-                bias_key, (self.args.filters,), jnp.float32)
-        return params, {}, (*spatial, self.args.filters)
+        a = self.args
+        params = {"kernel": Weight((*kernel_size, input_shape[-1], a.filters),
+                                   a.kernel_initializer)}
+        if a.use_bias:
+            params["bias"] = Weight((a.filters,), a.bias_initializer)
+        return Built(params, {}, (*spatial, a.filters))
 
     def call(self, params, state, x, *, training, rng, **_):
         kernel = params["kernel"]
         _, strides, dilation = self._sizes()
-        y = jax.lax.conv_general_dilated(
+        y = lax.conv_general_dilated(
             x.astype(kernel.dtype), kernel, window_strides=strides,
             padding=self.args.padding.upper(), rhs_dilation=dilation,
             dimension_numbers=self.dimension_numbers,

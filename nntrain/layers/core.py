@@ -4,30 +4,20 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
-
-from nntrain import initializers
-from nntrain.layers.base import Layer, ShapeError, register
+from nntrain.layers.base import Built, Layer, ShapeError, Weight, register
+from nntrain.lazy import jax, jnp
 
 
 @register("dense")
 class Dense(Layer):
     """`activation(x @ kernel + bias)` on the last axis."""
 
-    def init(self, rng, input_shape):
-        units = self.args.units
-        kernel_key, bias_key = jax.random.split(rng)
-        params = {
-            "kernel": initializers.get(self.args.kernel_initializer)(
-                kernel_key, (input_shape[-1], units), jnp.float32
-            )
-        }
-        if self.args.use_bias:
-            params["bias"] = initializers.get(self.args.bias_initializer)(
-                bias_key, (units,), jnp.float32
-            )
-        return params, {}, (*input_shape[:-1], units)
+    def build(self, input_shape):
+        a = self.args
+        params = {"kernel": Weight((input_shape[-1], a.units), a.kernel_initializer)}
+        if a.use_bias:
+            params["bias"] = Weight((a.units,), a.bias_initializer)
+        return Built(params, {}, (*input_shape[:-1], a.units))
 
     def call(self, params, state, x, *, training, rng, **_):
         y = x @ params["kernel"]

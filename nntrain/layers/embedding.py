@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
-from nntrain import initializers
-from nntrain.layers.base import Layer, register
+from nntrain.layers.base import Built, Layer, Weight, register
+from nntrain.lazy import jnp
 
 
 @register("embedding")
@@ -13,11 +11,12 @@ class Embedding(Layer):
     """`embeddings[ids]`: (..., ) ids give (..., output_dim) vectors. Ids are cast to int32,
     so float inputs holding whole numbers work too."""
 
-    def init(self, rng, input_shape):
-        name = self.args.embeddings_initializer
-        init = initializers.get("random_uniform" if name == "uniform" else name)
-        table = init(rng, (self.args.input_dim, self.args.output_dim), jnp.float32)
-        return {"embeddings": table}, {}, (*input_shape, self.args.output_dim)
+    def build(self, input_shape):
+        a = self.args
+        name = "random_uniform" if a.embeddings_initializer == "uniform" else \
+            a.embeddings_initializer
+        return Built({"embeddings": Weight((a.input_dim, a.output_dim), name)}, {},
+                     (*input_shape, a.output_dim))
 
     def call(self, params, state, x, *, training, rng, **_):
         return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0), state

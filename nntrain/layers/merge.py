@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import functools
 
-import jax.numpy as jnp
-
 from nntrain.layers.base import Layer, Shape, ShapeError, register
 from nntrain.layers.normalization import resolve_axes
+from nntrain.lazy import jax, jnp
 
 
 def _fmt(shapes: list[Shape]) -> str:
@@ -67,28 +66,29 @@ class ElementWise(Layer):
     def call(self, params, state, x, *, training, rng, **_):
         return self.combine(x), state
 
-    def combine(self, x: list) -> jnp.ndarray:
+    def combine(self, x: list) -> jax.Array:
         raise NotImplementedError
 
 
-def _fold(op):
-    return lambda self, x: functools.reduce(op, x)
+def _fold(op: str):
+    """`combine` folding the inputs with jax.numpy's `op` (looked up when called)."""
+    return lambda self, x: functools.reduce(getattr(jnp, op), x)
 
 
 @register("add")
 class Add(ElementWise):
-    combine = _fold(jnp.add)
+    combine = _fold("add")
 
 
 @register("subtract")
 class Subtract(ElementWise):
     arity = 2
-    combine = _fold(jnp.subtract)
+    combine = _fold("subtract")
 
 
 @register("multiply")
 class Multiply(ElementWise):
-    combine = _fold(jnp.multiply)
+    combine = _fold("multiply")
 
 
 @register("average")
@@ -99,9 +99,9 @@ class Average(ElementWise):
 
 @register("maximum")
 class Maximum(ElementWise):
-    combine = _fold(jnp.maximum)
+    combine = _fold("maximum")
 
 
 @register("minimum")
 class Minimum(ElementWise):
-    combine = _fold(jnp.minimum)
+    combine = _fold("minimum")

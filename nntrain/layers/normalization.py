@@ -9,12 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from nntrain import initializers
-from nntrain.layers.base import Layer, Shape, ShapeError, register
+from nntrain.layers.base import Built, Layer, Shape, ShapeError, Weight, register
+from nntrain.lazy import jax, jnp, lax
 
 
 def resolve_axes(axis: int | Sequence[int], shape: Shape) -> tuple[int, ...]:
@@ -55,15 +53,15 @@ class Normalization(Layer):
     def _kept(self, shape: Shape) -> tuple[int, ...]:
         return () if self.args.axis is None else resolve_axes(self.args.axis, shape)
 
-    def init(self, rng, input_shape):
+    def build(self, input_shape):
         kept = self._kept(input_shape)
         stats_shape = tuple(input_shape[i] for i in kept)
         if self.args.mean is not None:
             self._given(stats_shape)  # checks that they fit
-            return {}, {}, input_shape
-        state = {"mean": jnp.zeros(stats_shape), "variance": jnp.ones(stats_shape),
-                 "count": jnp.zeros((), jnp.int32)}
-        return {}, state, input_shape
+            return Built({}, {}, input_shape)
+        state = {"mean": Weight(stats_shape, "zeros"), "variance": Weight(stats_shape, "ones"),
+                 "count": Weight((), "zeros", "int32")}
+        return Built({}, state, input_shape)
 
     def _given(self, stats_shape: Shape) -> dict[str, np.ndarray]:
         try:
@@ -93,18 +91,17 @@ class Normalization(Layer):
         return (x - mean) / jnp.maximum(std, 1e-7), state
 
 
-def _scale_and_center(args, rng: jax.Array, shape: Shape) -> dict[str, jax.Array]:
-    gamma_key, beta_key = jax.random.split(rng)
+def _scale_and_center(args, shape: Shape) -> dict[str, Weight]:
     params = {}
     if args.scale:
-        params["gamma"] = initializers.get(args.gamma_initializer)(gamma_key, shape, jnp.float32)
+        params["gamma"] = Weight(shape, args.gamma_initializer)
     if args.center:
-        params["beta"] = initializers.get(args.beta_initializer)(beta_key, shape, jnp.float32)
+        params["beta"] = Weight(shape, args.beta_initializer)
     return params
 
 
 def _normalize(x, mean, var, params, shape, epsilon: float) -> jax.Array:
-    y = (x - mean) * jax.lax.rsqrt(var + epsilon)
+    y = (x - mean) * lax.rsqrt(var + epsilon)
     if "gamma" in params:
         y = y * jnp.reshape(params["gamma"], shape)
     if "beta" in params:
@@ -119,18 +116,12 @@ class BatchNormalization(Layer):
 
     uses_mask = True
 
-    def init(self, rng, input_shape):
+    def build(self, input_shape):
         kept = resolve_axes(self.args.axis, input_shape)
         shape = tuple(input_shape[i] for i in kept)
-        params = _scale_and_center(self.args, rng, shape)
-        mean_key, var_key = jax.random.split(jax.random.fold_in(rng, 1))
-        state = {
-            "moving_mean": initializers.get(self.args.moving_mean_initializer)(
-                mean_key, shape, jnp.float32),
-            "moving_variance": initializers.get(self.args.moving_variance_initializer)(
-                var_key, shape, jnp.float32),
-        }
-        return params, state, input_shape
+        state = {"moving_mean": Weight(shape, self.args.moving_mean_initializer),
+                 "moving_variance": Weight(shape, self.args.moving_variance_initializer)}
+        return Built(_scale_and_center(self.args, shape), state, input_shape)
 
     def call(self, params, state, x, *, training, rng, mask=None, **_):
         x = _as_float(x)
@@ -159,10 +150,10 @@ class LayerNormalization(Layer):
     """Normalizes each example over `axis`: no batch statistics, so training and inference
     compute the same thing."""
 
-    def init(self, rng, input_shape):
+    def build(self, input_shape):
         kept = resolve_axes(self.args.axis, input_shape)
-        params = _scale_and_center(self.args, rng, tuple(input_shape[i] for i in kept))
-        return params, {}, input_shape
+        return Built(_scale_and_center(self.args, tuple(input_shape[i] for i in kept)), {},
+                     input_shape)
 
     def call(self, params, state, x, *, training, rng, **_):
         x = _as_float(x)

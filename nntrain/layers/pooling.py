@@ -3,11 +3,9 @@ pooling, in 1-d (steps, channels) and 2-d (height, width, channels)."""
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
 from nntrain.layers.base import Layer, Shape, ShapeError, register
 from nntrain.layers.conv import as_tuple, spatial_output_shape
+from nntrain.lazy import jax, jnp, lax
 
 
 def _check_rank(layer: Layer, shape: Shape, rank: int) -> None:
@@ -38,13 +36,13 @@ class Pool(Layer):
 
     def _reduce(self, x: jax.Array, init: float, op) -> jax.Array:
         pool, strides = self._window()
-        return jax.lax.reduce_window(x, init, op, (1, *pool, 1), (1, *strides, 1),
+        return lax.reduce_window(x, init, op, (1, *pool, 1), (1, *strides, 1),
                                      self.args.padding.upper())
 
 
 class MaxPool(Pool):
     def call(self, params, state, x, *, training, rng, **_):
-        return self._reduce(_as_float(x), -jnp.inf, jax.lax.max), state
+        return self._reduce(_as_float(x), -jnp.inf, lax.max), state
 
 
 class AveragePool(Pool):
@@ -52,8 +50,8 @@ class AveragePool(Pool):
 
     def call(self, params, state, x, *, training, rng, **_):
         x = _as_float(x)
-        sums = self._reduce(x, 0.0, jax.lax.add)
-        counts = self._reduce(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0.0, jax.lax.add)
+        sums = self._reduce(x, 0.0, lax.add)
+        counts = self._reduce(jnp.ones((1, *x.shape[1:-1], 1), x.dtype), 0.0, lax.add)
         return sums / counts, state
 
 
@@ -61,7 +59,7 @@ class GlobalPool(Layer):
     """Reduces the spatial axes away: one value per channel."""
 
     rank: int
-    reduce: staticmethod
+    reduce: str  # jax.numpy's reduction: mean or max
 
     def output_shape(self, input_shape):
         _check_rank(self, input_shape, self.rank)
@@ -69,7 +67,8 @@ class GlobalPool(Layer):
 
     def call(self, params, state, x, *, training, rng, **_):
         axes = tuple(range(1, self.rank + 1))
-        return self.reduce(_as_float(x), axis=axes, keepdims=self.args.keepdims), state
+        reduce = getattr(jnp, self.reduce)
+        return reduce(_as_float(x), axis=axes, keepdims=self.args.keepdims), state
 
 
 @register("max_pooling1d")
@@ -94,19 +93,19 @@ class AveragePooling2D(AveragePool):
 
 @register("global_average_pooling1d")
 class GlobalAveragePooling1D(GlobalPool):
-    rank, reduce = 1, staticmethod(jnp.mean)
+    rank, reduce = 1, "mean"
 
 
 @register("global_average_pooling2d")
 class GlobalAveragePooling2D(GlobalPool):
-    rank, reduce = 2, staticmethod(jnp.mean)
+    rank, reduce = 2, "mean"
 
 
 @register("global_max_pooling1d")
 class GlobalMaxPooling1D(GlobalPool):
-    rank, reduce = 1, staticmethod(jnp.max)
+    rank, reduce = 1, "max"
 
 
 @register("global_max_pooling2d")
 class GlobalMaxPooling2D(GlobalPool):
-    rank, reduce = 2, staticmethod(jnp.max)
+    rank, reduce = 2, "max"
