@@ -33,7 +33,7 @@ class HalveRate:
 
 
 def test_each_program_compiles_once_across_epochs_and_rate_changes(tmp_path: Path):
-    # 500 examples at batch 32 = 16 steps: chunks of 8, so also a partial last batch
+    # 500 examples at batch 32 = 16 steps, the last one a partial batch
     loaded = load_config(TINY, ["fit.epochs=4", "fit.callbacks=[]"])
     setup = prepare(loaded)
     dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)

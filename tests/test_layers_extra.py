@@ -201,6 +201,29 @@ def test_pooling2d_matches_loops(kind, pool, strides, padding, expected):
 
 
 @pytest.mark.parametrize("kind", ["max", "average"])
+@pytest.mark.parametrize(("shape", "padding"), [((8, 6, 3), "same"), ((7, 5, 3), "valid"),
+                                                ((8, 6, 3), "valid")])
+def test_tiling_windows_match_reduce_window_in_values_and_gradients(kind, shape, padding):
+    """Windows that tile the input are reduced over reshaped axes (faster to train on CPU):
+    values and gradients must equal lax.reduce_window's."""
+    layer, _, _, out = build(f"{kind}_pooling2d", shape, pool_size=2, padding=padding)
+    x = jnp.asarray(RNG.normal(size=(2, *shape)).astype(np.float32))  # no ties: one max each
+    cotangent = jnp.asarray(RNG.normal(size=(2, *out)).astype(np.float32))
+
+    def tiled(v):
+        return (layer.apply({}, {}, v)[0] * cotangent).sum()
+
+    def windowed(v):
+        op, init = (jax.lax.max, -jnp.inf) if kind == "max" else (jax.lax.add, 0.0)
+        y = jax.lax.reduce_window(v, init, op, (1, 2, 2, 1), (1, 2, 2, 1), padding.upper())
+        return ((y if kind == "max" else y / 4) * cotangent).sum()
+
+    assert layer._tiles(x) is not None
+    np.testing.assert_allclose(tiled(x), windowed(x), rtol=1e-5)
+    np.testing.assert_allclose(jax.grad(tiled)(x), jax.grad(windowed)(x), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["max", "average"])
 @pytest.mark.parametrize(("padding", "expected"), [("valid", 3), ("same", 4)])
 def test_pooling1d_matches_loops(kind, padding, expected):
     layer, _, _, out = build(f"{kind}_pooling1d", (7, 3), padding=padding)
