@@ -136,12 +136,14 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     placement = Placement.from_config(loaded)
     if not placement.is_primary:
         # process 0 writes the run; the others train alongside it and keep quiet
-        if resume is not None:
-            raise UserError("--resume of a multi-process run is not supported yet",
-                            "start the run again, or resume it as one process")
         quiet, runs_dir = True, Path(tempfile.mkdtemp(prefix="nntrain-replica-"))
         atexit.register(shutil.rmtree, runs_dir, True)
         console = Console(quiet=True)
+        if run is not None:
+            # resume from a private copy: process 0 goes on writing the original. It cannot
+            # write a new checkpoint before this copy is done: that needs an epoch's
+            # collectives, with this process taking part.
+            run = Run(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
     setup = _prepare(loaded)
     dataset = _load_data(setup, base_dir, console, quiet)
 

@@ -3,12 +3,15 @@ jax.distributed, trains to the same history as one device; bad device settings e
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -98,18 +101,90 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _pair(cwd: Path, *args: str) -> list[subprocess.Popen]:
+    """Processes 1 and 0 of a two-process run of `nntrain fit *args` on this machine."""
+    cwd.mkdir(exist_ok=True)
+    cluster = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
+    return [subprocess.Popen([sys.executable, "-m", "nntrain", "fit", *args, "-q", *cluster,
+                              "--process-id", str(i)], cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for i in (1, 0)]
+
+
+def _finish(workers: list[subprocess.Popen]) -> None:
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+
 def test_two_processes_train_like_one(tmp_path: Path):
     config = CONFIGS / "tiny_mlp.yaml"
     one = fit(config, tmp_path / "one")
-    cluster = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
-    workers = [fit(config, tmp_path / "pair", *cluster, "--process-id", str(i), wait=False)
-               for i in (1, 0)]
-    outputs = [w.communicate(timeout=300)[0] for w in workers]
-    assert [w.returncode for w in workers] == [0, 0], outputs
+    _finish(_pair(tmp_path / "pair", str(config)))
     (run,) = list((tmp_path / "pair").glob("runs/*/*"))  # process 0 alone writes the run
     assert_same_history(one, run)
     placement = json.loads((run / "run.json").read_text())["placement"]
     assert (placement["count"], placement["processes"]) == (2, 2)
+
+
+@pytest.fixture(scope="module")
+def longer(tmp_path_factory) -> tuple[Path, Path]:
+    """A config of a few seconds' training, and its uninterrupted two-process run."""
+    folder = tmp_path_factory.mktemp("longer")
+    config = folder / "longer.yaml"
+    config.write_text((CONFIGS / "tiny_mlp.yaml").read_text()
+                      .replace("samples: 600", "samples: 12000")
+                      .replace("epochs: 4", "epochs: 6")
+                      .replace("patience: 3", "patience: 20"))
+    _finish(_pair(folder / "whole", str(config)))
+    (whole,) = list((folder / "whole").glob("runs/*/*"))
+    return config, whole
+
+
+def _wait_for_epoch(folder: Path, workers: list[subprocess.Popen], epoch: int) -> int:
+    """Wait until the run in `folder` has checkpointed `epoch` epochs; the epoch it has."""
+    deadline = time.monotonic() + 120
+    done = 0
+    while done < epoch and time.monotonic() < deadline and workers[1].poll() is None:
+        found = list(folder.glob("runs/*/*/checkpoints/last/checkpoint.json"))
+        with contextlib.suppress(IndexError, ValueError, OSError):  # being replaced
+            done = json.loads(found[0].read_text())["epoch"]
+        time.sleep(0.005)
+    return done
+
+
+def test_two_processes_resume_a_killed_run(tmp_path: Path, longer):
+    config, whole = longer
+    workers = _pair(tmp_path, str(config))
+    epoch = _wait_for_epoch(tmp_path, workers, 2)
+    for worker in workers:
+        worker.kill()
+        worker.wait()
+    assert 2 <= epoch < 6, "the run was not killed in the middle"
+    (run,) = list(tmp_path.glob("runs/*/*"))
+
+    _finish(_pair(tmp_path, "--resume", str(run)))
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["resumed"] is True
+    assert_same_history(whole, run)
+    assert len(list(tmp_path.glob("runs/*/*"))) == 1
+
+
+def test_a_signal_to_one_process_stops_them_all_and_they_resume(tmp_path: Path, longer):
+    """Preemption: SIGTERM reaching one process stops every process after the same chunk
+    (one that went on alone would wait forever in the collectives), with a checkpoint."""
+    config, whole = longer
+    workers = _pair(tmp_path, str(config))
+    _wait_for_epoch(tmp_path, workers, 1)
+    workers[0].send_signal(signal.SIGTERM)  # process 1 only
+    outputs = [w.communicate(timeout=120)[0] for w in workers]
+    assert [w.returncode for w in workers] == [143, 143], outputs
+    (run,) = list(tmp_path.glob("runs/*/*"))
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "stopped", info
+    assert json.loads((run / "checkpoints/last/checkpoint.json").read_text())["epoch"] < 6
+
+    _finish(_pair(tmp_path, "--resume", str(run)))
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert_same_history(whole, run)
 
 
 def test_bad_device_settings_exit_2(tmp_path: Path):

@@ -81,6 +81,15 @@ class Placement:
         """The process that writes files and prints."""
         return jax.process_index() == 0
 
+    def largest(self, value: int) -> int:
+        """The largest of every process's `value`; each process gets the same answer (and
+        must ask as often as the others)."""
+        if jax.process_count() == 1:
+            return value
+        from jax.experimental import multihost_utils
+
+        return int(np.max(multihost_utils.process_allgather(np.array(value, np.int32))))
+
     def replicate(self, tree: Any) -> Any:
         """Every leaf on every device of the mesh (or on the default device)."""
         if self.mesh is None:

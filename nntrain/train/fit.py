@@ -207,6 +207,14 @@ class Fitter:
         """Stop after the chunk running now (Ctrl-C, SIGTERM): checkpoint, then return."""
         self.stop_signal = signum
 
+    def _stop_agreed(self) -> bool:
+        """Whether to stop now. With several processes, all stop when any was signalled: one
+        that stopped alone would leave the others waiting in the next step's collectives."""
+        signum = self.placement.largest(self.stop_signal or 0)
+        if signum and self.stop_signal is None:
+            self.stop_signal = signum
+        return bool(signum)
+
     def _save_last(self, epoch: int, partial: tuple[int, np.ndarray] | None = None) -> None:
         """The resume checkpoint after `epoch`, or inside it: `partial` is (steps done, the
         epoch's running sums) when training stops mid-epoch."""
@@ -304,7 +312,7 @@ class Fitter:
                 self.carry, sums, done = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
-                    should_stop=lambda: self.stop_signal is not None, epoch=epoch)
+                    should_stop=self._stop_agreed, epoch=epoch)
             if done < self.steps_per_epoch:  # interrupted: keep the place in the epoch
                 self._save_last(epoch, (done, sums))
                 status = "stopped"
@@ -324,7 +332,7 @@ class Fitter:
             self._record_epoch(epoch)
             improved = self.checkpointer.tracker.best_epoch != best_before
             progress.finish(logs, seconds, "saved best" if improved else "")
-            if self.stop_signal is not None and epoch + 1 < epochs:
+            if self._stop_agreed() and epoch + 1 < epochs:
                 status, reason = "stopped", f"interrupted after epoch {epoch + 1}"
                 break
             if self.stop_training:
