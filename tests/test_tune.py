@@ -147,9 +147,11 @@ def test_search_prints_leaderboard_writes_best_yaml_that_fit_reproduces(tmp_path
     assert "Traceback" not in changed.output
 
 
-def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Path):
-    slow = TINY.replace("epochs: 2", "epochs: 30").replace("max_trials: 3", "max_trials: 2")
-    config = write(tmp_path, slow)
+def _search_in_its_second_trial(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen]:
+    """A two-trial search of 30 epochs a trial, started and now training trial 1: its
+    config, its folder and its process."""
+    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 30").replace(
+        "max_trials: 3", "max_trials: 2"))
     folder = tmp_path / "runs" / "tiny_tune"
     process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
     deadline = time.monotonic() + 120
@@ -157,6 +159,11 @@ def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Pat
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return config, folder, process
+
+
+def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Path):
+    config, folder, process = _search_in_its_second_trial(tmp_path)
     process.kill()  # no chance to clean up: trial 1 stays "running" in the study
     process.wait()
     result = nntrain("tune", str(config), "-q", cwd=tmp_path)
@@ -177,15 +184,7 @@ def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Pat
 
 
 def test_ctrl_c_stops_the_search_and_the_same_command_finishes_it(tmp_path: Path):
-    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 30").replace(
-        "max_trials: 3", "max_trials: 2"))
-    folder = tmp_path / "runs" / "tiny_tune"
-    process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not (folder / "trial-0001" / "history.csv").exists():
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    config, folder, process = _search_in_its_second_trial(tmp_path)
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
