@@ -73,8 +73,8 @@ def make_programs(setup: Setup, steps_per_epoch: int | None = None,
 
 def _lowest_priority() -> None:
     """Let the calling thread run only on CPU time training leaves over: drawing history.png
-    beside a compute-bound epoch would otherwise take ~10% of a 2-core machine. Linux keeps a
-    niceness per thread; elsewhere the thread keeps its priority."""
+    (about 0.3 s of CPU a drawing) would otherwise compete with a compute-bound epoch for
+    its cores. Linux keeps a niceness per thread; elsewhere the thread keeps its priority."""
     if sys.platform == "linux":
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
