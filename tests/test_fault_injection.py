@@ -184,6 +184,29 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path: Pat
     assert phases.count("training or startup") >= 1, phases
 
 
+def test_resume_rewrites_records_behind_the_checkpoint(tmp_path: Path):
+    """Killed after the last epoch's checkpoint but before its records: the resumed run
+    takes the history from the checkpoint, and its records catch up."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for folder in (whole, killed):
+        folder.mkdir()
+        assert nntrain("fit", str(TINY), "-q", cwd=folder).exit_code == 0
+    run = only_run(killed)
+    history = run / "history.csv"
+    history.write_text("".join(history.read_text().splitlines(keepends=True)[:-1]))
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running",
+                                              "epochs_completed": 3}))
+    assert len(history_rows(run)) == 3
+
+    result = nntrain("fit", "--resume", str(run), "-q", cwd=killed)
+    assert result.exit_code == 0, result.output
+    assert history_rows(run) == history_rows(only_run(whole))
+    assert json.loads((run / "metrics.json").read_text())["epochs_completed"] == 4
+    info = json.loads((run / "run.json").read_text())
+    assert (info["status"], info["epochs_completed"]) == ("completed", 4)
+
+
 def _flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01

@@ -201,6 +201,10 @@ class Fitter:
         if meta.get("step_in_epoch"):
             self._resume_at = (int(meta["step_in_epoch"]),
                                np.asarray(meta["partial_sums"], np.float32))
+        if self.history:
+            # a kill after the checkpoint but before the records (or a fallback to the
+            # previous checkpoint) leaves them out of step with it: the checkpoint decides
+            self._write_records()
         return int(meta["epoch"])
 
     def request_stop(self, signum: int) -> None:
@@ -351,6 +355,10 @@ class Fitter:
 
     def _record_epoch(self, epoch: int) -> None:
         self._save_last(epoch)
+        self._write_records()
+
+    def _write_records(self) -> None:
+        """history.csv, metrics.json and run.json's epoch count, from the history so far."""
         history = copy.deepcopy(self.history)
         tracker = self.checkpointer.tracker
         metrics = {
