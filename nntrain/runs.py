@@ -10,6 +10,7 @@ import csv
 import fnmatch
 import json
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ from nntrain.errors import UserError
 from nntrain.fsutil import atomic_write_json
 
 RUN_FILE = "run.json"
+# run.json is read, changed and rewritten by the main thread and the checkpoint writer
+# thread alike: one at a time, or one rewrite drops the other's change
+_INFO_LOCK = threading.Lock()
 
 
 class RunNotFound(UserError):
@@ -128,8 +132,10 @@ class Run:
         return max(times) if times else None
 
     def update_info(self, **changes: Any) -> dict[str, Any]:
-        info = {**self.info(), **changes}
-        atomic_write_json(self.path / RUN_FILE, info)
+        """Merge `changes` into run.json (atomically; safe from several threads)."""
+        with _INFO_LOCK:
+            info = {**self.info(), **changes}
+            atomic_write_json(self.path / RUN_FILE, info)
         return info
 
 

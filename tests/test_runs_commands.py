@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -263,3 +264,21 @@ def test_reading_commands_do_not_import_jax(work: Path):
             "print('JAX LOADED' if 'jax' in sys.modules else 'NO JAX', file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=work)
     assert "NO JAX" in out.stderr, out.stdout[-2000:] + out.stderr
+
+
+def test_run_json_keeps_every_change_made_from_several_threads(tmp_path: Path):
+    """The checkpoint writer thread and the main thread both update run.json (a resume
+    records its epoch count on one and `resumed` on the other): no change may be lost."""
+    run = Run(tmp_path)
+    run.update_info(status="running")
+
+    def change(i: int) -> None:
+        for j in range(20):
+            run.update_info(**{f"key{i}": j})
+
+    threads = [threading.Thread(target=change, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert run.info() == {"status": "running", **{f"key{i}": 19 for i in range(8)}}
