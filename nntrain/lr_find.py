@@ -87,7 +87,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
     from nntrain.config.entries import entry_args, entry_name
     from nntrain.optimizers import build_optimizer, set_learning_rate
     from nntrain.train.fit import seed_keys
-    from nntrain.train.programs import Programs, epoch_order, to_device
+    from nntrain.train.programs import Programs, epoch_order, initial_weights, to_device
 
     config = setup.loaded.config
     entry = config.compile.optimizer
@@ -98,7 +98,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
                         steps_per_call=1, class_weight=class_weight_vector(setup))
     step_program = programs.train_chunk(1)
     keys = seed_keys(config.seed)
-    params, state = setup.model.init(keys["init"])
+    params, state = initial_weights(setup.model, keys["init"])
     state = setup.model.adapt(params, state, dataset.train.x)
     carry = {"params": params, "state": state, "opt_state": setup.optimizer.init(params),
              "step": jnp.int32(0)}

@@ -6,6 +6,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -270,12 +271,45 @@ def test_tiny_dataset_download_then_cache(tmp_path: Path, isolated: Path, serve,
     second = fm.load_dataset(dataset)
 
     assert first["train"][0].shape == (3, 2, 3) and first["test"][1].tolist() == [2, 0]
+    # the downloads, and their decompressed bytes (read first from then on)
     assert sorted(p.name for p in (isolated / "tiny").iterdir()) == sorted(
-        f.stem + ".gz" for f in dataset.files
+        name for f in dataset.files for name in (f.stem, f.stem + ".gz")
     )
+    for f in dataset.files:
+        assert sha256_of(isolated / "tiny" / f.stem) == f.sha256
+    assert all(p.suffix != ".gz" for p in fm.locate(dataset).values())
     for split in ("train", "test"):
         for a, b in zip(first[split], second[split], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_compressed_system_files_leave_a_plain_copy_in_the_cache(tmp_path: Path, isolated,
+                                                                 monkeypatch):
+    dataset = tiny_dataset(tmp_path / "sys" / "tiny-sys")
+    monkeypatch.setenv("NNTRAIN_SYSTEM_DATA_DIRS", str(tmp_path / "sys"))
+    first = fm.load_dataset(dataset)
+    assert sorted(p.name for p in (isolated / "tiny").iterdir()) == sorted(
+        f.stem for f in dataset.files)
+    shutil.rmtree(tmp_path / "sys")  # from now on the cache alone serves
+    second = fm.load_dataset(dataset)
+    np.testing.assert_array_equal(first["train"][0], second["train"][0])
+    # the copy is verified like any file: a damaged one is named, never used
+    bad = isolated / "tiny" / "t10k-labels-idx1-ubyte"
+    bad.write_bytes(idx_bytes(np.array([1, 1], np.uint8)))
+    with pytest.raises(DataError, match="wrong contents") as info:
+        fm.load_dataset(dataset)
+    assert str(bad) in info.value.message
+
+
+def test_a_read_only_cache_only_costs_the_copy(tmp_path: Path, isolated, monkeypatch):
+    dataset = tiny_dataset(tmp_path / "sys" / "tiny-sys")
+    monkeypatch.setenv("NNTRAIN_SYSTEM_DATA_DIRS", str(tmp_path / "sys"))
+
+    def refuse(path, data):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(fm, "atomic_write_bytes", refuse)
+    assert fm.load_dataset(dataset)["train"][1].tolist() == [0, 1, 2]
 
 
 def test_tiny_dataset_from_system_dir_plain_files(tmp_path: Path, isolated, monkeypatch):
@@ -363,4 +397,5 @@ def test_fashion_mnist_download_then_cache(isolated: Path, serve, monkeypatch) -
         assert {a.dtype for a in (x_train, y_train, x_test, y_test)} == {np.dtype(np.uint8)}
         assert y_test[0] == 9 and fm.CLASS_NAMES[y_test[0]] == "Ankle boot"
         assert set(np.unique(y_train).tolist()) == set(range(10))
-    assert len(list((isolated / "fashion_mnist").iterdir())) == 4
+    assert len(list((isolated / "fashion_mnist").glob("*.gz"))) == 4
+    assert len(list((isolated / "fashion_mnist").glob("*-ubyte"))) == 4  # decompressed copies

@@ -1,6 +1,6 @@
 """Fashion-MNIST, and any dataset shipped as four IDX files: find, download, verify, decode.
 
-Each of a dataset's four files is looked up as `<file>.gz`, then as plain `<file>`, in:
+Each of a dataset's four files is looked up as plain `<file>`, then as `<file>.gz`, in:
 
 1. the cache dir `<cache root>/<dataset>/`; the cache root is `$NNTRAIN_DATA` if set, else
    `~/.cache/nntrain`;
@@ -13,10 +13,14 @@ order; `$NNTRAIN_DATASET_MIRROR` (one base URL) replaces that list.
 
 Every file is verified by the SHA-256 of its *decompressed* bytes: Debian recompresses the .gz
 files, so their compressed digests differ from upstream while the contents are identical.
+A verified compressed file also leaves its decompressed bytes in the cache dir: gunzipping the
+training images took 0.2 s of every launch, reading the plain copy (verified again each time)
+0.03 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ import numpy as np
 from nntrain.data.download import fetch, sha256_of
 from nntrain.data.idx import parse_idx, read_bytes
 from nntrain.errors import DataError
+from nntrain.fsutil import DiskFull, atomic_write_bytes
 
 __all__ = [
     "CLASS_NAMES",
@@ -149,7 +154,7 @@ def _mirrors(dataset: IdxDataset) -> tuple[str, ...]:
 
 def _find_local(file: IdxFile, dirs: list[Path]) -> Path | None:
     for folder in dirs:
-        for name in (file.stem + ".gz", file.stem):
+        for name in (file.stem, file.stem + ".gz"):
             path = folder / name
             if path.is_file():
                 return path
@@ -201,7 +206,17 @@ def _read_verified(dataset: IdxDataset, file: IdxFile, path: Path) -> np.ndarray
             f"SHA-256 {file.sha256}, got {actual}",
             fix,
         )
+    if path.name != file.stem:
+        _keep_decompressed(dataset, file, data)
     return parse_idx(data, str(path))
+
+
+def _keep_decompressed(dataset: IdxDataset, file: IdxFile, data: bytes) -> None:
+    """Leave the verified decompressed bytes in the cache dir, where the next load finds
+    them first. Only a cache: a read-only or full disk goes without."""
+    with contextlib.suppress(OSError, DiskFull):
+        cache_dir(dataset).mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cache_dir(dataset) / file.stem, data)
 
 
 def load_dataset(dataset: IdxDataset) -> dict[str, Split]:

@@ -37,7 +37,7 @@ from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.devices import Placement, fetch
-from nntrain.train.programs import Programs, chunking, epoch_order, place
+from nntrain.train.programs import Programs, chunking, epoch_order, initial_weights, place
 
 
 @dataclass
@@ -119,7 +119,7 @@ class Fitter:
         self._drawing: Future | None = None
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
-        params, state = jax.jit(setup.model.init)(self.keys["init"])  # one program
+        params, state = initial_weights(setup.model, self.keys["init"])
         # normalization layers learn their statistics from the training data, once
         state = setup.model.adapt(params, state, getattr(dataset.train, "x", None))
         self.carry = self.placement.replicate({
