@@ -374,10 +374,12 @@ class Fitter:
 
     def _draw(self, force: bool = False) -> None:
         """Redraw history.png in the background, one drawing at a time, and spend at most
-        ~10% of the time on it: with epochs of a few milliseconds, drawing every epoch would
-        dominate. `force` draws the latest history whatever the cost."""
+        ~3% of the time on it: with epochs of a few milliseconds, drawing every epoch would
+        dominate, and on a machine whose cores all train, a drawing (0.2 s, 0.8 s the first
+        time with matplotlib's import) slows the epoch it lands in. `force` draws the latest
+        history whatever the cost."""
         busy = self._drawing is not None and not self._drawing.done()
-        if not force and (busy or time.perf_counter() - self._last_draw < 10 * self._draw_cost):
+        if not force and (busy or time.perf_counter() - self._last_draw < 30 * self._draw_cost):
             return
         if busy:
             self._finish_drawing()
