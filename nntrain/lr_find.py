@@ -86,8 +86,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
     from nntrain.build import class_weight_vector
     from nntrain.config.entries import entry_args, entry_name
     from nntrain.optimizers import build_optimizer, set_learning_rate
-    from nntrain.train.fit import seed_keys
-    from nntrain.train.programs import Programs, epoch_order, initial_weights, to_device
+    from nntrain.train.programs import Programs, epoch_order, initialize, seed_keys, to_device
 
     config = setup.loaded.config
     entry = config.compile.optimizer
@@ -98,15 +97,15 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
                         steps_per_call=1, class_weight=class_weight_vector(setup))
     step_program = programs.train_chunk(1)
     keys = seed_keys(config.seed)
-    params, state = initial_weights(setup.model, keys["init"])
+    params, state, opt_state = initialize(setup, keys["init"])
     state = setup.model.adapt(params, state, dataset.train.x)
-    carry = {"params": params, "state": state, "opt_state": setup.optimizer.init(params),
+    carry = {"params": params, "state": state, "opt_state": opt_state,
              "step": jnp.int32(0)}
     n = len(dataset.train)
     train = to_device(dataset.train)
     per_epoch = math.ceil(n / batch_size)
     padded = per_epoch * batch_size
-    zeros = programs.layout.zeros()
+    zeros = jnp.asarray(programs.layout.zeros())
     result = LRFindResult()
     best, avg, order, order_epoch = math.inf, 0.0, None, -1
     for i in range(steps):

@@ -18,7 +18,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
@@ -37,7 +36,7 @@ from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.devices import Placement, fetch
-from nntrain.train.programs import Programs, chunking, epoch_order, initial_weights, place
+from nntrain.train.programs import Programs, chunking, epoch_order, initialize, place, seed_keys
 
 
 @dataclass
@@ -50,13 +49,6 @@ class FitResult:
     test: dict[str, float] | None = None
     stop_reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def seed_keys(seed: int) -> dict[str, jax.Array]:
-    """Independent streams for init, data order and dropout, all from the config's seed."""
-    root = jax.random.key(seed)
-    return {"init": jax.random.fold_in(root, 0), "order": jax.random.fold_in(root, 1),
-            "dropout": jax.random.fold_in(root, 2)}
 
 
 def make_programs(setup: Setup, steps_per_epoch: int | None = None,
@@ -119,12 +111,12 @@ class Fitter:
         self._drawing: Future | None = None
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
-        params, state = initial_weights(setup.model, self.keys["init"])
+        params, state, opt_state = initialize(setup, self.keys["init"])
         # normalization layers learn their statistics from the training data, once
         state = setup.model.adapt(params, state, getattr(dataset.train, "x", None))
         self.carry = self.placement.replicate({
-            "params": params, "state": state, "opt_state": setup.optimizer.init(params),
-            "step": jnp.int32(0)})
+            "params": params, "state": state, "opt_state": opt_state,
+            "step": np.int32(0)})
         self.keys = self.placement.replicate(self.keys)
 
     def _make_callbacks(self) -> list[cb.Callback]:

@@ -49,8 +49,8 @@ class SumsLayout:
                 offset += metric.size
         self.size = offset
 
-    def zeros(self) -> jax.Array:
-        return jnp.zeros(self.size, jnp.float32)
+    def zeros(self) -> np.ndarray:
+        return np.zeros(self.size, np.float32)  # a host array: no program to compile
 
     def result(self, sums: np.ndarray) -> dict[str, float]:
         sums = np.asarray(sums, dtype=np.float64)
@@ -284,14 +284,34 @@ class Programs:
         return predict
 
 
-def initial_weights(model, rng: jax.Array) -> tuple[Any, Any]:
-    """The model's (params, state), drawn in one compiled program. On CPU it is compiled
-    without optimization: it runs once, for milliseconds, and optimizing its many random
-    draws took 1.0 of the 1.1 s to compile (fashion_mlp). The random bits are the same; a
-    scaled draw (random_uniform's) may round its last bit differently than it did optimized."""
-    lowered = jax.jit(model.init).lower(rng)
+def run_once(fn: Callable, *args: Any, static_argnums: tuple[int, ...] = ()) -> Any:
+    """`fn(*args)` as one compiled program, compiled without optimization on CPU: for the
+    set-up programs that run once, for milliseconds, where optimizing costs most of the
+    compile time (the weight draws took 1.0 of 1.1 s to compile optimized, fashion_mlp)."""
+    lowered = jax.jit(fn, static_argnums=static_argnums).lower(*args)
     options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
-    return lowered.compile(options)(rng)
+    return lowered.compile(options)(*(a for i, a in enumerate(args) if i not in static_argnums))
+
+
+def seed_keys(seed: int) -> dict[str, jax.Array]:
+    """Independent streams for init, data order and dropout, all from the config's seed."""
+    def derive(seed: int) -> dict[str, jax.Array]:
+        root = jax.random.key(seed)
+        return {"init": jax.random.fold_in(root, 0), "order": jax.random.fold_in(root, 1),
+                "dropout": jax.random.fold_in(root, 2)}
+
+    return run_once(derive, seed, static_argnums=(0,))  # a seed may be over int32's range
+
+
+def initialize(setup: Setup, rng: jax.Array) -> tuple[Any, Any, Any]:
+    """The model's params and state, and the optimizer's state for them, from one program.
+    The random bits are those of `model.init` compiled optimized; a scaled draw
+    (random_uniform's) may round its last bit differently."""
+    def init(rng: jax.Array) -> tuple[Any, Any, Any]:
+        params, state = setup.model.init(rng)
+        return params, state, setup.optimizer.init(params)
+
+    return run_once(init, rng)
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4))
