@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import jax
 import pytest
 from rich.console import Console
 
@@ -46,3 +48,22 @@ def test_each_program_compiles_once_across_epochs_and_rate_changes(tmp_path: Pat
     assert programs._train_chunks and programs._eval_chunks
     for chunk in [*programs._train_chunks.values(), *programs._eval_chunks.values()]:
         assert chunk._cache_size() == 1
+
+
+def test_the_validation_program_compiles_once_while_the_first_epoch_trains(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    loaded = load_config(TINY, ["fit.epochs=2", "fit.callbacks=[]"])
+    setup = prepare(loaded)
+    dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+    fitter = Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True), True)
+    order: list[str] = []
+    evaluate, compile_evaluate = fitter.programs.evaluate, fitter.programs.compile_evaluate
+    fitter.programs.compile_evaluate = lambda *a: (order.append("compile"),
+                                                   compile_evaluate(*a))[1]
+    fitter.programs.evaluate = lambda *a: (order.append("evaluate"), evaluate(*a))[1]
+    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
+        fitter.fit()
+    compiled = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("Finished XLA compilation of jit(_eval_chunk)")]
+    assert order == ["compile", "evaluate", "evaluate"]  # during epoch 1, before its figures
+    assert len(compiled) == 1, compiled

@@ -36,7 +36,15 @@ from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.devices import Placement, fetch
-from nntrain.train.programs import Programs, chunking, epoch_order, initialize, place, seed_keys
+from nntrain.train.programs import (
+    Carry,
+    Programs,
+    chunking,
+    epoch_order,
+    initialize,
+    place,
+    seed_keys,
+)
 
 
 @dataclass
@@ -308,7 +316,8 @@ class Fitter:
                 self.carry, sums, done = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
-                    should_stop=self._stop_agreed, epoch=epoch)
+                    should_stop=self._stop_agreed, epoch=epoch,
+                    meanwhile=self._compile_validation(validation, epoch == initial_epoch))
             if done < self.steps_per_epoch:  # interrupted: keep the place in the epoch
                 self._save_last(epoch, (done, sums))
                 status = "stopped"
@@ -344,6 +353,14 @@ class Fitter:
         for callback in self.callbacks:
             callback.on_train_end(self)
         return self._result(status, reason)
+
+    def _compile_validation(self, validation, first: bool) -> Callable[[Carry], None] | None:
+        """For the first epoch: compile the validation program while its training runs."""
+        if not first or validation is None or self.streaming:
+            return None
+        n = len(self.dataset.validation)
+        return lambda carry: self.programs.compile_evaluate(carry["params"], carry["state"],
+                                                            validation, n)
 
     def _record_epoch(self, epoch: int) -> None:
         self._save_last(epoch)

@@ -188,11 +188,14 @@ class Programs:
     def train_epoch(self, carry: Carry, data: DeviceData, order, n_total: int, rng,
                     on_chunk: Callable[[int, np.ndarray], None] | None = None, *,
                     start_step: int = 0, sums: np.ndarray | None = None,
-                    should_stop: Callable[[], bool] | None = None, epoch: int = 0):
+                    should_stop: Callable[[], bool] | None = None, epoch: int = 0,
+                    meanwhile: Callable[[Carry], None] | None = None):
         """Run one epoch (or the rest of one, from `start_step` with the `sums` so far) in
         chunks. `on_chunk(steps_done, sums)` sees each chunk's running sums, read one chunk
         late so the device never waits for the host. `should_stop()` is asked after each
-        chunk. Returns (carry, sums, steps done)."""
+        chunk. `meanwhile(carry)` runs once, while the device runs the first chunk (the
+        carry it gets is that chunk's, still being computed). Returns (carry, sums, steps
+        done)."""
         n_steps = math.ceil(n_total / self.batch_size)
         sums = self.placement.replicate(self.layout.zeros() if sums is None
                                         else np.asarray(sums, np.float32))
@@ -201,6 +204,9 @@ class Programs:
                                                        start_step, n_steps, epoch):
             carry, sums = self.train_chunk(k)(carry, sums, chunk, chunk_order, first, rng,
                                               n_total, k)
+            if meanwhile is not None:
+                meanwhile(carry)
+                meanwhile = None
             done = first + k
             if pending is not None and on_chunk is not None:
                 on_chunk(*pending)
@@ -227,6 +233,17 @@ class Programs:
         for i in range(steps):
             sums = self._eval_step(params, state, sums, data, first_step + i, n_total)
         return sums
+
+    def compile_evaluate(self, params, state, data: DeviceData, n_total: int) -> None:
+        """Compile the programs `evaluate(params, state, data, n_total)` will run, without
+        running them: called while the device trains, the compile costs the epoch no time
+        on an accelerator, and on a CPU it shares the cores with training instead of waiting
+        its turn after it. `evaluate` then finds them compiled."""
+        n_steps = math.ceil(n_total / self.eval_batch_size)
+        sums = self.placement.replicate(self.layout.zeros())
+        lengths = {k for _, k, _, _ in self._feed(data, None, self.eval_batch_size, 0, n_steps)}
+        for k in sorted(lengths):
+            self.eval_chunk(k).lower(params, state, sums, data, 0, n_total, k).compile()
 
     def _gather_eval(self, data, first, size, n_total):
         # clip the positions instead of an order array: rows past the end repeat the last
