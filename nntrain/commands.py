@@ -175,6 +175,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         console.print(f"{what}  ({examples(dataset.train):,} train, "
                       f"{examples(dataset.validation) if dataset.validation else 0:,} validation"
                       f" examples)", highlight=False)
+    del dataset  # the fitter's alone now: it lets the host copies go once on the device
     status, result, test = "failed", None, None
     try:
         with _stop_on_signals(fitter, console):

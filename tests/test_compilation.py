@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from pathlib import Path
 
 import jax
@@ -67,3 +68,19 @@ def test_the_validation_program_compiles_once_while_the_first_epoch_trains(
                 if r.getMessage().startswith("Finished XLA compilation of jit(_eval_chunk)")]
     assert order == ["compile", "evaluate", "evaluate"]  # during epoch 1, before its figures
     assert len(compiled) == 1, compiled
+
+
+def test_host_copies_of_the_data_are_let_go_once_on_the_device(tmp_path: Path):
+    """On a CPU the device's memory is the same RAM: keeping the loaded arrays as well
+    would hold the training data twice for the whole run."""
+    loaded = load_config(TINY, ["fit.epochs=1", "fit.callbacks=[]"])
+    setup = prepare(loaded)
+    dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+    host = [weakref.ref(a) for split in (dataset.train, dataset.validation)
+            for a in (*split.x.values(), *split.y.values())]
+    fitter = Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True), True)
+    del dataset
+    result = fitter.fit()
+    assert len(result.history) == 1 and "val_loss" in result.history[0]
+    assert fitter.evaluate_test() is not None  # the test split stays until it is used
+    assert all(ref() is None for ref in host)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -93,6 +94,7 @@ class Fitter:
         self.config = setup.loaded.config
         self.keys = seed_keys(self.config.seed)
         self.n_train = len(dataset.train)
+        self.n_validation = 0 if dataset.validation is None else len(dataset.validation)
         self.steps_per_epoch = math.ceil(self.n_train / self.config.fit.batch_size)
         # over the device memory budget, the data streams in chunks; two chunks are on the
         # device at once (the one running and the next)
@@ -284,6 +286,9 @@ class Fitter:
         train = place(self.dataset.train, self.placement, self.streaming)
         validation = None if self.dataset.validation is None else \
             place(self.dataset.validation, self.placement, self.streaming)
+        if not self.streaming:  # on the device now: let the host's copies go (on a CPU the
+            # device's memory is the same RAM, and both copies doubled the data's share)
+            self.dataset = dataclasses.replace(self.dataset, train=None, validation=None)
         padded = self.steps_per_epoch * config.fit.batch_size
         status, reason = "completed", ""
         for callback in self.callbacks:
@@ -326,7 +331,7 @@ class Fitter:
             logs = programs.layout.result(sums)
             if validation is not None:
                 val = programs.evaluate(self.carry["params"], self.carry["state"], validation,
-                                        len(self.dataset.validation))
+                                        self.n_validation)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             logs["learning_rate"] = get_learning_rate(self.carry["opt_state"])
             best_before = self.checkpointer.tracker.best_epoch
@@ -358,9 +363,8 @@ class Fitter:
         """For the first epoch: compile the validation program while its training runs."""
         if not first or validation is None or self.streaming:
             return None
-        n = len(self.dataset.validation)
         return lambda carry: self.programs.compile_evaluate(carry["params"], carry["state"],
-                                                            validation, n)
+                                                            validation, self.n_validation)
 
     def _record_epoch(self, epoch: int) -> None:
         self._save_last(epoch)
