@@ -16,6 +16,7 @@ from nntrain.data.sources import load_dataset
 from nntrain.optimizers import get_learning_rate, set_learning_rate
 from nntrain.runs import create_run
 from nntrain.train.fit import Fitter
+from nntrain.train.programs import seed_keys
 
 TINY = Path(__file__).resolve().parent / "configs" / "tiny_mlp.yaml"
 
@@ -84,3 +85,15 @@ def test_host_copies_of_the_data_are_let_go_once_on_the_device(tmp_path: Path):
     assert len(result.history) == 1 and "val_loss" in result.history[0]
     assert fitter.evaluate_test() is not None  # the test split stays until it is used
     assert all(ref() is None for ref in host)
+
+
+@pytest.mark.parametrize("seed", [0, 42, 2**31, 2**63 - 1])
+def test_seed_keys_are_jaxs_own_derivation_for_every_allowed_seed(seed: int):
+    """The keys come from one compiled program with the seed baked in (it may exceed
+    int32): they must be exactly `fold_in(key(seed), i)`, as a user reproducing a run
+    with JAX would compute them."""
+    keys = seed_keys(seed)
+    root = jax.random.key(seed)
+    for i, name in enumerate(("init", "order", "dropout")):
+        assert (jax.random.key_data(keys[name]).tolist()
+                == jax.random.key_data(jax.random.fold_in(root, i)).tolist())

@@ -74,7 +74,7 @@ def make_programs(setup: Setup, steps_per_epoch: int | None = None,
 
 def _lowest_priority() -> None:
     """Let the calling thread run only on CPU time training leaves over: drawing history.png
-    (about 0.3 s of CPU a drawing) would otherwise compete with a compute-bound epoch for
+    (about 0.2 s of CPU a drawing) would otherwise compete with a compute-bound epoch for
     its cores. Linux keeps a niceness per thread; elsewhere the thread keeps its priority."""
     if sys.platform == "linux":
         with contextlib.suppress(OSError):
