@@ -73,11 +73,18 @@ def test_adam_first_step_is_minus_lr_times_sign():
     assert_tree_close(u1, tmap(lambda g: -0.002 * np.sign(g), G1), rtol=1e-5)
 
 
-def test_rmsprop_first_step_follows_keras():
-    # Keras: v = rho * v + (1 - rho) * g^2; w -= lr * g / (sqrt(v) + epsilon)
-    (u1,), _ = steps(build_optimizer("rmsprop", RMSpropArgs(learning_rate=0.001)), [G1])
-    expected = tmap(lambda g: -0.001 * g / (np.sqrt(0.1 * g * g) + 1e-7), G1)
-    assert_tree_close(u1, expected, rtol=1e-5)
+def test_rmsprop_follows_keras_with_epsilon_inside_the_root():
+    # Keras 3: v = rho * v + (1 - rho) * g^2; w -= lr * g / sqrt(v + epsilon). Small
+    # gradients show where epsilon goes: outside the root their first step would be ~lr.
+    small = {"w": np.array([1e-4, 1e-3, 1e-1], np.float32), "b": np.array([-2e-4], np.float32)}
+    opt = build_optimizer("rmsprop", RMSpropArgs(learning_rate=0.001))
+    (u1, u2), _ = steps(opt, [small, G1])
+    v1 = tmap(lambda g: 0.1 * g * g, small)
+    v2 = tmap(lambda v, g: 0.9 * v + 0.1 * g * g, v1, G1)
+    assert_tree_close(u1, tmap(lambda g, v: -0.001 * g / np.sqrt(v + 1e-7), small, v1),
+                      rtol=1e-5)
+    assert_tree_close(u2, tmap(lambda g, v: -0.001 * g / np.sqrt(v + 1e-7), G1, v2), rtol=1e-5)
+    assert abs(float(u1["w"][0])) < 0.0004  # not ~lr, as with epsilon outside
 
 
 # -- clipping ------------------------------------------------------------------------------
@@ -182,3 +189,25 @@ def test_set_learning_rate_leaves_the_old_state_alone():
     new = set_learning_rate(old, 0.5)
     assert get_learning_rate(new) == pytest.approx(0.5)
     assert get_learning_rate(old) == pytest.approx(0.01)
+
+
+def test_nadam_follows_keras_momentum_schedule():
+    # Keras 3's Nadam, step by step in NumPy (keras/src/optimizers/nadam.py)
+    b1, b2, eps, lr = 0.9, 0.999, 1e-7, 0.002
+    grads = [G1, G2, G1]
+    opt = build_optimizer("nadam", AdamArgs(learning_rate=lr))
+    got, _ = steps(opt, grads)
+    for name in G1:
+        m = v = np.zeros_like(G1[name], np.float64)
+        u_product, w = 1.0, np.zeros_like(m)
+        for t, (g, update) in enumerate(zip([g[name] for g in grads], got, strict=True),
+                                        start=1):
+            u_t, u_next = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
+            u_product *= u_t
+            m, v = m + (g - m) * (1 - b1), v + (g * g - v) * (1 - b2)
+            m_hat = u_next * m / (1 - u_product * u_next) + (1 - u_t) * g / (1 - u_product)
+            step = -lr * m_hat / (np.sqrt(v / (1 - b2 ** t)) + eps)
+            np.testing.assert_allclose(np.asarray(update[name]), step, rtol=1e-5)
+            w += step
+    # Keras's first step is 1.063 lr (optax.nadam's, without the schedule: 1.47 lr)
+    assert abs(float(got[0]["w"][0])) == pytest.approx(1.0628 * lr, rel=1e-3)
