@@ -100,7 +100,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
         entry = loss_entries[out]
         losses[out] = build_loss(entry_name(entry), entry_args(entry), model.output_activation(out))
     metrics = {
-        out: [build_metric(entry_name(e), entry_args(e), losses[out].name)
+        out: [build_metric(entry_name(e), entry_args(e))
               for e in metric_entries.get(out, [])]
         for out in outputs
     }

@@ -31,7 +31,7 @@ def _per_example(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], -1).mean(axis=1)
 
 
-def _match(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
+def match_targets(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
     """Targets of shape (n,) against predictions (n, 1): Keras expands the targets."""
     y_true = y_true.astype(y_pred.dtype)
     return y_true.reshape(y_pred.shape) if y_true.size == y_pred.size else y_true
@@ -66,7 +66,7 @@ def build_loss(name: str, args: Args, output_activation: str | None) -> Loss:
         fused = from_logits or output_activation == "softmax"
 
         def categorical_ce(y, pred):
-            y = _smooth(_match(y, pred), smoothing, pred.shape[-1])
+            y = _smooth(match_targets(y, pred), smoothing, pred.shape[-1])
             if fused:
                 return _per_example(optax.losses.softmax_cross_entropy(pred, y))
             p = jnp.clip(pred / pred.sum(-1, keepdims=True), EPSILON, 1.0 - EPSILON)
@@ -78,7 +78,7 @@ def build_loss(name: str, args: Args, output_activation: str | None) -> Loss:
         fused = from_logits or output_activation == "sigmoid"
 
         def binary_ce(y, pred):
-            y = _smooth(_match(y, pred), smoothing, 2)
+            y = _smooth(match_targets(y, pred), smoothing, 2)
             if fused:
                 return _per_example(optax.losses.sigmoid_binary_cross_entropy(pred, y))
             p = jnp.clip(pred, EPSILON, 1.0 - EPSILON)
@@ -87,14 +87,14 @@ def build_loss(name: str, args: Args, output_activation: str | None) -> Loss:
         return Loss(name, binary_ce, fused)
 
     simple: dict[str, PerExample] = {
-        "mean_squared_error": lambda y, p: _per_example(jnp.square(p - _match(y, p))),
-        "mean_absolute_error": lambda y, p: _per_example(jnp.abs(p - _match(y, p))),
+        "mean_squared_error": lambda y, p: _per_example(jnp.square(p - match_targets(y, p))),
+        "mean_absolute_error": lambda y, p: _per_example(jnp.abs(p - match_targets(y, p))),
         "huber": lambda y, p: _per_example(
-            optax.losses.huber_loss(p, _match(y, p), delta=args.delta)
+            optax.losses.huber_loss(p, match_targets(y, p), delta=args.delta)
         ),
-        "kl_divergence": lambda y, p: _per_example(_kl(_match(y, p), p)),
+        "kl_divergence": lambda y, p: _per_example(_kl(match_targets(y, p), p)),
         "cosine_similarity": lambda y, p: _per_example(
-            -optax.losses.cosine_similarity(p, _match(y, p), epsilon=1e-12)[..., None]
+            -optax.losses.cosine_similarity(p, match_targets(y, p), epsilon=1e-12)[..., None]
         ),
     }
     return Loss(name, simple[name], takes_logits=False)

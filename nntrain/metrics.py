@@ -15,6 +15,7 @@ import numpy as np
 from nntrain.config.compile import METRICS
 from nntrain.config.entries import Args
 from nntrain.lazy import jax, jnp
+from nntrain.losses import match_targets
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,6 @@ def _labels(y: jax.Array, pred: jax.Array) -> jax.Array:
     return y.reshape(pred.shape[:-1]).astype(jnp.int32)
 
 
-def _dense_targets(y: jax.Array, pred: jax.Array) -> jax.Array:
-    y = y.astype(pred.dtype)
-    return y.reshape(pred.shape) if y.size == pred.size else y
-
-
 def _top_k(k: int, sparse: bool):
     def hit(y, pred):
         labels = _labels(y, pred) if sparse else jnp.argmax(y, -1)
@@ -57,17 +53,21 @@ def _top_k(k: int, sparse: bool):
     return hit
 
 
-def build_metric(written: str, args: Args, loss_name: str) -> Metric:
-    """The metric written as `written` for an output trained with `loss_name`."""
+def _accuracy_kind(y: jax.Array, pred: jax.Array) -> str:
+    """Which accuracy plain "accuracy" is, from the shapes, as Keras 3 decides
+    (`compile_utils.is_binary_or_sparse_categorical`): one output unit is binary, class
+    indices (one dimension fewer, or a last dimension of 1) sparse, else categorical."""
+    if pred.shape[-1] == 1:
+        return "binary_accuracy"
+    if y.ndim < pred.ndim or y.shape[-1] == 1:
+        return "sparse_categorical_accuracy"
+    return "categorical_accuracy"
+
+
+def build_metric(written: str, args: Args) -> Metric:
+    """The metric written as `written` (a name and its validated arguments)."""
     name = METRICS.canonical(written)
     log_name = "root_mean_squared_error" if name == "root_mean_squared_error" else written
-    if name == "accuracy":  # Keras resolves plain "accuracy" from the loss
-        name = {
-            "sparse_categorical_crossentropy": "sparse_categorical_accuracy",
-            "categorical_crossentropy": "categorical_accuracy",
-            "binary_crossentropy": "binary_accuracy",
-        }.get(loss_name, "exact_accuracy")
-
     per_example: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
         "sparse_categorical_accuracy": lambda y, p: (
             jnp.argmax(p, -1) == _labels(y, p)
@@ -76,14 +76,15 @@ def build_metric(written: str, args: Args, loss_name: str) -> Metric:
             jnp.argmax(p, -1) == jnp.argmax(y, -1)
         ).astype(jnp.float32),
         "binary_accuracy": lambda y, p: (
-            (p > getattr(args, "threshold", 0.5)) == (_dense_targets(y, p) > 0.5)
+            (p > getattr(args, "threshold", 0.5)) == (match_targets(y, p) > 0.5)
         ).astype(jnp.float32),
-        "exact_accuracy": lambda y, p: (_dense_targets(y, p) == p).astype(jnp.float32),
+        # resolved when the step is traced: the shapes are known there
+        "accuracy": lambda y, p: per_example[_accuracy_kind(y, p)](y, p),
         "top_k_categorical_accuracy": _top_k(getattr(args, "k", 5), sparse=False),
         "sparse_top_k_categorical_accuracy": _top_k(getattr(args, "k", 5), sparse=True),
-        "mean_absolute_error": lambda y, p: jnp.abs(p - _dense_targets(y, p)),
-        "mean_squared_error": lambda y, p: jnp.square(p - _dense_targets(y, p)),
-        "root_mean_squared_error": lambda y, p: jnp.square(p - _dense_targets(y, p)),
+        "mean_absolute_error": lambda y, p: jnp.abs(p - match_targets(y, p)),
+        "mean_squared_error": lambda y, p: jnp.square(p - match_targets(y, p)),
+        "root_mean_squared_error": lambda y, p: jnp.square(p - match_targets(y, p)),
     }
     result = _mean_of_sums
     if name == "root_mean_squared_error":

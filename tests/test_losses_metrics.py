@@ -179,9 +179,9 @@ def test_cosine_similarity_is_negative_cosine():
 # -- metrics -------------------------------------------------------------------------------------
 
 
-def metric(name, loss_name="mse", args=None):
+def metric(name, args=None):
     args = args if args is not None else METRICS.args[METRICS.canonical(name)]()
-    return build_metric(name, args, loss_name)
+    return build_metric(name, args)
 
 
 def evaluate(m, y, p, w=None):
@@ -190,25 +190,37 @@ def evaluate(m, y, p, w=None):
     return float(m.result(sums))
 
 
-def test_accuracy_resolved_from_sparse_loss():
-    m = metric("accuracy", "sparse_categorical_crossentropy")
+# Keras 3 resolves plain "accuracy" from the shapes of targets and outputs, whatever the loss
+
+def test_accuracy_of_class_indices_is_sparse_categorical():
+    m = metric("accuracy")
     assert m.name == "accuracy"
     # argmax: 0, 2, 2, 1 against labels 0, 2, 1, 0
     assert evaluate(m, LABELS, PROBS) == pytest.approx(0.5)
     assert evaluate(m, LABELS[:, None], PROBS) == pytest.approx(0.5)
 
 
-def test_accuracy_resolved_from_categorical_loss():
-    m = metric("acc", "categorical_crossentropy")
+def test_accuracy_of_one_hot_targets_is_categorical():
+    m = metric("acc")
     assert m.name == "acc"
     assert evaluate(m, np.eye(3)[LABELS], PROBS) == pytest.approx(0.5)
 
 
-def test_accuracy_resolved_from_binary_loss():
-    m = metric("accuracy", "binary_crossentropy")
+def test_accuracy_of_one_output_unit_is_binary_with_any_loss():
+    m = metric("accuracy")
     y = np.array([1.0, 0.0, 1.0, 0.0, 1.0])
     p = np.array([[0.9], [0.2], [0.3], [0.7], [0.51]])
     assert evaluate(m, y, p) == pytest.approx(3 / 5)
+    assert evaluate(m, y[:, None], p) == pytest.approx(3 / 5)
+    # a regression output (trained with mse, say): thresholded at 0.5, not compared exactly
+    assert evaluate(m, np.array([1.0, 0.0, 1.0]), np.array([[0.9], [0.2], [0.7]])) == 1.0
+
+
+def test_accuracy_of_several_binary_labels_is_categorical_as_in_keras():
+    # Keras 3 picks categorical accuracy for multi-label targets (argmax against argmax)
+    y = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    p = np.array([[0.9, 0.1, 0.8], [0.6, 0.4, 0.1]])
+    assert evaluate(metric("accuracy"), y, p) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(("k", "expected"), [(1, 0.25), (2, 0.75), (3, 1.0)])
