@@ -68,3 +68,28 @@ def test_unknown_precision_is_a_config_error(tmp_path: Path):
     assert result.exit_code == 2
     assert "fit.precision" in result.output and "bfloat16" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["batch_normalization", "layer_normalization"])
+def test_normalization_statistics_are_float32_under_bfloat16(name: str):
+    """Features of mean 100 and std 1: in bfloat16 (8 mantissa bits) their variance comes out
+    percent-level wrong. Keras computes these statistics in float32, and so does nntrain; the
+    output keeps the compute dtype."""
+    from nntrain.config.layers import LAYERS
+    from nntrain.layers import LAYER_TYPES
+
+    layer = LAYER_TYPES[name](LAYERS.args[name](momentum=0.0) if name.startswith("batch")
+                              else LAYERS.args[name]())
+    params, state, _ = layer.init(jax.random.key(0), (4,))
+    x = (100 + np.random.default_rng(0).standard_normal((256, 4))).astype(np.float32)
+    xb = jnp.asarray(x, jnp.bfloat16)
+    y, new_state = layer.apply(params, state, xb, training=True, rng=None,
+                               mask=jnp.ones(256))
+    assert y.dtype == jnp.bfloat16
+    exact = np.asarray(xb, np.float64)  # the bfloat16 inputs, their statistics exactly
+    axis = 0 if name.startswith("batch") else 1
+    expected = (exact - exact.mean(axis, keepdims=True)) / np.sqrt(
+        exact.var(axis, keepdims=True) + 1e-3)
+    np.testing.assert_allclose(np.asarray(y, np.float32), expected, atol=0.02)
+    if name.startswith("batch"):
+        np.testing.assert_allclose(new_state["moving_variance"], exact.var(0), rtol=1e-3)

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from nntrain import activations, initializers
 from nntrain.config.layers import LayerArgs
-from nntrain.lazy import jax
+from nntrain.lazy import jax, jnp
 
 Shape = tuple[int, ...]
 Params = dict[str, Any]  # name -> jax.Array
@@ -47,6 +47,11 @@ def create_weights(weights: dict[str, Weight], rng: jax.Array) -> Params:
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {}
+
+
+def as_float(x: jax.Array) -> jax.Array:
+    """Integer inputs (uint8 pixels) as float32; floating ones as they are."""
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
 class ShapeError(ValueError):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from nntrain.layers.base import Built, Layer, Shape, ShapeError, Weight, register
+from nntrain.layers.base import Built, Layer, Shape, ShapeError, Weight, as_float, register
 from nntrain.lazy import jax, jnp, lax
 
 
@@ -33,8 +34,11 @@ def _broadcast_shape(shape: Shape, kept: tuple[int, ...]) -> tuple[int, ...]:
     return (1, *(d if i in kept else 1 for i, d in enumerate(shape)))
 
 
-def _as_float(x: jax.Array) -> jax.Array:
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+def _in_float32(x: jax.Array) -> tuple[jax.Array, Any]:
+    """`x` in float32 for the statistics, and the dtype the output keeps: under bfloat16
+    compute a half-precision mean and variance of large activations are percent-level off
+    (Keras's normalization layers compute in float32 too)."""
+    return x.astype(jnp.float32), as_float(x).dtype
 
 
 @register("normalization")
@@ -81,7 +85,7 @@ class Normalization(Layer):
                 "count": jnp.asarray(min(count, np.iinfo(np.int32).max), jnp.int32)}
 
     def call(self, params, state, x, *, training, rng, **_):
-        x = _as_float(x)
+        x = as_float(x)
         kept = self._kept(x.shape[1:])
         stats = state if self.args.mean is None else \
             self._given(tuple(x.shape[1 + i] for i in kept))
@@ -124,13 +128,14 @@ class BatchNormalization(Layer):
         return Built(_scale_and_center(self.args, shape), state, input_shape)
 
     def call(self, params, state, x, *, training, rng, mask=None, **_):
-        x = _as_float(x)
+        x, dtype = _in_float32(x)
         kept = resolve_axes(self.args.axis, x.shape[1:])
         shape = _broadcast_shape(x.shape[1:], kept)
         if not training:
             mean = jnp.reshape(state["moving_mean"], shape)
             var = jnp.reshape(state["moving_variance"], shape)
-            return _normalize(x, mean, var, params, shape, self.args.epsilon), state
+            return _normalize(x, mean, var, params, shape, self.args.epsilon).astype(dtype), \
+                state
         reduce = (0, *(i + 1 for i in range(x.ndim - 1) if i not in kept))
         if mask is None:
             mask = jnp.ones(x.shape[0], x.dtype)
@@ -142,7 +147,8 @@ class BatchNormalization(Layer):
         m = self.args.momentum
         new_state = {name: state[name] * m + jnp.reshape(batch, state[name].shape) * (1 - m)
                      for name, batch in (("moving_mean", mean), ("moving_variance", var))}
-        return _normalize(x, mean, var, params, shape, self.args.epsilon), new_state
+        return _normalize(x, mean, var, params, shape, self.args.epsilon).astype(dtype), \
+            new_state
 
 
 @register("layer_normalization")
@@ -156,10 +162,10 @@ class LayerNormalization(Layer):
                      input_shape)
 
     def call(self, params, state, x, *, training, rng, **_):
-        x = _as_float(x)
+        x, dtype = _in_float32(x)
         kept = resolve_axes(self.args.axis, x.shape[1:])
         axes = tuple(i + 1 for i in kept)
         mean = x.mean(axes, keepdims=True)
         var = jnp.square(x - mean).mean(axes, keepdims=True)
         shape = _broadcast_shape(x.shape[1:], kept)
-        return _normalize(x, mean, var, params, shape, self.args.epsilon), state
+        return _normalize(x, mean, var, params, shape, self.args.epsilon).astype(dtype), state

@@ -3,7 +3,7 @@ pooling, in 1-d (steps, channels) and 2-d (height, width, channels)."""
 
 from __future__ import annotations
 
-from nntrain.layers.base import Layer, Shape, ShapeError, register
+from nntrain.layers.base import Layer, Shape, ShapeError, as_float, register
 from nntrain.layers.conv import as_tuple, spatial_output_shape
 from nntrain.lazy import jax, jnp, lax
 
@@ -12,10 +12,6 @@ def _check_rank(layer: Layer, shape: Shape, rank: int) -> None:
     if len(shape) != rank + 1:
         axes = "steps" if rank == 1 else "height, width"
         raise ShapeError(f"{layer.type_name} takes {rank + 1}-d examples ({axes}, channels)")
-
-
-def _as_float(x: jax.Array) -> jax.Array:
-    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
 class Pool(Layer):
@@ -62,7 +58,7 @@ class MaxPool(Pool):
     CPU. (Equal maxima in a window share its gradient instead of the first taking it.)"""
 
     def call(self, params, state, x, *, training, rng, **_):
-        x = _as_float(x)
+        x = as_float(x)
         tiles = self._tiles(x)
         if tiles is not None:
             return tiles[0].max(axis=tiles[1]), state
@@ -73,7 +69,7 @@ class AveragePool(Pool):
     """With `same` padding, edge windows average only their real elements (as Keras does)."""
 
     def call(self, params, state, x, *, training, rng, **_):
-        x = _as_float(x)
+        x = as_float(x)
         tiles = self._tiles(x)
         if tiles is not None:
             return tiles[0].mean(axis=tiles[1]), state
@@ -95,7 +91,7 @@ class GlobalPool(Layer):
     def call(self, params, state, x, *, training, rng, **_):
         axes = tuple(range(1, self.rank + 1))
         reduce = getattr(jnp, self.reduce)
-        return reduce(_as_float(x), axis=axes, keepdims=self.args.keepdims), state
+        return reduce(as_float(x), axis=axes, keepdims=self.args.keepdims), state
 
 
 @register("max_pooling1d")
