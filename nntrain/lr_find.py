@@ -86,7 +86,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
     from nntrain.build import class_weight_vector
     from nntrain.config.entries import entry_args, entry_name
     from nntrain.optimizers import build_optimizer, set_learning_rate
-    from nntrain.train.programs import Programs, epoch_order, initialize, seed_keys, to_device
+    from nntrain.train.programs import Programs, epoch_order, initialize, to_device
 
     config = setup.loaded.config
     entry = config.compile.optimizer
@@ -96,8 +96,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
     programs = Programs(setup, batch_size=batch_size, eval_batch_size=batch_size,
                         steps_per_call=1, class_weight=class_weight_vector(setup))
     step_program = programs.train_chunk(1)
-    keys = seed_keys(config.seed)
-    params, state, opt_state = initialize(setup, keys["init"])
+    keys, params, state, opt_state = initialize(setup, config.seed)
     state = setup.model.adapt(params, state, dataset.train.x)
     carry = {"params": params, "state": state, "opt_state": opt_state,
              "step": jnp.int32(0)}

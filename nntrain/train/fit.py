@@ -44,7 +44,6 @@ from nntrain.train.programs import (
     epoch_order,
     initialize,
     place,
-    seed_keys,
 )
 
 
@@ -92,7 +91,6 @@ class Fitter:
         self.placement = placement or Placement.from_config(setup.loaded)
         self.log_format = log_format  # "json": one JSON object per epoch on stdout
         self.config = setup.loaded.config
-        self.keys = seed_keys(self.config.seed)
         self.n_train = len(dataset.train)
         self.n_validation = 0 if dataset.validation is None else len(dataset.validation)
         self.steps_per_epoch = math.ceil(self.n_train / self.config.fit.batch_size)
@@ -121,13 +119,13 @@ class Fitter:
         self._drawing: Future | None = None
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
-        params, state, opt_state = initialize(setup, self.keys["init"])
+        keys, params, state, opt_state = initialize(setup, self.config.seed)
         # normalization layers learn their statistics from the training data, once
         state = setup.model.adapt(params, state, getattr(dataset.train, "x", None))
         self.carry = self.placement.replicate({
             "params": params, "state": state, "opt_state": opt_state,
             "step": np.int32(0)})
-        self.keys = self.placement.replicate(self.keys)
+        self.keys = self.placement.replicate(keys)
 
     def _make_callbacks(self) -> list[cb.Callback]:
         # the user code callbacks name, imported and checked: a config error (exit 2) if not

@@ -310,25 +310,24 @@ def run_once(fn: Callable, *args: Any, static_argnums: tuple[int, ...] = ()) -> 
     return lowered.compile(options)(*(a for i, a in enumerate(args) if i not in static_argnums))
 
 
-def seed_keys(seed: int) -> dict[str, jax.Array]:
+def _derive_keys(seed: int) -> dict[str, jax.Array]:
     """Independent streams for init, data order and dropout, all from the config's seed."""
-    def derive(seed: int) -> dict[str, jax.Array]:
-        root = jax.random.key(seed)
-        return {"init": jax.random.fold_in(root, 0), "order": jax.random.fold_in(root, 1),
-                "dropout": jax.random.fold_in(root, 2)}
-
-    return run_once(derive, seed, static_argnums=(0,))  # a seed may be over int32's range
+    root = jax.random.key(seed)
+    return {"init": jax.random.fold_in(root, 0), "order": jax.random.fold_in(root, 1),
+            "dropout": jax.random.fold_in(root, 2)}
 
 
-def initialize(setup: Setup, rng: jax.Array) -> tuple[Any, Any, Any]:
-    """The model's params and state, and the optimizer's state for them, from one program.
-    The random bits are those of `model.init` compiled optimized; a scaled draw
-    (random_uniform's) may round its last bit differently."""
-    def init(rng: jax.Array) -> tuple[Any, Any, Any]:
-        params, state = setup.model.init(rng)
-        return params, state, setup.optimizer.init(params)
+def initialize(setup: Setup, seed: int) -> tuple[dict[str, jax.Array], Any, Any, Any]:
+    """The run's keys (`init`, `order`, `dropout`), the model's params and state, and the
+    optimizer's state for them, from one program with the seed compiled in (a seed may be
+    over int32's range). The random bits are those of `model.init` compiled optimized; a
+    scaled draw (random_uniform's) may round its last bit differently."""
+    def init(seed: int) -> tuple[dict[str, jax.Array], Any, Any, Any]:
+        keys = _derive_keys(seed)
+        params, state = setup.model.init(keys["init"])
+        return keys, params, state, setup.optimizer.init(params)
 
-    return run_once(init, rng)
+    return run_once(init, seed, static_argnums=(0,))
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4))
