@@ -10,9 +10,11 @@ import csv
 import fnmatch
 import json
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -167,22 +169,45 @@ def create_run_at(path: Path) -> Run:
 
 
 def _runs_under(folder: Path) -> list[Path]:
+    """The runs in `folder` (or `folder` itself), the oldest first."""
     if (folder / RUN_FILE).exists():
         return [folder]
-    return sorted((p.parent for p in folder.glob(f"*/{RUN_FILE}")), key=lambda p: p.name)
+    return sorted((p.parent for p in folder.glob(f"*/{RUN_FILE}")), key=start_order)
 
 
 def all_runs(runs_root: Path) -> list[Path]:
-    runs_root = Path(runs_root)
-    found = [p.parent for p in runs_root.glob(f"*/*/{RUN_FILE}")]
-    return sorted(found, key=lambda p: ((p / RUN_FILE).stat().st_mtime, p.name))
+    """Every run under `runs_root`, the oldest first."""
+    return sorted((p.parent for p in Path(runs_root).glob(f"*/*/{RUN_FILE}")), key=start_order)
 
 
-def start_order(path: Path) -> tuple[str, int, str]:
-    """Sort key for run folders by start: the timestamp, then the same-second suffix."""
-    parts = path.name.split("-")
-    suffix = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else 0
-    return ("-".join(parts[:2]), suffix, path.parent.name)
+_STAMPED = re.compile(r"\d{8}-\d{6}(?:-(\d+))?")  # create_run's folder names
+_NUMBERED = re.compile(r".*?(\d+)")  # a tune's trial-NNNN
+
+
+def start_order(path: Path) -> tuple[float, int, str, str]:
+    """Sort key for run folders by start: run.json's start time (to the second; with
+    run.json damaged, the folder's timestamp or its modification time), then, within a
+    second, the folder's number (the same-second suffix, or a tune trial's number). Folder
+    names alone cannot order a tune's `trial-NNNN` runs against a later `fit` of the same
+    name."""
+    stamped, numbered = _STAMPED.fullmatch(path.name), _NUMBERED.fullmatch(path.name)
+    try:
+        started = datetime.strptime(json.loads((path / RUN_FILE).read_text())["start"],
+                                    "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (OSError, ValueError, KeyError, TypeError):
+        started = _folder_time(path, stamped)
+    number = int(stamped.group(1) or 0) if stamped else int(numbered.group(1)) if numbered \
+        else 0
+    return (started, number, path.parent.name, path.name)
+
+
+def _folder_time(path: Path, stamped: re.Match | None) -> float:
+    if stamped:  # create_run names folders by the local time they start
+        return time.mktime(time.strptime(path.name[:15], "%Y%m%d-%H%M%S"))
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def runs_newest_first(runs_root: Path, pattern: str | None = None) -> list[Run]:
@@ -191,7 +216,7 @@ def runs_newest_first(runs_root: Path, pattern: str | None = None) -> list[Run]:
     found = all_runs(runs_root) if Path(runs_root).is_dir() else []
     if pattern is not None:
         found = [p for p in found if fnmatch.fnmatchcase(p.parent.name, pattern)]
-    return [Run(p) for p in sorted(found, key=start_order, reverse=True)]
+    return [Run(p) for p in reversed(found)]
 
 
 def resolve_run(spec: str, runs_root: Path) -> Run:
@@ -201,7 +226,7 @@ def resolve_run(spec: str, runs_root: Path) -> Run:
         found = all_runs(runs_root)
         if not found:
             raise RunNotFound(f"no runs under {runs_root}", "train one with `nntrain fit CONFIG`")
-        return Run(max(found, key=lambda p: p.name))
+        return Run(found[-1])
     for candidate in (Path(spec), runs_root / spec):
         if candidate.is_dir():
             found = _runs_under(candidate)

@@ -17,7 +17,7 @@ import yaml
 from clirunner import nntrain
 
 from nntrain.plotting import plot_history
-from nntrain.runs import Run, start_order
+from nntrain.runs import Run, resolve_run, runs_newest_first, start_order
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
@@ -42,6 +42,7 @@ def clone(run: Path, name: str, stamp: str, **info) -> Path:
     target = run.parents[1] / name / stamp
     shutil.copytree(run, target)
     record = json.loads((target / "run.json").read_text())
+    record["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.strptime(stamp, "%Y%m%d-%H%M%S"))
     record.update(info)
     (target / "run.json").write_text(json.dumps(record))
     return target
@@ -79,10 +80,11 @@ def test_runs_lists_every_status_newest_first(work: Path):
     result = nntrain("runs", cwd=work)
     assert result.exit_code == 0, result.output
     out = result.output
-    labels = ["tiny_b/", "tiny_mlp/", "old/20200101-140000", "old/20200101-130000",
+    # newest start first: the live copy started now; a damaged run.json: the folder's stamp
+    labels = ["old/20200101-130000", "tiny_b/", "tiny_mlp/", "old/20200101-140000",
               "old/20200101-120000", "old/20200101-110000", "old/20200101-100000"]
     positions = [out.index(label) for label in labels]
-    assert positions == sorted(positions), out  # newest first
+    assert positions == sorted(positions), out
     first = line_of(out, "tiny_mlp/")
     metrics = json.loads(next((work / "runs" / "tiny_mlp").glob("*/metrics.json")).read_text())
     assert "completed" in first and "4/4" in first
@@ -187,7 +189,7 @@ def test_plot_overlays_runs_into_one_png(work: Path):
     result = nntrain("plot", "tiny_mlp", "tiny_b", "latest", "--metric", "val_accuracy",
                      "--output", str(out), cwd=work)
     assert result.exit_code == 0, result.output
-    assert png_size(out) == (700, 435)  # one panel
+    assert png_size(out) == (700, 460)  # one panel, three runs in the legend
 
 
 def test_plot_errors_exit_2(work: Path, tmp_path: Path):
@@ -217,10 +219,40 @@ def test_history_png_has_a_panel_per_figure_three_to_a_row(tmp_path: Path):
     assert png_size(tmp_path / "h.png") == (1500, 720)  # a learning-rate panel, no title
 
 
-def test_run_folders_sort_by_start_and_suffix():
-    paths = [Path(f"runs/a/20260101-000000{s}") for s in ("", "-1", "-9", "-10")]
+def test_run_folders_sort_by_start_and_suffix(tmp_path: Path):
+    paths = [tmp_path / f"runs/a/20260101-000000{s}" for s in ("", "-1", "-9", "-10")]
+    for path in paths:  # started in the same second: the suffix orders them
+        path.mkdir(parents=True)
+        (path / "run.json").write_text('{"start": "2026-01-01T00:00:00+0000"}')
     assert sorted(reversed(paths), key=start_order) == paths
     assert Run(paths[3]).label == "a/20260101-000000-10"
+    assert resolve_run("latest", tmp_path / "runs").path == paths[3]
+    assert resolve_run("a", tmp_path / "runs").path == paths[3]
+
+
+def test_latest_is_the_last_started_run_even_beside_a_tunes_trials(tmp_path: Path):
+    """`fit runs/t/best.yaml` after `tune` puts a run named t beside trial-0000..0002:
+    `latest`, `evaluate t` and `runs` must pick that run, not the last trial by name."""
+    root = tmp_path / "runs"
+    started = {"t/trial-0000": "2026-01-01T10:00:02+0100",
+               "t/trial-0001": "2026-01-01T10:00:05+0100",
+               "t/trial-0002": "2026-01-01T10:00:09+0100",
+               "t/20260101-090100": "2026-01-01T09:01:00+0000",
+               "u/20260101-090000": "2026-01-01T09:00:00+0000"}
+    for name, start in started.items():
+        (root / name).mkdir(parents=True)
+        (root / name / "run.json").write_text(json.dumps({"start": start}))
+    newest = root / "t" / "20260101-090100"  # 10:01 in +0100: after every trial
+    assert resolve_run("latest", root).path == newest
+    assert resolve_run("t", root).path == newest
+    assert [r.path.name for r in runs_newest_first(root)] == [
+        "20260101-090100", "trial-0002", "trial-0001", "trial-0000", "20260101-090000"]
+    result = nntrain("runs", "--runs-dir", str(root))
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.output.splitlines()
+              if line.startswith(("t/", "u/"))]
+    assert listed == ["t/20260101-090100", "t/trial-0002", "t/trial-0001", "t/trial-0000",
+                      "u/20260101-090000"]
 
 
 def test_schema_is_json_schema_for_editors(tmp_path: Path, work: Path):
