@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from nntrain.config.callbacks import ModelCheckpointArgs, checkpoint_fields
 from nntrain.config.entries import entry_args, entry_name, is_custom
 from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
 from nntrain.custom import load_object
@@ -162,14 +163,20 @@ def _check_monitors(setup: Setup) -> None:
     names = train_names + ([f"val_{n}" for n in train_names] if has_validation else [])
     issues = []
     for i, entry in enumerate(config.fit.callbacks):
-        monitor = getattr(entry_args(entry), "monitor", None)
-        if monitor is not None and monitor not in names:
-            hint = "" if has_validation or not monitor.startswith("val_") else \
+        args = entry_args(entry)
+        monitor = getattr(args, "monitor", None)
+        named = [("monitor", monitor)] if monitor is not None else []
+        if isinstance(args, ModelCheckpointArgs):
+            named += [("filepath", f) for f in checkpoint_fields(args.filepath) if f != "epoch"]
+        for key, name in named:
+            if name in names:
+                continue
+            hint = "" if has_validation or not name.startswith("val_") else \
                 " (there is no validation data: add data.validation)"
             issues.append(setup.loaded.issue(
-                ("fit", "callbacks", i, entry_name(entry), "monitor"),
-                f"'{monitor}' is not a logged figure{hint}; logged: {', '.join(names)}",
-                closest(monitor, names)))
+                ("fit", "callbacks", i, entry_name(entry), key),
+                f"'{name}' is not a logged figure{hint}; logged: {', '.join(names)}",
+                closest(name, names)))
     if issues:
         raise ConfigError(issues)
 

@@ -193,6 +193,41 @@ def test_csv_logger_stays_inside_the_run_directory(tmp_path: Path, filename, mes
     assert "fit.callbacks[0].csv_logger.filename" in result.output and message in result.output
 
 
+# -- model_checkpoint ----------------------------------------------------------------------------
+def test_model_checkpoint_filepath_takes_keras_fields(tmp_path: Path):
+    config = tiny(tmp_path, [{"model_checkpoint": {
+        "save_best_only": False, "filepath": "weights.{epoch:02d}-{val_loss:.2f}"}}], epochs=2)
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "cb").iterdir()
+    rows = history(run)
+    expected = {f"weights.{e:02d}-{float(rows[e - 1]['val_loss']):.2f}" for e in (1, 2)}
+    saved = {p.name for p in (run / "checkpoints").iterdir()}
+    assert expected <= saved and {"best", "last"} <= saved
+
+
+@pytest.mark.parametrize(("filepath", "message"), [
+    ("best", "a name nntrain keeps for itself"),
+    ("last.prev", "a name nntrain keeps for itself"),
+    (".old-best", "a name nntrain keeps for itself"),
+    ("e{0}", "'{0}' is not a field name"),
+    ("e{val_los:.2f}", "'val_los' is not a logged figure"),
+    ("e{val_loss:03d}", "a format spec does not fit its value"),
+    ("e{epoch", "not a valid pattern"),
+    ("../e{epoch}", "should match pattern"),
+])
+def test_model_checkpoint_filepath_errors_before_training(tmp_path: Path, filepath, message):
+    """Each of these once trained an epoch and then crashed, or overwrote checkpoints/best
+    or the resume fallback."""
+    config = tiny(tmp_path, [{"model_checkpoint": {"save_best_only": False,
+                                                   "filepath": filepath}}])
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "fit.callbacks[0].model_checkpoint.filepath" in result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 # -- learning_rate_scheduler -------------------------------------------------------------------
 def test_learning_rate_scheduler_with_a_declared_schedule_of_epochs():
     args = LearningRateSchedulerArgs(schedule={"exponential_decay": {

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import string
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal
 
@@ -46,14 +47,47 @@ class EarlyStoppingArgs(MonitorArgs):
     start_from_epoch: NonNegativeInt = 0
 
 
+RESERVED_CHECKPOINTS = ("best", "last", "last.prev")  # nntrain's own, in checkpoints/
+
+
+def checkpoint_fields(filepath: str) -> list[str]:
+    """The `{field}` names a checkpoint filepath formats: `epoch` and logged figures."""
+    return [field for _, field, _, _ in string.Formatter().parse(filepath) if field is not None]
+
+
+def _checkpoint_filepath(value: str) -> str:
+    """Keras's `filepath` as a folder name in checkpoints/: `{epoch}` and logged figures
+    (`weights.{epoch:02d}-{val_loss:.2f}`), no path, not one of nntrain's own names."""
+    try:
+        fields = checkpoint_fields(value)
+    except ValueError as e:
+        raise ValueError(f"not a valid pattern ({e}); write fields as {{epoch:03d}}") from None
+    for field in fields:
+        if not field.isidentifier():
+            raise ValueError(f"'{{{field}}}' is not a field name: use {{epoch}} or a logged "
+                             "figure such as {val_loss:.4f}")
+    try:  # the format specs, tried on values like those they will get
+        name = value.format(**{f: 1 if f == "epoch" else 0.5 for f in fields})
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"a format spec does not fit its value ({e}): {{epoch}} is an "
+                         "integer, the figures are floats") from None
+    if name in RESERVED_CHECKPOINTS or name.endswith(".prev") or name.startswith("."):
+        raise ValueError(f"'{name}' is a name nntrain keeps for itself in checkpoints/ "
+                         f"({', '.join(RESERVED_CHECKPOINTS)}, *.prev, hidden files): "
+                         "choose another, e.g. epoch-{epoch:03d}")
+    return value
+
+
 @CALLBACKS.register("model_checkpoint", "ModelCheckpoint")
 class ModelCheckpointArgs(MonitorArgs):
     """`checkpoints/best` follows `monitor`; without `save_best_only`, each epoch's weights are
-    also kept as `checkpoints/<filepath>` (`{epoch}` is replaced by the epoch number)."""
+    also kept as `checkpoints/<filepath>`, its fields filled in as Keras does: `{epoch}` with
+    the epoch number, `{val_loss:.2f}` and the like with the epoch's figures."""
 
     save_best_only: bool = False
     save_weights_only: bool = False
-    filepath: str = Field("epoch-{epoch:03d}", pattern=r"^[A-Za-z0-9_.{}:-]+$")
+    filepath: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.{}:-]+$"),
+                        AfterValidator(_checkpoint_filepath)] = "epoch-{epoch:03d}"
 
 
 @CALLBACKS.register("terminate_on_nan", "TerminateOnNaN")

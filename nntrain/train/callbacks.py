@@ -154,8 +154,9 @@ class ModelCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs, trainer):
         if self.tracker.update(epoch, logs[self.args.monitor]):
             trainer.save_weights("best", epoch, logs)
-        if not self.args.save_best_only:
-            trainer.save_weights(self.args.filepath.format(epoch=epoch + 1), epoch, logs)
+        if not self.args.save_best_only:  # the fields were checked against the logs' names
+            trainer.save_weights(self.args.filepath.format(**logs, epoch=epoch + 1), epoch,
+                                 logs)
 
     def state(self):
         return {"best": self.tracker.best, "best_epoch": self.tracker.best_epoch}
