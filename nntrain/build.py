@@ -109,6 +109,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
         inputs={name: (tuple(spec.shape), spec.dtype) for name, spec in graph.inputs.items()},
         outputs=dict(model.output_shapes),
         sparse_outputs=frozenset(o for o, loss in losses.items() if loss.sparse_labels),
+        metrics={out: tuple(entry_name(e) for e in metric_entries.get(out, [])) for out in outputs},
     )
     setup = Setup(loaded, graph, model, losses, {o: weights.get(o, 1.0) for o in outputs},
                   metrics, io)

@@ -7,6 +7,7 @@ on the device) and `result(sums) -> float` (on the host, from the summed vector)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -62,6 +63,38 @@ def _accuracy_kind(y: jax.Array, pred: jax.Array) -> str:
     if y.ndim < pred.ndim or y.shape[-1] == 1:
         return "sparse_categorical_accuracy"
     return "categorical_accuracy"
+
+
+_OTHER_FORM = {"categorical_accuracy": "sparse_categorical_accuracy",
+               "top_k_categorical_accuracy": "sparse_top_k_categorical_accuracy"}
+_OTHER_FORM.update({v: k for k, v in _OTHER_FORM.items()})
+
+
+def target_problem(written: str, targets: tuple[int, ...],
+                   output: tuple[int, ...]) -> tuple[str, str] | None:
+    """(what the metric needs, how to fix it) when targets of shape `targets` (per example)
+    cannot be scored against outputs of shape `output`; None when they can."""
+    name = METRICS.canonical(written)
+    labels = len(targets) < len(output) or (targets[-1:] == (1,) and output[-1] > 1)
+    if name == "accuracy":
+        name = "binary_accuracy" if output[-1] == 1 else \
+            "sparse_categorical_accuracy" if labels else "categorical_accuracy"
+    if name.startswith("sparse_"):
+        need, fine = "class indices (one integer per example)", labels
+    elif name in _OTHER_FORM:
+        need, fine = f"one-hot targets of shape {output}", targets == output
+    else:
+        need, fine = f"targets of the output's shape {output}", \
+            math.prod(targets) == math.prod(output)
+    if fine:
+        return None
+    if name in _OTHER_FORM:
+        fix = f"use {_OTHER_FORM[name]} for these targets"
+    elif labels:
+        fix = "for class indices use accuracy or sparse_categorical_accuracy"
+    else:
+        fix = "give targets of the output's shape, or choose a metric that fits them"
+    return need, fix
 
 
 def build_metric(written: str, args: Args) -> Metric:

@@ -91,6 +91,42 @@ def test_a_batch_larger_than_the_dataset_is_one_batch(tmp_path: Path):
     assert int(arrays["step"]) == 2  # two epochs of one step each
 
 
+# metrics that cannot score these targets: once a JAX traceback, or figures without meaning
+BAD_METRICS = {
+    "top_k_categorical_accuracy": ("needs one-hot targets of shape (3,)",
+                                   "use sparse_top_k_categorical_accuracy"),
+    "categorical_accuracy": ("needs one-hot targets of shape (3,)",
+                             "use sparse_categorical_accuracy"),
+    "binary_accuracy": ("needs targets of the output's shape (3,)", "for class indices use"),
+    "mae": ("needs targets of the output's shape (3,)", "for class indices use"),
+}
+
+
+@pytest.mark.parametrize("metric", list(BAD_METRICS))
+def test_metrics_that_cannot_score_the_targets_are_refused(tmp_path: Path, metric: str):
+    config = _classifier(tmp_path, GOOD_X, GOOD_Y)
+    text = config.read_text().replace("compile:\n", f"compile:\n  metrics: [{metric}]\n")
+    config.write_text(text)
+    _rejected(nntrain("fit", str(config), cwd=tmp_path),
+              f"train data: metric {metric} of 'dense'", *BAD_METRICS[metric])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_metrics_that_fit_one_hot_targets_train(tmp_path: Path):
+    config = _classifier(tmp_path, GOOD_X, np.eye(3, dtype=np.float32)[GOOD_Y])
+    config.write_text(config.read_text().replace(
+        "  loss: sparse_categorical_crossentropy\n",
+        "  loss: categorical_crossentropy\n  metrics: [accuracy, categorical_accuracy, "
+        "top_k_categorical_accuracy, mae]\n"))
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    sparse = config.read_text().replace("top_k_categorical_accuracy", "sparse_categorical_accuracy")
+    config.write_text(sparse)
+    _rejected(nntrain("fit", str(config), cwd=tmp_path),
+              "metric sparse_categorical_accuracy of 'dense' needs class indices",
+              "use categorical_accuracy")
+
+
 # -- run directories that are incomplete or made for another model ------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:

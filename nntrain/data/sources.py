@@ -4,7 +4,7 @@ and checks that the arrays fit the model."""
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from nntrain.data.tabular import (
     select,
 )
 from nntrain.errors import DataError
+from nntrain.metrics import target_problem
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist")
 TABULAR_DATASETS = ("california_housing", "iris", "xor")
@@ -48,6 +49,7 @@ class ModelIO:
     inputs: dict[str, tuple[tuple[int, ...], str]]
     outputs: dict[str, tuple[int, ...]]
     sparse_outputs: frozenset[str] = frozenset()  # outputs whose targets are class indices
+    metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # as written, by output
 
 
 def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
@@ -479,3 +481,9 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                     f"{what}: targets of '{name}' have shape {tuple(y.shape[1:])} per example, "
                     f"the output has {shape}",
                     "for integer labels with categorical_crossentropy set data.one_hot: true")
+        for metric in io.metrics.get(name, ()):
+            problem = target_problem(metric, tuple(y.shape[1:]), tuple(shape))
+            if problem is not None:
+                raise DataError(
+                    f"{what}: metric {metric} of '{name}' needs {problem[0]}; the targets have "
+                    f"shape {tuple(y.shape[1:])} per example (compile.metrics)", problem[1])
