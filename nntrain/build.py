@@ -14,7 +14,7 @@ from nntrain.config.callbacks import ModelCheckpointArgs, checkpoint_fields
 from nntrain.config.entries import entry_args, entry_name, is_custom
 from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
 from nntrain.custom import load_object
-from nntrain.data.sources import ModelIO
+from nntrain.data.sources import Dataset, ModelIO
 from nntrain.graph import Graph, build_graph
 from nntrain.layers import ShapeError
 from nntrain.losses import Loss, build_loss
@@ -157,12 +157,25 @@ def _check_names(loaded, path, mapping, outputs, issues) -> None:
                 f"{', '.join(outputs)})", closest(key, outputs)))
 
 
-def _check_monitors(setup: Setup) -> None:
+def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
+    """Every figure a callback names (a monitor, a checkpoint filepath's fields) is logged.
+    A generator's validation split is known only once it is called: assumed here, checked
+    again by `check_generated_validation`."""
     config = setup.loaded.config
+    generated = config.data.generator is not None
+    if has_validation is None:
+        has_validation = config.data.validation is not None or generated
+    missing = f" (the generator gives no 'validation' split: {config.data.generator}" \
+        "('validation', epoch) returned None)" if generated else \
+        " (there is no validation data: add data.validation)"
     train_names = setup.log_names()
-    has_validation = config.data.validation is not None
     names = train_names + ([f"val_{n}" for n in train_names] if has_validation else [])
     issues = []
+    if generated and config.fit.validation_batch_size is not None:
+        issues.append(setup.loaded.issue(
+            ("fit", "validation_batch_size"),
+            "a generator's batches have fit.batch_size rows in every split",
+            "drop fit.validation_batch_size: the generator makes the validation batches"))
     for i, entry in enumerate(config.fit.callbacks):
         args = entry_args(entry)
         monitor = getattr(args, "monitor", None)
@@ -172,14 +185,20 @@ def _check_monitors(setup: Setup) -> None:
         for key, name in named:
             if name in names:
                 continue
-            hint = "" if has_validation or not name.startswith("val_") else \
-                " (there is no validation data: add data.validation)"
+            hint = "" if has_validation or not name.startswith("val_") else missing
             issues.append(setup.loaded.issue(
                 ("fit", "callbacks", i, entry_name(entry), key),
                 f"'{name}' is not a logged figure{hint}; logged: {', '.join(names)}",
                 closest(name, names)))
     if issues:
         raise ConfigError(issues)
+
+
+def check_generated_validation(setup: Setup, dataset: Dataset) -> None:
+    """Once a generator's splits are known: callbacks that watch validation figures need
+    the generator to give a validation split."""
+    if setup.loaded.config.data.generator is not None and dataset.validation is None:
+        _check_monitors(setup, has_validation=False)
 
 
 def _check_class_weight(setup: Setup) -> None:

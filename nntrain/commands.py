@@ -146,7 +146,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             run = Run(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
     setup = _prepare(loaded)
     dataset = _load_data(setup, base_dir, console, quiet)
+    from nntrain.build import check_generated_validation
 
+    check_generated_validation(setup, dataset)
     if run is None:  # only now, with config, model and data all checked, touch the disk
         run = create_run(runs_dir, loaded.config.name) if run_path is None else \
             create_run_at(run_path)
@@ -161,9 +163,11 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if fitter.streaming and not quiet:
         from nntrain.data.stream import nbytes
 
-        console.print(f"Streaming the data ({nbytes(dataset.train) / 1e6:,.1f} MB of training "
-                      f"examples) to the device in chunks of "
-                      f"{fitter.programs.steps_per_call} steps: it is over data.device_memory "
+        chunks = f"in chunks of {fitter.programs.steps_per_call} steps"
+        console.print(f"Feeding the batches of {loaded.config.data.generator} to the device "
+                      f"{chunks}" if fitter.generated else
+                      f"Streaming the data ({nbytes(dataset.train) / 1e6:,.1f} MB of training "
+                      f"examples) to the device {chunks}: it is over data.device_memory "
                       f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
     fitter.callbacks.extend(callbacks)
     initial_epoch = _restore(fitter, run, console) if resume is not None else 0

@@ -42,6 +42,10 @@ def broken(split, epoch):
 def too_big(split, epoch):
     yield X[:64], Y[:64]
 
+
+def no_validation(split, epoch):
+    return None if split == "validation" else batches(split, epoch)
+
 '''
 
 CONFIG = """
@@ -155,3 +159,30 @@ def test_generator_with_validation_split_is_a_config_error(tmp_path: Path):
     result = nntrain("validate", str(config), cwd=tmp_path)
     assert result.exit_code == 2
     assert "drop data.validation" in result.output
+
+
+def test_callbacks_watch_a_generators_validation_figures(tmp_path: Path):
+    """early_stopping's default monitor is val_loss: with a generator that gives a validation
+    split it works; without one, the config error names the generator."""
+    config = _setup(tmp_path)
+    config.write_text(config.read_text() + "  callbacks: [early_stopping, {model_checkpoint: "
+                      "{save_best_only: false, filepath: 'e{epoch}-{val_accuracy:.2f}'}}]\n")
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "Feeding the batches of my_data:batches to the device" in result.output
+    (run,) = tmp_path.glob("runs/*/*")
+    assert any(p.name.startswith("e3-0.") for p in (run / "checkpoints").iterdir())
+    config.write_text(config.read_text().replace("my_data:batches", "my_data:no_validation"))
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "fit.callbacks[0].early_stopping.monitor" in result.output
+    assert "the generator gives no 'validation' split" in result.output
+    assert len(list(tmp_path.glob("runs/*/*"))) == 1  # nothing new written
+
+
+def test_validation_batch_size_does_not_apply_to_a_generator(tmp_path: Path):
+    config = _setup(tmp_path)
+    result = nntrain("validate", str(config), "--set", "fit.validation_batch_size=64",
+                     cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "fit.validation_batch_size" in result.output and "generator" in result.output
