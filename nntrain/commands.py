@@ -174,17 +174,31 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     run.update_info(status="running", command=sys.argv, resumed=resume is not None,
                     end=None, placement=placement.describe())
     if not quiet:
-        what = f"Resuming {run.path} at epoch {initial_epoch + 1}" if resume else \
-            f"Training {loaded.config.name} -> {run.path}"
-        console.print(f"{what}  ({examples(dataset.train):,} train, "
-                      f"{examples(dataset.validation) if dataset.validation else 0:,} validation"
-                      f" examples)", highlight=False)
+        epochs = loaded.config.fit.epochs
+        sizes = f"  ({examples(dataset.train):,} train, " \
+            f"{examples(dataset.validation) if dataset.validation else 0:,} validation examples)"
+        what = f"Training {loaded.config.name} -> {run.path}{sizes}" if not resume else \
+            f"Resuming {run.path} at epoch {initial_epoch + 1}{sizes}" \
+            if initial_epoch < epochs else f"{run.path} has trained all {epochs} epochs: " \
+            f"nothing to train (to train longer: --epochs N, N > {epochs})"
+        console.print(what, highlight=False)
     del dataset  # the fitter's alone now: it lets the host copies go once on the device
     status, result, test = "failed", None, None
     try:
         with _stop_on_signals(fitter, console):
             result = fitter.fit(initial_epoch)
         status = result.status
+        if fitter.stop_signal is not None and status == "completed":
+            # the signal came after the last epoch: the run is whole, only the test
+            # evaluation is skipped
+            run.update_info(status=status, end=_now(), stop_reason=None)
+            if as_json:
+                _emit_end(run, status, result, None)
+            console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}) after "
+                          f"the last epoch:[/] training is complete, the test split was not "
+                          f"evaluated. Test figures: nntrain evaluate {run.path}",
+                          soft_wrap=True)
+            return 128 + fitter.stop_signal
         if fitter.stop_signal is not None:
             run.update_info(status=status, end=_now(), stop_reason=result.stop_reason)
             if as_json:
@@ -201,6 +215,15 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             metrics["test_checkpoint"] = "best"
         atomic_write_json(run.path / "metrics.json", metrics)
     except KeyboardInterrupt:  # a second Ctrl-C: out at once; the last checkpoint stands
+        if result is not None and result.status == "completed":  # in the test evaluation
+            status = "completed"
+            run.update_info(status=status, end=_now(), stop_reason=None)
+            if as_json:
+                _emit_end(run, status, result, None)
+            console.print(f"[yellow]Interrupted in the test evaluation:[/] training is "
+                          f"complete. Test figures: nntrain evaluate {run.path}",
+                          soft_wrap=True)
+            return 130
         status = "stopped"
         run.update_info(status=status, end=_now(), stop_reason="interrupted")
         if as_json:

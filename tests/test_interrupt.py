@@ -72,3 +72,36 @@ def test_signal_stops_saves_and_resumes_bit_identically(tmp_path: Path, signum, 
     b = load_file(str(_run(whole) / "checkpoints/last/arrays.safetensors"))
     assert a.keys() == b.keys()
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+SIGNAL_AT_END = '''
+import os
+import signal
+
+
+class SignalAtEnd:
+    """Ctrl-C as training ends: after the last epoch, before the test evaluation."""
+
+    def on_train_end(self, logs=None):
+        os.kill(os.getpid(), signal.SIGINT)
+'''
+
+
+def test_ctrl_c_after_the_last_epoch_leaves_a_completed_run(tmp_path: Path):
+    (tmp_path / "late.py").write_text(SIGNAL_AT_END)
+    config = tmp_path / "late.yaml"
+    config.write_text(TINY.read_text().replace("epochs: 4", "epochs: 2").replace(
+        "  callbacks:\n", "  callbacks:\n    - late:SignalAtEnd\n"))
+    command = [sys.executable, "-m", "nntrain", "fit", str(config)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 130, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    out = " ".join(done.stdout.split())
+    assert "Stopped (SIGINT) after the last epoch: training is complete" in out
+    assert "--resume" not in out and "nntrain evaluate" in out
+    run = _run(tmp_path)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and not info.get("stop_reason")
+    resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
+                              "--trust-code"], cwd=tmp_path, capture_output=True, text=True)
+    assert "has trained all 2 epochs: nothing to train" in " ".join(resumed.stdout.split())
