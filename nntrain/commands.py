@@ -81,8 +81,13 @@ def validate(config_path: Path, overrides: list[str], console: Console) -> None:
     model = setup.model
     console.print(
         f"[green]✓[/] {config_path} is valid: model '{loaded.config.name}', "
-        f"{len(setup.graph.nodes)} layers, {model.trainable_count + model.non_trainable_count:,}"
+        f"{_plural(len(setup.graph.nodes), 'layer')}, "
+        f"{model.trainable_count + model.non_trainable_count:,}"
         f" parameters, outputs {', '.join(setup.graph.outputs)}", highlight=False)
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
 
 
 def summary(config_path: Path, overrides: list[str], console: Console) -> None:
@@ -425,7 +430,7 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                       f"{result.learning_rates[best]:.3g}", soft_wrap=True)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
-    console.print(f"wrote {run.path / 'lr_find.csv'} and {run.path / 'lr_find.png'}",
+    console.print(f"wrote lr_find.csv, lr_find.png and lr_find.json in {run.path}",
                   soft_wrap=True)
     if result.suggestion is None:
         raise UserError("no learning rate to suggest: " + "; ".join(result.notes))

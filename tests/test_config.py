@@ -256,6 +256,14 @@ def test_set_overrides_scalars_and_list_items(tmp_path):
     assert loaded.where(("fit", "epochs")) == "--set fit.epochs=5"
 
 
+def test_set_takes_list_indices_as_error_messages_write_them(tmp_path):
+    source = write(tmp_path, BASE)
+    loaded = load_config(source, ["model.layers[1].dense.units=64",
+                                  "model.layers[-2].dense.units=9"])
+    assert entry_args(loaded.config.model.layers[1]).units == 64
+    assert entry_args(loaded.config.model.layers[0]).units == 9
+
+
 def test_set_bad_value_is_reported_at_the_override(tmp_path):
     source = write(tmp_path, BASE)
     issues = config_issues(source, ("fit.epochs=five", "model.layers.0.dense.units=-3"))
@@ -592,3 +600,19 @@ def test_automatic_names_follow_keras(tmp_path):
     assert graph.is_chain
     assert graph.node("dense_2").inputs == ("dropout",)
     assert graph.node("flatten").inputs == ("input",)
+
+
+def test_keras_arguments_that_live_elsewhere_say_where(tmp_path):
+    source = write(tmp_path, BASE)
+    with pytest.raises(ConfigError) as info:
+        load_config(source, ["fit.validation_split=0.1",
+                             "model.layers.0.dense.kernel_regularizer=l2",
+                             "compile.metrics=[acuracy]"])
+    text = str(info.value)
+    assert "fit.validation_split: unknown key 'validation_split': Keras's validation_split " \
+        "is data.validation here" in text
+    assert "kernel_regularizer': weight regularizers are not supported yet" in text
+    assert "did you mean 'validation_batch_size'" not in text
+    # the list's one problem, not also the dict form's "input should be a valid dictionary"
+    assert "unknown metric 'acuracy'; did you mean 'accuracy'?" in text
+    assert "valid dictionary" not in text and len(info.value.issues) == 3

@@ -428,8 +428,11 @@ def test_npz_x_and_y(tmp_path: Path):
     ds, _ = load(tmp_path, "train: e.npz\nx: features\ny: labels\n", classifier(2))
     np.testing.assert_array_equal(x_of(ds.train), x)
     message = data_error(tmp_path, "train: e.npz\n", classifier(2))
-    assert "no array named" in message and "(found: features, labels)" in message
-    assert "'x'" in message  # the hint names the default
+    assert "no array named 'x' (data.x) for the model's input; found: features, labels" \
+        in message
+    assert "set data.x to one of features, labels" in message
+    message = data_error(tmp_path, "train: e.npz\nx: xx\n", classifier(2))
+    assert "no array named 'xx' (data.x)" in message
 
 
 def test_npz_named_arrays_per_input_and_output(tmp_path: Path):

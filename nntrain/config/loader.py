@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,9 +206,9 @@ def apply_override(data: dict, assignment: str) -> Path_:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError as e:
         raise UserError(f"--set {assignment}: value is not valid YAML: {e}") from None
-    path: list[str | int] = [
-        int(p) if p.lstrip("-").isdigit() else p for p in key.strip().split(".")
-    ]
+    # `layers.1` or, as error messages write it, `layers[1]`
+    dotted = re.sub(r"\[(-?\d+)\]", r".\1", key.strip())
+    path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.split(".")]
     node: Any = data
     for depth, part in enumerate(path):
         if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
@@ -314,11 +315,17 @@ def _layer_copy(entry: Any, copy: int, count: int) -> Any:
 
 def _drop_implied(issues: list[Issue]) -> list[Issue]:
     """`unit: 16` gives "unknown key 'unit'; did you mean 'units'" and "missing 'units'":
-    the second says nothing new."""
+    the second says nothing new. Nor does a union's other form ("input should be a valid
+    dictionary" for a list of metrics) beside a problem found inside the value."""
     suggested = {(i.path.rpartition(".")[0], i.suggestion) for i in issues if i.suggestion}
+
+    def inside(path: str) -> bool:
+        return any(o.path.startswith((f"{path}[", f"{path}.")) for o in issues)
+
     return [i for i in issues if not (
-        i.message.startswith("missing required key")
-        and (i.path, i.message.split("'")[1]) in suggested)]
+        (i.message.startswith("missing required key")
+         and (i.path, i.message.split("'")[1]) in suggested)
+        or (i.message.startswith("input should be a valid ") and inside(i.path)))]
 
 
 def _line_order(issue: Issue) -> tuple[int, int]:
@@ -386,6 +393,24 @@ def _step(tp: Any, part: str | int) -> Any:
     return None
 
 
+# Keras arguments that live elsewhere here, or do not exist: said instead of "did you mean"
+_NOT_YET = "not supported yet (README, Limitations)"
+KERAS_ELSEWHERE = {
+    "validation_split": "Keras's validation_split is data.validation here: {fraction: 0.1} "
+                        "or {last: 5000}",
+    "validation_data": "validation data is data.validation here (a split, or a folder/file)",
+    "steps_per_epoch": "an epoch is one pass over the training data here; data.limit takes "
+                       "fewer examples",
+    "initial_epoch": "continue a run with `nntrain fit --resume RUN`",
+    "verbose": "the command line decides: -q for quiet, --log-format json for one line an "
+               "epoch",
+    **{k: f"weight regularizers are {_NOT_YET}" for k in (
+        "kernel_regularizer", "bias_regularizer", "activity_regularizer")},
+    **{k: f"weight constraints are {_NOT_YET}" for k in ("kernel_constraint",
+                                                         "bias_constraint")},
+}
+
+
 def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
     kind, loc, found = err["type"], _clean_loc(err["loc"], data), err.get("input")
     where = _where(source, positions, overrides, loc)
@@ -393,6 +418,8 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
     if kind == "extra_forbidden":
         key = loc[-1]
         key_where = _where(source, positions, overrides, (*loc, "<key>"))
+        if key in KERAS_ELSEWHERE:
+            return Issue(key_where, path, f"unknown key '{key}': {KERAS_ELSEWHERE[key]}")
         return Issue(key_where, path, f"unknown key '{key}'", closest(key, _fields_at(loc[:-1])))
     if kind.startswith("unknown_") and kind[8:] in REGISTRIES:
         registry = REGISTRIES[kind[8:]]

@@ -187,18 +187,26 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
         raise DataError(f"cannot read {path}: {e}",
                         "expected an .npz file from numpy.savez, or a folder of .npy files "
                         "(no pickled objects)") from None
-    def pick(name: str, default: str, what: str, single: bool) -> np.ndarray:
-        key = default if single and default in arrays else name
-        if key not in arrays:
-            raise DataError(f"{path}: no array named '{key}' (found: {', '.join(arrays)})",
-                            f"name the {what} array '{default}', or after the model's {what}s")
-        return arrays[key]
+    found = ", ".join(arrays)
 
-    x = {name: pick(name, config.x, "input", len(io.inputs) == 1) for name in io.inputs}
-    y = {name: pick(name, config.y, "output", len(io.outputs) == 1) for name in io.outputs}
+    def pick(name: str, setting: str, what: str, single: bool) -> np.ndarray:
+        default = getattr(config, setting)
+        if single and default in arrays:
+            return arrays[default]
+        if name in arrays:  # named after the model's input or output
+            return arrays[name]
+        if single:
+            raise DataError(f"{path}: no array named '{default}' (data.{setting}) for the "
+                            f"model's {what}; found: {found}",
+                            f"set data.{setting} to one of {found}")
+        raise DataError(f"{path}: no array named '{name}' for the model's {what} '{name}'; "
+                        f"found: {found}", f"save one array per model {what}, named after it")
+
+    x = {name: pick(name, "x", "input", len(io.inputs) == 1) for name in io.inputs}
+    y = {name: pick(name, "y", "output", len(io.outputs) == 1) for name in io.outputs}
     weight = None
     if config.sample_weight:
-        weight = pick(config.sample_weight, config.sample_weight, "sample weight", True)
+        weight = pick(config.sample_weight, "sample_weight", "sample weight", True)
     return ArraySet(x, y, None if weight is None else weight.astype(np.float32))
 
 
