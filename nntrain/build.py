@@ -205,24 +205,33 @@ def _check_class_weight(setup: Setup) -> None:
     class_weight = setup.loaded.config.fit.class_weight
     if not class_weight:
         return
-    sparse = [o for o in setup.graph.outputs if o in setup.io.sparse_outputs]
-    if len(setup.graph.outputs) != 1 or not sparse:
+    outputs = list(setup.graph.outputs)
+    units = setup.io.outputs[outputs[0]][-1] if len(outputs) == 1 else 0
+    loss = setup.losses[outputs[0]].name if len(outputs) == 1 else ""
+    if not (loss in ("sparse_categorical_crossentropy", "categorical_crossentropy")
+            or (loss == "binary_crossentropy" and units == 1)):
         raise ConfigError([setup.loaded.issue(
             ("fit", "class_weight"),
-            "class_weight needs one output trained with sparse_categorical_crossentropy")])
-    classes = setup.io.outputs[sparse[0]][-1]
+            "class_weight needs one output trained with sparse_categorical_crossentropy, "
+            "categorical_crossentropy, or binary_crossentropy on one unit",
+            "for other outputs give per-example weights in data.sample_weight")])
+    classes = _class_count(setup)
     bad = [c for c in class_weight if not 0 <= c < classes]
     if bad:
         raise ConfigError([setup.loaded.issue(
             ("fit", "class_weight"), f"classes {bad} are outside 0..{classes - 1}")])
 
 
+def _class_count(setup: Setup) -> int:
+    units = setup.io.outputs[setup.graph.outputs[0]][-1]
+    return units if units > 1 else 2  # one sigmoid unit: classes 0 and 1
+
+
 def class_weight_vector(setup: Setup) -> np.ndarray | None:
     class_weight = setup.loaded.config.fit.class_weight
     if not class_weight:
         return None
-    classes = setup.io.outputs[setup.graph.outputs[0]][-1]
-    vector = np.ones(classes, np.float32)
+    vector = np.ones(_class_count(setup), np.float32)
     for c, w in class_weight.items():
         vector[c] = w
     return vector

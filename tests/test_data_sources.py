@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from clirunner import nntrain
@@ -18,7 +19,7 @@ from nntrain.config.loader import load_config
 from nntrain.data.arrays import ArraySet
 from nntrain.data.sources import load_dataset
 from nntrain.errors import DataError
-from nntrain.train.programs import Programs, epoch_order, to_device
+from nntrain.train.programs import Programs, class_indices, epoch_order, to_device
 
 HOUSING_CSV = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "housing.csv"
 IRIS_CLASSES = ["setosa", "versicolor", "virginica"]
@@ -697,7 +698,12 @@ def _history(work: Path) -> list[dict[str, float]]:
     return [{k: float(row[k]) for k in ("loss", "accuracy")} for row in rows]
 
 
-def test_cli_fit_weights_multiply_like_a_product_weight_column(tmp_path: Path):
+@pytest.mark.parametrize(("loss", "data_extra"), [
+    ("sparse_categorical_crossentropy", ""),
+    ("categorical_crossentropy", "one_hot: true\n"),  # the class is the one-hot's argmax
+])
+def test_cli_fit_weights_multiply_like_a_product_weight_column(tmp_path: Path, loss: str,
+                                                                data_extra: str):
     """class_weight c with sample weights s trains exactly like sample weights s * c[y] and
     no class_weight (Keras multiplies them); s + c[y] or ignoring c would not."""
     class_weight = {0: 0.0, 1: 3.0, 2: 0.5}
@@ -716,8 +722,9 @@ def test_cli_fit_weights_multiply_like_a_product_weight_column(tmp_path: Path):
             ("classes", "s", fit + "  class_weight: {0: 0.0, 1: 3.0, 2: 0.5}\n"),
             ("product", "sc", fit)):
         config = write_config(data, f"train: t.csv\ntargets: y\nfeatures: [a, b]\n"
-                                    f"sample_weight: {weights}\n", WEIGHTED, seed=3,
-                              extra=extra, file=f"{name}.yaml")
+                                    f"sample_weight: {weights}\n{data_extra}",
+                              WEIGHTED.replace("sparse_categorical_crossentropy", loss),
+                              seed=3, extra=extra, file=f"{name}.yaml")
         work = tmp_path / name
         work.mkdir()
         result = nntrain("fit", str(config), "-q", cwd=work)
@@ -740,3 +747,25 @@ def test_cli_data_error_exits_2_before_creating_a_run(tmp_path: Path):
     assert "'color'" in result.output and "categorical" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_class_weight_reads_classes_as_keras_does():
+    one_hot = jnp.asarray(np.eye(3, dtype=np.float32)[[2, 0, 1]])
+    assert class_indices(one_hot).tolist() == [2, 0, 1]
+    assert class_indices(jnp.asarray([[1.0], [0.0], [1.0]])).tolist() == [1, 0, 1]
+    assert class_indices(jnp.asarray([2, 0, 1])).tolist() == [2, 0, 1]
+
+
+@pytest.mark.parametrize(("model", "ok"), [
+    (WEIGHTED.replace("sparse_categorical_crossentropy", "categorical_crossentropy"), True),
+    (WEIGHTED.replace("units: 3, activation: softmax", "units: 1, activation: sigmoid")
+     .replace("sparse_categorical_crossentropy", "binary_crossentropy"), True),
+    (WEIGHTED.replace("sparse_categorical_crossentropy", "mse"), False),
+])
+def test_class_weight_takes_the_cross_entropies(tmp_path: Path, model: str, ok: bool):
+    config = write_config(tmp_path, "dataset: synthetic\n", model,
+                          extra="fit:\n  class_weight: {0: 1.0, 1: 2.0}\n")
+    result = nntrain("validate", str(config))
+    assert (result.exit_code == 0) is ok, result.output
+    if not ok:
+        assert "class_weight needs one output trained with" in result.output

@@ -154,7 +154,7 @@ class Programs:
         B = self.batch_size
         xb, yb, w, n, mask = self._gather(data, order, step_in_epoch * B, B, n_total)
         if self.class_weight is not None:
-            w = w * self.class_weight[yb[self.layout.outputs[0]].reshape(-1).astype(jnp.int32)]
+            w = w * self.class_weight[class_indices(yb[self.layout.outputs[0]])]
         step_rng = jax.random.fold_in(rng, carry["step"])
         grad_fn = jax.value_and_grad(self._batch, has_aux=True)
         (_, (batch_sums, new_state)), grads = grad_fn(
@@ -299,6 +299,14 @@ class Programs:
             return outputs
 
         return predict
+
+
+def class_indices(y: jax.Array) -> jax.Array:
+    """Each example's class, as Keras's class_weight reads it: the argmax of one-hot targets,
+    else the rounded label (class indices, or 0/1 for one sigmoid unit)."""
+    if y.ndim > 1 and y.shape[-1] != 1:
+        return jnp.argmax(y, axis=-1)
+    return jnp.round(y.reshape(y.shape[0])).astype(jnp.int32)
 
 
 def run_once(fn: Callable, *args: Any, static_argnums: tuple[int, ...] = ()) -> Any:
