@@ -55,40 +55,53 @@ def _label(index: int, class_names: list[str] | None) -> str:
 
 def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | None, top: int,
                      targets: dict[str, np.ndarray] | None, setup) -> Table:
+    """One row per example. With `top` over 1, a column per rank holds the class and its
+    probability together, so the table stays readable at 80 columns; cells wrap, never cut."""
     table = Table(header_style="bold")
-    table.add_column("index", justify="right")
-    columns: list[tuple[str, np.ndarray, bool]] = []
+
+    def column(header: str, right: bool = False) -> None:
+        table.add_column(header, justify="right" if right else "left", overflow="fold")
+
+    column("index", right=True)
+    columns: list[tuple[str, np.ndarray, bool, bool, int]] = []
     for name, values in outputs.items():
         prefix = f"{name} " if len(outputs) > 1 else ""
         classifier = _is_classifier(setup, name, values)
         binary = _is_binary(setup, name, values)
-        columns.append((name, values, classifier, binary))
+        ranks = min(top, values.shape[-1])  # no more ranks than classes
+        columns.append((name, values, classifier, binary, ranks))
         if binary:
-            table.add_column(f"{prefix}class")
-            table.add_column(f"{prefix}probability of 1", justify="right")
+            column(f"{prefix}class")
+            column(f"{prefix}probability of {_label(1, class_names)}", right=True)
+        elif classifier and ranks == 1:
+            column(f"{prefix}class")
+            column(f"{prefix}probability", right=True)
         elif classifier:
-            for rank in range(top):
-                suffix = "" if top == 1 else f" #{rank + 1}"
-                table.add_column(f"{prefix}class{suffix}")
-                table.add_column(f"{prefix}probability{suffix}", justify="right")
+            for rank in range(ranks):
+                column(f"{prefix}#{rank + 1} (probability)")
         else:
-            table.add_column(f"{prefix}prediction", justify="right")
+            column(f"{prefix}prediction", right=True)
         if targets is not None and name in targets:
-            table.add_column(f"{prefix}true")
+            column(f"{prefix}true")
     for row in range(len(next(iter(outputs.values())))):
         cells = [str(row)]
-        for name, values, classifier, binary in columns:
+        for name, values, classifier, binary, ranks in columns:
             if binary:
-                cells += [str(int(values[row, 0] > 0.5)), f"{values[row, 0]:.4f}"]
+                cells += [_label(int(values[row, 0] > 0.5), class_names),
+                          f"{values[row, 0]:.4f}"]
             elif classifier:
-                for cls in np.argsort(-values[row])[:top]:
-                    cells += [_label(int(cls), class_names), f"{values[row, cls]:.4f}"]
+                best = np.argsort(-values[row])[:ranks]
+                if ranks == 1:
+                    cells += [_label(int(best[0]), class_names), f"{values[row, best[0]]:.4f}"]
+                else:
+                    cells += [f"{_label(int(c), class_names)} ({values[row, c]:.3f})"
+                              for c in best]
             else:
                 cells.append(" ".join(f"{v:.4f}" for v in np.ravel(values[row])))
             if targets is not None and name in targets:
                 true = targets[name][row]
-                if classifier and np.ndim(true) == 0:
-                    cells.append(_label(int(true), class_names))
+                if (classifier or binary) and np.size(true) == 1:
+                    cells.append(_label(int(np.ravel(true)[0]), class_names))
                 else:
                     cells.append(" ".join(f"{v:.4g}" for v in np.ravel(true)))
         table.add_row(*cells)
@@ -113,6 +126,9 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
         prefix = f"{name}_" if len(outputs) > 1 else ""
         classifier = _is_classifier(setup, name, values)
         flat = values.reshape(len(values), -1)
+        if _is_binary(setup, name, values):  # one sigmoid unit: the probability of class 1
+            flat = np.concatenate([1 - flat, flat], axis=1)
+            classifier = True
         for i, row in enumerate(rows):
             if classifier:
                 cls = int(np.argmax(flat[i]))

@@ -98,7 +98,11 @@ def test_predict_writes_csv_npy_json(fitted: Path, tmp_path: Path):
 def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
     result = nntrain("predict", str(fitted), "--split", "test", "--limit", "3", "--top", "2")
     assert result.exit_code == 0, result.output
-    assert "probability #2" in result.output and "true" in result.output
+    assert "#2 (probability)" in result.output and "true" in result.output
+    # more ranks than the 3 classes: three columns, and the true label stays in its column
+    result = nntrain("predict", str(fitted), "--split", "test", "--limit", "3", "--top", "5")
+    assert "#3 (probability)" in result.output and "#4" not in result.output
+    assert "…" not in result.output  # nothing cut at 80 columns
     np.save(tmp_path / "bad.npy", np.zeros((2, 5, 5), np.float32))
     bad = nntrain("predict", str(fitted), str(tmp_path / "bad.npy"))
     assert bad.exit_code == 2
@@ -264,3 +268,42 @@ def test_resume_refuses_a_changed_config_and_shows_the_difference(fitted: Path, 
     assert "units: 32" in result.output and "units: 16" in result.output
     same = nntrain("fit", str(TINY), "--resume", str(fitted), "-q")
     assert same.exit_code == 0, same.output  # the unchanged config is accepted
+
+
+BINARY_TEXT = """name: pets
+data:
+  train: pets.csv
+  targets: label
+  validation: {last: 20}
+  test: {last: 20}
+model:
+  input: [2]
+  layers:
+    - dense: {units: 1, activation: sigmoid}
+compile:
+  loss: binary_crossentropy
+  optimizer: {sgd: 0.5}
+  metrics: [accuracy]
+fit: {epochs: 3, batch_size: 16}
+"""
+
+
+def test_predict_names_the_classes_of_a_binary_model_with_text_labels(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    rows = ["a,b,label"] + [f"{a:.3f},{b:.3f},{'dog' if a + b > 0 else 'cat'}"
+                            for a, b in rng.standard_normal((120, 2))]
+    (tmp_path / "pets.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "pets.yaml").write_text(BINARY_TEXT)
+    assert nntrain("fit", "pets.yaml", "-q", cwd=tmp_path).exit_code == 0
+    result = nntrain("predict", "pets", "--split", "test", "--limit", "4", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "probability of dog" in result.output
+    assert "cat" in result.output or "dog" in result.output
+    out = tmp_path / "p.csv"
+    result = nntrain("predict", "pets", "--split", "test", "--output", str(out), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    written = list(csv.DictReader(out.open()))
+    assert {r["label"] for r in written} <= {"cat", "dog"} and len(written) == 20
+    for r in written:
+        assert float(r["p_cat"]) + float(r["p_dog"]) == pytest.approx(1.0, abs=1e-6)
+        assert r["label"] == ("dog" if float(r["p_dog"]) > 0.5 else "cat")
