@@ -283,10 +283,10 @@ def test_the_ratio_example_prints_once_per_epoch(tmp_path: Path):
     printed = [line for line in lines if line.startswith("Epoch=")]
     assert [re.match(r"Epoch=(\d+), Val/Train=\d\.\d{3}$", p).group(1) for p in printed] \
         == ["0", "1", "2"]  # precision: 3 from the config reached __init__
-    # each epoch's ratio comes before that epoch's summary line, after the previous one's
+    # as in Keras, each epoch's ratio comes right after that epoch's line
     for epoch in range(3):
         at = lines.index(printed[epoch])
-        assert any(line.startswith(f"Epoch {epoch + 1}/3") for line in lines[at:at + 3])
+        assert lines[at - 1].startswith(f"Epoch {epoch + 1}/3"), lines
     run = next(tmp_path.glob("runs/ratio/*"))
     rows = history(run)
     ratio = float(rows[0]["val_loss"]) / float(rows[0]["loss"])

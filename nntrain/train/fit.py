@@ -333,13 +333,21 @@ class Fitter:
                 logs.update({f"val_{k}": v for k, v in val.items()})
             logs["learning_rate"] = get_learning_rate(self.carry["opt_state"])
             best_before = self.checkpointer.tracker.best_epoch
-            for callback in self.callbacks:
-                callback.on_epoch_end(epoch, logs, self)
-            seconds = time.perf_counter() - start
-            self.history.append({"epoch": epoch + 1, **logs, "seconds": round(seconds, 3)})
-            self._record_epoch(epoch)
-            improved = self.checkpointer.tracker.best_epoch != best_before
-            progress.finish(logs, seconds, "saved best" if improved else "")
+            # what callbacks print comes after the epoch's line, as in Keras (the line says
+            # whether a callback saved the best weights, so it waits for them)
+            said = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(said):
+                    for callback in self.callbacks:
+                        callback.on_epoch_end(epoch, logs, self)
+                seconds = time.perf_counter() - start
+                self.history.append({"epoch": epoch + 1, **logs, "seconds": round(seconds, 3)})
+                self._record_epoch(epoch)
+                improved = self.checkpointer.tracker.best_epoch != best_before
+                progress.finish(logs, seconds, "saved best" if improved else "")
+            finally:
+                sys.stdout.write(said.getvalue())
+                sys.stdout.flush()
             if self._stop_agreed() and epoch + 1 < epochs:
                 status, reason = "stopped", f"interrupted after epoch {epoch + 1}"
                 break
