@@ -4,9 +4,10 @@ example order. Everything per step stays on the device.
 - The data lives on the device; each step gathers its batch from an order array drawn on the
   device from (seed, epoch), so shuffling costs no host work and no transfer.
 - One call runs `K` steps: Python is touched once per chunk. The steps are a rolled
-  `lax.scan` (compiles once whatever K is), except around convolutions and pooling windows on
-  CPU, where a rolled loop runs many times slower than the same steps unrolled (a Python
-  loop under `jit`, compile time growing with K). See `chunking`.
+  `lax.fori_loop` with a traced trip count (compiles once whatever K is), except around
+  convolutions and pooling windows on CPU, where a rolled loop runs many times slower than
+  the same steps unrolled (a Python loop under `jit`, compile time growing with K). See
+  `chunking`.
 - Every batch has the same static shape; the last partial batch is padded and its padding
   masked out through the weights, so nothing recompiles and every example counts once.
 - Loss and metrics accumulate as sums on the device; the host reads one small vector a chunk.
@@ -62,9 +63,6 @@ class SumsLayout:
         for name, metric, offset in self.metric_slots:
             logs[name] = float(metric.result(sums[offset:offset + metric.size]))
         return logs
-
-    def count(self, sums: np.ndarray) -> int:
-        return int(round(float(sums[1])))
 
 
 # Measured on a 2-core CPU (JAX 0.10.2), Fashion-MNIST MLP at batch 32, seconds per epoch and
@@ -290,15 +288,6 @@ class Programs:
                     yield step, 1, data, order
             else:
                 yield first, k, data, order
-
-    # -- prediction --------------------------------------------------------------------------
-    def predict_fn(self) -> Callable:
-        @jax.jit
-        def predict(params, state, xb):
-            outputs, _, _ = self.model.apply(params, state, xb, training=False)
-            return outputs
-
-        return predict
 
 
 def class_indices(y: jax.Array) -> jax.Array:
