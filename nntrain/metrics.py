@@ -97,10 +97,96 @@ def target_problem(written: str, targets: tuple[int, ...],
     return need, fix
 
 
+def _divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a / b, 0 where b is 0 (Keras's divide_no_nan)."""
+    return np.divide(a, b, out=np.zeros_like(a), where=b != 0)
+
+
+def _weights_like(weight: jax.Array, pred: jax.Array) -> jax.Array:
+    return jnp.broadcast_to(weight.reshape((-1,) + (1,) * (pred.ndim - 1)), pred.shape)
+
+
+def _precision_or_recall(kind: str, log_name: str, args: Args) -> Metric:
+    """Weighted true positives, false positives and false negatives over the epoch."""
+    top_k, class_id = args.top_k, args.class_id
+    threshold = args.thresholds if args.thresholds is not None else \
+        (0.5 if top_k is None else -np.inf)  # Keras: with top_k, the top k are positives
+
+    def update(y, pred, weight):
+        truth = match_targets(y, pred) != 0
+        w = _weights_like(weight, pred)
+        if top_k is not None:
+            kth = jnp.sort(pred, axis=-1)[..., -top_k:][..., :1]
+            pred = jnp.where(pred >= kth, pred, -jnp.inf)
+        if class_id is not None:
+            truth, pred, w = truth[..., class_id], pred[..., class_id], w[..., class_id]
+        positive = pred > threshold
+        return jnp.stack([(w * (positive & truth)).sum(), (w * (positive & ~truth)).sum(),
+                          (w * (~positive & truth)).sum()])
+
+    def result(sums):
+        tp, fp, fn = np.asarray(sums, np.float64)
+        return float(_divide(np.array(tp), np.array(tp + (fp if kind == "precision" else fn))))
+
+    return Metric(log_name, update, result, size=3)
+
+
+def keras_thresholds(n: int) -> np.ndarray:
+    """Keras's AUC thresholds: evenly spaced in (0, 1), with a first just below 0 and a last
+    just above 1 so every prediction falls between two."""
+    inner = [(i + 1) / (n - 1) for i in range(n - 2)]
+    return np.array([-1e-7, *inner, 1 + 1e-7], np.float32)
+
+
+def _auc(log_name: str, args: Args) -> Metric:
+    """Confusion counts at every threshold over the epoch (TP, FP, TN, FN, weighted), and
+    the area from them on the host, as Keras's AUC computes it."""
+    thresholds = keras_thresholds(args.num_thresholds)
+    n = len(thresholds)
+
+    def update(y, pred, weight):
+        if args.from_logits:
+            pred = jax.nn.sigmoid(pred)
+        truth = (match_targets(y, pred) != 0).reshape(-1).astype(jnp.float32)
+        w = _weights_like(weight, pred).reshape(-1)
+        above = (pred.reshape(-1, 1) > jnp.asarray(thresholds)).astype(jnp.float32)
+        positive, negative = w * truth, w * (1 - truth)
+        tp, fp = positive @ above, negative @ above
+        return jnp.concatenate([tp, fp, negative.sum() - fp, positive.sum() - tp])
+
+    def result(sums):
+        tp, fp, tn, fn = np.asarray(sums, np.float64).reshape(4, n)
+        if args.curve == "PR":
+            return float(_interpolated_pr_auc(tp, fp, fn))
+        recall, fp_rate = _divide(tp, tp + fn), _divide(fp, fp + tn)
+        return float(np.sum((fp_rate[:-1] - fp_rate[1:]) * (recall[:-1] + recall[1:]) / 2))
+
+    return Metric(log_name, update, result, size=4 * n)
+
+
+def _interpolated_pr_auc(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
+    """Keras's precision-recall area (Davis & Goadrich 2006): precision interpolated between
+    thresholds as the counts change, not linearly."""
+    dtp = tp[:-1] - tp[1:]
+    p = tp + fp
+    dp = p[:-1] - p[1:]
+    slope = _divide(dtp, np.maximum(dp, 0))
+    intercept = tp[1:] - slope * p[1:]
+    both = (p[:-1] > 0) & (p[1:] > 0)
+    ratio = np.where(both, _divide(p[:-1], np.maximum(p[1:], 0)), 1.0)
+    increments = _divide(slope * (dtp + intercept * np.log(ratio)),
+                         np.maximum(tp[1:] + fn[1:], 0))
+    return float(np.sum(increments))
+
+
 def build_metric(written: str, args: Args) -> Metric:
     """The metric written as `written` (a name and its validated arguments)."""
     name = METRICS.canonical(written)
-    log_name = "root_mean_squared_error" if name == "root_mean_squared_error" else written
+    log_name = name if written[0].isupper() or name == "root_mean_squared_error" else written
+    if name in ("precision", "recall"):
+        return _precision_or_recall(name, log_name, args)
+    if name == "auc":
+        return _auc(log_name, args)
     per_example: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
         "sparse_categorical_accuracy": lambda y, p: (
             jnp.argmax(p, -1) == _labels(y, p)

@@ -388,3 +388,10 @@ def test_user_callback_problems_are_config_errors(tmp_path: Path):
     assert "fit.callbacks[2].broken:Takes: broken:Takes does not take the argument " \
         "'patiense'; did you mean 'patience'?" in output
     assert "fit.callbacks[3].broken:Missing: module broken has no class 'Missing'" in output
+
+
+@pytest.mark.parametrize(("monitor", "mode"), [
+    ("val_loss", "min"), ("val_accuracy", "max"), ("val_auc", "max"), ("val_precision", "max"),
+    ("out_recall", "max"), ("val_mae", "min"), ("val_top_k_categorical_accuracy", "max")])
+def test_auto_mode_follows_each_metrics_direction(monitor: str, mode: str):
+    assert cb.resolve_mode(monitor, "auto") == mode

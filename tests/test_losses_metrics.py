@@ -286,3 +286,64 @@ def test_weighted_accuracy_over_batches():
                            jnp.asarray(w[2:]))
     # hits 1, 1, 0, 0 with weights 3, 1, 1, 0
     assert float(m.result(sums)) == pytest.approx(4 / 5)
+
+
+# -- precision, recall, AUC: Keras's confusion-count metrics -----------------------------------
+def _seeded(n: int = 257):
+    rng = np.random.default_rng(0)
+    y_bin = rng.integers(0, 2, (n, 1)).astype(np.float32)
+    p_bin = np.clip(y_bin * 0.3 + rng.random((n, 1)) * 0.7, 0, 1).astype(np.float32)
+    y_ml = rng.integers(0, 2, (n, 4)).astype(np.float32)
+    p_ml = rng.random((n, 4)).astype(np.float32)
+    return y_bin, p_bin, y_ml, p_ml, rng.random(n).astype(np.float32) * 2
+
+
+def batched(name, y, p, w=None, batch=32, **args):
+    """The epoch's figure from batches of 32, as training accumulates it."""
+    m = metric(name, args=METRICS.args[METRICS.canonical(name)](**args))
+    w = np.ones(len(y), np.float32) if w is None else w
+    sums = sum(np.asarray(m.update(jnp.asarray(y[b:b + batch]), jnp.asarray(p[b:b + batch]),
+                                   jnp.asarray(w[b:b + batch])))
+               for b in range(0, len(y), batch))
+    return m.result(sums)
+
+
+def test_precision_and_recall_count_positives_over_the_epoch():
+    y = np.array([[1.0], [0.0], [1.0], [1.0], [0.0]])
+    p = np.array([[0.9], [0.8], [0.4], [0.7], [0.1]])  # TP 2, FP 1, FN 1
+    assert batched("precision", y, p, batch=2) == pytest.approx(2 / 3)
+    assert batched("recall", y, p, batch=2) == pytest.approx(2 / 3)
+    w = np.array([1.0, 3.0, 1.0, 1.0, 1.0])
+    assert batched("precision", y, p, w, batch=2) == pytest.approx(2 / 5)
+    assert batched("recall", y, p, thresholds=0.3) == pytest.approx(1.0)
+    assert metric("Precision").name == "precision"  # Keras's class name logs as Keras does
+
+
+def test_auc_of_perfect_inverted_and_tied_scores():
+    y = np.array([[0.0], [0.0], [1.0], [1.0]])
+    assert batched("auc", y, np.array([[0.1], [0.2], [0.8], [0.9]])) == pytest.approx(1.0)
+    assert batched("auc", y, np.array([[0.9], [0.8], [0.2], [0.1]])) == pytest.approx(0.0)
+    assert batched("auc", y, np.full((4, 1), 0.5)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("name", "args", "keras"), [
+    # Keras 3.15.1 (JAX backend) on the same seeded data: keras.metrics.Precision(), ...
+    ("precision", {}, (0.729927, 0.721037, 0.493827, 0.4974)),
+    ("recall", {}, (0.729927, 0.738248, 0.458015, 0.442484)),
+    ("auc", {}, (0.828193, 0.828252, 0.477921, 0.459302)),
+    ("auc", {"curve": "PR"}, (0.868073, 0.868913, 0.503621, 0.516767)),
+])
+def test_confusion_metrics_equal_keras(name, args, keras):
+    """Binary and multi-label targets, with and without sample weights, in batches."""
+    y_bin, p_bin, y_ml, p_ml, w = _seeded()
+    got = (batched(name, y_bin, p_bin, **args), batched(name, y_bin, p_bin, w, **args),
+           batched(name, y_ml, p_ml, **args), batched(name, y_ml, p_ml, w, **args))
+    assert got == pytest.approx(keras, abs=2e-6)
+
+
+def test_precision_top_k_recall_class_id_and_coarser_auc_equal_keras():
+    y_bin, p_bin, y_ml, p_ml, _ = _seeded()
+    assert batched("precision", y_ml, p_ml, top_k=2) == pytest.approx(0.476654, abs=2e-6)
+    assert batched("recall", y_ml, p_ml, class_id=1) == pytest.approx(0.443609, abs=2e-6)
+    assert batched("precision", y_ml, p_ml, thresholds=0.3) == pytest.approx(0.491429, abs=2e-6)
+    assert batched("auc", y_bin, p_bin, num_thresholds=50) == pytest.approx(0.826521, abs=2e-6)

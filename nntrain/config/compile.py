@@ -4,7 +4,7 @@ schedules, Keras's names and defaults (Keras's epsilon 1e-7, not optax's 1e-8)."
 from __future__ import annotations
 
 import difflib
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -104,6 +104,37 @@ class TopKCategoricalAccuracyArgs(MetricArgs):
 class SparseTopKCategoricalAccuracyArgs(MetricArgs):
     positional = "k"
     k: PositiveInt = 5
+
+
+class ThresholdMetricArgs(MetricArgs):
+    """Keras's Precision and Recall: an output value above `thresholds` is a positive (with
+    `top_k`, the k highest values are); `class_id` scores one output unit only."""
+
+    positional = "thresholds"
+    thresholds: Annotated[float, Field(ge=0, le=1)] | None = None  # 0.5, or top-k alone
+    top_k: PositiveInt | None = None
+    class_id: NonNegativeInt | None = None
+
+
+@METRICS.register("precision", "Precision")
+class PrecisionArgs(ThresholdMetricArgs):
+    pass
+
+
+@METRICS.register("recall", "Recall")
+class RecallArgs(ThresholdMetricArgs):
+    pass
+
+
+@METRICS.register("auc", "AUC")
+class AUCArgs(MetricArgs):
+    """Keras's AUC: the area under the ROC (or precision-recall) curve from confusion counts
+    at `num_thresholds` thresholds, interpolated as Keras does."""
+
+    num_thresholds: Annotated[int, Field(gt=1)] = 200
+    curve: Literal["ROC", "PR"] = "ROC"
+    summation_method: Literal["interpolation"] = "interpolation"
+    from_logits: bool = False
 
 
 # -- learning-rate schedules -------------------------------------------------------------------

@@ -75,10 +75,12 @@ class Callback:
 
 
 def resolve_mode(monitor: str, mode: str) -> str:
-    """Keras's `auto`: maximise accuracies and AUC, minimise everything else."""
+    """Keras's `auto`: maximise the metrics whose direction is up (accuracies, AUC,
+    precision, recall), minimise everything else."""
     if mode != "auto":
         return mode
-    return "max" if monitor.endswith(("acc", "accuracy", "auc")) else "min"
+    return "max" if monitor.endswith(("acc", "accuracy", "auc", "precision", "recall")) \
+        else "min"
 
 
 class Monitor:
