@@ -169,7 +169,7 @@ class ScheduledLearningRate(ValueError):
     """Setting a learning rate that a schedule recomputes at every step."""
 
 
-def set_learning_rate(opt_state, value: float):
+def set_learning_rate(opt_state: Any, value: float) -> Any:
     """A new optimizer state with the learning rate replaced (same structure and dtype: no
     recompile). The given state is left as it was. Refused when the rate
     follows a schedule: the next step would overwrite it."""

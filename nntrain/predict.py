@@ -7,18 +7,21 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 from rich.table import Table
 
+from nntrain.build import Setup
 from nntrain.data.arrays import ArraySet
 from nntrain.fsutil import atomic_write_bytes, atomic_write_text
 
 PREDICT_BATCH = 1024
 
 
-def predict_arrays(setup, weights, data: ArraySet) -> dict[str, np.ndarray]:
+def predict_arrays(setup: Setup, weights: dict[str, Any],
+                   data: ArraySet) -> dict[str, np.ndarray]:
     """Outputs for every row, in fixed-size batches (the last one padded) so one program
     serves any number of rows."""
     model = setup.model

@@ -51,6 +51,12 @@ class Trainer(Protocol):
     run: Any  # the run directory (nntrain.runs.Run)
     console: Any
     quiet: bool
+    steps_per_epoch: int
+    programs: Any  # the compiled programs (nntrain.train.programs.Programs): steps_per_call
+    checkpointer: Any  # the ModelCheckpoint that keeps checkpoints/best
+
+    @property
+    def resume_step(self) -> int: ...  # where the next epoch starts: 0, or a resumed step
 
     def get_weights(self) -> dict[str, Any]: ...
     def set_weights(self, weights: dict[str, Any]) -> None: ...
@@ -424,9 +430,8 @@ class TensorBoard(Callback):
         purge = first if self.resumed else None  # hide what a killed process wrote after it
         for name in ("train", "validation"):
             self._writer(name, purge)
-        self.steps_per_epoch = int(getattr(trainer, "steps_per_epoch", 1))
-        programs = getattr(trainer, "programs", None)
-        self.steps_per_call = int(getattr(programs, "steps_per_call", 1))
+        self.steps_per_epoch = trainer.steps_per_epoch
+        self.steps_per_call = trainer.programs.steps_per_call
         config_file = trainer.run.path / "config.yaml"
         if config_file.exists():
             text = config_file.read_text(encoding="utf-8")
@@ -438,10 +443,8 @@ class TensorBoard(Callback):
 
     def on_epoch_begin(self, epoch, trainer):
         self.epoch = epoch
-        resume_at = getattr(trainer, "_resume_at", None)  # a mid-epoch resume starts there
         # the epoch's first two calls are dispatched before the first report
-        self._maybe_start_trace(resume_at[0] if resume_at else 0, 2 * self.steps_per_call,
-                                trainer)
+        self._maybe_start_trace(trainer.resume_step, 2 * self.steps_per_call, trainer)
 
     def on_train_batch_end(self, batch, logs, trainer):
         if self.tracing and self._global(batch) >= self.profile[1]:
@@ -499,9 +502,8 @@ class TensorBoard(Callback):
 
     def metrics(self, trainer: Trainer) -> dict[str, float]:
         out: dict[str, float] = {}
-        checkpointer = getattr(trainer, "checkpointer", None)
-        tracker = getattr(checkpointer, "tracker", None)
-        if tracker is not None and tracker.best is not None:
+        tracker = trainer.checkpointer.tracker
+        if tracker.best is not None:
             out[f"hparams/best_{tracker.monitor}"] = float(tracker.best)
             out["hparams/best_epoch"] = float(tracker.best_epoch + 1)
         if trainer.history:

@@ -127,6 +127,11 @@ class Fitter:
             "step": np.int32(0)})
         self.keys = self.placement.replicate(keys)
 
+    @property
+    def resume_step(self) -> int:
+        """Where the next epoch starts: 0, or the step a mid-epoch checkpoint stopped at."""
+        return self._resume_at[0] if self._resume_at else 0
+
     def _make_callbacks(self) -> list[cb.Callback]:
         # the user code callbacks name, imported and checked: a config error (exit 2) if not
         code = cb.check_callbacks(self.setup.loaded)

@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from nntrain.build import Setup
+from nntrain.data.arrays import ArraySet
 from nntrain.data.generator import GeneratorSplit
 from nntrain.data.stream import Stream
 from nntrain.train.devices import Placement, fetch
@@ -183,11 +184,13 @@ class Programs:
                                               static_argnums=() if self.rolled else (7,))
         return self._train_chunks[key]
 
-    def train_epoch(self, carry: Carry, data: DeviceData, order, n_total: int, rng,
+    def train_epoch(self, carry: Carry, data: DeviceData | Stream | GeneratorSplit,
+                    order: jax.Array, n_total: int, rng: jax.Array,
                     on_chunk: Callable[[int, np.ndarray], None] | None = None, *,
                     start_step: int = 0, sums: np.ndarray | None = None,
                     should_stop: Callable[[], bool] | None = None, epoch: int = 0,
-                    meanwhile: Callable[[Carry], None] | None = None):
+                    meanwhile: Callable[[Carry], None] | None = None,
+                    ) -> tuple[Carry, np.ndarray, int]:
         """Run one epoch (or the rest of one, from `start_step` with the `sums` so far) in
         chunks. `on_chunk(steps_done, sums)` sees each chunk's running sums, read one chunk
         late so the device never waits for the host. `should_stop()` is asked after each
@@ -336,7 +339,8 @@ def epoch_order(rng: jax.Array, epoch: int, n: int, padded: int, shuffle: bool) 
     return jnp.pad(order.astype(jnp.int32), (0, padded - n))
 
 
-def place(data, placement: Placement | None, stream: bool) -> DeviceData | Stream:
+def place(data: ArraySet | GeneratorSplit, placement: Placement | None,
+          stream: bool) -> DeviceData | Stream | GeneratorSplit:
     """A split on the device(s), or streamed to them when it is over the memory budget."""
     put = jax.device_put if placement is None else placement.replicate
     if isinstance(data, GeneratorSplit):
@@ -347,7 +351,8 @@ def place(data, placement: Placement | None, stream: bool) -> DeviceData | Strea
     return to_device(data, placement=placement)
 
 
-def to_device(data, with_targets: bool = True, placement: Placement | None = None) -> DeviceData:
+def to_device(data: ArraySet, with_targets: bool = True,
+              placement: Placement | None = None) -> DeviceData:
     """Move an ArraySet to the device(s), keeping compact dtypes (uint8 pixels)."""
     out: DeviceData = {"x": dict(data.x), "y": dict(data.y) if with_targets else {}}
     if data.sample_weight is not None:
