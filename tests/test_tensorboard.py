@@ -177,7 +177,8 @@ def test_the_trace_covers_the_compiled_calls_holding_the_profiled_steps(tmp_path
         callback = cb.TensorBoard(TensorBoardArgs(profile_batch=profile_batch), tmp_path)
         trainer = SimpleNamespace(
             history=[], run=SimpleNamespace(path=tmp_path), quiet=True, console=None,
-            steps_per_epoch=steps, programs=SimpleNamespace(steps_per_call=k))
+            steps_per_epoch=steps, programs=SimpleNamespace(steps_per_call=k), resume_step=0,
+            checkpointer=SimpleNamespace(tracker=SimpleNamespace(best=None)))
         callback.on_train_begin(trainer)
         for epoch in range(epochs):
             callback.on_epoch_begin(epoch, trainer)
