@@ -69,8 +69,8 @@ def work(tmp_path_factory) -> Path:
     an_hour_ago = time.time() - 3600
     for path in gone.rglob("*"):
         os.utime(path, (an_hour_ago, an_hour_ago))
-    clone(first, "old", "20200101-130000", status="running", end=None,
-          start=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    clone(first, "old", "20200101-130000", status="running", end=None,  # the newest start
+          start=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() + 2)))
     damaged = clone(first, "old", "20200101-140000")
     (damaged / "run.json").write_text('{"name": "old", "sta')
     return work
