@@ -27,6 +27,37 @@ def _clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.stateless(clip)
 
 
+class KerasAdamState(NamedTuple):
+    count: Any  # steps taken
+    mu: Any
+    nu: Any
+    nu_max: Any  # amsgrad's running maximum of nu (None without amsgrad)
+
+
+def scale_by_keras_adam(b1: float, b2: float, eps: float,
+                        amsgrad: bool = False) -> optax.GradientTransformation:
+    """Keras's Adam step, `sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`: epsilon is
+    added before the bias correction (optax.adam adds it after, which differs for gradients
+    near epsilon in the first steps). Scale by the learning rate after this."""
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return KerasAdamState(jnp.zeros([], jnp.int32), zeros, zeros,
+                              zeros if amsgrad else None)
+
+    def update(updates, state, params=None):
+        t = (state.count + 1).astype(jnp.float32)
+        mu = jax.tree.map(lambda g, m: m + (g - m) * (1 - b1), updates, state.mu)
+        nu = jax.tree.map(lambda g, v: v + (g * g - v) * (1 - b2), updates, state.nu)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
+        scale = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        step = jax.tree.map(lambda m, v: scale * m / (jnp.sqrt(v) + eps), mu,
+                            nu_max if amsgrad else nu)
+        return step, KerasAdamState(optax.safe_increment(state.count), mu, nu, nu_max)
+
+    return optax.GradientTransformation(init, update)
+
+
 class KerasNadamState(NamedTuple):
     count: Any  # steps taken
     u_product: Any  # the product of the momentum schedule's values so far
@@ -118,12 +149,11 @@ def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformat
                 return optax.scale_by_learning_rate(learning_rate)
             return optax.chain(optax.scale_by_learning_rate(learning_rate),
                                optax.trace(decay=a.momentum, nesterov=a.nesterov))
-        if name == "adam":
-            maker = optax.amsgrad if a.amsgrad else optax.adam
-            return maker(learning_rate, b1=a.beta_1, b2=a.beta_2, eps=a.epsilon)
-        if name == "adamw":
-            return optax.adamw(learning_rate, b1=a.beta_1, b2=a.beta_2, eps=a.epsilon,
-                               weight_decay=a.weight_decay)
+        if name in ("adam", "adamw"):  # adamw: Keras decays each weight by lr * weight_decay
+            decay = [optax.add_decayed_weights(a.weight_decay)] if name == "adamw" else []
+            return optax.chain(
+                scale_by_keras_adam(a.beta_1, a.beta_2, a.epsilon, getattr(a, "amsgrad", False)),
+                *decay, optax.scale_by_learning_rate(learning_rate))
         if name == "nadam":
             return optax.chain(scale_by_keras_nadam(a.beta_1, a.beta_2, a.epsilon),
                                optax.scale_by_learning_rate(learning_rate))

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from nntrain.config.compile import AdamArgs, RMSpropArgs, SGDArgs
+from nntrain.config.compile import AdamArgs, AdamWArgs, RMSpropArgs, SGDArgs
 from nntrain.optimizers import build_optimizer, get_learning_rate, set_learning_rate
 
 G1 = {"w": np.array([1.0, -2.0, 0.5], np.float32), "b": np.array([3.0], np.float32)}
@@ -211,3 +211,36 @@ def test_nadam_follows_keras_momentum_schedule():
             w += step
     # Keras's first step is 1.063 lr (optax.nadam's, without the schedule: 1.47 lr)
     assert abs(float(got[0]["w"][0])) == pytest.approx(1.0628 * lr, rel=1e-3)
+
+
+@pytest.mark.parametrize(("name", "args"), [
+    ("adam", AdamArgs(learning_rate=0.002)),
+    ("adam", AdamArgs(learning_rate=0.002, amsgrad=True)),
+    ("adamw", AdamWArgs(learning_rate=0.002, weight_decay=0.1)),
+])
+def test_adam_family_follows_keras_step_by_step(name, args):
+    """Keras 3's Adam (keras/src/optimizers/adam.py) in NumPy: epsilon is added to sqrt(v)
+    before the bias correction, which shows with gradients near epsilon."""
+    b1, b2, eps, lr = 0.9, 0.999, 1e-7, 0.002
+    small = {"w": np.array([1e-6, -3e-7, 2e-5], np.float32), "b": np.array([5e-7], np.float32)}
+    grads = [small, G1, small, G2, small]
+    opt = build_optimizer(name, args)
+    p = params()
+    state = opt.init(p)
+    expected = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    m = {k: np.zeros_like(v) for k, v in expected.items()}
+    v = {k: np.zeros_like(x) for k, x in expected.items()}
+    v_max = {k: np.zeros_like(x) for k, x in expected.items()}
+    for t, g in enumerate(grads, start=1):
+        updates, state = opt.update(tmap(jnp.asarray, g), state, p)
+        p = optax.apply_updates(p, updates)
+        alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        for k in expected:
+            if name == "adamw":
+                expected[k] = expected[k] - expected[k] * 0.1 * lr
+            m[k] = m[k] + (g[k] - m[k]) * (1 - b1)
+            v[k] = v[k] + (g[k] ** 2 - v[k]) * (1 - b2)
+            v_max[k] = np.maximum(v_max[k], v[k])
+            denominator = np.sqrt(v_max[k] if args.model_dump().get("amsgrad") else v[k]) + eps
+            expected[k] = expected[k] - alpha * m[k] / denominator
+        assert_tree_close(p, expected, rtol=2e-5)
