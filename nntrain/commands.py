@@ -83,7 +83,8 @@ def validate(config_path: Path, overrides: list[str], console: Console) -> None:
         f"[green]✓[/] {config_path} is valid: model '{loaded.config.name}', "
         f"{_plural(len(setup.graph.nodes), 'layer')}, "
         f"{model.trainable_count + model.non_trainable_count:,}"
-        f" parameters, outputs {', '.join(setup.graph.outputs)}", highlight=False)
+        f" parameters, outputs {', '.join(setup.graph.outputs)}", highlight=False,
+        soft_wrap=True)
 
 
 def _plural(n: int, noun: str) -> str:
@@ -186,7 +187,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             f"Resuming {run.path} at epoch {initial_epoch + 1}{sizes}" \
             if initial_epoch < epochs else f"{run.path} has trained all {epochs} epochs: " \
             f"nothing to train (to train longer: --epochs N, N > {epochs})"
-        console.print(what, highlight=False)
+        console.print(what, highlight=False, soft_wrap=True)
     del dataset  # the fitter's alone now: it lets the host copies go once on the device
     status, result, test = "failed", None, None
     try:
