@@ -97,7 +97,7 @@ def test_housing_wide_deep_reports_every_output(tmp_path: Path):
 @pytest.mark.slow
 def test_fashion_cnn_learns_in_three_epochs(tmp_path: Path):
     """The CNN on real Fashion-MNIST, 3 of its 15 epochs (under 2 minutes on 2 CPU cores):
-    0.894 test accuracy with the config's seed."""
+    about 0.9 test accuracy with the config's seed (val_accuracy 0.9074 after epoch 3)."""
     nntrain("fit", str(CONFIGS / "fashion_cnn.yaml"), "--epochs", "3", "-q", cwd=tmp_path)
     run = next(tmp_path.glob("runs/fashion_cnn/*"))
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0.88
