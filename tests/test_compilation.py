@@ -97,3 +97,33 @@ def test_seed_keys_are_jaxs_own_derivation_for_every_allowed_seed(seed: int):
     for i, name in enumerate(("init", "order", "dropout")):
         assert (jax.random.key_data(keys[name]).tolist()
                 == jax.random.key_data(jax.random.fold_in(root, i)).tolist())
+
+
+def test_weights_come_to_the_host_once_an_epoch_however_many_callbacks_ask(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Early stopping (restore_best_weights) and the checkpoint both want the weights in an
+    improving epoch: one copy from the device serves both."""
+    import nntrain.train.fit as fit_module
+
+    loaded = load_config(TINY, ["fit.epochs=3"])  # both callbacks, val_loss improving
+    setup = prepare(loaded)
+    dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+    fitter = Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True), True)
+    copies: list[int] = []
+    real_fetch = fit_module.fetch
+
+    def counting(tree):  # copies from the device, not the host arrays a save passes on
+        if isinstance(tree, dict) and set(tree) == {"params", "state"} and any(
+                isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(tree)):
+            copies.append(1)
+        return real_fetch(tree)
+
+    monkeypatch.setattr(fit_module, "fetch", counting)
+    result = fitter.fit()
+    improving = sum(1 for i, row in enumerate(result.history)
+                    if row["val_loss"] < min([r["val_loss"] for r in result.history[:i]],
+                                             default=float("inf")))
+    assert improving == 3
+    assert len(copies) == 3  # not 6
+    stopper = next(c for c in fitter.callbacks if type(c).__name__ == "EarlyStopping")
+    assert stopper.best_weights is fitter.best_weights

@@ -607,7 +607,7 @@ class ModelView:
         self._trainer.stop_training = bool(value)
 
     def get_weights(self) -> dict[str, Any]:
-        return self._between_epochs("get_weights()").get_weights()
+        return dict(self._between_epochs("get_weights()").get_weights())  # the user's own
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         self._between_epochs("set_weights()").set_weights(weights)

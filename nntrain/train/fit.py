@@ -110,6 +110,7 @@ class Fitter:
         self.best_weights: dict[str, Any] | None = None
         self.stop_signal: int | None = None
         self._resume_at: tuple[int, np.ndarray] | None = None  # mid-epoch resume point
+        self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
         self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
         # history.png is drawn beside training, never holding up the next epoch
         self._plotter = ThreadPoolExecutor(1, thread_name_prefix="nntrain-plot",
@@ -168,7 +169,15 @@ class Fitter:
 
     # -- what callbacks use ------------------------------------------------------------------
     def get_weights(self) -> dict[str, Any]:
-        return fetch({"params": self.carry["params"], "state": self.carry["state"]})
+        """The weights on the host: one copy from the device per state of the weights,
+        however many ask (early stopping and the checkpoint both do in an improving epoch;
+        for a large model each copy is the model's size)."""
+        params, state = self.carry["params"], self.carry["state"]
+        cached = self._host_weights
+        if cached is None or cached[0] is not params or cached[1] is not state:
+            cached = self._host_weights = (params, state,
+                                           fetch({"params": params, "state": state}))
+        return cached[2]
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         self.carry = {**self.carry, **self.placement.replicate(weights)}
@@ -301,6 +310,7 @@ class Fitter:
         for callback in self.callbacks:
             callback.on_train_begin(self)
         for epoch in range(initial_epoch, epochs):
+            self._host_weights = None  # the last epoch's copy: no longer needed here
             for callback in self.callbacks:
                 callback.on_epoch_begin(epoch, self)
             start = time.perf_counter()
