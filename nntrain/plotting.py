@@ -46,15 +46,6 @@ def _new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=DPI)
 
 
-def prepare() -> None:
-    """Import matplotlib and load its font and PNG writer now (0.5 s, most of a first
-    drawing's cost), so that a later drawing costs only its own time: `fit` calls this on
-    its drawing thread while the programs compile."""
-    fig = _new_figure(1, 1)
-    fig.add_subplot().plot([0, 1], [0, 1], label="x")
-    fig.savefig(io.BytesIO(), format="png", dpi=10)
-
-
 def _epoch_axis(ax, epochs: Sequence[int]) -> None:
     from matplotlib.ticker import MaxNLocator
 

@@ -33,7 +33,6 @@ from nntrain.errors import TrainingFailed
 from nntrain.fsutil import atomic_write_json, atomic_write_text
 from nntrain.optimizers import get_learning_rate
 from nntrain.plotting import plot_history
-from nntrain.plotting import prepare as prepare_plotting
 from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
@@ -303,9 +302,6 @@ class Fitter:
             # device's memory is the same RAM, and both copies doubled the data's share)
             self.dataset = dataclasses.replace(self.dataset, train=None, validation=None)
         padded = self.steps_per_epoch * config.fit.batch_size
-        # matplotlib's import and fonts load beside the first compiles, not in the middle
-        # of epoch 2 (where the first history.png used to slow training by 10-20%)
-        self._drawing = self._plotter.submit(prepare_plotting)
         status, reason = "completed", ""
         for callback in self.callbacks:
             callback.on_train_begin(self)
