@@ -114,6 +114,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
     setup = Setup(loaded, graph, model, losses, {o: weights.get(o, 1.0) for o in outputs},
                   metrics, io)
     _check_monitors(setup)
+    _check_metric_args(setup)
     _check_class_weight(setup)
     from nntrain.train.callbacks import check_callbacks
 
@@ -174,8 +175,8 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
     if generated and config.fit.validation_batch_size is not None:
         issues.append(setup.loaded.issue(
             ("fit", "validation_batch_size"),
-            "a generator's batches have fit.batch_size rows in every split",
-            "drop fit.validation_batch_size: the generator makes the validation batches"))
+            "a generator's batches have fit.batch_size rows in every split: drop "
+            "fit.validation_batch_size, the generator makes the validation batches"))
     for i, entry in enumerate(config.fit.callbacks):
         args = entry_args(entry)
         monitor = getattr(args, "monitor", None)
@@ -201,20 +202,46 @@ def check_generated_validation(setup: Setup, dataset: Dataset) -> None:
         _check_monitors(setup, has_validation=False)
 
 
+def _check_metric_args(setup: Setup) -> None:
+    """`class_id` and `top_k` within the output's units: JAX would clamp an index past the
+    last class and score another class without a word."""
+    entries = setup.loaded.config.compile.metrics
+    issues = []
+    for out in setup.graph.outputs:
+        listed = entries.get(out, []) if isinstance(entries, dict) else entries
+        units = setup.io.outputs[out][-1] if setup.io.outputs[out] else 1
+        for i, entry in enumerate(listed):
+            args = entry_args(entry)
+            path = ("compile", "metrics", *((out,) if isinstance(entries, dict) else ()), i,
+                    entry_name(entry))
+            for key in ("class_id", "top_k"):
+                value = getattr(args, key, None)
+                limit = units - 1 if key == "class_id" else units
+                if value is not None and value > limit:
+                    issues.append(setup.loaded.issue(
+                        (*path, key), f"{key} {value} is past the output's {units} units "
+                        f"(at most {limit})"))
+    if issues:
+        raise ConfigError(issues)
+
+
 def _check_class_weight(setup: Setup) -> None:
     class_weight = setup.loaded.config.fit.class_weight
     if not class_weight:
         return
     outputs = list(setup.graph.outputs)
-    units = setup.io.outputs[outputs[0]][-1] if len(outputs) == 1 else 0
+    shape = setup.io.outputs[outputs[0]] if len(outputs) == 1 else ()
     loss = setup.losses[outputs[0]].name if len(outputs) == 1 else ""
-    if not (loss in ("sparse_categorical_crossentropy", "categorical_crossentropy")
-            or (loss == "binary_crossentropy" and units == 1)):
+    # one class per example: a sequence of predictions (time, classes) has no single class
+    if len(shape) != 1 or not (
+            loss in ("sparse_categorical_crossentropy", "categorical_crossentropy")
+            or (loss == "binary_crossentropy" and shape == (1,))):
         raise ConfigError([setup.loaded.issue(
             ("fit", "class_weight"),
-            "class_weight needs one output trained with sparse_categorical_crossentropy, "
-            "categorical_crossentropy, or binary_crossentropy on one unit",
-            "for other outputs give per-example weights in data.sample_weight")])
+            "class_weight needs one output of one class per example, trained with "
+            "sparse_categorical_crossentropy, categorical_crossentropy, or "
+            "binary_crossentropy on one unit; for other outputs give per-example weights in "
+            "data.sample_weight")])
     classes = _class_count(setup)
     bad = [c for c in class_weight if not 0 <= c < classes]
     if bad:

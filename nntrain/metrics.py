@@ -115,9 +115,10 @@ def _precision_or_recall(kind: str, log_name: str, args: Args) -> Metric:
     def update(y, pred, weight):
         truth = match_targets(y, pred) != 0
         w = _weights_like(weight, pred)
-        if top_k is not None:
-            kth = jnp.sort(pred, axis=-1)[..., -top_k:][..., :1]
-            pred = jnp.where(pred >= kth, pred, -jnp.inf)
+        if top_k is not None:  # exactly k kept, ties or not, as Keras's _filter_top_k
+            top = jax.lax.top_k(pred, top_k)[1]
+            kept = jax.nn.one_hot(top, pred.shape[-1], dtype=jnp.bool_).any(axis=-2)
+            pred = jnp.where(kept, pred, -jnp.inf)
         if class_id is not None:
             truth, pred, w = truth[..., class_id], pred[..., class_id], w[..., class_id]
         positive = pred > threshold

@@ -245,3 +245,15 @@ def test_bad_overrides_are_named_by_their_set(tmp_path: Path, assignment: str, e
     result = nntrain("fit", str(TINY), "--set", assignment, cwd=tmp_path)
     _rejected(result, expected)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("metric", ["{precision: {class_id: 3}}", "{recall: {top_k: 4}}"])
+def test_metric_arguments_past_the_outputs_units_are_refused(tmp_path: Path, metric: str):
+    """JAX clamps an index past the last class: class 3 of 3 would score class 2 silently."""
+    config = _classifier(tmp_path, GOOD_X, np.eye(3, dtype=np.float32)[GOOD_Y])
+    config.write_text(config.read_text().replace(
+        "  loss: sparse_categorical_crossentropy\n",
+        f"  loss: categorical_crossentropy\n  metrics: [{metric}]\n"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "is past the output's 3 units" in result.output

@@ -395,3 +395,30 @@ def test_user_callback_problems_are_config_errors(tmp_path: Path):
     ("out_recall", "max"), ("val_mae", "min"), ("val_top_k_categorical_accuracy", "max")])
 def test_auto_mode_follows_each_metrics_direction(monitor: str, mode: str):
     assert cb.resolve_mode(monitor, "auto") == mode
+
+
+EDITS_WEIGHTS = """
+import numpy as np
+
+
+class ZeroACopy:
+    \"\"\"Edits the dict get_weights returns, without set_weights: the model is untouched.\"\"\"
+
+    def on_epoch_end(self, epoch, logs):
+        weights = self.model.get_weights()
+        for layer in weights["params"].values():
+            for name in list(layer):
+                layer[name] = np.zeros_like(layer[name])
+"""
+
+
+def test_editing_get_weights_leaves_the_best_weights_alone(tmp_path: Path):
+    (tmp_path / "edits.py").write_text(EDITS_WEIGHTS)
+    config = tiny(tmp_path, ["edits:ZeroACopy", {"early_stopping": {
+        "monitor": "val_loss", "patience": 5, "restore_best_weights": True}}], epochs=3)
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "cb").iterdir()
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    assert test["loss"] < 1.05  # zeroed weights would give ln 3 = 1.0986 exactly
+    assert abs(test["loss"] - math.log(3)) > 1e-3

@@ -331,3 +331,32 @@ def test_full_disk_when_creating_the_checkpoint_folder(tmp_path, monkeypatch):
         _save_epochs(folder, 2)
     monkeypatch.undo()
     assert checkpoint.load(folder)[1]["epoch"] == 1
+
+
+def test_an_optimizer_state_of_another_layout_says_so(tmp_path):
+    """Resuming needs the optimizer state as this nntrain keeps it: a checkpoint from another
+    optimizer (or an older nntrain's Nadam) is refused with a message that says which part
+    differs and that the weights themselves are fine."""
+    from rich.console import Console
+
+    from nntrain.build import prepare
+    from nntrain.config.loader import load_config
+    from nntrain.data.sources import load_dataset
+    from nntrain.runs import create_run
+    from nntrain.train.fit import Fitter
+
+    tiny = Path(__file__).resolve().parent / "configs" / "tiny_mlp.yaml"
+
+    def fitter_for(optimizer: str, run):
+        loaded = load_config(tiny, ["fit.epochs=1", "fit.callbacks=[]",
+                                    f"compile.optimizer={optimizer}"])
+        setup = prepare(loaded)
+        data = load_dataset(loaded.config.data, setup.io, tiny.parent, loaded.config.seed)
+        return Fitter(setup, data, run, Console(quiet=True), True)
+
+    run = create_run(tmp_path, "tiny")
+    fitter_for("{sgd: {momentum: 0.9}}", run).fit()
+    with pytest.raises(CheckpointError) as info:
+        fitter_for("adam", run).restore()
+    assert "(the optimizer's state)" in info.value.message
+    assert "the weights are fine for evaluate and predict" in info.value.hint

@@ -761,6 +761,8 @@ def test_class_weight_reads_classes_as_keras_does():
     (WEIGHTED.replace("units: 3, activation: softmax", "units: 1, activation: sigmoid")
      .replace("sparse_categorical_crossentropy", "binary_crossentropy"), True),
     (WEIGHTED.replace("sparse_categorical_crossentropy", "mse"), False),
+    # a class per time step (outputs of shape (4, 3)): no single class per example
+    (WEIGHTED.replace("input: [2]", "input: [4, 2]"), False),
 ])
 def test_class_weight_takes_the_cross_entropies(tmp_path: Path, model: str, ok: bool):
     config = write_config(tmp_path, "dataset: synthetic\n", model,
@@ -768,4 +770,5 @@ def test_class_weight_takes_the_cross_entropies(tmp_path: Path, model: str, ok: 
     result = nntrain("validate", str(config))
     assert (result.exit_code == 0) is ok, result.output
     if not ok:
-        assert "class_weight needs one output trained with" in result.output
+        assert "class_weight needs one output of one class per example" in result.output
+        assert "did you mean" not in result.output

@@ -347,3 +347,11 @@ def test_precision_top_k_recall_class_id_and_coarser_auc_equal_keras():
     assert batched("recall", y_ml, p_ml, class_id=1) == pytest.approx(0.443609, abs=2e-6)
     assert batched("precision", y_ml, p_ml, thresholds=0.3) == pytest.approx(0.491429, abs=2e-6)
     assert batched("auc", y_bin, p_bin, num_thresholds=50) == pytest.approx(0.826521, abs=2e-6)
+
+
+def test_precision_top_k_keeps_exactly_k_when_scores_tie():
+    # Keras's _filter_top_k: ties at the k-th value do not add positives (Keras: 0.25, 0.5)
+    y = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    p = np.array([[0.5, 0.25, 0.25], [0.5, 0.25, 0.25]])
+    assert batched("precision", y, p, top_k=2) == pytest.approx(0.25)
+    assert batched("recall", y, p, top_k=2) == pytest.approx(0.5)

@@ -36,6 +36,7 @@ from nntrain.config.loader import ConfigError, closest, format_path
 from nntrain.custom import load_object
 from nntrain.errors import UserError
 from nntrain.fsutil import disk_space
+from nntrain.lazy import jax
 from nntrain.optimizers import (
     ScheduledLearningRate,
     build_schedule,
@@ -607,7 +608,9 @@ class ModelView:
         self._trainer.stop_training = bool(value)
 
     def get_weights(self) -> dict[str, Any]:
-        return dict(self._between_epochs("get_weights()").get_weights())  # the user's own
+        # containers of the user's own (the read-only arrays are shared): the same host copy
+        # also holds the best weights, which an edit of this dict must not reach
+        return jax.tree.map(lambda a: a, self._between_epochs("get_weights()").get_weights())
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         self._between_epochs("set_weights()").set_weights(weights)

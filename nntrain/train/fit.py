@@ -197,8 +197,19 @@ class Fitter:
         arrays, meta = resumed.arrays, resumed.meta
         where = str(self.run.checkpoints / "last")
         for name in ("params", "state", "opt_state"):
-            self.carry[name] = self.placement.replicate(
-                checkpoint.unflatten(self.carry[name], checkpoint.subtree(arrays, name), where))
+            try:
+                restored = checkpoint.unflatten(self.carry[name], checkpoint.subtree(arrays, name),
+                                                where)
+            except checkpoint.CheckpointError as e:
+                if name != "opt_state":
+                    raise
+                raise checkpoint.CheckpointError(
+                    f"{e.message} (the optimizer's state)",
+                    "the checkpoint's optimizer state has another layout: another optimizer, "
+                    "or one an older nntrain kept differently (nadam before it followed "
+                    "Keras's momentum schedule); the weights are fine for evaluate and predict,"
+                    " but training must start anew") from None
+            self.carry[name] = self.placement.replicate(restored)
         self.carry["step"] = self.placement.replicate(jnp.int32(arrays["step"]))
         self.history = meta["history"]
         for callback, state in zip(self.callbacks, meta["callbacks"], strict=True):
