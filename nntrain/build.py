@@ -114,6 +114,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
     setup = Setup(loaded, graph, model, losses, {o: weights.get(o, 1.0) for o in outputs},
                   metrics, io)
     _check_monitors(setup)
+    _check_generated_batches(setup)
     _check_metric_args(setup)
     _check_class_weight(setup)
     from nntrain.train.callbacks import check_callbacks
@@ -172,11 +173,6 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
     train_names = setup.log_names()
     names = train_names + ([f"val_{n}" for n in train_names] if has_validation else [])
     issues = []
-    if generated and config.fit.validation_batch_size is not None:
-        issues.append(setup.loaded.issue(
-            ("fit", "validation_batch_size"),
-            "a generator's batches have fit.batch_size rows in every split: drop "
-            "fit.validation_batch_size, the generator makes the validation batches"))
     for i, entry in enumerate(config.fit.callbacks):
         args = entry_args(entry)
         monitor = getattr(args, "monitor", None)
@@ -193,6 +189,15 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
                 closest(name, names)))
     if issues:
         raise ConfigError(issues)
+
+
+def _check_generated_batches(setup: Setup) -> None:
+    config = setup.loaded.config
+    if config.data.generator is not None and config.fit.validation_batch_size is not None:
+        raise ConfigError([setup.loaded.issue(
+            ("fit", "validation_batch_size"),
+            "a generator's batches have fit.batch_size rows in every split: drop "
+            "fit.validation_batch_size, the generator makes the validation batches")])
 
 
 def check_generated_validation(setup: Setup, dataset: Dataset) -> None:

@@ -197,14 +197,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         if fitter.stop_signal is not None and status == "completed":
             # the signal came after the last epoch: the run is whole, only the test
             # evaluation is skipped
-            run.update_info(status=status, end=_now(), stop_reason=None)
-            if as_json:
-                _emit_end(run, status, result, None)
-            console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}) after "
-                          f"the last epoch:[/] training is complete, the test split was not "
-                          f"evaluated. Test figures: nntrain evaluate {run.path}",
-                          soft_wrap=True)
-            return 128 + fitter.stop_signal
+            return _complete_without_test(
+                run, result, console, as_json, 128 + fitter.stop_signal,
+                f"Stopped ({signal.Signals(fitter.stop_signal).name}) after the last epoch:")
         if fitter.stop_signal is not None:
             run.update_info(status=status, end=_now(), stop_reason=result.stop_reason)
             if as_json:
@@ -223,13 +218,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     except KeyboardInterrupt:  # a second Ctrl-C: out at once; the last checkpoint stands
         if result is not None and result.status == "completed":  # in the test evaluation
             status = "completed"
-            run.update_info(status=status, end=_now(), stop_reason=None)
-            if as_json:
-                _emit_end(run, status, result, None)
-            console.print(f"[yellow]Interrupted in the test evaluation:[/] training is "
-                          f"complete. Test figures: nntrain evaluate {run.path}",
-                          soft_wrap=True)
-            return 130
+            return _complete_without_test(run, result, console, as_json, 130,
+                                          "Interrupted in the test evaluation:")
         status = "stopped"
         run.update_info(status=status, end=_now(), stop_reason="interrupted")
         if as_json:
@@ -252,6 +242,17 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if not quiet:
         _print_fit_result(console, run, result, test)
     return 0
+
+
+def _complete_without_test(run: Run, result, console: Console, as_json: bool, code: int,
+                           what: str) -> int:
+    """A signal after the last epoch: the run is complete, only its test figures are not."""
+    run.update_info(status="completed", end=_now(), stop_reason=None)
+    if as_json:
+        _emit_end(run, "completed", result, None)
+    console.print(f"[yellow]{what}[/] training is complete, the test split was not evaluated. "
+                  f"Test figures: nntrain evaluate {run.path}", soft_wrap=True)
+    return code
 
 
 def _restore(fitter, run: Run, console: Console) -> int:

@@ -54,15 +54,20 @@ def _top_k(k: int, sparse: bool):
     return hit
 
 
-def _accuracy_kind(y: jax.Array, pred: jax.Array) -> str:
-    """Which accuracy plain "accuracy" is, from the shapes, as Keras 3 decides
+def _are_labels(targets: tuple[int, ...], output: tuple[int, ...]) -> bool:
+    """Targets (per example) that are class indices: one dimension fewer than the output,
+    or a last dimension of 1 against several units."""
+    return len(targets) < len(output) or (targets[-1:] == (1,) and output[-1:] != (1,))
+
+
+def _accuracy_kind(targets: tuple[int, ...], output: tuple[int, ...]) -> str:
+    """Which accuracy plain "accuracy" is, from the per-example shapes, as Keras 3 decides
     (`compile_utils.is_binary_or_sparse_categorical`): one output unit is binary, class
-    indices (one dimension fewer, or a last dimension of 1) sparse, else categorical."""
-    if pred.shape[-1] == 1:
+    indices sparse, else categorical."""
+    if output[-1:] == (1,):
         return "binary_accuracy"
-    if y.ndim < pred.ndim or y.shape[-1] == 1:
-        return "sparse_categorical_accuracy"
-    return "categorical_accuracy"
+    return "sparse_categorical_accuracy" if _are_labels(targets, output) \
+        else "categorical_accuracy"
 
 
 _OTHER_FORM = {"categorical_accuracy": "sparse_categorical_accuracy",
@@ -75,10 +80,9 @@ def target_problem(written: str, targets: tuple[int, ...],
     """(what the metric needs, how to fix it) when targets of shape `targets` (per example)
     cannot be scored against outputs of shape `output`; None when they can."""
     name = METRICS.canonical(written)
-    labels = len(targets) < len(output) or (targets[-1:] == (1,) and output[-1] > 1)
+    labels = _are_labels(targets, output)
     if name == "accuracy":
-        name = "binary_accuracy" if output[-1] == 1 else \
-            "sparse_categorical_accuracy" if labels else "categorical_accuracy"
+        name = _accuracy_kind(targets, output)
     if name.startswith("sparse_"):
         need, fine = "class indices (one integer per example)", labels
     elif name in _OTHER_FORM:
@@ -199,7 +203,7 @@ def build_metric(written: str, args: Args) -> Metric:
             (p > getattr(args, "threshold", 0.5)) == (match_targets(y, p) > 0.5)
         ).astype(jnp.float32),
         # resolved when the step is traced: the shapes are known there
-        "accuracy": lambda y, p: per_example[_accuracy_kind(y, p)](y, p),
+        "accuracy": lambda y, p: per_example[_accuracy_kind(y.shape[1:], p.shape[1:])](y, p),
         "top_k_categorical_accuracy": _top_k(getattr(args, "k", 5), sparse=False),
         "sparse_top_k_categorical_accuracy": _top_k(getattr(args, "k", 5), sparse=True),
         "mean_absolute_error": lambda y, p: jnp.abs(p - match_targets(y, p)),

@@ -27,6 +27,13 @@ def _clip_each_by_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.stateless(clip)
 
 
+def _keras_moments(updates: Any, mu: Any, nu: Any, b1: float, b2: float) -> tuple[Any, Any]:
+    """The first and second moments, updated in Keras's arithmetic (`m + (g - m) * (1 - b1)`),
+    so the steps match Keras's to the last bit."""
+    return (jax.tree.map(lambda g, m: m + (g - m) * (1 - b1), updates, mu),
+            jax.tree.map(lambda g, v: v + (g * g - v) * (1 - b2), updates, nu))
+
+
 class KerasAdamState(NamedTuple):
     count: Any  # steps taken
     mu: Any
@@ -47,8 +54,7 @@ def scale_by_keras_adam(b1: float, b2: float, eps: float,
 
     def update(updates, state, params=None):
         t = (state.count + 1).astype(jnp.float32)
-        mu = jax.tree.map(lambda g, m: m + (g - m) * (1 - b1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: v + (g * g - v) * (1 - b2), updates, state.nu)
+        mu, nu = _keras_moments(updates, state.mu, state.nu, b1, b2)
         nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu) if amsgrad else None
         scale = jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         step = jax.tree.map(lambda m, v: scale * m / (jnp.sqrt(v) + eps), mu,
@@ -80,8 +86,7 @@ def scale_by_keras_nadam(b1: float, b2: float, eps: float) -> optax.GradientTran
         u_next = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
         u_product = state.u_product * u_t
         u_product_next = u_product * u_next
-        mu = jax.tree.map(lambda g, m: m + (g - m) * (1 - b1), updates, state.mu)
-        nu = jax.tree.map(lambda g, v: v + (g * g - v) * (1 - b2), updates, state.nu)
+        mu, nu = _keras_moments(updates, state.mu, state.nu, b1, b2)
 
         def step(g, m, v):
             m_hat = u_next * m / (1 - u_product_next) + (1 - u_t) * g / (1 - u_product)
