@@ -7,6 +7,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# JAX's CPU client uses a 64-byte aligned array in place; it copies any other one, and for
+# a moment the data is in memory twice (numpy's big arrays start 16 bytes into a page).
+DEVICE_ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+    """An uninitialized array whose data starts on a DEVICE_ALIGNMENT boundary, for data
+    bound for the device."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buffer = np.empty(nbytes + DEVICE_ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % DEVICE_ALIGNMENT
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
 
 @dataclass
 class ArraySet:

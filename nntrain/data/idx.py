@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nntrain.data.arrays import aligned_empty
 from nntrain.errors import DataError
 
 __all__ = ["parse_idx", "read_bytes", "read_idx"]
@@ -76,9 +77,12 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
             f"for shape {shape}",
             _DAMAGED_HINT,
         )
-    flat = np.frombuffer(data, dtype=dtype, offset=header)
-    # One copy: native byte order and writable (frombuffer over bytes is read-only).
-    return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
+    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    # One copy: native byte order, writable (frombuffer over bytes is read-only), and
+    # aligned so that the device can use it in place
+    array = aligned_empty(shape, dtype.newbyteorder("="))
+    array[...] = values
+    return array
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from nntrain.config.schema import DataConfig, SplitConfig
 from nntrain.data import builtin, fashion_mnist
-from nntrain.data.arrays import ArraySet
+from nntrain.data.arrays import ArraySet, aligned_empty
 from nntrain.data.tabular import (
     Table,
     category_values,
@@ -244,20 +244,24 @@ def _synthetic(config: DataConfig, io: ModelIO, seed: int) -> tuple[ArraySet, Ar
     total = spec.samples + spec.test_samples
     x = {}
     for name, (shape, dtype) in io.inputs.items():
+        # drawn straight into the array that goes to the device: no float64 or int64 copy
         if spec.integer_inputs or dtype != "float32":
-            x[name] = rng.integers(0, 256, size=(total, *shape)).astype(dtype)
+            x[name] = aligned_empty((total, *shape), dtype)
+            x[name][...] = rng.integers(0, 256, size=(total, *shape), dtype=np.int32)
         else:
-            x[name] = rng.standard_normal((total, *shape)).astype(np.float32)
-    features = np.concatenate([v.reshape(total, -1).astype(np.float32) for v in x.values()], 1)
+            x[name] = rng.standard_normal(dtype=np.float32,
+                                          out=aligned_empty((total, *shape), np.float32))
+    parts = [v.reshape(total, -1).astype(np.float32, copy=False) for v in x.values()]
+    features = parts[0] if len(parts) == 1 else np.concatenate(parts, 1)
     features = (features - features.mean(0)) / (features.std(0) + 1e-6)
     y = {}
     for name, shape in io.outputs.items():
         if spec.classes:
-            teacher = rng.standard_normal((features.shape[1], spec.classes))
+            teacher = rng.standard_normal((features.shape[1], spec.classes), np.float32)
             labels = np.argmax(features @ teacher, axis=1).astype(np.int32)
             y[name] = labels
         else:
-            teacher = rng.standard_normal((features.shape[1], int(np.prod(shape))))
+            teacher = rng.standard_normal((features.shape[1], int(np.prod(shape))), np.float32)
             y[name] = (features @ teacher / np.sqrt(features.shape[1])).astype(np.float32)
             y[name] = y[name].reshape(total, *shape)
     data = ArraySet(x, y)

@@ -37,6 +37,7 @@ from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.devices import Placement, fetch
+from nntrain.train.memory import release_freed_memory
 from nntrain.train.programs import (
     Carry,
     Programs,
@@ -346,7 +347,7 @@ class Fitter:
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
                     should_stop=self._stop_agreed, epoch=epoch,
-                    meanwhile=self._compile_validation(validation, epoch == initial_epoch))
+                    meanwhile=self._after_first_call(validation, epoch == initial_epoch))
             if done < self.steps_per_epoch:  # interrupted: keep the place in the epoch
                 self._save_last(epoch, (done, sums))
                 status = "stopped"
@@ -357,6 +358,7 @@ class Fitter:
                 val = programs.evaluate(self.carry["params"], self.carry["state"], validation,
                                         self.n_validation)
                 logs.update({f"val_{k}": v for k, v in val.items()})
+            release_freed_memory()  # training's and validation's scratch, before the next
             logs["learning_rate"] = get_learning_rate(self.carry["opt_state"])
             best_before = self.checkpointer.tracker.best_epoch
             # what callbacks print comes after the epoch's line, as in Keras (the line says
@@ -391,12 +393,19 @@ class Fitter:
             callback.on_train_end(self)
         return self._result(status, reason)
 
-    def _compile_validation(self, validation, first: bool) -> Callable[[Carry], None] | None:
-        """For the first epoch: compile the validation program while its training runs."""
-        if not first or validation is None or self.streaming:
+    def _after_first_call(self, validation, first: bool) -> Callable[[Carry], None] | None:
+        """For the first epoch, while its first chunk runs: compile the validation program,
+        then hand the compilers' scratch memory back."""
+        if not first:
             return None
-        return lambda carry: self.programs.compile_evaluate(carry["params"], carry["state"],
-                                                            validation, self.n_validation)
+
+        def meanwhile(carry: Carry) -> None:
+            if validation is not None and not self.streaming:
+                self.programs.compile_evaluate(carry["params"], carry["state"], validation,
+                                               self.n_validation)
+            release_freed_memory()
+
+        return meanwhile
 
     def _record_epoch(self, epoch: int) -> None:
         self._save_last(epoch)
@@ -452,6 +461,7 @@ class Fitter:
         if self.dataset.test is None:
             return None
         weights = self.placement.replicate(self.best_weights or self.get_weights())
+        release_freed_memory()  # training's buffers, before the test set's
         return self.programs.evaluate(weights["params"], weights["state"],
                                       place(self.dataset.test, self.placement,
                                             self.streaming),
