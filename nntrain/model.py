@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from nntrain import regularizers
+from nntrain.config.entries import entry_name
 from nntrain.graph import Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
-from nntrain.layers.base import Shape
+from nntrain.layers.base import Shape, Weight
 from nntrain.lazy import jax, jnp
 
 Pytree = Any
@@ -47,7 +49,21 @@ class Model:
         # shapes and parameter counts, before (and without) creating any weight
         self._infos: list[LayerInfo] = []
         self.output_shapes: dict[str, tuple[int, ...]] = {}
-        self._walk(lambda layer, _, shape: _layer_shapes(layer, shape))
+        declared, _ = self._walk(lambda layer, _, shape: _layer_shapes(layer, shape))
+        # (layer, weight) -> function, for the weights whose layer gave a regularizer or a
+        # constraint (Keras's kernel_regularizer, kernel_constraint, ...)
+        self.penalties: dict[tuple[str, str], Callable] = {}
+        self.constraints: dict[tuple[str, str], Callable] = {}
+        for node in graph.nodes:
+            for name, weight in declared.get(node.name, {}).items():
+                if not isinstance(weight, Weight):
+                    continue
+                if weight.regularizer is not None:
+                    self.penalties[node.name, name] = regularizers.penalty(weight.regularizer)
+                if weight.constraint is not None:
+                    _check_axes(weight, name, node)
+                    self.constraints[node.name, name] = regularizers.constraint(
+                        weight.constraint)
 
     @property
     def input_names(self) -> list[str]:
@@ -147,6 +163,20 @@ class Model:
             outputs, logits = _cast(outputs, jnp.float32), _cast(logits, jnp.float32)
         return outputs, logits, new_state
 
+    def penalty(self, params: Pytree) -> jax.Array:
+        """The weights' regularization penalties, summed: Keras adds them to the loss."""
+        return sum((fn(params[layer][name]) for (layer, name), fn in self.penalties.items()),
+                   jnp.zeros((), jnp.float32))
+
+    def constrain(self, params: Pytree) -> Pytree:
+        """`params` with every weight constraint applied (after each optimizer update)."""
+        if not self.constraints:
+            return params
+        params = {layer: dict(weights) for layer, weights in params.items()}
+        for (layer, name), fn in self.constraints.items():
+            params[layer][name] = fn(params[layer][name])
+        return params
+
     def adapt(self, params: Pytree, state: Pytree, x: dict[str, np.ndarray]) -> Pytree:
         """Let layers that learn from the data (normalization) see the training inputs that
         reach them; returns the state with their statistics filled in."""
@@ -201,6 +231,16 @@ def _cast(tree: Pytree, dtype) -> Pytree:
     """Floating-point leaves to `dtype`; integer inputs (pixels, token ids) stay as they are."""
     return jax.tree.map(
         lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
+
+
+def _check_axes(weight: Weight, name: str, node: Any) -> None:
+    rank = len(weight.shape)
+    for axis in regularizers.constraint_axes(weight.constraint):
+        if not -rank <= axis < rank:
+            raise ShapeError(
+                f"layer '{node.name}' ({node.type}): the {name}'s "
+                f"{entry_name(weight.constraint)} constraint has axis {axis}, but the {name} "
+                f"has {rank} axes {weight.shape}: use 0..{rank - 1}", node.index)
 
 
 def _layer_shapes(layer: Layer, input_shape: Any) -> tuple[Pytree, Pytree, Shape]:

@@ -51,8 +51,10 @@ class _Generator(GenerateJsonSchema):
 
 def _registries() -> list[Registry]:
     from nntrain.config import schema
+    from nntrain.config.layers import CONSTRAINTS, REGULARIZERS
 
-    return [schema.LAYERS, schema.LOSSES, schema.METRICS, schema.OPTIMIZERS, schema.CALLBACKS]
+    return [schema.LAYERS, schema.LOSSES, schema.METRICS, schema.OPTIMIZERS, schema.CALLBACKS,
+            REGULARIZERS, CONSTRAINTS]
 
 
 def _title(registry: Registry) -> str:

@@ -36,6 +36,78 @@ def _number(value: object) -> object:
 Number = Annotated[float, BeforeValidator(_number)]
 
 
+# Keras's axis: counts the batch axis as 0, so -1 and (for a 3-d input) 3 are the same.
+Axis = int | list[int]
+
+
+# -- weight penalties and constraints: Keras's regularizers and constraints ------------------
+REGULARIZERS = Registry("regularizer")
+CONSTRAINTS = Registry("constraint")
+Factor = Annotated[float, Field(ge=0.0)]
+
+
+@REGULARIZERS.register("l1")
+class L1Args(Args):
+    """`l1 * sum(|w|)`, added to the loss."""
+
+    positional = "l1"
+    l1: Factor = 0.01
+
+
+@REGULARIZERS.register("l2")
+class L2Args(Args):
+    """`l2 * sum(w**2)`, added to the loss."""
+
+    positional = "l2"
+    l2: Factor = 0.01
+
+
+@REGULARIZERS.register("l1_l2", "l1l2")
+class L1L2Args(Args):
+    l1: Factor = 0.0
+    l2: Factor = 0.0
+
+
+class NormArgs(Args):
+    """A constraint on the norms along `axis` of a weight (no batch axis here: 0 is a Dense
+    kernel's inputs, so each unit's incoming weights; [0, 1, 2] for a Conv2D kernel)."""
+
+    axis: Axis = 0
+
+
+@CONSTRAINTS.register("max_norm")
+class MaxNormArgs(NormArgs):
+    positional = "max_value"
+    max_value: Annotated[float, Field(gt=0.0)] = 2.0
+
+
+@CONSTRAINTS.register("min_max_norm")
+class MinMaxNormArgs(NormArgs):
+    min_value: Factor = 0.0
+    max_value: Factor = 1.0
+    rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MinMaxNormArgs:
+        if self.min_value > self.max_value:
+            raise ValueError(f"min_value {self.min_value} is above max_value {self.max_value}")
+        return self
+
+
+@CONSTRAINTS.register("unit_norm")
+class UnitNormArgs(NormArgs):
+    pass
+
+
+@CONSTRAINTS.register("non_neg")
+class NonNegArgs(Args):
+    pass
+
+
+Regularizer = REGULARIZERS.entry_type()
+Constraint = CONSTRAINTS.entry_type()
+
+
 class LayerArgs(Args):
     """Arguments every layer takes: its node name and (in graph models) where its input comes
     from. Without `inputs`, a layer takes the node listed before it."""
@@ -59,8 +131,18 @@ class FlattenArgs(LayerArgs):
     pass
 
 
+class KernelArgs(LayerArgs):
+    """Penalties (added to the loss) and constraints (applied after each update) of a layer
+    with a kernel and a bias."""
+
+    kernel_regularizer: Regularizer | None = None
+    bias_regularizer: Regularizer | None = None
+    kernel_constraint: Constraint | None = None
+    bias_constraint: Constraint | None = None
+
+
 @LAYERS.register("dense")
-class DenseArgs(LayerArgs):
+class DenseArgs(KernelArgs):
     positional = "units"
     units: PositiveInt
     activation: ActivationName | None = None
@@ -104,7 +186,7 @@ Size2 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_lengt
 Padding = Literal["valid", "same"]
 
 
-class ConvArgs(LayerArgs):
+class ConvArgs(KernelArgs):
     filters: PositiveInt
     kernel_size: Size2
     strides: Size2 = 1
@@ -167,8 +249,6 @@ for _name, _alias in [("global_average_pooling1d", "global_avg_pool1d"),
 
 
 # -- normalization -----------------------------------------------------------------------------
-# Keras's axis: counts the batch axis as 0, so -1 and (for a 3-d input) 3 are the same.
-Axis = int | list[int]
 FloatOrList = Number | list[Number]
 
 
@@ -187,8 +267,15 @@ class NormalizationArgs(LayerArgs):
         return self
 
 
+class ScaleCenterArgs(LayerArgs):
+    gamma_regularizer: Regularizer | None = None
+    beta_regularizer: Regularizer | None = None
+    gamma_constraint: Constraint | None = None
+    beta_constraint: Constraint | None = None
+
+
 @LAYERS.register("batch_normalization")
-class BatchNormalizationArgs(LayerArgs):
+class BatchNormalizationArgs(ScaleCenterArgs):
     axis: Axis = -1
     momentum: Annotated[float, Field(ge=0.0, le=1.0)] = 0.99
     epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
@@ -201,7 +288,7 @@ class BatchNormalizationArgs(LayerArgs):
 
 
 @LAYERS.register("layer_normalization")
-class LayerNormalizationArgs(LayerArgs):
+class LayerNormalizationArgs(ScaleCenterArgs):
     axis: Axis = -1
     epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
     center: bool = True
@@ -231,3 +318,5 @@ class EmbeddingArgs(LayerArgs):
     output_dim: PositiveInt
     # Keras's "uniform" here is random_uniform: [-0.05, 0.05]
     embeddings_initializer: InitializerName | Literal["uniform"] = "uniform"
+    embeddings_regularizer: Regularizer | None = None
+    embeddings_constraint: Constraint | None = None

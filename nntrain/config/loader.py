@@ -15,13 +15,14 @@ from pydantic import BaseModel, ValidationError
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
 from nntrain.config.entries import Registry
-from nntrain.config.layers import LAYERS
+from nntrain.config.layers import CONSTRAINTS, LAYERS, REGULARIZERS
 from nntrain.config.schema import Config
 from nntrain.errors import UserError
 
 Path_ = tuple[str | int, ...]
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (LAYERS, LOSSES, METRICS, OPTIMIZERS, CALLBACKS)
+    r.kind: r for r in (LAYERS, LOSSES, METRICS, OPTIMIZERS, CALLBACKS, REGULARIZERS,
+                        CONSTRAINTS)
 }
 # A YAML document whose aliases expand past this many nodes is refused ("billion laughs").
 MAX_NODES = 100_000
@@ -404,10 +405,8 @@ KERAS_ELSEWHERE = {
     "initial_epoch": "continue a run with `nntrain fit --resume RUN`",
     "verbose": "the command line decides: -q for quiet, --log-format json for one line an "
                "epoch",
-    **{k: f"weight regularizers are {_NOT_YET}" for k in (
-        "kernel_regularizer", "bias_regularizer", "activity_regularizer")},
-    **{k: f"weight constraints are {_NOT_YET}" for k in ("kernel_constraint",
-                                                         "bias_constraint")},
+    "activity_regularizer": f"activity regularizers are {_NOT_YET}; weights take "
+                            "kernel_regularizer and bias_regularizer",
 }
 
 
@@ -428,7 +427,10 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
             message = f"expected one {registry.kind} name as the only key, found {len(found)} keys"
             return Issue(where, path, message)
         message = f"unknown {registry.kind} {name!r}"
-        return Issue(where, path, message, closest(name, registry.names))
+        suggestion = closest(name, registry.names)
+        if suggestion is None and len(registry.args) <= 8:  # a short list: name them all
+            message += f" (one of: {', '.join(registry.args)})"
+        return Issue(where, path, message, suggestion)
     if kind == "missing":
         return Issue(where, format_path(loc[:-1]), f"missing required key '{loc[-1]}'")
     if kind == "literal_error":

@@ -24,11 +24,14 @@ Params = dict[str, Any]  # name -> jax.Array
 
 @dataclass(frozen=True)
 class Weight:
-    """A weight a layer creates: its shape, the Keras initializer that fills it, its dtype."""
+    """A weight a layer creates: its shape, the Keras initializer that fills it, its dtype,
+    and the config entries of its regularizer and constraint (`nntrain.regularizers`)."""
 
     shape: Shape
     initializer: str = "zeros"
     dtype: str = "float32"
+    regularizer: Any = None
+    constraint: Any = None
 
 
 class Built(NamedTuple):

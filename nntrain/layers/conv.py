@@ -54,9 +54,11 @@ class Conv(Layer):
                                        dilation)
         a = self.args
         params = {"kernel": Weight((*kernel_size, input_shape[-1], a.filters),
-                                   a.kernel_initializer)}
+                                   a.kernel_initializer, regularizer=a.kernel_regularizer,
+                                   constraint=a.kernel_constraint)}
         if a.use_bias:
-            params["bias"] = Weight((a.filters,), a.bias_initializer)
+            params["bias"] = Weight((a.filters,), a.bias_initializer,
+                                    regularizer=a.bias_regularizer, constraint=a.bias_constraint)
         return Built(params, {}, (*spatial, a.filters))
 
     def call(self, params, state, x, *, training, rng, **_):

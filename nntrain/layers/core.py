@@ -14,9 +14,12 @@ class Dense(Layer):
 
     def build(self, input_shape):
         a = self.args
-        params = {"kernel": Weight((input_shape[-1], a.units), a.kernel_initializer)}
+        params = {"kernel": Weight((input_shape[-1], a.units), a.kernel_initializer,
+                                   regularizer=a.kernel_regularizer,
+                                   constraint=a.kernel_constraint)}
         if a.use_bias:
-            params["bias"] = Weight((a.units,), a.bias_initializer)
+            params["bias"] = Weight((a.units,), a.bias_initializer,
+                                    regularizer=a.bias_regularizer, constraint=a.bias_constraint)
         return Built(params, {}, (*input_shape[:-1], a.units))
 
     def call(self, params, state, x, *, training, rng, **_):

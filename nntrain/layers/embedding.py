@@ -15,8 +15,9 @@ class Embedding(Layer):
         a = self.args
         name = "random_uniform" if a.embeddings_initializer == "uniform" else \
             a.embeddings_initializer
-        return Built({"embeddings": Weight((a.input_dim, a.output_dim), name)}, {},
-                     (*input_shape, a.output_dim))
+        table = Weight((a.input_dim, a.output_dim), name, regularizer=a.embeddings_regularizer,
+                       constraint=a.embeddings_constraint)
+        return Built({"embeddings": table}, {}, (*input_shape, a.output_dim))
 
     def call(self, params, state, x, *, training, rng, **_):
         return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0), state

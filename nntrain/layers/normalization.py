@@ -98,9 +98,12 @@ class Normalization(Layer):
 def _scale_and_center(args, shape: Shape) -> dict[str, Weight]:
     params = {}
     if args.scale:
-        params["gamma"] = Weight(shape, args.gamma_initializer)
+        params["gamma"] = Weight(shape, args.gamma_initializer,
+                                 regularizer=args.gamma_regularizer,
+                                 constraint=args.gamma_constraint)
     if args.center:
-        params["beta"] = Weight(shape, args.beta_initializer)
+        params["beta"] = Weight(shape, args.beta_initializer, regularizer=args.beta_regularizer,
+                                constraint=args.beta_constraint)
     return params
 
 

@@ -123,13 +123,18 @@ class Programs:
             out_sums.append(out_sum)
             total = total + self.setup.loss_weights[out] * out_sum
             metric_sums += [m.update(yb[out], outputs[out], w) for m in self.setup.metrics[out]]
-        head = [total, n.astype(jnp.float32)]
+        count = n.astype(jnp.float32)
+        # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
+        loss = total / jnp.maximum(count, 1.0)
+        if self.model.penalties:  # in the loss and in the figures (`loss`, `val_loss`), as
+            penalty = self.model.penalty(params)  # in Keras; not in each output's own loss
+            loss, total = loss + penalty, total + penalty * count
+        head = [total, count]
         if self.setup.multi_output:
             head += out_sums
         sums = jnp.concatenate([jnp.stack(head), *metric_sums]) if metric_sums \
             else jnp.stack(head)
-        # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
-        return total / jnp.maximum(n, 1).astype(jnp.float32), (sums, new_state)
+        return loss, (sums, new_state)
 
     def _rows(self, data: DeviceData, idx: jax.Array, valid: jax.Array):
         """The batch at `idx`; rows that are not `valid` (padding) get weight 0. On a mesh
@@ -161,7 +166,7 @@ class Programs:
             mask=mask,
         )
         updates, opt_state = self.setup.optimizer.update(grads, carry["opt_state"], carry["params"])
-        params = optax.apply_updates(carry["params"], updates)
+        params = self.model.constrain(optax.apply_updates(carry["params"], updates))
         state = {**carry["state"], **new_state}
         return {"params": params, "state": state, "opt_state": opt_state,
                 "step": carry["step"] + 1}, sums + batch_sums

@@ -1,0 +1,66 @@
+"""Keras's weight regularizers and constraints, as functions of one weight.
+
+A regularizer's penalty is added to the loss (to the reported `loss` and `val_loss` too, as in
+Keras); a constraint maps a weight to its allowed set after every optimizer update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from nntrain.config.entries import entry_args, entry_name
+from nntrain.config.layers import CONSTRAINTS
+from nntrain.lazy import jax, jnp
+
+EPSILON = 1e-7  # Keras's backend.epsilon(), in its norm constraints
+
+WeightFn = Callable[["jax.Array"], "jax.Array"]
+
+
+def penalty(entry: Any) -> WeightFn:
+    """`l1 * sum(|w|) + l2 * sum(w**2)`: l1, l2 and l1_l2 are the same sum with one factor 0."""
+    args = entry_args(entry)
+    l1, l2 = getattr(args, "l1", 0.0), getattr(args, "l2", 0.0)
+
+    def apply(w: jax.Array) -> jax.Array:
+        total = jnp.zeros((), jnp.float32)
+        if l1:
+            total = total + l1 * jnp.sum(jnp.abs(w))
+        if l2:
+            total = total + l2 * jnp.sum(jnp.square(w))
+        return total
+
+    return apply
+
+
+def constraint(entry: Any) -> WeightFn:
+    name, args = CONSTRAINTS.canonical(entry_name(entry)), entry_args(entry)
+    if name == "non_neg":
+        return lambda w: w * (w >= 0).astype(w.dtype)
+    axis = tuple(args.axis) if isinstance(args.axis, list) else args.axis
+
+    def norms(w: jax.Array) -> jax.Array:
+        return jnp.sqrt(jnp.sum(jnp.square(w), axis=axis, keepdims=True))
+
+    if name == "unit_norm":
+        return lambda w: w / (EPSILON + norms(w))
+    if name == "max_norm":
+        def desired(n: jax.Array) -> jax.Array:
+            return jnp.clip(n, 0.0, args.max_value)
+    else:  # min_max_norm: `rate` of the way from the norm to its clipped value
+        def desired(n: jax.Array) -> jax.Array:
+            return args.rate * jnp.clip(n, args.min_value, args.max_value) + \
+                (1.0 - args.rate) * n
+
+    def apply(w: jax.Array) -> jax.Array:
+        n = norms(w)
+        return w * (desired(n) / (EPSILON + n))
+
+    return apply
+
+
+def constraint_axes(entry: Any) -> list[int]:
+    """The weight axes a constraint reduces over (none for non_neg), for a shape check."""
+    axis = getattr(entry_args(entry), "axis", [])
+    return axis if isinstance(axis, list) else [axis]

@@ -1,0 +1,191 @@
+"""Weight regularizers and constraints: Keras's penalties in the loss and the reported figures,
+Keras's constraints after every update, and config errors that name the place."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from clirunner import nntrain
+from runfiles import history_rows, only_run
+
+from nntrain import checkpoint
+from nntrain.config.layers import CONSTRAINTS, REGULARIZERS
+from nntrain.regularizers import constraint, penalty
+
+FEATURES, CLASSES, LR = 8, 3, 0.1
+
+
+def _validate(registry, value):
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(registry.entry_type()).validate_python(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("l2", lambda w: 0.01 * np.sum(w ** 2)),  # Keras's default factors
+    ("l1", lambda w: 0.01 * np.sum(np.abs(w))),
+    ({"l2": 0.5}, lambda w: 0.5 * np.sum(w ** 2)),
+    ({"l1_l2": {"l1": 0.1, "l2": 0.2}}, lambda w: 0.1 * np.sum(np.abs(w)) + 0.2 * np.sum(w ** 2)),
+    ("l1_l2", lambda w: 0.0),  # Keras's L1L2() has both factors 0
+])
+def test_penalties_are_keras_sums(value, expected):
+    w = np.array([[0.5, -2.0], [1.5, 0.25]], np.float32)
+    got = float(penalty(_validate(REGULARIZERS, value))(jnp.asarray(w)))
+    assert got == pytest.approx(expected(w.astype(np.float64)), rel=1e-6)
+
+
+def _norms(w, axis):
+    return np.sqrt(np.sum(w ** 2, axis=axis, keepdims=True))
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    # Keras: w * clip(norm, 0, max) / (1e-7 + norm), the norm over axis 0 (each unit's inputs)
+    ({"max_norm": 1.0}, lambda w: w * np.minimum(_norms(w, 0), 1.0) / (1e-7 + _norms(w, 0))),
+    ({"max_norm": {"max_value": 1.0, "axis": 1}},
+     lambda w: w * np.minimum(_norms(w, 1), 1.0) / (1e-7 + _norms(w, 1))),
+    ("unit_norm", lambda w: w / (1e-7 + _norms(w, 0))),
+    ({"min_max_norm": {"min_value": 1.0, "max_value": 2.0, "rate": 0.5}},
+     lambda w: w * (0.5 * np.clip(_norms(w, 0), 1.0, 2.0) + 0.5 * _norms(w, 0))
+     / (1e-7 + _norms(w, 0))),
+    ("non_neg", lambda w: np.where(w >= 0, w, 0.0)),
+])
+def test_constraints_are_kerass(value, expected):
+    w = np.array([[3.0, -0.1, 0.2], [4.0, 0.1, -0.3]], np.float32)  # column norms 5, 0.14, 0.36
+    got = np.asarray(constraint(_validate(CONSTRAINTS, value))(jnp.asarray(w)))
+    np.testing.assert_allclose(got, expected(w.astype(np.float64)), rtol=1e-6, atol=1e-7)
+
+
+CONFIG = """
+name: regularized
+seed: 0
+data:
+  train: data.npz
+  validation: {path: val.npz}
+model:
+  input: [8]
+  layers:
+    - dense:
+        units: 3
+        activation: softmax
+        kernel_initializer: ones
+        bias_initializer: ones
+        kernel_regularizer: {l2: 0.05}
+        bias_regularizer: {l1: 0.02}
+        kernel_constraint: {max_norm: 0.6}
+compile:
+  loss: sparse_categorical_crossentropy
+  optimizer: {sgd: 0.1}
+fit:
+  epochs: 2
+  batch_size: 4
+  shuffle: false
+"""
+
+
+def _data(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, FEATURES)).astype(np.float32)
+    y = rng.integers(0, CLASSES, 10)
+    xv = rng.normal(size=(6, FEATURES)).astype(np.float32)
+    yv = rng.integers(0, CLASSES, 6)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    np.savez(tmp_path / "val.npz", x=xv, y=yv)
+    return x, y, xv, yv
+
+
+def _cross_entropy(W, b, x, y):
+    z = x @ W + b
+    z = z - z.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return -np.log(p[np.arange(len(y)), y]), p
+
+
+def test_fit_adds_penalties_to_the_loss_and_constrains_after_each_step(tmp_path: Path):
+    """Transcribes Keras 3's training step (and was checked against Keras 3.15 on JAX: the
+    same weights to 3e-8): batch loss + l2 * sum(W**2) + l1 * sum(|b|), plain SGD on its
+    gradient, then W's columns clipped to norm 0.6. `loss` and `val_loss` include the
+    penalty; a partial last batch weighs by its size."""
+    x, y, xv, yv = _data(tmp_path)
+    (tmp_path / "config.yaml").write_text(CONFIG)
+    result = nntrain("fit", "config.yaml", "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+
+    W, b = np.ones((FEATURES, CLASSES)), np.ones(CLASSES)
+    expected = []
+    for _ in range(2):
+        total = 0.0
+        for start in range(0, 10, 4):
+            xb, yb = x[start:start + 4].astype(np.float64), y[start:start + 4]
+            n = len(yb)
+            losses, p = _cross_entropy(W, b, xb, yb)
+            total += (losses.mean() + 0.05 * np.sum(W ** 2) + 0.02 * np.sum(np.abs(b))) * n
+            g = p.copy()
+            g[np.arange(n), yb] -= 1
+            g /= n
+            W = W - LR * (xb.T @ g + 2 * 0.05 * W)
+            b = b - LR * (g.sum(0) + 0.02 * np.sign(b))
+            norms = np.sqrt(np.sum(W ** 2, axis=0, keepdims=True))
+            W = W * np.clip(norms, 0, 0.6) / (1e-7 + norms)
+        val, _ = _cross_entropy(W, b, xv.astype(np.float64), yv)
+        penalty_now = 0.05 * np.sum(W ** 2) + 0.02 * np.sum(np.abs(b))
+        expected.append((total / 10, val.mean() + penalty_now))
+
+    run = only_run(tmp_path)
+    rows = history_rows(run)
+    for row, (loss, val_loss) in zip(rows, expected, strict=True):
+        assert float(row["loss"]) == pytest.approx(loss, rel=1e-5)
+        assert float(row["val_loss"]) == pytest.approx(val_loss, rel=1e-5)
+    arrays, _ = checkpoint.load(run / "checkpoints" / "last")
+    np.testing.assert_allclose(arrays["params/dense/kernel"], W, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(arrays["params/dense/bias"], b, rtol=1e-5, atol=1e-6)
+    assert np.sqrt((arrays["params/dense/kernel"] ** 2).sum(0)).max() <= 0.6 + 1e-6
+
+    # `evaluate` reports the same penalized loss, as Keras's evaluate does
+    result = nntrain("evaluate", str(run), "--split", "validation", "--json", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["loss"] == pytest.approx(expected[-1][1], rel=1e-5)
+
+
+def test_bad_regularizer_and_constraint_are_config_errors(tmp_path: Path):
+    cases = [
+        ("kernel_regularizer: l3", "unknown regularizer 'l3' (one of: l1, l2, l1_l2)"),
+        ("kernel_regularizer: {l2: -1}", "kernel_regularizer", "greater than or equal to 0"),
+        ("kernel_constraint: {max_norm: {axis: 2}}", "axis 2",
+         "the kernel has 2 axes (8, 3): use 0..1"),
+        ("bias_constraint: max_nrom", "unknown constraint 'max_nrom'", "max_norm"),
+        ("activity_regularizer: l2", "activity regularizers are not supported yet", "README"),
+    ]
+    for line, *words in cases:
+        config = CONFIG.replace("kernel_constraint: {max_norm: 0.6}", line)
+        (tmp_path / "bad.yaml").write_text(config)
+        result = nntrain("validate", "bad.yaml", cwd=tmp_path)
+        assert result.exit_code == 2, (line, result.output)
+        for word in words:
+            assert word in result.output, (line, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_conv_and_batch_norm_weights_take_them_too(tmp_path: Path):
+    """Keras's advice for a Conv2D kernel: max_norm over axes [0, 1, 2], one norm per
+    filter. BatchNormalization's gamma and beta take regularizers and constraints too."""
+    config = Path(__file__).parent / "configs" / "tiny_cnn.yaml"
+    result = nntrain(
+        "fit", str(config), "-q",
+        "--set", "model.layers[0].conv2d.kernel_constraint={max_norm: {max_value: 0.5, "
+                 "axis: [0, 1, 2]}}",
+        "--set", "model.layers[1]={batch_normalization: {gamma_regularizer: l2, "
+                 "beta_constraint: non_neg}}",
+        "--set", "model.layers[5].dense.kernel_regularizer={l1_l2: {l1: 0.01, l2: 0.01}}",
+        cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    arrays, _ = checkpoint.load(only_run(tmp_path) / "checkpoints" / "last")
+    kernel = arrays["params/conv2d/kernel"]
+    assert kernel.shape == (3, 3, 1, 4)
+    per_filter = np.sqrt((kernel ** 2).sum(axis=(0, 1, 2)))
+    assert per_filter.max() <= 0.5 + 1e-6
+    assert per_filter.min() > 0.1  # clipped, not zeroed
+    assert arrays["params/batch_normalization/beta"].min() >= 0.0
