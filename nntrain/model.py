@@ -58,6 +58,8 @@ class Model:
             for name, weight in declared.get(node.name, {}).items():
                 if not isinstance(weight, Weight):
                     continue
+                weight = regularizers.checked(weight, f"layer '{node.name}' ({node.type}), "
+                                              f"weight '{name}':", node.index)
                 if weight.regularizer is not None:
                     self.penalties[node.name, name] = regularizers.penalty(weight.regularizer)
                 if weight.constraint is not None:
@@ -234,13 +236,15 @@ def _cast(tree: Pytree, dtype) -> Pytree:
 
 
 def _check_axes(weight: Weight, name: str, node: Any) -> None:
-    rank = len(weight.shape)
-    for axis in regularizers.constraint_axes(weight.constraint):
+    rank, axes = len(weight.shape), regularizers.constraint_axes(weight.constraint)
+    what = f"layer '{node.name}' ({node.type}): the {name}'s " \
+        f"{entry_name(weight.constraint)} constraint"
+    for axis in axes:
         if not -rank <= axis < rank:
-            raise ShapeError(
-                f"layer '{node.name}' ({node.type}): the {name}'s "
-                f"{entry_name(weight.constraint)} constraint has axis {axis}, but the {name} "
-                f"has {rank} axes {weight.shape}: use 0..{rank - 1}", node.index)
+            raise ShapeError(f"{what} has axis {axis}, but the {name} has {rank} axes "
+                             f"{weight.shape}: use 0..{rank - 1}", node.index)
+    if len({axis % rank for axis in axes}) < len(axes):
+        raise ShapeError(f"{what} names an axis twice: {axes}", node.index)
 
 
 def _layer_shapes(layer: Layer, input_shape: Any) -> tuple[Pytree, Pytree, Shape]:

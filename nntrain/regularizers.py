@@ -6,16 +6,38 @@ Keras); a constraint maps a weight to its allowed set after every optimizer upda
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
 from nntrain.config.entries import entry_args, entry_name
-from nntrain.config.layers import CONSTRAINTS
+from nntrain.config.layers import CONSTRAINTS, REGULARIZERS, Constraint, Regularizer
+from nntrain.layers.base import ShapeError, Weight
 from nntrain.lazy import jax, jnp
 
 EPSILON = 1e-7  # Keras's backend.epsilon(), in its norm constraints
 
 WeightFn = Callable[["jax.Array"], "jax.Array"]
+
+
+def checked(weight: Weight, where: str, node_index: int | None) -> Weight:
+    """`weight` with its regularizer and constraint as validated entries: a custom layer may
+    give them as a config writes them (`"l2"`, `{"max_norm": 3}`)."""
+    from pydantic import BaseModel, TypeAdapter, ValidationError
+
+    changes = {}
+    for field, kind in (("regularizer", Regularizer), ("constraint", Constraint)):
+        value = getattr(weight, field)
+        if value is None or isinstance(value, BaseModel):
+            continue
+        try:
+            changes[field] = TypeAdapter(kind).validate_python(value)
+        except ValidationError:
+            registry = REGULARIZERS if field == "regularizer" else CONSTRAINTS
+            raise ShapeError(f"{where} {field} {value!r} is not one of "
+                             f"{', '.join(registry.args)} (or one of them mapped to its "
+                             "arguments)", node_index) from None
+    return dataclasses.replace(weight, **changes) if changes else weight
 
 
 def penalty(entry: Any) -> WeightFn:

@@ -80,3 +80,13 @@ def test_release_freed_memory_returns_the_heaps_free_pages() -> None:
     libc.free(guard)
     assert after_free > before_free - 20  # free() alone kept the ~100 MiB
     assert after_release < after_free - 80
+
+
+def test_memory_mapped_data_is_read_into_memory_for_the_device(tmp_path) -> None:
+    # the device must not hold the file's mapping: rewriting the file would change the data
+    np.save(tmp_path / "x.npy", np.arange(64 * 8, dtype=np.float32).reshape(64, 8))
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    on_device = to_device(ArraySet({"x": mapped}, {}))
+    np.save(tmp_path / "x.npy", np.zeros((64, 8), np.float32))
+    np.testing.assert_array_equal(np.asarray(on_device["x"]["x"]),
+                                  np.arange(64 * 8, dtype=np.float32).reshape(64, 8))

@@ -189,3 +189,50 @@ def test_conv_and_batch_norm_weights_take_them_too(tmp_path: Path):
     assert per_filter.max() <= 0.5 + 1e-6
     assert per_filter.min() > 0.1  # clipped, not zeroed
     assert arrays["params/batch_normalization/beta"].min() >= 0.0
+
+
+def test_infinite_factors_and_repeated_axes_are_refused(tmp_path: Path):
+    for line, words in [
+        ("kernel_regularizer: {l2: .inf}", "kernel_regularizer"),
+        ("kernel_constraint: {unit_norm: {axis: [0, -2]}}", "names an axis twice: [0, -2]"),
+    ]:
+        (tmp_path / "bad.yaml").write_text(
+            CONFIG.replace("kernel_constraint: {max_norm: 0.6}", line))
+        result = nntrain("validate", "bad.yaml", cwd=tmp_path)
+        assert result.exit_code == 2 and words in result.output, (line, result.output)
+
+
+LAYER = '''
+from nntrain.layers.base import Built, Layer, Weight
+
+
+class Scaled(Layer):
+    """x * w, with w declared as the built-in layers do, and a regularizer and constraint
+    written as a config writes them."""
+
+    def build(self, input_shape):
+        w = Weight((input_shape[-1],), "ones", regularizer=REGULARIZER, constraint="non_neg")
+        return Built({"w": w}, {}, input_shape)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        return x * params["w"], state
+'''
+
+
+def test_a_custom_layers_weights_take_them_as_a_config_writes_them(tmp_path: Path):
+    _data(tmp_path)
+    config = CONFIG.replace("  layers:\n", "  layers:\n    - my_scale:Scaled\n")
+    (tmp_path / "config.yaml").write_text(config)
+    (tmp_path / "my_scale.py").write_text(LAYER.replace("REGULARIZER", "{'l1': 100.0}"))
+    result = nntrain("fit", "config.yaml", "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    arrays, _ = checkpoint.load(only_run(tmp_path) / "checkpoints" / "last")
+    # a strong l1 pull towards 0 and non_neg: w ends at 0, not below
+    assert arrays["params/scaled/w"].min() == 0.0
+
+    (tmp_path / "bad.yaml").write_text(config.replace("my_scale:", "my_bad_scale:"))
+    (tmp_path / "my_bad_scale.py").write_text(LAYER.replace("REGULARIZER", "'l3'"))
+    result = nntrain("validate", "bad.yaml", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "weight 'w': regularizer 'l3' is not one of l1, l2, l1_l2" in result.output, \
+        result.output

@@ -43,7 +43,7 @@ Axis = int | list[int]
 # -- weight penalties and constraints: Keras's regularizers and constraints ------------------
 REGULARIZERS = Registry("regularizer")
 CONSTRAINTS = Registry("constraint")
-Factor = Annotated[float, Field(ge=0.0)]
+Factor = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
 
 
 @REGULARIZERS.register("l1")

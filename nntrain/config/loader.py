@@ -429,7 +429,8 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         message = f"unknown {registry.kind} {name!r}"
         suggestion = closest(name, registry.names)
         if suggestion is None and len(registry.args) <= 8:  # a short list: name them all
-            message += f" (one of: {', '.join(registry.args)})"
+            custom = ", or your own package.module:Class" if registry.custom_args else ""
+            message += f" (one of: {', '.join(registry.args)}{custom})"
         return Issue(where, path, message, suggestion)
     if kind == "missing":
         return Issue(where, format_path(loc[:-1]), f"missing required key '{loc[-1]}'")

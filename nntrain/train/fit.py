@@ -358,7 +358,11 @@ class Fitter:
                 val = programs.evaluate(self.carry["params"], self.carry["state"], validation,
                                         self.n_validation)
                 logs.update({f"val_{k}": v for k, v in val.items()})
-            release_freed_memory()  # training's and validation's scratch, before the next
+            # the scratch of training and validation (and of their compilers, in the first
+            # epoch) back to the OS; not after epochs under a second, which the page faults
+            # of the next epoch would slow down measurably
+            if epoch == initial_epoch or time.perf_counter() - start > 1.0:
+                release_freed_memory()
             logs["learning_rate"] = get_learning_rate(self.carry["opt_state"])
             best_before = self.checkpointer.tracker.best_epoch
             # what callbacks print comes after the epoch's line, as in Keras (the line says

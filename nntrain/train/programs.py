@@ -27,7 +27,7 @@ import numpy as np
 import optax
 
 from nntrain.build import Setup
-from nntrain.data.arrays import ArraySet
+from nntrain.data.arrays import ArraySet, aligned_empty
 from nntrain.data.generator import GeneratorSplit
 from nntrain.data.stream import Stream
 from nntrain.train.devices import Placement, fetch
@@ -359,7 +359,19 @@ def place(data: ArraySet | GeneratorSplit, placement: Placement | None,
 def to_device(data: ArraySet, with_targets: bool = True,
               placement: Placement | None = None) -> DeviceData:
     """Move an ArraySet to the device(s), keeping compact dtypes (uint8 pixels)."""
-    out: DeviceData = {"x": dict(data.x), "y": dict(data.y) if with_targets else {}}
+    out: DeviceData = {"x": {k: _in_memory(v) for k, v in data.x.items()},
+                       "y": {k: _in_memory(v) for k, v in data.y.items()}
+                       if with_targets else {}}
     if data.sample_weight is not None:
         out["w"] = np.asarray(data.sample_weight, np.float32)
     return jax.device_put(out) if placement is None else placement.replicate(out)
+
+
+def _in_memory(array: np.ndarray) -> np.ndarray:
+    """A memory-mapped `.npy` read into memory first: a CPU device would use the file's
+    mapping in place, and a file rewritten during the run would change the data under it."""
+    if not isinstance(array, np.memmap):
+        return array
+    copy = aligned_empty(array.shape, array.dtype)
+    copy[...] = array
+    return copy
