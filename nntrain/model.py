@@ -54,6 +54,10 @@ class Model:
         # constraint (Keras's kernel_regularizer, kernel_constraint, ...)
         self.penalties: dict[tuple[str, str], Callable] = {}
         self.constraints: dict[tuple[str, str], Callable] = {}
+        self.activity_penalties: dict[str, Callable] = {
+            node.name: regularizers.penalty(node.args.activity_regularizer)
+            for node in graph.nodes
+            if getattr(node.args, "activity_regularizer", None) is not None}
         for node in graph.nodes:
             for name, weight in declared.get(node.name, {}).items():
                 if not isinstance(weight, Weight):
@@ -125,12 +129,14 @@ class Model:
         logits_for: Collection[str] = (),
         mask: jax.Array | None = None,
         until: str | None = None,
+        activity: list[jax.Array] | None = None,
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], Pytree]:
         """Run the graph. Returns (outputs, logits, new_state): for outputs named in
         `logits_for` whose last activation is softmax/sigmoid, `logits` holds the values
         before it, so a cross-entropy can use the stable log-softmax form. `mask` marks the
         real rows of a padded batch. With `until`, stops before that node and returns the
-        values of its inputs as `outputs` (for adapt)."""
+        values of its inputs as `outputs` (for adapt). A list given as `activity` receives
+        the penalty of each layer with an activity regularizer."""
         values: dict[str, jax.Array] = {
             name: _as_input(inputs[name], spec.dtype) for name, spec in self.graph.inputs.items()
         }
@@ -156,6 +162,8 @@ class Model:
             else:
                 y, s = layer.apply(p, s, x, training=training, rng=layer_rng, **extra)
             values[node.name] = y
+            if activity is not None and node.name in self.activity_penalties:
+                activity.append(_activity_penalty(self.activity_penalties[node.name], y, mask))
             if s:
                 if mixed:  # the state keeps its own dtype, so a scan carry stays the same
                     s = jax.tree.map(lambda v, d: v.astype(d), s, s_dtypes)
@@ -233,6 +241,17 @@ def _cast(tree: Pytree, dtype) -> Pytree:
     """Floating-point leaves to `dtype`; integer inputs (pixels, token ids) stay as they are."""
     return jax.tree.map(
         lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
+
+
+def _activity_penalty(penalty: Callable, y: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Keras's activity penalty: the regularizer of the batch's outputs over the batch size;
+    the padding rows of a last partial batch neither add to it nor count."""
+    y = y.astype(jnp.float32)
+    if mask is None:
+        return penalty(y) / y.shape[0]
+    rows = mask.astype(jnp.float32)
+    y = y * jnp.reshape(rows, (-1,) + (1,) * (y.ndim - 1))
+    return penalty(y) / jnp.maximum(rows.sum(), 1.0)
 
 
 def _check_axes(weight: Weight, name: str, node: Any) -> None:

@@ -606,12 +606,13 @@ def test_keras_arguments_that_live_elsewhere_say_where(tmp_path):
     source = write(tmp_path, BASE)
     with pytest.raises(ConfigError) as info:
         load_config(source, ["fit.validation_split=0.1",
-                             "model.layers.0.dense.activity_regularizer=l2",
+                             "fit.initial_epoch=3",
                              "compile.metrics=[acuracy]"])
     text = str(info.value)
     assert "fit.validation_split: unknown key 'validation_split': Keras's validation_split " \
         "is data.validation here" in text
-    assert "activity_regularizer': activity regularizers are not supported yet" in text
+    assert "fit.initial_epoch: unknown key 'initial_epoch': continue a run with `nntrain " \
+        "fit --resume RUN`" in text
     assert "did you mean 'validation_batch_size'" not in text
     # the list's one problem, not also the dict form's "input should be a valid dictionary"
     assert "unknown metric 'acuracy'; did you mean 'accuracy'?" in text

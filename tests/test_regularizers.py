@@ -157,7 +157,6 @@ def test_bad_regularizer_and_constraint_are_config_errors(tmp_path: Path):
         ("kernel_constraint: {max_norm: {axis: 2}}", "axis 2",
          "the kernel has 2 axes (8, 3): use 0..1"),
         ("bias_constraint: max_nrom", "unknown constraint 'max_nrom'", "max_norm"),
-        ("activity_regularizer: l2", "activity regularizers are not supported yet", "README"),
     ]
     for line, *words in cases:
         config = CONFIG.replace("kernel_constraint: {max_norm: 0.6}", line)
@@ -236,3 +235,47 @@ def test_a_custom_layers_weights_take_them_as_a_config_writes_them(tmp_path: Pat
     assert result.exit_code == 2
     assert "weight 'w': regularizer 'l3' is not one of l1, l2, l1_l2" in result.output, \
         result.output
+
+
+ACTIVITY = CONFIG.replace("""        kernel_constraint: {max_norm: 0.6}
+""", """        kernel_constraint: {max_norm: 0.6}
+        activity_regularizer: {l2: 0.3}
+""")
+
+
+def test_activity_regularizer_is_kerass_penalty_over_the_batch_size(tmp_path: Path):
+    """Keras 3 adds `regularizer(outputs) / batch_size` for each batch: here 0.3 times the
+    sum of the squared softmax outputs over the batch's real rows (the last batch has 2)."""
+    x, y, xv, yv = _data(tmp_path)
+    (tmp_path / "config.yaml").write_text(ACTIVITY)
+    result = nntrain("fit", "config.yaml", "-q", "--epochs", "1", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+
+    W, b = np.ones((FEATURES, CLASSES)), np.ones(CLASSES)
+    total = 0.0
+    for start in range(0, 10, 4):
+        xb, yb = x[start:start + 4].astype(np.float64), y[start:start + 4]
+        n = len(yb)
+        losses, p = _cross_entropy(W, b, xb, yb)
+        activity = 0.3 * np.sum(p ** 2) / n
+        total += (losses.mean() + 0.05 * np.sum(W ** 2) + 0.02 * np.sum(np.abs(b))
+                  + activity) * n
+        # d(activity)/dz through the softmax: J^T (0.6 p / n), J = diag(p) - p p^T
+        g_act = 0.6 * p / n
+        g = p.copy()
+        g[np.arange(n), yb] -= 1
+        g /= n
+        g += p * (g_act - (g_act * p).sum(1, keepdims=True))
+        W = W - LR * (xb.T @ g + 2 * 0.05 * W)
+        b = b - LR * (g.sum(0) + 0.02 * np.sign(b))
+        norms = np.sqrt(np.sum(W ** 2, axis=0, keepdims=True))
+        W = W * np.clip(norms, 0, 0.6) / (1e-7 + norms)
+    val, pv = _cross_entropy(W, b, xv.astype(np.float64), yv)
+    val_loss = val.mean() + 0.05 * np.sum(W ** 2) + 0.02 * np.sum(np.abs(b)) \
+        + 0.3 * np.sum(pv ** 2) / len(yv)
+
+    row, = history_rows(only_run(tmp_path))
+    assert float(row["loss"]) == pytest.approx(total / 10, rel=1e-5)
+    assert float(row["val_loss"]) == pytest.approx(val_loss, rel=1e-5)
+    arrays, _ = checkpoint.load(only_run(tmp_path) / "checkpoints" / "last")
+    np.testing.assert_allclose(arrays["params/dense/kernel"], W, rtol=1e-5, atol=1e-6)

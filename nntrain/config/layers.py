@@ -114,6 +114,9 @@ class LayerArgs(Args):
 
     name: NodeName | None = None
     inputs: NodeName | list[NodeName] | None = None
+    # a penalty on the layer's output: Keras's regularizer of the batch's outputs divided
+    # by the batch size, added to the loss
+    activity_regularizer: Regularizer | None = None
 
 
 class CustomLayerArgs(LayerArgs):

@@ -405,8 +405,6 @@ KERAS_ELSEWHERE = {
     "initial_epoch": "continue a run with `nntrain fit --resume RUN`",
     "verbose": "the command line decides: -q for quiet, --log-format json for one line an "
                "epoch",
-    "activity_regularizer": f"activity regularizers are {_NOT_YET}; weights take "
-                            "kernel_regularizer and bias_regularizer",
 }
 
 

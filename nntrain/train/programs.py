@@ -110,9 +110,10 @@ class Programs:
 
     # -- one batch -------------------------------------------------------------------------
     def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng, mask=None):
+        activity: list[jax.Array] = []
         outputs, logits, new_state = self.model.apply(
             params, state, xb, training=training, rng=rng, logits_for=self.logits_for,
-            mask=mask,
+            mask=mask, activity=activity,
         )
         total = jnp.float32(0.0)
         out_sums, metric_sums = [], []
@@ -126,8 +127,9 @@ class Programs:
         count = n.astype(jnp.float32)
         # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
         loss = total / jnp.maximum(count, 1.0)
-        if self.model.penalties:  # in the loss and in the figures (`loss`, `val_loss`), as
-            penalty = self.model.penalty(params)  # in Keras; not in each output's own loss
+        if self.model.penalties or activity:  # in the loss and in the figures (`loss`,
+            # `val_loss`), as in Keras; not in each output's own loss
+            penalty = sum(activity, self.model.penalty(params))
             loss, total = loss + penalty, total + penalty * count
         head = [total, count]
         if self.setup.multi_output:
@@ -227,8 +229,9 @@ class Programs:
     # -- evaluation --------------------------------------------------------------------------
     def _eval_step(self, params, state, sums, data, step, n_total):
         B = self.eval_batch_size
-        xb, yb, w, n, _ = self._gather_eval(data, step * B, B, n_total)
-        _, (batch_sums, _) = self._batch(params, state, xb, yb, w, n, training=False, rng=None)
+        xb, yb, w, n, mask = self._gather_eval(data, step * B, B, n_total)
+        _, (batch_sums, _) = self._batch(params, state, xb, yb, w, n, training=False, rng=None,
+                                         mask=mask)
         return sums + batch_sums
 
     def _eval_chunk(self, params, state, sums, data, first_step, n_total, steps):
