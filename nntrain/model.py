@@ -54,10 +54,16 @@ class Model:
         # constraint (Keras's kernel_regularizer, kernel_constraint, ...)
         self.penalties: dict[tuple[str, str], Callable] = {}
         self.constraints: dict[tuple[str, str], Callable] = {}
-        self.activity_penalties: dict[str, Callable] = {
-            node.name: regularizers.penalty(node.args.activity_regularizer)
-            for node in graph.nodes
-            if getattr(node.args, "activity_regularizer", None) is not None}
+        self.activity_penalties: dict[str, Callable] = {}
+        for node in graph.nodes:
+            entry = getattr(node.args, "activity_regularizer", None)
+            if entry is None:
+                continue
+            if entry_name(entry) == "orthogonal_regularizer":  # it would compare examples,
+                # padding rows included
+                raise ShapeError(f"layer '{node.name}' ({node.type}): orthogonal_regularizer "
+                                 "is for weights, not an activity_regularizer", node.index)
+            self.activity_penalties[node.name] = regularizers.penalty(entry)
         for node in graph.nodes:
             for name, weight in declared.get(node.name, {}).items():
                 if not isinstance(weight, Weight):
@@ -65,6 +71,10 @@ class Model:
                 weight = regularizers.checked(weight, f"layer '{node.name}' ({node.type}), "
                                               f"weight '{name}':", node.index)
                 if weight.regularizer is not None:
+                    problem = regularizers.shape_problem(weight.regularizer, weight.shape)
+                    if problem:
+                        raise ShapeError(f"layer '{node.name}' ({node.type}), weight "
+                                         f"'{name}': {problem}", node.index)
                     self.penalties[node.name, name] = regularizers.penalty(weight.regularizer)
                 if weight.constraint is not None:
                     _check_axes(weight, name, node)

@@ -41,8 +41,11 @@ def checked(weight: Weight, where: str, node_index: int | None) -> Weight:
 
 
 def penalty(entry: Any) -> WeightFn:
-    """`l1 * sum(|w|) + l2 * sum(w**2)`: l1, l2 and l1_l2 are the same sum with one factor 0."""
+    """`l1 * sum(|w|) + l2 * sum(w**2)`: l1, l2 and l1_l2 are the same sum with one factor
+    0; or Keras's orthogonal regularizer."""
     args = entry_args(entry)
+    if REGULARIZERS.canonical(entry_name(entry)) == "orthogonal_regularizer":
+        return _orthogonal(args.factor, args.mode == "rows")
     l1, l2 = getattr(args, "l1", 0.0), getattr(args, "l2", 0.0)
 
     def apply(w: jax.Array) -> jax.Array:
@@ -54,6 +57,30 @@ def penalty(entry: Any) -> WeightFn:
         return total
 
     return apply
+
+
+def _orthogonal(factor: float, rows: bool) -> WeightFn:
+    def apply(w: jax.Array) -> jax.Array:
+        w = w if rows else w.T
+        w = w / jnp.maximum(jnp.linalg.norm(w, axis=1, keepdims=True), EPSILON)
+        size = w.shape[0]
+        off_diagonal = (w @ w.T) * (1.0 - jnp.eye(size, dtype=w.dtype))
+        return factor * 0.5 * jnp.sum(jnp.abs(off_diagonal)) / (size * (size - 1) / 2)
+
+    return apply
+
+
+def shape_problem(entry: Any, shape: tuple[int, ...]) -> str | None:
+    """Why a regularizer cannot take a weight (or an example's output) of `shape`, if so:
+    the orthogonal one needs a matrix with at least two rows (columns) to compare."""
+    if REGULARIZERS.canonical(entry_name(entry)) != "orthogonal_regularizer":
+        return None
+    if len(shape) != 2:
+        return f"orthogonal_regularizer takes a 2-d weight, not shape {shape}"
+    mode = entry_args(entry).mode
+    if shape[0 if mode == "rows" else 1] < 2:
+        return f"orthogonal_regularizer needs at least 2 {mode} to compare, shape {shape}"
+    return None
 
 
 def constraint(entry: Any) -> WeightFn:

@@ -31,6 +31,11 @@ def _validate(registry, value):
     ({"l2": 0.5}, lambda w: 0.5 * np.sum(w ** 2)),
     ({"l1_l2": {"l1": 0.1, "l2": 0.2}}, lambda w: 0.1 * np.sum(np.abs(w)) + 0.2 * np.sum(w ** 2)),
     ("l1_l2", lambda w: 0.0),  # Keras's L1L2() has both factors 0
+    # Keras: factor * 0.5 * sum(|off-diagonal of N N^T|) / pairs, N the unit-norm rows
+    ("orthogonal_regularizer", lambda w: 0.01 * 0.5 * 2 * abs(
+        (w[0] @ w[1]) / np.linalg.norm(w[0]) / np.linalg.norm(w[1])) / 1),
+    ({"orthogonal_regularizer": {"factor": 0.2, "mode": "columns"}}, lambda w: 0.2 * 0.5 * 2
+     * abs((w[:, 0] @ w[:, 1]) / np.linalg.norm(w[:, 0]) / np.linalg.norm(w[:, 1])) / 1),
 ])
 def test_penalties_are_keras_sums(value, expected):
     w = np.array([[0.5, -2.0], [1.5, 0.25]], np.float32)
@@ -152,11 +157,16 @@ def test_fit_adds_penalties_to_the_loss_and_constrains_after_each_step(tmp_path:
 
 def test_bad_regularizer_and_constraint_are_config_errors(tmp_path: Path):
     cases = [
-        ("kernel_regularizer: l3", "unknown regularizer 'l3' (one of: l1, l2, l1_l2)"),
+        ("kernel_regularizer: l3",
+         "unknown regularizer 'l3' (one of: l1, l2, l1_l2, orthogonal_regularizer)"),
         ("kernel_regularizer: {l2: -1}", "kernel_regularizer", "greater than or equal to 0"),
         ("kernel_constraint: {max_norm: {axis: 2}}", "axis 2",
          "the kernel has 2 axes (8, 3): use 0..1"),
         ("bias_constraint: max_nrom", "unknown constraint 'max_nrom'", "max_norm"),
+        ("bias_regularizer: orthogonal_regularizer", "weight 'bias'",
+         "orthogonal_regularizer takes a 2-d weight, not shape (3,)"),
+        ("activity_regularizer: orthogonal_regularizer",
+         "orthogonal_regularizer is for weights, not an activity_regularizer"),
     ]
     for line, *words in cases:
         config = CONFIG.replace("kernel_constraint: {max_norm: 0.6}", line)

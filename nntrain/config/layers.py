@@ -68,6 +68,16 @@ class L1L2Args(Args):
     l2: Factor = 0.0
 
 
+@REGULARIZERS.register("orthogonal_regularizer")
+class OrthogonalRegularizerArgs(Args):
+    """`factor` times the mean |dot product| of a 2-d weight's unit-normalized rows (or
+    columns) with each other, halved: pushes them towards orthogonal."""
+
+    positional = "factor"
+    factor: Factor = 0.01
+    mode: Literal["rows", "columns"] = "rows"
+
+
 class NormArgs(Args):
     """A constraint on the norms along `axis` of a weight (no batch axis here: 0 is a Dense
     kernel's inputs, so each unit's incoming weights; [0, 1, 2] for a Conv2D kernel)."""
