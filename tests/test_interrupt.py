@@ -105,3 +105,28 @@ def test_ctrl_c_after_the_last_epoch_leaves_a_completed_run(tmp_path: Path):
     resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
                               "--trust-code"], cwd=tmp_path, capture_output=True, text=True)
     assert "has trained all 2 epochs: nothing to train" in " ".join(resumed.stdout.split())
+
+
+def test_ctrl_c_in_the_test_evaluation_keeps_the_completed_run(tmp_path: Path, monkeypatch):
+    """Ctrl-C while the test split is evaluated (after the signal handlers are gone): the
+    trained run stays complete, with its checkpoints; only the test figures are missing."""
+    from clirunner import nntrain
+
+    from nntrain.train.fit import Fitter
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Fitter, "evaluate_test", interrupted)
+    config = tmp_path / "short.yaml"
+    config.write_text(TINY.read_text().replace("epochs: 4", "epochs: 2"))
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 130, result.output
+    out = " ".join(result.output.split())
+    assert "Interrupted in the test evaluation: training is complete, the test split was " \
+        "not evaluated. Test figures: nntrain evaluate" in out
+    run = _run(tmp_path)
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 2 and "test" not in metrics
+    assert (run / "checkpoints" / "best").is_dir() and (run / "checkpoints" / "last").is_dir()
