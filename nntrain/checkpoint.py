@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,8 +115,7 @@ def _save(folder: Path, trees: dict[str, Any], meta: dict[str, Any],
         arrays = {}
         for name, tree in trees.items():
             arrays.update({f"{name}/{k}" if k else name: v for k, v in flatten(tree).items()})
-        _write(tmp / ARRAYS, save_bytes(arrays))
-        digest = _sha256(tmp / ARRAYS)
+        digest = _write_arrays(tmp / ARRAYS, arrays)
         _write(tmp / META, json.dumps({"format": FORMAT, "arrays_sha256": digest, **meta},
                                       indent=2).encode("utf-8"))
         fsync_dir(tmp)
@@ -134,6 +134,45 @@ def _save(folder: Path, trees: dict[str, Any], meta: dict[str, Any],
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# numpy dtypes by their names in the safetensors format (little-endian, as numpy's native
+# ones are on every machine JAX runs on)
+_SAFETENSORS_DTYPES = {np.dtype(t): name for t, name in (
+    (np.float64, "F64"), (np.float32, "F32"), (np.float16, "F16"), (np.int64, "I64"),
+    (np.int32, "I32"), (np.int16, "I16"), (np.int8, "I8"), (np.uint64, "U64"),
+    (np.uint32, "U32"), (np.uint16, "U16"), (np.uint8, "U8"), (np.bool_, "BOOL"))}
+
+
+def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> str:
+    """Write `arrays` as a safetensors file straight from their memory, hashing as it goes;
+    returns the file's SHA-256. safetensors' own `save` copies every array into one buffer
+    first, which took 3x the CPU time (0.09 s for 50 MB), time taken from the epoch that
+    trains while a checkpoint is written. Other dtypes (bfloat16) go through the library."""
+    if sys.byteorder != "little" or any(a.dtype not in _SAFETENSORS_DTYPES
+                                        for a in arrays.values()):
+        data = save_bytes(arrays)
+        _write(path, data)
+        return hashlib.sha256(data).hexdigest()
+    header: dict[str, Any] = {}
+    parts, offset = [], 0
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])
+        array = array if array.flags.c_contiguous else array.copy(order="C")  # 0-d stays 0-d
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+        parts.append(memoryview(array.reshape(-1)).cast("B"))
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned, as the library's does
+    digest = hashlib.sha256()
+    with open(path, "wb") as f:
+        for chunk in (len(text).to_bytes(8, "little"), text, *parts):
+            f.write(chunk)
+            digest.update(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    return digest.hexdigest()
 
 
 def _write(path: Path, data: bytes) -> None:

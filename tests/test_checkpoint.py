@@ -164,13 +164,43 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint, "save_bytes", broken)
+    monkeypatch.setattr(checkpoint, "_write_arrays", broken)
     with pytest.raises(OSError, match="disk full"):
         checkpoint.save(folder, {"w": np.ones(2, np.float32)}, {"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
     arrays, meta = checkpoint.load(folder)
     assert meta["epoch"] == 1
     np.testing.assert_array_equal(arrays["w"], [0.0, 0.0])
+
+
+def test_arrays_are_written_in_the_safetensors_format(tmp_path):
+    """nntrain writes the arrays file itself (no intermediate copies); the safetensors library
+    reads it back, every dtype and shape intact, 0-d and empty arrays included, and the
+    checksum covers the bytes on disk."""
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "params/dense/kernel": rng.standard_normal((7, 3)).astype(np.float32),
+        "params/dense/transposed": rng.standard_normal((3, 5)).T,  # float64, not contiguous
+        "opt_state/count": np.int32(12),
+        "opt_state/flags": np.array([True, False, True]),
+        "state/ids": np.arange(9, dtype=np.uint8).reshape(3, 3),
+        "state/big": np.arange(4, dtype=np.int64) * 2**40,
+        "state/empty": np.zeros((0, 4), np.float16),
+    }
+    checkpoint.save(tmp_path / "ckpt", arrays, {"epoch": 3})
+    on_disk = tmp_path / "ckpt" / checkpoint.ARRAYS
+    read = load_file(str(on_disk))
+    assert read.keys() == arrays.keys()
+    for name, array in arrays.items():
+        assert read[name].dtype == np.asarray(array).dtype, name
+        assert read[name].shape == np.shape(array), name
+        np.testing.assert_array_equal(read[name], array)
+    meta = json.loads((tmp_path / "ckpt" / checkpoint.META).read_text())
+    assert meta["arrays_sha256"] == hashlib.sha256(on_disk.read_bytes()).hexdigest()
 
 
 # -- atomic writes -------------------------------------------------------------------------------
