@@ -125,7 +125,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         loaded = load_config(run.config_path, overrides, search_dir=base_dir)
         if config_path is None:  # a CONFIG given with --resume is the user's own code
             require_trust(loaded.config, trust_code, run.path)
-        _refuse_changed_config(run, loaded, config_path, overrides)
+        _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir),
+                               config_path, overrides, loaded)
     else:
         if config_path is None and loaded is None:
             raise UserError("fit needs a CONFIG file (or --resume RUN)",
@@ -177,6 +178,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                       f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
     fitter.callbacks.extend(callbacks)
     initial_epoch = _restore(fitter, run, console) if resume is not None else 0
+    if resume is not None and run.config_path.read_text() != dump_config(loaded):
+        atomic_write_text(run.config_path, dump_config(loaded))  # trained longer: say so
     run.update_info(status="running", command=sys.argv, resumed=resume is not None,
                     end=None, placement=placement.describe())
     if not quiet:
@@ -314,18 +317,27 @@ def _stop_on_signals(fitter, console: Console):
             signal.signal(s, handler)
 
 
-def _refuse_changed_config(run: Run, loaded: LoadedConfig, config_path: Path | None,
-                           overrides: list[str]) -> None:
-    if config_path is None:
+def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | None,
+                           overrides: list[str], resumed: LoadedConfig) -> None:
+    """A resume continues the run as it started: a CONFIG given with it, or `--set`, may
+    change `fit.epochs` (to train longer) and nothing else."""
+    given = load_config(config_path, overrides) if config_path is not None else resumed
+    before, after = dump_config(saved), dump_config(given)
+    if _without_epochs(before) == _without_epochs(after):
         return
-    given = dump_config(load_config(config_path, overrides))
-    saved = dump_config(loaded)
-    if given != saved:
-        diff = "".join(difflib.unified_diff(saved.splitlines(True), given.splitlines(True),
-                                            str(run.config_path), str(config_path)))
-        raise UserError(f"{config_path} differs from the config the run started with:\n{diff}",
-                        f"resume without CONFIG to continue as started: "
-                        f"nntrain fit --resume {run.path}")
+    diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
+                                        str(run.config_path),
+                                        str(config_path or "with --set")))
+    what = f"{config_path} differs" if config_path is not None else "--set changes the run"
+    raise UserError(f"{what} from the config the run started with:\n{diff}",
+                    "a resume may only change fit.epochs (--epochs N); train a changed config "
+                    f"as a new run, or continue as started: nntrain fit --resume {run.path}")
+
+
+def _without_epochs(dumped: str) -> Any:
+    data = yaml.safe_load(dumped)
+    data.get("fit", {}).pop("epochs", None)
+    return data
 
 
 def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]:

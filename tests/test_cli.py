@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from clirunner import nntrain
 from safetensors.numpy import load_file
 
@@ -268,6 +269,27 @@ def test_resume_refuses_a_changed_config_and_shows_the_difference(fitted: Path, 
     assert "units: 32" in result.output and "units: 16" in result.output
     same = nntrain("fit", str(TINY), "--resume", str(fitted), "-q")
     assert same.exit_code == 0, same.output  # the unchanged config is accepted
+
+
+def test_resume_with_set_may_only_train_longer(tmp_path: Path):
+    assert nntrain("fit", str(TINY), "-q", cwd=tmp_path).exit_code == 0
+    fitted = only_run(tmp_path)
+    before = (fitted / "config.yaml").read_text()
+    result = nntrain("fit", "--resume", str(fitted), "--set",
+                     "model.layers[1].dense.kernel_regularizer={l2: 0.5}")
+    assert result.exit_code == 2
+    out = " ".join(result.output.split())
+    assert "--set changes the run from the config the run started with" in out
+    assert "l2: {l2: 0.5}" in result.output
+    assert "a resume may only change fit.epochs (--epochs N)" in out
+    assert (fitted / "config.yaml").read_text() == before
+    epochs = yaml.safe_load(before)["fit"]["epochs"]
+    longer = nntrain("fit", "--resume", str(fitted), "--epochs", str(epochs + 1), "-q")
+    assert longer.exit_code == 0, longer.output
+    # the run's own config says how long it trained
+    assert yaml.safe_load((fitted / "config.yaml").read_text())["fit"]["epochs"] == epochs + 1
+    with open(fitted / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == epochs + 1
 
 
 BINARY_TEXT = """name: pets
