@@ -65,6 +65,7 @@ class Model:
                                  "is for weights, not an activity_regularizer", node.index)
             self.activity_penalties[node.name] = regularizers.penalty(entry)
         for node in graph.nodes:
+            _check_custom_weight_arguments(node, declared.get(node.name, {}))
             for name, weight in declared.get(node.name, {}).items():
                 if not isinstance(weight, Weight):
                     continue
@@ -253,6 +254,20 @@ def _cast(tree: Pytree, dtype) -> Pytree:
         lambda v: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, tree)
 
 
+def _check_custom_weight_arguments(node: Any, declared: dict[str, Any]) -> None:
+    """A user's layer given kernel_regularizer (or a constraint) that none of its weights
+    takes would train without it: refused instead."""
+    asked = [key for key in (getattr(node.args, "model_extra", None) or {})
+             if key.endswith(("_regularizer", "_constraint"))]
+    taken = any(isinstance(w, Weight) and (w.regularizer is not None or w.constraint is not None)
+                for w in declared.values())
+    if asked and not taken:
+        raise ShapeError(
+            f"layer '{node.name}' ({node.type}) is given {', '.join(asked)}, but none of its "
+            "weights takes one: declare them in build() with Weight(..., regularizer=..., "
+            "constraint=...) (README, Custom layers)", node.index)
+
+
 def _activity_penalty(penalty: Callable, y: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Keras's activity penalty: the regularizer of the batch's outputs over the batch size;
     the padding rows of a last partial batch neither add to it nor count."""
@@ -270,7 +285,8 @@ def _check_axes(weight: Weight, name: str, node: Any) -> None:
         f"{entry_name(weight.constraint)} constraint"
     for axis in axes:
         if not -rank <= axis < rank:
-            raise ShapeError(f"{what} has axis {axis}, but the {name} has {rank} axes "
+            axes = "axis" if rank == 1 else "axes"
+            raise ShapeError(f"{what} has axis {axis}, but the {name} has {rank} {axes} "
                              f"{weight.shape}: use 0..{rank - 1}", node.index)
     if len({axis % rank for axis in axes}) < len(axes):
         raise ShapeError(f"{what} names an axis twice: {axes}", node.index)

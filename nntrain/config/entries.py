@@ -122,6 +122,12 @@ class Registry:
         def expand(value: Any) -> Any:
             if isinstance(value, str):
                 return {value: {}}
+            if isinstance(value, dict) and set(value) in ({"class_name"},
+                                                          {"class_name", "config"}) \
+                    and isinstance(value["class_name"], str):
+                # Keras's serialized form: {class_name: MaxNorm, config: {max_value: 3}}
+                name = snake_case(value["class_name"])
+                return {name: value.get("config") or {}}
             if isinstance(value, dict) and isinstance(value.get("type"), str):
                 rest = {k: v for k, v in value.items() if k != "type"}
                 return {value["type"]: rest}  # Keras-style {type: dense, units: 10}
@@ -143,6 +149,13 @@ class Registry:
             ),
             BeforeValidator(expand),
         ]
+
+
+def snake_case(name: str) -> str:
+    """Keras's class names as its snake_case identifiers: MaxNorm -> max_norm, L1L2 -> l1l2,
+    Conv2D -> conv2d."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def entry_name(entry: BaseModel) -> str:

@@ -64,8 +64,18 @@ class L2Args(Args):
 
 @REGULARIZERS.register("l1_l2", "l1l2")
 class L1L2Args(Args):
+    """Both penalties. Keras's L1L2() defaults both factors to 0 (and adds nothing), while its
+    documentation and tf.keras's l1_l2() say 0.01: no default here, give at least one."""
+
     l1: Factor = 0.0
     l2: Factor = 0.0
+
+    @model_validator(mode="after")
+    def _some_penalty(self) -> L1L2Args:
+        if not (self.l1 or self.l2):
+            raise ValueError("give l1 or l2 (or both), e.g. {l1_l2: {l1: 0.01, l2: 0.01}}: "
+                             "with both 0 it adds nothing")
+        return self
 
 
 @REGULARIZERS.register("orthogonal_regularizer")

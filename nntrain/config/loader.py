@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
-from nntrain.config.entries import Registry
+from nntrain.config.entries import Registry, snake_case
 from nntrain.config.layers import CONSTRAINTS, LAYERS, REGULARIZERS
 from nntrain.config.schema import Config
 from nntrain.errors import UserError
@@ -97,10 +97,10 @@ def _where(source: Path, positions, overrides, path: Path_) -> str:
     for cut in range(len(bare), -1, -1):
         if bare[:cut] in overrides:
             return f"--set {overrides[bare[:cut]]}"
-    if bare and bare not in positions:  # a key only an override created (`--set a.b=1`)
-        for target, assignment in overrides.items():
-            if target[:len(bare)] == bare:
-                return f"--set {assignment}"
+    for target, assignment in overrides.items():  # a key an override created (`--set
+        # a.b=1`) at or under the failing place
+        if target[:len(bare)] == bare and (bare not in positions or target not in positions):
+            return f"--set {assignment}"
     for cut in range(len(path), -1, -1):
         prefix = tuple(path[:cut])
         if prefix in positions:
@@ -339,11 +339,15 @@ def _line_order(issue: Issue) -> tuple[int, int]:
 def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
     """Map a pydantic error location onto the YAML's keys: drop union tags pydantic inserts."""
     out: list[str | int] = []
-    node = data
+    node, entered_entry = data, False
     for part in loc:
+        repeated_tag, entered_entry = entered_entry and part == out[-1], False
+        if repeated_tag:
+            continue  # {l2: {l2: 0.1}}: an entry's tag repeated, not its argument
         if (isinstance(node, dict) and part in node) or (
             isinstance(node, list) and isinstance(part, int) and part < len(node)
         ):
+            entered_entry = isinstance(node, dict) and len(node) == 1
             node = node[part]
             out.append(part)
         elif isinstance(part, str) and (part in ("single", "per_output") or "[" in part):
@@ -408,6 +412,19 @@ KERAS_ELSEWHERE = {
 }
 
 
+# Keras's per-weight arguments: on a layer without that weight they are refused as such
+WEIGHT_ARGUMENT = re.compile(r"^(kernel|bias|embeddings|gamma|beta|moving_mean|moving_variance)"
+                             r"_(regularizer|constraint|initializer)$")
+
+
+def _args_fields(class_name: str) -> str:
+    for registry in REGISTRIES.values():
+        for args in registry.args.values():
+            if args.__name__ == class_name:
+                return ", ".join(f for f in args.model_fields if f not in ("name", "inputs"))
+    return "keys and values"
+
+
 def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
     kind, loc, found = err["type"], _clean_loc(err["loc"], data), err.get("input")
     where = _where(source, positions, overrides, loc)
@@ -417,15 +434,30 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         key_where = _where(source, positions, overrides, (*loc, "<key>"))
         if key in KERAS_ELSEWHERE:
             return Issue(key_where, path, f"unknown key '{key}': {KERAS_ELSEWHERE[key]}")
+        weight = WEIGHT_ARGUMENT.match(str(key))
+        if weight and "layers" in loc:  # not "did you mean activity_regularizer"
+            return Issue(key_where, path, f"unknown key '{key}': this layer has no "
+                         f"{weight[1]} weight")
         return Issue(key_where, path, f"unknown key '{key}'", closest(key, _fields_at(loc[:-1])))
     if kind.startswith("unknown_") and kind[8:] in REGISTRIES:
         registry = REGISTRIES[kind[8:]]
         name = next(iter(found)) if isinstance(found, dict) and len(found) == 1 else found
         if isinstance(found, dict) and len(found) != 1:
             message = f"expected one {registry.kind} name as the only key, found {len(found)} keys"
+            if registry is REGULARIZERS and set(found) <= {"l1", "l2"}:
+                message += ": l1 and l2 together are l1_l2: {l1: ..., l2: ...}"
             return Issue(where, path, message)
         message = f"unknown {registry.kind} {name!r}"
-        suggestion = closest(name, registry.names)
+        call = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", name) if isinstance(name, str) else None
+        if call and registry.canonical(call[1]) in registry.args:  # Keras's l2(0.01)
+            return Issue(where, path, f"{message}: write a call as a mapping, "
+                         f"{{{call[1]}: {call[2] or '{}'}}}")
+        if isinstance(name, int | float) and not isinstance(name, bool):
+            example = next(n for n, a in registry.args.items() if a.positional)
+            return Issue(where, path, f"{message}: name the {registry.kind}, e.g. "
+                         f"{{{example}: {name}}}")
+        snake = registry.canonical(snake_case(name)) if isinstance(name, str) else None
+        suggestion = snake if snake in registry.args else closest(name, registry.names)
         if suggestion is None and len(registry.args) <= 8:  # a short list: name them all
             custom = ", or your own package.module:Class" if registry.custom_args else ""
             message += f" (one of: {', '.join(registry.args)}{custom})"
@@ -437,6 +469,10 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         choices = [c.strip().strip("'") for c in expected.replace(" or ", ", ").split(",")]
         return Issue(where, path, f"expected one of {expected}, found {found!r}",
                      closest(found, choices))
+    if kind == "model_type":  # not "instance of MinMaxNormArgs"
+        fields = _args_fields(err.get("ctx", {}).get("class_name", ""))
+        return Issue(where, path, f"expected its arguments as a mapping ({fields}), "
+                     f"found {found!r}")
     message = err["msg"][0].lower() + err["msg"][1:]
     message = message.removeprefix("value error, ")
     if found is not None and not isinstance(found, dict | list):
