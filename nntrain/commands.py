@@ -156,6 +156,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     from nntrain.build import check_generated_validation
 
     check_generated_validation(setup, dataset)
+    if run is not None and not quiet:
+        _warn_if_data_changed(run, dataset, console)
     if run is None:  # only now, with config, model and data all checked, touch the disk
         run = create_run(runs_dir, loaded.config.name) if run_path is None else \
             create_run_at(run_path)
@@ -340,6 +342,27 @@ def _without_epochs(dumped: str) -> Any:
     return data
 
 
+def _data_record(dataset) -> dict[str, dict[str, Any]]:
+    """Each split's size and SHA-256: which data a run saw."""
+    return {name: {"examples": examples(part), "sha256": part.digest()}
+            for name, part in (("train", dataset.train), ("validation", dataset.validation),
+                               ("test", dataset.test)) if part is not None}
+
+
+def _warn_if_data_changed(run: Run, dataset, console: Console) -> None:
+    """A resume continues on the data it finds; if that is not the data the run started
+    with (a file changed since), its result is not the uninterrupted run's: say so."""
+    before = run.info().get("data") or {}
+    now = _data_record(dataset)
+    changed = [name for name in now if name in before
+               and before[name].get("sha256") != now[name]["sha256"]]
+    if changed:
+        console.print(f"[yellow]warning:[/] the {' and '.join(changed)} data differ from "
+                      f"what {run.path} started with (SHA-256 in run.json): the resumed "
+                      "epochs train and report on the new data", soft_wrap=True,
+                      highlight=False)
+
+
 def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]:
     import jax
     import optax
@@ -353,10 +376,7 @@ def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]
         "versions": {"nntrain": nntrain.__version__, "jax": jax.__version__,
                      "optax": optax.__version__, "python": platform.python_version()},
         "devices": [str(d) for d in jax.devices()],
-        "data": {name: {"examples": examples(part), "sha256": part.digest()}
-                 for name, part in (("train", dataset.train),
-                                    ("validation", dataset.validation),
-                                    ("test", dataset.test)) if part is not None},
+        "data": _data_record(dataset),
     }
     commit = _git_commit(base_dir)
     if commit:

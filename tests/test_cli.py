@@ -329,3 +329,23 @@ def test_predict_names_the_classes_of_a_binary_model_with_text_labels(tmp_path: 
     for r in written:
         assert float(r["p_cat"]) + float(r["p_dog"]) == pytest.approx(1.0, abs=1e-6)
         assert r["label"] == ("dog" if float(r["p_dog"]) > 0.5 else "cat")
+
+
+def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    (tmp_path / "c.yaml").write_text(
+        "name: changing\ndata: {train: data.npz, validation: {last: 10}}\n"
+        "model: {input: [3], layers: [{dense: {units: 2, activation: softmax}}]}\n"
+        "compile: {loss: sparse_categorical_crossentropy, optimizer: sgd}\n"
+        "fit: {epochs: 1, batch_size: 8}\n")
+    assert nntrain("fit", "c.yaml", "-q", cwd=tmp_path).exit_code == 0
+    run = only_run(tmp_path)
+    same = nntrain("fit", "--resume", str(run), "--epochs", "2", cwd=tmp_path)
+    assert same.exit_code == 0 and "warning" not in same.output
+    x[0, 0] += 1.0
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    changed = nntrain("fit", "--resume", str(run), "--epochs", "3", cwd=tmp_path)
+    assert changed.exit_code == 0, changed.output
+    assert "warning: the train data differ from what" in " ".join(changed.output.split())
