@@ -89,6 +89,11 @@ def build_graph(loaded: LoadedConfig) -> Graph:
                 sources = (previous,)
         else:
             sources = (args.inputs,) if isinstance(args.inputs, str) else tuple(args.inputs)
+            if not sources:
+                issues.append(loaded.issue(
+                    ("model", "layers", index, entry_name(_entry), "inputs"),
+                    f"inputs of '{name}' is an empty list: name the node(s) it takes, or "
+                    "leave inputs out to take the layer before it"))
         for source in sources:
             if source not in known or source == name:
                 issues.append(loaded.issue(

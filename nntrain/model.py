@@ -103,10 +103,10 @@ class Model:
             layer = self.layers[node.name]
             multi = getattr(layer, "multi_input", False)
             in_shapes = [shapes[s] for s in node.inputs]
-            in_shape = in_shapes if multi else in_shapes[0]
             if not multi and len(in_shapes) != 1:
                 raise ShapeError(f"layer '{node.name}' ({node.type}) takes one input, "
                                  f"got {len(in_shapes)}", node.index)
+            in_shape = in_shapes if multi else in_shapes[0]
             try:
                 p, s, out = make(layer, i, in_shape)
             except ShapeError as e:

@@ -430,6 +430,24 @@ def test_unknown_node_in_inputs(tmp_path):
     assert issue.suggestion == "hidden"
 
 
+@pytest.mark.parametrize("layer", ["dense: {units: 3, inputs: []}",
+                                   "concatenate: {inputs: []}"])
+def test_an_empty_inputs_list_is_a_config_error(tmp_path, layer):
+    text = f"""\
+        name: t
+        data: {{dataset: synthetic}}
+        model:
+          input: [4]
+          layers:
+            - dense: {{units: 8, name: hidden}}
+            - {layer}
+        compile: {{loss: mse}}
+        """
+    _, issues = graph_issues(tmp_path, text, build_graph)
+    assert len(issues) == 1 and issues[0].path.endswith(".inputs")
+    assert "is an empty list: name the node(s) it takes" in issues[0].message
+
+
 def test_duplicate_names(tmp_path):
     text = """\
         name: t
