@@ -168,6 +168,8 @@ def test_bad_regularizer_and_constraint_are_config_errors(tmp_path: Path):
          "orthogonal_regularizer is for weights, not an activity_regularizer"),
         # Keras's ways of writing them, answered with this file's
         ("kernel_regularizer: l1_l2", "give l1 or l2 (or both)", "with both 0 it adds nothing"),
+        ("kernel_constraint: {max_norm: 0.6}\n        use_bias: false",
+         "bias_regularizer given, but use_bias is false: that weight does not exist"),
         ("kernel_regularizer: {l2: 0.01, l1: 0.01}",
          "l1 and l2 together are l1_l2: {l1: ..., l2: ...}"),
         ("kernel_regularizer: 0.01", "unknown regularizer 0.01: name the regularizer"),

@@ -154,6 +154,17 @@ class FlattenArgs(LayerArgs):
     pass
 
 
+def _refuse_unused(args: Args, switch: str, names: tuple[str, ...]) -> None:
+    """Keras ignores a regularizer or constraint of a weight its layer does not create (a
+    bias with use_bias false); here that is a mistake to point out."""
+    if getattr(args, switch, True):
+        return
+    given = [name for name in names if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{' and '.join(given)} given, but {switch} is false: that weight "
+                         "does not exist")
+
+
 class KernelArgs(LayerArgs):
     """Penalties (added to the loss) and constraints (applied after each update) of a layer
     with a kernel and a bias."""
@@ -162,6 +173,11 @@ class KernelArgs(LayerArgs):
     bias_regularizer: Regularizer | None = None
     kernel_constraint: Constraint | None = None
     bias_constraint: Constraint | None = None
+
+    @model_validator(mode="after")
+    def _bias_exists(self) -> KernelArgs:
+        _refuse_unused(self, "use_bias", ("bias_regularizer", "bias_constraint"))
+        return self
 
 
 @LAYERS.register("dense")
@@ -295,6 +311,12 @@ class ScaleCenterArgs(LayerArgs):
     beta_regularizer: Regularizer | None = None
     gamma_constraint: Constraint | None = None
     beta_constraint: Constraint | None = None
+
+    @model_validator(mode="after")
+    def _weights_exist(self) -> ScaleCenterArgs:
+        _refuse_unused(self, "scale", ("gamma_regularizer", "gamma_constraint"))
+        _refuse_unused(self, "center", ("beta_regularizer", "beta_constraint"))
+        return self
 
 
 @LAYERS.register("batch_normalization")
