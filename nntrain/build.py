@@ -17,6 +17,7 @@ from nntrain.custom import load_object
 from nntrain.data.sources import Dataset, ModelIO
 from nntrain.graph import Graph, build_graph
 from nntrain.layers import ShapeError
+from nntrain.layers.base import ShapeErrors
 from nntrain.losses import Loss, build_loss
 from nntrain.metrics import Metric, build_metric
 from nntrain.model import Model
@@ -92,9 +93,11 @@ def prepare(loaded: LoadedConfig) -> Setup:
     custom = _custom_layers(loaded, graph)
     try:
         model = Model(graph, custom, compute_dtype=loaded.config.fit.precision)
-    except ShapeError as e:
-        path = ("model", "layers", e.node_index) if e.node_index is not None else ("model",)
-        raise ConfigError([loaded.issue(path, str(e))]) from None
+    except (ShapeError, ShapeErrors) as e:
+        raise ConfigError([
+            loaded.issue(("model", "layers", err.node_index) if err.node_index is not None
+                         else ("model",), str(err))
+            for err in (e.errors if isinstance(e, ShapeErrors) else [e])]) from None
 
     losses = {}
     for out in outputs:

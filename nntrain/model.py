@@ -13,7 +13,7 @@ from nntrain import regularizers
 from nntrain.config.entries import entry_name
 from nntrain.graph import Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
-from nntrain.layers.base import Shape, Weight
+from nntrain.layers.base import Shape, ShapeErrors, Weight
 from nntrain.lazy import jax, jnp
 
 Pytree = Any
@@ -49,38 +49,45 @@ class Model:
         # shapes and parameter counts, before (and without) creating any weight
         self._infos: list[LayerInfo] = []
         self.output_shapes: dict[str, tuple[int, ...]] = {}
-        declared, _ = self._walk(lambda layer, _, shape: _layer_shapes(layer, shape))
+        problems: list[ShapeError] = []  # every problem at once, as the schema's
+        declared, _ = self._walk(lambda layer, _, shape: _layer_shapes(layer, shape), problems)
         # (layer, weight) -> function, for the weights whose layer gave a regularizer or a
-        # constraint (Keras's kernel_regularizer, kernel_constraint, ...)
+        # constraint (Keras's kernel_regularizer, kernel_constraint, ...); layer -> function
+        # for activity regularizers
         self.penalties: dict[tuple[str, str], Callable] = {}
         self.constraints: dict[tuple[str, str], Callable] = {}
         self.activity_penalties: dict[str, Callable] = {}
         for node in graph.nodes:
-            entry = getattr(node.args, "activity_regularizer", None)
-            if entry is None:
-                continue
+            try:
+                self._add_regularization(node, declared.get(node.name, {}))
+            except ShapeError as e:
+                problems.append(e)
+        if problems:
+            raise ShapeErrors(sorted(problems, key=lambda e: -1 if e.node_index is None
+                                     else e.node_index))
+
+    def _add_regularization(self, node: Any, declared: dict[str, Any]) -> None:
+        where = f"layer '{node.name}' ({node.type})"
+        entry = getattr(node.args, "activity_regularizer", None)
+        if entry is not None:
             if entry_name(entry) == "orthogonal_regularizer":  # it would compare examples,
                 # padding rows included
-                raise ShapeError(f"layer '{node.name}' ({node.type}): orthogonal_regularizer "
-                                 "is for weights, not an activity_regularizer", node.index)
+                raise ShapeError(f"{where}: orthogonal_regularizer is for weights, not an "
+                                 "activity_regularizer", node.index)
             self.activity_penalties[node.name] = regularizers.penalty(entry)
-        for node in graph.nodes:
-            _check_custom_weight_arguments(node, declared.get(node.name, {}))
-            for name, weight in declared.get(node.name, {}).items():
-                if not isinstance(weight, Weight):
-                    continue
-                weight = regularizers.checked(weight, f"layer '{node.name}' ({node.type}), "
-                                              f"weight '{name}':", node.index)
-                if weight.regularizer is not None:
-                    problem = regularizers.shape_problem(weight.regularizer, weight.shape)
-                    if problem:
-                        raise ShapeError(f"layer '{node.name}' ({node.type}), weight "
-                                         f"'{name}': {problem}", node.index)
-                    self.penalties[node.name, name] = regularizers.penalty(weight.regularizer)
-                if weight.constraint is not None:
-                    _check_axes(weight, name, node)
-                    self.constraints[node.name, name] = regularizers.constraint(
-                        weight.constraint)
+        _check_custom_weight_arguments(node, declared)
+        for name, weight in declared.items():
+            if not isinstance(weight, Weight):
+                continue
+            weight = regularizers.checked(weight, f"{where}, weight '{name}':", node.index)
+            if weight.regularizer is not None:
+                problem = regularizers.shape_problem(weight.regularizer, weight.shape)
+                if problem:
+                    raise ShapeError(f"{where}, weight '{name}': {problem}", node.index)
+                self.penalties[node.name, name] = regularizers.penalty(weight.regularizer)
+            if weight.constraint is not None:
+                _check_axes(weight, name, node)
+                self.constraints[node.name, name] = regularizers.constraint(weight.constraint)
 
     @property
     def input_names(self) -> list[str]:
@@ -93,27 +100,36 @@ class Model:
     def input_shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.graph.inputs[name].shape)
 
-    def _walk(self, make) -> tuple[Pytree, Pytree]:
+    def _walk(self, make, problems: list[ShapeError] | None = None) -> tuple[Pytree, Pytree]:
         """Each node's weights from `make(layer, index, input_shape) -> (params, state,
         output_shape)`, in graph order; records shapes and counts, and names the node a
-        ShapeError comes from."""
+        ShapeError comes from. With a `problems` list, each node's ShapeError goes there and
+        the walk goes on past it (skipping the nodes that take its output)."""
         shapes: dict[str, Any] = {k: tuple(v.shape) for k, v in self.graph.inputs.items()}
         params, state, infos = {}, {}, []
         for i, node in enumerate(self.graph.nodes):
+            if any(source not in shapes for source in node.inputs):
+                continue  # after a node that could not be built
             layer = self.layers[node.name]
             multi = getattr(layer, "multi_input", False)
             in_shapes = [shapes[s] for s in node.inputs]
-            if not multi and len(in_shapes) != 1:
-                raise ShapeError(f"layer '{node.name}' ({node.type}) takes one input, "
-                                 f"got {len(in_shapes)}", node.index)
-            in_shape = in_shapes if multi else in_shapes[0]
             try:
-                p, s, out = make(layer, i, in_shape)
+                if not multi and len(in_shapes) != 1:
+                    raise ShapeError(f"layer '{node.name}' ({node.type}) takes one input, "
+                                     f"got {len(in_shapes)}", node.index)
+                in_shape = in_shapes if multi else in_shapes[0]
+                try:
+                    p, s, out = make(layer, i, in_shape)
+                except ShapeError as e:
+                    raise ShapeError(
+                        f"layer '{node.name}' ({node.type}) cannot take input shape "
+                        f"{_fmt_shape(in_shape)}: {e}", node.index,
+                    ) from None
             except ShapeError as e:
-                raise ShapeError(
-                    f"layer '{node.name}' ({node.type}) cannot take input shape "
-                    f"{_fmt_shape(in_shape)}: {e}", node.index,
-                ) from None
+                if problems is None:
+                    raise
+                problems.append(e)
+                continue
             shapes[node.name] = tuple(out)
             if p:
                 params[node.name] = p
@@ -121,7 +137,8 @@ class Model:
                 state[node.name] = s
             infos.append(LayerInfo(node.name, node.type, tuple(out), _count(p), _count(s),
                                    node.inputs))
-        self.output_shapes = {name: shapes[name] for name in self.graph.outputs}
+        self.output_shapes = {name: shapes[name] for name in self.graph.outputs
+                              if name in shapes}
         self._infos = infos
         return params, state
 

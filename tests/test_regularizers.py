@@ -349,3 +349,28 @@ def test_activity_regularizer_is_kerass_penalty_over_the_batch_size(tmp_path: Pa
     assert float(row["val_loss"]) == pytest.approx(val_loss, rel=1e-5)
     arrays, _ = checkpoint.load(only_run(tmp_path) / "checkpoints" / "last")
     np.testing.assert_allclose(arrays["params/dense/kernel"], W, rtol=1e-5, atol=1e-6)
+
+
+def test_every_shape_problem_is_reported_at_once(tmp_path: Path):
+    (tmp_path / "multi.yaml").write_text("""
+name: multi
+data: {dataset: synthetic}
+model:
+  input: [8]
+  layers:
+    - dense: {units: 4, kernel_constraint: {max_norm: {axis: 3}}}
+    - dense: {units: 3, bias_regularizer: orthogonal_regularizer}
+    - reshape: [5, 5]
+    - dense: {units: 2}
+    - dense: {units: 2, activity_regularizer: orthogonal_regularizer, inputs: dense_1,
+              name: side}
+    - concatenate: {inputs: [dense_2, side]}
+compile: {loss: mse}
+""")
+    result = nntrain("validate", "multi.yaml", cwd=tmp_path)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if "model.layers[" in line]
+    assert "invalid config (4 problems)" in result.output
+    assert [line.split(": ")[1] for line in lines] == [
+        "model.layers[0]", "model.layers[1]", "model.layers[2]", "model.layers[4]"]
+    assert "cannot reshape (3,) (3 values) to (5, 5)" in lines[2]

@@ -65,6 +65,14 @@ class ShapeError(ValueError):
         self.node_index = node_index
 
 
+class ShapeErrors(ValueError):
+    """Every ShapeError a model's layers raised, reported together."""
+
+    def __init__(self, errors: list[ShapeError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
 def register(name: str):
     def decorate(cls: type[Layer]) -> type[Layer]:
         LAYER_TYPES[name] = cls
