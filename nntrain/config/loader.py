@@ -412,6 +412,8 @@ KERAS_ELSEWHERE = {
 }
 
 
+# where a bare number stands for an entry's main argument, the entry it most likely means
+NUMBER_EXAMPLES = {"regularizer": "l2", "constraint": "max_norm", "optimizer": "sgd"}
 # Keras's per-weight arguments: on a layer without that weight they are refused as such
 WEIGHT_ARGUMENT = re.compile(r"^(kernel|bias|embeddings|gamma|beta|moving_mean|moving_variance)"
                              r"_(regularizer|constraint|initializer)$")
@@ -452,8 +454,8 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         if call and registry.canonical(call[1]) in registry.args:  # Keras's l2(0.01)
             return Issue(where, path, f"{message}: write a call as a mapping, "
                          f"{{{call[1]}: {call[2] or '{}'}}}")
-        if isinstance(name, int | float) and not isinstance(name, bool):
-            example = next(n for n, a in registry.args.items() if a.positional)
+        example = NUMBER_EXAMPLES.get(registry.kind)
+        if example and isinstance(name, int | float) and not isinstance(name, bool):
             return Issue(where, path, f"{message}: name the {registry.kind}, e.g. "
                          f"{{{example}: {name}}}")
         snake = registry.canonical(snake_case(name)) if isinstance(name, str) else None
