@@ -113,22 +113,17 @@ class Model:
             layer = self.layers[node.name]
             multi = getattr(layer, "multi_input", False)
             in_shapes = [shapes[s] for s in node.inputs]
+            in_shape = in_shapes if multi or len(in_shapes) != 1 else in_shapes[0]
             try:
                 if not multi and len(in_shapes) != 1:
-                    raise ShapeError(f"layer '{node.name}' ({node.type}) takes one input, "
-                                     f"got {len(in_shapes)}", node.index)
-                in_shape = in_shapes if multi else in_shapes[0]
-                try:
-                    p, s, out = make(layer, i, in_shape)
-                except ShapeError as e:
-                    raise ShapeError(
-                        f"layer '{node.name}' ({node.type}) cannot take input shape "
-                        f"{_fmt_shape(in_shape)}: {e}", node.index,
-                    ) from None
+                    raise ShapeError(f"it takes one input, got {len(in_shapes)}")
+                p, s, out = make(layer, i, in_shape)
             except ShapeError as e:
+                problem = ShapeError(f"layer '{node.name}' ({node.type}) cannot take input "
+                                     f"shape {_fmt_shape(in_shape)}: {e}", node.index)
                 if problems is None:
-                    raise
-                problems.append(e)
+                    raise problem from None
+                problems.append(problem)
                 continue
             shapes[node.name] = tuple(out)
             if p:
