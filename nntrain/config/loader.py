@@ -399,7 +399,6 @@ def _step(tp: Any, part: str | int) -> Any:
 
 
 # Keras arguments that live elsewhere here, or do not exist: said instead of "did you mean"
-_NOT_YET = "not supported yet (README, Limitations)"
 KERAS_ELSEWHERE = {
     "validation_split": "Keras's validation_split is data.validation here: {fraction: 0.1} "
                         "or {last: 5000}",
