@@ -44,10 +44,14 @@ def configure_jax() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
-def dump_config(loaded: LoadedConfig) -> str:
+def _config_data(loaded: LoadedConfig) -> dict[str, Any]:
     # the search section played no part in a run (nntrain tune strips it from trials too)
-    data = loaded.config.model_dump(mode="json", exclude_none=True, exclude={"search"})
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return loaded.config.model_dump(mode="json", exclude_none=True, exclude={"search"})
+
+
+def dump_config(loaded: LoadedConfig) -> str:
+    return yaml.safe_dump(_config_data(loaded), sort_keys=False, default_flow_style=None,
+                          width=100)
 
 
 def _prepare(loaded: LoadedConfig):
@@ -324,9 +328,9 @@ def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | No
     """A resume continues the run as it started: a CONFIG given with it, or `--set`, may
     change `fit.epochs` (to train longer) and nothing else."""
     given = load_config(config_path, overrides) if config_path is not None else resumed
-    before, after = dump_config(saved), dump_config(given)
-    if _without_epochs(before) == _without_epochs(after):
+    if _without_epochs(saved) == _without_epochs(given):
         return
+    before, after = dump_config(saved), dump_config(given)
     diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                         str(run.config_path),
                                         str(config_path or "with --set")))
@@ -336,8 +340,8 @@ def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | No
                     f"as a new run, or continue as started: nntrain fit --resume {run.path}")
 
 
-def _without_epochs(dumped: str) -> Any:
-    data = yaml.safe_load(dumped)
+def _without_epochs(loaded: LoadedConfig) -> dict[str, Any]:
+    data = _config_data(loaded)
     data.get("fit", {}).pop("epochs", None)
     return data
 
