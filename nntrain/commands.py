@@ -46,7 +46,14 @@ def configure_jax() -> None:
 
 def _config_data(loaded: LoadedConfig) -> dict[str, Any]:
     # the search section played no part in a run (nntrain tune strips it from trials too)
-    return loaded.config.model_dump(mode="json", exclude_none=True, exclude={"search"})
+    data = loaded.config.model_dump(mode="json", exclude_none=True, exclude={"search"})
+    # settings that play no part with this data source would only mislead a reader
+    source = data["data"]
+    if source.get("dataset") != "synthetic":
+        del source["synthetic"]
+    if "dataset" in source or "generator" in source:  # x, y name arrays in the user's files
+        del source["x"], source["y"]
+    return data
 
 
 def dump_config(loaded: LoadedConfig) -> str:

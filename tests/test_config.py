@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nntrain.build import prepare
+from nntrain.commands import dump_config
 from nntrain.config.entries import entry_args, entry_name
 from nntrain.config.loader import ConfigError, Issue, load_config
 from nntrain.errors import UserError
@@ -335,6 +337,27 @@ def test_bad_fraction_is_reported(tmp_path):
     issues = config_issues(source)
     assert [i.path for i in issues] == ["model.layers[0].rescaling.scale"]
     assert "'1/0'" in issues[0].message
+
+
+def test_synthetic_settings_with_another_dataset_are_refused(tmp_path):
+    text = """\
+        name: t
+        data: {dataset: iris, synthetic: {samples: 10}}
+        model: {input: [4], layers: [dense: 3]}
+        compile: {loss: sparse_categorical_crossentropy}
+        """
+    issue = issue_at(config_issues(write(tmp_path, text)), "data")
+    assert "synthetic describes only the built-in synthetic dataset" in issue.message
+    assert "set dataset: synthetic" in issue.message
+
+
+def test_saved_config_leaves_out_settings_the_data_source_ignores():
+    root = Path(__file__).resolve().parents[1]
+    fashion = yaml.safe_load(dump_config(load_config(root / "configs" / "fashion_mlp.yaml")))
+    assert fashion["data"]["dataset"] == "fashion_mnist"
+    assert not {"synthetic", "x", "y"} & fashion["data"].keys()
+    tiny = yaml.safe_load(dump_config(load_config(root / "tests" / "configs" / "tiny_mlp.yaml")))
+    assert tiny["data"]["synthetic"]["samples"] == 600
 
 
 # -- unsafe or malformed YAML ----------------------------------------------------------------
