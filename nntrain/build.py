@@ -3,7 +3,7 @@ optimizer. Anything that does not fit together is a config error here, before co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,10 +83,10 @@ def prepare(loaded: LoadedConfig) -> Setup:
             issues.append(loaded.issue(("compile", "loss"), f"no loss for output '{out}'"))
     weights = config.compile.loss_weights or {}
     _check_names(loaded, ("compile", "loss_weights"), weights, outputs, issues)
-    metric_entries = config.compile.metrics
-    if not isinstance(metric_entries, dict):
-        metric_entries = {out: metric_entries for out in outputs}
+    metric_entries = _per_output(config.compile.metrics, outputs)
+    weighted_entries = _per_output(config.compile.weighted_metrics, outputs)
     _check_names(loaded, ("compile", "metrics"), metric_entries, outputs, issues)
+    _check_names(loaded, ("compile", "weighted_metrics"), weighted_entries, outputs, issues)
     if issues:
         raise ConfigError(issues)
 
@@ -103,16 +103,17 @@ def prepare(loaded: LoadedConfig) -> Setup:
     for out in outputs:
         entry = loss_entries[out]
         losses[out] = build_loss(entry_name(entry), entry_args(entry), model.output_activation(out))
-    metrics = {
-        out: [build_metric(entry_name(e), entry_args(e))
-              for e in metric_entries.get(out, [])]
-        for out in outputs
-    }
+    metrics = {out: _keras_names(
+        [build_metric(entry_name(e), entry_args(e)) for e in metric_entries.get(out, [])],
+        [replace(build_metric(entry_name(e), entry_args(e)), weighted=True)
+         for e in weighted_entries.get(out, [])]) for out in outputs}
     io = ModelIO(
         inputs={name: (tuple(spec.shape), spec.dtype) for name, spec in graph.inputs.items()},
         outputs=dict(model.output_shapes),
         sparse_outputs=frozenset(o for o, loss in losses.items() if loss.sparse_labels),
-        metrics={out: tuple(entry_name(e) for e in metric_entries.get(out, [])) for out in outputs},
+        metrics={out: tuple((section, entry_name(e)) for section, entries in (
+            ("metrics", metric_entries), ("weighted_metrics", weighted_entries))
+            for e in entries.get(out, [])) for out in outputs},
     )
     setup = Setup(loaded, graph, model, losses, {o: weights.get(o, 1.0) for o in outputs},
                   metrics, io)
@@ -152,6 +153,25 @@ def _custom_layers(loaded: LoadedConfig, graph: Graph) -> dict[str, type]:
                     ("model", "layers", node.index, node.type),
                     f"{format_path(err['loc'])}: {err['msg']}") for err in e.errors()]) from None
     return found
+
+
+def _per_output(entries: list | dict, outputs: list[str]) -> dict[str, list]:
+    return entries if isinstance(entries, dict) else {out: entries for out in outputs}
+
+
+def _keras_names(plain: list[Metric], weighted: list[Metric]) -> list[Metric]:
+    """Log names as Keras 3 gives them (`CompileMetrics.result`): a repeated name gets a
+    suffix (accuracy, accuracy_1); a weighted metric whose name is taken is
+    weighted_<name>."""
+    counts: dict[str, int] = {}
+
+    def unique(name: str) -> str:
+        counts[name] = counts.get(name, 0) + 1
+        return name if counts[name] == 1 else f"{name}_{counts[name] - 1}"
+
+    named = [replace(m, name=unique(m.name)) for m in plain]
+    return named + [replace(m, name=unique(m.name if m.name not in counts
+                                           else f"weighted_{m.name}")) for m in weighted]
 
 
 def _check_names(loaded, path, mapping, outputs, issues) -> None:
@@ -213,24 +233,31 @@ def check_generated_validation(setup: Setup, dataset: Dataset) -> None:
 def _check_metric_args(setup: Setup) -> None:
     """`class_id` and `top_k` within the output's units: JAX would clamp an index past the
     last class and score another class without a word."""
-    entries = setup.loaded.config.compile.metrics
+    compile_config = setup.loaded.config.compile
     issues = []
-    for out in setup.graph.outputs:
-        listed = entries.get(out, []) if isinstance(entries, dict) else entries
-        units = setup.io.outputs[out][-1] if setup.io.outputs[out] else 1
-        for i, entry in enumerate(listed):
-            args = entry_args(entry)
-            path = ("compile", "metrics", *((out,) if isinstance(entries, dict) else ()), i,
-                    entry_name(entry))
-            for key in ("class_id", "top_k"):
-                value = getattr(args, key, None)
-                limit = units - 1 if key == "class_id" else units
-                if value is not None and value > limit:
-                    issues.append(setup.loaded.issue(
-                        (*path, key), f"{key} {value} is past the output's {units} units "
-                        f"(at most {limit})"))
+    for section in ("metrics", "weighted_metrics"):
+        entries = getattr(compile_config, section)
+        for out in setup.graph.outputs:
+            listed = entries.get(out, []) if isinstance(entries, dict) else entries
+            units = setup.io.outputs[out][-1] if setup.io.outputs[out] else 1
+            issues += _metric_arg_issues(setup, listed, units, (
+                "compile", section, *((out,) if isinstance(entries, dict) else ())))
     if issues:
         raise ConfigError(issues)
+
+
+def _metric_arg_issues(setup: Setup, listed: list, units: int, place: tuple) -> list[Issue]:
+    issues = []
+    for i, entry in enumerate(listed):
+        args = entry_args(entry)
+        for key in ("class_id", "top_k"):
+            value = getattr(args, key, None)
+            limit = units - 1 if key == "class_id" else units
+            if value is not None and value > limit:
+                issues.append(setup.loaded.issue(
+                    (*place, i, entry_name(entry), key),
+                    f"{key} {value} is past the output's {units} units (at most {limit})"))
+    return issues
 
 
 def _check_class_weight(setup: Setup) -> None:

@@ -1,5 +1,6 @@
-"""Keras's metrics as streaming sums, so an epoch's figure is the sample-weighted mean over the
-whole epoch (not a mean of batch means) and accumulates on the device.
+"""Keras's metrics as streaming sums, so an epoch's figure is the weighted mean over the whole
+epoch (not a mean of batch means) and accumulates on the device. The weight is 0 for padding
+rows, else 1, or the example's weight for Keras's `weighted_metrics`.
 
 A metric is `update(y_true, y_pred, weight) -> sums` (a small vector added up over batches,
 on the device) and `result(sums) -> float` (on the host, from the summed vector).
@@ -25,6 +26,7 @@ class Metric:
     update: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
     result: Callable[[np.ndarray], float]
     size: int = 2
+    weighted: bool = False  # by sample and class weights (Keras's weighted_metrics)
 
 
 def _weighted_mean(per_example: Callable[[jax.Array, jax.Array], jax.Array]):
@@ -199,8 +201,9 @@ def build_metric(written: str, args: Args) -> Metric:
         "categorical_accuracy": lambda y, p: (
             jnp.argmax(p, -1) == jnp.argmax(y, -1)
         ).astype(jnp.float32),
+        # the targets as they are, as Keras compares them: a soft label 0.9 is never a hit
         "binary_accuracy": lambda y, p: (
-            (p > getattr(args, "threshold", 0.5)) == (match_targets(y, p) > 0.5)
+            (p > getattr(args, "threshold", 0.5)).astype(jnp.float32) == match_targets(y, p)
         ).astype(jnp.float32),
         # resolved when the step is traced: the shapes are known there
         "accuracy": lambda y, p: per_example[_accuracy_kind(y.shape[1:], p.shape[1:])](y, p),

@@ -680,6 +680,48 @@ def test_class_weight_and_sample_weight_multiply_in_the_training_loss(tmp_path: 
     assert programs.layout.result(sums)["loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def test_metrics_ignore_the_weights_and_weighted_metrics_use_them(tmp_path: Path):
+    """Keras 3: `metrics` count every example once, `weighted_metrics` weigh them by the
+    sample weights (times class_weight in training); a name taken by a metric is
+    weighted_<name>."""
+    rows = [[0.5, -1.0, 2.0, 0], [1.5, 0.3, 1.0, 1], [-0.7, 0.8, 3.0, 2], [0.1, 0.2, 0.5, 0],
+            [2.0, -0.4, 1.0, 1], [-1.2, 1.1, 2.0, 2], [0.3, 0.9, 4.0, 1]]
+    write_csv(tmp_path / "t.csv", ["a", "b", "w", "y"], rows)
+    config = WEIGHTED.replace("metrics: [accuracy]",
+                              "metrics: [accuracy]\n"
+                              "  weighted_metrics: [accuracy, sparse_categorical_accuracy]")
+    ds, setup = load(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", config,
+                     extra="fit:\n  class_weight: {0: 0.0, 1: 3.0, 2: 0.5}\n")
+    assert setup.log_names() == ["loss", "accuracy", "weighted_accuracy",
+                                 "sparse_categorical_accuracy"]
+    n = len(ds.train)
+    params, state = setup.model.init(jax.random.key(0))
+    outputs, _, _ = setup.model.apply(params, state, {"input": x_of(ds.train)})
+    probs = np.asarray(next(iter(outputs.values())), np.float64)
+    labels = y_of(ds.train)
+    hit = (probs.argmax(-1) == labels).astype(np.float64)
+    sw = ds.train.sample_weight.astype(np.float64)
+    cw = class_weight_vector(setup).astype(np.float64)[labels]
+    assert 0 < hit.sum() < n  # a mix of hits and misses: the weighting shows
+
+    programs = Programs(setup, batch_size=4, eval_batch_size=4, steps_per_call=1,
+                        class_weight=class_weight_vector(setup))
+    data = to_device(ds.train)
+    evaluated = programs.evaluate(params, state, data, n)  # 7 rows: one padded batch
+    assert evaluated["accuracy"] == pytest.approx(hit.mean(), rel=1e-6)
+    assert evaluated["weighted_accuracy"] == pytest.approx((hit * sw).sum() / sw.sum(), rel=1e-6)
+    carry = {"params": params, "state": state, "opt_state": setup.optimizer.init(params),
+             "step": jax.numpy.int32(0)}
+    programs = Programs(setup, batch_size=8, eval_batch_size=8, steps_per_call=1,
+                        class_weight=class_weight_vector(setup))
+    order = epoch_order(jax.random.key(1), 0, n, 8, False)
+    _, sums, _ = programs.train_epoch(carry, data, order, n, jax.random.key(2))
+    trained = programs.layout.result(sums)  # one batch: the figures at the initial weights
+    assert trained["accuracy"] == pytest.approx(hit.mean(), rel=1e-6)
+    assert trained["weighted_accuracy"] == pytest.approx(
+        (hit * sw * cw).sum() / (sw * cw).sum(), rel=1e-6)
+
+
 def test_digest_covers_sample_weights():
     x, y = {"input": np.zeros((2, 1), np.float32)}, {"out": np.zeros(2, np.int32)}
     a = ArraySet(x, y, np.array([1, 1], np.float32))

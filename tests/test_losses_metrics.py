@@ -216,6 +216,13 @@ def test_accuracy_of_one_output_unit_is_binary_with_any_loss():
     assert evaluate(m, np.array([1.0, 0.0, 1.0]), np.array([[0.9], [0.2], [0.7]])) == 1.0
 
 
+def test_binary_accuracy_compares_soft_labels_exactly_as_keras_does():
+    # keras.metrics.binary_accuracy: y_true == (y_pred > threshold), the labels as they are
+    y = np.array([0.95, 0.05, 1.0, 0.0])
+    p = np.array([[0.9], [0.2], [0.7], [0.6]])
+    assert evaluate(metric("binary_accuracy"), y, p) == pytest.approx(0.25)
+
+
 def test_accuracy_of_several_binary_labels_is_categorical_as_in_keras():
     # Keras 3 picks categorical accuracy for multi-label targets (argmax against argmax)
     y = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])

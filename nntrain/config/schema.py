@@ -145,7 +145,8 @@ class CompileConfig(Strict):
     loss: Losses
     loss_weights: dict[NodeName, float] | None = None
     optimizer: OptimizerEntry = "rmsprop"
-    metrics: Metrics = []
+    metrics: Metrics = []  # as in Keras 3, not weighted by sample or class weights ...
+    weighted_metrics: Metrics = []  # ... these are
 
 
 class FitConfig(Strict):

@@ -49,7 +49,8 @@ class ModelIO:
     inputs: dict[str, tuple[tuple[int, ...], str]]
     outputs: dict[str, tuple[int, ...]]
     sparse_outputs: frozenset[str] = frozenset()  # outputs whose targets are class indices
-    metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # as written, by output
+    # by output: (compile section, metric name as written)
+    metrics: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
@@ -493,9 +494,9 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                     f"{what}: targets of '{name}' have shape {tuple(y.shape[1:])} per example, "
                     f"the output has {shape}",
                     "for integer labels with categorical_crossentropy set data.one_hot: true")
-        for metric in io.metrics.get(name, ()):
+        for section, metric in io.metrics.get(name, ()):
             problem = target_problem(metric, tuple(y.shape[1:]), tuple(shape))
             if problem is not None:
                 raise DataError(
                     f"{what}: metric {metric} of '{name}' needs {problem[0]}; the targets have "
-                    f"shape {tuple(y.shape[1:])} per example (compile.metrics)", problem[1])
+                    f"shape {tuple(y.shape[1:])} per example (compile.{section})", problem[1])

@@ -109,7 +109,7 @@ class Programs:
         self._eval_chunks: dict[int, Callable] = {}
 
     # -- one batch -------------------------------------------------------------------------
-    def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng, mask=None):
+    def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng, mask):
         activity: list[jax.Array] = []
         outputs, logits, new_state = self.model.apply(
             params, state, xb, training=training, rng=rng, logits_for=self.logits_for,
@@ -123,7 +123,9 @@ class Programs:
             out_sum = (loss.fn(yb[out], pred) * w).sum()
             out_sums.append(out_sum)
             total = total + self.setup.loss_weights[out] * out_sum
-            metric_sums += [m.update(yb[out], outputs[out], w) for m in self.setup.metrics[out]]
+            # padding rows count for no metric; the weights only for weighted_metrics
+            metric_sums += [m.update(yb[out], outputs[out], w if m.weighted else mask)
+                            for m in self.setup.metrics[out]]
         count = n.astype(jnp.float32)
         # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
         loss = total / jnp.maximum(count, 1.0)
