@@ -87,6 +87,62 @@ class SignalAtEnd:
 '''
 
 
+STOP_IN_EPOCH_2 = '''
+import os
+import signal
+from pathlib import Path
+
+
+def halve(epoch, lr):
+    return lr if epoch == 0 else lr * 0.5
+
+
+class StopInEpoch2:
+    """Ctrl-C inside the second epoch, once: a marker file says it happened."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        marker = Path("stopped-once")
+        if self.epoch == 1 and batch >= 3 and not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGINT)
+'''
+
+
+def test_resume_inside_an_epoch_applies_its_learning_rate_schedule_once(tmp_path: Path):
+    """The epoch's on_epoch_begin hooks run again on resume, from the rate before them: a
+    compounding `lr * 0.5` schedule halves the rate once, as in the uninterrupted run."""
+    config = tmp_path / "sched.yaml"
+    config.write_text(TINY.read_text().replace("epochs: 4", "epochs: 3\n  steps_per_execution: 2")
+                      .replace("  callbacks:\n", "  callbacks:\n    - learning_rate_scheduler: "
+                               "stops:halve\n    - stops:StopInEpoch2\n"))
+    (tmp_path / "stops.py").write_text(STOP_IN_EPOCH_2)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for folder in (whole, stopped):
+        folder.mkdir()
+    (whole / "stopped-once").touch()  # this run is never interrupted
+    command = [sys.executable, "-m", "nntrain", "fit", str(config), "-q", "--trust-code"]
+    subprocess.run(command, cwd=whole, check=True, capture_output=True)
+    done = subprocess.run(command, cwd=stopped, capture_output=True, text=True)
+    assert done.returncode == 130, done.stdout + done.stderr
+    run = _run(stopped)
+    meta = json.loads((run / "checkpoints/last/checkpoint.json").read_text())
+    assert meta["epoch"] == 1 and meta["step_in_epoch"] > 0
+    resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
+                              "-q", "--trust-code"], cwd=stopped, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+    def history(folder):
+        return [{k: v for k, v in row.items() if k != "seconds"}
+                for row in csv.DictReader((_run(folder) / "history.csv").open())]
+
+    assert [float(row["learning_rate"]) for row in history(stopped)] == \
+        pytest.approx([0.01, 0.005, 0.0025])
+    assert history(stopped) == history(whole)
+
+
 def test_ctrl_c_after_the_last_epoch_leaves_a_completed_run(tmp_path: Path):
     (tmp_path / "late.py").write_text(SIGNAL_AT_END)
     config = tmp_path / "late.yaml"

@@ -31,7 +31,7 @@ from nntrain.data.sources import Dataset
 from nntrain.data.stream import memory_budget, nbytes, row_bytes
 from nntrain.errors import TrainingFailed
 from nntrain.fsutil import atomic_write_json, atomic_write_text
-from nntrain.optimizers import get_learning_rate
+from nntrain.optimizers import get_learning_rate, has_schedule, set_learning_rate
 from nntrain.plotting import plot_history
 from nntrain.progress import EpochProgress
 from nntrain.runs import Run
@@ -110,6 +110,9 @@ class Fitter:
         self.best_weights: dict[str, Any] | None = None
         self.stop_signal: int | None = None
         self._resume_at: tuple[int, np.ndarray] | None = None  # mid-epoch resume point
+        # the rate before this epoch's on_epoch_begin hooks: a mid-epoch resume runs them
+        # again, from it, so a schedule like `lr * 0.9` is applied once, not twice
+        self._rate_before_hooks: float | None = None
         self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
         self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
         # history.png is drawn beside training, never holding up the next epoch
@@ -227,6 +230,9 @@ class Fitter:
         if meta.get("step_in_epoch"):
             self._resume_at = (int(meta["step_in_epoch"]),
                                np.asarray(meta["partial_sums"], np.float32))
+            if meta.get("rate_before_hooks") is not None:
+                self.carry["opt_state"] = self.placement.replicate(set_learning_rate(
+                    self.carry["opt_state"], meta["rate_before_hooks"]))
         if self.history:
             # a kill after the checkpoint but before the records (or a fallback to the
             # previous checkpoint) leaves them out of step with it: the checkpoint decides
@@ -257,7 +263,8 @@ class Fitter:
                 "callbacks": [c.state() for c in self.callbacks]}
         if partial is not None:
             meta.update(epoch=epoch, step_in_epoch=partial[0],
-                        partial_sums=[float(v) for v in partial[1]])
+                        partial_sums=[float(v) for v in partial[1]],
+                        rate_before_hooks=self._rate_before_hooks)
         self._save("last", trees, meta, keep_previous=True)
 
     def _save(self, name: str, trees: dict[str, Any], meta: dict[str, Any],
@@ -319,6 +326,9 @@ class Fitter:
             callback.on_train_begin(self)
         for epoch in range(initial_epoch, epochs):
             self._host_weights = None  # the last epoch's copy: no longer needed here
+            opt_state = self.carry["opt_state"]
+            self._rate_before_hooks = None if has_schedule(opt_state) \
+                else get_learning_rate(opt_state)
             for callback in self.callbacks:
                 callback.on_epoch_begin(epoch, self)
             start = time.perf_counter()
