@@ -90,9 +90,6 @@ class DataConfig(Strict):
         if len(given) != 1:
             raise ValueError("give one of dataset (a built-in name), train (a file or folder) "
                              "or generator (module:function)")
-        if "synthetic" in self.model_fields_set and self.dataset != "synthetic":
-            raise ValueError("synthetic describes only the built-in synthetic dataset: "
-                             "drop it, or set dataset: synthetic")
         if self.generator and (self.validation or self.test):
             raise ValueError("with a generator, the function gives the validation and test "
                              "splits itself (called with 'validation', 'test'): drop "
