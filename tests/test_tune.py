@@ -147,6 +147,19 @@ def test_search_prints_leaderboard_writes_best_yaml_that_fit_reproduces(tmp_path
     assert "Traceback" not in changed.output
 
 
+def test_a_study_saved_before_a_new_setting_existed_is_the_same_search():
+    from nntrain.tune.command import fingerprint, in_current_form
+
+    loaded = load_config(Path(__file__).resolve().parents[1] / "configs" / "fashion_tune.yaml")
+    current = fingerprint(loaded)
+    older = yaml.safe_load(current)
+    del older["compile"]["weighted_metrics"]  # as a version without the setting saved it
+    assert in_current_form(yaml.safe_dump(older, sort_keys=False)) == current
+    older["fit"]["epochs"] += 1
+    assert in_current_form(yaml.safe_dump(older, sort_keys=False)) != current
+    assert in_current_form("not: [valid") == "not: [valid"
+
+
 def _search_in_its_second_trial(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen]:
     """A two-trial search of 30 epochs a trial, started and now training trial 1: its
     config, its folder and its process."""

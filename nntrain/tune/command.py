@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 
 from nntrain.config.loader import (
@@ -31,6 +32,7 @@ from nntrain.config.loader import (
     read_yaml,
     validate_config,
 )
+from nntrain.config.schema import Config
 from nntrain.errors import UserError
 from nntrain.fsutil import atomic_write_json
 from nntrain.tune import space
@@ -82,7 +84,8 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
         opened = studies.open_storage(studies.sqlite_url(folder / "study.db"))
     try:
         study, created = studies.open_study(opened, name, direction, fingerprint(loaded), dims,
-                                            search, seed, worker, loaded.config.fit.epochs)
+                                            search, seed, worker, loaded.config.fit.epochs,
+                                            in_current_form)
     except studies.SearchChanged as e:
         raise UserError(e.message, f"to start this search afresh, delete {folder / 'study.db'}"
                         " (or give the config another name); to continue the old one, "
@@ -158,10 +161,23 @@ def check_search(loaded: LoadedConfig, overrides: list[str]) -> tuple[dict, dict
 
 def fingerprint(loaded: LoadedConfig) -> str:
     """What makes a search the same search: everything but how long it may run."""
-    data = loaded.config.model_dump(mode="json", exclude_none=True)
+    return _fingerprint_of(loaded.config)
+
+
+def _fingerprint_of(config: Config) -> str:
+    data = config.model_dump(mode="json", exclude_none=True)
     for key in ("max_trials", "timeout"):
         data["search"].pop(key, None)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def in_current_form(saved: str) -> str:
+    """A study's saved fingerprint as this version writes it: settings added since then
+    appear with their defaults, so they do not count as a change."""
+    try:
+        return _fingerprint_of(Config.model_validate(yaml.safe_load(saved)))
+    except (yaml.YAMLError, ValidationError):
+        return saved  # a setting since removed or changed: compared as it was written
 
 
 def resolve_objective(loaded: LoadedConfig, log_names: list[str], positions: dict,

@@ -20,7 +20,7 @@ import fcntl
 import os
 import socket
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str,
                fingerprint: str, dims: list[Dimension], search: SearchConfig,
-               seed: int, worker: int, max_epochs: int) -> tuple[optuna.Study, bool]:
+               seed: int, worker: int, max_epochs: int,
+               current_form: Callable[[str], str] = str) -> tuple[optuna.Study, bool]:
     """The study named after the config: created (its first trial the config's defaults,
     except in a grid search), or loaded and checked to be the same search. Returns
     (study, created)."""
@@ -79,8 +80,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str,
     else:
         study = optuna.load_study(study_name=name, storage=storage)
         saved = study.user_attrs.get("config")
-        if saved is not None and saved != fingerprint:
-            raise SearchChanged(saved, fingerprint)
+        if saved is not None and current_form(saved) != fingerprint:
+            raise SearchChanged(current_form(saved), fingerprint)
     started = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(search, dims, _seed(seed, started, worker))
     study.pruner = make_pruner(search, max_epochs)
