@@ -485,7 +485,8 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
 
 # -- evaluate / predict ----------------------------------------------------------------------
 def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: bool):
-    """A run's setup, data and weights, read back from its directory."""
+    """A run's setup, weights and their checkpoint.json (with `checkpoint`: the folder read,
+    `last` when the run keeps no `best`), read back from its directory."""
     import jax
 
     from nntrain import checkpoint as ckpt
@@ -499,7 +500,7 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     setup = _prepare(loaded)
     folder = run.checkpoints / checkpoint_name
     if checkpoint_name == "best" and ckpt.find(folder) is None:
-        folder = run.checkpoints / "last"
+        folder = run.checkpoints / "last"  # no best (no model_checkpoint): the only weights
     try:
         arrays, meta = ckpt.load(folder)
     except ckpt.CheckpointError as e:
@@ -515,7 +516,7 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     weights = ckpt.unflatten({"params": params, "state": state},
                              {k: v for k, v in arrays.items()
                               if k.startswith(("params/", "state/"))}, str(folder))
-    return run, setup, jax.device_put(weights), meta, base_dir
+    return run, setup, jax.device_put(weights), {**meta, "checkpoint": folder.name}, base_dir
 
 
 def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "test",
@@ -537,14 +538,17 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
                                 place(data, None, nbytes(data) > budget), len(data))
     metrics = run.read_json("metrics.json")
     metrics.setdefault("evaluations", []).append({
-        "time": _now(), "split": split, "checkpoint": checkpoint_name,
+        "time": _now(), "split": split, "checkpoint": meta["checkpoint"],
         "epoch": meta.get("epoch"), "examples": examples(data), **figures})
     atomic_write_json(run.path / "metrics.json", metrics)
     if as_json:
         print(json.dumps(figures))
         return
-    console.print(f"{run.path}: {split} split ({examples(data):,} examples), {checkpoint_name} "
-                  f"weights (epoch {meta.get('epoch')})", soft_wrap=True)
+    substitute = "; the run keeps no best checkpoint" if meta["checkpoint"] != checkpoint_name \
+        else ""
+    console.print(f"{run.path}: {split} split ({examples(data):,} examples), "
+                  f"{meta['checkpoint']} weights (epoch {meta.get('epoch')}{substitute})",
+                  soft_wrap=True)
     table = Table()
     table.add_column("figure")
     table.add_column("value", justify="right")

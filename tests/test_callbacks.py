@@ -271,6 +271,45 @@ def test_learning_rate_scheduler_function_sets_each_epochs_rate(tmp_path: Path):
     assert "--trust-code" in refused.output
 
 
+def test_a_second_model_checkpoint_writes_its_own_folder_not_best(tmp_path: Path):
+    config = tiny(tmp_path, [
+        {"model_checkpoint": {"monitor": "val_accuracy", "save_best_only": True}},
+        {"model_checkpoint": {"monitor": "loss", "save_best_only": True,
+                              "filepath": "lowest-loss"}}], epochs=4)
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("runs/cb/*"))
+    rows = history(run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = json.loads((run / "checkpoints/best/checkpoint.json").read_text())
+    accuracies = [float(r["val_accuracy"]) for r in rows]
+    losses = [float(r["loss"]) for r in rows]
+    assert metrics["monitor"] == "val_accuracy"
+    assert best["epoch"] == metrics["best_epoch"] == accuracies.index(max(accuracies)) + 1
+    lowest = json.loads((run / "checkpoints/lowest-loss/checkpoint.json").read_text())
+    assert lowest["epoch"] == losses.index(min(losses)) + 1
+
+
+def test_each_early_stopping_keeps_its_own_best_weights_in_the_resume_checkpoint(tmp_path: Path):
+    from nntrain import checkpoint
+
+    config = tiny(tmp_path, [
+        {"early_stopping": {"monitor": "val_loss", "patience": 9, "restore_best_weights": True}},
+        {"early_stopping": {"monitor": "loss", "patience": 9}},
+        {"early_stopping": {"monitor": "val_accuracy", "patience": 9,
+                            "restore_best_weights": True}}], epochs=3)
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    run = next(tmp_path.glob("runs/cb/*"))
+    arrays, _ = checkpoint.load(run / "checkpoints" / "last")
+    kept = {k.split("/")[0] for k in arrays if k.startswith("early_stopping_best")}
+    assert kept == {"early_stopping_best_0", "early_stopping_best_2"}
+    # checkpoints/best follows the first stopper's figure, val_loss: the same weights
+    best, _ = checkpoint.load(run / "checkpoints" / "best")
+    first = checkpoint.subtree(arrays, "early_stopping_best_0")
+    assert first.keys() == best.keys()
+    assert all((first[k] == best[k]).all() for k in best)
+
+
 # -- a user's own callback ---------------------------------------------------------------------
 def test_the_ratio_example_prints_once_per_epoch(tmp_path: Path):
     folder = tmp_path / "example"

@@ -68,6 +68,19 @@ def test_evaluate_json_matches_the_test_figures_fit_reported(fitted: Path):
     assert evaluations[-1]["split"] == "test" and evaluations[-1]["checkpoint"] == "best"
 
 
+def test_evaluate_of_a_run_without_best_weights_says_it_used_the_last(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    shutil.rmtree(run / "checkpoints" / "best")  # as a run stopped inside its first epoch
+    result = nntrain("evaluate", str(run))
+    assert result.exit_code == 0, result.output
+    assert "last weights (epoch 1; the run keeps no best checkpoint)" in \
+        " ".join(result.output.split())
+    evaluation = json.loads((run / "metrics.json").read_text())["evaluations"][-1]
+    assert evaluation["checkpoint"] == "last"
+
+
 def test_evaluate_finds_runs_by_name_and_latest(fitted: Path):
     work = fitted.parents[2]
     for spec in ("runs/tiny_mlp", "latest", "tiny_mlp"):
@@ -284,8 +297,12 @@ def test_resume_with_set_may_only_train_longer(tmp_path: Path):
     assert "a resume may only change fit.epochs (--epochs N)" in out
     assert (fitted / "config.yaml").read_text() == before
     epochs = yaml.safe_load(before)["fit"]["epochs"]
+    assert nntrain("evaluate", str(fitted), "--split", "validation").exit_code == 0
+    evaluated = json.loads((fitted / "metrics.json").read_text())["evaluations"]
     longer = nntrain("fit", "--resume", str(fitted), "--epochs", str(epochs + 1), "-q")
     assert longer.exit_code == 0, longer.output
+    metrics = json.loads((fitted / "metrics.json").read_text())
+    assert metrics["evaluations"] == evaluated and metrics["epochs_completed"] == epochs + 1
     # the run's own config says how long it trained
     assert yaml.safe_load((fitted / "config.yaml").read_text())["fit"]["epochs"] == epochs + 1
     with open(fitted / "history.csv") as f:

@@ -85,6 +85,8 @@ class ModelCheckpointArgs(MonitorArgs):
     the epoch number, `{val_loss:.2f}` and the like with the epoch's figures."""
 
     save_best_only: bool = False
+    # every checkpoint holds the weights, config.yaml the architecture, `last` the optimizer
+    # state: accepted for Keras configs, changes nothing
     save_weights_only: bool = False
     filepath: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.{}:-]+$"),
                         AfterValidator(_checkpoint_filepath)] = "epoch-{epoch:03d}"

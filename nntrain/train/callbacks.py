@@ -153,17 +153,23 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Keeps `checkpoints/best` at the best epoch by `monitor`; without `save_best_only`, also
-    keeps each epoch's weights under `filepath`."""
+    """Keeps `checkpoints/best` at the best epoch by `monitor` (the run's first
+    model_checkpoint: evaluate, predict and the test figures read it); without
+    `save_best_only`, also keeps each epoch's weights under `filepath`. A further
+    model_checkpoint writes under its `filepath` only: each epoch, or with `save_best_only`
+    when its own figure improves, as Keras's does."""
 
-    def __init__(self, args: ModelCheckpointArgs) -> None:
+    def __init__(self, args: ModelCheckpointArgs, keeps_best: bool = True) -> None:
         self.args = args
+        self.keeps_best = keeps_best
         self.tracker = Monitor(args.monitor, args.mode)
 
     def on_epoch_end(self, epoch, logs, trainer):
-        if self.tracker.update(epoch, logs[self.args.monitor]):
+        improved = self.tracker.update(epoch, logs[self.args.monitor])
+        if improved and self.keeps_best:
             trainer.save_weights("best", epoch, logs)
-        if not self.args.save_best_only:  # the fields were checked against the logs' names
+        if not self.args.save_best_only or (improved and not self.keeps_best):
+            # the fields were checked against the logs' names
             trainer.save_weights(self.args.filepath.format(**logs, epoch=epoch + 1), epoch,
                                  logs)
 

@@ -113,6 +113,7 @@ class Fitter:
         # the rate before this epoch's on_epoch_begin hooks: a mid-epoch resume runs them
         # again, from it, so a schedule like `lr * 0.9` is applied once, not twice
         self._rate_before_hooks: float | None = None
+        self._evaluations: list[dict[str, Any]] = []  # `nntrain evaluate`'s, kept on resume
         self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
         self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
         # history.png is drawn beside training, never holding up the next epoch
@@ -146,8 +147,9 @@ class Fitter:
             name, args = entry_name(entry), entry_args(entry)
             if isinstance(args, cb.EarlyStoppingArgs):
                 made.append(cb.EarlyStopping(args))
-            elif isinstance(args, cb.ModelCheckpointArgs):
-                made.append(cb.ModelCheckpoint(args))
+            elif isinstance(args, cb.ModelCheckpointArgs):  # the first keeps checkpoints/best
+                made.append(cb.ModelCheckpoint(args, keeps_best=not any(
+                    isinstance(c, cb.ModelCheckpoint) for c in made)))
             elif isinstance(args, cb.ReduceLROnPlateauArgs):
                 made.append(cb.ReduceLROnPlateau(args))
             elif isinstance(args, cb.LearningRateSchedulerArgs):
@@ -169,6 +171,9 @@ class Fitter:
             made.append(cb.ModelCheckpoint(
                 cb.ModelCheckpointArgs(monitor=monitor, mode=mode, save_best_only=True)))
         return made
+
+    def _stoppers(self) -> list[cb.EarlyStopping]:
+        return [c for c in self.callbacks if isinstance(c, cb.EarlyStopping)]
 
     # -- what callbacks use ------------------------------------------------------------------
     def get_weights(self) -> dict[str, Any]:
@@ -195,6 +200,7 @@ class Fitter:
     def restore(self) -> int:
         """Load `checkpoints/last`; returns the number of epochs already done."""
         resumed = checkpoint.load_for_resume(self.run.checkpoints / "last")
+        self._evaluations = self.run.read_json("metrics.json").get("evaluations", [])
         if resumed.warning:
             self.console.print(f"[yellow]warning:[/] {resumed.warning}", soft_wrap=True,
                                highlight=False)
@@ -219,10 +225,12 @@ class Fitter:
         for callback, state in zip(self.callbacks, meta["callbacks"], strict=True):
             callback.load_state(state)
         template = {"params": self.carry["params"], "state": self.carry["state"]}
-        stopper_best = checkpoint.subtree(arrays, "early_stopping_best")
-        for callback in self.callbacks:
-            if isinstance(callback, cb.EarlyStopping) and stopper_best:
-                callback.best_weights = checkpoint.unflatten(template, stopper_best, where)
+        for i, stopper in enumerate(self._stoppers()):
+            # `early_stopping_best`: a checkpoint from before each stopper had its own slot
+            kept = checkpoint.subtree(arrays, f"early_stopping_best_{i}") or (
+                checkpoint.subtree(arrays, "early_stopping_best") if i == 0 else {})
+            if kept and stopper.args.restore_best_weights:
+                stopper.best_weights = checkpoint.unflatten(template, kept, where)
         best = checkpoint.find(self.run.checkpoints / "best")
         if best is not None:
             best_arrays, _ = checkpoint.load(best)
@@ -256,9 +264,9 @@ class Fitter:
         epoch's running sums) when training stops mid-epoch."""
         trees: dict[str, Any] = {k: self.carry[k] for k in ("params", "state", "opt_state")}
         trees["step"] = self.carry["step"]
-        for callback in self.callbacks:
-            if isinstance(callback, cb.EarlyStopping) and callback.best_weights is not None:
-                trees["early_stopping_best"] = callback.best_weights
+        for i, stopper in enumerate(self._stoppers()):
+            if stopper.best_weights is not None:
+                trees[f"early_stopping_best_{i}"] = stopper.best_weights
         meta = {"kind": "resume", "epoch": epoch + 1, "history": self.history,
                 "callbacks": [c.state() for c in self.callbacks]}
         if partial is not None:
@@ -435,6 +443,8 @@ class Fitter:
             "best_value": tracker.best, "epochs_completed": len(history),
             "last": {k: v for k, v in history[-1].items() if k != "epoch"},
         }
+        if self._evaluations:
+            metrics["evaluations"] = self._evaluations
         self._in_order(write_history_csv, self.run.path / "history.csv", history)
         self._in_order(atomic_write_json, self.run.path / "metrics.json", metrics)
         self._in_order(self.run.update_info, epochs_completed=len(history))
