@@ -79,6 +79,10 @@ class Model:
         for name, weight in declared.items():
             if not isinstance(weight, Weight):
                 continue
+            if weight.initializer == "orthogonal" and len(weight.shape) < 2:
+                raise ShapeError(f"{where}, weight '{name}' of shape {weight.shape}: the "
+                                 "orthogonal initializer needs 2 or more dimensions (use it "
+                                 "for kernels; zeros for biases)", node.index)
             weight = regularizers.checked(weight, f"{where}, weight '{name}':", node.index)
             if weight.regularizer is not None:
                 problem = regularizers.shape_problem(weight.regularizer, weight.shape)

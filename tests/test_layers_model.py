@@ -259,6 +259,36 @@ def test_initializer_ranges_follow_keras(name, low, high, std):
     np.testing.assert_allclose(values.std(), std, rtol=0.02)
 
 
+@pytest.mark.parametrize(("name", "limit", "std"), [
+    # Keras's fans for a vector of n: fan_in = fan_out = n
+    ("glorot_uniform", np.sqrt(3 / 20_000), np.sqrt(1 / 20_000)),
+    ("he_normal", 2 * np.sqrt(2 / 20_000) / 0.87962566, np.sqrt(2 / 20_000)),
+    ("lecun_uniform", np.sqrt(3 / 20_000), np.sqrt(1 / 20_000)),
+])
+def test_variance_scaling_of_a_vector_uses_keras_fans(name, limit, std):
+    values = np.asarray(initializers.get(name)(jax.random.key(0), (20_000,), jnp.float32))
+    assert values.shape == (20_000,)
+    assert np.abs(values).max() <= limit * (1 + 1e-6)
+    np.testing.assert_allclose(values.std(), std, rtol=0.03)
+    assert initializers.get(name)(jax.random.key(0), (), jnp.float32).shape == ()
+
+
+def test_orthogonal_bias_is_a_config_error(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(HEAD + textwrap.dedent("""\
+        model:
+          input: [4]
+          layers: [dense: {units: 3, bias_initializer: orthogonal}]
+        compile: {loss: mse}
+        """), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        prepare(load_config(path))
+    (issue,) = info.value.issues
+    assert issue.path == "model.layers[0]"
+    assert "weight 'bias' of shape (3,)" in issue.message
+    assert "orthogonal initializer needs 2 or more dimensions" in issue.message
+
+
 EVERY_LAYER = """\
 model:
   inputs: {ids: {shape: [6], dtype: int32}, image: {shape: [8, 8, 2]}}
