@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from pydantic import ValidationError
 
 from nntrain.config.compile import AdamArgs, AdamWArgs, RMSpropArgs, SGDArgs
 from nntrain.optimizers import build_optimizer, get_learning_rate, set_learning_rate
@@ -119,7 +120,14 @@ def test_clipvalue_clips_each_element():
 
 
 def test_no_clipping_under_the_limits():
-    assert_tree_close(clipped_gradient(clipnorm=10.0, clipvalue=10.0), BIG)
+    assert_tree_close(clipped_gradient(clipnorm=10.0), BIG)
+    assert_tree_close(clipped_gradient(clipvalue=10.0), BIG)
+
+
+def test_only_one_kind_of_clipping_as_in_keras():
+    with pytest.raises(ValidationError, match="give one of clipnorm, clipvalue and "
+                                              "global_clipnorm, not clipnorm and clipvalue"):
+        SGDArgs(clipnorm=1.0, clipvalue=0.5)
 
 
 # -- the learning rate -------------------------------------------------------------------------

@@ -311,6 +311,15 @@ class OptimizerArgs(Args):
     clipvalue: PositiveFloat | None = None
     global_clipnorm: PositiveFloat | None = None
 
+    @model_validator(mode="after")
+    def _one_clipping(self) -> OptimizerArgs:
+        given = [k for k in ("clipnorm", "clipvalue", "global_clipnorm")
+                 if getattr(self, k) is not None]
+        if len(given) > 1:  # as Keras refuses: the order they would apply in is arbitrary
+            raise ValueError(f"give one of clipnorm, clipvalue and global_clipnorm, not "
+                             f"{' and '.join(given)}")
+        return self
+
 
 @OPTIMIZERS.register("sgd")
 class SGDArgs(OptimizerArgs):
