@@ -43,6 +43,16 @@ def too_big(split, epoch):
     yield X[:64], Y[:64]
 
 
+def weights_later(split, epoch):
+    yield X[:32], Y[:32]
+    yield X[32:64], Y[32:64], np.ones(32)
+
+
+def wider_later(split, epoch):
+    yield X[:32], Y[:32]
+    yield np.hstack([X[32:64], X[32:64]]), Y[32:64]
+
+
 def no_validation(split, epoch):
     return None if split == "validation" else batches(split, epoch)
 
@@ -144,6 +154,10 @@ def test_resume_mid_run_gives_the_same_weights(tmp_path: Path):
     ("broken", "raised RuntimeError: disk on fire"),
     ("too_big", "has 64 rows, more than fit.batch_size (32)"),
     ("missing", "has no function 'missing'"),
+    ("weights_later", "batch 2 of 'train' differs from the first batch: input (8,) float32, "
+                      "dense_1 () int32, with sample weights, the first input (8,) float32, "
+                      "dense_1 () int32, without sample weights"),
+    ("wider_later", "batch 2 of 'train' differs from the first batch: input (16,) float32"),
 ])
 def test_broken_generators_are_data_errors(tmp_path: Path, function: str, message: str):
     config = _setup(tmp_path, function)

@@ -40,6 +40,7 @@ class GeneratorSplit:
         self.steps, self.examples = 0, 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="nntrain-generator")
         self._orders: dict[int, Any] = {}
+        self._form: tuple | None = None  # the first batch's, which every batch must have
 
     @classmethod
     def open(cls, fn: BatchFunction, name: str, split: str, batch_size: int,
@@ -90,6 +91,16 @@ class GeneratorSplit:
         if len(made) > self.batch_size:
             raise DataError(f"{where} has {len(made)} rows, more than fit.batch_size "
                             f"({self.batch_size})", "yield batches of fit.batch_size rows")
+        # every batch like the first, which was checked against the model: batches are
+        # stacked into one device chunk
+        form = _form(made)
+        if self._form is None:
+            self._form = form
+        elif form != self._form:
+            raise DataError(f"{where} differs from the first batch: {_describe(form)}, the "
+                            f"first {_describe(self._form)}",
+                            "yield batches of one form: the same arrays, shapes per example "
+                            "and dtypes, with sample weights in all or none")
         return made
 
     # -- chunks for the device -------------------------------------------------------------
@@ -139,6 +150,21 @@ class GeneratorSplit:
         if parts[0].sample_weight is not None:
             chunk["w"] = stack([p.sample_weight for p in parts])
         return self.put(chunk)
+
+
+def _form(batch: ArraySet) -> tuple:
+    """What must match between batches: each array's shape per example and dtype, and
+    whether the batch has sample weights."""
+    def arrays(named: dict[str, np.ndarray]) -> tuple:
+        return tuple((n, a.shape[1:], a.dtype.str) for n, a in named.items())
+
+    return arrays(batch.x), arrays(batch.y), batch.sample_weight is not None
+
+
+def _describe(form: tuple) -> str:
+    x, y, weighted = form
+    shapes = ", ".join(f"{n} {shape} {np.dtype(dtype).name}" for n, shape, dtype in (*x, *y))
+    return f"{shapes}, {'with' if weighted else 'without'} sample weights"
 
 
 def _guarded(batches: Iterable[Any], name: str) -> Iterator[Any]:
