@@ -62,8 +62,9 @@ def run_keras(seed: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per framework (default 3)")
     args = parser.parse_args()
     seeds = [42, *range(1, args.seeds)]
     rows = {"nntrain": [], "Keras 3": []}

@@ -341,7 +341,7 @@ def run_jax(workdir: Path, chunk_steps: int | None = None) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].rstrip(":") + ".")
     parser.add_argument("peer", choices=("keras", "jax"))
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--steps-per-execution", type=int, default=1)

@@ -21,7 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",  # paragraphs reflow to the terminal width
 )
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -29,7 +29,7 @@ _state = {"debug": False}
 
 ConfigArg = Annotated[Path, typer.Argument(help="A YAML model config.", show_default=False)]
 RunArg = Annotated[str, typer.Argument(
-    help="A run directory, runs/<name> (its latest run), a run name, or `latest`.")]
+    help="A run directory, `runs/<name>` (its latest run), a run name, or `latest`.")]
 SetOpt = Annotated[list[str], typer.Option(
     "--set", help="Override a config value: KEY.PATH=VALUE (repeatable).",
     metavar="KEY.PATH=VALUE")]
@@ -38,7 +38,8 @@ RunsDirOpt = Annotated[Path, typer.Option(
 CheckpointOpt = Annotated[str, typer.Option(
     "--checkpoint", help="Which weights: best (default) or last.")]
 TrustOpt = Annotated[bool, typer.Option(
-    "--trust-code", help="Allow importing the Python code (custom layers) a run's config names.")]
+    "--trust-code", help="Allow importing the Python code a run's config names (custom "
+    "layers, callbacks, data generators).")]
 
 
 def _run(action, *args, **kwargs) -> None:
@@ -104,7 +105,8 @@ def fit(
     batch_size: Annotated[int | None, typer.Option(
         help="Shortcut for --set fit.batch_size=N.", min=1)] = None,
     resume: Annotated[str | None, typer.Option(
-        help="Continue an interrupted run from its last checkpoint.", metavar="RUN")] = None,
+        help="Continue an interrupted run from its last checkpoint (with --epochs N, train "
+        "a finished one longer).", metavar="RUN")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     trust_code: TrustOpt = False,
@@ -120,8 +122,12 @@ def fit(
     coordinator: Annotated[str | None, typer.Option(
         help="Multi-process run without a cluster manager: process 0's HOST:PORT "
         "(with --num-processes and --process-id).", show_default=False)] = None,
-    num_processes: Annotated[int | None, typer.Option(min=1, show_default=False)] = None,
-    process_id: Annotated[int | None, typer.Option(min=0, show_default=False)] = None,
+    num_processes: Annotated[int | None, typer.Option(
+        help="With --coordinator: how many processes the run has.", min=1,
+        show_default=False)] = None,
+    process_id: Annotated[int | None, typer.Option(
+        help="With --coordinator: this process's number, from 0 (0 is the coordinator).",
+        min=0, show_default=False)] = None,
 ) -> None:
     """Train a model: validate the config, load data, train, record a run directory."""
     from nntrain import commands
@@ -181,8 +187,10 @@ def predict(
     runs_dir: RunsDirOpt = Path("runs"),
     trust_code: TrustOpt = False,
 ) -> None:
-    """Model outputs for new examples or a data split: a table, a file with --output, or an
-    image grid with --show."""
+    """Model outputs for new examples or a data split: a table, --output FILE, or --show.
+
+    Without --output, a table of the first examples; with --show N, a grid of images with
+    the predicted (and true) classes."""
     from nntrain import commands
 
     if input is not None and split is not None:
@@ -206,8 +214,11 @@ def lr_find(
         help="Training steps, the rate growing exponentially from --min-lr to --max-lr.")] = 300,
     runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
-    """Find a learning rate: train a few hundred steps from the initial weights with a growing
-    rate, plot the loss against it and suggest one (a tenth of the rate at the lowest loss)."""
+    """Find a learning rate: a short run with a growing rate, a plot and a suggestion.
+
+    Trains --steps steps from the initial weights, the rate growing from --min-lr to
+    --max-lr, plots the loss against the rate and suggests a tenth of the rate at the
+    lowest (smoothed) loss."""
     from nntrain import commands
 
     _run(commands.lr_find, config, list(set_ or []), runs_dir, out, min_lr=min_lr,
@@ -229,8 +240,10 @@ def tune(
     ] = False,
     worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
 ) -> None:
-    """Search hyperparameters: train trials of the config's `search:` space (optuna), print a
-    leaderboard and write best.yaml. Running it again continues the same search."""
+    """Search hyperparameters over the config's `search:` space (optuna).
+
+    Trains trials, prints a leaderboard and writes best.yaml. Running it again continues
+    the same search."""
     from nntrain.tune.command import tune as run_tune
 
     _run(run_tune, config, list(set_ or []), runs_dir, out, workers=workers, storage=storage,
@@ -273,7 +286,7 @@ app.add_typer(runs_app, name="runs")
 @runs_app.command("list")
 def runs_list(
     name: Annotated[str | None, typer.Argument(
-        help="Only runs of this name (shell patterns such as 'fashion_*' too).",
+        help="Only runs of this name (shell patterns such as `fashion_*` too).",
         show_default=False)] = None,
     runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
@@ -302,7 +315,7 @@ def runs_show(run: RunArg, runs_dir: RunsDirOpt = Path("runs")) -> None:
 @app.command()
 def plot(
     runs: Annotated[list[str], typer.Argument(
-        help="Runs to overlay: run directories, runs/<name>, run names, or `latest`.",
+        help="Runs to overlay: run directories, `runs/<name>`, run names, or `latest`.",
         show_default=False)],
     output: Annotated[Path, typer.Option(
         "--output", "-o", help="The image to write (.png; .svg and .pdf work too).")] = Path(
