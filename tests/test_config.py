@@ -258,6 +258,28 @@ def test_set_overrides_scalars_and_list_items(tmp_path):
     assert loaded.where(("fit", "epochs")) == "--set fit.epochs=5"
 
 
+def test_set_reaches_into_entries_written_short(tmp_path):
+    source = write(tmp_path, """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers: [rescaling: 1/10, flatten, dense: 32, dropout: 0.2, dense: 3]
+        compile: {loss: mse, optimizer: {sgd: 0.1}}
+        """)
+    loaded = load_config(source, ["model.layers.2.dense.activation=relu",
+                                  "model.layers.1.flatten.name=flat",
+                                  "model.layers.3.dropout.rate=0.3",
+                                  "compile.optimizer.sgd.momentum=0.9"])
+    layers = loaded.config.model.layers
+    assert (entry_args(layers[2]).units, entry_args(layers[2]).activation) == (32, "relu")
+    assert entry_args(layers[1]).name == "flat"
+    assert entry_args(layers[3]).rate == 0.3
+    assert entry_args(layers[0]).scale == 0.1
+    optimizer = entry_args(loaded.config.compile.optimizer)
+    assert (optimizer.learning_rate, optimizer.momentum) == (0.1, 0.9)
+
+
 def test_set_takes_list_indices_as_error_messages_write_them(tmp_path):
     source = write(tmp_path, BASE)
     loaded = load_config(source, ["model.layers[1].dense.units=64",

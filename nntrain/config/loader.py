@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import CALLBACKS
-from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
+from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS, SCHEDULES
 from nntrain.config.entries import Registry, snake_case
 from nntrain.config.layers import CONSTRAINTS, LAYERS, REGULARIZERS
 from nntrain.config.schema import Config
@@ -221,8 +221,24 @@ def apply_override(data: dict, assignment: str) -> Path_:
         if depth == len(path) - 1:
             node[part] = value
         else:
+            _expand_shorthand(node, part, path[depth + 1])
             node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
     return tuple(path)
+
+
+def _expand_shorthand(node: Any, part: str | int, inner: str | int) -> None:
+    """Let --set reach into an entry written short: `- flatten` becomes `- flatten: {}`, and
+    `dense: 32` becomes `dense: {units: 32}` (the value under its positional argument)."""
+    if isinstance(node, list) and isinstance(node[part], str) and node[part] == inner:
+        node[part] = {inner: {}}
+    elif isinstance(node, dict) and isinstance(part, str) and not isinstance(
+            node.get(part, {}), dict | list):
+        positional = {getattr(r.args.get(r.canonical(part)), "positional", None)
+                      for r in (*REGISTRIES.values(), SCHEDULES) if r.canonical(part) in r.args}
+        if node[part] is None:
+            node[part] = {}
+        elif len(positional) == 1 and None not in positional:
+            node[part] = {positional.pop(): node[part]}
 
 
 def load_config(source: str | Path, overrides: Sequence[str] = (),
