@@ -5,6 +5,7 @@ enter the loss (Keras semantics: they multiply)."""
 from __future__ import annotations
 
 import csv
+import json
 import textwrap
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from clirunner import nntrain
 
 from nntrain.build import class_weight_vector, prepare
@@ -789,6 +791,27 @@ def test_cli_data_error_exits_2_before_creating_a_run(tmp_path: Path):
     assert "'color'" in result.output and "categorical" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_data_file_given_with_set_is_found_from_the_current_folder(tmp_path: Path):
+    configs, work = tmp_path / "configs", tmp_path / "work"
+    configs.mkdir()
+    work.mkdir()
+    rows = [[i % 5, (i * 3) % 7, i % 2] for i in range(40)]
+    write_csv(work / "mine.csv", ["a", "b", "y"], rows)
+    write_csv(configs / "mine.csv", ["a", "b", "y"], rows[:20])  # the config's own
+    config = write_config(configs, "train: mine.csv\ntargets: y\n", classifier(2, 2))
+    result = nntrain("fit", str(config), "-q", "--epochs", "1", cwd=work)
+    assert result.exit_code == 0, result.output
+    (run,) = work.glob("runs/t/*")
+    assert json.loads((run / "run.json").read_text())["data"]["train"]["examples"] == 20
+    result = nntrain("fit", str(config), "-q", "--epochs", "1", "--set", "data.train=mine.csv",
+                     cwd=work)
+    assert result.exit_code == 0, result.output
+    run = max(work.glob("runs/t/*"))
+    assert json.loads((run / "run.json").read_text())["data"]["train"]["examples"] == 40
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["train"] == \
+        str(work / "mine.csv")
 
 
 def test_class_weight_reads_classes_as_keras_does():

@@ -252,8 +252,27 @@ def load_config(source: str | Path, overrides: Sequence[str] = (),
                         "start from one in configs/, or see `nntrain schema`")
     override_paths: dict[Path_, str] = {}
     for assignment in overrides:
-        override_paths[apply_override(data, assignment)] = assignment
+        path = apply_override(data, assignment)
+        override_paths[path] = assignment
+        if path in FILE_KEYS:
+            _from_working_dir(data, path)
     return validate_config(data, source, positions, override_paths, search_dir)
+
+
+# the data files a config names: relative to the config's folder, or given with --set, to
+# the folder the command runs in (as any path typed on a command line)
+FILE_KEYS = {("data", "source"), ("data", "train"), ("data", "validation", "path"),
+             ("data", "test", "path")}
+
+
+def _from_working_dir(data: dict, path: Path_) -> None:
+    *parents, key = path
+    node = data
+    for part in parents:
+        node = node[part]
+    value = node[key]
+    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+        node[key] = str(Path.cwd() / value)
 
 
 def validate_config(data: dict, source: Path, positions: dict[Path_, tuple[int, int]],

@@ -104,7 +104,8 @@ def resolve_path(path: str, base_dir: Path, key: str) -> Path:
     resolved = (base_dir / path).expanduser()
     if not resolved.exists():
         raise DataError(f"{key}: file not found: {resolved}",
-                        "paths in a config are relative to the config file's folder")
+                        "paths in a config are relative to the config file's folder, "
+                        "paths given with --set to the current folder")
     return resolved
 
 
