@@ -132,7 +132,15 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if resume is not None:
         run = resolve_run(resume, runs_dir)
         run.require_config()
-        base_dir = Path(run.info().get("config_dir", run.path))
+        info = run.info()
+        reason = info.get("stop_reason") or ""
+        if info.get("status") == "stopped" and reason.startswith(
+                ("early stopping", "a callback stopped")):  # it ended, it was not cut short
+            console.print(f"{run.path} ended by {reason}: nothing to resume (--resume continues"
+                          " an interrupted run; to train on, train the config again, e.g. "
+                          "with more patience)", highlight=False, soft_wrap=True)
+            return 0
+        base_dir = Path(info.get("config_dir", run.path))
         loaded = load_config(run.config_path, overrides, search_dir=base_dir)
         if config_path is None:  # a CONFIG given with --resume is the user's own code
             require_trust(loaded.config, trust_code, run.path)

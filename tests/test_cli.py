@@ -166,6 +166,13 @@ def test_early_stopping_stops_and_restores_best(tmp_path: Path):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "stopped" and "early stopping after epoch 2" in info["stop_reason"]
     assert len(list(csv.DictReader((run / "history.csv").open()))) == 2
+    # an ended run is not an interrupted one: --resume leaves it as it is
+    before = (run / "history.csv").read_text()
+    resumed = nntrain("fit", "--resume", str(run), "--epochs", "20", cwd=tmp_path)
+    assert resumed.exit_code == 0, resumed.output
+    assert "ended by early stopping after epoch 2: nothing to resume" in \
+        " ".join(resumed.output.split())
+    assert (run / "history.csv").read_text() == before
 
 
 def test_non_finite_loss_fails_with_exit_1(tmp_path: Path):
