@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -125,6 +126,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
     from nntrain.train.fit import Fitter
 
+    began = time.perf_counter()
     as_json = log_format == "json"
     if as_json:
         console = Console(stderr=True, highlight=False)
@@ -264,7 +266,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if as_json:
         _emit_end(run, status, result, test)
     if not quiet:
-        _print_fit_result(console, run, result, test)
+        _print_fit_result(console, run, result, test, began)
     return 0
 
 
@@ -416,25 +418,39 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _print_fit_result(console: Console, run: Run, result, test) -> None:
+def _print_fit_result(console: Console, run: Run, result, test, began: float) -> None:
+    """The end of `fit`: what happened, then the figures as a table (train, validation and
+    test side by side), then where the run is."""
+    from nntrain.progress import fmt_number
+
     console.print(f"[bold]{run.name}: {result.status}[/]"
                   + (f" ({result.stop_reason})" if result.stop_reason else ""), soft_wrap=True)
-    table = Table(show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("epochs", str(len(result.history)))
+    history = result.history
+    epoch = result.best_epoch or len(history)
+    facts = [_plural(len(history), "epoch")]
     if result.best_epoch is not None:
-        table.add_row("best epoch", f"{result.best_epoch} ({result.monitor} "
-                      f"{result.best_value:.4f})")
-        best = result.history[result.best_epoch - 1]
-        table.add_row("at best epoch", "  ".join(
-            f"{k} {v:.4f}" for k, v in best.items() if k not in ("epoch", "seconds",
-                                                                 "learning_rate")))
-    if test:
-        table.add_row("test (best weights)", "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
-    table.add_row("time", f"{sum(r['seconds'] for r in result.history):.1f}s")
-    table.add_row("run", str(run.path))
+        facts.append(f"best epoch {result.best_epoch} ({result.monitor} "
+                     f"{fmt_number(result.best_value)})")
+    facts.append(f"{sum(r['seconds'] for r in history):.1f}s training, "
+                 f"{time.perf_counter() - began:.1f}s in all")
+    console.print(", ".join(facts), highlight=False)
+    figures = {k: v for k, v in history[epoch - 1].items()
+               if k not in ("epoch", "seconds", "learning_rate")}
+    names = [k for k in figures if not k.startswith("val_")]
+    # the test split is evaluated with the best weights: those of the epoch shown
+    columns = [("train", figures),
+               ("validation", {k[4:]: v for k, v in figures.items() if k.startswith("val_")}),
+               ("test", test or {})]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1))
+    table.add_column(f"epoch {epoch}", no_wrap=True)
+    for title, values in columns:
+        if values:
+            table.add_column(title, justify="right")
+    for name in names:
+        table.add_row(name, *(fmt_number(values.get(name)) for _, values in columns
+                              if values))
     console.print(table)
+    console.print(f"run: {run.path}", highlight=False, soft_wrap=True)
 
 
 # -- lr-find ---------------------------------------------------------------------------------

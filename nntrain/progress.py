@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import time
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -14,12 +15,28 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 REFRESH_SECONDS = 0.1  # the bar's own refresh rate; more updates would only cost time
 
 
+MISSING = "—"
+
+
+def fmt_number(value: Any) -> str:
+    """A figure as people read it: 4 decimals, or 4 significant digits for very large or
+    small ones (a loss of 5.685e+10, not 56854280903.2679)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return MISSING if value is None else str(value)
+    if isinstance(value, int) or not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.4g}"
+    return f"{value:.4f}"
+
+
 def format_logs(logs: dict[str, float], skip: tuple[str, ...] = ()) -> str:
     parts = []
     for name, value in logs.items():
         if name in skip:
             continue
-        parts.append(f"{name} {value:.4g}" if name == "learning_rate" else f"{name} {value:.4f}")
+        parts.append(f"{name} {value:.4g}" if name == "learning_rate"
+                     else f"{name} {fmt_number(value)}")
     return "  ".join(parts)
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nntrain.errors import UserError
+from nntrain.progress import MISSING, fmt_number
 from nntrain.runs import RUN_FILE, Run, resolve_run, runs_newest_first
 
 FINISHED = ("completed", "stopped", "failed")
@@ -26,7 +27,6 @@ STATUS_STYLE = {"completed": "green", "stopped": "yellow", "failed": "red", "run
 # A live `fit` rewrites run.json after every epoch. Silence for longer than this (or three
 # of the run's longest epochs) means its process is probably gone: run.json has no pid.
 QUIET_SECONDS = 600.0
-MISSING = "—"
 
 
 def _for_tables(console: Console) -> Console:
@@ -154,18 +154,6 @@ def fmt_duration(seconds: float | None) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
-
-
-def fmt_number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return MISSING if value is None else str(value)
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.4g}"
-    return f"{value:.4f}"
 
 
 def fmt_figures(figures: Any, skip: tuple[str, ...] = ()) -> str:

@@ -56,6 +56,23 @@ def test_fit_leaves_a_complete_run_directory(fitted: Path):
     assert (fitted / "history.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_fit_ends_with_the_figures_side_by_side(tmp_path: Path):
+    result = nntrain("fit", str(TINY), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = metrics["best_epoch"]
+    row = list(csv.DictReader((run / "history.csv").open()))[best - 1]
+    lines = result.output.splitlines()
+    assert f"4 epochs, best epoch {best} (val_loss {float(row['val_loss']):.4f})" in result.output
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["epoch", str(best)])
+    assert lines[header].split()[2:] == ["train", "validation", "test"]
+    for name, line in zip(("loss", "accuracy"), lines[header + 2:header + 4], strict=True):
+        expected = [row[name], row[f"val_{name}"], metrics["test"][name]]
+        assert line.split() == [name, *(f"{float(v):.4f}" for v in expected)]
+    assert lines[header + 4] == f"run: {run.relative_to(tmp_path)}"
+
+
 def test_evaluate_json_matches_the_test_figures_fit_reported(fitted: Path):
     reported = json.loads((fitted / "metrics.json").read_text())["test"]
     result = nntrain("evaluate", str(fitted), "--json")
