@@ -34,8 +34,27 @@ def _for_tables(console: Console) -> Console:
     per run, for grep), as `ls -l` or `docker ps` do."""
     if console.is_terminal:
         return console
-    return Console(file=console.file, width=max(console.width, 250), highlight=False,
-                   no_color=True)
+    return Console(file=_TrimmedLines(console.file), width=max(console.width, 250),
+                   highlight=False, no_color=True)
+
+
+class _TrimmedLines:
+    """A text file that drops the spaces a table pads its lines with to its full width."""
+
+    def __init__(self, file: Any) -> None:
+        self.file, self.pending = file, ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.file.write(line.rstrip(" ") + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.file.write(self.pending)
+            self.pending = ""
+        self.file.flush()
 
 
 def _add_row(table: Table, *cells: Any) -> None:
