@@ -633,7 +633,7 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
                      split or ("test" if input_path is None else str(input_path)))
         return
     if output is not None:
-        write_predictions(output, outputs, class_names, setup)
+        write_predictions(output, outputs, class_names, setup, targets)
         console.print(f"wrote {len(data):,} predictions to {output}", highlight=False)
     else:
         console.print(prediction_table(outputs, class_names, top, targets, setup))

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from nntrain.build import Setup
 from nntrain.data.arrays import ArraySet
+from nntrain.errors import UserError
 from nntrain.fsutil import atomic_write_bytes, atomic_write_text
 
 PREDICT_BATCH = 1024
@@ -86,6 +87,9 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
             column(f"{prefix}prediction", right=True)
         if targets is not None and name in targets:
             column(f"{prefix}true")
+    if top > 1 and not any(classifier and not binary for _, _, classifier, binary, _ in columns):
+        raise UserError(f"--top {top} ranks classes, and this model's outputs are not class "
+                        "probabilities", "drop --top")
     for row in range(len(next(iter(outputs.values())))):
         cells = [str(row)]
         for name, values, classifier, binary, ranks in columns:
@@ -112,9 +116,11 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
 
 
 def write_predictions(path: Path, outputs: dict[str, np.ndarray],
-                      class_names: list[str] | None, setup) -> None:
+                      class_names: list[str] | None, setup,
+                      targets: dict[str, np.ndarray] | None = None) -> None:
     """`.npy`: the raw output (one output); `.npz`: one array per output; `.csv`/`.json`: one
-    row per example with the predicted class, its name and probability, then every column."""
+    row per example with the predicted class, its name and probability, then every column,
+    then (predicting a split) the true class and its name, or the true values."""
     path = Path(path)
     if path.suffix in (".npy", ".npz"):
         buffer = io.BytesIO()
@@ -144,6 +150,19 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                 base = name if len(outputs) > 1 else "prediction"
                 for j, v in enumerate(flat[i]):
                     row[f"{base}_{j}" if flat.shape[1] > 1 else base] = float(v)
+        if targets is not None and name in targets:
+            true = targets[name].reshape(len(values), -1)
+            for i, row in enumerate(rows):
+                if classifier and true.shape[1] == 1:
+                    row[f"{prefix}true_class"] = int(true[i, 0])
+                    row[f"{prefix}true_label"] = _label(int(true[i, 0]), class_names)
+                elif classifier:  # one-hot targets
+                    row[f"{prefix}true_class"] = int(np.argmax(true[i]))
+                    row[f"{prefix}true_label"] = _label(int(np.argmax(true[i])), class_names)
+                else:
+                    for j, v in enumerate(true[i]):
+                        row[f"{prefix}true_{j}" if true.shape[1] > 1 else f"{prefix}true"] = \
+                            float(v)
     if path.suffix == ".json":
         atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
         return

@@ -194,6 +194,10 @@ BAD_PREDICT_INPUT = {
     "wrong shape": (np.zeros((2, 5, 5), np.float32),
                     "input x.npy: input 'input' has examples of shape (5, 5), the model "
                     "expects (4, 4)"),
+    "flattened": (np.zeros((3, 16), np.float32),
+                  "hint: reshape the array to (N, 4, 4): x.reshape(-1, 4, 4)"),
+    "one example": (np.zeros((4, 4), np.float32),
+                    "hint: one example needs a batch axis: save it as shape (1, 4, 4)"),
     "NaN": (np.full((2, 4, 4), np.nan, np.float32), "has 32 NaN or infinite values"),
     "text": (np.full((2, 4, 4), "a"), "has dtype <U1; expected numbers"),
 }

@@ -124,6 +124,16 @@ def test_predict_writes_csv_npy_json(fitted: Path, tmp_path: Path):
     assert [int(r["class"]) for r in rows] == list(probs.argmax(1))
     records = json.loads((tmp_path / "pred.json").read_text())
     assert records[0]["probability"] == pytest.approx(probs[0].max(), rel=1e-6)
+    # a split's predictions carry the true classes, as its table does
+    out = tmp_path / "split.csv"
+    result = nntrain("predict", str(fitted), "--split", "test", "--limit", "4", "--output",
+                     str(out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    table = nntrain("predict", str(fitted), "--split", "test", "--limit", "4")
+    trues = [line.split()[-2] for line in table.output.splitlines() if line[:3] == "│  "
+             or line[:2] == "│ "][:4]
+    assert [r["true_class"] for r in rows] == [r["true_label"] for r in rows] == trues
 
 
 def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
@@ -139,6 +149,17 @@ def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
     assert bad.exit_code == 2
     assert "(5, 5)" in bad.output and "(4, 4)" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_predict_top_of_a_regression_model_is_refused(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "-q", "--epochs", "1", "--set", "compile.loss=mse",
+                     "--set", "compile.metrics=[]", "--set", "data.synthetic.classes=0",
+                     "--set", "model.layers.3.dense={units: 1}", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    result = nntrain("predict", str(only_run(tmp_path)), "--split", "test", "--top", "3")
+    assert result.exit_code == 2
+    assert "--top 3 ranks classes, and this model's outputs are not class probabilities" \
+        in " ".join(result.output.split())
 
 
 def test_invalid_config_exits_2_with_locations_and_creates_nothing(tmp_path: Path):

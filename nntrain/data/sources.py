@@ -443,6 +443,18 @@ def _all_finite(array: np.ndarray) -> bool:
     return all(np.isfinite(block).all() for block in _blocks(array))
 
 
+def _shape_hint(given: tuple[int, ...], expected: tuple[int, ...]) -> str:
+    """How to fix inputs for a trained model, whose shape is settled: the array's."""
+    if tuple(given) == expected:
+        return f"one example needs a batch axis: save it as shape {(1, *expected)} " \
+            "(np.expand_dims(x, 0))"
+    per_example = int(np.prod(expected))
+    if given and int(np.prod(given)) % per_example == 0:
+        shape = ", ".join(str(d) for d in expected)
+        return f"reshape the array to (N, {shape}): x.reshape(-1, {shape})"
+    return f"give an array of shape (N, {', '.join(str(d) for d in expected)})"
+
+
 def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -> None:
     """Shapes, dtypes and values the model can take, or one clear error."""
     if len(data) == 0:
@@ -456,6 +468,7 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             raise DataError(
                 f"{what}: input '{name}' has examples of shape {tuple(array.shape[1:])}, "
                 f"the model expects {shape}",
+                _shape_hint(array.shape, shape) if not targets else
                 "change the model's input shape to match the data, or reshape the data",
             )
         if array.dtype.kind == "f" and not _all_finite(array):
