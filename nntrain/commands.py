@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -172,48 +173,48 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             # write a new checkpoint before this copy is done: that needs an epoch's
             # collectives, with this process taking part.
             run = Run(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
-    setup = _prepare(loaded)
-    dataset = _load_data(setup, base_dir, console, quiet)
-    from nntrain.build import check_generated_validation
+    created: Run | None = None  # a new run's folder: removed if setting up fails
+    try:
+        with _deferred_interrupts(enabled=run_path is None) as interrupts:
+            setup = _prepare(loaded)
+            dataset = _load_data(setup, base_dir, console, quiet)
+            interrupts.check()
+            from nntrain.build import check_generated_validation
 
-    check_generated_validation(setup, dataset)
-    if run is not None and not quiet:
-        _warn_if_data_changed(run, dataset, console)
-    if run is None:  # only now, with config, model and data all checked, touch the disk
-        run = create_run(runs_dir, loaded.config.name) if run_path is None else \
-            create_run_at(run_path)
-        atomic_write_text(run.config_path, dump_config(loaded))
-        from nntrain.summary import summary_text
+            check_generated_validation(setup, dataset)
+            if run is not None and not quiet:
+                _warn_if_data_changed(run, dataset, console)
+            if run is None:  # only now, with config, model and data all checked, touch the disk
+                run = create_run(runs_dir, loaded.config.name) if run_path is None else \
+                    create_run_at(run_path)
+                created = run if run_path is None else None  # tune keeps failed trials
+                atomic_write_text(run.config_path, dump_config(loaded))
+                from nntrain.summary import summary_text
 
-        atomic_write_text(run.path / "summary.txt",
-                          summary_text(setup.model, f'Model: "{loaded.config.name}"'))
-        run.update_info(**_run_record(loaded, dataset, base_dir))
-    fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format,
-                    placement=placement)
-    if fitter.streaming and not quiet:
-        from nntrain.data.stream import nbytes
-
-        chunks = f"in chunks of {fitter.programs.steps_per_call} steps"
-        console.print(f"Feeding the batches of {loaded.config.data.generator} to the device "
-                      f"{chunks}" if fitter.generated else
-                      f"Streaming the data ({nbytes(dataset.train) / 1e6:,.1f} MB of training "
-                      f"examples) to the device {chunks}: it is over data.device_memory "
-                      f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
-    fitter.callbacks.extend(callbacks)
-    initial_epoch = _restore(fitter, run, console) if resume is not None else 0
-    if resume is not None and run.config_path.read_text() != dump_config(loaded):
-        atomic_write_text(run.config_path, dump_config(loaded))  # trained longer: say so
-    run.update_info(status="running", command=sys.argv, resumed=resume is not None,
-                    end=None, placement=placement.describe())
-    if not quiet:
-        epochs = loaded.config.fit.epochs
-        sizes = f"  ({examples(dataset.train):,} train, " \
-            f"{examples(dataset.validation) if dataset.validation else 0:,} validation examples)"
-        what = f"Training {loaded.config.name} -> {run.path}{sizes}" if not resume else \
-            f"Resuming {run.path} at epoch {initial_epoch + 1}{sizes}" \
-            if initial_epoch < epochs else f"{run.path} has trained all {epochs} epochs: " \
-            f"nothing to train (to train longer: --epochs N, N > {epochs})"
-        console.print(what, highlight=False, soft_wrap=True)
+                atomic_write_text(run.path / "summary.txt",
+                                  summary_text(setup.model, f'Model: "{loaded.config.name}"'))
+                run.update_info(**_run_record(loaded, dataset, base_dir))
+            fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format,
+                            placement=placement)
+            if fitter.streaming and not quiet:
+                _say_streaming(fitter, loaded, dataset, console)
+            fitter.callbacks.extend(callbacks)
+            interrupts.check()
+            initial_epoch = _restore(fitter, run, console) if resume is not None else 0
+            if resume is not None and run.config_path.read_text() != dump_config(loaded):
+                atomic_write_text(run.config_path, dump_config(loaded))  # trained longer: say so
+            run.update_info(status="running", command=sys.argv, resumed=resume is not None,
+                            end=None, placement=placement.describe())
+            if not quiet:
+                _say_start(run, loaded, dataset, resume is not None, initial_epoch, console)
+    except BaseException as e:
+        if created is not None:  # nothing trained yet: leave nothing half-made behind
+            shutil.rmtree(created.path, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):
+            console.print("[yellow]Interrupted before training started[/]" + (
+                ": nothing was kept" if created is not None else ""), soft_wrap=True)
+            return 128 + (interrupts.signum or signal.SIGINT)
+        raise
     del dataset  # the fitter's alone now: it lets the host copies go once on the device
     status, result, test = "failed", None, None
     try:
@@ -270,6 +271,32 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     return 0
 
 
+def _say_streaming(fitter, loaded: LoadedConfig, dataset, console: Console) -> None:
+    from nntrain.data.stream import nbytes
+
+    chunks = f"in chunks of {fitter.programs.steps_per_call} steps"
+    console.print(f"Feeding the batches of {loaded.config.data.generator} to the device "
+                  f"{chunks}" if fitter.generated else
+                  f"Streaming the data ({nbytes(dataset.train) / 1e6:,.1f} MB of training "
+                  f"examples) to the device {chunks}: it is over data.device_memory "
+                  f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
+
+
+def _say_start(run: Run, loaded: LoadedConfig, dataset, resumed: bool, initial_epoch: int,
+               console: Console) -> None:
+    epochs = loaded.config.fit.epochs
+    validation = examples(dataset.validation) if dataset.validation else 0
+    sizes = f"  ({examples(dataset.train):,} train, {validation:,} validation examples)"
+    if not resumed:
+        what = f"Training {loaded.config.name} -> {run.path}{sizes}"
+    elif initial_epoch < epochs:
+        what = f"Resuming {run.path} at epoch {initial_epoch + 1}{sizes}"
+    else:
+        what = f"{run.path} has trained all {epochs} epochs: nothing to train (to train " \
+            f"longer: --epochs N, N > {epochs})"
+    console.print(what, highlight=False, soft_wrap=True)
+
+
 def _complete_without_test(run: Run, result, console: Console, as_json: bool, code: int,
                            what: str) -> int:
     """A signal after the last epoch: the run is complete, only its test figures are not."""
@@ -318,6 +345,39 @@ def _emit_end(run: Run, status: str, result, test: dict[str, float] | None) -> N
         record.update(epochs=len(result.history), monitor=result.monitor,
                       best_value=result.best_value, stop_reason=result.stop_reason or None)
     emit_json(record)
+
+
+class _Interrupts:
+    """Ctrl-C and SIGTERM noted while a run is set up, acted on at `check()`: raised at once,
+    a KeyboardInterrupt can land inside JAX's or the garbage collector's callbacks, which
+    swallow it, and training would go on. A second Ctrl-C raises at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _deferred_interrupts(enabled: bool = True):
+    interrupts = _Interrupts()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield interrupts
+        return
+    previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield interrupts
+        interrupts.check()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextlib.contextmanager

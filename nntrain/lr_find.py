@@ -8,11 +8,14 @@ The steps are nntrain's own compiled training program with one step per call, so
 measured is what `fit` would do, batch order, dropout and class weights included. A schedule
 in the config's optimizer is replaced by a plain rate for the finder; callbacks do not run.
 
-The loss of each batch is smoothed by an exponential moving average with bias correction
-(fastai's, beta 0.98). The test stops when the smoothed loss exceeds 4x the lowest seen, or
-the loss is not finite (that step is not recorded). The suggestion is a tenth of the rate at
-the lowest smoothed loss: the loss still falls fast there, and it is safely below the point
-where training diverges.
+While it runs, the loss of each batch is smoothed by an exponential moving average with bias
+correction (fastai's, beta 0.98), and the test stops when that exceeds 4x the lowest seen, or
+the loss is not finite (that step is not recorded). A moving average lags: its minimum comes
+tens of steps after the loss's, at rates where the loss already climbs. So the curve that is
+plotted, written and searched for the lowest point is smoothed afterwards, forward and then
+backward (as scipy's filtfilt), which does not shift it, over a span of a twentieth of the
+steps. The suggestion is a tenth of the rate at its lowest point: the loss still falls fast
+there, and it is safely below the point where training diverges.
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ def smooth(losses: list[float], beta: float = BETA) -> list[float]:
         avg = beta * avg + (1 - beta) * loss
         out.append(avg / (1 - beta ** (i + 1)))
     return out
+
+
+def centred(losses: list[float]) -> list[float]:
+    """The moving average forward, then backward: smooth, and without the lag (a span of a
+    twentieth of the points, at least 3)."""
+    beta = 1 - 1 / max(3.0, len(losses) / 20)
+    return smooth(smooth(losses, beta)[::-1], beta)[::-1]
 
 
 def suggest(result: LRFindResult, min_lr: float, max_lr: float) -> None:
@@ -123,7 +133,6 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
         smoothed = avg / (1 - BETA ** (i + 1))
         result.learning_rates.append(lr)
         result.losses.append(loss)
-        result.smoothed.append(smoothed)
         if on_step is not None:
             on_step(i + 1, lr, smoothed)
         if i >= SKIP_START:
@@ -132,6 +141,7 @@ def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
                 result.stop_reason = (f"the smoothed loss exceeded {DIVERGE:g}x its lowest "
                                       f"value at learning rate {lr:.3g}")
                 break
+    result.smoothed = centred(result.losses)
     suggest(result, min_lr, max_lr)
     return result
 

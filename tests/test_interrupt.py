@@ -186,3 +186,28 @@ def test_ctrl_c_in_the_test_evaluation_keeps_the_completed_run(tmp_path: Path, m
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs_completed"] == 2 and "test" not in metrics
     assert (run / "checkpoints" / "best").is_dir() and (run / "checkpoints" / "last").is_dir()
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_run_is_set_up_leaves_nothing(tmp_path: Path, monkeypatch, signum,
+                                                          code):
+    """Ctrl-C or SIGTERM after the run folder is made, before training: noted (not lost in
+    a callback), then acted on: the folder is removed, exit 128 + the signal."""
+    import os
+
+    from clirunner import nntrain
+
+    from nntrain.train.fit import Fitter
+
+    made = Fitter.__init__
+
+    def signalled(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        os.kill(os.getpid(), signum)  # while JAX has just compiled and set up
+        time.sleep(0.05)
+
+    monkeypatch.setattr(Fitter, "__init__", signalled)
+    result = nntrain("fit", str(TINY), cwd=tmp_path)
+    assert result.exit_code == code, result.output
+    assert "Interrupted before training started: nothing was kept" in result.output
+    assert not list(tmp_path.glob("runs/*/*"))

@@ -8,10 +8,11 @@ import math
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 from clirunner import nntrain
 
-from nntrain.lr_find import LRFindResult, rate_at, smooth, suggest
+from nntrain.lr_find import LRFindResult, centred, rate_at, smooth, suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny_mlp.yaml"
@@ -120,6 +121,11 @@ def test_ramp_smoothing_and_suggestion_rules():
     suggest(result, 1e-4, 1.0)
     assert result.best_index == 30
     assert result.suggestion == pytest.approx(rates[30] / 10)
+    # the curve searched for its lowest point does not lag: a moving average's minimum
+    # comes later, at rates where the loss already climbs
+    valley = [abs(i - 60) / 10 + 1 for i in range(100)]
+    assert int(np.argmin(centred(valley))) == 60
+    assert int(np.argmin(smooth(valley))) > 70
     rising = [1 + i / 10 for i in range(50)]  # lowest at the very start
     early = LRFindResult(rates, rising, rising)
     suggest(early, 1e-4, 1.0)
