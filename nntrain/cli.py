@@ -60,6 +60,14 @@ def _run(action, *args, **kwargs) -> None:
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
         raise typer.Exit(130) from None
+    except OSError as e:  # a path the system refused: missing folder, no permission, ...
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        _print_error("error", f"{where}{e.strerror or e}",
+                     "check that the path exists and that you may read and write there "
+                     "(--runs-dir, --output)")
+        raise typer.Exit(2) from None
     if code:
         raise typer.Exit(code)
 

@@ -624,7 +624,12 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     metrics.setdefault("evaluations", []).append({
         "time": _now(), "split": split, "checkpoint": meta["checkpoint"],
         "epoch": meta.get("epoch"), "examples": examples(data), **figures})
-    atomic_write_json(run.path / "metrics.json", metrics)
+    try:
+        atomic_write_json(run.path / "metrics.json", metrics)
+    except OSError as e:  # a read-only run (an archive, a shared folder): the figures stand
+        Console(stderr=True).print(f"[yellow]warning:[/] not recorded in "
+                                   f"{run.path / 'metrics.json'}: {e.strerror or e}",
+                                   soft_wrap=True, highlight=False)
     if as_json:
         print(json.dumps(figures))
         return

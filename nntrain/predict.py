@@ -122,6 +122,7 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
     row per example with the predicted class, its name and probability, then every column,
     then (predicting a split) the true class and its name, or the true values."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # as --show and plot --output do
     if path.suffix in (".npy", ".npz"):
         buffer = io.BytesIO()
         if path.suffix == ".npy":

@@ -5,6 +5,7 @@ one), and leave nothing half-written."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -261,3 +262,28 @@ def test_metric_arguments_past_the_outputs_units_are_refused(tmp_path: Path, met
     result = nntrain("validate", str(config), cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert "is past the output's 3 units" in result.output
+
+
+def test_an_output_place_the_system_refuses_is_a_clear_error(tmp_path: Path, runs):
+    (tmp_path / "a-file").write_text("")
+    _rejected(nntrain("fit", str(TINY), "--runs-dir", str(tmp_path / "a-file"), "-q"),
+              "a-file/tiny_mlp: Not a directory", "--runs-dir")
+    np.save(tmp_path / "x.npy", np.zeros((2, 4, 4), np.float32))
+    out = tmp_path / "new" / "folder" / "p.csv"  # made, as --show and plot make theirs
+    result = nntrain("predict", str(runs["tiny"]), "x.npy", "--output", str(out), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_evaluate_of_a_read_only_run_still_prints_its_figures(runs, monkeypatch):
+    from nntrain import commands
+
+    def read_only(path, data):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(commands, "atomic_write_json", read_only)
+    result = nntrain("evaluate", str(runs["tiny"]), "--json")
+    assert result.exit_code == 0, result.output
+    assert "not recorded in" in result.output and "Read-only file system" in result.output
+    figures = json.loads(result.output.strip().splitlines()[-1])
+    assert set(figures) == {"loss", "accuracy"}
