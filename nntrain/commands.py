@@ -28,6 +28,7 @@ from rich.table import Table
 import nntrain
 from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.custom import require_trust
+from nntrain.data.arrays import native_byte_order
 from nntrain.data.stream import examples
 from nntrain.errors import DataError, UserError
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
@@ -744,13 +745,21 @@ def _read_inputs(path: Path, inputs: dict) -> dict[str, np.ndarray]:
         if len(inputs) != 1:
             raise DataError(f"{path}: the model has inputs {', '.join(inputs)}",
                             "give an .npz with one array per input name")
-        return {next(iter(inputs)): loaded}
-    with loaded:
-        names = list(loaded.files)
-        if len(inputs) == 1 and len(names) == 1:
-            return {next(iter(inputs)): loaded[names[0]]}
-        missing = [n for n in inputs if n not in names]
-        if missing:
-            raise DataError(f"{path}: no arrays for inputs {', '.join(missing)} "
-                            f"(found {', '.join(names)})")
-        return {n: loaded[n] for n in inputs}
+        arrays = {next(iter(inputs)): loaded}
+    else:
+        with loaded:
+            names = list(loaded.files)
+            missing = [n for n in inputs if n not in names]
+            if len(inputs) == 1 and len(names) == 1:
+                arrays = {next(iter(inputs)): loaded[names[0]]}
+            elif missing:
+                raise DataError(f"{path}: no arrays for inputs {', '.join(missing)} "
+                                f"(found {', '.join(names)})")
+            else:
+                arrays = {n: loaded[n] for n in inputs}
+    for name, array in arrays.items():
+        if array.ndim == 0:
+            shape = ", ".join(str(d) for d in inputs[name][0])
+            raise DataError(f"{path}: the input '{name}' is a single value, not examples",
+                            f"give an array of shape (N, {shape})")
+    return {name: native_byte_order(array) for name, array in arrays.items()}

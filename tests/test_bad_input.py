@@ -199,6 +199,7 @@ BAD_PREDICT_INPUT = {
                   "hint: reshape the array to (N, 4, 4): x.reshape(-1, 4, 4)"),
     "one example": (np.zeros((4, 4), np.float32),
                     "hint: one example needs a batch axis: save it as shape (1, 4, 4)"),
+    "one value": (np.float32(3), "the input 'input' is a single value, not examples"),
     "NaN": (np.full((2, 4, 4), np.nan, np.float32), "has 32 NaN or infinite values"),
     "text": (np.full((2, 4, 4), "a"), "has dtype <U1; expected numbers"),
 }

@@ -453,6 +453,30 @@ def test_npz_y_for_the_single_output_of_a_multi_input_model(tmp_path: Path):
     np.testing.assert_array_equal(ds.train.y["out"][:, 0], np.arange(5))
 
 
+def test_big_endian_arrays_are_read_in_this_machines_byte_order(tmp_path: Path):
+    x = np.arange(40, dtype=np.float64).reshape(10, 4) / 40
+    np.savez(tmp_path / "be.npz", x=x.astype(">f4"), y=(np.arange(10) % 2).astype(">i8"))
+    (tmp_path / "folder").mkdir()
+    np.save(tmp_path / "folder" / "x.npy", x.astype(">f4"))
+    np.save(tmp_path / "folder" / "y.npy", (np.arange(10) % 2).astype(">i4"))
+    for train in ("be.npz", "folder"):
+        ds, _ = load(tmp_path, f"train: {train}\n", classifier(4, 2))
+        assert x_of(ds.train).dtype.isnative and y_of(ds.train).dtype.isnative
+        np.testing.assert_array_equal(x_of(ds.train), x.astype(np.float32))
+        np.testing.assert_array_equal(y_of(ds.train), np.arange(10) % 2)
+
+
+def test_one_hot_targets_for_a_sparse_loss_and_single_values_are_data_errors(tmp_path: Path):
+    x = np.zeros((6, 4), np.float32)
+    np.savez(tmp_path / "wide.npz", x=x, y=np.eye(2, dtype=np.int64)[np.arange(6) % 2])
+    message = data_error(tmp_path, "train: wide.npz\n", classifier(4, 2))
+    assert "targets of 'dense' have shape (2,) per example; the loss takes class indices" \
+        in message and "categorical_crossentropy" in message
+    np.savez(tmp_path / "one.npz", x=np.float32(3), y=np.int64(1))
+    assert "array 'x' is a single value, not examples" in data_error(
+        tmp_path, "train: one.npz\n", classifier(4, 2))
+
+
 def test_npz_sample_weight(tmp_path: Path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 2, 0]),
              w=np.array([1, 2, 3, 4], np.int64))

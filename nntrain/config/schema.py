@@ -30,6 +30,7 @@ DATASETS = ("fashion_mnist", "mnist", "california_housing", "iris", "xor", "synt
 Columns = str | list[str | int]
 RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 Shape = Annotated[list[PositiveInt], Field(min_length=1)]
+FilePath = Annotated[str, Field(min_length=1)]
 
 
 class SplitConfig(Strict):
@@ -37,7 +38,7 @@ class SplitConfig(Strict):
 
     last: PositiveInt | None = None
     fraction: Annotated[float, Field(gt=0, lt=1)] | None = None
-    path: str | None = None
+    path: FilePath | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SplitConfig:
@@ -63,8 +64,8 @@ SIZE_PATTERN = r"(?i)^\s*\d+(\.\d+)?\s*([kmgt]i?b|b)?\s*$"  # 123, 512MB, 1.5 Gi
 
 class DataConfig(Strict):
     dataset: Literal[DATASETS] | None = None  # type: ignore[valid-type]
-    source: str | None = None  # a local copy of a built-in dataset's file
-    train: str | None = None  # an .npz or .csv file, or a folder of .npy files
+    source: FilePath | None = None  # a local copy of a built-in dataset's file
+    train: FilePath | None = None  # an .npz or .csv file, or a folder of .npy files
     generator: Annotated[str, StringConstraints(pattern=CODE_PATTERN)] | None = None
     x: str = "x"  # .npz: the inputs' array (one input) ...
     y: str = "y"  # ... and the targets' array (one output)

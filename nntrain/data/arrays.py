@@ -51,3 +51,11 @@ class ArraySet:
                 h.update(f"{name}:{array.dtype}:{array.shape}".encode())
                 h.update(array.data)
         return h.hexdigest()
+
+
+def native_byte_order(array: np.ndarray) -> np.ndarray:
+    """The array in this machine's byte order (files from MATLAB, R or Java are often
+    big-endian, which JAX does not take); a copy only when the order differs."""
+    if array.dtype.byteorder in ("=", "|") or array.dtype.isnative:
+        return array
+    return array.astype(array.dtype.newbyteorder("="))

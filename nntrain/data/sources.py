@@ -11,7 +11,7 @@ import numpy as np
 
 from nntrain.config.schema import DataConfig, SplitConfig
 from nntrain.data import builtin, fashion_mnist
-from nntrain.data.arrays import ArraySet, aligned_empty
+from nntrain.data.arrays import ArraySet, aligned_empty, native_byte_order
 from nntrain.data.tabular import (
     Table,
     category_values,
@@ -184,7 +184,7 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
             arrays = _read_npy_folder(path)
         else:
             with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
+                arrays = {key: native_byte_order(archive[key]) for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"cannot read {path}: {e}",
                         "expected an .npz file from numpy.savez, or a folder of .npy files "
@@ -193,10 +193,12 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
 
     def pick(name: str, setting: str, what: str, single: bool) -> np.ndarray:
         default = getattr(config, setting)
-        if single and default in arrays:
-            return arrays[default]
-        if name in arrays:  # named after the model's input or output
-            return arrays[name]
+        key = default if single and default in arrays else name
+        if key in arrays:  # data.x / data.y, or named after the model's input or output
+            if arrays[key].ndim == 0:
+                raise DataError(f"{path}: array '{key}' is a single value, not examples",
+                                "save one row per example (an array of shape (N, ...))")
+            return arrays[key]
         if single:
             raise DataError(f"{path}: no array named '{default}' (data.{setting}) for the "
                             f"model's {what}; found: {found}",
@@ -215,7 +217,7 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
 def _read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
     """A folder of .npy files, one per array, memory-mapped: data bigger than memory is read
     as it is used."""
-    arrays = {p.stem: np.load(p, mmap_mode="r", allow_pickle=False)
+    arrays = {p.stem: native_byte_order(np.load(p, mmap_mode="r", allow_pickle=False))
               for p in sorted(folder.glob("*.npy"))}
     if not arrays:
         raise DataError(f"{folder}: no .npy files in this folder",
@@ -491,6 +493,11 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                             "in CSV files)")
         if name in io.sparse_outputs:
             classes = shape[-1]
+            if int(np.prod(y.shape[1:])) != int(np.prod(shape[:-1])):
+                raise DataError(
+                    f"{what}: targets of '{name}' have shape {tuple(y.shape[1:])} per example; "
+                    f"the loss takes class indices, {int(np.prod(shape[:-1]))} per example",
+                    "for one-hot targets use categorical_crossentropy (and no data.one_hot)")
             if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
                 raise DataError(f"{what}: targets of '{name}' must be class indices (integers)")
             low, high = (y.min(), y.max()) if y.size else (0, 0)
