@@ -30,7 +30,7 @@ from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order
 from nntrain.data.stream import examples
-from nntrain.errors import DataError, UserError
+from nntrain.errors import DataError, UserCodeError, UserError
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
 from nntrain.runs import Run, create_run, create_run_at, resolve_run
 
@@ -258,6 +258,19 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     except DiskFull as e:
         raise DiskFull(e.message, f"{e.hint}; then continue with: nntrain fit --resume "
                        f"{run.path}") from None
+    except UserError as e:
+        from nntrain import checkpoint
+
+        if created is not None and checkpoint.find(run.checkpoints / "last") is None:
+            # bad input found as training began (a user's layer, a generator's batch): a
+            # run that never trained is not kept
+            shutil.rmtree(run.path, ignore_errors=True)
+            status = "removed"
+            raise
+        if isinstance(e, UserCodeError):
+            raise UserCodeError(e.message, f"{e.hint}, then continue from the last finished "
+                                f"epoch: nntrain fit --resume {run.path} --trust-code") from None
+        raise
     finally:
         if status == "failed":
             with contextlib.suppress(DiskFull):  # the disk may still be full: keep the cause

@@ -24,6 +24,10 @@ class DataError(UserError):
     """A dataset could not be found, read, verified or matched to the model."""
 
 
+class UserCodeError(UserError):
+    """The user's own code (a custom layer or callback) raised: reported as theirs."""
+
+
 class TrainingFailed(Exception):
     """Training itself failed (non-finite loss): exit code 1."""
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from nntrain import regularizers
-from nntrain.config.entries import entry_name
+from nntrain.config.entries import entry_name, is_custom
+from nntrain.errors import UserCodeError, UserError
 from nntrain.graph import Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
 from nntrain.layers.base import Shape, ShapeErrors, Weight
@@ -121,7 +123,8 @@ class Model:
             try:
                 if not multi and len(in_shapes) != 1:
                     raise ShapeError(f"it takes one input, got {len(in_shapes)}")
-                p, s, out = make(layer, i, in_shape)
+                with _user_code(node, "init"):
+                    p, s, out = make(layer, i, in_shape)
             except ShapeError as e:
                 problem = ShapeError(f"layer '{node.name}' ({node.type}) cannot take input "
                                      f"shape {_fmt_shape(in_shape)}: {e}", node.index)
@@ -136,6 +139,7 @@ class Model:
                 state[node.name] = s
             infos.append(LayerInfo(node.name, node.type, tuple(out), _count(p), _count(s),
                                    node.inputs))
+        self.node_shapes = shapes
         self.output_shapes = {name: shapes[name] for name in self.graph.outputs
                               if name in shapes}
         self._infos = infos
@@ -182,12 +186,19 @@ class Model:
                 p, x = _cast(p, self.compute_dtype), _cast(x, self.compute_dtype)
                 s_dtypes = jax.tree.map(lambda v: v.dtype, s)
             extra = {"mask": mask} if getattr(layer, "uses_mask", False) else {}
-            if node.name in logits_for and getattr(layer, "activation", None) in FUSABLE:
-                pre, s = layer.call(p, s, x, training=training, rng=layer_rng, **extra)
-                logits[node.name] = pre
-                y = jax.nn.softmax(pre) if layer.activation == "softmax" else jax.nn.sigmoid(pre)
-            else:
-                y, s = layer.apply(p, s, x, training=training, rng=layer_rng, **extra)
+            with _user_code(node, "apply"):
+                if node.name in logits_for and getattr(layer, "activation", None) in FUSABLE:
+                    pre, s = layer.call(p, s, x, training=training, rng=layer_rng, **extra)
+                    logits[node.name] = pre
+                    y = jax.nn.softmax(pre) if layer.activation == "softmax" \
+                        else jax.nn.sigmoid(pre)
+                else:
+                    y, s = layer.apply(p, s, x, training=training, rng=layer_rng, **extra)
+            if is_custom(node.type) and tuple(y.shape[1:]) != self.node_shapes[node.name]:
+                raise UserCodeError(
+                    f"custom layer '{node.name}' ({node.type}): apply returned examples of "
+                    f"shape {tuple(y.shape[1:])}, its init said {self.node_shapes[node.name]}",
+                    "make init return the shape apply gives (without the batch axis)")
             values[node.name] = y
             if activity is not None and node.name in self.activity_penalties:
                 activity.append(_activity_penalty(self.activity_penalties[node.name], y, mask))
@@ -306,6 +317,21 @@ def _check_axes(weight: Weight, name: str, node: Any) -> None:
                              f"{weight.shape}: use 0..{rank - 1}", node.index)
     if len({axis % rank for axis in axes}) < len(axes):
         raise ShapeError(f"{what} names an axis twice: {axes}", node.index)
+
+
+@contextlib.contextmanager
+def _user_code(node: Any, method: str) -> Iterator[None]:
+    """What a user's layer raises, reported as its error (exit 2), not as nntrain's."""
+    if not is_custom(node.type):
+        yield
+        return
+    try:
+        yield
+    except (ShapeError, UserError):
+        raise
+    except Exception as e:  # the user's code may raise anything
+        raise UserCodeError(f"custom layer '{node.name}' ({node.type}): {method} raised "
+                            f"{type(e).__name__}: {e}", "fix the layer's code") from None
 
 
 def _layer_shapes(layer: Layer, input_shape: Any) -> tuple[Pytree, Pytree, Shape]:

@@ -461,3 +461,39 @@ def test_editing_get_weights_leaves_the_best_weights_alone(tmp_path: Path):
     test = json.loads((run / "metrics.json").read_text())["test"]
     assert test["loss"] < 1.05  # zeroed weights would give ln 3 = 1.0986 exactly
     assert abs(test["loss"] - math.log(3)) > 1e-3
+
+
+BROKEN_CALLBACKS = """
+class RaisesAtEpochEnd:
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("epoch end boom")
+
+
+class KeepsAnObject:
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def state(self):
+        return {"thing": object()}
+"""
+
+
+@pytest.mark.parametrize(("callback", "message"), [
+    ("RaisesAtEpochEnd", "the callback broken:RaisesAtEpochEnd: on_epoch_end raised "
+                         "RuntimeError: epoch end boom"),
+    ("KeepsAnObject", "the callback broken:KeepsAnObject: state() returned what JSON cannot "
+                      "store"),
+])
+def test_what_a_callback_raises_is_reported_as_its_error(tmp_path: Path, callback, message):
+    (tmp_path / "broken.py").write_text(BROKEN_CALLBACKS)
+    config = tiny(tmp_path, [f"broken:{callback}"], epochs=3)
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    sys.modules.pop("broken", None)
+    assert result.exit_code == 2, result.output
+    out = " ".join(result.output.split())
+    assert message in out and "Traceback" not in out
+    run = next(tmp_path.glob("runs/cb/*"), None)
+    if callback == "RaisesAtEpochEnd":  # epoch 1 was finished and kept: resume continues
+        assert f"nntrain fit --resume {run.relative_to(tmp_path)} --trust-code" in out
+        assert json.loads((run / "run.json").read_text())["status"] == "failed"

@@ -78,3 +78,53 @@ def test_custom_layer_errors(example: Path, tmp_path, monkeypatch):
     assert result.exit_code == 2 and "is not a layer" in result.output
     import sys
     sys.modules.pop("my_layers", None)
+
+
+BROKEN_LAYERS = """
+import jax.numpy as jnp
+
+
+class RaisesInInit:
+    def __init__(self, args):
+        self.args = args
+
+    def init(self, rng, input_shape):
+        raise ValueError("init boom")
+
+    def apply(self, params, state, x, *, training, rng):
+        return x, state
+
+
+class RaisesInApply(RaisesInInit):
+    def init(self, rng, input_shape):
+        return {}, {}, input_shape
+
+    def apply(self, params, state, x, *, training, rng):
+        raise RuntimeError("apply boom")
+
+
+class WrongShape(RaisesInApply):
+    def apply(self, params, state, x, *, training, rng):
+        return jnp.concatenate([x, x], axis=-1), state
+"""
+
+
+@pytest.mark.parametrize(("layer", "message"), [
+    ("RaisesInInit", "custom layer 'broken' (broken:RaisesInInit): init raised ValueError: "
+                     "init boom"),
+    ("RaisesInApply", "custom layer 'broken' (broken:RaisesInApply): apply raised "
+                      "RuntimeError: apply boom"),
+    ("WrongShape", "custom layer 'broken' (broken:WrongShape): apply returned examples of "
+                   "shape (32,), its init said (16,)"),
+])
+def test_what_a_custom_layer_raises_is_reported_as_its_error(tmp_path: Path, layer, message):
+    (tmp_path / "broken.py").write_text(BROKEN_LAYERS)
+    config = tmp_path / "broken.yaml"
+    config.write_text((EXAMPLE / "gated.yaml").read_text().replace(
+        "- my_layers:Gated: {units: 32, activation: relu}", f"- broken:{layer}: {{name: broken}}"))
+    result = nntrain("fit", str(config), "--epochs", "1", cwd=tmp_path)
+    import sys
+    sys.modules.pop("broken", None)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not list(tmp_path.glob("runs/*/*"))  # nothing half-made left behind

@@ -5,16 +5,18 @@ Keras's hook methods; it reaches the trainer through `self.model`, with Keras's 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import inspect
 import io
+import json
 import math
 import operator
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
@@ -34,7 +36,7 @@ from nntrain.config.compile import is_schedule, schedule_of
 from nntrain.config.entries import CustomEntry, entry_args, entry_name
 from nntrain.config.loader import ConfigError, closest, format_path
 from nntrain.custom import load_object
-from nntrain.errors import UserError
+from nntrain.errors import UserCodeError, UserError
 from nntrain.fsutil import disk_space
 from nntrain.lazy import jax
 from nntrain.optimizers import (
@@ -659,7 +661,19 @@ class UserCallback(Callback):
     def _call(self, hook: str, *args: Any) -> None:
         function = self.hooks.get(hook)
         if function is not None:
-            function(*args)
+            with self._as_theirs(hook):
+                function(*args)
+
+    @contextlib.contextmanager
+    def _as_theirs(self, method: str) -> Iterator[None]:
+        """What the user's code raises is reported as the callback's error, not nntrain's."""
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as e:  # the user's code may raise anything
+            raise UserCodeError(f"the callback {self.target}: {method} raised "
+                                f"{type(e).__name__}: {e}", "fix the callback's code") from None
 
     def on_train_begin(self, trainer):
         self._call("on_train_begin", {})
@@ -684,12 +698,23 @@ class UserCallback(Callback):
 
     def state(self):
         function = getattr(self.obj, "state", None)
-        return function() if callable(function) else {}
+        if not callable(function):
+            return {}
+        with self._as_theirs("state"):
+            state = function()
+            try:  # it goes into the checkpoint's JSON
+                json.dumps(state, allow_nan=True)
+            except (TypeError, ValueError) as e:
+                raise UserCodeError(f"the callback {self.target}: state() returned what JSON "
+                                    f"cannot store ({e})", "return plain numbers, strings, "
+                                    "lists and dicts") from None
+        return state
 
     def load_state(self, state):
         function = getattr(self.obj, "load_state", None)
         if callable(function):
-            function(state)
+            with self._as_theirs("load_state"):
+                function(state)
 
 
 # -- checks before training --------------------------------------------------------------------
