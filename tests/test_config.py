@@ -442,6 +442,31 @@ def test_billion_laughs_is_rejected_quickly(tmp_path):
     assert time.perf_counter() - start < 2.0
 
 
+def test_deep_nesting_is_refused_cleanly(tmp_path):
+    source = write(tmp_path, "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(UserError, match="nested too deeply to be a config"):
+        load_config(source)
+
+
+def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path):
+    source = write(tmp_path, BASE + "fit: {epochs: 3}\ncompile: {loss: mse}\n")
+    with pytest.raises(UserError) as info:
+        load_config(source)
+    lines = BASE.count("\n")
+    first = BASE.splitlines().index("compile:") + 1
+    assert info.value.message == f"{source}:{lines + 2}:1: 'compile' is given twice in the " \
+        f"same mapping (first at line {first})"
+    assert "merge the two" in info.value.hint
+
+
+def test_infinite_and_nan_numbers_are_refused(tmp_path):
+    source = write(tmp_path, BASE)
+    for value in (".inf", ".nan"):
+        issues = config_issues(source, (f"compile.optimizer.sgd.learning_rate={value}",))
+        assert "finite number" in issue_at(issues,
+                                           "compile.optimizer.sgd.learning_rate").message
+
+
 def test_small_aliases_are_fine(tmp_path):
     source = write(tmp_path, """\
         name: t

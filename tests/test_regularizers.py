@@ -90,6 +90,10 @@ fit:
 """
 
 
+OWN_LINES = {line.split(":")[0].strip(): line.strip() for line in CONFIG.splitlines()
+             if line.strip().startswith(("kernel_", "bias_regularizer"))}
+
+
 def _data(tmp_path: Path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(10, FEATURES)).astype(np.float32)
@@ -185,7 +189,11 @@ def test_bad_regularizer_and_constraint_are_config_errors(tmp_path: Path):
          "kernel weight"),
     ]
     for line, *words in cases:
-        config = CONFIG.replace("kernel_constraint: {max_norm: 0.6}", line)
+        # a case takes the place of the config's own line for its key (a key given twice
+        # is an error of its own)
+        key = line.split(":")[0]
+        own = OWN_LINES.get(key, OWN_LINES["kernel_constraint"])
+        config = CONFIG.replace(own, line)
         (tmp_path / "bad.yaml").write_text(config)
         result = nntrain("validate", "bad.yaml", cwd=tmp_path)
         assert result.exit_code == 2, (line, result.output)

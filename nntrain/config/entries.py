@@ -25,9 +25,11 @@ from pydantic import (
 
 
 class Strict(BaseModel):
-    """A config section: unknown keys are errors, values are validated on assignment."""
+    """A config section: unknown keys are errors, values are validated on assignment, and no
+    number is infinite or NaN (`.inf` passes `gt=0`, then fails as training starts)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True,
+                              allow_inf_nan=False)
 
 
 class Args(Strict):

@@ -127,6 +127,7 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
             raise UserError(f"config file is empty: {source}",
                             "start from one in configs/, or see `nntrain schema`")
         _check_size(node)
+        _check_unique_keys(node, source)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -141,6 +142,9 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         raise _reader_error(source, text, e) from None
     except yaml.YAMLError as e:
         raise UserError(f"{source}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise UserError(f"{source}: nested too deeply to be a config",
+                        "a config is a few levels of mappings and lists") from None
     finally:
         loader.dispose()
     positions: dict[Path_, tuple[int, int]] = {}
@@ -177,6 +181,32 @@ def _check_size(root: yaml.Node) -> None:
             f"config expands to more than {MAX_NODES:,} values (YAML aliases?)",
             "write the config out without deeply nested aliases",
         )
+
+
+def _check_unique_keys(root: yaml.Node, source: Path) -> None:
+    """A key twice in one mapping: YAML keeps the last silently, dropping the first (a whole
+    `fit:` section, say)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+                if key is not None and key != "<<" and key in first:
+                    mark, before = key_node.start_mark, first[key].start_mark
+                    raise UserError(
+                        f"{source}:{mark.line + 1}:{mark.column + 1}: '{key}' is given twice "
+                        f"in the same mapping (first at line {before.line + 1})",
+                        "YAML would keep only the last one: merge the two")
+                first.setdefault(key, key_node)
+                stack.append(value_node)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def _record_positions(node: yaml.Node, path: Path_, out: dict, seen: set[int]) -> None:
