@@ -116,8 +116,9 @@ def _save(folder: Path, trees: dict[str, Any], meta: dict[str, Any],
         for name, tree in trees.items():
             arrays.update({f"{name}/{k}" if k else name: v for k, v in flatten(tree).items()})
         digest = _write_arrays(tmp / ARRAYS, arrays)
-        _write(tmp / META, json.dumps({"format": FORMAT, "arrays_sha256": digest, **meta},
-                                      indent=2).encode("utf-8"))
+        record = {"format": FORMAT, "arrays_sha256": digest, **meta}
+        record["meta_sha256"] = _meta_digest(record)
+        _write(tmp / META, json.dumps(record, indent=2).encode("utf-8"))
         fsync_dir(tmp)
         if keep_previous:
             if folder.exists():
@@ -269,6 +270,11 @@ def _read(found: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             raise ValueError("not a JSON object")
     except (OSError, ValueError) as e:
         raise CheckpointError(f"damaged checkpoint {found / META}: {e}") from None
+    # the record (epoch, history, callbacks' state) is checked as the arrays are; a
+    # checkpoint from before it had its own digest has none
+    if "meta_sha256" in meta and _meta_digest(meta) != meta["meta_sha256"]:
+        raise CheckpointError(f"damaged checkpoint {found / META}: checksum mismatch",
+                              "the file was changed or cut short; use another checkpoint")
     if _sha256(found / ARRAYS) != meta.get("arrays_sha256"):
         raise CheckpointError(f"damaged checkpoint {found / ARRAYS}: checksum mismatch",
                               "the file was changed or cut short; use another checkpoint")
@@ -277,6 +283,12 @@ def _read(found: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"damaged checkpoint {found / ARRAYS}: {e}") from None
     return arrays, meta
+
+
+def _meta_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of the record without its own digest, in a canonical JSON form."""
+    body = {k: v for k, v in record.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def subtree(arrays: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:

@@ -146,6 +146,12 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             return 0
         base_dir = Path(info.get("config_dir", run.path))
         loaded = load_config(run.config_path, overrides, search_dir=base_dir)
+        done = info.get("epochs_completed") or 0
+        if loaded.config.fit.epochs < done:
+            raise UserError(f"{run.path} has trained {done} epochs; fit.epochs "
+                            f"{loaded.config.fit.epochs} would be fewer",
+                            f"to train longer give --epochs N with N > {done}; its weights are"
+                            " read back with nntrain evaluate and predict")
         if config_path is None:  # a CONFIG given with --resume is the user's own code
             require_trust(loaded.config, trust_code, run.path)
         _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir),

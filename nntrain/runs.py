@@ -50,11 +50,15 @@ class Run:
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.path / name
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read {path}: {e}", "the run directory is damaged") from None
+        if not isinstance(data, dict):
+            raise UserError(f"cannot read {path}: not a JSON object",
+                            "the run directory is damaged")
+        return data
 
     def info(self) -> dict[str, Any]:
         return self.read_json(RUN_FILE)

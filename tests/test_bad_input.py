@@ -164,6 +164,8 @@ DAMAGE = {
         "predict": ["no checkpoint at {run}/checkpoints/last"],
         "resume": ["{run} recorded 4 finished epochs but has no checkpoint at "
                    "{run}/checkpoints/last"]}),
+    "run.json not an object": ([], {c: ["{run}/run.json: not a JSON object"]
+                                    for c in COMMANDS}),
     "another model's checkpoints": (["checkpoints"], {
         c: ["{run}/checkpoints/", "dense/bias has shape (24,) in the checkpoint but (16,) in "
             "the model", "the checkpoint was made for a different model"]
@@ -183,6 +185,8 @@ def test_incomplete_or_mismatched_run_directories(tmp_path: Path, runs, damage: 
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     if damage == "another model's checkpoints":
         shutil.copytree(runs["wide"] / "checkpoints", run / "checkpoints")
+    if damage == "run.json not an object":
+        (run / "run.json").write_text("[1]\n")
     before = _snapshot(run)
     args = [a.format(run=run) for a in COMMANDS[command]]
     _rejected(nntrain(*args, cwd=tmp_path), *(e.format(run=run) for e in expected[command]))

@@ -264,12 +264,16 @@ def test_keep_previous_keeps_exactly_one_superseded_checkpoint(tmp_path):
     assert checkpoint.load(tmp_path / "last.prev")[1]["epoch"] == 2
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "no_arrays", "no_meta", "empty"])
+@pytest.mark.parametrize("damage", ["flip", "truncate", "no_arrays", "no_meta", "empty",
+                                    "edited_record"])
 def test_resume_falls_back_to_the_previous_checkpoint(tmp_path, damage):
     folder = tmp_path / "last"
     _save_epochs(folder, 1, 2)
     arrays_file = folder / "arrays.safetensors"
-    if damage == "flip":
+    if damage == "edited_record":  # valid JSON, but not what was saved
+        meta = json.loads((folder / "checkpoint.json").read_text())
+        (folder / "checkpoint.json").write_text(json.dumps({**meta, "epoch": "three"}))
+    elif damage == "flip":
         flip_byte(arrays_file, 3)
     elif damage == "truncate":
         arrays_file.write_bytes(arrays_file.read_bytes()[:-4])

@@ -342,6 +342,11 @@ def test_resume_with_set_may_only_train_longer(tmp_path: Path):
     assert "a resume may only change fit.epochs (--epochs N)" in out
     assert (fitted / "config.yaml").read_text() == before
     epochs = yaml.safe_load(before)["fit"]["epochs"]
+    fewer = nntrain("fit", "--resume", str(fitted), "--epochs", str(epochs - 1))
+    assert fewer.exit_code == 2
+    assert f"has trained {epochs} epochs; fit.epochs {epochs - 1} would be fewer" in \
+        " ".join(fewer.output.split())
+    assert (fitted / "config.yaml").read_text() == before
     assert nntrain("evaluate", str(fitted), "--split", "validation").exit_code == 0
     evaluated = json.loads((fitted / "metrics.json").read_text())["evaluations"]
     longer = nntrain("fit", "--resume", str(fitted), "--epochs", str(epochs + 1), "-q")
