@@ -136,6 +136,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if resume is not None:
         run = resolve_run(resume, runs_dir)
         run.require_config()
+        run.claim()  # held while this process trains the run
         info = run.info()
         reason = info.get("stop_reason") or ""
         if info.get("status") == "stopped" and reason.startswith(

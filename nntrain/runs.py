@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import fnmatch
 import json
 import math
+import os
 import re
 import threading
 import time
@@ -46,6 +48,26 @@ class Run:
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    def claim(self) -> None:
+        """Hold the run for this process's training (an OS lock on `.lock`, let go when this
+        Run is gone or the process ends): two processes training one run would overwrite
+        each other's checkpoints."""
+        # open for as long as the lock is held, so no `with`
+        handle = open(self.path / ".lock", "a+", encoding="utf-8")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(f"{self.path} is being trained by {holder}",
+                            "let it finish, or stop it (Ctrl-C) and resume it then") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()}\n")
+        handle.flush()
+        self._claim = handle
 
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.path / name

@@ -211,3 +211,29 @@ def test_a_signal_while_the_run_is_set_up_leaves_nothing(tmp_path: Path, monkeyp
     assert result.exit_code == code, result.output
     assert "Interrupted before training started: nothing was kept" in result.output
     assert not list(tmp_path.glob("runs/*/*"))
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path: Path):
+    from clirunner import nntrain
+
+    config = _config(tmp_path)
+    assert nntrain("fit", str(config), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
+    run = _run(tmp_path)
+    first = subprocess.Popen([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
+                              "--epochs", "30", "-q"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and f"process {first.pid}" not in \
+                ((run / ".lock").read_text() if (run / ".lock").exists() else ""):
+            time.sleep(0.01)
+        second = nntrain("fit", "--resume", str(run), "--epochs", "30", cwd=tmp_path)
+        assert second.exit_code == 2, second.output
+        assert f"{run} is being trained by process {first.pid}" in \
+            " ".join(second.output.split())
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+    # once the first is done, the run is free again
+    again = nntrain("fit", "--resume", str(run), "--epochs", "30", "-q", cwd=tmp_path)
+    assert again.exit_code == 0, again.output
