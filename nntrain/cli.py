@@ -150,6 +150,13 @@ def fit(
     if any(v is not None for v in explicit) and any(v is None for v in explicit):
         _usage("--coordinator, --num-processes and --process-id go together (or "
                "--distributed alone, inside a cluster)")
+    if coordinator is not None:
+        host, _, port = coordinator.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            _usage(f"--coordinator {coordinator!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+        if process_id >= num_processes:
+            _usage(f"--process-id {process_id}: the processes are numbered 0 to "
+                   f"{num_processes - 1} (--num-processes {num_processes})")
     cluster = {"coordinator": coordinator, "num_processes": num_processes,
                "process_id": process_id} if coordinator is not None else \
         ({} if distributed else None)

@@ -207,3 +207,28 @@ def test_batch_must_split_evenly_over_devices(tmp_path: Path):
     assert run.returncode == 2, out
     assert "fit.batch_size: a batch of 30 cannot be split evenly over 4 devices" in out
     assert "Traceback" not in out and not (tmp_path / "runs").exists()
+
+
+def test_distributed_outside_a_cluster_exits_2(tmp_path: Path):
+    # in its own process: joining sets JAX's CPU collectives for the whole process
+    done = subprocess.run([sys.executable, "-m", "nntrain", "fit", str(CONFIGS / "tiny_mlp.yaml"),
+                           "--distributed", "-q"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "cannot join the multi-process run: coordinator_address should be defined" in \
+        " ".join(done.stderr.split()) and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--coordinator", "foo", "--num-processes", "1", "--process-id", "0"],
+     "--coordinator 'foo': expected HOST:PORT"),
+    (["--coordinator", "localhost:1234", "--num-processes", "2", "--process-id", "5"],
+     "--process-id 5: the processes are numbered 0 to 1"),
+])
+def test_bad_multi_process_flags_exit_2(tmp_path: Path, flags, message):
+    from clirunner import nntrain
+
+    result = nntrain("fit", str(CONFIGS / "tiny_mlp.yaml"), "-q", *flags, cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()

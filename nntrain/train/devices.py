@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from nntrain.config.loader import ConfigError, LoadedConfig
+from nntrain.errors import UserError
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
@@ -27,8 +28,14 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
             "JAX_PLATFORMS", "cpu") == "cpu":
         # processes on CPUs talk through gloo; other backends bring their own collectives
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator,
+                                   num_processes=num_processes, process_id=process_id)
+    except (ValueError, RuntimeError) as e:  # JAX's own errors: no cluster, unreachable, ...
+        raise UserError(f"cannot join the multi-process run: {e}",
+                        "inside a cluster (SLURM, Open MPI, TPU pods) --distributed finds the "
+                        "others; elsewhere give --coordinator HOST:PORT --num-processes N "
+                        "--process-id I") from None
 
 
 @dataclass(frozen=True)
