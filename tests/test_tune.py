@@ -396,3 +396,12 @@ def test_conditional_space_defaults_and_grid_size(tmp_path: Path):
     dims = space.dimensions(loaded.config.search, yaml.safe_load(grid))
     # 3 depths x 13 widths x 3 rates x (adam + sgd x 2 momenta)
     assert space.grid_size(dims) == 3 * 13 * 3 * 3
+
+
+def test_a_search_whose_every_trial_fails_exits_1(tmp_path: Path):
+    # a learning rate that sends every trial's loss to infinity
+    text = TINY.replace("min: 1.0e-3, max: 1.0e-1", "min: 1.0e30, max: 1.0e31").replace(
+        "max_trials: 3", "max_trials: 2")
+    result = nntrain("tune", str(write(tmp_path, text)), "-q", cwd=tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "No trial completed" in result.output and "Traceback" not in result.output

@@ -129,11 +129,16 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
                           "trials started", highlight=False)
     if worker:
         return code
-    _report(console, study, context, loaded, search, name, folder, raw, dims)
+    trials = _report(console, study, context, loaded, search, name, folder, raw, dims)
     if code:
         console.print(f"[yellow]Stopped.[/] Run the same command to continue the search "
                       f"(interrupted trials run again): nntrain tune {config_path}",
                       soft_wrap=True, highlight=False)
+    elif trials["failed"] and not trials["complete"] and not trials["pruned"]:
+        console.print("[red]No trial completed[/]: each failed (above, and in the trials' "
+                      "run.json); fix the config or the search space", soft_wrap=True,
+                      highlight=False)
+        return 1  # as a failed fit: scripts must not take this for a finished search
     return code
 
 
@@ -277,7 +282,8 @@ def _say_outcome(console: Console, outcome: Any, objective: str, study: Any,
 
 
 def _report(console: Console, study: Any, context: Any, loaded: LoadedConfig, search: Any,
-            name: str, folder: Path, raw: dict, dims: list[space.Dimension]) -> None:
+            name: str, folder: Path, raw: dict, dims: list[space.Dimension]) -> dict[str, int]:
+    """Write and print the leaderboard and best.yaml; returns the trials' count by state."""
     from nntrain.tune import report
 
     objective, direction = context.objective, context.direction
@@ -328,3 +334,4 @@ def _report(console: Console, study: Any, context: Any, loaded: LoadedConfig, se
     if best is not None:
         console.print(f"train the best config: nntrain fit {folder / 'best.yaml'}",
                       soft_wrap=True, highlight=False)
+    return summary["trials"]
