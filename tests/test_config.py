@@ -414,6 +414,29 @@ def test_weighted_metric_arguments_are_checked_where_written(tmp_path):
     assert "past the output's 3 units" in issue.message
 
 
+@pytest.mark.parametrize(("assignment", "path", "message"), [
+    ("fit.steps_per_execution=0", "fit.steps_per_execution",
+     "input should be greater than 0; or expected one of 'auto', found 0"),
+    ("data.device_memory=12XB", "data.device_memory",
+     "expected a size such as 512MB or 1.5GiB, found '12XB'"),
+    ("name=a b", "name", "expected a name of letters, digits"),
+    ("model.layers.0={my_layers:Gated: 8}", "model.layers[0].my_layers:Gated",
+     "expected its arguments as a mapping"),
+])
+def test_a_value_that_fits_no_form_is_one_problem_in_words(tmp_path, assignment, path,
+                                                            message):
+    (issue,) = config_issues(write(tmp_path, BASE), (assignment,))
+    assert issue.path == path and message in issue.message
+    assert "constrained" not in issue.message and "^" not in issue.message
+
+
+def test_set_with_broken_yaml_says_what_is_wrong_in_one_line(tmp_path):
+    with pytest.raises(UserError) as info:
+        load_config(write(tmp_path, BASE), ("compile.metrics=[accuracy",))
+    assert info.value.message == "--set compile.metrics=[accuracy: value is not valid YAML: " \
+        "expected ',' or ']', but got '<stream end>'"
+
+
 # -- unsafe or malformed YAML ----------------------------------------------------------------
 
 

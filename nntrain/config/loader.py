@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterable, Sequence
@@ -16,7 +17,7 @@ from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS, SCHEDULES
 from nntrain.config.entries import Registry, snake_case
 from nntrain.config.layers import CONSTRAINTS, LAYERS, REGULARIZERS
-from nntrain.config.schema import Config
+from nntrain.config.schema import CODE_PATTERN, RUN_NAME_PATTERN, SIZE_PATTERN, Config
 from nntrain.errors import UserError
 
 Path_ = tuple[str | int, ...]
@@ -236,7 +237,10 @@ def apply_override(data: dict, assignment: str) -> Path_:
     try:
         value = yaml.safe_load(value_text) if value_text.strip() else None
     except yaml.YAMLError as e:
-        raise UserError(f"--set {assignment}: value is not valid YAML: {e}") from None
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"--set {assignment}: value is not valid YAML: {problem}",
+                        "quote the value if it is text; close brackets and braces: "
+                        "--set 'compile.metrics=[accuracy]'") from None
     # `layers.1` or, as error messages write it, `layers[1]`
     dotted = re.sub(r"\[(-?\d+)\]", r".\1", key.strip())
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.split(".")]
@@ -317,7 +321,7 @@ def validate_config(data: dict, source: Path, positions: dict[Path_, tuple[int, 
     except ValidationError as e:
         issues += [_issue(err, data, source, positions, overrides) for err in e.errors()]
     if issues:
-        raise ConfigError(sorted(_drop_implied(issues), key=_line_order))
+        raise ConfigError(sorted(_merge_alternatives(_drop_implied(issues)), key=_line_order))
     return LoadedConfig(config, source, data, positions, overrides, search_dir)
 
 
@@ -401,6 +405,37 @@ def _line_order(issue: Issue) -> tuple[int, int]:
     return (1 << 30, 0)  # --set overrides last
 
 
+# pydantic's names for the branches of a union (`int | Literal["auto"]`): not config keys
+UNION_TAGS = {"single", "per_output", "int", "float", "str", "bool", "list", "dict", "none"}
+# what a pattern asks for, in words
+PATTERN_WORDS = {
+    SIZE_PATTERN: "a size such as 512MB or 1.5GiB",
+    CODE_PATTERN: "module:function (a function in a Python file beside the config)",
+    RUN_NAME_PATTERN: "a name of letters, digits, '_', '.' and '-' (up to 100, starting with "
+                      "a letter or digit)",
+}
+
+
+def _merge_alternatives(issues: list[Issue]) -> list[Issue]:
+    """A value that fits no branch of a union gives one problem per branch, at one place:
+    one issue, the branches joined with "or"."""
+    merged: dict[tuple[str, str], Issue] = {}
+    for issue in issues:
+        key = (issue.where, issue.path)
+        if key not in merged:
+            merged[key] = issue
+            continue
+        first = merged[key]
+        found = re.search(r", found .*$", first.message)
+        parts = [re.sub(r", found .*$", "", m) for m in (first.message, issue.message)]
+        if parts[1] in parts[0].split("; or "):
+            continue
+        merged[key] = dataclasses.replace(
+            first, message="; or ".join(parts) + (found[0] if found else ""),
+            suggestion=first.suggestion or issue.suggestion)
+    return list(merged.values())
+
+
 def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
     """Map a pydantic error location onto the YAML's keys: drop union tags pydantic inserts."""
     out: list[str | int] = []
@@ -415,8 +450,16 @@ def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
             entered_entry = isinstance(node, dict) and len(node) == 1
             node = node[part]
             out.append(part)
-        elif isinstance(part, str) and (part in ("single", "per_output") or "[" in part):
+        elif isinstance(part, str) and (part in UNION_TAGS or "[" in part
+                                        or part.startswith("constrained-")):
             continue  # union tags and "function-after[...]" markers
+        elif part == "custom" and isinstance(node, dict) and len(node) == 1 \
+                and ":" in str(next(iter(node))):  # a user's module:Class entry
+            key = next(iter(node))
+            node, entered_entry = node[key], False
+            out.append(key)
+        elif part == "args" and out and ":" in str(out[-1]):
+            continue
         elif out and part == out[-1]:
             continue  # a discriminated entry repeats its tag: dense.dense.units
         elif isinstance(node, dict) and node.get("type") == part:
@@ -539,6 +582,9 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         fields = _args_fields(err.get("ctx", {}).get("class_name", ""))
         return Issue(where, path, f"expected its arguments as a mapping ({fields}), "
                      f"found {found!r}")
+    pattern = err.get("ctx", {}).get("pattern") if kind == "string_pattern_mismatch" else None
+    if pattern in PATTERN_WORDS:
+        return Issue(where, path, f"expected {PATTERN_WORDS[pattern]}, found {found!r}")
     message = err["msg"][0].lower() + err["msg"][1:]
     message = message.removeprefix("value error, ")
     if found is not None and not isinstance(found, dict | list):

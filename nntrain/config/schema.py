@@ -28,7 +28,8 @@ CallbackEntry = CALLBACKS.entry_type()
 DATASETS = ("fashion_mnist", "mnist", "california_housing", "iris", "xor", "synthetic")
 # columns of a table: "0:5" (an index range, as in Python), a column name, or a list of either
 Columns = str | list[str | int]
-RunName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+RunName = Annotated[str, Field(pattern=RUN_NAME_PATTERN)]
 Shape = Annotated[list[PositiveInt], Field(min_length=1)]
 FilePath = Annotated[str, Field(min_length=1)]
 
