@@ -451,18 +451,20 @@ def _data_record(dataset) -> dict[str, dict[str, Any]]:
                                ("test", dataset.test)) if part is not None}
 
 
-def _warn_if_data_changed(run: Run, dataset, console: Console) -> None:
-    """A resume continues on the data it finds; if that is not the data the run started
-    with (a file changed since), its result is not the uninterrupted run's: say so."""
+def _warn_if_data_changed(run: Run, dataset, console: Console,
+                          splits: Sequence[str] = ("train", "validation", "test"),
+                          consequence: str = "the resumed epochs train and report on the new "
+                                             "data") -> None:
+    """Data files may change after a run started: a resume, evaluate or predict then works
+    on other data than the run's record says (SHA-256 in run.json): say so."""
     before = run.info().get("data") or {}
-    now = _data_record(dataset)
-    changed = [name for name in now if name in before
-               and before[name].get("sha256") != now[name]["sha256"]]
+    parts = {"train": dataset.train, "validation": dataset.validation, "test": dataset.test}
+    changed = [name for name in splits if parts.get(name) is not None and name in before
+               and before[name].get("sha256") != parts[name].digest()]
     if changed:
         console.print(f"[yellow]warning:[/] the {' and '.join(changed)} data differ from "
-                      f"what {run.path} started with (SHA-256 in run.json): the resumed "
-                      "epochs train and report on the new data", soft_wrap=True,
-                      highlight=False)
+                      f"what {run.path} started with (SHA-256 in run.json): {consequence}",
+                      soft_wrap=True, highlight=False)
 
 
 def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]:
@@ -636,6 +638,8 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
                                                     trust_code)
     dataset = _load_data(setup, base_dir, console, quiet=as_json)
+    _warn_if_data_changed(run, dataset, Console(stderr=True), (split,),
+                          "these figures are on the new data")
     data = dataset.split(split)
     budget = memory_budget(setup.loaded.config.data.device_memory, jax.devices()[0])
     programs = make_programs(setup)
@@ -702,6 +706,8 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
     else:
         dataset = _load_data(setup, base_dir, console, quiet=False)
+        _warn_if_data_changed(run, dataset, Console(stderr=True), (split or "test",),
+                              "these predictions are for the new data")
         data = dataset.split(split or "test")
         if not isinstance(data, ArraySet):
             raise UserError("predict --split reads examples from files, and this run's data "
@@ -759,7 +765,10 @@ def _read_inputs(path: Path, inputs: dict) -> dict[str, np.ndarray]:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e or 'empty file'}",
+        # numpy takes what is not an .npy or .npz for a pickle, and says so
+        reason = "not an .npy or .npz file numpy wrote" if "pickle" in str(e) else \
+            (str(e) or "empty file")
+        raise DataError(f"cannot read {path}: {reason}",
                         "give an .npy array or an .npz archive (no pickled objects)") from None
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:

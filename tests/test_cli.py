@@ -416,3 +416,11 @@ def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path
     changed = nntrain("fit", "--resume", str(run), "--epochs", "3", cwd=tmp_path)
     assert changed.exit_code == 0, changed.output
     assert "warning: the train data differ from what" in " ".join(changed.output.split())
+    # evaluate and predict say so of the split they read
+    evaluated = nntrain("evaluate", str(run), "--split", "train", cwd=tmp_path)
+    assert "warning: the train data differ from what" in " ".join(evaluated.output.split())
+    assert "these figures are on the new data" in " ".join(evaluated.output.split())
+    assert "warning" not in nntrain("evaluate", str(run), "--split", "validation",
+                                    cwd=tmp_path).output
+    predicted = nntrain("predict", str(run), "--split", "train", "--limit", "2", cwd=tmp_path)
+    assert "these predictions are for the new data" in " ".join(predicted.output.split())

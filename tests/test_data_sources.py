@@ -477,6 +477,23 @@ def test_one_hot_targets_for_a_sparse_loss_and_single_values_are_data_errors(tmp
         tmp_path, "train: one.npz\n", classifier(4, 2))
 
 
+def test_files_nntrain_does_not_read_get_their_own_message(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    assert "not a data file nntrain reads ('.txt')" in data_error(
+        tmp_path, "train: notes.txt\n", classifier(4, 2))
+    (tmp_path / "fake.npz").write_text("hello\n")
+    assert "not an .npz or .npy file numpy wrote" in data_error(
+        tmp_path, "train: fake.npz\n", classifier(4, 2))
+    np.savez(tmp_path / "empty.npz")
+    assert "holds no arrays" in data_error(tmp_path, "train: empty.npz\n", classifier(4, 2))
+    np.savez(tmp_path / "uneven.npz", x=np.zeros((10, 4), np.float32), y=np.zeros(8, np.int64))
+    assert "different numbers of rows: 'input' 10, 'dense' 8" in data_error(
+        tmp_path, "train: uneven.npz\nvalidation: {last: 2}\n", classifier(4, 2))
+    write_csv(tmp_path / "t.csv", ["a", "b", "c", "d", "y"], [[1, 2, 3, 4, 0]] * 6)
+    assert "data.test.path: " in data_error(
+        tmp_path, "train: t.csv\ntargets: y\ntest: {path: uneven.npz}\n", classifier(4, 2))
+
+
 def test_npz_sample_weight(tmp_path: Path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 2, 0]),
              w=np.array([1, 2, 3, 4], np.int64))

@@ -175,6 +175,10 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     """An .npz with arrays named `x`/`y` (or after the model's inputs and outputs)."""
     if path.suffix == ".csv":
         raise DataError(f"{path}: a CSV split needs a CSV training file")
+    if not path.is_dir() and path.suffix.lower() not in (".npz", ".npy"):
+        raise DataError(f"{path}: not a data file nntrain reads ('{path.suffix or 'no suffix'}')",
+                        "give an .npz file (numpy.savez), a folder of .npy files, or a .csv "
+                        "file with a header")
     try:
         if path.suffix == ".npy":
             raise DataError(f"{path}: a training file needs inputs and targets",
@@ -186,10 +190,15 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {key: native_byte_order(archive[key]) for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"cannot read {path}: {e}",
+        # numpy takes what is not an .npy or .npz for a pickle, and says so
+        reason = "not an .npz or .npy file numpy wrote" if "pickle" in str(e) else str(e)
+        raise DataError(f"cannot read {path}: {reason}",
                         "expected an .npz file from numpy.savez, or a folder of .npy files "
                         "(no pickled objects)") from None
     found = ", ".join(arrays)
+    if not arrays:
+        raise DataError(f"{path}: holds no arrays", "save the data with numpy.savez(path, "
+                        "x=..., y=...)")
 
     def pick(name: str, setting: str, what: str, single: bool) -> np.ndarray:
         default = getattr(config, setting)
@@ -211,6 +220,12 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     weight = None
     if config.sample_weight:
         weight = pick(config.sample_weight, "sample_weight", "sample weight", True)
+    rows = {f"'{k}'": len(v) for k, v in {**x, **y}.items()}  # before any split is cut
+    if weight is not None:
+        rows["the sample weights"] = len(weight)
+    if len(set(rows.values())) > 1:
+        raise DataError(f"{path}: the arrays have different numbers of rows: " + ", ".join(
+            f"{name} {n:,}" for name, n in rows.items()), "give one row per example in each")
     return ArraySet(x, y, None if weight is None else weight.astype(np.float32))
 
 
@@ -289,7 +304,11 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
     table = plan.handle_missing_rows(table)
 
     def read_file(path, key):
-        return plan.handle_missing_rows(read_csv(resolve_path(path, base_dir, key)))
+        resolved = resolve_path(path, base_dir, key)
+        if resolved.suffix.lower() != ".csv":
+            raise DataError(f"{key}: {resolved} is not a .csv file, and the training data is "
+                            "a table", "give the split as a CSV file with the same columns")
+        return plan.handle_missing_rows(read_csv(resolved))
 
     train, validation, test = _cut(table, config, seed, read_file)
     fill = plan.fill_values(train)
@@ -511,10 +530,13 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             if y.dtype.kind == "f" and not np.isfinite(y).all():
                 raise DataError(f"{what}: targets of '{name}' contain NaN or infinite values")
             if int(np.prod(y.shape[1:])) != int(np.prod(shape)):
+                labels = int(np.prod(y.shape[1:])) == 1 and shape[-1:] != (1,)
                 raise DataError(
                     f"{what}: targets of '{name}' have shape {tuple(y.shape[1:])} per example, "
                     f"the output has {shape}",
-                    "for integer labels with categorical_crossentropy set data.one_hot: true")
+                    "for class indices with categorical_crossentropy set data.one_hot: true, "
+                    "or use sparse_categorical_crossentropy" if labels else
+                    "give targets of the output's shape, or change the last layer's units")
         for section, metric in io.metrics.get(name, ()):
             problem = target_problem(metric, tuple(y.shape[1:]), tuple(shape))
             if problem is not None:
