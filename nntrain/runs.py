@@ -15,6 +15,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,24 +51,17 @@ class Run:
         return self.path / "checkpoints"
 
     def claim(self) -> None:
-        """Hold the run for this process's training (an OS lock on `.lock`, let go when this
-        Run is gone or the process ends): two processes training one run would overwrite
-        each other's checkpoints."""
-        # open for as long as the lock is held, so no `with`
-        handle = open(self.path / ".lock", "a+", encoding="utf-8")  # noqa: SIM115
+        """Hold the run for this process's training (an OS lock on its folder, let go when
+        this Run is gone or the process ends; nothing is written): two processes training
+        one run would overwrite each other's checkpoints."""
+        fd = os.open(self.path, os.O_RDONLY)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise UserError(f"{self.path} is being trained by {holder}",
+            os.close(fd)
+            raise UserError(f"{self.path} is being trained by another process",
                             "let it finish, or stop it (Ctrl-C) and resume it then") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"process {os.getpid()}\n")
-        handle.flush()
-        self._claim = handle
+        self._claim = weakref.finalize(self, os.close, fd)
 
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.path / name

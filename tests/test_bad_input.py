@@ -69,7 +69,8 @@ BAD_DATA = {
                   ["input 'input' has 4 NaN or infinite values"]),
     "infinite input": (np.array([[0, np.inf]] * 4, np.float32), GOOD_Y,
                        ["input 'input' has 4 NaN or infinite values"]),
-    "fewer labels than inputs": (GOOD_X, GOOD_Y[:3], ["3 targets for 'dense' but 4 inputs"]),
+    "fewer labels than inputs": (GOOD_X, GOOD_Y[:3], [
+        "the arrays have different numbers of rows: 'input' 4, 'dense' 3"]),
 }
 
 
