@@ -127,7 +127,7 @@ class Model:
                     p, s, out = make(layer, i, in_shape)
             except ShapeError as e:
                 problem = ShapeError(f"layer '{node.name}' ({node.type}) cannot take input "
-                                     f"shape {_fmt_shape(in_shape)}: {e}", node.index)
+                                     f"shape {format_shape(in_shape)}: {e}", node.index)
                 if problems is None:
                     raise problem from None
                 problems.append(problem)
@@ -359,11 +359,10 @@ def _count(tree: Pytree) -> int:
     return math.prod(tree.shape) if hasattr(tree, "shape") else 0
 
 
-def _fmt_shape(shape: Any) -> str:
+def format_shape(shape: Any) -> str:
+    """A shape as Keras's summary writes it, with the batch axis: (None, 28, 28)."""
     if isinstance(shape, list):
-        return ", ".join(_fmt_shape(s) for s in shape)
+        return ", ".join(format_shape(s) for s in shape)
     return "(None, " + ", ".join(str(d) for d in shape) + ")" if shape else "(None,)"
 
 
-def format_shape(shape: tuple[int, ...]) -> str:
-    return _fmt_shape(shape)

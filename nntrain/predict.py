@@ -28,8 +28,8 @@ def predict_arrays(setup: Setup, weights: dict[str, Any],
     model = setup.model
 
     @jax.jit
-    def run(xb):
-        outputs, _, _ = model.apply(weights["params"], weights["state"], xb, training=False)
+    def run(params, state, xb):  # weights as arguments: not constants baked into the program
+        outputs, _, _ = model.apply(params, state, xb, training=False)
         return outputs
 
     n = len(data)
@@ -37,7 +37,7 @@ def predict_arrays(setup: Setup, weights: dict[str, Any],
     parts: dict[str, list[np.ndarray]] = {name: [] for name in model.output_names}
     for start in range(0, n, batch):
         rows = np.arange(start, start + batch).clip(max=n - 1)
-        outputs = run({k: v[rows] for k, v in data.x.items()})
+        outputs = run(weights["params"], weights["state"], {k: v[rows] for k, v in data.x.items()})
         for name, value in outputs.items():
             parts[name].append(np.asarray(value)[: min(batch, n - start)])
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}

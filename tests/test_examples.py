@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -91,7 +92,10 @@ def test_housing_wide_deep_reports_every_output(tmp_path: Path):
     out = tmp_path / "wide_deep.csv"
     nntrain("predict", "runs/housing_wide_deep", "--split", "test", "--limit", "5",
             "--output", str(out), cwd=tmp_path)
-    assert out.read_text().splitlines()[0] == "index,output,aux_output"
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["index", "output", "output_true", "aux_output", "aux_output_true"]
+    # both heads learn the same target: the split's true value, once per output
+    assert all(r["output_true"] == r["aux_output_true"] for r in rows) and len(rows) == 5
 
 
 @pytest.mark.slow

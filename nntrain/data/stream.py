@@ -103,8 +103,9 @@ class Stream:
 
     def _chunk(self, order: np.ndarray | None, start: int, rows: int) -> dict[str, Any]:
         n = len(self.data)
-        positions = np.minimum(np.arange(start, start + rows), n - 1)
-        if order is not None:
+        if order is None:
+            positions = np.minimum(np.arange(start, start + rows), n - 1)
+        else:
             positions = order[np.minimum(np.arange(start, start + rows), len(order) - 1)]
         # read the memory-mapped files front to back, then put the rows in epoch order
         by_file = np.argsort(positions, kind="stable")

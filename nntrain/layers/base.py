@@ -44,6 +44,8 @@ def create_weights(weights: dict[str, Weight], rng: jax.Array) -> Params:
     """The declared weights, each from its own key."""
     if not weights:
         return {}
+    # at least two keys, as jax.random.split makes by default: a layer with one weight
+    # draws it with the first of two, so a seed gives the weights it always gave
     keys = jax.random.split(rng, max(2, len(weights)))
     return {name: initializers.get(w.initializer)(key, w.shape, w.dtype)
             for (name, w), key in zip(weights.items(), keys, strict=False)}
