@@ -114,6 +114,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
         metrics={out: tuple((section, entry_name(e)) for section, entries in (
             ("metrics", metric_entries), ("weighted_metrics", weighted_entries))
             for e in entries.get(out, [])) for out in outputs},
+        embedded=_embedded_inputs(graph),
     )
     setup = Setup(loaded, graph, model, losses, {o: weights.get(o, 1.0) for o in outputs},
                   metrics, io)
@@ -153,6 +154,22 @@ def _custom_layers(loaded: LoadedConfig, graph: Graph) -> dict[str, type]:
                     ("model", "layers", node.index, node.type),
                     f"{format_path(err['loc'])}: {err['msg']}") for err in e.errors()]) from None
     return found
+
+
+def _embedded_inputs(graph: Graph) -> dict[str, tuple[tuple[str, int], ...]]:
+    """For each model input, the embeddings its values index (directly, or through layers
+    that only move them: flatten, reshape), with their input_dim."""
+    by_name = {node.name: node for node in graph.nodes}
+    found: dict[str, list[tuple[str, int]]] = {name: [] for name in graph.inputs}
+    for node in graph.nodes:
+        if node.type != "embedding":
+            continue
+        source = node.inputs[0]
+        while source in by_name and by_name[source].type in ("flatten", "reshape"):
+            source = by_name[source].inputs[0]
+        if source in found:
+            found[source].append((node.name, node.args.input_dim))
+    return {name: tuple(layers) for name, layers in found.items() if layers}
 
 
 def _per_output(entries: list | dict, outputs: list[str]) -> dict[str, list]:

@@ -494,6 +494,27 @@ def test_files_nntrain_does_not_read_get_their_own_message(tmp_path: Path):
         tmp_path, "train: t.csv\ntargets: y\ntest: {path: uneven.npz}\n", classifier(4, 2))
 
 
+def test_indices_past_an_embeddings_table_are_a_data_error(tmp_path: Path):
+    model = """
+model:
+  input: [3]
+  layers:
+    - embedding: {input_dim: 10, output_dim: 2}
+    - flatten
+    - dense: {units: 2, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+"""
+    ids = np.array([[1, 2, 3], [4, 5, 12], [0, 0, 9], [7, 8, 9]], np.int32)
+    np.savez(tmp_path / "ids.npz", x=ids, y=np.array([0, 1, 0, 1]))
+    message = data_error(tmp_path, "train: ids.npz\n", model)
+    assert "input 'input' holds indices 0..12, but the embedding 'embedding' has input_dim 10" \
+        in message and "input_dim to at least 13" in message
+    np.savez(tmp_path / "ok.npz", x=np.minimum(ids, 9), y=np.array([0, 1, 0, 1]))
+    ds, _ = load(tmp_path, "train: ok.npz\n", model)
+    assert len(ds.train) == 4
+
+
 def test_npz_sample_weight(tmp_path: Path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 2, 0]),
              w=np.array([1, 2, 3, 4], np.int64))

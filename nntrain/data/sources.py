@@ -51,6 +51,8 @@ class ModelIO:
     sparse_outputs: frozenset[str] = frozenset()  # outputs whose targets are class indices
     # by output: (compile section, metric name as written)
     metrics: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # by input: (embedding layer, its input_dim) for embeddings the input feeds directly
+    embedded: dict[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
 
 def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
@@ -496,6 +498,15 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             bad = sum(int(np.size(b) - np.isfinite(b).sum()) for b in _blocks(array))
             raise DataError(f"{what}: input '{name}' has {bad:,} NaN or infinite values",
                             "clean the data, or set data.missing for CSV files")
+        for layer, rows in io.embedded.get(name, ()):
+            # an index past the table would be clamped to its last row without a word
+            low = min(int(np.floor(b.min())) for b in _blocks(array)) if array.size else 0
+            high = max(int(np.floor(b.max())) for b in _blocks(array)) if array.size else 0
+            if low < 0 or high >= rows:
+                raise DataError(f"{what}: input '{name}' holds indices {low}..{high}, but the "
+                                f"embedding '{layer}' has input_dim {rows} (0..{rows - 1})",
+                                f"set input_dim to at least {high + 1}, or map the values "
+                                "to 0..input_dim-1")
     if not targets:
         return
     if data.sample_weight is not None and (
