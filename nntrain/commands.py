@@ -32,7 +32,7 @@ from nntrain.data.arrays import native_byte_order
 from nntrain.data.stream import examples
 from nntrain.errors import DataError, UserCodeError, UserError
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
-from nntrain.runs import Run, create_run, create_run_at, resolve_run
+from nntrain.runs import Run, create_run, create_run_at, release_claims, resolve_run
 
 
 def configure_jax() -> None:
@@ -114,11 +114,19 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
 
 
 # -- fit -------------------------------------------------------------------------------------
-def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
-        resume: str | None = None, quiet: bool = False, trust_code: bool = False,
-        log_format: str = "rich", cluster: dict[str, Any] | None = None,
-        loaded: LoadedConfig | None = None, run_path: Path | None = None,
-        callbacks: Sequence[Any] = ()) -> int:
+def fit(*args: Any, **kwargs: Any) -> int:
+    """Train (`_fit`), holding a resumed run for as long as this process trains it."""
+    try:
+        return _fit(*args, **kwargs)
+    finally:
+        release_claims()
+
+
+def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
+         resume: str | None = None, quiet: bool = False, trust_code: bool = False,
+         log_format: str = "rich", cluster: dict[str, Any] | None = None,
+         loaded: LoadedConfig | None = None, run_path: Path | None = None,
+         callbacks: Sequence[Any] = ()) -> int:
     """Train. With `log_format="json"`, stdout carries only JSON lines (one per epoch, then
     an `{"event": "end", ...}` object); messages for people go to stderr. `cluster` (the
     arguments of `jax.distributed.initialize`, {} to detect them) joins a multi-process run.

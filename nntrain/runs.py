@@ -15,7 +15,6 @@ import os
 import re
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +27,15 @@ RUN_FILE = "run.json"
 # run.json is read, changed and rewritten by the main thread and the checkpoint writer
 # thread alike: one at a time, or one rewrite drops the other's change
 _INFO_LOCK = threading.Lock()
+
+
+_CLAIMS: list[int] = []  # the folder descriptors whose locks this process holds
+
+
+def release_claims() -> None:
+    """Let go of every run this process claimed (training ended, one way or another)."""
+    while _CLAIMS:
+        os.close(_CLAIMS.pop())
 
 
 class RunNotFound(UserError):
@@ -51,9 +59,9 @@ class Run:
         return self.path / "checkpoints"
 
     def claim(self) -> None:
-        """Hold the run for this process's training (an OS lock on its folder, let go when
-        this Run is gone or the process ends; nothing is written): two processes training
-        one run would overwrite each other's checkpoints."""
+        """Hold the run for this process's training (an OS lock on its folder, let go by
+        `release_claims()` or when the process ends; nothing is written): two processes
+        training one run would overwrite each other's checkpoints."""
         fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,7 +69,7 @@ class Run:
             os.close(fd)
             raise UserError(f"{self.path} is being trained by another process",
                             "let it finish, or stop it (Ctrl-C) and resume it then") from None
-        self._claim = weakref.finalize(self, os.close, fd)
+        _CLAIMS.append(fd)
 
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.path / name
