@@ -219,8 +219,13 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
             initial_epoch = _restore(fitter, run, console) if resume is not None else 0
             if resume is not None and run.config_path.read_text() != dump_config(loaded):
                 atomic_write_text(run.config_path, dump_config(loaded))  # trained longer: say so
+            # a session's time adds to the earlier ones' (`runs` shows the sum)
+            from nntrain.runs_view import view_run
+
+            earlier = (view_run(run).duration() or 0.0) if resume is not None else 0.0
             run.update_info(status="running", command=sys.argv, resumed=resume is not None,
-                            end=None, placement=placement.describe())
+                            end=None, placement=placement.describe(), session_start=_now(),
+                            seconds_before=round(earlier, 1))
             if not quiet:
                 _say_start(run, loaded, dataset, resume is not None, initial_epoch, console)
     except BaseException as e:

@@ -95,15 +95,20 @@ class RunView:
         return value if isinstance(value, int) else None
 
     def duration(self) -> float | None:
-        start = self.start
+        """Seconds the run has spent in `fit`, over all its sessions: a resumed run's time
+        between the sessions does not count."""
+        info = self.info or {}
+        start = _parse_time(info.get("session_start")) or self.start
         if start is None:
             return None
+        before = info.get("seconds_before")
+        before = before if isinstance(before, int | float) else 0.0
         if self.end is not None:
-            return (self.end - start).total_seconds()
+            return before + max(0.0, (self.end - start).total_seconds())
         if self.status == "running":
-            return max(0.0, time.time() - start.timestamp())
+            return before + max(0.0, time.time() - start.timestamp())
         last = self.run.last_write()
-        return None if last is None else max(0.0, last - start.timestamp())
+        return None if last is None else before + max(0.0, last - start.timestamp())
 
 
 def view_run(run: Run, now: float | None = None) -> RunView:

@@ -43,6 +43,8 @@ def clone(run: Path, name: str, stamp: str, **info) -> Path:
     shutil.copytree(run, target)
     record = json.loads((target / "run.json").read_text())
     record["start"] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.strptime(stamp, "%Y%m%d-%H%M%S"))
+    for key in ("session_start", "seconds_before"):  # one session, from the new start
+        record.pop(key, None)
     record.update(info)
     (target / "run.json").write_text(json.dumps(record))
     return target
@@ -314,3 +316,20 @@ def test_run_json_keeps_every_change_made_from_several_threads(tmp_path: Path):
     for thread in threads:
         thread.join()
     assert run.info() == {"status": "running", **{f"key{i}": 19 for i in range(8)}}
+
+
+def test_a_resumed_runs_time_leaves_out_the_time_between_its_sessions(tmp_path: Path):
+    from nntrain.runs import Run
+    from nntrain.runs_view import view_run
+
+    folder = tmp_path / "runs" / "t" / "20260101-100000"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({
+        "status": "completed", "start": "2026-01-01T10:00:00+0000",
+        "session_start": "2026-01-02T09:00:00+0000", "seconds_before": 30.0,
+        "end": "2026-01-02T09:00:45+0000"}))
+    assert view_run(Run(folder)).duration() == 75.0  # 30 s, a day apart, then 45 s
+    (folder / "run.json").write_text(json.dumps({  # a run from before sessions were kept
+        "status": "completed", "start": "2026-01-01T10:00:00+0000",
+        "end": "2026-01-01T10:01:00+0000"}))
+    assert view_run(Run(folder)).duration() == 60.0
