@@ -144,7 +144,6 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
     if resume is not None:
         run = resolve_run(resume, runs_dir)
         run.require_config()
-        run.claim()  # held while this process trains the run
         info = run.info()
         reason = info.get("stop_reason") or ""
         if info.get("status") == "stopped" and reason.startswith(
@@ -179,6 +178,8 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
     from nntrain.train.devices import Placement
 
     placement = Placement.from_config(loaded)
+    if run is not None and placement.is_primary:  # the others train from private copies
+        run.claim()  # held while this process trains the run
     if not placement.is_primary:
         # process 0 writes the run; the others train alongside it and keep quiet
         quiet, runs_dir = True, Path(tempfile.mkdtemp(prefix="nntrain-replica-"))
