@@ -26,10 +26,11 @@ def load_object(target: str, search_dirs: Iterable[Path] = (), what: str = "clas
                 f"cannot import '{module_name}' for {target}",
                 "put the module next to the config file or on PYTHONPATH",
             ) from None
-        raise UserError(f"importing {module_name} for {target} failed: {e}") from None
+        raise UserError(f"importing {module_name} for {target} failed: {e}",
+                        f"install what {module_name} imports, or fix the import") from None
     except Exception as e:  # user code may raise anything while importing
         raise UserError(f"importing {module_name} for {target} failed: "
-                        f"{type(e).__name__}: {e}") from None
+                        f"{type(e).__name__}: {e}", f"fix {module_name}'s code") from None
     finally:
         for path in added:
             if path in sys.path:

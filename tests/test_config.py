@@ -519,6 +519,14 @@ def test_empty_non_mapping_and_broken_files(tmp_path, text, match):
         load_config(source)
 
 
+def test_a_folder_or_a_binary_file_as_config(tmp_path):
+    with pytest.raises(UserError, match="is a folder, not a config file"):
+        load_config(tmp_path)
+    (tmp_path / "bin.yaml").write_bytes(bytes(range(256)))
+    with pytest.raises(UserError, match="is not a text file"):
+        load_config(tmp_path / "bin.yaml")
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(UserError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -266,8 +266,8 @@ def test_blank_trailing_line_is_ignored(tmp_path: Path):
 
 def test_repeated_header_and_empty_file(tmp_path: Path):
     (tmp_path / "t.csv").write_text("a,a,y\n1,2,0\n")
-    assert "repeated column names" in data_error(tmp_path, "train: t.csv\ntargets: y\n",
-                                                 classifier(2))
+    assert "the header names 'a' more than once" in data_error(
+        tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
     (tmp_path / "t.csv").write_text("a,b,y\n")
     assert "no data rows" in data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
 

@@ -116,8 +116,14 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         text = source.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"config file not found: {source}", "check the path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config file {source}: {e}") from None
+    except IsADirectoryError:
+        raise UserError(f"{source} is a folder, not a config file",
+                        "give a .yaml file, e.g. configs/fashion_mlp.yaml") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{source} is not a text file", "a config is YAML text") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {source}: {e.strerror or e}",
+                        "check the path and its permissions") from None
     try:
         loader = yaml.SafeLoader(text)
     except yaml.reader.ReaderError as e:  # a control character, found before parsing starts
@@ -251,7 +257,8 @@ def apply_override(data: dict, assignment: str) -> Path_:
         elif not isinstance(node, dict):
             where = format_path(path[: depth + 1])
             raise UserError(f"--set {assignment}: {where} is neither a mapping key nor a list "
-                            "index in range")
+                            "index in range", "the keys are those the config file has, with "
+                            "list items counted from 0 (see `nntrain schema`)")
         if depth == len(path) - 1:
             node[part] = value
         else:

@@ -54,12 +54,16 @@ def read_csv(path: Path) -> Table:
         raise DataError(f"{path}: no data rows", "expected a header row and at least one row")
     header = [h.strip() for h in rows[0]]
     body = [row for row in rows[1:] if any(cell.strip() for cell in row)]  # skip blank lines
-    if len(set(header)) != len(header):
-        raise DataError(f"{path}: repeated column names in the header")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than "
+                        "once", "give each column its own name")
     bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
     if bad:
         raise DataError(f"{path}: {len(bad)} rows do not have {len(header)} values "
-                        f"(first at line {bad[0]})")
+                        f"(first at line {bad[0]})",
+                        "give every row a value for each column (an empty cell is a missing "
+                        "value: see data.missing); quote values that contain commas")
     numeric, text = {}, {}
     for j, name in enumerate(header):
         cells = [row[j].strip() for row in body]
