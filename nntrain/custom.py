@@ -7,9 +7,12 @@ import importlib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nntrain.errors import UserError
+
+if TYPE_CHECKING:
+    from nntrain.config.schema import Config
 
 
 def load_object(target: str, search_dirs: Iterable[Path] = (), what: str = "class") -> Any:
@@ -41,7 +44,7 @@ def load_object(target: str, search_dirs: Iterable[Path] = (), what: str = "clas
         raise UserError(f"module {module_name} has no {what} '{attribute}'") from None
 
 
-def custom_names(config) -> list[str]:
+def custom_names(config: Config) -> list[str]:
     """Every `module:Name` a config refers to."""
     from nntrain.config.entries import entry_args, entry_name, is_custom
 
@@ -56,7 +59,7 @@ def custom_names(config) -> list[str]:
     return [n for n in names if is_custom(n)]
 
 
-def require_trust(config, trust_code: bool, run_path: Path) -> None:
+def require_trust(config: Config, trust_code: bool, run_path: Path) -> None:
     names = custom_names(config)
     if names and not trust_code:
         raise UserError(

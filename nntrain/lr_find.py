@@ -24,12 +24,18 @@ import csv
 import dataclasses
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from nntrain.fsutil import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from nntrain.build import Setup
+    from nntrain.data.sources import Dataset
 
 BETA = 0.98  # the moving average's decay, as fastai
 DIVERGE = 4.0  # stop when the smoothed loss exceeds this many times its lowest value
@@ -87,8 +93,9 @@ def suggest(result: LRFindResult, min_lr: float, max_lr: float) -> None:
     result.suggestion = float(min(max(rate, min_lr), max_lr))
 
 
-def run_range_test(setup, dataset, *, min_lr: float, max_lr: float, steps: int,
-                   on_step=None) -> LRFindResult:
+def run_range_test(setup: Setup, dataset: Dataset, *, min_lr: float, max_lr: float,
+                   steps: int, on_step: Callable[[int, float, float], None] | None = None,
+                   ) -> LRFindResult:
     """Train up to `steps` steps from the initial weights with the growing rate."""
     import jax
     import jax.numpy as jnp

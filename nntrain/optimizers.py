@@ -190,12 +190,12 @@ def _hyperparams_state(opt_state) -> optax.InjectHyperparamsState:
     raise ValueError("optimizer state has no injected hyperparameters")
 
 
-def get_learning_rate(opt_state) -> float:
+def get_learning_rate(opt_state: Any) -> float:
     """The learning rate: the one set, or with a schedule the one the last step used."""
     return float(_hyperparams_state(opt_state).hyperparams["learning_rate"])
 
 
-def has_schedule(opt_state) -> bool:
+def has_schedule(opt_state: Any) -> bool:
     """Whether the learning rate follows a schedule (and so cannot be set)."""
     return "learning_rate" in getattr(_hyperparams_state(opt_state), "hyperparams_states", {})
 

@@ -174,7 +174,7 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
     atomic_write_text(path, buffer.getvalue())
 
 
-def image_shape_problem(setup) -> str | None:
+def image_shape_problem(setup: Setup) -> str | None:
     """Why `predict --show` cannot draw this model's inputs as images, or None when it can:
     one input of shape (height, width) or (height, width, 1 or 3 channels)."""
     inputs = setup.io.inputs
@@ -240,7 +240,7 @@ def plot_image_grid(path: Path, images: np.ndarray, predicted: list[str],
     return wrong, n
 
 
-def show_labels(setup, outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray] | None,
+def show_labels(setup: Setup, outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray] | None,
                 class_names: list[str] | None) -> tuple[str, list[str], list[str] | None]:
     """(output name, predicted labels, true labels or None) for the first classifier output."""
     for name, values in outputs.items():

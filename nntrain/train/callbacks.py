@@ -34,7 +34,7 @@ from nntrain.config.callbacks import (
 )
 from nntrain.config.compile import is_schedule, schedule_of
 from nntrain.config.entries import CustomEntry, entry_args, entry_name
-from nntrain.config.loader import ConfigError, closest, format_path
+from nntrain.config.loader import ConfigError, LoadedConfig, closest, format_path
 from nntrain.custom import load_object
 from nntrain.errors import UserCodeError, UserError
 from nntrain.fsutil import disk_space
@@ -723,7 +723,7 @@ def _search_dirs(loaded) -> list[Path]:
         else [loaded.search_dir]
 
 
-def check_callbacks(loaded) -> dict[int, Any]:
+def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
     """Check `fit.callbacks` against the rest of the config, and import and check the user
     code they name. Returns the imported classes and functions by callback index; raises
     ConfigError listing every problem."""

@@ -245,7 +245,7 @@ class Programs:
             sums = self._eval_step(params, state, sums, data, first_step + i, n_total)
         return sums
 
-    def compile_evaluate(self, params, state, data: DeviceData, n_total: int) -> None:
+    def compile_evaluate(self, params: Any, state: Any, data: DeviceData, n_total: int) -> None:
         """Compile the programs `evaluate(params, state, data, n_total)` will run, without
         running them: called while the device trains, the compile costs the epoch no time
         on an accelerator, and on a CPU it shares the cores with training instead of waiting
@@ -270,7 +270,8 @@ class Programs:
                                              static_argnums=() if self.rolled else (6,))
         return self._eval_chunks[key]
 
-    def evaluate(self, params, state, data: DeviceData, n_total: int) -> dict[str, float]:
+    def evaluate(self, params: Any, state: Any, data: DeviceData,
+                 n_total: int) -> dict[str, float]:
         n_steps = math.ceil(n_total / self.eval_batch_size)
         sums = self.placement.replicate(self.layout.zeros())
         for first, k, chunk, _ in self._feed(data, None, self.eval_batch_size, 0, n_steps):
