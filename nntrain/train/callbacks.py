@@ -49,6 +49,7 @@ from nntrain.optimizers import (
 
 class Trainer(Protocol):
     stop_training: bool
+    config: Any  # the run's validated config (nntrain.config.schema.Config)
     carry: dict[str, Any]  # params, state, opt_state (the learning rate is in it), step
     history: list[dict[str, float]]
     run: Any  # the run directory (nntrain.runs.Run)
