@@ -116,7 +116,8 @@ def _save(folder: Path, trees: dict[str, Any], meta: dict[str, Any],
         for name, tree in trees.items():
             arrays.update({f"{name}/{k}" if k else name: v for k, v in flatten(tree).items()})
         digest = _write_arrays(tmp / ARRAYS, arrays)
-        record = {"format": FORMAT, "arrays_sha256": digest, **meta}
+        # the digest of the record as it will be read back (JSON keys are strings)
+        record = json.loads(json.dumps({"format": FORMAT, "arrays_sha256": digest, **meta}))
         record["meta_sha256"] = _meta_digest(record)
         _write(tmp / META, json.dumps(record, indent=2).encode("utf-8"))
         fsync_dir(tmp)

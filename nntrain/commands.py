@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import difflib
+import functools
 import json
 import os
 import platform
@@ -15,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,19 +115,25 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
 
 
 # -- fit -------------------------------------------------------------------------------------
-def fit(*args: Any, **kwargs: Any) -> int:
-    """Train (`_fit`), holding a resumed run for as long as this process trains it."""
-    try:
-        return _fit(*args, **kwargs)
-    finally:
-        release_claims()
+def _releasing_claims(command: Callable[..., int]) -> Callable[..., int]:
+    """The run a command trains is held (`Run.claim`) until the command ends, however it
+    ends: a traceback kept alive would otherwise hold it in a process that goes on (tune)."""
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> int:
+        try:
+            return command(*args, **kwargs)
+        finally:
+            release_claims()
+
+    return run
 
 
-def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
-         resume: str | None = None, quiet: bool = False, trust_code: bool = False,
-         log_format: str = "rich", cluster: dict[str, Any] | None = None,
-         loaded: LoadedConfig | None = None, run_path: Path | None = None,
-         callbacks: Sequence[Any] = ()) -> int:
+@_releasing_claims
+def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console: Console, *,
+        resume: str | None = None, quiet: bool = False, trust_code: bool = False,
+        log_format: str = "rich", cluster: dict[str, Any] | None = None,
+        loaded: LoadedConfig | None = None, run_path: Path | None = None,
+        callbacks: Sequence[Any] = ()) -> int:
     """Train. With `log_format="json"`, stdout carries only JSON lines (one per epoch, then
     an `{"event": "end", ...}` object); messages for people go to stderr. `cluster` (the
     arguments of `jax.distributed.initialize`, {} to detect them) joins a multi-process run.
@@ -153,7 +160,7 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
                           "with more patience)", highlight=False, soft_wrap=True)
             return 0
         base_dir = Path(info.get("config_dir", run.path))
-        loaded = load_config(run.config_path, overrides, search_dir=base_dir)
+        loaded = load_config(run.config_path, overrides, search_dir=base_dir, saved=True)
         done = info.get("epochs_completed") or 0
         if loaded.config.fit.epochs < done:
             raise UserError(f"{run.path} has trained {done} epochs; fit.epochs "
@@ -162,7 +169,8 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
                             " read back with nntrain evaluate and predict")
         if config_path is None:  # a CONFIG given with --resume is the user's own code
             require_trust(loaded.config, trust_code, run.path)
-        _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir),
+        _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir,
+                                                saved=True),
                                config_path, overrides, loaded)
     else:
         if config_path is None and loaded is None:
@@ -178,8 +186,13 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
     from nntrain.train.devices import Placement
 
     placement = Placement.from_config(loaded)
+    earlier = 0.0  # seconds a resumed run trained in its earlier sessions
     if run is not None and placement.is_primary:  # the others train from private copies
         run.claim()  # held while this process trains the run
+        from nntrain.runs_view import view_run
+
+        # claimed: any process that trained it is gone, and its last write ended its session
+        earlier = view_run(run).duration(ended=True) or 0.0
     if not placement.is_primary:
         # process 0 writes the run; the others train alongside it and keep quiet
         quiet, runs_dir = True, Path(tempfile.mkdtemp(prefix="nntrain-replica-"))
@@ -205,6 +218,8 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
                 run = create_run(runs_dir, loaded.config.name) if run_path is None else \
                     create_run_at(run_path)
                 created = run if run_path is None else None  # tune keeps failed trials
+                if placement.is_primary:
+                    run.claim()
                 atomic_write_text(run.config_path, dump_config(loaded))
                 from nntrain.summary import summary_text
 
@@ -220,10 +235,8 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
             initial_epoch = _restore(fitter, run, console) if resume is not None else 0
             if resume is not None and run.config_path.read_text() != dump_config(loaded):
                 atomic_write_text(run.config_path, dump_config(loaded))  # trained longer: say so
+            interrupts.check()  # the last place where stopping leaves the run as it was
             # a session's time adds to the earlier ones' (`runs` shows the sum)
-            from nntrain.runs_view import view_run
-
-            earlier = (view_run(run).duration() or 0.0) if resume is not None else 0.0
             run.update_info(status="running", command=sys.argv, resumed=resume is not None,
                             end=None, placement=placement.describe(), session_start=_now(),
                             seconds_before=round(earlier, 1))
@@ -238,6 +251,8 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
             return 128 + (interrupts.signum or signal.SIGINT)
         raise
     del dataset  # the fitter's alone now: it lets the host copies go once on the device
+    if interrupts.signum is not None:  # in the last moments of setting up: stop as in training
+        fitter.request_stop(interrupts.signum)
     status, result, test = "failed", None, None
     try:
         with _stop_on_signals(fitter, console):
@@ -302,7 +317,7 @@ def _fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console
     if as_json:
         _emit_end(run, status, result, test)
     if not quiet:
-        _print_fit_result(console, run, result, test, began)
+        _print_fit_result(console, run, result, test, began, initial_epoch)
     return 0
 
 
@@ -409,7 +424,6 @@ def _deferred_interrupts(enabled: bool = True):
     previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield interrupts
-        interrupts.check()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -515,7 +529,8 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _print_fit_result(console: Console, run: Run, result, test, began: float) -> None:
+def _print_fit_result(console: Console, run: Run, result, test, began: float,
+                      first_epoch: int = 0) -> None:
     """The end of `fit`: what happened, then the figures as a table (train, validation and
     test side by side), then where the run is."""
     from nntrain.progress import fmt_number
@@ -528,8 +543,8 @@ def _print_fit_result(console: Console, run: Run, result, test, began: float) ->
     if result.best_epoch is not None:
         facts.append(f"best epoch {result.best_epoch} ({result.monitor} "
                      f"{fmt_number(result.best_value)})")
-    facts.append(f"{sum(r['seconds'] for r in history):.1f}s training, "
-                 f"{time.perf_counter() - began:.1f}s in all")
+    trained = sum(r["seconds"] for r in history[first_epoch:])  # this command's epochs
+    facts.append(f"{trained:.1f}s training, {time.perf_counter() - began:.1f}s in all")
     console.print(", ".join(facts), highlight=False)
     figures = {k: v for k, v in history[epoch - 1].items()
                if k not in ("epoch", "seconds", "learning_rate")}
@@ -615,7 +630,7 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     run = resolve_run(run_spec, runs_dir)
     run.require_config()
     base_dir = Path(run.info().get("config_dir", run.path))
-    loaded = load_config(run.config_path, search_dir=base_dir)
+    loaded = load_config(run.config_path, search_dir=base_dir, saved=True)
     require_trust(loaded.config, trust_code, run.path)  # before anything is imported
     configure_jax()
     setup = _prepare(loaded)

@@ -65,10 +65,13 @@ class Run:
         fd = os.open(self.path, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(fd)
             raise UserError(f"{self.path} is being trained by another process",
                             "let it finish, or stop it (Ctrl-C) and resume it then") from None
+        except OSError:  # a file system without locks (some network mounts): train unguarded
+            os.close(fd)
+            return
         _CLAIMS.append(fd)
 
     def read_json(self, name: str) -> dict[str, Any]:

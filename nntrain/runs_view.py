@@ -94,9 +94,10 @@ class RunView:
         value = ((self.config or {}).get("fit") or {}).get("epochs")
         return value if isinstance(value, int) else None
 
-    def duration(self) -> float | None:
+    def duration(self, ended: bool = False) -> float | None:
         """Seconds the run has spent in `fit`, over all its sessions: a resumed run's time
-        between the sessions does not count."""
+        between the sessions does not count. `ended`: no process trains it now (its last
+        write ended a session that recorded no end, as after kill -9)."""
         info = self.info or {}
         start = _parse_time(info.get("session_start")) or self.start
         if start is None:
@@ -105,7 +106,7 @@ class RunView:
         before = before if isinstance(before, int | float) else 0.0
         if self.end is not None:
             return before + max(0.0, (self.end - start).total_seconds())
-        if self.status == "running":
+        if self.status == "running" and not ended:
             return before + max(0.0, time.time() - start.timestamp())
         last = self.run.last_write()
         return None if last is None else before + max(0.0, last - start.timestamp())

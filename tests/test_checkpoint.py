@@ -394,3 +394,11 @@ def test_an_optimizer_state_of_another_layout_says_so(tmp_path):
         fitter_for("adam", run).restore()
     assert "(the optimizer's state)" in info.value.message
     assert "the weights are fine for evaluate and predict" in info.value.hint
+
+
+def test_a_record_with_integer_keys_reads_back_as_saved(tmp_path):
+    # a callback's state keyed by epoch: JSON writes the keys as strings, sorted otherwise
+    state = {"callbacks": [{9: 1.0, 10: 2.0, 2: 0.5}], "epoch": 3}
+    checkpoint.save(tmp_path / "last", {"w": np.zeros(2, np.float32)}, state)
+    _, meta = checkpoint.load(tmp_path / "last")
+    assert meta["callbacks"] == [{"9": 1.0, "10": 2.0, "2": 0.5}] and meta["epoch"] == 3

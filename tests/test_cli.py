@@ -424,3 +424,41 @@ def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path
                                     cwd=tmp_path).output
     predicted = nntrain("predict", str(run), "--split", "train", "--limit", "2", cwd=tmp_path)
     assert "these predictions are for the new data" in " ".join(predicted.output.split())
+
+
+def test_a_runs_saved_config_from_before_newer_rules_still_reads_back(tmp_path: Path):
+    """A run an older nntrain trained may hold what the current rules refuse in a new
+    config (two kinds of gradient clipping, an infinite number): evaluate still reads it."""
+    assert nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
+    run = only_run(tmp_path)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    saved["compile"]["optimizer"]["adam"].update(clipnorm=1.0, clipvalue=0.5)
+    saved["fit"]["callbacks"][0]["early_stopping"]["baseline"] = float("inf")
+    (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
+    result = nntrain("evaluate", str(run), "--json", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    refused = nntrain("validate", str(run / "config.yaml"))  # as a new config: refused
+    assert refused.exit_code == 2 and "give one of clipnorm, clipvalue" in refused.output
+
+
+def test_a_new_run_is_held_while_it_trains(tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "long.yaml"
+    config.write_text(TINY.read_text().replace("epochs: 4", "epochs: 3000").replace(
+        "patience: 3", "patience: 3000"))
+    first = subprocess.Popen([sys.executable, "-m", "nntrain", "fit", str(config), "-q"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(tmp_path.glob("runs/*/*/history.csv")):
+            time.sleep(0.05)
+        run = next(tmp_path.glob("runs/*/*"))
+        second = nntrain("fit", "--resume", str(run), cwd=tmp_path)
+        assert second.exit_code == 2, second.output
+        assert "is being trained by another process" in second.output
+    finally:
+        first.send_signal(2)
+        first.communicate(timeout=120)

@@ -479,11 +479,15 @@ def test_one_hot_targets_for_a_sparse_loss_and_single_values_are_data_errors(tmp
 
 def test_files_nntrain_does_not_read_get_their_own_message(tmp_path: Path):
     (tmp_path / "notes.txt").write_text("hello\n")
-    assert "not a data file nntrain reads ('.txt')" in data_error(
+    assert "notes.txt: not a data file nntrain reads" in data_error(
         tmp_path, "train: notes.txt\n", classifier(4, 2))
     (tmp_path / "fake.npz").write_text("hello\n")
-    assert "not an .npz or .npy file numpy wrote" in data_error(
+    assert "fake.npz: not a data file nntrain reads" in data_error(
         tmp_path, "train: fake.npz\n", classifier(4, 2))
+    with open(tmp_path / "arrays.data", "wb") as f:  # an .npz by its content, not its name
+        np.savez(f, x=np.zeros((4, 4), np.float32), y=np.zeros(4, np.int64))
+    ds, _ = load(tmp_path, "train: arrays.data\n", classifier(4, 2))
+    assert len(ds.train) == 4
     np.savez(tmp_path / "empty.npz")
     assert "holds no arrays" in data_error(tmp_path, "train: empty.npz\n", classifier(4, 2))
     np.savez(tmp_path / "uneven.npz", x=np.zeros((10, 4), np.float32), y=np.zeros(8, np.int64))
@@ -555,7 +559,7 @@ def test_npz_with_an_object_array_is_refused_unexecuted(tmp_path: Path):
 
 def test_not_an_npz_is_a_data_error(tmp_path: Path):
     (tmp_path / "d.npz").write_bytes(b"not a zip file")
-    assert "cannot read" in data_error(tmp_path, "train: d.npz\n", classifier(1))
+    assert "d.npz: not a data file nntrain reads" in data_error(tmp_path, "train: d.npz\n", classifier(1))
     np.save(tmp_path / "d.npy", np.zeros((3, 1)))
     assert "inputs and targets" in data_error(tmp_path, "train: d.npy\n", classifier(1))
 

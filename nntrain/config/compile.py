@@ -16,6 +16,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     Tag,
+    ValidationInfo,
     create_model,
     model_validator,
 )
@@ -312,10 +313,11 @@ class OptimizerArgs(Args):
     global_clipnorm: PositiveFloat | None = None
 
     @model_validator(mode="after")
-    def _one_clipping(self) -> OptimizerArgs:
+    def _one_clipping(self, info: ValidationInfo) -> OptimizerArgs:
         given = [k for k in ("clipnorm", "clipvalue", "global_clipnorm")
                  if getattr(self, k) is not None]
-        if len(given) > 1:  # as Keras refuses: the order they would apply in is arbitrary
+        saved = bool((info.context or {}).get("saved"))  # a run an older nntrain trained so
+        if len(given) > 1 and not saved:  # Keras refuses: the order they apply in is arbitrary
             raise ValueError(f"give one of clipnorm, clipvalue and global_clipnorm, not "
                              f"{' and '.join(given)}")
         return self

@@ -8,6 +8,7 @@ so error locations line up with the YAML and every kind gets "did you mean" sugg
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, ClassVar, Union
 
@@ -18,7 +19,9 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -26,10 +29,18 @@ from pydantic import (
 
 class Strict(BaseModel):
     """A config section: unknown keys are errors, values are validated on assignment, and no
-    number is infinite or NaN (`.inf` passes `gt=0`, then fails as training starts)."""
+    number is infinite or NaN (`.inf` passes `gt=0`, then fails as training starts; a run's
+    saved config from before this rule is let through)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True,
-                              allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, float) and not math.isfinite(value) and not (
+                info.context or {}).get("saved"):
+            raise ValueError("input should be a finite number")
+        return value
 
 
 class Args(Strict):

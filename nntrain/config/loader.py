@@ -261,6 +261,7 @@ def apply_override(data: dict, assignment: str) -> Path_:
                             "list items counted from 0 (see `nntrain schema`)")
         if depth == len(path) - 1:
             node[part] = value
+            _from_working_dir(data, tuple(path))
         else:
             _expand_shorthand(node, part, path[depth + 1])
             node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
@@ -283,9 +284,12 @@ def _expand_shorthand(node: Any, part: str | int, inner: str | int) -> None:
 
 
 def load_config(source: str | Path, overrides: Sequence[str] = (),
-                search_dir: Path | None = None) -> LoadedConfig:
+                search_dir: Path | None = None, saved: bool = False) -> LoadedConfig:
     """Read, override and validate a config. Raises ConfigError listing every problem.
-    `search_dir` is where the config's own Python modules live (default: its folder)."""
+    `search_dir` is where the config's own Python modules live (default: its folder).
+    `saved`: a run's own config.yaml, which an older nntrain may have written and accepted:
+    the rules added since (one kind of gradient clipping, finite numbers) do not refuse it,
+    so the run can still be evaluated, predicted with and resumed."""
     source = Path(source)
     data, positions = read_yaml(source)
     if not isinstance(data, dict):
@@ -293,11 +297,8 @@ def load_config(source: str | Path, overrides: Sequence[str] = (),
                         "start from one in configs/, or see `nntrain schema`")
     override_paths: dict[Path_, str] = {}
     for assignment in overrides:
-        path = apply_override(data, assignment)
-        override_paths[path] = assignment
-        if path in FILE_KEYS:
-            _from_working_dir(data, path)
-    return validate_config(data, source, positions, override_paths, search_dir)
+        override_paths[apply_override(data, assignment)] = assignment
+    return validate_config(data, source, positions, override_paths, search_dir, saved)
 
 
 # the data files a config names: relative to the config's folder, or given with --set, to
@@ -306,25 +307,31 @@ FILE_KEYS = {("data", "source"), ("data", "train"), ("data", "validation", "path
              ("data", "test", "path")}
 
 
-def _from_working_dir(data: dict, path: Path_) -> None:
-    *parents, key = path
-    node = data
-    for part in parents:
-        node = node[part]
-    value = node[key]
-    if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-        node[key] = str(Path.cwd() / value)
+def _from_working_dir(data: dict, set_at: Path_) -> None:
+    """The data files an override set (itself, or in a section it set), made absolute from
+    the current folder."""
+    for key in FILE_KEYS:
+        if key[:len(set_at)] != tuple(set_at):
+            continue
+        *parents, name = key
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        value = node.get(name) if isinstance(node, dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            node[name] = str(Path.cwd() / value)
 
 
 def validate_config(data: dict, source: Path, positions: dict[Path_, tuple[int, int]],
-                    overrides: dict[Path_, str], search_dir: Path | None = None) -> LoadedConfig:
+                    overrides: dict[Path_, str], search_dir: Path | None = None,
+                    saved: bool = False) -> LoadedConfig:
     """Expand `repeat:` in the layer list, then validate. `data` is changed in place; error
     locations point into `source` (positions are remapped onto the expanded layer list)."""
     positions, overrides = dict(positions), dict(overrides)
     issues = expand_repeats(data, source, positions, overrides)
     config = None
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(data, context={"saved": saved})
     except ValidationError as e:
         issues += [_issue(err, data, source, positions, overrides) for err in e.errors()]
     if issues:

@@ -177,10 +177,9 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     """An .npz with arrays named `x`/`y` (or after the model's inputs and outputs)."""
     if path.suffix == ".csv":
         raise DataError(f"{path}: a CSV split needs a CSV training file")
-    if not path.is_dir() and path.suffix.lower() not in (".npz", ".npy"):
-        raise DataError(f"{path}: not a data file nntrain reads ('{path.suffix or 'no suffix'}')",
-                        "give an .npz file (numpy.savez), a folder of .npy files, or a .csv "
-                        "file with a header")
+    if not path.is_dir() and not _numpy_file(path):
+        raise DataError(f"{path}: not a data file nntrain reads", "give an .npz file "
+                        "(numpy.savez), a folder of .npy files, or a .csv file with a header")
     try:
         if path.suffix == ".npy":
             raise DataError(f"{path}: a training file needs inputs and targets",
@@ -229,6 +228,17 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
         raise DataError(f"{path}: the arrays have different numbers of rows: " + ", ".join(
             f"{name} {n:,}" for name, n in rows.items()), "give one row per example in each")
     return ArraySet(x, y, None if weight is None else weight.astype(np.float32))
+
+
+def _numpy_file(path: Path) -> bool:
+    """Whether the file is one numpy wrote, by its first bytes (an .npz is a zip archive),
+    whatever its name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(6)
+    except OSError:
+        return True  # let numpy's own reading report it
+    return head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY"))
 
 
 def _read_npy_folder(folder: Path) -> dict[str, np.ndarray]:

@@ -80,8 +80,9 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str,
     else:
         study = optuna.load_study(study_name=name, storage=storage)
         saved = study.user_attrs.get("config")
-        if saved is not None and current_form(saved) != fingerprint:
-            raise SearchChanged(current_form(saved), fingerprint)
+        saved = None if saved is None else current_form(saved)
+        if saved is not None and saved != fingerprint:
+            raise SearchChanged(saved, fingerprint)
     started = len(study.get_trials(deepcopy=False))
     study.sampler = make_sampler(search, dims, _seed(seed, started, worker))
     study.pruner = make_pruner(search, max_epochs)
