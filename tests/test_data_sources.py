@@ -559,7 +559,8 @@ def test_npz_with_an_object_array_is_refused_unexecuted(tmp_path: Path):
 
 def test_not_an_npz_is_a_data_error(tmp_path: Path):
     (tmp_path / "d.npz").write_bytes(b"not a zip file")
-    assert "d.npz: not a data file nntrain reads" in data_error(tmp_path, "train: d.npz\n", classifier(1))
+    assert "d.npz: not a data file nntrain reads" in data_error(tmp_path, "train: d.npz\n",
+                                                                classifier(1))
     np.save(tmp_path / "d.npy", np.zeros((3, 1)))
     assert "inputs and targets" in data_error(tmp_path, "train: d.npy\n", classifier(1))
 
