@@ -382,16 +382,18 @@ def test_saved_config_leaves_out_settings_the_data_source_ignores():
     assert tiny["data"]["synthetic"]["samples"] == 600
 
 
+CLASSIFIER = """\
+name: t
+data: {dataset: synthetic}
+model: {input: [4], layers: [dense: {units: 3, activation: softmax}]}
+compile:
+  loss: sparse_categorical_crossentropy
+"""
+
+
 def test_repeated_and_weighted_metric_names_follow_keras(tmp_path):
-    text = """\
-        name: t
-        data: {dataset: synthetic}
-        model: {input: [4], layers: [dense: {units: 3, activation: softmax}]}
-        compile:
-          loss: sparse_categorical_crossentropy
-          metrics: [accuracy, accuracy]
-          weighted_metrics: [accuracy, accuracy, mse]
-        """
+    text = CLASSIFIER + "  metrics: [accuracy, accuracy]\n" \
+        "  weighted_metrics: [accuracy, accuracy, mse]\n"
     setup = prepare(load_config(write(tmp_path, text)))
     assert setup.log_names() == ["loss", "accuracy", "accuracy_1", "weighted_accuracy",
                                  "weighted_accuracy_1", "mse"]
@@ -399,14 +401,7 @@ def test_repeated_and_weighted_metric_names_follow_keras(tmp_path):
 
 
 def test_weighted_metric_arguments_are_checked_where_written(tmp_path):
-    text = """\
-        name: t
-        data: {dataset: synthetic}
-        model: {input: [4], layers: [dense: {units: 3, activation: softmax}]}
-        compile:
-          loss: sparse_categorical_crossentropy
-          weighted_metrics: [{precision: {class_id: 3}}]
-        """
+    text = CLASSIFIER + "  weighted_metrics: [{precision: {class_id: 3}}]\n"
     with pytest.raises(ConfigError) as info:
         prepare(load_config(write(tmp_path, text)))
     (issue,) = info.value.issues
