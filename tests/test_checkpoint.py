@@ -402,3 +402,34 @@ def test_a_record_with_integer_keys_reads_back_as_saved(tmp_path):
     checkpoint.save(tmp_path / "last", {"w": np.zeros(2, np.float32)}, state)
     _, meta = checkpoint.load(tmp_path / "last")
     assert meta["callbacks"] == [{"9": 1.0, "10": 2.0, "2": 0.5}] and meta["epoch"] == 3
+
+
+def test_a_writer_that_falls_behind_writes_only_the_newest_of_each(tmp_path, monkeypatch):
+    """Epochs of milliseconds and a slow disk: the waiting writes are replaced by newer
+    ones instead of piling up, and what lands is the last epoch's, consistent."""
+    import csv
+    import time
+
+    from clirunner import nntrain
+
+    tiny = Path(__file__).resolve().parent / "configs" / "tiny_mlp.yaml"
+    real_save, saves = checkpoint.save, []
+
+    def slow_save(folder, *args, **kwargs):
+        saves.append(Path(folder).name)
+        time.sleep(0.05)
+        return real_save(folder, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", slow_save)
+    result = nntrain("fit", str(tiny), "-q", "--epochs", "60", "--set", "fit.callbacks=[]",
+                     cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert saves.count("last") < 30  # one per epoch would be 60
+    (run,) = tmp_path.glob("runs/*/*")
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 61))
+    _, last = checkpoint.load(run / "checkpoints" / "last")
+    assert last["epoch"] == 60 and len(last["history"]) == 60
+    metrics = json.loads((run / "metrics.json").read_text())
+    _, best = checkpoint.load(run / "checkpoints" / "best")
+    assert best["epoch"] == metrics["best_epoch"] and metrics["epochs_completed"] == 60

@@ -3,6 +3,7 @@ after every epoch."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import csv
@@ -13,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,7 +121,10 @@ class Fitter:
         self._plotter = ThreadPoolExecutor(1, thread_name_prefix="nntrain-plot",
                                            initializer=_lowest_priority)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nntrain-checkpoint")
-        self._writes: list[Future] = []
+        self._writes: collections.deque[Future] = collections.deque()  # in order
+        # the last batch of writes queued, with its calls by target, until the writer starts it
+        self._waiting: tuple[Future, dict[Any, tuple]] | None = None
+        self._batch: dict[Any, tuple] | None = None  # an epoch end's writes, sent together
         self._write_failed = False
         self._drawing: Future | None = None
         self.callbacks = self._make_callbacks()
@@ -279,15 +283,48 @@ class Fitter:
               keep_previous: bool = False) -> None:
         """Write a checkpoint from host copies on the writer thread: training goes on while
         the file is hashed and synced."""
-        self._in_order(checkpoint.save, self.run.checkpoints / name, fetch(trees),
-                       copy.deepcopy(meta), keep_previous=keep_previous)
+        meta = {**meta, "history": _rows(meta["history"])} if "history" in meta else meta
+        self._in_order(("checkpoint", name), checkpoint.save, self.run.checkpoints / name,
+                       fetch(trees), copy.deepcopy(meta), keep_previous=keep_previous)
 
-    def _in_order(self, write: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def _in_order(self, target: Any, write: Callable[..., Any], *args: Any,
+                  **kwargs: Any) -> None:
         """Run a write on the writer thread after the ones before it, so the run's records
-        never get ahead of its checkpoints. A failed write (a full disk) is raised here, at
-        a later write, or when `fit` ends."""
+        never get ahead of its checkpoints. When the writer is behind (epochs of
+        milliseconds), a batch still waiting is taken into the next one, which replaces its
+        writes of the same `target` (a checkpoint name, a file): only the newest of each
+        lands. A failed write (a full disk) is raised here, at a later write, or when `fit`
+        ends."""
+        if self._batch is not None:
+            self._batch[target] = (write, args, kwargs)
+        else:
+            self._submit({target: (write, args, kwargs)})
+
+    def _submit(self, calls: dict[Any, tuple]) -> None:
         self._raise_failed_writes()
-        self._writes.append(self._writer.submit(self._write_unless_failed, write, args, kwargs))
+        if self._waiting is not None and self._waiting[0].cancel():  # not started yet
+            # the older batch's writes that these do not replace go first, then these
+            calls = {**{k: v for k, v in self._waiting[1].items() if k not in calls}, **calls}
+        job = self._writer.submit(self._write_batch, calls)
+        self._waiting = (job, calls)
+        self._writes.append(job)
+
+    @contextlib.contextmanager
+    def _writes_together(self) -> Iterator[None]:
+        """An epoch end's writes (best weights, the resume checkpoint, the records) go to the
+        writer as one batch, in the order they were asked for: a batch taken into a later
+        one can never put a record before the checkpoint it describes."""
+        self._batch = {}
+        try:
+            yield
+        finally:
+            calls, self._batch = self._batch, None
+            if calls:
+                self._submit(calls)
+
+    def _write_batch(self, calls: dict[Any, tuple]) -> None:
+        for write, args, kwargs in calls.values():
+            self._write_unless_failed(write, args, kwargs)
 
     def _write_unless_failed(self, write: Callable[..., Any], args: tuple, kwargs: dict) -> None:
         if self._write_failed:  # after a failed write nothing later may land: a record or
@@ -302,10 +339,10 @@ class Fitter:
         """Raise the first failed write among those done (with `wait`, after all are)."""
         if wait:
             futures.wait(self._writes)
-        done = [job for job in self._writes if job.done()]
-        self._writes = [job for job in self._writes if not job.done()]
-        for job in done:
-            job.result()
+        while self._writes and self._writes[0].done():  # the writer takes them in order
+            job = self._writes.popleft()
+            if not job.cancelled():  # a cancelled batch was taken into a later one
+                job.result()
 
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, initial_epoch: int = 0) -> FitResult:
@@ -387,12 +424,14 @@ class Fitter:
             # whether a callback saved the best weights, so it waits for them)
             said = io.StringIO()
             try:
-                with contextlib.redirect_stdout(said):
-                    for callback in self.callbacks:
-                        callback.on_epoch_end(epoch, logs, self)
-                seconds = time.perf_counter() - start
-                self.history.append({"epoch": epoch + 1, **logs, "seconds": round(seconds, 3)})
-                self._record_epoch(epoch)
+                with self._writes_together():
+                    with contextlib.redirect_stdout(said):
+                        for callback in self.callbacks:
+                            callback.on_epoch_end(epoch, logs, self)
+                    seconds = time.perf_counter() - start
+                    self.history.append({"epoch": epoch + 1, **logs,
+                                         "seconds": round(seconds, 3)})
+                    self._record_epoch(epoch)
                 improved = self.checkpointer.tracker.best_epoch != best_before
                 progress.finish(logs, seconds, "saved best" if improved else "")
             finally:
@@ -435,7 +474,7 @@ class Fitter:
 
     def _write_records(self) -> None:
         """history.csv, metrics.json and run.json's epoch count, from the history so far."""
-        history = copy.deepcopy(self.history)
+        history = _rows(self.history)
         tracker = self.checkpointer.tracker
         metrics = {
             "monitor": tracker.monitor, "mode": tracker.mode,
@@ -445,9 +484,10 @@ class Fitter:
         }
         if self._evaluations:
             metrics["evaluations"] = self._evaluations
-        self._in_order(write_history_csv, self.run.path / "history.csv", history)
-        self._in_order(atomic_write_json, self.run.path / "metrics.json", metrics)
-        self._in_order(self.run.update_info, epochs_completed=len(history))
+        self._in_order("history.csv", write_history_csv, self.run.path / "history.csv", history)
+        self._in_order("metrics.json", atomic_write_json, self.run.path / "metrics.json",
+                       metrics)
+        self._in_order("run.json", self.run.update_info, epochs_completed=len(history))
         self._draw()
 
     def _draw(self, force: bool = False) -> None:
@@ -500,3 +540,9 @@ def write_history_csv(path, history: list[dict[str, float]]) -> None:
     for row in history:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     atomic_write_text(path, buffer.getvalue())
+
+
+def _rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of the history for the writer thread: rows of plain numbers (a deep copy of
+    every row at every epoch cost seconds over hundreds of epochs)."""
+    return [dict(row) for row in history]
