@@ -283,9 +283,12 @@ class Fitter:
               keep_previous: bool = False) -> None:
         """Write a checkpoint from host copies on the writer thread: training goes on while
         the file is hashed and synced."""
-        meta = {**meta, "history": _rows(meta["history"])} if "history" in meta else meta
+        # a host copy for the writer thread; the history row by row (it grows every epoch)
+        copied = copy.deepcopy({k: v for k, v in meta.items() if k != "history"})
+        if "history" in meta:
+            copied["history"] = _rows(meta["history"])
         self._in_order(("checkpoint", name), checkpoint.save, self.run.checkpoints / name,
-                       fetch(trees), copy.deepcopy(meta), keep_previous=keep_previous)
+                       fetch(trees), copied, keep_previous=keep_previous)
 
     def _in_order(self, target: Any, write: Callable[..., Any], *args: Any,
                   **kwargs: Any) -> None:
