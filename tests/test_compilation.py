@@ -127,3 +127,34 @@ def test_weights_come_to_the_host_once_an_epoch_however_many_callbacks_ask(
     assert len(copies) == 3  # not 6
     stopper = next(c for c in fitter.callbacks if type(c).__name__ == "EarlyStopping")
     assert stopper.best_weights is fitter.best_weights
+
+
+def test_several_steps_per_loop_iteration_train_as_one_step_per_iteration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Accelerators run rolled loops several steps an iteration; the steps that do not fill
+    an iteration run after it. 16 steps an epoch and 4 validation steps, 3 an iteration."""
+    from nntrain.train import programs
+
+    histories = []
+    for unroll in (1, 3):
+        monkeypatch.setattr(programs, "steps_per_iteration", lambda *_, u=unroll: u)
+        loaded = load_config(TINY, ["fit.epochs=2", "fit.callbacks=[]"])
+        setup = prepare(loaded)
+        dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+        fitter = Fitter(setup, dataset, create_run(tmp_path, f"unroll{unroll}"),
+                        Console(quiet=True), True)
+        assert fitter.programs.unroll == unroll
+        histories.append([{k: v for k, v in row.items() if k != "seconds"}
+                          for row in fitter.fit().history])
+        assert int(fitter.carry["step"]) == 32
+    assert histories[1] == [pytest.approx(row, rel=1e-5) for row in histories[0]]
+
+
+def test_accelerators_run_four_steps_an_iteration_unless_the_model_has_windows():
+    from nntrain.train.programs import steps_per_iteration
+
+    mlp = prepare(load_config(TINY))
+    cnn = prepare(load_config(Path(__file__).resolve().parent / "configs" / "tiny_cnn.yaml"))
+    assert steps_per_iteration(mlp, "gpu") == steps_per_iteration(mlp, "tpu") == 4
+    assert steps_per_iteration(cnn, "gpu") == 1  # long steps: compile time would grow most
+    assert steps_per_iteration(mlp, "cpu") == steps_per_iteration(cnn, "cpu") == 1

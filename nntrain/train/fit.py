@@ -10,9 +10,7 @@ import csv
 import dataclasses
 import io
 import math
-import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -33,11 +31,11 @@ from nntrain.data.stream import memory_budget, nbytes, row_bytes
 from nntrain.errors import TrainingFailed
 from nntrain.fsutil import atomic_write_json, atomic_write_text
 from nntrain.optimizers import get_learning_rate, has_schedule, set_learning_rate
-from nntrain.plotting import plot_history
 from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.devices import Placement, fetch
+from nntrain.train.drawing import HistoryDrawer
 from nntrain.train.memory import release_freed_memory
 from nntrain.train.programs import (
     Carry,
@@ -71,15 +69,6 @@ def make_programs(setup: Setup, steps_per_epoch: int | None = None,
                     eval_batch_size=fit.validation_batch_size or fit.batch_size,
                     steps_per_call=k, rolled=rolled, class_weight=class_weight_vector(setup),
                     placement=placement)
-
-
-def _lowest_priority() -> None:
-    """Let the calling thread run only on CPU time training leaves over: drawing history.png
-    (about 0.2 s of CPU a drawing) would otherwise compete with a compute-bound epoch for
-    its cores. Linux keeps a niceness per thread; elsewhere the thread keeps its priority."""
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 class Fitter:
@@ -116,17 +105,14 @@ class Fitter:
         self._rate_before_hooks: float | None = None
         self._evaluations: list[dict[str, Any]] = []  # `nntrain evaluate`'s, kept on resume
         self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
-        self._last_draw, self._draw_cost, self._drawn_epochs = -math.inf, 0.0, 0
-        # history.png is drawn beside training, never holding up the next epoch
-        self._plotter = ThreadPoolExecutor(1, thread_name_prefix="nntrain-plot",
-                                           initializer=_lowest_priority)
+        # history.png is drawn by a process of its own, never holding up training
+        self._drawer = HistoryDrawer(run.path, run.name)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nntrain-checkpoint")
         self._writes: collections.deque[Future] = collections.deque()  # in order
         # the last batch of writes queued, with its calls by target, until the writer starts it
         self._waiting: tuple[Future, dict[Any, tuple]] | None = None
         self._batch: dict[Any, tuple] | None = None  # an epoch end's writes, sent together
         self._write_failed = False
-        self._drawing: Future | None = None
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
         keys, params, state, opt_state = initialize(setup, self.config.seed)
@@ -355,8 +341,11 @@ class Fitter:
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 self._raise_failed_writes(wait=True)
+            with contextlib.suppress(Exception):
+                self._drawer.close()
             raise
         self._raise_failed_writes(wait=True)
+        self._drawer.close()  # after the last history.csv: its drawing is the last
         return result
 
     def _fit(self, initial_epoch: int) -> FitResult:
@@ -370,6 +359,8 @@ class Fitter:
             self.dataset = dataclasses.replace(self.dataset, train=None, validation=None)
         padded = self.steps_per_epoch * config.fit.batch_size
         status, reason = "completed", ""
+        if self.placement.is_primary:
+            self._drawer.start()  # matplotlib's import while the first programs compile
         for callback in self.callbacks:
             callback.on_train_begin(self)
         for epoch in range(initial_epoch, epochs):
@@ -450,9 +441,6 @@ class Fitter:
                 reason = f"{'early stopping' if early else 'a callback stopped training'} " \
                     f"after epoch {epoch + 1}"
                 break
-        if self.history and self._drawn_epochs != len(self.history):
-            self._draw(force=True)
-        self._finish_drawing()
         for callback in self.callbacks:
             callback.on_train_end(self)
         return self._result(status, reason)
@@ -491,31 +479,8 @@ class Fitter:
         self._in_order("metrics.json", atomic_write_json, self.run.path / "metrics.json",
                        metrics)
         self._in_order("run.json", self.run.update_info, epochs_completed=len(history))
-        self._draw()
-
-    def _draw(self, force: bool = False) -> None:
-        """Redraw history.png in the background, one drawing at a time, and spend at most
-        ~3% of the time on it: with epochs of a few milliseconds, drawing every epoch would
-        dominate, and on a machine whose cores all train, a drawing (0.2 s, 0.8 s the first
-        time with matplotlib's import) slows the epoch it lands in. `force` draws the latest
-        history whatever the cost."""
-        busy = self._drawing is not None and not self._drawing.done()
-        if not force and (busy or time.perf_counter() - self._last_draw < 30 * self._draw_cost):
-            return
-        if busy:
-            self._finish_drawing()
-        self._drawn_epochs = len(self.history)
-        self._drawing = self._plotter.submit(self._draw_now, list(self.history))
-
-    def _draw_now(self, history: list[dict[str, float]]) -> None:
-        start = time.perf_counter()
-        plot_history(history, self.run.path / "history.png", title=self.run.name)
-        self._last_draw = time.perf_counter()
-        self._draw_cost = self._last_draw - start
-
-    def _finish_drawing(self) -> None:
-        if self._drawing is not None:
-            self._drawing.result()  # a failure to draw surfaces here
+        if self.placement.is_primary:  # the other processes' runs are scratch copies
+            self._in_order("history.png", self._drawer.request)  # after history.csv
 
     def _result(self, status: str, reason: str) -> FitResult:
         tracker = self.checkpointer.tracker
