@@ -11,83 +11,91 @@ The training process starts it before its first epoch, so that matplotlib's impo
 the compiling, and asks for a drawing after each history.csv it writes (`request`); the
 drawing process reads history.csv when it draws, skips requests that pile up meanwhile, and
 spends at most ~3% of the time drawing (`BUDGET`): with epochs of milliseconds, drawing every
-epoch would keep a core busy. `close` asks for the last history and waits for it.
+epoch would keep a core busy. `close` asks for the last history and waits for it. A drawing
+that fails is reported, never a failure of training: history.png is a view of history.csv.
 
-    python -m nntrain.train.drawing RUN_DIR TITLE   (lines on stdin: draw; EOF: draw, exit)
+    main([RUN_DIR, TITLE])   (lines on stdin: draw; EOF: draw if asked, exit)
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import select
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 BUDGET = 30  # wait this many times the last drawing's duration before the next one
 CLOSE_TIMEOUT = 60.0  # seconds for the last drawing before the training process gives up
 
 
-class DrawingFailed(OSError):
-    """history.png could not be drawn (the message is the drawing process's)."""
+# The child imports exactly what this process imports: its sys.path, not the working
+# folder's modules (`-P`), which could shadow the standard library's.
+CHILD = ("import sys, json; sys.path[:] = json.loads(sys.argv[1]); "
+         "from nntrain.train.drawing import main; sys.exit(main(sys.argv[2:]))")
 
 
 class HistoryDrawer:
-    """The training side: starts the drawing process on the first request."""
+    """The training side. `start` and `close` belong to the training thread; `request` may
+    come from another (the checkpoint writer)."""
 
     def __init__(self, run_dir: Path, title: str) -> None:
         self.run_dir, self.title = Path(run_dir), title
         self._process: subprocess.Popen | None = None
+        self._errors: Any = None
 
     def start(self) -> None:
         """Start the drawing process, which imports matplotlib while training compiles."""
-        if self._process is None:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "nntrain.train.drawing", str(self.run_dir), self.title],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                env=_finding_this_package(),
-                start_new_session=True)  # Ctrl-C reaches training, which ends it by EOF
+        if self._process is not None:
+            return
+        # a file, not a pipe, which warnings could fill; closed by `close`
+        self._errors = tempfile.TemporaryFile()  # noqa: SIM115
+        self._process = subprocess.Popen(
+            [sys.executable, "-P", "-c", CHILD, json.dumps(sys.path), str(self.run_dir),
+             self.title],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors,
+            # its own process group: Ctrl-C in the terminal reaches training alone, which
+            # ends it by closing its stdin (a new session would escape `nice` under Linux's
+            # autogroup scheduling)
+            process_group=0)
 
     def request(self) -> None:
         """Ask for history.png to show history.csv as it is now (it is drawn soon, or, when
-        drawings come too often, with a later history)."""
-        self.start()
-        try:
-            self._process.stdin.write(b"\n")
-            self._process.stdin.flush()
-        except BrokenPipeError:  # it failed: `close` says why
-            pass
-
-    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Wait for the drawing of the last requested history; raise DrawingFailed if the
-        drawing process failed."""
-        process, self._process = self._process, None
+        drawings come too often, with a later history). Before `start`: nothing."""
+        process = self._process
         if process is None:
             return
         try:
-            _, err = process.communicate(timeout=timeout)  # closes stdin: the last drawing
+            process.stdin.write(b"\n")
+            process.stdin.flush()
+        except (OSError, ValueError):  # it failed (`close` says why), or it is closed
+            pass
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> str | None:
+        """Wait for the drawing of the last requested history. Returns why history.png could
+        not be drawn, or None."""
+        process, errors, self._process, self._errors = self._process, self._errors, None, None
+        if process is None:
+            return None
+        try:
+            process.communicate(timeout=timeout)  # closes stdin: the last drawing
         except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
-            raise DrawingFailed(f"drawing {self.run_dir / 'history.png'} took over "
-                                f"{timeout:.0f} s and was stopped") from None
-        if process.returncode != 0:
-            lines = err.decode(errors="replace").strip().splitlines()
-            raise DrawingFailed(f"cannot draw {self.run_dir / 'history.png'}: "
-                                f"{lines[-1] if lines else f'exit {process.returncode}'}")
-
-
-def _finding_this_package() -> dict[str, str]:
-    """The environment, with this nntrain first on the path (it may have been imported from
-    a folder the child would not look in)."""
-    import nntrain
-
-    root = str(Path(nntrain.__file__).resolve().parent.parent)
-    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+            errors.close()
+            return f"drawing it took over {timeout:.0f} s and was stopped"
+        errors.seek(0)
+        lines = errors.read().decode(errors="replace").strip().splitlines()
+        errors.close()
+        if process.returncode == 0:
+            return None
+        return lines[-1] if lines else f"the drawing process ended with {process.returncode}"
 
 
 def serve(run_dir: Path, title: str, requests=None) -> None:
@@ -116,7 +124,8 @@ def serve(run_dir: Path, title: str, requests=None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # training decides when drawing stops
+    for number in (signal.SIGINT, signal.SIGTERM):  # a job's stop signal reaches every
+        signal.signal(number, signal.SIG_IGN)  # process: training decides when drawing ends
     if hasattr(os, "nice"):
         os.nice(19)  # only the CPU time training leaves over
     run_dir, title = Path(argv[0]), argv[1]

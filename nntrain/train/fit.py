@@ -338,15 +338,22 @@ class Fitter:
         """Train from `initial_epoch`; every checkpoint is on disk when this returns."""
         try:
             result = self._fit(initial_epoch)
+            self._raise_failed_writes(wait=True)
+            return result
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 self._raise_failed_writes(wait=True)
-            with contextlib.suppress(Exception):
-                self._drawer.close()
             raise
-        self._raise_failed_writes(wait=True)
-        self._drawer.close()  # after the last history.csv: its drawing is the last
-        return result
+        finally:
+            self._close_drawer()  # after the last history.csv: its drawing is the last
+
+    def _close_drawer(self) -> None:
+        failure = self._drawer.close()
+        if failure is not None:  # the run is complete without it: say so, do not fail
+            self.console.print(
+                f"[yellow]warning:[/] history.png was not drawn: {failure}. Draw the curves "
+                f"with `nntrain plot {self.run.path} -o {self.run.path / 'history.png'}`",
+                soft_wrap=True, highlight=False)
 
     def _fit(self, initial_epoch: int) -> FitResult:
         config, programs = self.config, self.programs
