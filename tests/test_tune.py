@@ -145,6 +145,14 @@ def test_search_prints_leaderboard_writes_best_yaml_that_fit_reproduces(tmp_path
     assert changed.exit_code == 2
     assert "different search" in changed.output and "+  epochs: 3" in changed.output
     assert "Traceback" not in changed.output
+    assert f"delete the folder {Path('runs') / 'tiny_tune'}" in " ".join(changed.output.split())
+    # the study deleted but not its trials: refused before any trial, not 4 failed trials
+    (folder / "study.db").unlink()
+    orphaned = nntrain("tune", str(config), "--set", "fit.epochs=3", cwd=tmp_path)
+    assert orphaned.exit_code == 2, orphaned.output
+    assert "holds trials of an earlier search (trial-0000, trial-0001, trial-0002, ...)" \
+        in " ".join(orphaned.output.split())
+    assert not (folder / "trial-0004").exists() and not (folder / "study.db").exists()
 
 
 def test_a_study_saved_before_a_new_setting_existed_is_the_same_search():

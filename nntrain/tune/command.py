@@ -76,20 +76,29 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
     name = loaded.config.name
     folder = Path(runs_dir) / name
     seed = search.seed if search.seed is not None else loaded.config.seed
+    afresh = (f"delete the study {name} from {storage} and the folder {folder}" if storage
+              else f"delete the folder {folder} (its study.db, trials and reports)")
+    earlier = sorted(p.name for p in folder.glob("trial-*"))
     if storage:  # a database elsewhere: reach it before creating anything here
         opened = studies.open_storage(storage)
-        folder.mkdir(parents=True, exist_ok=True)
+    elif earlier and not (folder / "study.db").exists():
+        opened = None  # its study was deleted, not its trials: refused below, creating nothing
     else:
         folder.mkdir(parents=True, exist_ok=True)
         opened = studies.open_storage(studies.sqlite_url(folder / "study.db"))
+    if earlier and (opened is None or not studies.has_study(opened, name)):
+        raise UserError(f"{folder} holds trials of an earlier search ({', '.join(earlier[:3])}"
+                        f"{', ...' if len(earlier) > 3 else ''}) but no study of it",
+                        f"to start afresh, {afresh}; or give the config another name")
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         study, created = studies.open_study(opened, name, direction, fingerprint(loaded), dims,
                                             search, seed, worker, loaded.config.fit.epochs,
                                             in_current_form)
     except studies.SearchChanged as e:
-        raise UserError(e.message, f"to start this search afresh, delete {folder / 'study.db'}"
-                        " (or give the config another name); to continue the old one, "
-                        "undo the change") from None
+        raise UserError(e.message, f"to start this search afresh, {afresh} (or give the "
+                        "config another name); to continue the old one, undo the change"
+                        ) from None
     limit = studies.trial_limit(search, dims)
     prefix = f"[dim]worker {worker}:[/] " if worker else ""
     if worker == 0:

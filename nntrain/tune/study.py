@@ -60,6 +60,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                             "check the URL, and that the database server is reachable") from None
 
 
+def has_study(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    return name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+
+
 def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str,
                fingerprint: str, dims: list[Dimension], search: SearchConfig,
                seed: int, worker: int, max_epochs: int,
@@ -67,8 +71,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str,
     """The study named after the config: created (its first trial the config's defaults,
     except in a grid search), or loaded and checked to be the same search. Returns
     (study, created)."""
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    created = name not in existing
+    created = not has_study(storage, name)
     if created:
         study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
                                     direction="maximize" if direction == "max" else "minimize")
