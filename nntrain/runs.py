@@ -74,6 +74,23 @@ class Run:
             return
         _CLAIMS.append(fd)
 
+    def held(self) -> bool | None:
+        """Whether a process holds the run (trains it now): True, False, or None where the
+        file system has no locks to ask."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # let go at once, by the close
+        except BlockingIOError:
+            return True
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return False
+
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.path / name
         try:

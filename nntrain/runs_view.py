@@ -23,7 +23,8 @@ from nntrain.runs import RUN_FILE, Run, resolve_run, runs_newest_first
 
 FINISHED = ("completed", "stopped", "failed")
 STATUS_STYLE = {"completed": "green", "stopped": "yellow", "failed": "red", "running": "cyan",
-                "running?": "magenta", "damaged": "bold red", "unknown": "dim"}
+                "running?": "magenta", "killed": "red", "damaged": "bold red",
+                "unknown": "dim"}
 # A live `fit` rewrites run.json after every epoch. Silence for longer than this (or three
 # of the run's longest epochs) means its process is probably gone: run.json has no pid.
 QUIET_SECONDS = 600.0
@@ -126,9 +127,10 @@ def view_run(run: Run, now: float | None = None) -> RunView:
     if status in FINISHED:
         view.status = status
     elif status == "running":
-        view.status = "running"
+        held = run.held()  # training holds its run's folder locked
+        view.status = {True: "running", False: "killed", None: "running"}[held]
         last = run.last_write()
-        if last is not None:
+        if last is not None and held is None:  # no locks: guess from its silence
             view.silent_for = max(0.0, (now or time.time()) - last)
             if view.silent_for > _patience(run):
                 view.status = "running?"
@@ -250,6 +252,12 @@ def list_runs(runs_dir: Path, pattern: str | None, console: Console) -> None:
                      f"run{'s' if len(doubtful) > 1 else ''} wrote nothing for "
                      f"{fmt_duration(min(v.silent_for or 0 for v in doubtful))} or more: the "
                      "process may be gone; `nntrain fit --resume RUN` continues one")
+    killed = [v for v in views if v.status == "killed"]
+    if killed:
+        them = "them" if len(killed) > 1 else "it"
+        notes.append(f"killed: run.json says running, but no process trains {them} (kill -9, "
+                     "a crash, power loss); `nntrain fit --resume RUN` continues from the last "
+                     "finished epoch")
     damaged = [v for v in views if v.problems]
     for view in damaged:
         notes.append(f"{view.run.label}: {', '.join(view.problems)}")
@@ -401,6 +409,9 @@ def show_run(spec: str, runs_dir: Path, console: Console) -> None:
         _add_row(table, "note", f"run.json says running, but nothing was written for "
                  f"{fmt_duration(view.silent_for)}: the process may be gone; continue with"
                  f" nntrain fit --resume {run.path}")
+    if view.status == "killed":
+        _add_row(table, "note", "run.json says running, but no process trains it (kill -9, "
+                 f"a crash, power loss); continue with nntrain fit --resume {run.path}")
     if info.get("stop_reason"):
         _add_row(table, "stop reason", str(info["stop_reason"]))
     _add_row(table, "start", str(info.get("start", MISSING)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,21 @@ def line_of(output: str, text: str) -> str:
     lines = [line for line in output.splitlines() if text in line]
     assert len(lines) == 1, (text, output)
     return lines[0]
+
+
+@contextlib.contextmanager
+def trained_by_another_process(run: Path) -> Iterator[None]:
+    """Hold the run's folder as a training process does (`Run.claim`), from another one."""
+    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def clone(run: Path, name: str, stamp: str, **info) -> Path:
@@ -79,7 +96,8 @@ def work(tmp_path_factory) -> Path:
 
 
 def test_runs_lists_every_status_newest_first(work: Path):
-    result = nntrain("runs", cwd=work)
+    with trained_by_another_process(work / "runs" / "old" / "20200101-130000"):
+        result = nntrain("runs", cwd=work)
     assert result.exit_code == 0, result.output
     out = result.output
     # newest start first: the live copy started now; a damaged run.json: the folder's stamp
@@ -96,9 +114,11 @@ def test_runs_lists_every_status_newest_first(work: Path):
     assert "failed" in line_of(out, "20200101-100000") and "7.0s" in line_of(out, "-100000")
     interrupted = line_of(out, "20200101-110000")
     assert "stopped (interrupted)" in interrupted and "10m00s" in interrupted
-    assert "running?" in line_of(out, "20200101-120000")  # silent for an hour: maybe gone
+    # run.json says running, but no process holds the run: it was killed
+    assert "killed" in line_of(out, "20200101-120000")
+    assert "killed: run.json says running, but no process trains it" in " ".join(out.split())
     live = line_of(out, "20200101-130000")
-    assert "running" in live and "running?" not in live
+    assert "running" in live and "killed" not in live
     assert "damaged" in line_of(out, "old/20200101-140000  ")
     assert "old/20200101-140000: run.json is damaged" in out
     assert "7 runs" in out
@@ -176,6 +196,17 @@ def test_show_prints_status_figures_summary_and_config(work: Path):
     result = nntrain("runs", "show", "old/20200101-140000", cwd=work)
     assert result.exit_code == 0, result.output
     assert "damaged" in result.output.splitlines()[0]
+    result = nntrain("runs", "show", "old/20200101-120000", cwd=work)
+    assert "killed" in result.output.splitlines()[0] and "fit --resume" in result.output
+
+
+def test_without_locks_to_ask_a_silent_running_run_is_marked_doubtful(
+        work: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(Run, "held", lambda self: None)  # a file system without locks
+    out = nntrain("runs", cwd=work).output
+    assert "running?" in line_of(out, "20200101-120000")  # silent for an hour: maybe gone
+    live = line_of(out, "20200101-130000")
+    assert "running" in live and "running?" not in live
     result = nntrain("runs", "show", "old/20200101-120000", cwd=work)
     assert "running?" in result.output and "fit --resume" in result.output
     result = nntrain("runs", "show", "nothing/here", cwd=work)
