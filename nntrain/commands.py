@@ -31,9 +31,16 @@ from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order
 from nntrain.data.stream import examples
-from nntrain.errors import DataError, UserCodeError, UserError
+from nntrain.errors import DataError, TrainingFailed, UserCodeError, UserError
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
-from nntrain.runs import Run, create_run, create_run_at, release_claims, resolve_run
+from nntrain.runs import (
+    Run,
+    create_run,
+    create_run_at,
+    now_text,
+    release_claims,
+    resolve_run,
+)
 
 
 def configure_jax() -> None:
@@ -238,7 +245,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             interrupts.check()  # the last place where stopping leaves the run as it was
             # a session's time adds to the earlier ones' (`runs` shows the sum)
             run.update_info(status="running", command=sys.argv, resumed=resume is not None,
-                            end=None, placement=placement.describe(), session_start=_now(),
+                            end=None, placement=placement.describe(), session_start=now_text(),
                             seconds_before=round(earlier, 1))
             if not quiet:
                 _say_start(run, loaded, dataset, resume is not None, initial_epoch, console)
@@ -265,7 +272,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                 run, result, console, as_json, 128 + fitter.stop_signal,
                 f"Stopped ({signal.Signals(fitter.stop_signal).name}) after the last epoch:")
         if fitter.stop_signal is not None:
-            run.update_info(status=status, end=_now(), stop_reason=result.stop_reason)
+            run.update_info(status=status, end=now_text(), stop_reason=result.stop_reason)
             if as_json:
                 _emit_end(run, status, result, None)
             console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
@@ -285,7 +292,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             return _complete_without_test(run, result, console, as_json, 130,
                                           "Interrupted in the test evaluation:")
         status = "stopped"
-        run.update_info(status=status, end=_now(), stop_reason="interrupted")
+        run.update_info(status=status, end=now_text(), stop_reason="interrupted")
         if as_json:
             _emit_end(run, status, None, None)
         console.print(f"[yellow]Interrupted.[/] Continue from the last finished epoch with: "
@@ -308,12 +315,13 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                                 f"epoch: nntrain fit --resume {run.path} --trust-code") from None
         raise
     finally:
-        if status == "failed":
+        if status == "failed":  # the run records why (`runs show`, the JSON end event)
+            why = _failure(sys.exc_info()[1])
             with contextlib.suppress(DiskFull):  # the disk may still be full: keep the cause
-                run.update_info(status="failed", end=_now())
+                run.update_info(status="failed", end=now_text(), stop_reason=why)
             if as_json:
-                _emit_end(run, status, None, None)
-    run.update_info(status=status, end=_now(), stop_reason=result.stop_reason or None)
+                _emit_end(run, status, fitter.result_so_far("failed", why), None)
+    run.update_info(status=status, end=now_text(), stop_reason=result.stop_reason or None)
     if as_json:
         _emit_end(run, status, result, test)
     if not quiet:
@@ -350,7 +358,7 @@ def _say_start(run: Run, loaded: LoadedConfig, dataset, resumed: bool, initial_e
 def _complete_without_test(run: Run, result, console: Console, as_json: bool, code: int,
                            what: str) -> int:
     """A signal after the last epoch: the run is complete, only its test figures are not."""
-    run.update_info(status="completed", end=_now(), stop_reason=None)
+    run.update_info(status="completed", end=now_text(), stop_reason=None)
     if as_json:
         _emit_end(run, "completed", result, None)
     console.print(f"[yellow]{what}[/] training is complete, the test split was not evaluated. "
@@ -382,6 +390,19 @@ def _restore(fitter, run: Run, console: Console) -> int:
                 e.message, f"the best weights so far are lost: remove {best} to continue "
                 "without them (the next improvement saves new ones), or train again") from None
     return fitter.restore()
+
+
+def _failure(error: BaseException | None) -> str | None:
+    """What made a run fail, in one line."""
+    if error is None:
+        return None
+    if isinstance(error, UserError):
+        message = error.message
+    elif isinstance(error, TrainingFailed):
+        message = str(error)
+    else:  # a bug: its kind says more than its text
+        message = f"{type(error).__name__}: {error}"
+    return message.splitlines()[0] if message.strip() else type(error).__name__
 
 
 def _emit_end(run: Run, status: str, result, test: dict[str, float] | None) -> None:
@@ -503,7 +524,7 @@ def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]
         "name": loaded.config.name,
         "config_source": str(loaded.source),
         "config_dir": str(base_dir),
-        "start": _now(),
+        "start": now_text(),
         "seed": loaded.config.seed,
         "versions": {"nntrain": nntrain.__version__, "jax": jax.__version__,
                      "optax": optax.__version__, "python": platform.python_version()},
@@ -523,10 +544,6 @@ def _git_commit(folder: Path) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _print_fit_result(console: Console, run: Run, result, test, began: float,
@@ -598,7 +615,7 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                 "finder")
     best = result.best_index
     atomic_write_json(run.path / "lr_find.json", {
-        "name": loaded.config.name, "config_source": str(loaded.source), "start": _now(),
+        "name": loaded.config.name, "config_source": str(loaded.source), "start": now_text(),
         "min_lr": min_lr, "max_lr": max_lr, "steps": steps,
         "steps_done": len(result.losses), "stop_reason": result.stop_reason,
         "lowest_smoothed_loss": None if best is None else result.smoothed[best],
@@ -637,6 +654,12 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     folder = run.checkpoints / checkpoint_name
     if checkpoint_name == "best" and ckpt.find(folder) is None:
         folder = run.checkpoints / "last"  # no best (no model_checkpoint): the only weights
+    info = run.info()
+    if ckpt.find(folder) is None and info.get("status") == "failed":
+        raise ckpt.CheckpointError(
+            f"{run.path} failed before it finished an epoch"
+            + (f" ({info['stop_reason']})" if info.get("stop_reason") else ""),
+            "it has no weights to evaluate or predict with: fix the cause and train again")
     try:
         arrays, meta = ckpt.load(folder)
     except ckpt.CheckpointError as e:
@@ -676,7 +699,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
                                 place(data, None, nbytes(data) > budget), len(data))
     metrics = run.read_json("metrics.json")
     metrics.setdefault("evaluations", []).append({
-        "time": _now(), "split": split, "checkpoint": meta["checkpoint"],
+        "time": now_text(), "split": split, "checkpoint": meta["checkpoint"],
         "epoch": meta.get("epoch"), "examples": examples(data), **figures})
     try:
         atomic_write_json(run.path / "metrics.json", metrics)

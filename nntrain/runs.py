@@ -240,13 +240,32 @@ def start_order(path: Path) -> tuple[float, int, str, str]:
     name."""
     stamped, numbered = _STAMPED.fullmatch(path.name), _NUMBERED.fullmatch(path.name)
     try:
-        started = datetime.strptime(json.loads((path / RUN_FILE).read_text())["start"],
-                                    "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except (OSError, ValueError, KeyError, TypeError):
+        started = parse_time(json.loads((path / RUN_FILE).read_text())["start"]).timestamp()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         started = _folder_time(path, stamped)
     number = int(stamped.group(1) or 0) if stamped else int(numbered.group(1)) if numbered \
         else 0
     return (started, number, path.parent.name, path.name)
+
+
+TIME_FORMATS = ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S")
+
+
+def now_text() -> str:
+    """The time now as run.json records it: local, with its offset, to the millisecond."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A time run.json recorded (runs written before milliseconds were kept too)."""
+    if not isinstance(value, str):
+        return None
+    for fmt in TIME_FORMATS:
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+    return None
 
 
 def _folder_time(path: Path, stamped: re.Match | None) -> float:

@@ -19,7 +19,7 @@ from rich.text import Text
 
 from nntrain.errors import UserError
 from nntrain.progress import MISSING, fmt_number
-from nntrain.runs import RUN_FILE, Run, resolve_run, runs_newest_first
+from nntrain.runs import RUN_FILE, Run, parse_time, resolve_run, runs_newest_first
 
 FINISHED = ("completed", "stopped", "failed")
 STATUS_STYLE = {"completed": "green", "stopped": "yellow", "failed": "red", "running": "cyan",
@@ -76,11 +76,11 @@ class RunView:
 
     @property
     def start(self) -> datetime | None:
-        return _parse_time((self.info or {}).get("start"))
+        return parse_time((self.info or {}).get("start"))
 
     @property
     def end(self) -> datetime | None:
-        return _parse_time((self.info or {}).get("end"))
+        return parse_time((self.info or {}).get("end"))
 
     @property
     def epochs_done(self) -> int | None:
@@ -100,7 +100,7 @@ class RunView:
         between the sessions does not count. `ended`: no process trains it now (its last
         write ended a session that recorded no end, as after kill -9)."""
         info = self.info or {}
-        start = _parse_time(info.get("session_start")) or self.start
+        start = parse_time(info.get("session_start")) or self.start
         if start is None:
             return None
         before = info.get("seconds_before")
@@ -156,19 +156,10 @@ def status_text(view: RunView, reason: bool = True) -> Text:
 
 
 # -- formatting ------------------------------------------------------------------------------
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return datetime.strptime(value, fmt)
-        except ValueError:
-            continue
-    return None
-
-
-def fmt_time(value: datetime | None) -> str:
-    return MISSING if value is None else value.strftime("%Y-%m-%d %H:%M")
+def fmt_time(value: datetime | None, seconds: bool = False) -> str:
+    if value is None:
+        return MISSING
+    return value.strftime("%Y-%m-%d %H:%M:%S%z" if seconds else "%Y-%m-%d %H:%M")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -414,8 +405,8 @@ def show_run(spec: str, runs_dir: Path, console: Console) -> None:
                  f"a crash, power loss); continue with nntrain fit --resume {run.path}")
     if info.get("stop_reason"):
         _add_row(table, "stop reason", str(info["stop_reason"]))
-    _add_row(table, "start", str(info.get("start", MISSING)))
-    _add_row(table, "end", str(info.get("end") or MISSING))
+    _add_row(table, "start", fmt_time(view.start, seconds=True))
+    _add_row(table, "end", fmt_time(view.end, seconds=True))
     _add_row(table, "time", fmt_duration(view.duration()))
     _add_row(table, "epochs", fmt_epochs(view))
     if isinstance(info.get("command"), list):

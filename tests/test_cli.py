@@ -220,8 +220,28 @@ def test_non_finite_loss_fails_with_exit_1(tmp_path: Path):
                      "model.layers.3.dense.activation=linear", cwd=tmp_path)
     assert result.exit_code == 1, result.output
     assert "loss became" in result.output and "epoch 1" in result.output
-    info = json.loads((only_run(tmp_path) / "run.json").read_text())
+    run = only_run(tmp_path)
+    info = json.loads((run / "run.json").read_text())
     assert info["status"] == "failed"
+    assert info["stop_reason"].startswith("loss became") and "epoch 1" in info["stop_reason"]
+    shown = nntrain("runs", "show", str(run), cwd=tmp_path)
+    assert "stop reason" in shown.output and "loss became" in shown.output
+    evaluated = nntrain("evaluate", str(run), cwd=tmp_path)
+    assert evaluated.exit_code == 2
+    assert "failed before it finished an epoch (loss became" in evaluated.output
+    assert "no weights to evaluate" in evaluated.output
+
+
+def test_a_failed_fit_ends_its_json_log_with_the_cause(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "--log-format", "json", "--set",
+                     "compile.optimizer={sgd: 1.0e30}", "--set", "compile.loss=mse", "--set",
+                     "compile.metrics=[]", "--set", "data.synthetic.classes=0", "--set",
+                     "model.layers.3.dense.activation=linear", cwd=tmp_path)
+    assert result.exit_code == 1
+    end = json.loads(result.stdout.strip().splitlines()[-1])
+    assert end["event"] == "end" and end["status"] == "failed"
+    assert end["stop_reason"].startswith("loss became")
+    assert {"epochs", "monitor", "best_value", "best_epoch", "test"} <= set(end)
 
 
 def test_missing_dataset_names_the_package(tmp_path: Path, monkeypatch):

@@ -489,6 +489,10 @@ class Fitter:
         if self.placement.is_primary:  # the other processes' runs are scratch copies
             self._in_order("history.png", self._drawer.request)  # after history.csv
 
+    def result_so_far(self, status: str, reason: str | None) -> FitResult:
+        """The figures of the epochs trained so far, as a result with this status."""
+        return self._result(status, reason or "")
+
     def _result(self, status: str, reason: str) -> FitResult:
         tracker = self.checkpointer.tracker
         return FitResult(status, self.history,
