@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +27,12 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 _state = {"debug": False}
 
+
+def flag(*names: str, **settings: Any) -> Any:
+    """A boolean option, which takes no value: its help shows none (not `<bool>`)."""
+    return typer.Option(*names, metavar="", **settings)
+
+
 ConfigArg = Annotated[Path, typer.Argument(help="A YAML model config.", show_default=False)]
 RunArg = Annotated[str, typer.Argument(
     help="A run directory, `runs/<name>` (its latest run), a run name, or `latest`.")]
@@ -37,7 +43,7 @@ RunsDirOpt = Annotated[Path, typer.Option(
     "--runs-dir", help="Where run directories live.", envvar="NNTRAIN_RUNS")]
 CheckpointOpt = Annotated[str, typer.Option(
     "--checkpoint", help="Which weights: best (default) or last.")]
-TrustOpt = Annotated[bool, typer.Option(
+TrustOpt = Annotated[bool, flag(
     "--trust-code", help="Allow importing the Python code a run's config names (custom "
     "layers, callbacks, data generators).")]
 
@@ -87,8 +93,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    debug: Annotated[bool, flag("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, flag("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _state["debug"] = debug
@@ -116,7 +122,7 @@ def fit(
         help="Continue an interrupted run from its last checkpoint (with --epochs N, train "
         "a finished one longer).", metavar="RUN")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    quiet: Annotated[bool, flag("--quiet", "-q", help="Print only errors.")] = False,
     trust_code: TrustOpt = False,
     log_format: Annotated[str, typer.Option(
         "--log-format", help="rich (for people) or json (one JSON object per epoch on stdout, "
@@ -124,7 +130,7 @@ def fit(
     devices: Annotated[str | None, typer.Option(
         help="Data-parallel over N devices, or 'all'. Shortcut for --set fit.devices=N.",
         show_default=False)] = None,
-    distributed: Annotated[bool, typer.Option(
+    distributed: Annotated[bool, flag(
         "--distributed", help="Join a multi-process run through jax.distributed, found "
         "from the cluster (SLURM, Open MPI, Cloud TPU pods, Kubernetes).")] = False,
     coordinator: Annotated[str | None, typer.Option(
@@ -169,7 +175,7 @@ def evaluate(
     run: RunArg,
     split: Annotated[str, typer.Option(help="test, validation or train.")] = "test",
     checkpoint: CheckpointOpt = "best",
-    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    json_: Annotated[bool, flag("--json", help="Print one JSON object.")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
     trust_code: TrustOpt = False,
 ) -> None:
@@ -193,8 +199,8 @@ def predict(
     limit: Annotated[int | None, typer.Option(help="Only the first N examples.", min=1)] = None,
     top: Annotated[int, typer.Option(help="Show the K most likely classes.", min=1)] = 1,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Write predictions to a .csv, .npy or .json file (with --show: "
-        "the grid image, default predictions/show.png in the run directory).")] = None,
+        "--output", "-o", help="Write predictions to a .csv, .npy, .npz or .json file (with "
+        "--show: the grid image, default predictions/show.png in the run directory).")] = None,
     show: Annotated[int | None, typer.Option(
         help="Draw the first N images with their predicted and true classes (wrong ones in "
         "red) as a grid PNG; image models only.", metavar="N")] = None,
@@ -250,7 +256,7 @@ def tune(
         help="The study's database URL (e.g. postgresql://host/db), for workers on several "
         "machines; default: SQLite in the tune directory.", metavar="URL")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
-    quiet: Annotated[bool, typer.Option(
+    quiet: Annotated[bool, flag(
         "--quiet", "-q", help="No epoch lines: one line per trial, then the leaderboard.")
     ] = False,
     worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
