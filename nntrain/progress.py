@@ -53,6 +53,11 @@ def json_value(value):
     return value
 
 
+def significant(value, digits: int = 6):
+    """A float to the 6 significant digits history.csv keeps (0.009999999776 -> 0.01)."""
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
+
+
 def emit_json(record: dict) -> None:
     """One JSON object on one line of stdout, flushed at once (a reader may be waiting)."""
     sys.stdout.write(json.dumps(json_value(record), allow_nan=False) + "\n")
@@ -117,7 +122,9 @@ class EpochProgress:
 
     def finish(self, logs: dict[str, float], seconds: float, notes: str = "") -> None:
         if self.json_lines:  # printed even with quiet: it is the program's output
-            emit_json({"epoch": self.epoch + 1, **logs, "seconds": round(seconds, 3)})
+            # history.csv's figures: float32 sums carry ~7 digits, not the 17 of their repr
+            emit_json({"epoch": self.epoch + 1, **{k: significant(v) for k, v in logs.items()},
+                       "seconds": round(seconds, 3)})
             return
         if self.quiet:
             return

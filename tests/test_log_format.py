@@ -3,6 +3,7 @@ object; people's messages go to stderr. Run as a real process, so stray prints w
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -39,6 +40,10 @@ def test_json_log_format_prints_only_json_lines(tmp_path: Path):
     assert set(end["test"]) == {"loss", "accuracy"}
     run = tmp_path / end["run"]
     assert (run / "run.json").exists()
+    # each epoch's line holds its history.csv row's figures (the rate 0.01, not 0.00999999977)
+    with (run / "history.csv").open() as f:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    assert epochs == rows and epochs[0]["learning_rate"] == 0.01
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     assert "Training tiny_mlp" in done.stderr  # the people's messages went to stderr
 
