@@ -684,6 +684,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     import jax
 
     from nntrain.data.stream import memory_budget, nbytes
+    from nntrain.progress import fmt_number
     from nntrain.train.fit import make_programs
     from nntrain.train.programs import place
 
@@ -719,7 +720,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     table.add_column("figure")
     table.add_column("value", justify="right")
     for name, value in figures.items():
-        table.add_row(name, f"{value:.4f}")
+        table.add_row(name, fmt_number(value))  # as `runs` prints them
     console.print(table)
 
 
