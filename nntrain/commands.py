@@ -626,12 +626,12 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
     if best is not None:
         console.print(f"lowest smoothed loss {result.smoothed[best]:.4f} at learning rate "
                       f"{result.learning_rates[best]:.3g}", soft_wrap=True)
-    for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"wrote lr_find.csv, lr_find.png and lr_find.json in {run.path}",
                   soft_wrap=True)
     if result.suggestion is None:
         raise UserError("no learning rate to suggest: " + "; ".join(result.notes))
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"[bold]suggested learning rate: {result.suggestion:.3g}[/] (a tenth of the "
                   "rate at the lowest smoothed loss)", soft_wrap=True)
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 BETA = 0.98  # the moving average's decay, as fastai
 DIVERGE = 4.0  # stop when the smoothed loss exceeds this many times its lowest value
 SKIP_START = 5  # the first steps' smoothed loss is too noisy to count as the lowest or to stop
+MIN_FALL = 0.01  # a lowest point less than 1% under the start is no fall: no suggestion
 
 
 @dataclass
@@ -84,6 +85,12 @@ def suggest(result: LRFindResult, min_lr: float, max_lr: float) -> None:
     start = min(SKIP_START, len(values) - 1)
     best = start + int(np.argmin(values[start:]))
     result.best_index = best
+    if best > start and values[start] - values[best] < MIN_FALL * abs(values[start]):
+        result.notes.append(
+            f"the smoothed loss hardly fell over the range ({values[start]:.4g} at the start, "
+            f"{values[best]:.4g} at its lowest): the test says nothing about the rate; try more "
+            "--steps, or compare a few rates in short runs (nntrain tune)")
+        return
     rate = result.learning_rates[best] / 10
     if rate < min_lr:
         result.notes.append("the loss was lowest near the start of the range: try a lower "

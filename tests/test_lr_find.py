@@ -130,3 +130,18 @@ def test_ramp_smoothing_and_suggestion_rules():
     early = LRFindResult(rates, rising, rising)
     suggest(early, 1e-4, 1.0)
     assert early.suggestion == 1e-4 and any("lower --min-lr" in n for n in early.notes)
+
+
+def test_a_loss_that_does_not_fall_gets_no_suggestion(tmp_path: Path):
+    rates = [rate_at(i, 50, 1e-4, 1.0) for i in range(50)]
+    flat = [0.6932 - i * 1e-6 for i in range(40)] + [0.7 + i for i in range(10)]  # XOR's
+    result = LRFindResult(rates, flat, flat)
+    suggest(result, 1e-4, 1.0)
+    assert result.suggestion is None and "hardly fell" in result.notes[0]
+    # end to end: XOR's loss stays at ln 2 for a few hundred steps at any rate
+    out = nntrain("lr-find", str(ROOT / "configs" / "xor.yaml"), cwd=tmp_path)
+    assert out.exit_code == 2
+    assert "no learning rate to suggest: the smoothed loss hardly fell" in out.output
+    assert out.output.count("hardly fell") == 1
+    (found,) = (tmp_path / "runs" / "xor-lr-find").iterdir()  # the curve, to look at
+    assert json.loads((found / "lr_find.json").read_text())["suggestion"] is None
