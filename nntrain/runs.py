@@ -262,7 +262,7 @@ def parse_time(value: Any) -> datetime | None:
         return None
     for fmt in TIME_FORMATS:
         try:
-            return datetime.strptime(value, fmt)
+            return datetime.strptime(value, fmt).astimezone()  # no offset: local time
         except ValueError:
             continue
     return None

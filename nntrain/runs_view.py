@@ -151,8 +151,17 @@ def status_text(view: RunView, reason: bool = True) -> Text:
     label = view.status
     why = (view.info or {}).get("stop_reason")
     if view.status == "stopped" and isinstance(why, str) and reason:
-        label += " (early)" if why.startswith("early stopping") else f" ({why})"
+        label += f" ({_in_brief(why)})"
     return Text(label, style=STATUS_STYLE.get(view.status, ""))
+
+
+def _in_brief(reason: str) -> str:
+    """A stop reason in a word or two for a table (`runs show` has it whole)."""
+    for start, brief in (("early stopping", "early"), ("pruned", "pruned"),
+                         ("interrupted", "interrupted"), ("a callback", "by a callback")):
+        if reason.startswith(start):
+            return brief
+    return reason if len(reason) <= 20 else reason[:19] + "…"
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -180,14 +189,37 @@ def fmt_figures(figures: Any, skip: tuple[str, ...] = ()) -> str:
     return "  ".join(f"{k} {fmt_number(v)}" for k, v in figures.items() if k not in skip)
 
 
-def fmt_best(view: RunView) -> str:
+def fmt_best(view: RunView, with_monitor: bool = True) -> str:
     metrics = view.metrics
     if metrics is None:
         return "damaged"
     if metrics.get("best_value") is None:
         return MISSING
-    text = f"{metrics.get('monitor', '?')} {fmt_number(metrics['best_value'])}"
+    text = fmt_number(metrics["best_value"])
+    if with_monitor:
+        text = f"{metrics.get('monitor', '?')} {text}"
     return text + (f" ({metrics['best_epoch']})" if metrics.get("best_epoch") else "")
+
+
+def _has_best(view: RunView) -> bool:
+    return (view.metrics or {}).get("best_value") is not None
+
+
+def _shared(values: set) -> Any:
+    """The one value all have, or None."""
+    return next(iter(values)) if len(values) == 1 else None
+
+
+MAX_TEST_COLUMNS = 3
+
+
+def _test_names(views: list[RunView]) -> list[str]:
+    """The test figures to give a column each: those of every run that has any, when they
+    are the same few; else [] (one column of named figures)."""
+    sets = {tuple(figures) for v in views
+            if isinstance(figures := (v.metrics or {}).get("test"), dict) and figures}
+    names = _shared(sets)
+    return list(names) if names and len(names) <= MAX_TEST_COLUMNS else []
 
 
 def fmt_epochs(view: RunView) -> str:
@@ -215,7 +247,7 @@ def list_runs(runs_dir: Path, pattern: str | None, console: Console) -> None:
         return
     now = time.time()
     views = [view_run(run, now) for run in chosen]
-    narrow = console.width < 120  # then the run column's timestamp stands for the start
+    narrow = console.width < 140  # then the run column's timestamp stands for the start
     table = Table(title=Text(f"runs under {runs_dir}" + (f" named {pattern}" if pattern else ""),
                              style="bold"),
                   title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
@@ -225,12 +257,24 @@ def list_runs(runs_dir: Path, pattern: str | None, console: Console) -> None:
         table.add_column("start", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("epochs", justify="right", no_wrap=True)
-    table.add_column("best (epoch)", min_width=10)
-    table.add_column("test", min_width=12)
+    # runs of one config share a monitor and test figures: a column each, a number a cell,
+    # the name in the header (on two lines where the terminal is narrow)
+    monitor = _shared({(v.metrics or {}).get("monitor") for v in views if _has_best(v)})
+    tests = _test_names(views)
+    gap = "\n" if narrow else " "
+    table.add_column(f"best{gap}{monitor}" + ("" if narrow else " (epoch)") if monitor
+                     else "best (epoch)",
+                     min_width=None if monitor else 10, no_wrap=monitor is not None)
+    for name in tests or ["test"]:
+        table.add_column(f"test{gap}{name}" if tests else name, min_width=None if tests else 12,
+                         justify="right" if tests else "left", no_wrap=bool(tests))
     table.add_column("time", justify="right", no_wrap=True)
     for view in views:
+        figures = (view.metrics or {}).get("test")
+        test = [fmt_number(figures.get(name)) if isinstance(figures, dict) else MISSING
+                for name in tests] if tests else [fmt_figures(figures)]
         cells = [view.run.label, fmt_time(view.start), status_text(view, reason=not narrow),
-                 fmt_epochs(view), fmt_best(view), fmt_figures((view.metrics or {}).get("test")),
+                 fmt_epochs(view), fmt_best(view, with_monitor=monitor is None), *test,
                  fmt_duration(view.duration())]
         if narrow:
             del cells[1]

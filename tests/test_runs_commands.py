@@ -108,8 +108,10 @@ def test_runs_lists_every_status_newest_first(work: Path):
     first = line_of(out, "tiny_mlp/")
     metrics = json.loads(next((work / "runs" / "tiny_mlp").glob("*/metrics.json")).read_text())
     assert "completed" in first and "4/4" in first
-    assert f"val_loss {metrics['best_value']:.4f} ({metrics['best_epoch']})" in first
-    assert f"accuracy {metrics['test']['accuracy']:.4f}" in first
+    # runs of one config: the monitor and each test figure named once, in the header
+    assert "best val_loss (epoch)" in out and "test loss" in out and "test accuracy" in out
+    assert f"  {metrics['best_value']:.4f} ({metrics['best_epoch']})  " in first
+    assert first.split()[-3:-1] == [f"{metrics['test'][k]:.4f}" for k in ("loss", "accuracy")]
     assert "3/3" in line_of(out, "tiny_b/")
     assert "failed" in line_of(out, "20200101-100000") and "7.0s" in line_of(out, "-100000")
     interrupted = line_of(out, "20200101-110000")
@@ -364,3 +366,18 @@ def test_a_resumed_runs_time_leaves_out_the_time_between_its_sessions(tmp_path: 
         "status": "completed", "start": "2026-01-01T10:00:00+0000",
         "end": "2026-01-01T10:01:00+0000"}))
     assert view_run(Run(folder)).duration() == 60.0
+
+
+def test_runs_of_different_configs_name_their_figures_in_each_cell(work: Path):
+    runs = work / "runs"
+    other = clone(next((runs / "tiny_mlp").iterdir()), "mixed", "20200101-150000")
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["monitor"], metrics["test"] = "val_mae", {"loss": 0.5, "mae": 0.25}
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    try:
+        out = nntrain("runs", cwd=work).output
+    finally:
+        shutil.rmtree(runs / "mixed")
+    assert "best (epoch)" in out
+    assert f"val_mae {metrics['best_value']:.4f}" in line_of(out, "mixed/")
+    assert "loss 0.5000  mae 0.2500" in line_of(out, "mixed/")
