@@ -413,3 +413,19 @@ def test_a_search_whose_every_trial_fails_exits_1(tmp_path: Path):
     result = nntrain("tune", str(write(tmp_path, text)), "-q", cwd=tmp_path)
     assert result.exit_code == 1, result.output
     assert "No trial completed" in result.output and "Traceback" not in result.output
+
+
+def test_a_short_optimizer_entry_is_searched_one_level_down(tmp_path: Path):
+    short = TINY.replace("optimizer: {type: adam, learning_rate: 0.01}",
+                         "optimizer: {adam: {learning_rate: 0.01}}")
+    plain = write(tmp_path, short.split("search:")[0], "plain.yaml")
+    hint = nntrain("tune", str(plain), cwd=tmp_path).output
+    assert "compile.optimizer.adam.learning_rate: {type: float" in " ".join(hint.split())
+    space = short.split("  parameters:")[0] + (
+        "  parameters:\n"
+        "    compile.optimizer.learning_rate: {type: float, min: 1.0e-3, max: 0.1, log: true}\n")
+    result = nntrain("tune", str(write(tmp_path, space)), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "compile.optimizer is written {adam: {...}}: search " \
+        "compile.optimizer.adam.learning_rate" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()

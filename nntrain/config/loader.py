@@ -566,9 +566,17 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         registry = REGISTRIES[kind[8:]]
         name = next(iter(found)) if isinstance(found, dict) and len(found) == 1 else found
         if isinstance(found, dict) and len(found) != 1:
-            message = f"expected one {registry.kind} name as the only key, found {len(found)} keys"
+            names = ", ".join(map(str, found))
+            message = f"expected one {registry.kind} name as the only key, found {len(found)} " \
+                f"keys ({names})"
             if registry is REGULARIZERS and set(found) <= {"l1", "l2"}:
                 message += ": l1 and l2 together are l1_l2: {l1: ..., l2: ...}"
+            elif len(found) == 2 and all(registry.canonical(str(k)) in registry.args
+                                         for k in found):
+                # `--set compile.optimizer.sgd.learning_rate=...` added a second name
+                last = list(found)[-1]
+                message += f": one at a time; to switch to {last}, replace the whole entry " \
+                    f"(--set '{path}={{{last}: {{...}}}}')"
             return Issue(where, path, message)
         message = f"unknown {registry.kind} {name!r}"
         call = re.fullmatch(r"\s*(\w+)\s*\((.*)\)\s*", name) if isinstance(name, str) else None

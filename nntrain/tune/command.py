@@ -40,6 +40,15 @@ from nntrain.tune import space
 TUNE_HINT = "pip install 'nntrain[tune]' (optuna)"
 
 
+def _rate_path(raw: dict) -> str:
+    """Where this config's learning rate is searched: the short form `{adam: {...}}` puts it
+    one level down."""
+    optimizer = (raw.get("compile") or {}).get("optimizer")
+    if isinstance(optimizer, dict) and len(optimizer) == 1 and "type" not in optimizer:
+        return f"compile.optimizer.{next(iter(optimizer))}.learning_rate"
+    return "compile.optimizer.learning_rate"
+
+
 def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Console, *,
          workers: int = 1, storage: str | None = None, quiet: bool = False,
          worker: int = 0) -> int:
@@ -59,7 +68,7 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
     if search is None:
         raise UserError(f"{config_path} has no search: section, so there is nothing to tune",
                         "add one (README: Hyperparameter search), e.g. search: {parameters: "
-                        "{compile.optimizer.learning_rate: {type: float, min: 1.0e-4, "
+                        f"{{{_rate_path(loaded.raw)}: {{type: float, min: 1.0e-4, "
                         "max: 1.0e-2, log: true}}}")
     raw, positions, override_paths, dims = check_search(loaded, overrides)
     # the default point must build (shapes are checked here, before anything is written)

@@ -252,11 +252,21 @@ def path_problem(data: Any, path: Path_) -> str | None:
             if part in node:
                 node = node[part]
             elif last and isinstance(part, str):
-                return None
+                return _short_form(node, path)
             else:
                 return f"'{part}' is not in {where}" + _suggest(part, node)
         else:
             return f"{where} is {node!r}, a single value: it has no '{part}'"
+    return None
+
+
+def _short_form(node: dict, path: Path_) -> str | None:
+    """The last key of `path` is new to `node`: fine, unless `node` is a short entry like
+    `{adam: {learning_rate: 0.01}}` whose one value holds that key."""
+    inner = next(iter(node.values())) if len(node) == 1 else None
+    if isinstance(inner, dict) and path[-1] in inner:
+        where, (name,) = ".".join(str(p) for p in path[:-1]), node
+        return f"{where} is written {{{name}: {{...}}}}: search {where}.{name}.{path[-1]}"
     return None
 
 
