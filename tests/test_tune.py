@@ -429,3 +429,21 @@ def test_a_short_optimizer_entry_is_searched_one_level_down(tmp_path: Path):
     assert "compile.optimizer is written {adam: {...}}: search " \
         "compile.optimizer.adam.learning_rate" in " ".join(result.output.split())
     assert not (tmp_path / "runs").exists()
+
+
+def test_set_reaches_a_search_parameters_settings_by_its_dotted_key(tmp_path: Path):
+    config = write(tmp_path, TINY)
+    result = nntrain("validate", str(config), "--set",
+                     "search.parameters.model.layers.0.dense.units.max=2", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "search.parameters.model.layers.0.dense.units.max: max is less than min 4" \
+        in " ".join(result.output.split())
+    ok = nntrain("validate", str(config), "--set",
+                 "search.parameters.model.layers.0.dense.units.max=32", cwd=tmp_path)
+    assert ok.exit_code == 0, ok.output
+    typo = nntrain("validate", str(config), "--set",
+                   "search.parameters.new={type: flaot, min: 0, max: 1}", cwd=tmp_path)
+    assert typo.exit_code == 2
+    assert "unknown type 'flaot': expected a mapping with type: one of int, float, choice, " \
+        "bool; did you mean 'float'?" in " ".join(typo.output.split())
+    assert "discriminator" not in typo.output

@@ -235,6 +235,21 @@ def _record_positions(node: yaml.Node, path: Path_, out: dict, seen: set[int]) -
             _record_positions(item, (*path, index), out, seen)
 
 
+def _searched_key(data: dict, dotted: str, path: list[str | int]) -> list[str | int]:
+    """`search.parameters.model.layers.2.dense.units.max`: the keys under search.parameters
+    are config paths, dots and all; the longest one the text starts with is one step."""
+    params = (data.get("search") or {}).get("parameters") if isinstance(data, dict) else None
+    if path[:2] != ["search", "parameters"] or len(path) < 4 or not isinstance(params, dict):
+        return path
+    rest = dotted.split(".", 2)[2]
+    for key in sorted(map(str, params), key=len, reverse=True):
+        if rest.startswith(key + "."):
+            tail = rest[len(key) + 1:].split(".")
+            return ["search", "parameters", key,
+                    *(int(p) if p.lstrip("-").isdigit() else p for p in tail)]
+    return path
+
+
 def apply_override(data: dict, assignment: str) -> Path_:
     """Apply `a.b.0.c=value` to the raw data; the value is parsed as YAML (`3`, `true`, `[1]`)."""
     key, sep, value_text = assignment.partition("=")
@@ -250,6 +265,7 @@ def apply_override(data: dict, assignment: str) -> Path_:
     # `layers.1` or, as error messages write it, `layers[1]`
     dotted = re.sub(r"\[(-?\d+)\]", r".\1", key.strip())
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.split(".")]
+    path = _searched_key(data, dotted, path)
     node: Any = data
     for depth, part in enumerate(path):
         if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
@@ -593,6 +609,14 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
             custom = ", or your own package.module:Class" if registry.custom_args else ""
             message += f" (one of: {', '.join(registry.args)}{custom})"
         return Issue(where, path, message, suggestion)
+    if kind in ("union_tag_not_found", "union_tag_invalid"):  # a search parameter's type
+        tag = err.get("ctx", {}).get("discriminator", "'type'").strip("'")
+        tags = err.get("ctx", {}).get("expected_tags", "'int', 'float', 'choice', 'bool'")
+        choices = [t.strip(" '") for t in tags.split(",")]
+        given = err.get("ctx", {}).get("tag")
+        said = f"unknown {tag} {given!r}" if given is not None else f"no '{tag}' key"
+        return Issue(where, path, f"{said}: expected a mapping with {tag}: one of "
+                     f"{', '.join(choices)}", closest(given, choices) if given else None)
     if kind == "missing":
         return Issue(where, format_path(loc[:-1]), f"missing required key '{loc[-1]}'")
     if kind == "literal_error":
