@@ -70,12 +70,22 @@ def _run(action, *args, **kwargs) -> None:
         if _state["debug"]:
             raise
         where = f"{e.filename}: " if e.filename else ""
-        _print_error("error", f"{where}{e.strerror or e}",
-                     "check that the path exists and that you may read and write there "
-                     "(--runs-dir, --output)")
+        _print_error("error", f"{where}{e.strerror or e}", _os_hint(e))
         raise typer.Exit(2) from None
     if code:
         raise typer.Exit(code)
+
+
+def _os_hint(e: OSError) -> str:
+    import errno
+
+    if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename:
+        return f"{e.filename} (or a folder above it) is a file, where a folder is needed: " \
+            "choose another path"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "you may not write there: choose another path (--runs-dir, --output)"
+    return ("check that the path exists and that you may read and write there "
+            "(--runs-dir, --output)")
 
 
 def _print_error(title: str, message: str, hint: str | None) -> None:

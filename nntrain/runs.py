@@ -38,6 +38,10 @@ def release_claims() -> None:
         os.close(_CLAIMS.pop())
 
 
+def _damaged(name: str) -> str:
+    return f"the run directory is damaged: restore {name} from a copy of the run"
+
+
 class RunNotFound(UserError):
     pass
 
@@ -98,10 +102,9 @@ class Run:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot read {path}: {e}", "the run directory is damaged") from None
+            raise UserError(f"cannot read {path}: {e}", _damaged(name)) from None
         if not isinstance(data, dict):
-            raise UserError(f"cannot read {path}: not a JSON object",
-                            "the run directory is damaged")
+            raise UserError(f"cannot read {path}: not a JSON object", _damaged(name))
         return data
 
     def info(self) -> dict[str, Any]:
@@ -158,14 +161,14 @@ class Run:
         except FileNotFoundError:
             return []
         except (OSError, ValueError, csv.Error) as e:
-            raise UserError(f"cannot read {path}: {e}", "the run directory is damaged") from None
+            raise UserError(f"cannot read {path}: {e}", _damaged("history.csv")) from None
         history = []
         for number, row in enumerate(rows, start=2):
             try:
                 values = {k: float(v) if v not in ("", None) else math.nan
                           for k, v in row.items() if k is not None}
             except ValueError as e:
-                raise UserError(f"{path}:{number}: {e}", "the run directory is damaged") from None
+                raise UserError(f"{path}:{number}: {e}", _damaged("history.csv")) from None
             if "epoch" in values and math.isfinite(values["epoch"]):
                 values["epoch"] = int(values["epoch"])
             history.append(values)
@@ -299,6 +302,11 @@ def resolve_run(spec: str, runs_root: Path) -> Run:
             found = _runs_under(candidate)
             if found:
                 return Run(found[-1])
+            if (candidate / "lr_find.json").exists():
+                raise RunNotFound(f"{candidate} is a learning-rate range test (nntrain "
+                                  "lr-find), not a training run",
+                                  f"its curve is {candidate / 'lr_find.png'}, its figures "
+                                  "lr_find.json")
             if (candidate / "config.yaml").exists() or (candidate / "checkpoints").is_dir():
                 raise RunNotFound(f"{candidate} looks like a run directory but has no {RUN_FILE}",
                                   "the run directory is incomplete (copied in part?): copy "

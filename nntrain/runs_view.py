@@ -530,6 +530,12 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
     curves = []
     for run in runs:
         history = run.history()
+        if not history and (view_run(run).epochs_done or 0) > 0:
+            there = (run.path / "history.csv").exists()
+            what, how = ("holds no epochs", "cut short or emptied") if there else \
+                ("is missing", "removed")
+            raise UserError(f"{run.path / 'history.csv'} {what}, though the run finished some",
+                            f"the file was {how}: restore it from a copy of the run")
         if not history:
             raise UserError(f"{run.path} has no history.csv yet",
                             "it has not finished an epoch; plot it after its first epoch")

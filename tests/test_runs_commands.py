@@ -238,7 +238,8 @@ def test_plot_errors_exit_2(work: Path, tmp_path: Path):
     (empty / "history.csv").unlink()
     bad = nntrain("plot", "fresh", cwd=work)
     shutil.rmtree(empty.parent)
-    assert bad.exit_code == 2 and "no history.csv" in bad.output
+    assert bad.exit_code == 2 and "history.csv is missing, though the run finished" in \
+        " ".join(bad.output.split())
     assert not (tmp_path / "x.txt").exists()
 
 
@@ -381,3 +382,31 @@ def test_runs_of_different_configs_name_their_figures_in_each_cell(work: Path):
     assert "best (epoch)" in out
     assert f"val_mae {metrics['best_value']:.4f}" in line_of(out, "mixed/")
     assert "loss 0.5000  mae 0.2500" in line_of(out, "mixed/")
+
+
+def test_messages_name_what_is_wrong_with_a_folder(work: Path, tmp_path: Path):
+    lr_find = nntrain("lr-find", str(TINY), "--steps", "20", cwd=work)
+    assert lr_find.exit_code in (0, 2), lr_find.output
+    (found,) = (work / "runs" / "tiny_mlp-lr-find").iterdir()
+    try:
+        shown = nntrain("runs", "show", str(found), cwd=work)
+        assert shown.exit_code == 2
+        assert "is a learning-rate range test (nntrain lr-find), not a training run" \
+            in " ".join(shown.output.split())
+    finally:
+        shutil.rmtree(found.parent)
+    cut = clone(next((work / "runs" / "tiny_mlp").iterdir()), "cut", "20200101-160000")
+    try:
+        (cut / "history.csv").write_text("epoch,loss,acc")  # cut short in its header
+        plotted = nntrain("plot", str(cut), "-o", str(tmp_path / "p.png"), cwd=work)
+        assert plotted.exit_code == 2
+        assert "holds no epochs, though the run finished some" in " ".join(plotted.output.split())
+        (cut / "metrics.json").write_text('{"best": ')
+        evaluated = nntrain("evaluate", str(cut), cwd=work)
+        assert evaluated.exit_code == 2
+        assert "restore metrics.json from a copy of the run" in " ".join(evaluated.output.split())
+    finally:
+        shutil.rmtree(cut.parent)
+    (tmp_path / "afile").write_text("")
+    schema = nntrain("schema", "-o", str(tmp_path / "afile" / "x.json"), cwd=tmp_path)
+    assert schema.exit_code == 2 and "is a file, where a folder is needed" in schema.output
