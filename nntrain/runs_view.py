@@ -556,6 +556,11 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
                 names.append(name)
     else:
         names = available
+    # a run without any of the figures asked for is no line on the plot, nor in its legend
+    has = [any(n in row or f"val_{n}" in row for row in history for n in names)
+           for _label, history in curves]
+    left_out = [label for (label, _h), kept in zip(curves, has, strict=True) if not kept]
+    curves = [curve for curve, kept in zip(curves, has, strict=True) if kept]
     if output.parent != Path("."):
         output.parent.mkdir(parents=True, exist_ok=True)
     width, height = plot_runs(curves, output, names)
@@ -563,6 +568,9 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
                   f"{len(curves)} run{'s' if len(curves) != 1 else ''}: "
                   f"{', '.join(label for label, _h in curves)}", soft_wrap=True,
                   highlight=False, markup=False)
+    if left_out:
+        console.print(f"left out (without {', '.join(names)}): {', '.join(left_out)}",
+                      soft_wrap=True, highlight=False, markup=False)
 
 
 # -- nntrain schema --------------------------------------------------------------------------

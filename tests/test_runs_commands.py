@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -410,3 +411,21 @@ def test_messages_name_what_is_wrong_with_a_folder(work: Path, tmp_path: Path):
     (tmp_path / "afile").write_text("")
     schema = nntrain("schema", "-o", str(tmp_path / "afile" / "x.json"), cwd=tmp_path)
     assert schema.exit_code == 2 and "is a file, where a folder is needed" in schema.output
+
+
+def test_plot_leaves_out_runs_without_the_figure_asked_for(work: Path, tmp_path: Path):
+    other = clone(next((work / "runs" / "tiny_mlp").iterdir()), "regress", "20200101-170000")
+    try:
+        rows = list(csv.DictReader((other / "history.csv").open()))
+        with (other / "history.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, [*rows[0], "mae"])
+            writer.writeheader()
+            writer.writerows({**row, "mae": 0.5} for row in rows)
+        result = nntrain("plot", "tiny_mlp", "regress", "--metric", "mae",
+                         "-o", str(tmp_path / "mae.png"), cwd=work)
+    finally:
+        shutil.rmtree(other.parent)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "mae for 1 run: regress/20200101-170000" in said
+    assert "left out (without mae): tiny_mlp/" in said

@@ -342,7 +342,8 @@ def _report(console: Console, study: Any, context: Any, loaded: LoadedConfig, se
         console.print(f"({len(board) - report.SHOWN_ROWS} more in leaderboard.csv)")
     report.console_summary(console, board, objective)
     console.print(f"{summary['epochs_trained']} epochs trained in all (at most "
-                  f"{len(board) * loaded.config.fit.epochs} for these {len(board)} trials)",
+                  f"{len(board) * loaded.config.fit.epochs} for "
+                  f"{'this trial' if len(board) == 1 else f'these {len(board)} trials'})",
                   highlight=False)
     if best is not None:
         console.print(f"[bold]best: trial {best.number}[/], {objective} {best.objective:.4f}  "
