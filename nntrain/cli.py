@@ -81,7 +81,7 @@ def _os_hint(e: OSError) -> str:
 
     if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename:
         return f"{e.filename} (or a folder above it) is a file, where a folder is needed: " \
-            "choose another path"
+            "choose another path (--runs-dir, --output)"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "you may not write there: choose another path (--runs-dir, --output)"
     return ("check that the path exists and that you may read and write there "
