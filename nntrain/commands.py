@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -245,8 +246,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             interrupts.check()  # the last place where stopping leaves the run as it was
             # a session's time adds to the earlier ones' (`runs` shows the sum)
             run.update_info(status="running", command=sys.argv, resumed=resume is not None,
-                            end=None, placement=placement.describe(), session_start=now_text(),
-                            seconds_before=round(earlier, 1))
+                            end=None, stop_reason=None, placement=placement.describe(),
+                            session_start=now_text(), seconds_before=round(earlier, 1),
+                            host=socket.gethostname(), pid=os.getpid())  # `runs`: alive?
             if not quiet:
                 _say_start(run, loaded, dataset, resume is not None, initial_epoch, console)
     except BaseException as e:
@@ -407,14 +409,17 @@ def _failure(error: BaseException | None) -> str | None:
 
 def _emit_end(run: Run, status: str, result, test: dict[str, float] | None) -> None:
     """The last JSON line of `fit --log-format json`."""
-    from nntrain.progress import emit_json
+    from nntrain.progress import emit_json, significant
 
-    record: dict[str, Any] = {"event": "end", "status": status, "run": str(run.path),
-                              "best_epoch": None if result is None else result.best_epoch,
-                              "test": test}
+    # figures as the epoch lines give them, so the best epoch's line matches best_value
+    record: dict[str, Any] = {
+        "event": "end", "status": status, "run": str(run.path),
+        "best_epoch": None if result is None else result.best_epoch,
+        "test": None if test is None else {k: significant(v) for k, v in test.items()}}
     if result is not None:
         record.update(epochs=len(result.history), monitor=result.monitor,
-                      best_value=result.best_value, stop_reason=result.stop_reason or None)
+                      best_value=significant(result.best_value),
+                      stop_reason=result.stop_reason or None)
     emit_json(record)
 
 

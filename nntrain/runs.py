@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -78,21 +79,20 @@ class Run:
             return
         _CLAIMS.append(fd)
 
-    def held(self) -> bool | None:
-        """Whether a process holds the run (trains it now): True, False, or None where the
-        file system has no locks to ask."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError:
+    def trainer_gone(self) -> bool | None:
+        """Whether the process that run.json says trains the run has ended: True or False
+        when it ran on this machine, None when that cannot be told here (another host, a
+        run written before runs recorded their process)."""
+        info = self.try_read_json(RUN_FILE) or {}
+        pid, host = info.get("pid"), info.get("host")
+        if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # let go at once, by the close
-        except BlockingIOError:
+            os.kill(pid, 0)  # no signal: only whether the process exists
+        except ProcessLookupError:
             return True
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
+        except OSError:  # exists, another user's
+            return False
         return False
 
     def read_json(self, name: str) -> dict[str, Any]:
@@ -266,7 +266,7 @@ def parse_time(value: Any) -> datetime | None:
     for fmt in TIME_FORMATS:
         try:
             return datetime.strptime(value, fmt).astimezone()  # no offset: local time
-        except ValueError:
+        except (ValueError, OverflowError, OSError):  # not this format, or year 1 or 9999
             continue
     return None
 

@@ -127,11 +127,10 @@ def view_run(run: Run, now: float | None = None) -> RunView:
     if status in FINISHED:
         view.status = status
     elif status == "running":
-        held = run.held()  # training holds its run's folder locked
-        view.status = {True: "running", False: "killed", None: "running"}[held]
+        view.status = "killed" if run.trainer_gone() else "running"
         last = run.last_write()
-        if last is not None and held is None:  # no locks: guess from its silence
-            view.silent_for = max(0.0, (now or time.time()) - last)
+        if last is not None and view.status == "running":  # alive, or on another host:
+            view.silent_for = max(0.0, (now or time.time()) - last)  # but writing?
             if view.silent_for > _patience(run):
                 view.status = "running?"
     return view
@@ -216,10 +215,11 @@ MAX_TEST_COLUMNS = 3
 def _test_names(views: list[RunView]) -> list[str]:
     """The test figures to give a column each: those of every run that has any, when they
     are the same few; else [] (one column of named figures)."""
-    sets = {tuple(figures) for v in views
-            if isinstance(figures := (v.metrics or {}).get("test"), dict) and figures}
-    names = _shared(sets)
-    return list(names) if names and len(names) <= MAX_TEST_COLUMNS else []
+    present = [list(map(str, figures)) for v in views
+               if isinstance(figures := (v.metrics or {}).get("test"), dict) and figures]
+    names = _shared({frozenset(names) for names in present})
+    # in the first run's order (loss first, as fit writes them)
+    return present[0] if names and len(names) <= MAX_TEST_COLUMNS else []
 
 
 def fmt_epochs(view: RunView) -> str:
@@ -259,15 +259,17 @@ def list_runs(runs_dir: Path, pattern: str | None, console: Console) -> None:
     table.add_column("epochs", justify="right", no_wrap=True)
     # runs of one config share a monitor and test figures: a column each, a number a cell,
     # the name in the header (on two lines where the terminal is narrow)
-    monitor = _shared({(v.metrics or {}).get("monitor") for v in views if _has_best(v)})
+    monitor = _shared({m for v in views if _has_best(v)
+                       and isinstance(m := (v.metrics or {}).get("monitor"), str)})
     tests = _test_names(views)
     gap = "\n" if narrow else " "
-    table.add_column(f"best{gap}{monitor}" + ("" if narrow else " (epoch)") if monitor
+    table.add_column(Text(f"best{gap}{monitor}" + ("" if narrow else " (epoch)")) if monitor
                      else "best (epoch)",
                      min_width=None if monitor else 10, no_wrap=monitor is not None)
     for name in tests or ["test"]:
-        table.add_column(f"test{gap}{name}" if tests else name, min_width=None if tests else 12,
-                         justify="right" if tests else "left", no_wrap=bool(tests))
+        table.add_column(Text(f"test{gap}{name}") if tests else name,
+                         min_width=None if tests else 12, justify="right" if tests else "left",
+                         no_wrap=bool(tests))
     table.add_column("time", justify="right", no_wrap=True)
     for view in views:
         figures = (view.metrics or {}).get("test")

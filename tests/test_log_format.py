@@ -44,6 +44,8 @@ def test_json_log_format_prints_only_json_lines(tmp_path: Path):
     with (run / "history.csv").open() as f:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     assert epochs == rows and epochs[0]["learning_rate"] == 0.01
+    # the end event's best value is the best epoch's figure as its line gave it
+    assert end["best_value"] == epochs[end["best_epoch"] - 1][end["monitor"]]
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     assert "Training tiny_mlp" in done.stderr  # the people's messages went to stderr
 

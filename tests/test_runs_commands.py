@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,21 +37,6 @@ def line_of(output: str, text: str) -> str:
     lines = [line for line in output.splitlines() if text in line]
     assert len(lines) == 1, (text, output)
     return lines[0]
-
-
-@contextlib.contextmanager
-def trained_by_another_process(run: Path) -> Iterator[None]:
-    """Hold the run's folder as a training process does (`Run.claim`), from another one."""
-    code = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)")
-    holder = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        yield
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def clone(run: Path, name: str, stamp: str, **info) -> Path:
@@ -84,21 +68,24 @@ def work(tmp_path_factory) -> Path:
           start="2020-01-01T10:00:00+0000", end="2020-01-01T10:00:07+0000")
     clone(first, "old", "20200101-110000", status="stopped", stop_reason="interrupted",
           start="2020-01-01T11:00:00+0000", end="2020-01-01T11:10:00+0000")
-    gone = clone(first, "old", "20200101-120000", status="running", end=None,
-                 start="2020-01-01T12:00:00+0000")
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    gone = clone(first, "old", "20200101-120000", status="running", end=None,  # its process
+                 start="2020-01-01T12:00:00+0000", host=socket.gethostname(),  # has ended
+                 pid=int(ended.stdout))
     an_hour_ago = time.time() - 3600
     for path in gone.rglob("*"):
         os.utime(path, (an_hour_ago, an_hour_ago))
     clone(first, "old", "20200101-130000", status="running", end=None,  # the newest start
-          start=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() + 2)))
+          start=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() + 2)),
+          host=socket.gethostname(), pid=os.getpid())  # trained by a live process
     damaged = clone(first, "old", "20200101-140000")
     (damaged / "run.json").write_text('{"name": "old", "sta')
     return work
 
 
 def test_runs_lists_every_status_newest_first(work: Path):
-    with trained_by_another_process(work / "runs" / "old" / "20200101-130000"):
-        result = nntrain("runs", cwd=work)
+    result = nntrain("runs", cwd=work)
     assert result.exit_code == 0, result.output
     out = result.output
     # newest start first: the live copy started now; a damaged run.json: the folder's stamp
@@ -203,9 +190,9 @@ def test_show_prints_status_figures_summary_and_config(work: Path):
     assert "killed" in result.output.splitlines()[0] and "fit --resume" in result.output
 
 
-def test_without_locks_to_ask_a_silent_running_run_is_marked_doubtful(
+def test_a_silent_run_of_another_machine_is_marked_doubtful(
         work: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(Run, "held", lambda self: None)  # a file system without locks
+    monkeypatch.setattr(socket, "gethostname", lambda: "another-machine")  # a shared disk
     out = nntrain("runs", cwd=work).output
     assert "running?" in line_of(out, "20200101-120000")  # silent for an hour: maybe gone
     live = line_of(out, "20200101-130000")
@@ -429,3 +416,36 @@ def test_plot_leaves_out_runs_without_the_figure_asked_for(work: Path, tmp_path:
     said = " ".join(result.output.split())
     assert "mae for 1 run: regress/20200101-170000" in said
     assert "left out (without mae): tiny_mlp/" in said
+
+
+def test_runs_lists_runs_whose_files_hold_odd_values(work: Path):
+    """Damaged or hand-edited files are listed, never a traceback: a monitor that is a list,
+    a figure name that looks like markup, a start in year 1, figures in another order."""
+    first = next((work / "runs" / "tiny_mlp").iterdir())
+    odd = [clone(first, "odd", f"20200101-18000{i}") for i in range(3)]
+    for run, change in zip(odd, ({"monitor": ["val_loss"]},
+                                 {"test": {"accuracy": 0.5, "loss": 1.0}},
+                                 {"test": {"loss[/]": 1.0}}), strict=True):
+        metrics = json.loads((run / "metrics.json").read_text())
+        (run / "metrics.json").write_text(json.dumps({**metrics, **change}))
+    record = json.loads((odd[0] / "run.json").read_text())
+    (odd[0] / "run.json").write_text(json.dumps({**record, "start": "0001-01-01T00:00:00+01:00"}))
+    try:
+        result = nntrain("runs", "odd", cwd=work)
+    finally:
+        shutil.rmtree(work / "runs" / "odd")
+    assert result.exit_code == 0, result.output
+    assert "loss[/] 1.0000" in result.output  # mixed figures: named in each cell
+
+
+def test_test_columns_do_not_depend_on_the_order_of_the_figures(work: Path):
+    first = next((work / "runs" / "tiny_mlp").iterdir())
+    other = clone(first, "order", "20200101-190000")
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["test"] = dict(reversed(list(metrics["test"].items())))  # accuracy first
+    (other / "metrics.json").write_text(json.dumps(metrics))
+    try:
+        out = nntrain("runs", cwd=work).output
+    finally:
+        shutil.rmtree(other.parent)
+    assert "test accuracy" in out and "loss 0." not in out

@@ -441,6 +441,10 @@ def test_set_reaches_a_search_parameters_settings_by_its_dotted_key(tmp_path: Pa
     ok = nntrain("validate", str(config), "--set",
                  "search.parameters.model.layers.0.dense.units.max=32", cwd=tmp_path)
     assert ok.exit_code == 0, ok.output
+    for key in ("model.layers.0.dense.units", "fit.batch_size"):  # replaced, or new, whole
+        whole = nntrain("validate", str(config), "--set",
+                        f"search.parameters.{key}={{type: int, min: 10, max: 50}}", cwd=tmp_path)
+        assert whole.exit_code == 0, whole.output
     typo = nntrain("validate", str(config), "--set",
                    "search.parameters.new={type: flaot, min: 0, max: 1}", cwd=tmp_path)
     assert typo.exit_code == 2

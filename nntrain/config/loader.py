@@ -235,7 +235,8 @@ def _record_positions(node: yaml.Node, path: Path_, out: dict, seen: set[int]) -
             _record_positions(item, (*path, index), out, seen)
 
 
-def _searched_key(data: dict, dotted: str, path: list[str | int]) -> list[str | int]:
+def _searched_key(data: dict, dotted: str, path: list[str | int],
+                  value: Any) -> list[str | int]:
     """`search.parameters.model.layers.2.dense.units.max`: the keys under search.parameters
     are config paths, dots and all; the longest one the text starts with is one step."""
     params = (data.get("search") or {}).get("parameters") if isinstance(data, dict) else None
@@ -243,10 +244,14 @@ def _searched_key(data: dict, dotted: str, path: list[str | int]) -> list[str | 
         return path
     rest = dotted.split(".", 2)[2]
     for key in sorted(map(str, params), key=len, reverse=True):
+        if rest == key:  # the whole parameter, replaced
+            return ["search", "parameters", key]
         if rest.startswith(key + "."):
             tail = rest[len(key) + 1:].split(".")
             return ["search", "parameters", key,
                     *(int(p) if p.lstrip("-").isdigit() else p for p in tail)]
+    if isinstance(value, dict):  # a new parameter, declared whole
+        return ["search", "parameters", rest]
     return path
 
 
@@ -265,7 +270,7 @@ def apply_override(data: dict, assignment: str) -> Path_:
     # `layers.1` or, as error messages write it, `layers[1]`
     dotted = re.sub(r"\[(-?\d+)\]", r".\1", key.strip())
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.split(".")]
-    path = _searched_key(data, dotted, path)
+    path = _searched_key(data, dotted, path, value)
     node: Any = data
     for depth, part in enumerate(path):
         if isinstance(node, list) and isinstance(part, int) and -len(node) <= part < len(node):
