@@ -123,7 +123,7 @@ def test_fit_completes_and_warns_when_history_png_cannot_be_drawn(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     close = drawing.HistoryDrawer.close
     monkeypatch.setattr(drawing.HistoryDrawer, "close",
-                        lambda self: close(self) or "OSError: no space left")
+                        lambda self, *a: close(self, *a) or "OSError: no space left")
     result = nntrain("fit", str(TINY), "--epochs", "2", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert "warning: history.png was not drawn: OSError: no space left" in result.output

@@ -35,7 +35,7 @@ from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
 from nntrain.train.devices import Placement, fetch
-from nntrain.train.drawing import HistoryDrawer
+from nntrain.train.drawing import CLOSE_TIMEOUT, HistoryDrawer
 from nntrain.train.memory import release_freed_memory
 from nntrain.train.programs import (
     Carry,
@@ -339,16 +339,16 @@ class Fitter:
         try:
             result = self._fit(initial_epoch)
             self._raise_failed_writes(wait=True)
-            return result
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report
                 self._raise_failed_writes(wait=True)
+            self._close_drawer(timeout=5.0)  # an error (a second Ctrl-C) leaves soon
             raise
-        finally:
-            self._close_drawer()  # after the last history.csv: its drawing is the last
+        self._close_drawer()  # after the last history.csv: its drawing is the last
+        return result
 
-    def _close_drawer(self) -> None:
-        failure = self._drawer.close()
+    def _close_drawer(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        failure = self._drawer.close(timeout)
         if failure is not None:  # the run is complete without it: say so, do not fail
             self.console.print(
                 f"[yellow]warning:[/] history.png was not drawn: {failure}. Draw the curves "
