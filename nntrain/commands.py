@@ -651,7 +651,8 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
 
     run = resolve_run(run_spec, runs_dir)
     run.require_config()
-    base_dir = Path(run.info().get("config_dir", run.path))
+    info = run.info()
+    base_dir = Path(info.get("config_dir", run.path))
     loaded = load_config(run.config_path, search_dir=base_dir, saved=True)
     require_trust(loaded.config, trust_code, run.path)  # before anything is imported
     configure_jax()
@@ -659,7 +660,6 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     folder = run.checkpoints / checkpoint_name
     if checkpoint_name == "best" and ckpt.find(folder) is None:
         folder = run.checkpoints / "last"  # no best (no model_checkpoint): the only weights
-    info = run.info()
     if ckpt.find(folder) is None and info.get("status") == "failed":
         raise ckpt.CheckpointError(
             f"{run.path} failed before it finished an epoch"

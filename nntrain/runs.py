@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -78,22 +77,6 @@ class Run:
             os.close(fd)
             return
         _CLAIMS.append(fd)
-
-    def trainer_gone(self) -> bool | None:
-        """Whether the process that run.json says trains the run has ended: True or False
-        when it ran on this machine, None when that cannot be told here (another host, a
-        run written before runs recorded their process)."""
-        info = self.try_read_json(RUN_FILE) or {}
-        pid, host = info.get("pid"), info.get("host")
-        if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():
-            return None
-        try:
-            os.kill(pid, 0)  # no signal: only whether the process exists
-        except ProcessLookupError:
-            return True
-        except OSError:  # exists, another user's
-            return False
-        return False
 
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.path / name

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -127,13 +129,29 @@ def view_run(run: Run, now: float | None = None) -> RunView:
     if status in FINISHED:
         view.status = status
     elif status == "running":
-        view.status = "killed" if run.trainer_gone() else "running"
+        view.status = "killed" if trainer_gone(info) else "running"
         last = run.last_write()
         if last is not None and view.status == "running":  # alive, or on another host:
             view.silent_for = max(0.0, (now or time.time()) - last)  # but writing?
             if view.silent_for > _patience(run):
                 view.status = "running?"
     return view
+
+
+def trainer_gone(info: dict[str, Any]) -> bool | None:
+    """Whether the process run.json says trains the run has ended: True or False when it
+    ran on this machine, None when that cannot be told here (another host, a run written
+    before runs recorded their process)."""
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or pid <= 0 or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)  # no signal: only whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, another user's
+        return False
+    return False
 
 
 def _patience(run: Run) -> float:

@@ -106,6 +106,9 @@ def serve(run_dir: Path, title: str, requests=None) -> None:
     requests = requests if requests is not None else sys.stdin.buffer
     import matplotlib.figure  # noqa: F401  (imported before the first drawing is timed)
 
+    def draw() -> None:
+        plot_history(Run(run_dir).history(), run_dir / "history.png", title)
+
     pending, next_allowed = False, -math.inf
     while True:
         wait = None if not pending else max(0.0, next_allowed - time.perf_counter())
@@ -113,12 +116,12 @@ def serve(run_dir: Path, title: str, requests=None) -> None:
         if readable:
             if not os.read(requests.fileno(), 4096):  # EOF: training is over
                 if pending:
-                    plot_history(Run(run_dir).history(), run_dir / "history.png", title)
+                    draw()
                 return
             pending = True
             continue
         start = time.perf_counter()
-        plot_history(Run(run_dir).history(), run_dir / "history.png", title)
+        draw()
         pending, now = False, time.perf_counter()
         next_allowed = now + BUDGET * (now - start)
 
