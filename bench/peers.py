@@ -12,7 +12,11 @@ callbacks) and, last, one line `BENCH_RESULT {json}` with per-epoch seconds and 
 
 - keras: Keras 3 on JAX; the layers translated one by one, `fit(x, y, validation_data=...,
   shuffle=True)` with the config's callbacks mirrored (EarlyStopping, ModelCheckpoint with
-  best weights only). Epoch time comes from a callback placed last.
+  best weights only). Epoch time comes from a callback placed last. `--inputs scaled` (the
+  default) feeds the data as Keras users and the textbook prepare it: the config's leading
+  `rescaling` applied in NumPy (`X_train / 255.`, float64 arrays, which Keras casts to
+  float32), the model without it. `--inputs raw` keeps the stored dtype (uint8 pixels) and
+  the Rescaling layer inside the model, as nntrain does: Keras given nntrain's own trick.
 - jax: the "what the hardware allows" reference, plain JAX + optax: data on the device, the
   epoch order a device permutation, batches gathered inside the compiled program, the last
   partial batch padded and masked (every example counts once, as in nntrain). Dense-only
@@ -50,14 +54,27 @@ def load(workdir: Path):
 
 
 # -- Keras ---------------------------------------------------------------------------------
-def run_keras(workdir: Path, steps_per_execution: int) -> dict:
+def scale_in_numpy(spec: dict, data: dict) -> list[dict]:
+    """Apply the leading rescaling layers to the inputs as `X / 255.` does (float64 arrays);
+    returns the layers left for the model."""
+    layers = list(spec["layers"])
+    while layers and layers[0]["type"] == "rescaling":
+        scale, offset = float(layers[0]["scale"]), float(layers[0]["offset"])
+        for key in ("train_x", "val_x"):
+            data[key] = data[key] * scale + offset
+        layers.pop(0)
+    return layers
+
+
+def run_keras(workdir: Path, steps_per_execution: int, inputs: str) -> dict:
     import keras
 
     spec, data = load(workdir)
+    layers = scale_in_numpy(spec, data) if inputs == "scaled" else spec["layers"]
     keras.utils.set_random_seed(spec["seed"])
     x = keras.Input(shape=data["train_x"].shape[1:], dtype=str(data["train_x"].dtype))
     h = x
-    for layer in spec["layers"]:
+    for layer in layers:
         t = layer["type"]
         if t == "rescaling":
             h = keras.layers.Rescaling(layer["scale"], layer["offset"])(h)
@@ -133,8 +150,9 @@ def run_keras(workdir: Path, steps_per_execution: int) -> dict:
     model.fit(data["train_x"], data["train_y"], batch_size=spec["batch_size"],
               epochs=spec["epochs"], validation_data=(data["val_x"], data["val_y"]),
               shuffle=spec["shuffle"], callbacks=callbacks, verbose=0)
-    return {"epoch_seconds": epoch_seconds, "logs": logs_seen,
-            "keras": keras.__version__, "steps_per_execution": steps_per_execution}
+    return {"epoch_seconds": epoch_seconds, "logs": logs_seen, "keras": keras.__version__,
+            "steps_per_execution": steps_per_execution, "inputs": inputs,
+            "input_dtype": str(data["train_x"].dtype)}
 
 
 # -- plain JAX + optax -----------------------------------------------------------------------
@@ -345,12 +363,15 @@ def main() -> int:
     parser.add_argument("peer", choices=("keras", "jax"))
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--steps-per-execution", type=int, default=1)
+    parser.add_argument("--inputs", choices=("scaled", "raw"), default="scaled",
+                        help="keras: inputs scaled in NumPy as float64 (default), or raw with "
+                             "the rescaling inside the model")
     parser.add_argument("--chunk", type=int, default=None,
                         help="jax: K unrolled steps per call, or 0 for one lax.scan per epoch "
                              "(default: scan for dense-only models, 8 with convolutions)")
     args = parser.parse_args()
     if args.peer == "keras":
-        result = run_keras(args.workdir, args.steps_per_execution)
+        result = run_keras(args.workdir, args.steps_per_execution, args.inputs)
     else:
         result = run_jax(args.workdir, args.chunk)
     print("BENCH_RESULT " + json.dumps(result), flush=True)

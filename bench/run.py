@@ -9,8 +9,11 @@ its own subprocess, interleaved (A B C D E A B C D E ... over the repeats):
 - nntrain: its CLI, `python -m nntrain fit CONFIG -q --runs-dir TMP --set ...`, with a fresh,
   empty JAX compilation cache (its first run on a machine);
 - nntrain (warm cache): the same with a compilation cache filled by an untimed 1-epoch run;
-- keras: Keras 3 on JAX, its defaults (`steps_per_execution=1`);
-- keras spe=K: the same with `steps_per_execution=K` (default 32);
+- keras: Keras 3 on JAX, its defaults (`steps_per_execution=1`), fed as the textbook feeds it:
+  pixels scaled in NumPy (`X_train / 255.`, float64 arrays) and a model without Rescaling;
+- keras spe=K: the same with `steps_per_execution=K` (default 64);
+- keras raw inputs: `steps_per_execution=K` with the stored uint8 pixels and the Rescaling
+  layer inside the model, as nntrain runs it (only for workloads that start with rescaling);
 - jax: a hand-written JAX + optax loop, `bench/peers.py` (what the hardware allows).
 
 Prints a markdown table of medians over the repeats and ratios to nntrain: steady-state epoch
@@ -39,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers.py"
+VARIANTS = ("nntrain", "nntrain_warm", "keras", "keras_spe", "keras_raw", "jax")
 
 
 @dataclass
@@ -204,7 +208,8 @@ def prepare_workload(wl: Workload, overrides: list[str], workdir: Path) -> tuple
                if getattr(ds, name) is not None}
     facts = {"train": len(ds.train), "validation": len(ds.validation),
              "batch_size": fit.batch_size, "epochs": fit.epochs,
-             "steps": -(-len(ds.train) // fit.batch_size), "load_seconds": load_seconds}
+             "steps": -(-len(ds.train) // fit.batch_size), "load_seconds": load_seconds,
+             "starts_with_rescaling": layers[0]["type"] == "rescaling"}
     return digests, facts
 
 
@@ -290,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant (default 3)")
     parser.add_argument("--source", type=Path, default=None,
                         help="California housing CSV (handson-ml2 layout), for housing_mlp")
-    parser.add_argument("--steps-per-execution", type=int, default=32,
-                        help="Keras's steps_per_execution for the second Keras variant (32)")
-    parser.add_argument("--variants", default="nntrain,nntrain_warm,keras,keras_spe,jax",
-                        help="comma-separated subset of nntrain,nntrain_warm,keras,keras_spe,jax"
+    parser.add_argument("--steps-per-execution", type=int, default=64,
+                        help="Keras's steps_per_execution for keras_spe and keras_raw (64)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of {','.join(VARIANTS)}"
                              " (nntrain is always first: the ratios are to it)")
     parser.add_argument("--full-cnn", action="store_true",
                         help="fashion_cnn on all 55,000 training images even on CPU")
@@ -321,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         if name not in known:
             parser.error(f"--workload: unknown {name!r}; one of {', '.join(known)}")
     keys = ["nntrain"] + [k for k in args.variants.split(",") if k and k != "nntrain"]
+    spe = args.steps_per_execution
     labels = {"nntrain": "nntrain (cold compile cache)", "nntrain_warm": "nntrain (warm cache)",
-              "keras": "Keras 3 (spe=1, default)",
-              "keras_spe": f"Keras 3 (spe={args.steps_per_execution})",
+              "keras": "Keras 3 (spe=1, default)", "keras_spe": f"Keras 3 (spe={spe})",
+              "keras_raw": f"Keras 3 (spe={spe}, uint8 inputs + Rescaling layer)",
               "jax": "plain JAX + optax"}
     for k in keys:
         if k not in labels:
@@ -342,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
            "metrics.json, run.json, history.png).",
            "- launch to epoch 1 end: from starting the child process (imports, data, compile, "
            "epoch 1). peak RSS: the child's ru_maxrss. x nntrain: this / nntrain (cold cache).",
+           "- Keras (spe=1 and spe=K) is fed as Keras users and the textbook feed it: pixels "
+           "scaled in NumPy (`X / 255.`, float64, cast to float32 by Keras), no Rescaling layer; "
+           "'uint8 inputs + Rescaling layer' gives Keras nntrain's way: the stored uint8 pixels, "
+           "scaled inside the compiled model.",
            ""]
     print("\n".join(out), flush=True)
     raw = {}
@@ -367,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             if "nntrain_warm" in keys:  # fill the cache, untimed
                 run_nntrain(wl_path, [*base, "fit.epochs=1"], warm_cache, digests,
                             workdir)
-            variants = [Variant(k, labels[k]) for k in keys]
+            variants = [Variant(k, labels[k]) for k in keys
+                        if k != "keras_raw" or facts["starts_with_rescaling"]]
             for rep in range(args.repeats):
                 for v in variants:
                     if v.key in ("nntrain", "nntrain_warm"):
@@ -379,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                     elif v.key == "jax":
                         run = run_peer("jax", workdir, [], workdir)
                     else:
-                        spe = 1 if v.key == "keras" else args.steps_per_execution
-                        run = run_peer("keras", workdir, ["--steps-per-execution", str(spe)],
-                                       workdir)
+                        run = run_peer("keras", workdir, [
+                            "--steps-per-execution", str(1 if v.key == "keras" else spe),
+                            "--inputs", "raw" if v.key == "keras_raw" else "scaled"], workdir)
                     v.runs.append(run)
                     print(f"{name} run {rep + 1}/{args.repeats} {v.label}: epochs "
                           f"{' '.join(f'{s:.3f}' for s in run.epoch_seconds)} s, epoch 1 ends "
