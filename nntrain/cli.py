@@ -5,17 +5,38 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 import nntrain
 from nntrain.errors import TrainingFailed, UserError
 
+
+def _unlabelled_flags(params: list) -> list:
+    """A flag takes no value, so its help shows no type: typer labels every boolean option,
+    its own --help and --install-completion too, `<bool>`."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx):
+        return _unlabelled_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx):
+        return _unlabelled_flags(super().get_params(ctx))
+
+
 app = typer.Typer(
+    cls=_Group,
     name="nntrain",
     help="Train neural networks from a YAML config, with Keras semantics on JAX.",
     no_args_is_help=True,
@@ -28,11 +49,6 @@ err = Console(stderr=True, highlight=False)
 _state = {"debug": False}
 
 
-def flag(*names: str, **settings: Any) -> Any:
-    """A boolean option, which takes no value: its help shows none (not `<bool>`)."""
-    return typer.Option(*names, metavar="", **settings)
-
-
 ConfigArg = Annotated[Path, typer.Argument(help="A YAML model config.", show_default=False)]
 RunArg = Annotated[str, typer.Argument(
     help="A run directory, `runs/<name>` (its latest run), a run name, or `latest`.")]
@@ -43,7 +59,7 @@ RunsDirOpt = Annotated[Path, typer.Option(
     "--runs-dir", help="Where run directories live.", envvar="NNTRAIN_RUNS")]
 CheckpointOpt = Annotated[str, typer.Option(
     "--checkpoint", help="Which weights: best (default) or last.")]
-TrustOpt = Annotated[bool, flag(
+TrustOpt = Annotated[bool, typer.Option(
     "--trust-code", help="Allow importing the Python code a run's config names (custom "
     "layers, callbacks, data generators).")]
 
@@ -103,8 +119,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    debug: Annotated[bool, flag("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, flag("--version", callback=_version, is_eager=True,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _state["debug"] = debug
@@ -119,7 +135,7 @@ def _shortcuts(overrides: list[str] | None, epochs: int | None, batch_size: int 
     return overrides
 
 
-@app.command()
+@app.command(cls=_Command)
 def fit(
     config: Annotated[Path | None, typer.Argument(
         help="A YAML model config (optional with --resume).", show_default=False)] = None,
@@ -132,7 +148,7 @@ def fit(
         help="Continue an interrupted run from its last checkpoint (with --epochs N, train "
         "a finished one longer).", metavar="RUN")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
-    quiet: Annotated[bool, flag("--quiet", "-q", help="Print only errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
     trust_code: TrustOpt = False,
     log_format: Annotated[str, typer.Option(
         "--log-format", help="rich (for people) or json (one JSON object per epoch on stdout, "
@@ -140,7 +156,7 @@ def fit(
     devices: Annotated[str | None, typer.Option(
         help="Data-parallel over N devices, or 'all'. Shortcut for --set fit.devices=N.",
         show_default=False)] = None,
-    distributed: Annotated[bool, flag(
+    distributed: Annotated[bool, typer.Option(
         "--distributed", help="Join a multi-process run through jax.distributed, found "
         "from the cluster (SLURM, Open MPI, Cloud TPU pods, Kubernetes).")] = False,
     coordinator: Annotated[str | None, typer.Option(
@@ -180,12 +196,12 @@ def fit(
          trust_code=trust_code, log_format=log_format, cluster=cluster)
 
 
-@app.command()
+@app.command(cls=_Command)
 def evaluate(
     run: RunArg,
     split: Annotated[str, typer.Option(help="test, validation or train.")] = "test",
     checkpoint: CheckpointOpt = "best",
-    json_: Annotated[bool, flag("--json", help="Print one JSON object.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
     trust_code: TrustOpt = False,
 ) -> None:
@@ -198,7 +214,7 @@ def evaluate(
          as_json=json_, trust_code=trust_code)
 
 
-@app.command()
+@app.command(cls=_Command)
 def predict(
     run: RunArg,
     input: Annotated[Path | None, typer.Argument(
@@ -235,7 +251,7 @@ def predict(
          top=top, output=output, checkpoint_name=checkpoint, trust_code=trust_code, show=show)
 
 
-@app.command("lr-find")
+@app.command("lr-find", cls=_Command)
 def lr_find(
     config: ConfigArg,
     set_: SetOpt = None,
@@ -256,7 +272,7 @@ def lr_find(
          max_lr=max_lr, steps=steps)
 
 
-@app.command()
+@app.command(cls=_Command)
 def tune(
     config: ConfigArg,
     set_: SetOpt = None,
@@ -266,7 +282,7 @@ def tune(
         help="The study's database URL (e.g. postgresql://host/db), for workers on several "
         "machines; default: SQLite in the tune directory.", metavar="URL")] = None,
     runs_dir: RunsDirOpt = Path("runs"),
-    quiet: Annotated[bool, flag(
+    quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No epoch lines: one line per trial, then the leaderboard.")
     ] = False,
     worker_index: Annotated[int, typer.Option(hidden=True)] = 0,
@@ -281,7 +297,7 @@ def tune(
          quiet=quiet, worker=worker_index)
 
 
-@app.command()
+@app.command(cls=_Command)
 def summary(config: ConfigArg, set_: SetOpt = None) -> None:
     """Print the model's layers, output shapes and parameter counts."""
     from nntrain import commands
@@ -289,7 +305,7 @@ def summary(config: ConfigArg, set_: SetOpt = None) -> None:
     _run(commands.summary, config, list(set_ or []), out)
 
 
-@app.command()
+@app.command(cls=_Command)
 def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     """Check a config (schema, names, shapes) without loading data or training."""
     from nntrain import commands
@@ -297,7 +313,7 @@ def validate(config: ConfigArg, set_: SetOpt = None) -> None:
     _run(commands.validate, config, list(set_ or []), out)
 
 
-class _ListByDefault(TyperGroup):
+class _ListByDefault(_Group):
     """`nntrain runs [NAME]` lists runs: anything that is not a subcommand goes to `list`."""
 
     def parse_args(self, ctx, args):
@@ -314,7 +330,7 @@ runs_app = typer.Typer(
 app.add_typer(runs_app, name="runs")
 
 
-@runs_app.command("list")
+@runs_app.command("list", cls=_Command)
 def runs_list(
     name: Annotated[str | None, typer.Argument(
         help="Only runs of this name (shell patterns such as `fashion_*` too).",
@@ -327,7 +343,7 @@ def runs_list(
     _run(runs_view.list_runs, runs_dir, name, out)
 
 
-@runs_app.command("compare")
+@runs_app.command("compare", cls=_Command)
 def runs_compare(run_a: RunArg, run_b: RunArg, runs_dir: RunsDirOpt = Path("runs")) -> None:
     """Two runs side by side: the config values that differ, and their figures."""
     from nntrain import runs_view
@@ -335,7 +351,7 @@ def runs_compare(run_a: RunArg, run_b: RunArg, runs_dir: RunsDirOpt = Path("runs
     _run(runs_view.compare_runs, run_a, run_b, runs_dir, out)
 
 
-@runs_app.command("show")
+@runs_app.command("show", cls=_Command)
 def runs_show(run: RunArg, runs_dir: RunsDirOpt = Path("runs")) -> None:
     """One run: status, times, data, figures, model summary and config."""
     from nntrain import runs_view
@@ -343,7 +359,7 @@ def runs_show(run: RunArg, runs_dir: RunsDirOpt = Path("runs")) -> None:
     _run(runs_view.show_run, run, runs_dir, out)
 
 
-@app.command()
+@app.command(cls=_Command)
 def plot(
     runs: Annotated[list[str], typer.Argument(
         help="Runs to overlay: run directories, `runs/<name>`, run names, or `latest`.",
@@ -362,7 +378,7 @@ def plot(
     _run(runs_view.plot, runs, runs_dir, out, output, metric)
 
 
-@app.command()
+@app.command(cls=_Command)
 def schema(
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write to this file instead of printing.",

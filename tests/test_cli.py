@@ -279,6 +279,27 @@ def test_help_validate_and_summary_do_not_import_jax():
     assert not jax_loaded and not optax_loaded
 
 
+def _command_paths() -> list[list[str]]:
+    import typer
+
+    from nntrain import cli
+
+    paths = [[]]
+    for name, command in typer.main.get_command(cli.app).commands.items():
+        paths.append([name])
+        paths += [[name, sub] for sub in getattr(command, "commands", {})]
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=lambda p: " ".join(p) or "nntrain")
+def test_help_names_no_type_for_flags(path: list[str]):
+    """Flags take no value: help shows none, typer's own --help and completion flags too."""
+    result = nntrain(*path, "--help")
+    assert result.exit_code == 0, result.output
+    assert "--help" in result.output and "Show this message and exit." in result.output
+    assert "<bool>" not in result.output
+
+
 def _arrays(run: Path, name: str) -> dict[str, np.ndarray]:
     return load_file(str(run / "checkpoints" / name / "arrays.safetensors"))
 
