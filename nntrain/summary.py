@@ -9,12 +9,14 @@ from rich.table import Table
 
 from nntrain.model import Model, format_shape
 
+ACRONYMS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}  # Keras's class names keep them
+
 
 def _type_name(layer_type: str) -> str:
     if ":" in layer_type:  # a user's class: module:Class
         return layer_type.rpartition(":")[2]
-    return "".join(part.capitalize() for part in layer_type.split("_")).replace("2d", "2D") \
-        .replace("1d", "1D")
+    return "".join(ACRONYMS.get(part, part.capitalize()) for part in layer_type.split("_")) \
+        .replace("2d", "2D").replace("1d", "1D")
 
 
 def summary_table(model: Model, title: str = "") -> Table:

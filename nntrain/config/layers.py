@@ -365,3 +365,45 @@ class EmbeddingArgs(LayerArgs):
     embeddings_initializer: InitializerName | Literal["uniform"] = "uniform"
     embeddings_regularizer: Regularizer | None = None
     embeddings_constraint: Constraint | None = None
+
+
+# -- recurrent -------------------------------------------------------------------------------
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class RecurrentArgs(KernelArgs):
+    """Keras's SimpleRNN arguments, which LSTM and GRU share. Input: (timesteps, features)."""
+
+    positional = "units"
+    units: PositiveInt
+    activation: ActivationName | None = "tanh"
+    use_bias: bool = True
+    kernel_initializer: InitializerName = "glorot_uniform"
+    recurrent_initializer: InitializerName = "orthogonal"
+    bias_initializer: InitializerName = "zeros"
+    recurrent_regularizer: Regularizer | None = None
+    recurrent_constraint: Constraint | None = None
+    dropout: Rate = 0.0  # of the inputs: one mask per sequence
+    recurrent_dropout: Rate = 0.0  # of the carried output: one mask per sequence
+    return_sequences: bool = False  # every step's output, not only the last
+    go_backwards: bool = False  # read the sequence last step first
+    unroll: bool = False  # the time loop unrolled: faster for short sequences, slower to compile
+
+
+@LAYERS.register("simple_rnn")
+class SimpleRNNArgs(RecurrentArgs):
+    pass
+
+
+class GatedArgs(RecurrentArgs):
+    recurrent_activation: ActivationName = "sigmoid"
+
+
+@LAYERS.register("lstm")
+class LSTMArgs(GatedArgs):
+    unit_forget_bias: bool = True  # the forget gate's bias starts at 1
+
+
+@LAYERS.register("gru")
+class GRUArgs(GatedArgs):
+    reset_after: bool = True  # Keras 2.x and 3's default (the cuDNN form)

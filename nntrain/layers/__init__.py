@@ -7,6 +7,7 @@ from nntrain.layers import (  # noqa: F401  (registers the layers)
     merge,
     normalization,
     pooling,
+    recurrent,
 )
 from nntrain.layers.base import LAYER_TYPES, Layer, ShapeError
 

@@ -11,6 +11,7 @@ The built-in layers declare their weights in `build(input_shape)` (Keras's `buil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
@@ -28,7 +29,7 @@ class Weight:
     and the config entries of its regularizer and constraint (`nntrain.regularizers`)."""
 
     shape: Shape
-    initializer: str = "zeros"
+    initializer: str | Callable[..., Any] = "zeros"  # a Keras name, or (key, shape, dtype) -> array
     dtype: str = "float32"
     regularizer: Any = None
     constraint: Any = None
@@ -47,8 +48,13 @@ def create_weights(weights: dict[str, Weight], rng: jax.Array) -> Params:
     # at least two keys, as jax.random.split makes by default: a layer with one weight
     # draws it with the first of two, so a seed gives the weights it always gave
     keys = jax.random.split(rng, max(2, len(weights)))
-    return {name: initializers.get(w.initializer)(key, w.shape, w.dtype)
+    return {name: _initializer(w)(key, w.shape, w.dtype)
             for (name, w), key in zip(weights.items(), keys, strict=False)}
+
+
+def _initializer(weight: Weight) -> Callable[..., Any]:
+    return weight.initializer if callable(weight.initializer) \
+        else initializers.get(weight.initializer)
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {}

@@ -1,0 +1,137 @@
+"""SimpleRNN, LSTM and GRU: Keras's numbers, shapes, parameter counts, dropout, and a fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from clirunner import nntrain
+
+from nntrain.config.layers import LAYERS
+from nntrain.layers import LAYER_TYPES
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_LSTM = ROOT / "tests" / "configs" / "tiny_lstm.yaml"
+
+# Inputs and weights any framework can rebuild; the expected outputs are Keras 3.15's (JAX
+# backend) for the same weights, set with `layer.set_weights` in the order kernel,
+# recurrent_kernel, bias.
+X = np.sin(np.arange(2 * 4 * 3).reshape(2, 4, 3) * 0.7).astype(np.float32)
+
+
+def _weight(shape: tuple[int, ...], k: int) -> np.ndarray:
+    return (np.cos(np.arange(np.prod(shape)).reshape(shape) * 0.37 + k) * 0.5).astype(np.float32)
+
+
+KERAS = [
+    ("simple_rnn", {}, [[-0.051821, -0.223948], [0.306539, 0.204452]]),
+    ("lstm", {}, [[-0.119992, -0.098916], [-0.134196, -0.118899]]),
+    ("lstm", {"return_sequences": True, "go_backwards": True},
+     [[[-0.070076, -0.063441], [-0.110697, -0.085052], [-0.129610, -0.111480],
+       [-0.127746, -0.109296]],
+      [[-0.095804, -0.087223], [-0.112811, -0.099938], [-0.125655, -0.099048],
+       [-0.134377, -0.115606]]]),
+    ("gru", {}, [[-0.123552, 0.089843], [-0.319841, -0.239996]]),
+    ("gru", {"reset_after": False}, [[-0.272548, -0.133253], [-0.418659, -0.392053]]),
+]
+
+
+def _layer(name: str, **args):
+    return LAYER_TYPES[name](LAYERS.args[name](**args))
+
+
+@pytest.mark.parametrize(("name", "args", "expected"), KERAS,
+                         ids=[f"{n}-{'-'.join(a) or 'default'}" for n, a, _ in KERAS])
+def test_outputs_match_keras(name, args, expected):
+    layer = _layer(name, units=2, **args)
+    params, state, shape = layer.init(jax.random.key(0), (4, 3))
+    params = {key: jnp.asarray(_weight(params[key].shape, i))
+              for i, key in enumerate(("kernel", "recurrent_kernel", "bias"))}
+    y, _ = layer.apply(params, state, jnp.asarray(X))
+    assert y.shape[1:] == shape
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), atol=2e-6)
+
+
+@pytest.mark.parametrize(("name", "args", "count"), [
+    ("simple_rnn", {}, 3 * 5 + 5 * 5 + 5),
+    ("lstm", {}, 4 * (3 * 5 + 5 * 5 + 5)),
+    ("gru", {}, 3 * (3 * 5 + 5 * 5 + 2 * 5)),  # reset_after: two bias rows
+    ("gru", {"reset_after": False}, 3 * (3 * 5 + 5 * 5 + 5)),
+    ("lstm", {"use_bias": False}, 4 * (3 * 5 + 5 * 5)),
+])
+def test_parameter_counts_are_keras(name, args, count):
+    params, _, _ = _layer(name, units=5, **args).init(jax.random.key(0), (7, 3))
+    assert sum(v.size for v in params.values()) == count
+
+
+def test_lstm_forget_gate_bias_starts_at_one():
+    params, _, _ = _layer("lstm", units=2).init(jax.random.key(0), (4, 3))
+    np.testing.assert_array_equal(params["bias"], [0, 0, 1, 1, 0, 0, 0, 0])
+    params, _, _ = _layer("lstm", units=2, unit_forget_bias=False).init(jax.random.key(0), (4, 3))
+    np.testing.assert_array_equal(params["bias"], np.zeros(8))
+
+
+def test_dropout_masks_each_sequence_once():
+    """Keras draws one input mask per sequence and reuses it at every step."""
+    layer = _layer("simple_rnn", units=3, activation="linear", dropout=0.5,
+                   return_sequences=True, use_bias=False)
+    params = {"kernel": jnp.eye(3), "recurrent_kernel": jnp.zeros((3, 3))}
+    x = jnp.ones((64, 5, 3))
+    y, _ = layer.apply(params, {}, x, training=True, rng=jax.random.key(7))
+    y = np.asarray(y)
+    assert set(np.unique(y)) == {0.0, 2.0}  # dropped, or kept and scaled by 1 / (1 - 0.5)
+    np.testing.assert_array_equal(y, np.repeat(y[:, :1], 5, axis=1))  # the same at every step
+    same, _ = layer.apply(params, {}, x, training=False)
+    np.testing.assert_array_equal(same, x)
+
+
+def test_bfloat16_carries_stay_bfloat16():
+    layer = _layer("lstm", units=4, return_sequences=True)
+    params, state, _ = layer.init(jax.random.key(0), (6, 3))
+    params = jax.tree.map(lambda v: v.astype(jnp.bfloat16), params)
+    y, _ = layer.apply(params, state, jnp.ones((2, 6, 3), jnp.bfloat16))
+    assert y.dtype == jnp.bfloat16 and y.shape == (2, 6, 4)
+
+
+def test_fit_summary_and_predict_from_the_cli(tmp_path):
+    summary = nntrain("summary", str(TINY_LSTM))
+    assert summary.exit_code == 0, summary.output
+    assert "lstm (LSTM)" in summary.output and "(None, 4, 16)" in summary.output
+    assert "gru (GRU)" in summary.output and "Total params: 1,995" in summary.output
+
+    fit = nntrain("fit", str(TINY_LSTM), "--runs-dir", str(tmp_path / "runs"))
+    assert fit.exit_code == 0, fit.output
+    (run,) = (tmp_path / "runs" / "tiny_lstm").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.6  # three classes: chance is a third
+
+    predict = nntrain("predict", str(run), "--split", "test", "--output", str(tmp_path / "p.npy"))
+    assert predict.exit_code == 0, predict.output
+    assert np.load(tmp_path / "p.npy").shape == (100, 3)
+
+
+def test_a_flat_input_is_refused_with_the_fix(tmp_path):
+    result = nntrain("validate", str(TINY_LSTM), "--set", "model.input=[16]")
+    assert result.exit_code == 2
+    assert "lstm takes sequences of shape (timesteps, features)" in result.output
+    assert "got examples of shape (16,)" in result.output
+
+
+def test_recurrent_kernel_takes_regularizers_and_constraints(tmp_path):
+    from nntrain import checkpoint
+
+    result = nntrain(
+        "fit", str(TINY_LSTM), "-q", "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+        "--set", "model.layers[0].lstm.recurrent_constraint={max_norm: {max_value: 0.3}}",
+        "--set", "model.layers[0].lstm.recurrent_regularizer={l2: 0.01}")
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "tiny_lstm").iterdir()
+    arrays, _ = checkpoint.load(run / "checkpoints" / "last")
+    recurrent = arrays["params/lstm/recurrent_kernel"]
+    assert recurrent.shape == (16, 64)
+    norms = np.sqrt((recurrent ** 2).sum(axis=0))  # Keras's max_norm: per column (axis 0)
+    assert norms.max() <= 0.3 + 1e-6 and norms.min() > 0.05
