@@ -147,3 +147,49 @@ def test_recurrent_kernel_takes_a_regularizer():
     expected = 0.01 * jnp.sum(params["lstm"]["recurrent_kernel"] ** 2) \
         + 0.1 * jnp.sum(jnp.abs(params["gru"]["kernel"]))
     np.testing.assert_allclose(setup.model.penalty(params), expected, rtol=1e-6)
+
+
+# Keras 3.15's Bidirectional(LSTM(2)) and Bidirectional(GRU(2, return_sequences=True)) for
+# weights _weight(shape, i), i counting forward then backward kernel, recurrent_kernel, bias.
+BIDIRECTIONAL = [
+    ({"lstm": {"units": 2}}, [[-0.119992, -0.098916, 0.250982, 0.241822],
+                              [-0.134196, -0.118899, 0.321357, 0.299224]]),
+    ({"gru": {"units": 2, "return_sequences": True}},
+     [[[-0.081666, 0.094345, 0.254047, 0.140968], [-0.303761, -0.234277, 0.284966, 0.232127],
+       [-0.207992, -0.089888, 0.100346, 0.010583], [-0.123552, 0.089843, 0.037772, -0.033210]],
+      [[-0.261372, -0.280097, 0.353150, 0.294288], [-0.193329, -0.114409, 0.219140, 0.118397],
+       [-0.122662, 0.073760, 0.210315, 0.129733], [-0.319841, -0.239996, 0.225310, 0.218376]]]),
+]
+
+
+@pytest.mark.parametrize(("inner", "expected"), BIDIRECTIONAL, ids=["lstm", "gru-sequences"])
+def test_bidirectional_matches_keras(inner, expected):
+    layer = LAYER_TYPES["bidirectional"](LAYERS.args["bidirectional"].model_validate(inner))
+    params, state, shape = layer.init(jax.random.key(0), (4, 3))
+    names = [f"{side}_{w}" for side in ("forward", "backward")
+             for w in ("kernel", "recurrent_kernel", "bias")]
+    assert sorted(params) == sorted(names)
+    params = {name: jnp.asarray(_weight(params[name].shape, i)) for i, name in enumerate(names)}
+    y, _ = layer.apply(params, state, jnp.asarray(X))
+    assert y.shape[1:] == shape
+    np.testing.assert_allclose(np.asarray(y), np.asarray(expected), atol=2e-6)
+
+
+def test_bidirectional_from_the_cli(tmp_path):
+    wrap = "model.layers[0]={bidirectional: {lstm: {units: 8, return_sequences: true}}}"
+    summary = nntrain("summary", str(TINY_LSTM), "--set", wrap)
+    assert summary.exit_code == 0, summary.output
+    assert "(Bidirectional)" in summary.output and "(None, 4, 16)" in summary.output
+    assert f"{2 * 4 * (4 * 8 + 8 * 8 + 8):,}" in summary.output  # two LSTMs' weights
+
+    fit = nntrain("fit", str(TINY_LSTM), "-q", "--epochs", "1", "--runs-dir",
+                  str(tmp_path / "runs"), "--set", wrap)
+    assert fit.exit_code == 0, fit.output
+
+    typo = nntrain("validate", str(TINY_LSTM), "--set",
+                   "model.layers[0]={bidirectional: {lsmt: 8}}")
+    assert typo.exit_code == 2
+    assert "unknown recurrent layer 'lsmt'; did you mean 'lstm'?" in typo.output
+    backwards = nntrain("validate", str(TINY_LSTM), "--set",
+                        "model.layers[0]={bidirectional: {lstm: {units: 8, go_backwards: true}}}")
+    assert backwards.exit_code == 2 and "leave go_backwards out" in backwards.output

@@ -390,7 +390,11 @@ class RecurrentArgs(KernelArgs):
     unroll: bool = False  # the time loop unrolled: faster for short sequences, slower to compile
 
 
+RECURRENT = Registry("recurrent layer")  # what bidirectional wraps
+
+
 @LAYERS.register("simple_rnn")
+@RECURRENT.register("simple_rnn")
 class SimpleRNNArgs(RecurrentArgs):
     pass
 
@@ -400,10 +404,37 @@ class GatedArgs(RecurrentArgs):
 
 
 @LAYERS.register("lstm")
+@RECURRENT.register("lstm")
 class LSTMArgs(GatedArgs):
     unit_forget_bias: bool = True  # the forget gate's bias starts at 1
 
 
 @LAYERS.register("gru")
+@RECURRENT.register("gru")
 class GRUArgs(GatedArgs):
     reset_after: bool = True  # Keras 2.x and 3's default (the cuDNN form)
+
+
+@LAYERS.register("bidirectional")
+class BidirectionalArgs(LayerArgs):
+    """Keras's Bidirectional: the wrapped layer reads the sequence forwards, a copy of it
+    (its own weights) backwards, and their outputs are merged. `bidirectional: {lstm: 64}` is
+    short for `bidirectional: {layer: {lstm: 64}}`."""
+
+    layer: RECURRENT.entry_type()  # type: ignore[valid-type]
+    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        if isinstance(value, dict) and len(value) == 1 \
+                and next(iter(value)) not in cls.model_fields:
+            return {"layer": value}
+        return value
+
+    @model_validator(mode="after")
+    def _forwards(self) -> BidirectionalArgs:
+        if next(iter(self.layer.model_dump().values()))["go_backwards"]:
+            raise ValueError("the wrapped layer has go_backwards: true; bidirectional reads "
+                             "the sequence both ways itself: leave go_backwards out")
+        return self

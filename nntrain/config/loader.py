@@ -16,14 +16,14 @@ from pydantic import BaseModel, ValidationError
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS, SCHEDULES
 from nntrain.config.entries import Registry, snake_case
-from nntrain.config.layers import CONSTRAINTS, LAYERS, REGULARIZERS
+from nntrain.config.layers import CONSTRAINTS, LAYERS, RECURRENT, REGULARIZERS
 from nntrain.config.schema import CODE_PATTERN, RUN_NAME_PATTERN, SIZE_PATTERN, Config
 from nntrain.errors import UserError
 
 Path_ = tuple[str | int, ...]
 REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (LAYERS, LOSSES, METRICS, OPTIMIZERS, CALLBACKS, REGULARIZERS,
-                        CONSTRAINTS)
+                        CONSTRAINTS, RECURRENT)
 }
 # A YAML document whose aliases expand past this many nodes is refused ("billion laughs").
 MAX_NODES = 100_000

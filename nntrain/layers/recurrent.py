@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import ClassVar
 
 from nntrain import activations, initializers
-from nntrain.layers.base import Built, Layer, ShapeError, Weight, as_float, register
+from nntrain.config.entries import entry_args, entry_name
+from nntrain.layers.base import LAYER_TYPES, Built, Layer, ShapeError, Weight, as_float, register
 from nntrain.lazy import jax, jnp
 
 
@@ -186,3 +187,50 @@ class GRU(Recurrent):
             z, r = gate(x_z + r_z), gate(x_r + r_r)
             hh = act(x_h + (r * hm) @ kernel[:, 2 * units:])
         return z * h + (1.0 - z) * hh
+
+
+@register("bidirectional")
+class Bidirectional(Layer):
+    """Keras's Bidirectional: `forward_*` weights read the sequence first step first,
+    `backward_*` weights (a copy of the layer with `go_backwards` flipped) last step first;
+    with `return_sequences` the backward outputs are put back in time order before the two
+    are merged (`concat` on the last axis, `sum`, `mul` or `ave`)."""
+
+    def __init__(self, args) -> None:
+        super().__init__(args)
+        inner, kind = entry_args(args.layer), LAYER_TYPES[entry_name(args.layer)]
+        self.forward = kind(inner)
+        self.backward = kind(inner.model_copy(update={"go_backwards": not inner.go_backwards}))
+
+    @property
+    def activation(self) -> None:
+        return None
+
+    def build(self, input_shape):
+        forward, backward = self.forward.build(input_shape), self.backward.build(input_shape)
+        params = {**{f"forward_{k}": w for k, w in forward.params.items()},
+                  **{f"backward_{k}": w for k, w in backward.params.items()}}
+        shape = forward.output_shape
+        if self.args.merge_mode == "concat":
+            shape = (*shape[:-1], 2 * shape[-1])
+        return Built(params, {}, shape)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        outputs = []
+        for i, (prefix, layer) in enumerate((("forward_", self.forward),
+                                             ("backward_", self.backward))):
+            own = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+            y, _ = layer.call(own, {}, x, training=training,
+                              rng=None if rng is None else jax.random.fold_in(rng, i))
+            outputs.append(y)
+        forward, backward = outputs
+        if self.forward.args.return_sequences:
+            backward = jnp.flip(backward, axis=1)
+        mode = self.args.merge_mode
+        if mode == "concat":
+            return jnp.concatenate([forward, backward], axis=-1), state
+        if mode == "sum":
+            return forward + backward, state
+        if mode == "mul":
+            return forward * backward, state
+        return (forward + backward) / 2, state
