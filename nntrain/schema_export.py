@@ -34,6 +34,7 @@ FORMS = {
     "optimizer": "an optimizer: a bare name (`adam`), `name: {arguments}` or `name: "
                  "learning rate` (`sgd: 0.01`)",
     "callback": "a callback: a bare name, or `name: {arguments}`",
+    "recurrent layer": "a recurrent layer: `name: {arguments}` or `name: units` (`lstm: 64`)",
 }
 
 
@@ -51,14 +52,16 @@ class _Generator(GenerateJsonSchema):
 
 def _registries() -> list[Registry]:
     from nntrain.config import schema
-    from nntrain.config.layers import CONSTRAINTS, REGULARIZERS
+    from nntrain.config.layers import CONSTRAINTS, RECURRENT, REGULARIZERS
 
     return [schema.LAYERS, schema.LOSSES, schema.METRICS, schema.OPTIMIZERS, schema.CALLBACKS,
-            REGULARIZERS, CONSTRAINTS]
+            REGULARIZERS, CONSTRAINTS, RECURRENT]
 
 
 def _title(registry: Registry) -> str:
-    return registry.kind.title()  # the prefix entries.Registry.entry_type gives its models
+    # the prefix entries.Registry.entry_type gives its models ("recurrent layer":
+    # Recurrent_Layer, as pydantic names the definitions)
+    return registry.kind.title().replace(" ", "_")
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -193,3 +193,24 @@ def test_bidirectional_from_the_cli(tmp_path):
     backwards = nntrain("validate", str(TINY_LSTM), "--set",
                         "model.layers[0]={bidirectional: {lstm: {units: 8, go_backwards: true}}}")
     assert backwards.exit_code == 2 and "leave go_backwards out" in backwards.output
+
+
+def test_the_editor_schema_takes_every_form_the_loader_takes():
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    result = nntrain("schema")
+    validator = jsonschema.Draft7Validator(json.loads(result.stdout))
+    config = yaml.safe_load(TINY_LSTM.read_text())
+
+    def errors(layer):
+        config["model"]["layers"][0] = layer
+        return list(validator.iter_errors(config))
+
+    for good in ({"lstm": 16}, {"bidirectional": {"lstm": 8}},
+                 {"bidirectional": {"gru": {"units": 8, "return_sequences": True}}},
+                 {"bidirectional": {"layer": {"simple_rnn": 8}, "merge_mode": "sum"}}):
+        assert not errors(good), good
+    for bad in ({"bidirectional": {"dense": 8}}, {"lstm": {"units": 8, "forget_bias": 1.0}},
+                {"bidirectional": {"layer": {"gru": 8}, "merge_mode": "avg"}}):
+        assert errors(bad), bad

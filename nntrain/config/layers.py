@@ -421,6 +421,7 @@ class BidirectionalArgs(LayerArgs):
     (its own weights) backwards, and their outputs are merged. `bidirectional: {lstm: 64}` is
     short for `bidirectional: {layer: {lstm: 64}}`."""
 
+    positional = "layer"
     layer: RECURRENT.entry_type()  # type: ignore[valid-type]
     merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
 
