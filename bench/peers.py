@@ -72,7 +72,9 @@ def run_keras(workdir: Path, steps_per_execution: int, inputs: str) -> dict:
     spec, data = load(workdir)
     layers = scale_in_numpy(spec, data) if inputs == "scaled" else spec["layers"]
     keras.utils.set_random_seed(spec["seed"])
-    x = keras.Input(shape=data["train_x"].shape[1:], dtype=str(data["train_x"].dtype))
+    dtype = data["train_x"].dtype  # float64 from NumPy scaling: the textbook's Input is float32
+    x = keras.Input(shape=data["train_x"].shape[1:],
+                    dtype="float32" if dtype.kind == "f" else str(dtype))
     h = x
     for layer in layers:
         t = layer["type"]

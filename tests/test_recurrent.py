@@ -214,3 +214,41 @@ def test_the_editor_schema_takes_every_form_the_loader_takes():
     for bad in ({"bidirectional": {"dense": 8}}, {"lstm": {"units": 8, "forget_bias": 1.0}},
                 {"bidirectional": {"layer": {"gru": 8}, "merge_mode": "avg"}}):
         assert errors(bad), bad
+
+
+def _sigmoid(v):
+    return 1 / (1 + np.exp(-v))
+
+
+def test_recurrent_dropout_gives_every_gate_its_own_masks():
+    """Keras's LSTM with recurrent_dropout (its implementation 1): gate g sees the inputs
+    masked by input_mask[g] and the carried output masked by recurrent_mask[g]; the masks
+    are drawn once per sequence."""
+    layer = _layer("lstm", units=3, dropout=0.3, recurrent_dropout=0.4)
+    params, state, _ = layer.init(jax.random.key(0), (4, 2))
+    x = np.random.default_rng(1).normal(size=(5, 4, 2)).astype(np.float32)
+    key = jax.random.key(2)
+    y, _ = layer.apply(params, state, jnp.asarray(x), training=True, rng=key)
+    inputs, recurrent = (np.asarray(m) for m in layer.dropout_masks(key, 5, 2, jnp.float32))
+    assert inputs.shape == (4, 5, 2) and recurrent.shape == (4, 5, 3)
+    assert not all(np.array_equal(inputs[0], m) for m in inputs[1:])
+
+    kernel, rec, bias = (np.asarray(params[k]).reshape(-1, 4, 3) if k != "bias"
+                         else np.asarray(params[k]).reshape(4, 3)
+                         for k in ("kernel", "recurrent_kernel", "bias"))
+    h = c = np.zeros((5, 3), np.float32)
+    for t in range(4):
+        i, f, g, o = ((x[:, t] * inputs[n]) @ kernel[:, n] + (h * recurrent[n]) @ rec[:, n]
+                      + bias[n] for n in range(4))
+        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h = _sigmoid(o) * np.tanh(c)
+    np.testing.assert_allclose(np.asarray(y), h, atol=1e-5)
+
+    shared = _layer("lstm", units=3, dropout=0.3)  # without recurrent_dropout: one mask
+    assert shared.dropout_masks(key, 5, 2, jnp.float32)[0].shape == (5, 2)
+
+
+def test_an_orthogonal_bias_is_refused_before_training():
+    result = nntrain("validate", str(TINY_LSTM), "--set",
+                     "model.layers[0].lstm.bias_initializer=orthogonal")
+    assert result.exit_code == 2 and "orthogonal" in result.output

@@ -3,8 +3,10 @@ Keras's equations, weight layouts, gate orders and defaults. The inputs of every
 projected by the kernel in one matrix multiply before the time loop; the loop itself is a
 `lax.scan` over the steps.
 
-Dropout follows Keras: one mask per sequence for the inputs (`dropout`) and one for the
-carried output (`recurrent_dropout`), the same at every step.
+Dropout follows Keras: masks drawn once per sequence and used at every step, for the inputs
+(`dropout`) and for the carried output (`recurrent_dropout`). One mask serves every gate,
+except in an LSTM or GRU with `recurrent_dropout`, where (as in Keras, whose cell then switches
+to its `implementation=1`) each gate draws its own input and recurrent masks.
 """
 
 from __future__ import annotations
@@ -57,15 +59,31 @@ class Recurrent(Layer):
         shape = (input_shape[0], a.units) if a.return_sequences else (a.units,)
         return Built(params, {}, shape)
 
-    def input_projection(self, params, x):
+    def input_bias(self, params):
+        return params.get("bias")
+
+    def input_projection(self, params, x, mask):
         """Every step's kernel product (and input bias), for all steps at once."""
-        z = x @ params["kernel"]
-        return z + params["bias"] if "bias" in params else z
+        z = _project(x, mask, params["kernel"], time_axis=True)
+        bias = self.input_bias(params)
+        return z if bias is None else z + bias
 
     def step(self, params, carry, z, recurrent_mask):
         """One step: the new carry (its first part is the step's output) from the carry and
         the step's projected input."""
         raise NotImplementedError
+
+    def dropout_masks(self, rng, batch: int, features: int, dtype):
+        """The (input, recurrent) masks of a training call, each None without its dropout;
+        shaped (gates, batch, n) when every gate has its own (Keras's implementation 1)."""
+        a = self.args
+        per_gate = (self.gates,) if self.gates > 1 and a.recurrent_dropout > 0.0 else ()
+        masks = []
+        for i, (rate, size) in enumerate(((a.dropout, features),
+                                          (a.recurrent_dropout, a.units))):
+            masks.append(None if rate == 0.0 else _dropout_mask(
+                jax.random.fold_in(rng, i), rate, (*per_gate, batch, size), dtype))
+        return masks
 
     def call(self, params, state, x, *, training, rng, **_):
         a = self.args
@@ -73,18 +91,14 @@ class Recurrent(Layer):
         if a.go_backwards:  # Keras returns the outputs in this reversed order too
             x = jnp.flip(x, axis=1)
         batch = x.shape[0]
-        dropping = training and rng is not None
-        if dropping and a.dropout > 0.0:
-            mask = _dropout_mask(jax.random.fold_in(rng, 0), a.dropout,
-                                 (batch, x.shape[-1]), x.dtype)
-            x = x * mask[:, None, :]
-        z = self.input_projection(params, x)
+        input_mask = recurrent_mask = None
+        if training and rng is not None:
+            input_mask, recurrent_mask = self.dropout_masks(rng, batch, x.shape[-1], x.dtype)
+        z = self.input_projection(params, x, input_mask)
         h = jnp.zeros((batch, a.units), z.dtype)
         carry = (h, h) if self.carries_cell else h
-        recurrent_mask = None
-        if dropping and a.recurrent_dropout > 0.0:
-            recurrent_mask = _dropout_mask(jax.random.fold_in(rng, 1), a.recurrent_dropout,
-                                           (batch, a.units), z.dtype)
+        if recurrent_mask is not None:
+            recurrent_mask = recurrent_mask.astype(z.dtype)
 
         def scan_step(carry, z_t):
             carry = self.step(params, carry, z_t, recurrent_mask)
@@ -110,6 +124,22 @@ def _forget_bias_one(name: str, units: int):
     return init
 
 
+def _project(x, mask, kernel, time_axis: bool = False):
+    """`x @ kernel` with x masked first: by one mask (batch, n), or with gate g's block of
+    kernel columns seeing x masked by mask[g] when mask is (gates, batch, n)."""
+    if mask is None:
+        return x @ kernel
+    if mask.ndim == 2:
+        return x * (mask[:, None, :] if time_axis else mask) @ kernel
+    gates = mask.shape[0]
+    blocks = kernel.reshape(kernel.shape[0], gates, -1)
+    if time_axis:
+        z = jnp.einsum("btn,gbn,ngu->btgu", x, mask, blocks)
+    else:
+        z = jnp.einsum("bn,gbn,ngu->bgu", x, mask, blocks)
+    return z.reshape(*z.shape[:-2], -1)
+
+
 def _masked(h, mask):
     return h if mask is None else h * mask
 
@@ -120,7 +150,7 @@ class SimpleRNN(Recurrent):
 
     def step(self, params, h, z, recurrent_mask):
         return activations.get(self.args.activation)(
-            z + _masked(h, recurrent_mask) @ params["recurrent_kernel"])
+            z + _project(h, recurrent_mask, params["recurrent_kernel"]))
 
 
 @register("lstm")
@@ -134,7 +164,8 @@ class LSTM(Recurrent):
     def build(self, input_shape):
         built = super().build(input_shape)
         a = self.args
-        if a.use_bias and a.unit_forget_bias:
+        # (an orthogonal bias stays named, for the model's "needs 2 dimensions" message)
+        if a.use_bias and a.unit_forget_bias and a.bias_initializer != "orthogonal":
             bias = built.params["bias"]
             built.params["bias"] = Weight(bias.shape, _forget_bias_one(a.bias_initializer, a.units),
                                           regularizer=bias.regularizer, constraint=bias.constraint)
@@ -143,7 +174,7 @@ class LSTM(Recurrent):
     def step(self, params, carry, z, recurrent_mask):
         h, c = carry
         a = self.args
-        z = z + _masked(h, recurrent_mask) @ params["recurrent_kernel"]
+        z = z + _project(h, recurrent_mask, params["recurrent_kernel"])
         i, f, g, o = jnp.split(z, 4, axis=-1)
         gate, act = activations.get(a.recurrent_activation), activations.get(a.activation)
         c = gate(f) * c + gate(i) * act(g)
@@ -162,30 +193,30 @@ class GRU(Recurrent):
         columns = 3 * self.args.units
         return (2, columns) if self.args.reset_after else (columns,)
 
-    def input_projection(self, params, x):
-        z = x @ params["kernel"]
-        if "bias" not in params:
-            return z
-        return z + (params["bias"][0] if self.args.reset_after else params["bias"])
+    def input_bias(self, params):
+        bias = params.get("bias")
+        return bias[0] if bias is not None and self.args.reset_after else bias
 
     def step(self, params, h, x, recurrent_mask):
         a = self.args
         units = a.units
         gate, act = activations.get(a.recurrent_activation), activations.get(a.activation)
         kernel = params["recurrent_kernel"]
-        hm = _masked(h, recurrent_mask)
         x_z, x_r, x_h = jnp.split(x, 3, axis=-1)
         if a.reset_after:
-            inner = hm @ kernel
+            inner = _project(h, recurrent_mask, kernel)
             if "bias" in params:
                 inner = inner + params["bias"][1]
             r_z, r_r, r_h = jnp.split(inner, 3, axis=-1)
             z, r = gate(x_z + r_z), gate(x_r + r_r)
             hh = act(x_h + r * r_h)
         else:
-            r_z, r_r = jnp.split(hm @ kernel[:, :2 * units], 2, axis=-1)
+            per_gate = recurrent_mask is not None and recurrent_mask.ndim == 3
+            zr_mask = recurrent_mask[:2] if per_gate else recurrent_mask
+            h_mask = recurrent_mask[2] if per_gate else recurrent_mask
+            r_z, r_r = jnp.split(_project(h, zr_mask, kernel[:, :2 * units]), 2, axis=-1)
             z, r = gate(x_z + r_z), gate(x_r + r_r)
-            hh = act(x_h + (r * hm) @ kernel[:, 2 * units:])
+            hh = act(x_h + (r * _masked(h, h_mask)) @ kernel[:, 2 * units:])
         return z * h + (1.0 - z) * hh
 
 
