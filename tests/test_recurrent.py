@@ -208,10 +208,11 @@ def test_the_editor_schema_takes_every_form_the_loader_takes():
         return list(validator.iter_errors(config))
 
     for good in ({"lstm": 16}, {"bidirectional": {"lstm": 8}},
+                 {"bidirectional": {"lstm": 8, "merge_mode": "sum", "name": "both_ways"}},
                  {"bidirectional": {"gru": {"units": 8, "return_sequences": True}}},
                  {"bidirectional": {"layer": {"simple_rnn": 8}, "merge_mode": "sum"}}):
         assert not errors(good), good
-    for bad in ({"bidirectional": {"dense": 8}}, {"lstm": {"units": 8, "forget_bias": 1.0}},
+    for bad in ({"lstm": {"units": 8, "forget_bias": 1.0}},
                 {"bidirectional": {"layer": {"gru": 8}, "merge_mode": "avg"}}):
         assert errors(bad), bad
 
@@ -252,3 +253,26 @@ def test_an_orthogonal_bias_is_refused_before_training():
     result = nntrain("validate", str(TINY_LSTM), "--set",
                      "model.layers[0].lstm.bias_initializer=orthogonal")
     assert result.exit_code == 2 and "orthogonal" in result.output
+
+
+def test_bidirectional_short_form_takes_its_own_keys_beside_the_layer(tmp_path):
+    config = tmp_path / "bi.yaml"
+    text = TINY_LSTM.read_text().replace(
+        "    - lstm: {units: 16, return_sequences: true}\n",
+        "    - bidirectional:\n        lstm:\n          unit: 16\n")
+    config.write_text(text)
+    typo = nntrain("validate", str(config))
+    assert typo.exit_code == 2
+    # the place as the file has it: no `layer` step the short form leaves out
+    assert "bi.yaml:14:11: " in typo.output  # the `unit:` line
+    assert "lstm.unit: unknown key 'unit'" in typo.output and ".layer." not in typo.output
+    config.write_text(text.replace("unit: 16", "units: 16\n          return_sequences: true"))
+    for extra in ("model.layers[0].bidirectional.merge_mode=sum",
+                  "model.layers[0].bidirectional.name=both_ways"):
+        result = nntrain("validate", str(config), "--set", extra)
+        assert result.exit_code == 0, result.output
+    inner = nntrain("validate", str(config), "--set",
+                    "model.layers[0].bidirectional.lstm.activity_regularizer=l2")
+    assert inner.exit_code == 2
+    assert "activity_regularizer of the wrapped layer: give it to bidirectional itself" \
+        in inner.output

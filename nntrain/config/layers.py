@@ -428,14 +428,25 @@ class BidirectionalArgs(LayerArgs):
     @model_validator(mode="before")
     @classmethod
     def _short_form(cls, value: object) -> object:
-        if isinstance(value, dict) and len(value) == 1 \
-                and next(iter(value)) not in cls.model_fields:
-            return {"layer": value}
+        """`{lstm: 64, merge_mode: sum}`: the keys that are not bidirectional's own are the
+        wrapped layer's entry."""
+        if isinstance(value, dict) and "layer" not in value:
+            wrapped = {k: v for k, v in value.items() if k not in cls.model_fields}
+            if wrapped:
+                return {**{k: v for k, v in value.items() if k in cls.model_fields},
+                        "layer": wrapped}
         return value
 
     @model_validator(mode="after")
     def _forwards(self) -> BidirectionalArgs:
-        if next(iter(self.layer.model_dump().values()))["go_backwards"]:
+        wrapped = next(iter(self.layer.model_dump().values()))
+        if wrapped["go_backwards"]:
             raise ValueError("the wrapped layer has go_backwards: true; bidirectional reads "
                              "the sequence both ways itself: leave go_backwards out")
+        misplaced = [k for k in ("name", "inputs", "activity_regularizer")
+                     if wrapped[k] is not None]
+        if misplaced:
+            raise ValueError(f"{' and '.join(misplaced)} of the wrapped layer: give "
+                             f"{'them' if len(misplaced) > 1 else 'it'} to bidirectional "
+                             "itself, beside merge_mode")
         return self

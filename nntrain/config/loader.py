@@ -499,6 +499,8 @@ def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
             continue  # a discriminated entry repeats its tag: dense.dense.units
         elif isinstance(node, dict) and node.get("type") == part:
             continue  # a union told apart by its `type:` value (search parameters)
+        elif part == "layer" and out and out[-1] == "bidirectional" and isinstance(node, dict):
+            continue  # bidirectional's short form, {lstm: 64}: no `layer:` in the file
         else:
             node = None
             out.append(part)
