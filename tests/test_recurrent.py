@@ -265,7 +265,8 @@ def test_bidirectional_short_form_takes_its_own_keys_beside_the_layer(tmp_path):
     assert typo.exit_code == 2
     # the place as the file has it: no `layer` step the short form leaves out
     assert "bi.yaml:14:11: " in typo.output  # the `unit:` line
-    assert "lstm.unit: unknown key 'unit'" in typo.output and ".layer." not in typo.output
+    assert "lstm.unit: unknown key 'unit'; did you mean 'units'?" in typo.output
+    assert ".layer." not in typo.output
     config.write_text(text.replace("unit: 16", "units: 16\n          return_sequences: true"))
     for extra in ("model.layers[0].bidirectional.merge_mode=sum",
                   "model.layers[0].bidirectional.name=both_ways"):

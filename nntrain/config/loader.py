@@ -530,7 +530,12 @@ def _step(tp: Any, part: str | int) -> Any:
     tp = _unwrap(tp)
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         field = tp.model_fields.get(part) if isinstance(part, str) else None
-        return field.annotation if field else None
+        if field is not None:
+            return field.annotation
+        # a key of the main argument's entry written in its place (bidirectional: {lstm: ..})
+        positional = getattr(tp, "positional", None)
+        main = tp.model_fields.get(positional) if positional else None
+        return _step(main.annotation, part) if main is not None else None
     origin, args = get_origin(tp), get_args(tp)
     if origin is list:
         return args[0] if isinstance(part, int) else None
