@@ -64,6 +64,7 @@ class Model:
                 self._add_regularization(node, declared.get(node.name, {}))
             except ShapeError as e:
                 problems.append(e)
+        self.mask_origins = self._time_masks(problems)
         if problems:
             raise ShapeErrors(sorted(problems, key=lambda e: -1 if e.node_index is None
                                      else e.node_index))
@@ -94,6 +95,40 @@ class Model:
             if weight.constraint is not None:
                 _check_axes(weight, name, node)
                 self.constraints[node.name, name] = regularizers.constraint(weight.constraint)
+
+    def _time_masks(self, problems: list[ShapeError]) -> dict[str, str]:
+        """The nodes whose outputs carry a mask over their steps, as Keras passes it on from an
+        embedding's mask_zero: node -> the embedding it comes from. A layer that cannot take
+        the mask, or an output that still has it, is a problem: Keras would drop the mask
+        with a warning, or leave the masked steps out of the loss, which nntrain does not."""
+        origins: dict[str, str] = {}
+        for node in self.graph.nodes:
+            layer = self.layers[node.name]
+            if _makes_time_mask(layer):
+                origins[node.name] = node.name
+                continue
+            masked = [origins[s] for s in node.inputs if s in origins]
+            if not masked:
+                continue
+            where = f"layer '{node.name}' ({node.type})"
+            mode = getattr(layer, "time_mask_mode", "drops")
+            if getattr(layer, "multi_input", False) or mode == "drops":
+                problems.append(ShapeError(
+                    f"{where} cannot take the mask that mask_zero on embedding "
+                    f"'{masked[0]}' puts on padded steps: put a recurrent layer (lstm, gru, "
+                    "simple_rnn, bidirectional) or global_average_pooling1d before it, or "
+                    "drop mask_zero", node.index))
+            elif mode == "keeps" or layer.keeps_time_mask():
+                origins[node.name] = masked[0]
+        for name in self.graph.outputs:
+            if name in origins:
+                node = next(n for n in self.graph.nodes if n.name == name)
+                problems.append(ShapeError(
+                    f"output '{name}' still has the mask that mask_zero on embedding "
+                    f"'{origins[name]}' puts on padded steps, and a loss over masked steps is "
+                    "not supported yet: end with a recurrent layer without return_sequences, "
+                    "or global_average_pooling1d", node.index))
+        return origins
 
     @property
     def input_names(self) -> list[str]:
@@ -173,6 +208,7 @@ class Model:
         }
         new_state: dict[str, Any] = {}
         logits: dict[str, jax.Array] = {}
+        time_masks: dict[str, jax.Array] = {}  # mask_zero's: True for the real steps
         mixed = self.compute_dtype != "float32"
         for i, node in enumerate(self.graph.nodes):
             if node.name == until:
@@ -186,6 +222,12 @@ class Model:
                 p, x = _cast(p, self.compute_dtype), _cast(x, self.compute_dtype)
                 s_dtypes = jax.tree.map(lambda v: v.dtype, s)
             extra = {"mask": mask} if getattr(layer, "uses_mask", False) else {}
+            time_mask = time_masks.get(node.inputs[0]) if node.name in self.mask_origins \
+                or getattr(layer, "time_mask_mode", None) == "uses" else None
+            if time_mask is not None and layer.time_mask_mode == "uses":
+                extra["time_mask"] = time_mask
+            if _makes_time_mask(layer):
+                time_mask = x.astype(jnp.int32) != 0  # id 0 is padding
             with _user_code(node, "apply"):
                 if node.name in logits_for and getattr(layer, "activation", None) in FUSABLE:
                     pre, s = layer.call(p, s, x, training=training, rng=layer_rng, **extra)
@@ -200,6 +242,8 @@ class Model:
                     f"shape {tuple(y.shape[1:])}, its init said {self.node_shapes[node.name]}",
                     "make init return the shape apply gives (without the batch axis)")
             values[node.name] = y
+            if time_mask is not None and node.name in self.mask_origins:
+                time_masks[node.name] = time_mask
             if activity is not None and node.name in self.activity_penalties:
                 activity.append(_activity_penalty(self.activity_penalties[node.name], y, mask))
             if s:
@@ -266,6 +310,10 @@ class Model:
     @property
     def non_trainable_count(self) -> int:
         return sum(info.non_trainable for info in self._infos)
+
+
+def _makes_time_mask(layer: Any) -> bool:
+    return bool(getattr(layer, "makes_time_mask", lambda: False)())
 
 
 def _as_input(x: jax.Array, dtype: str) -> jax.Array:

@@ -365,6 +365,8 @@ class EmbeddingArgs(LayerArgs):
     embeddings_initializer: InitializerName | Literal["uniform"] = "uniform"
     embeddings_regularizer: Regularizer | None = None
     embeddings_constraint: Constraint | None = None
+    # id 0 is padding: the layers after it skip those steps (input_dim counts it: vocabulary + 1)
+    mask_zero: bool = False
 
 
 # -- recurrent -------------------------------------------------------------------------------

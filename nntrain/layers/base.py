@@ -97,6 +97,17 @@ class Layer:
     # layers whose training statistics must skip the padding rows of the last batch
     # (batch_normalization) receive `mask`: 1.0 for real examples, 0.0 for padding
     uses_mask: ClassVar[bool] = False
+    # Keras's mask over a sequence's steps (an embedding's mask_zero marks padding, id 0):
+    # "keeps" passes its input's mask on (the layer works step by step), "uses" receives it
+    # as `time_mask` (and `keeps_time_mask` says whether its output still has it), "drops"
+    # cannot take one (the model refuses such a config rather than lose the mask)
+    time_mask_mode: ClassVar[str] = "drops"
+
+    def makes_time_mask(self) -> bool:
+        return False
+
+    def keeps_time_mask(self) -> bool:
+        return self.time_mask_mode == "keeps"
 
     def __init__(self, args: LayerArgs) -> None:
         self.args = args

@@ -12,6 +12,8 @@ from nntrain.lazy import jax, jnp
 class Dense(Layer):
     """`activation(x @ kernel + bias)` on the last axis."""
 
+    time_mask_mode = "keeps"
+
     def build(self, input_shape):
         a = self.args
         params = {"kernel": Weight((input_shape[-1], a.units), a.kernel_initializer,
@@ -40,6 +42,8 @@ class Flatten(Layer):
 
 @register("activation")
 class Activation(Layer):
+    time_mask_mode = "keeps"
+
     def call(self, params, state, x, *, training, rng, **_):
         return x, state
 
@@ -47,6 +51,8 @@ class Activation(Layer):
 @register("dropout")
 class Dropout(Layer):
     """Inverted dropout: a fresh mask each training step from the step's key."""
+
+    time_mask_mode = "keeps"
 
     def call(self, params, state, x, *, training, rng, **_):
         rate = self.args.rate
@@ -58,6 +64,8 @@ class Dropout(Layer):
 
 @register("rescaling")
 class Rescaling(Layer):
+    time_mask_mode = "keeps"
+
     def call(self, params, state, x, *, training, rng, **_):
         return x.astype(jnp.float32) * self.args.scale + self.args.offset, state
 

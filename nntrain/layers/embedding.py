@@ -19,5 +19,8 @@ class Embedding(Layer):
                        constraint=a.embeddings_constraint)
         return Built({"embeddings": table}, {}, (*input_shape, a.output_dim))
 
+    def makes_time_mask(self) -> bool:
+        return self.args.mask_zero
+
     def call(self, params, state, x, *, training, rng, **_):
         return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0), state

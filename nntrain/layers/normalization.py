@@ -159,6 +159,8 @@ class LayerNormalization(Layer):
     """Normalizes each example over `axis`: no batch statistics, so training and inference
     compute the same thing."""
 
+    time_mask_mode = "keeps"
+
     def build(self, input_shape):
         kept = resolve_axes(self.args.axis, input_shape)
         return Built(_scale_and_center(self.args, tuple(input_shape[i] for i in kept)), {},

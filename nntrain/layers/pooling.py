@@ -116,7 +116,23 @@ class AveragePooling2D(AveragePool):
 
 @register("global_average_pooling1d")
 class GlobalAveragePooling1D(GlobalPool):
+    """With a time mask (an embedding's mask_zero), the mean of the unmasked steps, as in
+    Keras; a sequence with none gives zeros (Keras: NaN), as the last batch's padding rows do."""
+
     rank, reduce = 1, "mean"
+    time_mask_mode = "uses"
+
+    def keeps_time_mask(self) -> bool:
+        return False
+
+    def call(self, params, state, x, *, training, rng, time_mask=None, **kwargs):
+        if time_mask is None:
+            return super().call(params, state, x, training=training, rng=rng, **kwargs)
+        x = as_float(x)
+        weights = time_mask[:, :, None].astype(x.dtype)
+        total = jnp.sum(x * weights, axis=1, keepdims=self.args.keepdims)
+        count = jnp.sum(weights, axis=1, keepdims=self.args.keepdims)
+        return total / jnp.maximum(count, 1.0), state
 
 
 @register("global_average_pooling2d")

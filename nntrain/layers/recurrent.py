@@ -29,6 +29,10 @@ class Recurrent(Layer):
 
     gates: ClassVar[int] = 1  # blocks of `units` columns in the kernels
     carries_cell: ClassVar[bool] = False  # LSTM carries (h, c)
+    time_mask_mode = "uses"  # masked steps leave the carry as it was
+
+    def keeps_time_mask(self) -> bool:
+        return self.args.return_sequences
 
     @property
     def activation(self) -> None:
@@ -85,11 +89,16 @@ class Recurrent(Layer):
                 jax.random.fold_in(rng, i), rate, (*per_gate, batch, size), dtype))
         return masks
 
-    def call(self, params, state, x, *, training, rng, **_):
+    def call(self, params, state, x, *, training, rng, time_mask=None,
+             zero_masked_outputs: bool = False, **_):
+        """With `time_mask`, a masked step leaves the carry as it was and outputs the last
+        step's output again (zeros with `zero_masked_outputs`, as Keras's Bidirectional
+        asks of the layers it wraps)."""
         a = self.args
         x = as_float(x)
         if a.go_backwards:  # Keras returns the outputs in this reversed order too
             x = jnp.flip(x, axis=1)
+            time_mask = None if time_mask is None else jnp.flip(time_mask, axis=1)
         batch = x.shape[0]
         input_mask = recurrent_mask = None
         if training and rng is not None:
@@ -100,13 +109,20 @@ class Recurrent(Layer):
         if recurrent_mask is not None:
             recurrent_mask = recurrent_mask.astype(z.dtype)
 
-        def scan_step(carry, z_t):
-            carry = self.step(params, carry, z_t, recurrent_mask)
-            h = carry[0] if self.carries_cell else carry
-            return carry, (h if a.return_sequences else None)
+        def scan_step(carry, step):
+            z_t, m_t = step
+            new = self.step(params, carry, z_t, recurrent_mask)
+            if m_t is not None:
+                new = jax.tree.map(lambda n, o: jnp.where(m_t[:, None], n, o), new, carry)
+            h = new[0] if self.carries_cell else new
+            if not a.return_sequences:
+                return new, None
+            return new, (h if m_t is None or not zero_masked_outputs
+                         else jnp.where(m_t[:, None], h, 0.0))
 
-        carry, outputs = jax.lax.scan(scan_step, carry, jnp.swapaxes(z, 0, 1),
-                                      unroll=bool(a.unroll))
+        steps = (jnp.swapaxes(z, 0, 1),
+                 None if time_mask is None else jnp.swapaxes(time_mask.astype(bool), 0, 1))
+        carry, outputs = jax.lax.scan(scan_step, carry, steps, unroll=bool(a.unroll))
         if a.return_sequences:
             return jnp.swapaxes(outputs, 0, 1), state
         return (carry[0] if self.carries_cell else carry), state
@@ -233,9 +249,14 @@ class Bidirectional(Layer):
         self.forward = kind(inner)
         self.backward = kind(inner.model_copy(update={"go_backwards": not inner.go_backwards}))
 
+    time_mask_mode = "uses"
+
     @property
     def activation(self) -> None:
         return None
+
+    def keeps_time_mask(self) -> bool:
+        return self.forward.args.return_sequences
 
     def build(self, input_shape):
         forward, backward = self.forward.build(input_shape), self.backward.build(input_shape)
@@ -246,13 +267,14 @@ class Bidirectional(Layer):
             shape = (*shape[:-1], 2 * shape[-1])
         return Built(params, {}, shape)
 
-    def call(self, params, state, x, *, training, rng, **_):
+    def call(self, params, state, x, *, training, rng, time_mask=None, **_):
         outputs = []
         for i, (prefix, layer) in enumerate((("forward_", self.forward),
                                              ("backward_", self.backward))):
             own = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
             y, _ = layer.call(own, {}, x, training=training,
-                              rng=None if rng is None else jax.random.fold_in(rng, i))
+                              rng=None if rng is None else jax.random.fold_in(rng, i),
+                              time_mask=time_mask, zero_masked_outputs=True)
             outputs.append(y)
         forward, backward = outputs
         if self.forward.args.return_sequences:
