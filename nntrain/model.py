@@ -111,14 +111,14 @@ class Model:
             if not masked:
                 continue
             where = f"layer '{node.name}' ({node.type})"
-            mode = getattr(layer, "time_mask_mode", "drops")
-            if getattr(layer, "multi_input", False) or mode == "drops":
+            mode = getattr(layer, "time_mask_mode", "drops")  # a user's class may say too
+            if getattr(layer, "multi_input", False) or mode not in ("keeps", "uses"):
                 problems.append(ShapeError(
                     f"{where} cannot take the mask that mask_zero on embedding "
                     f"'{masked[0]}' puts on padded steps: put a recurrent layer (lstm, gru, "
                     "simple_rnn, bidirectional) or global_average_pooling1d before it, or "
                     "drop mask_zero", node.index))
-            elif mode == "keeps" or layer.keeps_time_mask():
+            elif mode == "keeps" or getattr(layer, "keeps_time_mask", lambda: False)():
                 origins[node.name] = masked[0]
         for name in self.graph.outputs:
             if name in origins:
@@ -224,7 +224,7 @@ class Model:
             extra = {"mask": mask} if getattr(layer, "uses_mask", False) else {}
             time_mask = time_masks.get(node.inputs[0]) if node.name in self.mask_origins \
                 or getattr(layer, "time_mask_mode", None) == "uses" else None
-            if time_mask is not None and layer.time_mask_mode == "uses":
+            if time_mask is not None and getattr(layer, "time_mask_mode", None) == "uses":
                 extra["time_mask"] = time_mask
             if _makes_time_mask(layer):
                 time_mask = x.astype(jnp.int32) != 0  # id 0 is padding

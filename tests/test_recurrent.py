@@ -367,3 +367,19 @@ def test_fit_a_padded_sequence_classifier_from_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs" / "padded").iterdir()
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.9
+
+
+def test_a_users_layer_may_take_the_mask(tmp_path):
+    """A `module:Class` layer that says `time_mask_mode = "uses"` receives `time_mask`."""
+    (tmp_path / "pooling.py").write_text(
+        "import jax.numpy as jnp\n\n\n"
+        "class MaskedSum:\n"
+        "    time_mask_mode = 'uses'\n\n"
+        "    def __init__(self, args):\n        self.args = args\n\n"
+        "    def init(self, rng, input_shape):\n        return {}, {}, input_shape[-1:]\n\n"
+        "    def apply(self, params, state, x, *, training=False, rng=None, time_mask=None):\n"
+        "        return jnp.sum(x * time_mask[:, :, None], axis=1), state\n")
+    config = _masked_config(tmp_path, ["pooling:MaskedSum", {"dense": 2}])
+    result = nntrain("summary", str(config))
+    assert result.exit_code == 0, result.output
+    assert "MaskedSum" in result.output
