@@ -16,23 +16,24 @@ import nntrain
 from nntrain.errors import TrainingFailed, UserError
 
 
-def _unlabelled_flags(params: list) -> list:
+class _UnlabelledFlags:
     """A flag takes no value, so its help shows no type: typer labels every boolean option,
     its own --help and --install-completion too, `<bool>`."""
-    for param in params:
-        if getattr(param, "is_flag", False) and param.metavar is None:
-            param.metavar = ""
-    return params
 
-
-class _Command(TyperCommand):
     def get_params(self, ctx):
-        return _unlabelled_flags(super().get_params(ctx))
+        params = super().get_params(ctx)
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
 
 
-class _Group(TyperGroup):
-    def get_params(self, ctx):
-        return _unlabelled_flags(super().get_params(ctx))
+class _Command(_UnlabelledFlags, TyperCommand):
+    pass
+
+
+class _Group(_UnlabelledFlags, TyperGroup):
+    pass
 
 
 app = typer.Typer(

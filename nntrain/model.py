@@ -222,8 +222,8 @@ class Model:
                 p, x = _cast(p, self.compute_dtype), _cast(x, self.compute_dtype)
                 s_dtypes = jax.tree.map(lambda v: v.dtype, s)
             extra = {"mask": mask} if getattr(layer, "uses_mask", False) else {}
-            time_mask = time_masks.get(node.inputs[0]) if node.name in self.mask_origins \
-                or getattr(layer, "time_mask_mode", None) == "uses" else None
+            # (_time_masks saw to it that a masked input is a single layer's only one)
+            time_mask = time_masks.get(node.inputs[0])
             if time_mask is not None and getattr(layer, "time_mask_mode", None) == "uses":
                 extra["time_mask"] = time_mask
             if _makes_time_mask(layer):
