@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -112,14 +113,17 @@ class Model:
                 continue
             where = f"layer '{node.name}' ({node.type})"
             mode = getattr(layer, "time_mask_mode", "drops")  # a user's class may say too
-            if getattr(layer, "multi_input", False) or mode not in ("keeps", "uses"):
+            if mode not in ("keeps", "uses"):
                 problems.append(ShapeError(
                     f"{where} cannot take the mask that mask_zero on embedding "
                     f"'{masked[0]}' puts on padded steps: put a recurrent layer (lstm, gru, "
                     "simple_rnn, bidirectional) or global_average_pooling1d before it, or "
                     "drop mask_zero", node.index))
-            elif mode == "keeps" or getattr(layer, "keeps_time_mask", lambda: False)():
+            elif mode == "keeps":  # merges: the steps every masked input keeps
                 origins[node.name] = masked[0]
+            elif getattr(layer, "keeps_time_mask", lambda: False)() \
+                    and node.inputs[0] in origins:  # the first input's (attention: the query's)
+                origins[node.name] = origins[node.inputs[0]]
         for name in self.graph.outputs:
             if name in origins:
                 node = next(n for n in self.graph.nodes if n.name == name)
@@ -222,12 +226,18 @@ class Model:
                 p, x = _cast(p, self.compute_dtype), _cast(x, self.compute_dtype)
                 s_dtypes = jax.tree.map(lambda v: v.dtype, s)
             extra = {"mask": mask} if getattr(layer, "uses_mask", False) else {}
-            # (_time_masks saw to it that a masked input is a single layer's only one)
-            time_mask = time_masks.get(node.inputs[0])
-            if time_mask is not None and getattr(layer, "time_mask_mode", None) == "uses":
-                extra["time_mask"] = time_mask
+            in_masks = [time_masks.get(s) for s in node.inputs]
+            mode = getattr(layer, "time_mask_mode", None)
+            if mode == "uses" and any(m is not None for m in in_masks):
+                # a layer of several inputs gets one mask (or None) for each
+                extra["time_mask"] = in_masks if isinstance(x, list) else in_masks[0]
             if _makes_time_mask(layer):
                 time_mask = x.astype(jnp.int32) != 0  # id 0 is padding
+            elif mode == "keeps":  # (several masks: a merge keeps the steps all of them keep)
+                present = [m for m in in_masks if m is not None]
+                time_mask = functools.reduce(jnp.logical_and, present) if present else None
+            else:
+                time_mask = in_masks[0]
             with _user_code(node, "apply"):
                 if node.name in logits_for and getattr(layer, "activation", None) in FUSABLE:
                     pre, s = layer.call(p, s, x, training=training, rng=layer_rng, **extra)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from clirunner import nntrain
+from padded import fit_token_seven_task
 
 from nntrain.config.layers import LAYERS
 from nntrain.layers import LAYER_TYPES
@@ -345,28 +346,7 @@ def test_a_mask_that_would_be_lost_is_refused(tmp_path):
 
 def test_fit_a_padded_sequence_classifier_from_the_cli(tmp_path):
     """Variable-length sequences padded with 0: is token 7 anywhere in the sequence?"""
-    import yaml
-
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 9, 600)
-    ids = rng.integers(1, 10, (600, 8)) * (np.arange(8) < lengths[:, None])
-    np.savez(tmp_path / "seq.npz", x=ids.astype(np.int32), y=(ids == 7).any(1).astype(np.int32))
-    config = {"name": "padded", "data": {"train": "seq.npz", "validation": {"last": 100},
-                                         "test": {"last": 100}},
-              "model": {"inputs": {"x": {"shape": [8], "dtype": "int32"}},
-                        "layers": [{"embedding": {"inputs": "x", "input_dim": 10,
-                                                  "output_dim": 8, "mask_zero": True}},
-                                   {"gru": 16}, {"dense": {"units": 1, "activation": "sigmoid",
-                                                           "name": "y"}}]},
-              "compile": {"loss": "binary_crossentropy", "optimizer": {"adam": 0.02},
-                          "metrics": ["accuracy"]},
-              "fit": {"epochs": 12, "batch_size": 32}}
-    (tmp_path / "padded.yaml").write_text(yaml.safe_dump(config))
-    result = nntrain("fit", str(tmp_path / "padded.yaml"), "-q", "--runs-dir",
-                     str(tmp_path / "runs"))
-    assert result.exit_code == 0, result.output
-    (run,) = (tmp_path / "runs" / "padded").iterdir()
-    assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.9
+    assert fit_token_seven_task(tmp_path, [{"gru": 16}], learning_rate=0.02, epochs=12) > 0.9
 
 
 def test_a_users_layer_may_take_the_mask(tmp_path):

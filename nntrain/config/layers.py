@@ -369,6 +369,15 @@ class EmbeddingArgs(LayerArgs):
     mask_zero: bool = False
 
 
+@LAYERS.register("position_embedding")
+class PositionEmbeddingArgs(LayerArgs):
+    """KerasHub's PositionEmbedding: one trained vector per position, up to sequence_length."""
+
+    positional = "sequence_length"
+    sequence_length: PositiveInt
+    initializer: InitializerName = "glorot_uniform"
+
+
 # -- recurrent -------------------------------------------------------------------------------
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -452,3 +461,23 @@ class BidirectionalArgs(LayerArgs):
                              f"{'them' if len(misplaced) > 1 else 'it'} to bidirectional "
                              "itself, beside merge_mode")
         return self
+
+
+# -- attention -------------------------------------------------------------------------------
+@LAYERS.register("multi_head_attention")
+class MultiHeadAttentionArgs(KernelArgs):
+    """Keras's MultiHeadAttention over (steps, features) sequences. One input attends to
+    itself; `inputs: [query, value]` or `[query, value, key]` attend across. Keras's call
+    arguments `use_causal_mask` (each step sees itself and the steps before it) and
+    `sliding_window` are arguments here."""
+
+    num_heads: PositiveInt
+    key_dim: PositiveInt  # per head, for the query and the key
+    value_dim: PositiveInt | None = None  # per head; key_dim if not given
+    dropout: Rate = 0.0  # of the attention weights, while training
+    use_bias: bool = True
+    output_shape: PositiveInt | None = None  # features out; the query's if not given
+    use_causal_mask: bool = False
+    sliding_window: PositiveInt | None = None  # each step sees the steps fewer than this away
+    kernel_initializer: InitializerName = "glorot_uniform"
+    bias_initializer: InitializerName = "zeros"

@@ -1,6 +1,7 @@
 """Layer implementations, registered by the names configs use."""
 
 from nntrain.layers import (  # noqa: F401  (registers the layers)
+    attention,
     conv,
     core,
     embedding,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nntrain.layers.base import Built, Layer, Weight, register
+from nntrain.layers.base import Built, Layer, ShapeError, Weight, register
 from nntrain.lazy import jnp
 
 
@@ -24,3 +24,28 @@ class Embedding(Layer):
 
     def call(self, params, state, x, *, training, rng, **_):
         return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0), state
+
+
+@register("position_embedding")
+class PositionEmbedding(Layer):
+    """KerasHub's PositionEmbedding: a trained vector per position, `embeddings[:steps]`
+    broadcast over the batch, of the input's shape (steps, features). Add it to the input
+    (`add: {inputs: [tokens, positions]}`) to tell attention where each step is."""
+
+    # the output does not depend on the input's values, so it has no mask of its own (as in
+    # Keras); adding it to a masked input keeps that input's mask
+    time_mask_mode = "uses"
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ShapeError(f"it takes sequences, (steps, features); got {tuple(input_shape)}")
+        steps, features = input_shape
+        if steps > self.args.sequence_length:
+            raise ShapeError(f"the input has {steps} steps, more than sequence_length "
+                             f"{self.args.sequence_length}: raise sequence_length to {steps}")
+        table = Weight((self.args.sequence_length, features), self.args.initializer)
+        return Built({"embeddings": table}, {}, tuple(input_shape))
+
+    def call(self, params, state, x, *, training, rng, **_):
+        table = params["embeddings"][: x.shape[1]]
+        return jnp.broadcast_to(table, (x.shape[0], *table.shape)), state

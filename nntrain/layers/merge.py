@@ -27,6 +27,12 @@ class Concatenate(Layer):
 
     multi_input = True
 
+    @property
+    def time_mask_mode(self) -> str:
+        # joining features step by step keeps mask_zero's masks (the steps all of them keep);
+        # joining along the steps would need the masks joined too
+        return "keeps" if self.args.axis == -1 else "drops"
+
     def _axis(self, shapes: list[Shape]) -> int:
         _check_count(self, shapes)
         if len({len(s) for s in shapes}) > 1:
@@ -55,6 +61,7 @@ class ElementWise(Layer):
 
     multi_input = True
     arity: int | None = None  # None: any number from 2
+    time_mask_mode = "keeps"  # mask_zero's masks: the steps all of them keep, as Keras
 
     def output_shape(self, input_shape):
         shapes = [tuple(s) for s in input_shape]

@@ -1,0 +1,118 @@
+"""Keras's MultiHeadAttention over (steps, features) sequences: its weight layouts, query
+scaling, masks and dropout of the attention weights."""
+
+from __future__ import annotations
+
+import math
+
+from nntrain.layers.base import Built, Layer, ShapeError, Weight, as_float, register
+from nntrain.lazy import jax, jnp
+
+
+@register("multi_head_attention")
+class MultiHeadAttention(Layer):
+    """Inputs `[query]` (self-attention), `[query, value]` or `[query, value, key]`, each
+    (steps, features). Weights as Keras names them: `query_kernel` (features, heads,
+    key_dim), `key_kernel`, `value_kernel` (features, heads, value_dim),
+    `attention_output_kernel` (heads, value_dim, features out), and a bias for each. The
+    output has the query's steps and its features (or `output_shape`)."""
+
+    multi_input = True
+    # mask_zero's masks: padded keys get no attention; the output keeps the query's mask
+    time_mask_mode = "uses"
+
+    def keeps_time_mask(self) -> bool:
+        return True
+
+    @property
+    def activation(self) -> None:
+        return None
+
+    @property
+    def value_dim(self) -> int:
+        return self.args.value_dim or self.args.key_dim
+
+    def build(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        if not 1 <= len(shapes) <= 3:
+            raise ShapeError(f"takes 1 to 3 inputs ([query], [query, value] or [query, value, "
+                             f"key]), got {len(shapes)}")
+        for role, shape in zip(("query", "value", "key"), shapes, strict=False):
+            if len(shape) != 2:
+                raise ShapeError(f"the {role} must be a sequence, (steps, features); got "
+                                 f"{shape}")
+        query, value = shapes[0], shapes[min(1, len(shapes) - 1)]
+        key = shapes[2] if len(shapes) == 3 else value
+        if key[0] != value[0]:
+            raise ShapeError(f"the key has {key[0]} steps, the value {value[0]}: they must "
+                             "have the same number")
+        a, heads = self.args, self.args.num_heads
+        out = a.output_shape or query[-1]
+
+        def weights(name: str, kernel: tuple[int, ...], bias: tuple[int, ...]) -> dict:
+            made = {f"{name}_kernel": Weight(kernel, a.kernel_initializer,
+                                             regularizer=a.kernel_regularizer,
+                                             constraint=a.kernel_constraint)}
+            if a.use_bias:
+                made[f"{name}_bias"] = Weight(bias, a.bias_initializer,
+                                              regularizer=a.bias_regularizer,
+                                              constraint=a.bias_constraint)
+            return made
+
+        params = {**weights("query", (query[-1], heads, a.key_dim), (heads, a.key_dim)),
+                  **weights("key", (key[-1], heads, a.key_dim), (heads, a.key_dim)),
+                  **weights("value", (value[-1], heads, self.value_dim),
+                            (heads, self.value_dim)),
+                  **weights("attention_output", (heads, self.value_dim, out), (out,))}
+        return Built(params, {}, (query[0], out))
+
+    def call(self, params, state, x, *, training, rng, time_mask=None, **_):
+        x = [as_float(v) for v in x]
+        query, value = x[0], x[min(1, len(x) - 1)]
+        key = x[2] if len(x) == 3 else value
+        masks = list(time_mask) if isinstance(time_mask, list | tuple) else [time_mask]
+        masks += [None] * (len(x) - len(masks))
+
+        def project(name: str, v: jax.Array) -> jax.Array:
+            y = jnp.einsum("btf,fnh->btnh", v, params[f"{name}_kernel"])
+            return y + params[f"{name}_bias"] if f"{name}_bias" in params else y
+
+        q = project("query", query) * (1.0 / math.sqrt(self.args.key_dim))
+        k, v = project("key", key), project("value", value)
+        scores = jnp.einsum("bsnh,btnh->bnts", k, q)  # (batch, heads, query step, key step)
+        allowed = self._allowed(query.shape[1], key.shape[1], masks, len(x))
+        if allowed is not None:
+            # as Keras: a fully masked row (a padded query step) attends evenly to all
+            scores = jnp.where(allowed[:, None], scores, jnp.finfo(scores.dtype).min / 2)
+        weights = jax.nn.softmax(scores, axis=-1)
+        rate = self.args.dropout
+        if training and rate > 0.0 and rng is not None:
+            keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+            weights = jnp.where(keep, weights / (1.0 - rate), 0.0)
+        attended = jnp.einsum("bnts,bsnh->btnh", weights, v)
+        y = jnp.einsum("btnh,nho->bto", attended, params["attention_output_kernel"])
+        if "attention_output_bias" in params:
+            y = y + params["attention_output_bias"]
+        return y, state
+
+    def _allowed(self, steps: int, key_steps: int, masks: list, count: int):
+        """Which key steps each query step may attend to, (batch or 1, steps, key steps):
+        Keras's AND of the query's, value's and key's masks, the causal mask and the
+        sliding window; None when nothing is masked."""
+        query_mask, value_mask = masks[0], masks[1] if count > 1 else masks[0]
+        key_mask = masks[2] if count == 3 else None
+        parts = []
+        if query_mask is not None:
+            parts.append(query_mask[:, :, None])
+        parts += [m[:, None, :] for m in (value_mask, key_mask) if m is not None]
+        rows, cols = jnp.arange(steps)[:, None], jnp.arange(key_steps)[None, :]
+        if self.args.use_causal_mask:
+            parts.append((rows >= cols)[None])
+        if self.args.sliding_window is not None:
+            parts.append((jnp.abs(rows - cols) < self.args.sliding_window)[None])
+        if not parts:
+            return None
+        allowed = parts[0]
+        for part in parts[1:]:
+            allowed = allowed & part
+        return allowed
