@@ -99,9 +99,10 @@ class Model:
 
     def _time_masks(self, problems: list[ShapeError]) -> dict[str, str]:
         """The nodes whose outputs carry a mask over their steps, as Keras passes it on from an
-        embedding's mask_zero: node -> the embedding it comes from. A layer that cannot take
-        the mask, or an output that still has it, is a problem: Keras would drop the mask
-        with a warning, or leave the masked steps out of the loss, which nntrain does not."""
+        embedding's mask_zero or a masking layer: node -> the layer it comes from. A layer
+        that cannot take the mask, or an output that still has it, is a problem: Keras would
+        drop the mask with a warning, or leave the masked steps out of the loss, which nntrain
+        does not."""
         origins: dict[str, str] = {}
         for node in self.graph.nodes:
             layer = self.layers[node.name]
@@ -114,11 +115,11 @@ class Model:
             where = f"layer '{node.name}' ({node.type})"
             mode = getattr(layer, "time_mask_mode", "drops")  # a user's class may say too
             if mode not in ("keeps", "uses"):
+                source, undo = self._mask_source(masked[0])
                 problems.append(ShapeError(
-                    f"{where} cannot take the mask that mask_zero on embedding "
-                    f"'{masked[0]}' puts on padded steps: put a recurrent layer (lstm, gru, "
-                    "simple_rnn, bidirectional) or global_average_pooling1d before it, or "
-                    "drop mask_zero", node.index))
+                    f"{where} cannot take the mask that {source} puts on padded steps: put a "
+                    "recurrent layer (lstm, gru, simple_rnn, bidirectional) or "
+                    f"global_average_pooling1d before it, or {undo}", node.index))
             elif mode == "keeps":  # merges: the steps every masked input keeps
                 origins[node.name] = masked[0]
             elif getattr(layer, "keeps_time_mask", lambda: False)() \
@@ -128,11 +129,18 @@ class Model:
             if name in origins:
                 node = next(n for n in self.graph.nodes if n.name == name)
                 problems.append(ShapeError(
-                    f"output '{name}' still has the mask that mask_zero on embedding "
-                    f"'{origins[name]}' puts on padded steps, and a loss over masked steps is "
-                    "not supported yet: end with a recurrent layer without return_sequences, "
-                    "or global_average_pooling1d", node.index))
+                    f"output '{name}' still has the mask that "
+                    f"{self._mask_source(origins[name])[0]} puts on padded steps, and a loss "
+                    "over masked steps is not supported yet: end with a recurrent layer "
+                    "without return_sequences, or global_average_pooling1d", node.index))
         return origins
+
+    def _mask_source(self, origin: str) -> tuple[str, str]:
+        """What made a mask, and how to do without it, for messages."""
+        kind = next(n.type for n in self.graph.nodes if n.name == origin)
+        if kind == "embedding":
+            return f"mask_zero on embedding '{origin}'", "drop mask_zero"
+        return f"{kind} layer '{origin}'", f"drop the {kind} layer"
 
     @property
     def input_names(self) -> list[str]:
@@ -232,7 +240,7 @@ class Model:
                 # a layer of several inputs gets one mask (or None) for each
                 extra["time_mask"] = in_masks if isinstance(x, list) else in_masks[0]
             if _makes_time_mask(layer):
-                time_mask = x.astype(jnp.int32) != 0  # id 0 is padding
+                time_mask = layer.time_mask(x)
             elif mode == "keeps":  # (several masks: a merge keeps the steps all of them keep)
                 present = [m for m in in_masks if m is not None]
                 time_mask = functools.reduce(jnp.logical_and, present) if present else None

@@ -157,6 +157,50 @@ def test_conv1d_matches_loops(padding, strides, expected):
     np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-5)
 
 
+def _keras_weight(shape: tuple[int, ...], k: int) -> np.ndarray:
+    return (np.cos(np.arange(np.prod(shape)).reshape(shape) * 0.37 + k) * 0.5).astype(np.float32)
+
+
+# Keras 3.15's Conv1D(filters=2, padding="causal", ...) for kernel _keras_weight(shape, 0),
+# bias _keras_weight(shape, 1), on the input below
+CAUSAL = [
+    ({"kernel_size": 3},
+     [[[0.875928, 0.83178], [-0.669109, -0.520749], [-0.123449, -1.042981],
+       [2.431499, 2.406703], [-1.518545, -1.086907], [-0.085165, -1.00912]],
+      [[0.879529, 0.845416], [-0.713385, -0.577399], [-0.04678, -0.974946],
+       [2.403107, 2.404543], [-1.566547, -1.152761], [-0.008305, -0.940468]]]),
+    ({"kernel_size": 2, "dilation_rate": 2},
+     [[[-0.464541, -0.51188], [-0.006767, -0.32732], [1.566989, 1.149953],
+       [0.062335, -0.000915], [-0.816856, -0.848888], [1.57551, 1.158172]],
+      [[-0.489359, -0.540195], [0.027452, -0.294858], [1.583663, 1.166092],
+       [0.016025, -0.039787], [-0.786771, -0.825778], [1.591443, 1.17371]]]),
+    ({"kernel_size": 3, "strides": 2},
+     [[[0.875928, 0.83178], [-0.123449, -1.042981], [-1.518545, -1.086907]],
+      [[0.879529, 0.845416], [-0.04678, -0.974946], [-1.566547, -1.152761]]]),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), CAUSAL, ids=["k3", "dilated", "strided"])
+def test_causal_conv1d_matches_keras(args, expected):
+    layer, params, _, out = build("conv1d", (6, 3), filters=2, padding="causal", **args)
+    params = {k: jnp.asarray(_keras_weight(v.shape, i)) for i, (k, v) in enumerate(params.items())}
+    x = np.sin(np.arange(2 * 6 * 3).reshape(2, 6, 3) * 0.7).astype(np.float32)
+    y, _ = run(layer, params, {}, x)
+    assert y.shape[1:] == out
+    np.testing.assert_allclose(y, expected, atol=2e-6)
+    # no step sees a later one
+    later = x.copy()
+    later[:, 4:] += 3.0
+    z, _ = run(layer, params, {}, later)
+    kept = 4 // args.get("strides", 1)
+    np.testing.assert_allclose(z[:, :kept], y[:, :kept], atol=1e-6)
+
+
+def test_causal_padding_is_for_conv1d_only():
+    with pytest.raises(ValueError):
+        make("conv2d", filters=1, kernel_size=3, padding="causal")
+
+
 def test_conv_shape_errors_and_argument_checks():
     with pytest.raises(ShapeError, match="3-d examples"):
         build("conv2d", (28, 28), filters=1, kernel_size=3)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 from clirunner import nntrain
 from padded import fit_token_seven_task
 
@@ -347,6 +348,40 @@ def test_a_mask_that_would_be_lost_is_refused(tmp_path):
 def test_fit_a_padded_sequence_classifier_from_the_cli(tmp_path):
     """Variable-length sequences padded with 0: is token 7 anywhere in the sequence?"""
     assert fit_token_seven_task(tmp_path, [{"gru": 16}], learning_rate=0.02, epochs=12) > 0.9
+
+
+def test_masking_layer_skips_steps_as_keras_does(tmp_path):
+    """Keras's Masking(-1.0) then LSTM(2): steps whose features are all -1 are skipped."""
+    config = {"name": "masking", "data": {"dataset": "synthetic"},
+              "model": {"input": [4, 3], "layers": [{"masking": -1.0}, {"lstm": 2}]},
+              "compile": {"loss": "mse", "optimizer": "adam"}}
+    (tmp_path / "masking.yaml").write_text(yaml.safe_dump(config))
+    from nntrain.build import prepare
+    from nntrain.config.loader import load_config
+
+    model = prepare(load_config(tmp_path / "masking.yaml", [])).model
+    params, state = model.init(jax.random.key(0))
+    params["lstm"] = {k: jnp.asarray(_weight(params["lstm"][k].shape, i))
+                      for i, k in enumerate(("kernel", "recurrent_kernel", "bias"))}
+    x = X.copy()
+    x[0, 1] = x[1, 3] = x[1, 0] = -1.0
+    y = model.apply(params, state, {"input": jnp.asarray(x)})[0]["lstm"]
+    np.testing.assert_allclose(np.asarray(y), [[-0.111682, -0.091899], [-0.102188, -0.08339]],
+                               atol=2e-6)
+    masked = model.layers["masking"].apply({}, {}, jnp.asarray(x))[0]
+    np.testing.assert_array_equal(np.asarray(masked)[0, 1], 0.0)  # as Keras: zeros out
+    np.testing.assert_array_equal(np.asarray(masked)[0, 0], x[0, 0])
+    flat = nntrain("validate", str(_write(tmp_path, {**config, "model": {
+        "input": [4, 3], "layers": [{"masking": -1.0}, "flatten", {"dense": 1}]}})))
+    assert flat.exit_code == 2
+    assert "cannot take the mask that masking layer 'masking' puts on padded steps" in \
+        flat.output and "or drop the masking layer" in flat.output
+
+
+def _write(tmp_path: Path, config: dict) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def test_a_users_layer_may_take_the_mask(tmp_path):

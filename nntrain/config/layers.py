@@ -202,6 +202,12 @@ class DropoutArgs(LayerArgs):
     rate: Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
+@LAYERS.register("masking")
+class MaskingArgs(LayerArgs):
+    positional = "mask_value"
+    mask_value: float = 0.0
+
+
 @LAYERS.register("rescaling")
 class RescalingArgs(LayerArgs):
     """Keras's Rescaling: `x * scale + offset`. Keeps raw pixels (uint8) as the model's input,
@@ -250,6 +256,8 @@ class ConvArgs(KernelArgs):
 class Conv1DArgs(ConvArgs):
     kernel_size: Size1
     strides: Size1 = 1
+    # causal: padded on the left only, so no step sees the steps after it (WaveNet's)
+    padding: Literal["valid", "same", "causal"] = "valid"
     dilation_rate: Size1 = 1
 
 

@@ -106,6 +106,11 @@ class Layer:
     def makes_time_mask(self) -> bool:
         return False
 
+    def time_mask(self, x: jax.Array) -> jax.Array:
+        """The mask over the steps this layer makes from its input, when makes_time_mask:
+        True for the real steps."""
+        raise NotImplementedError
+
     def keeps_time_mask(self) -> bool:
         return self.time_mask_mode == "keeps"
 

@@ -17,8 +17,9 @@ def as_tuple(size: int | list[int], rank: int) -> tuple[int, ...]:
 
 def window_output_size(size: int, window: int, stride: int, padding: str,
                        dilation: int = 1) -> int:
-    """Keras's output length along one axis; `same` pads so that only the stride shrinks it."""
-    if padding == "same":
+    """Keras's output length along one axis; `same` (and conv1d's `causal`) pad so that only
+    the stride shrinks it."""
+    if padding in ("same", "causal"):
         return -(-size // stride)
     return -(-(size - (window - 1) * dilation) // stride)
 
@@ -63,10 +64,13 @@ class Conv(Layer):
 
     def call(self, params, state, x, *, training, rng, **_):
         kernel = params["kernel"]
-        _, strides, dilation = self._sizes()
+        kernel_size, strides, dilation = self._sizes()
+        padding = self.args.padding.upper()
+        if padding == "CAUSAL":  # all of the padding before the first step
+            padding = [((kernel_size[0] - 1) * dilation[0], 0)]
         y = lax.conv_general_dilated(
             x.astype(kernel.dtype), kernel, window_strides=strides,
-            padding=self.args.padding.upper(), rhs_dilation=dilation,
+            padding=padding, rhs_dilation=dilation,
             dimension_numbers=self.dimension_numbers,
         )
         if "bias" in params:

@@ -1,4 +1,4 @@
-"""Core layers: dense, flatten, activation, dropout, rescaling, reshape."""
+"""Core layers: dense, flatten, activation, dropout, rescaling, reshape, masking."""
 
 from __future__ import annotations
 
@@ -88,3 +88,24 @@ class Reshape(Layer):
 
     def call(self, params, state, x, *, training, rng, **_):
         return x.reshape(x.shape[0], *self.output_shape(x.shape[1:])), state
+
+
+@register("masking")
+class Masking(Layer):
+    """Keras's Masking: a step whose features all equal `mask_value` is padding. Such steps
+    come out as zeros, and the layers after it skip them as they skip an embedding's
+    mask_zero padding."""
+
+    def makes_time_mask(self) -> bool:
+        return True
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 2:
+            raise ShapeError(f"it takes sequences, (steps, features); got {tuple(input_shape)}")
+        return input_shape
+
+    def time_mask(self, x):
+        return jnp.any(x != self.args.mask_value, axis=-1)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        return x * self.time_mask(x)[..., None].astype(x.dtype), state

@@ -22,6 +22,9 @@ class Embedding(Layer):
     def makes_time_mask(self) -> bool:
         return self.args.mask_zero
 
+    def time_mask(self, x):
+        return x.astype(jnp.int32) != 0  # id 0 is padding
+
     def call(self, params, state, x, *, training, rng, **_):
         return jnp.take(params["embeddings"], x.astype(jnp.int32), axis=0), state
 
