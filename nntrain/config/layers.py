@@ -228,6 +228,7 @@ class ReshapeArgs(LayerArgs):
 # A size is an int for every spatial axis, or one int per axis (Keras's int-or-tuple).
 Size1 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=1, max_length=1)]
 Size2 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 Padding = Literal["valid", "same"]
 
 
@@ -264,6 +265,76 @@ class Conv1DArgs(ConvArgs):
 @LAYERS.register("conv2d", "convolution2d")
 class Conv2DArgs(ConvArgs):
     pass
+
+
+@LAYERS.register("conv2d_transpose", "convolution2d_transpose")
+class Conv2DTransposeArgs(ConvArgs):
+    """Keras's Conv2DTranspose: the gradient of a convolution, which grows the image by the
+    strides (a decoder's or a generator's upsampling)."""
+
+    # the output's extra rows and columns past what the strides give (below the strides)
+    output_padding: NonNegativeInt | Annotated[list[NonNegativeInt], Field(
+        min_length=2, max_length=2)] | None = None
+
+    @model_validator(mode="after")
+    def _output_padding_below_strides(self) -> Conv2DTransposeArgs:
+        if self.output_padding is not None:
+            strides = [self.strides] * 2 if isinstance(self.strides, int) else self.strides
+            padding = [self.output_padding] * 2 if isinstance(self.output_padding, int) \
+                else self.output_padding
+            if any(p >= s for p, s in zip(padding, strides, strict=True)):
+                raise ValueError(f"output_padding {self.output_padding} must be smaller than "
+                                 f"the strides {self.strides}")
+        return self
+
+
+# -- resizing the spatial axes: Keras's UpSampling, ZeroPadding and Cropping layers ----------
+Pair = Annotated[list[NonNegativeInt], Field(min_length=2, max_length=2)]
+# 1-d: an int for both ends, or [before, after]; 2-d: an int for every side, [rows, columns]
+# (each for both ends), or [[top, bottom], [left, right]]
+Amount1 = NonNegativeInt | Pair
+Amount2 = NonNegativeInt | Pair | Annotated[list[Pair], Field(min_length=2, max_length=2)]
+
+
+@LAYERS.register("up_sampling1d")
+class UpSampling1DArgs(LayerArgs):
+    """Each step repeated `size` times."""
+
+    positional = "size"
+    size: PositiveInt = 2
+
+
+@LAYERS.register("up_sampling2d")
+class UpSampling2DArgs(LayerArgs):
+    """Rows and columns repeated (`nearest`) or interpolated (`bilinear`)."""
+
+    positional = "size"
+    size: Size2 = 2
+    interpolation: Literal["nearest", "bilinear"] = "nearest"
+
+
+@LAYERS.register("zero_padding1d")
+class ZeroPadding1DArgs(LayerArgs):
+    positional = "padding"
+    padding: Amount1 = 1
+
+
+@LAYERS.register("zero_padding2d")
+class ZeroPadding2DArgs(LayerArgs):
+    positional = "padding"
+    padding: Amount2 = 1
+
+
+@LAYERS.register("cropping1d")
+class Cropping1DArgs(LayerArgs):
+    positional = "cropping"
+    cropping: Amount1 = 1
+
+
+@LAYERS.register("cropping2d")
+class Cropping2DArgs(LayerArgs):
+    positional = "cropping"
+    cropping: Amount2 = 0
 
 
 class PoolArgs(LayerArgs):

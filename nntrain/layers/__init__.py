@@ -9,6 +9,7 @@ from nntrain.layers import (  # noqa: F401  (registers the layers)
     normalization,
     pooling,
     recurrent,
+    reshaping,
 )
 from nntrain.layers.base import LAYER_TYPES, Layer, ShapeError
 

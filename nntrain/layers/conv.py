@@ -1,7 +1,8 @@
-"""Convolutions over channels-last inputs: conv1d (steps, channels), conv2d (h, w, channels).
+"""Convolutions over channels-last inputs: conv1d (steps, channels), conv2d (h, w, channels),
+conv2d_transpose.
 
-Kernels are laid out like Keras's, (kh, kw, in, filters), so weights and parameter counts
-line up with a Keras model's.
+Kernels are laid out like Keras's, (kh, kw, in, filters) and for conv2d_transpose (kh, kw,
+filters, in), so weights and parameter counts line up with a Keras model's.
 """
 
 from __future__ import annotations
@@ -53,14 +54,18 @@ class Conv(Layer):
         kernel_size, strides, dilation = self._sizes()
         spatial = spatial_output_shape(input_shape[:-1], kernel_size, strides, self.args.padding,
                                        dilation)
+        return Built(self._weights((*kernel_size, input_shape[-1], self.args.filters)), {},
+                     (*spatial, self.args.filters))
+
+    def _weights(self, kernel_shape: tuple[int, ...]) -> dict[str, Weight]:
         a = self.args
-        params = {"kernel": Weight((*kernel_size, input_shape[-1], a.filters),
-                                   a.kernel_initializer, regularizer=a.kernel_regularizer,
+        params = {"kernel": Weight(kernel_shape, a.kernel_initializer,
+                                   regularizer=a.kernel_regularizer,
                                    constraint=a.kernel_constraint)}
         if a.use_bias:
             params["bias"] = Weight((a.filters,), a.bias_initializer,
                                     regularizer=a.bias_regularizer, constraint=a.bias_constraint)
-        return Built(params, {}, (*spatial, a.filters))
+        return params
 
     def call(self, params, state, x, *, training, rng, **_):
         kernel = params["kernel"]
@@ -88,3 +93,61 @@ class Conv1D(Conv):
 class Conv2D(Conv):
     rank = 2
     dimension_numbers = ("NHWC", "HWIO", "NHWC")
+
+
+def transpose_output_size(size: int, kernel: int, stride: int, padding: str,
+                          output_padding: int | None, dilation: int) -> int:
+    """Keras's deconv_output_length: a transposed convolution's output length on one axis."""
+    kernel = (kernel - 1) * dilation + 1
+    if output_padding is None:
+        return size * stride + (max(kernel - stride, 0) if padding == "valid" else 0)
+    pad = kernel // 2 if padding == "same" else 0
+    return (size - 1) * stride + kernel - 2 * pad + output_padding
+
+
+def transpose_padding(kernel: int, stride: int, padding: str, output_padding: int | None,
+                      dilation: int) -> tuple[int, int]:
+    """The (before, after) padding lax.conv_transpose needs for Keras's output length (Keras's
+    JAX backend works it out the same way)."""
+    kernel = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(kernel, stride) - kernel if output_padding is None else output_padding
+        return kernel - 1, kernel - 1 + extra
+    total = stride + kernel - 2 if output_padding is None \
+        else kernel + kernel % 2 - 2 + output_padding
+    before = min(total // 2 + total % 2, kernel - 1)
+    return before, total - before
+
+
+@register("conv2d_transpose")
+class Conv2DTranspose(Conv):
+    rank = 2
+
+    def _output_padding(self) -> tuple[int | None, ...]:
+        given = self.args.output_padding
+        return (None, None) if given is None else as_tuple(given, 2)
+
+    def build(self, input_shape):
+        if len(input_shape) != 3:
+            raise ShapeError("conv2d_transpose takes 3-d examples (height, width, channels)")
+        kernel_size, strides, dilation = self._sizes()
+        a = self.args
+        spatial = tuple(transpose_output_size(n, k, s, a.padding, p, d) for n, k, s, p, d in zip(
+            input_shape[:-1], kernel_size, strides, self._output_padding(), dilation,
+            strict=True))
+        return Built(self._weights((*kernel_size, a.filters, input_shape[-1])), {},
+                     (*spatial, a.filters))
+
+    def call(self, params, state, x, *, training, rng, **_):
+        kernel = params["kernel"]
+        kernel_size, strides, dilation = self._sizes()
+        padding = [transpose_padding(k, s, self.args.padding, p, d) for k, s, p, d in zip(
+            kernel_size, strides, self._output_padding(), dilation, strict=True)]
+        # (kh, kw, filters, in) read as HWIO and transposed: in -> filters, flipped in space
+        y = lax.conv_transpose(x.astype(kernel.dtype), kernel, strides, padding,
+                               rhs_dilation=dilation,
+                               dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                               transpose_kernel=True)
+        if "bias" in params:
+            y = y + params["bias"]
+        return y, state

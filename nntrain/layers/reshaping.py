@@ -1,0 +1,80 @@
+"""Layers that resize the spatial axes of channels-last inputs, as Keras's UpSampling1D/2D,
+ZeroPadding1D/2D and Cropping1D/2D do."""
+
+from __future__ import annotations
+
+from nntrain.layers.base import Layer, Shape, ShapeError, as_float, register
+from nntrain.layers.conv import as_tuple
+from nntrain.lazy import jax, jnp
+
+
+def _check_rank(layer: Layer, shape: Shape, rank: int) -> None:
+    if len(shape) != rank + 1:
+        axes = "steps" if rank == 1 else "height, width"
+        raise ShapeError(f"{layer.type_name} takes {rank + 1}-d examples ({axes}, channels)")
+
+
+def ends(amount, rank: int) -> tuple[tuple[int, int], ...]:
+    """Keras's padding or cropping amounts as (before, after) for each spatial axis."""
+    if isinstance(amount, int):
+        return ((amount, amount),) * rank
+    if rank == 1:
+        return (tuple(amount),)
+    return tuple((a, a) if isinstance(a, int) else tuple(a) for a in amount)
+
+
+class UpSampling(Layer):
+    rank: int
+
+    def _size(self) -> tuple[int, ...]:
+        return as_tuple(self.args.size, self.rank)
+
+    def output_shape(self, input_shape):
+        _check_rank(self, input_shape, self.rank)
+        return (*(n * s for n, s in zip(input_shape[:-1], self._size(), strict=True)),
+                input_shape[-1])
+
+    def call(self, params, state, x, *, training, rng, **_):
+        if getattr(self.args, "interpolation", "nearest") == "bilinear":
+            shape = (x.shape[0], *self.output_shape(x.shape[1:]))
+            return jax.image.resize(as_float(x), shape, "bilinear", antialias=False), state
+        for axis, size in enumerate(self._size(), start=1):
+            x = jnp.repeat(x, size, axis=axis)
+        return x, state
+
+
+class ZeroPadding(Layer):
+    rank: int
+
+    def output_shape(self, input_shape):
+        _check_rank(self, input_shape, self.rank)
+        pads = ends(self.args.padding, self.rank)
+        return (*(n + a + b for n, (a, b) in zip(input_shape[:-1], pads, strict=True)),
+                input_shape[-1])
+
+    def call(self, params, state, x, *, training, rng, **_):
+        return jnp.pad(x, ((0, 0), *ends(self.args.padding, self.rank), (0, 0))), state
+
+
+class Cropping(Layer):
+    rank: int
+
+    def output_shape(self, input_shape):
+        _check_rank(self, input_shape, self.rank)
+        cuts = ends(self.args.cropping, self.rank)
+        out = tuple(n - a - b for n, (a, b) in zip(input_shape[:-1], cuts, strict=True))
+        if min(out) < 1:
+            raise ShapeError(f"cropping {self.args.cropping} leaves nothing of {input_shape[:-1]}")
+        return (*out, input_shape[-1])
+
+    def call(self, params, state, x, *, training, rng, **_):
+        cuts = ends(self.args.cropping, self.rank)
+        index = tuple(slice(a, n - b) for n, (a, b) in zip(x.shape[1:-1], cuts, strict=True))
+        return x[(slice(None), *index)], state
+
+
+# the 1-d and 2-d layers: `up_sampling1d` is UpSampling with rank 1, and so on
+for _rank in (1, 2):
+    for _name, _base in (("up_sampling", UpSampling), ("zero_padding", ZeroPadding),
+                         ("cropping", Cropping)):
+        register(f"{_name}{_rank}d")(type(f"{_base.__name__}{_rank}D", (_base,), {"rank": _rank}))
