@@ -9,7 +9,9 @@ from rich.table import Table
 
 from nntrain.model import Model, format_shape
 
-ACRONYMS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}  # Keras's class names keep them
+# Keras's class names keep them
+ACRONYMS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "relu": "ReLU", "prelu": "PReLU",
+            "elu": "ELU"}
 
 
 def _type_name(layer_type: str) -> str:

@@ -208,6 +208,73 @@ class MaskingArgs(LayerArgs):
     mask_value: float = 0.0
 
 
+# -- activation layers: Keras's ReLU, LeakyReLU, PReLU, ELU ---------------------------------
+@LAYERS.register("relu", "re_lu")
+class ReLUArgs(LayerArgs):
+    """`x` above `threshold` (capped at `max_value`), `negative_slope * (x - threshold)`
+    below it."""
+
+    max_value: Annotated[float, Field(ge=0.0)] | None = None
+    negative_slope: Annotated[float, Field(ge=0.0)] = 0.0
+    threshold: float = 0.0
+
+
+@LAYERS.register("leaky_relu", "leaky_re_lu")
+class LeakyReLUArgs(LayerArgs):
+    positional = "negative_slope"
+    negative_slope: Annotated[float, Field(ge=0.0)] = 0.3  # the layer's; the activation's 0.2
+
+
+@LAYERS.register("prelu", "p_re_lu")
+class PReLUArgs(LayerArgs):
+    """A trained slope for negative inputs, one per input value unless `shared_axes` (1 is
+    the first axis after the batch's) share it."""
+
+    alpha_initializer: InitializerName = "zeros"
+    alpha_regularizer: Regularizer | None = None
+    alpha_constraint: Constraint | None = None
+    shared_axes: Axis | None = None
+
+
+@LAYERS.register("elu")
+class ELUArgs(LayerArgs):
+    positional = "alpha"
+    alpha: float = 1.0
+
+
+# -- noise: regularizing layers that act only while training ---------------------------------
+@LAYERS.register("alpha_dropout")
+class AlphaDropoutArgs(LayerArgs):
+    """Dropout for SELU networks: dropped values set to SELU's negative saturation, then an
+    affine map keeps the mean and variance."""
+
+    positional = "rate"
+    rate: Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+@LAYERS.register("gaussian_noise")
+class GaussianNoiseArgs(LayerArgs):
+    positional = "stddev"
+    stddev: Annotated[float, Field(ge=0.0)]
+
+
+@LAYERS.register("gaussian_dropout")
+class GaussianDropoutArgs(LayerArgs):
+    """Multiplies by noise of mean 1 and standard deviation sqrt(rate / (1 - rate))."""
+
+    positional = "rate"
+    rate: Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+@LAYERS.register("spatial_dropout1d")
+@LAYERS.register("spatial_dropout2d")
+class SpatialDropoutArgs(LayerArgs):
+    """Drops whole channels (feature maps), the same ones at every step or pixel."""
+
+    positional = "rate"
+    rate: Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 @LAYERS.register("rescaling")
 class RescalingArgs(LayerArgs):
     """Keras's Rescaling: `x * scale + offset`. Keeps raw pixels (uint8) as the model's input,
@@ -294,6 +361,23 @@ Pair = Annotated[list[NonNegativeInt], Field(min_length=2, max_length=2)]
 # (each for both ends), or [[top, bottom], [left, right]]
 Amount1 = NonNegativeInt | Pair
 Amount2 = NonNegativeInt | Pair | Annotated[list[Pair], Field(min_length=2, max_length=2)]
+
+
+@LAYERS.register("repeat_vector")
+class RepeatVectorArgs(LayerArgs):
+    """(features,) -> (n, features): a vector repeated as a sequence (an encoder's summary
+    fed to every step of a decoder)."""
+
+    positional = "n"
+    n: PositiveInt
+
+
+@LAYERS.register("permute")
+class PermuteArgs(LayerArgs):
+    """The axes after the batch's in a new order, numbered from 1: `[2, 1]` swaps two."""
+
+    positional = "dims"
+    dims: list[PositiveInt] = Field(min_length=1)
 
 
 @LAYERS.register("up_sampling1d")

@@ -1,11 +1,13 @@
 """Layer implementations, registered by the names configs use."""
 
 from nntrain.layers import (  # noqa: F401  (registers the layers)
+    activation,
     attention,
     conv,
     core,
     embedding,
     merge,
+    noise,
     normalization,
     pooling,
     recurrent,

@@ -8,7 +8,8 @@ from nntrain.layers.conv import as_tuple, spatial_output_shape
 from nntrain.lazy import jax, jnp, lax
 
 
-def _check_rank(layer: Layer, shape: Shape, rank: int) -> None:
+def check_rank(layer: Layer, shape: Shape, rank: int) -> None:
+    """A channels-last layer's examples: `rank` spatial axes, then the channels."""
     if len(shape) != rank + 1:
         axes = "steps" if rank == 1 else "height, width"
         raise ShapeError(f"{layer.type_name} takes {rank + 1}-d examples ({axes}, channels)")
@@ -25,7 +26,7 @@ class Pool(Layer):
         return pool, strides
 
     def output_shape(self, input_shape):
-        _check_rank(self, input_shape, self.rank)
+        check_rank(self, input_shape, self.rank)
         pool, strides = self._window()
         spatial = spatial_output_shape(input_shape[:-1], pool, strides, self.args.padding)
         return (*spatial, input_shape[-1])
@@ -85,7 +86,7 @@ class GlobalPool(Layer):
     reduce: str  # jax.numpy's reduction: mean or max
 
     def output_shape(self, input_shape):
-        _check_rank(self, input_shape, self.rank)
+        check_rank(self, input_shape, self.rank)
         return (*(1,) * self.rank, input_shape[-1]) if self.args.keepdims else input_shape[-1:]
 
     def call(self, params, state, x, *, training, rng, **_):

@@ -1,17 +1,12 @@
-"""Layers that resize the spatial axes of channels-last inputs, as Keras's UpSampling1D/2D,
-ZeroPadding1D/2D and Cropping1D/2D do."""
+"""Layers that reshape examples: Keras's RepeatVector and Permute, and those that resize the
+spatial axes of channels-last inputs, UpSampling1D/2D, ZeroPadding1D/2D and Cropping1D/2D."""
 
 from __future__ import annotations
 
-from nntrain.layers.base import Layer, Shape, ShapeError, as_float, register
+from nntrain.layers.base import Layer, ShapeError, as_float, register
 from nntrain.layers.conv import as_tuple
+from nntrain.layers.pooling import check_rank
 from nntrain.lazy import jax, jnp
-
-
-def _check_rank(layer: Layer, shape: Shape, rank: int) -> None:
-    if len(shape) != rank + 1:
-        axes = "steps" if rank == 1 else "height, width"
-        raise ShapeError(f"{layer.type_name} takes {rank + 1}-d examples ({axes}, channels)")
 
 
 def ends(amount, rank: int) -> tuple[tuple[int, int], ...]:
@@ -23,6 +18,30 @@ def ends(amount, rank: int) -> tuple[tuple[int, int], ...]:
     return tuple((a, a) if isinstance(a, int) else tuple(a) for a in amount)
 
 
+@register("repeat_vector")
+class RepeatVector(Layer):
+    def output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ShapeError(f"it takes vectors, (features,); got {tuple(input_shape)}")
+        return (self.args.n, input_shape[0])
+
+    def call(self, params, state, x, *, training, rng, **_):
+        return jnp.repeat(x[:, None, :], self.args.n, axis=1), state
+
+
+@register("permute")
+class Permute(Layer):
+    def output_shape(self, input_shape):
+        dims = self.args.dims
+        if sorted(dims) != list(range(1, len(input_shape) + 1)):
+            raise ShapeError(f"dims {dims} must order the axes 1..{len(input_shape)} (the "
+                             "batch's is 0), each once")
+        return tuple(input_shape[d - 1] for d in dims)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        return jnp.transpose(x, (0, *self.args.dims)), state
+
+
 class UpSampling(Layer):
     rank: int
 
@@ -30,7 +49,7 @@ class UpSampling(Layer):
         return as_tuple(self.args.size, self.rank)
 
     def output_shape(self, input_shape):
-        _check_rank(self, input_shape, self.rank)
+        check_rank(self, input_shape, self.rank)
         return (*(n * s for n, s in zip(input_shape[:-1], self._size(), strict=True)),
                 input_shape[-1])
 
@@ -47,7 +66,7 @@ class ZeroPadding(Layer):
     rank: int
 
     def output_shape(self, input_shape):
-        _check_rank(self, input_shape, self.rank)
+        check_rank(self, input_shape, self.rank)
         pads = ends(self.args.padding, self.rank)
         return (*(n + a + b for n, (a, b) in zip(input_shape[:-1], pads, strict=True)),
                 input_shape[-1])
@@ -60,7 +79,7 @@ class Cropping(Layer):
     rank: int
 
     def output_shape(self, input_shape):
-        _check_rank(self, input_shape, self.rank)
+        check_rank(self, input_shape, self.rank)
         cuts = ends(self.args.cropping, self.rank)
         out = tuple(n - a - b for n, (a, b) in zip(input_shape[:-1], cuts, strict=True))
         if min(out) < 1:
