@@ -97,31 +97,50 @@ class Model:
                 _check_axes(weight, name, node)
                 self.constraints[node.name, name] = regularizers.constraint(weight.constraint)
 
-    def _time_masks(self, problems: list[ShapeError]) -> dict[str, str]:
+    def _time_masks(self, problems: list[ShapeError]) -> dict[str, tuple[str, ...]]:
         """The nodes whose outputs carry a mask over their steps, as Keras passes it on from an
-        embedding's mask_zero or a masking layer: node -> the layer it comes from. A layer
-        that cannot take the mask, or an output that still has it, is a problem: Keras would
-        drop the mask with a warning, or leave the masked steps out of the loss, which nntrain
-        does not."""
-        origins: dict[str, str] = {}
+        embedding's mask_zero or a masking layer: node -> the layers it comes from (several
+        after a merge, which keeps the steps any of its inputs keeps, as Keras 3's merges
+        do). Wherever Keras would drop the mask (a layer that cannot take it, a merge of
+        masked and unmasked inputs) or leave the masked steps out of the loss (an output that
+        still has it), the config is refused instead: nntrain does neither."""
+        origins: dict[str, tuple[str, ...]] = {}
         for node in self.graph.nodes:
             layer = self.layers[node.name]
             if _makes_time_mask(layer):
-                origins[node.name] = node.name
+                origins[node.name] = (node.name,)
                 continue
             masked = [origins[s] for s in node.inputs if s in origins]
             if not masked:
                 continue
             where = f"layer '{node.name}' ({node.type})"
+            source, undo = self._mask_source(masked[0][0])
             mode = getattr(layer, "time_mask_mode", "drops")  # a user's class may say too
+            problem = None
             if mode not in ("keeps", "uses"):
-                source, undo = self._mask_source(masked[0])
-                problems.append(ShapeError(
-                    f"{where} cannot take the mask that {source} puts on padded steps: put a "
-                    "recurrent layer (lstm, gru, simple_rnn, bidirectional) or "
-                    f"global_average_pooling1d before it, or {undo}", node.index))
-            elif mode == "keeps":  # merges: the steps every masked input keeps
-                origins[node.name] = masked[0]
+                problem = (f"{where} cannot take the mask that {source} puts on padded steps: "
+                           "put a recurrent layer (lstm, gru, simple_rnn, bidirectional) or "
+                           f"global_average_pooling1d before it, or {undo}")
+            elif mode == "keeps" and len(masked) < len(node.inputs):
+                unmasked = [s for s in node.inputs if s not in origins]
+                problem = (f"{where} joins inputs with the mask that {source} puts on padded "
+                           f"steps and inputs without it ({', '.join(unmasked)}), where Keras "
+                           "would drop the mask (or count every step as real): give every "
+                           f"input the mask, or {undo}")
+            elif mode == "keeps" and getattr(layer, "mask_values_matter", False) \
+                    and len(set(masked)) > 1:
+                problem = (f"{where} takes inputs with different masks, which Keras would "
+                           "merge value by value skipping each input's masked steps; that is "
+                           "not supported: merge inputs with one mask, or use add or "
+                           "concatenate")
+            elif mode == "keeps":
+                problem = getattr(layer, "time_mask_problem", lambda shapes: None)(
+                    [self._shape_of(s) for s in node.inputs])
+                problem = problem and f"{where} {problem}"
+            if problem:
+                problems.append(ShapeError(problem, node.index))
+            elif mode == "keeps":
+                origins[node.name] = tuple(sorted({o for m in masked for o in m}))
             elif getattr(layer, "keeps_time_mask", lambda: False)() \
                     and node.inputs[0] in origins:  # the first input's (attention: the query's)
                 origins[node.name] = origins[node.inputs[0]]
@@ -130,10 +149,15 @@ class Model:
                 node = next(n for n in self.graph.nodes if n.name == name)
                 problems.append(ShapeError(
                     f"output '{name}' still has the mask that "
-                    f"{self._mask_source(origins[name])[0]} puts on padded steps, and a loss "
-                    "over masked steps is not supported yet: end with a recurrent layer "
+                    f"{self._mask_source(origins[name][0])[0]} puts on padded steps, and a "
+                    "loss over masked steps is not supported yet: end with a recurrent layer "
                     "without return_sequences, or global_average_pooling1d", node.index))
         return origins
+
+    def _shape_of(self, name: str) -> tuple[int, ...]:
+        if name in self.graph.inputs:
+            return tuple(self.graph.inputs[name].shape)
+        return tuple(self.node_shapes[name])
 
     def _mask_source(self, origin: str) -> tuple[str, str]:
         """What made a mask, and how to do without it, for messages."""
@@ -241,9 +265,9 @@ class Model:
                 extra["time_mask"] = in_masks if isinstance(x, list) else in_masks[0]
             if _makes_time_mask(layer):
                 time_mask = layer.time_mask(x)
-            elif mode == "keeps":  # (several masks: a merge keeps the steps all of them keep)
+            elif mode == "keeps":  # (a merge: the steps any of its inputs keeps, as Keras 3)
                 present = [m for m in in_masks if m is not None]
-                time_mask = functools.reduce(jnp.logical_and, present) if present else None
+                time_mask = functools.reduce(jnp.logical_or, present) if present else None
             else:
                 time_mask = in_masks[0]
             with _user_code(node, "apply"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import jax
@@ -82,6 +83,31 @@ def test_weights_have_keras_layouts_and_counts():
         "value_kernel": (2, 4, 6), "value_bias": (4, 6),
         "attention_output_kernel": (4, 6, 5), "attention_output_bias": (5,)}
     assert shape == (7, 5)  # the query's steps
+
+
+def test_kernels_start_with_keras_einsum_fans():
+    """Keras's EinsumDense: a (features, heads, key_dim) kernel has fan_in = features and
+    fan_out = heads * key_dim; glorot_uniform's limit is sqrt(6 / (fan_in + fan_out))."""
+    params, _, _ = _layer(num_heads=4, key_dim=16).init(jax.random.key(0), [(10, 64)])
+    for name in ("query_kernel", "attention_output_kernel"):
+        values = np.asarray(params[name])
+        assert 0.2 < np.abs(values).max() <= np.sqrt(6 / 128)
+        assert abs(values.std() - np.sqrt(6 / 128) / np.sqrt(3)) < 0.01
+
+
+def test_a_query_step_that_may_see_no_key_attends_to_nothing():
+    """Keras's masked softmax: its weights are all zero, so its output is the output bias."""
+    layer = _layer(num_heads=2, key_dim=2, use_causal_mask=True)
+    params, state, _ = layer.init(jax.random.key(0), [(3, 3), (3, 2)])
+    params = _keras_weights(params)
+    value_mask = jnp.asarray([[False, True, True]])  # the first query step sees key 0 only
+    y, _ = layer.apply(params, state, [jnp.asarray(Q[:1, :3]), jnp.asarray(V[:1, :3])],
+                       time_mask=[None, value_mask])
+    np.testing.assert_allclose(np.asarray(y)[0, 0], params["attention_output_bias"], atol=1e-6)
+    grads = jax.grad(lambda p: layer.apply(p, state, [jnp.asarray(Q[:1, :3]),
+                                                      jnp.asarray(V[:1, :3])],
+                                           time_mask=[None, value_mask])[0].sum())(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads.values())
 
 
 def test_causal_mask_hides_later_steps():
@@ -169,17 +195,73 @@ def test_masks_are_checked_at_validate(tmp_path):
     kept = nntrain("validate", str(_config(tmp_path, BLOCK[:1])))
     assert kept.exit_code == 2  # the output keeps the query's mask
     assert "a loss over masked steps is not supported yet" in kept.output
+    attention = {"multi_head_attention": {"name": "attention", "num_heads": 1, "key_dim": 2}}
     joined = nntrain("validate", str(_config(tmp_path, [
-        {"multi_head_attention": {"name": "attention", "num_heads": 1, "key_dim": 2}},
-        {"concatenate": {"inputs": ["embedding", "attention"], "axis": 1}},
+        attention, {"concatenate": {"inputs": ["embedding", "attention"], "axis": 1}},
         "global_average_pooling1d"])))
     assert joined.exit_code == 2  # joined along the steps: the masks would need joining
-    assert "layer 'concatenate' (concatenate) cannot take the mask" in joined.output
-    fine = nntrain("validate", str(_config(tmp_path, [
-        {"multi_head_attention": {"name": "attention", "num_heads": 1, "key_dim": 2}},
-        {"concatenate": {"inputs": ["embedding", "attention"]}},
-        "global_average_pooling1d"])))
-    assert fine.exit_code == 0, fine.output
+    assert "layer 'concatenate' (concatenate) joins masked sequences along axis 1, not " \
+        "their features: that is not supported; join them on axis -1" in joined.output
+    for axis in (-1, 2):  # the features, however they are counted
+        fine = nntrain("validate", str(_config(tmp_path, [
+            attention, {"concatenate": {"inputs": ["embedding", "attention"], "axis": axis}},
+            "global_average_pooling1d"])))
+        assert fine.exit_code == 0, fine.output
+
+
+TWO = {"name": "two", "data": {"dataset": "synthetic"},
+       "model": {"inputs": {"a": {"shape": [5], "dtype": "int32"},
+                            "b": {"shape": [5], "dtype": "int32"}},
+                 "layers": [{"embedding": {"name": "ea", "inputs": "a", "input_dim": 10,
+                                           "output_dim": 3, "mask_zero": True}},
+                            {"embedding": {"name": "eb", "inputs": "b", "input_dim": 10,
+                                           "output_dim": 3}}]},
+       "compile": {"loss": "mse", "optimizer": "adam"}}
+
+
+def _two(tmp_path: Path, *, both_masked: bool, merge: str) -> Path:
+    config = json.loads(json.dumps(TWO))
+    config["model"]["layers"][1]["embedding"]["mask_zero"] = both_masked
+    config["model"]["layers"] += [{merge: {"inputs": ["ea", "eb"]}}, "global_average_pooling1d"]
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_merges_join_masks_as_keras_3_does(tmp_path):
+    """Keras 3: the steps any input keeps (a logical or). Keras 3.15's Add and Concatenate of
+    two masked embeddings, then GlobalAveragePooling1D, for weights _weight(shape, i)."""
+    from nntrain.build import prepare
+    from nntrain.config.loader import load_config
+
+    a = np.array([[3, 5, 0, 0, 0], [1, 0, 2, 0, 0]], np.int32)
+    b = np.array([[0, 0, 7, 1, 0], [4, 0, 0, 0, 0]], np.int32)
+    for merge, expected in [
+        ("add", [[0.191839, 0.075186, -0.051644], [0.261375, 0.082138, -0.108216]]),
+        ("concatenate", [[0.220093, 0.243916, 0.234726, -0.028254, -0.16873, -0.286369],
+                         [-0.039973, -0.190255, -0.314787, 0.301347, 0.272393, 0.206571]]),
+    ]:
+        model = prepare(load_config(_two(tmp_path, both_masked=True, merge=merge), [])).model
+        params = {name: {"embeddings": jnp.asarray(_weight((10, 3), i))}
+                  for i, name in enumerate(("ea", "eb"))}
+        outputs = model.apply(params, {}, {"a": jnp.asarray(a), "b": jnp.asarray(b)})[0]
+        np.testing.assert_allclose(np.asarray(outputs[model.output_names[0]]), expected,
+                                   atol=2e-6)
+
+
+@pytest.mark.parametrize(("both_masked", "merge", "message"), [
+    (False, "add", "layer 'add' (add) joins inputs with the mask that mask_zero on embedding "
+                   "'ea' puts on padded steps and inputs without it (eb), where Keras would "
+                   "drop the mask (or count every step as real): give every input the mask, "
+                   "or drop mask_zero"),
+    (False, "concatenate", "inputs without it (eb)"),
+    (True, "multiply", "layer 'multiply' (multiply) takes inputs with different masks"),
+])
+def test_merges_keras_would_lose_the_mask_in_are_refused(tmp_path, both_masked, merge,
+                                                          message):
+    result = nntrain("validate", str(_two(tmp_path, both_masked=both_masked, merge=merge)))
+    assert result.exit_code == 2
+    assert message in result.output
 
 
 SEQ, PIXELS = {"seq": {"shape": [3, 4]}}, {"pixels": {"shape": [2, 3, 4]}}
@@ -220,7 +302,9 @@ def test_position_embedding_gives_each_step_its_vector():
 
 
 def test_positions_added_to_masked_tokens_keep_the_tokens_mask(tmp_path):
-    """As in Keras: the positions have no mask of their own, and `add` keeps the tokens'."""
+    """position_embedding passes the tokens' mask on, so `add` keeps it (as KerasHub's
+    TokenAndPositionEmbedding does; under Keras's rules a merge with an unmasked input has
+    no mask)."""
     from nntrain.build import prepare
     from nntrain.config.loader import load_config
 
@@ -229,8 +313,8 @@ def test_positions_added_to_masked_tokens_keep_the_tokens_mask(tmp_path):
               {"multi_head_attention": {"num_heads": 1, "key_dim": 2}},
               "global_average_pooling1d"]
     model = prepare(load_config(_config(tmp_path, layers), [])).model
-    assert model.mask_origins == {"embedding": "embedding", "tokens": "embedding",
-                                  "multi_head_attention": "embedding"}
+    assert model.mask_origins == {name: ("embedding",) for name in (
+        "embedding", "positions", "tokens", "multi_head_attention")}
     params, state = model.init(jax.random.key(0))
     y = np.asarray(model.apply(params, state, {"ids": jnp.asarray(IDS)})[0][
         model.output_names[0]])
@@ -247,6 +331,15 @@ def test_position_embedding_refuses_a_longer_input(tmp_path):
     assert result.exit_code == 2
     assert "the input has 5 steps, more than sequence_length 4: raise sequence_length to 5" \
         in result.output
+
+
+def test_activity_regularizer_is_refused_with_the_reason(tmp_path):
+    result = nntrain("validate", str(_config(tmp_path, [
+        {"multi_head_attention": {"num_heads": 1, "key_dim": 2,
+                                  "activity_regularizer": {"l2": 0.01}}},
+        "global_average_pooling1d"])))
+    assert result.exit_code == 2
+    assert "Keras gives it to the query, key, value and output projections" in result.output
 
 
 def test_summary_counts_keras_parameters(tmp_path):

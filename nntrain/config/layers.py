@@ -644,3 +644,11 @@ class MultiHeadAttentionArgs(KernelArgs):
     sliding_window: PositiveInt | None = None  # each step sees the steps fewer than this away
     kernel_initializer: InitializerName = "glorot_uniform"
     bias_initializer: InitializerName = "zeros"
+
+    @model_validator(mode="after")
+    def _no_activity_regularizer(self) -> MultiHeadAttentionArgs:
+        if self.activity_regularizer is not None:
+            raise ValueError("activity_regularizer is not supported here: Keras gives it to "
+                             "the query, key, value and output projections inside the layer, "
+                             "not to the layer's output; give it to a layer after this one")
+        return self

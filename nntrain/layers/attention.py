@@ -5,8 +5,20 @@ from __future__ import annotations
 
 import math
 
+from nntrain import initializers
 from nntrain.layers.base import Built, Layer, ShapeError, Weight, as_float, register
 from nntrain.lazy import jax, jnp
+
+
+def _as_matrix(initializer: str, inputs: int):
+    """The initializer drawing a kernel as the matrix (its first `inputs` axes, the rest):
+    the fans Keras's EinsumDense gives a variance-scaling initializer (a query kernel of
+    (features, heads, key_dim) has fan_in features, fan_out heads * key_dim)."""
+    def draw(key, shape, dtype):
+        matrix = (math.prod(shape[:inputs]), math.prod(shape[inputs:]))
+        return initializers.get(initializer)(key, matrix, dtype).reshape(shape)
+
+    return draw
 
 
 @register("multi_head_attention")
@@ -49,8 +61,9 @@ class MultiHeadAttention(Layer):
         a, heads = self.args, self.args.num_heads
         out = a.output_shape or query[-1]
 
-        def weights(name: str, kernel: tuple[int, ...], bias: tuple[int, ...]) -> dict:
-            made = {f"{name}_kernel": Weight(kernel, a.kernel_initializer,
+        def weights(name: str, kernel: tuple[int, ...], bias: tuple[int, ...],
+                    inputs: int) -> dict:
+            made = {f"{name}_kernel": Weight(kernel, _as_matrix(a.kernel_initializer, inputs),
                                              regularizer=a.kernel_regularizer,
                                              constraint=a.kernel_constraint)}
             if a.use_bias:
@@ -59,11 +72,11 @@ class MultiHeadAttention(Layer):
                                               constraint=a.bias_constraint)
             return made
 
-        params = {**weights("query", (query[-1], heads, a.key_dim), (heads, a.key_dim)),
-                  **weights("key", (key[-1], heads, a.key_dim), (heads, a.key_dim)),
+        params = {**weights("query", (query[-1], heads, a.key_dim), (heads, a.key_dim), 1),
+                  **weights("key", (key[-1], heads, a.key_dim), (heads, a.key_dim), 1),
                   **weights("value", (value[-1], heads, self.value_dim),
-                            (heads, self.value_dim)),
-                  **weights("attention_output", (heads, self.value_dim, out), (out,))}
+                            (heads, self.value_dim), 1),
+                  **weights("attention_output", (heads, self.value_dim, out), (out,), 2)}
         return Built(params, {}, (query[0], out))
 
     def call(self, params, state, x, *, training, rng, time_mask=None, **_):
@@ -81,10 +94,16 @@ class MultiHeadAttention(Layer):
         k, v = project("key", key), project("value", value)
         scores = jnp.einsum("bsnh,btnh->bnts", k, q)  # (batch, heads, query step, key step)
         allowed = self._allowed(query.shape[1], key.shape[1], masks, len(x))
-        if allowed is not None:
-            # as Keras: a fully masked row (a padded query step) attends evenly to all
-            scores = jnp.where(allowed[:, None], scores, jnp.finfo(scores.dtype).min / 2)
-        weights = jax.nn.softmax(scores, axis=-1)
+        if allowed is None:
+            weights = jax.nn.softmax(scores, axis=-1)
+        else:
+            # Keras's masked softmax: masked scores pushed far down (never -inf, whose
+            # gradient is NaN) then zeroed, so a query step that may see no key attends to
+            # nothing
+            allowed = allowed[:, None]
+            weights = jax.nn.softmax(
+                jnp.where(allowed, scores, jnp.finfo(scores.dtype).min / 2), axis=-1)
+            weights = jnp.where(allowed, weights, 0.0)
         rate = self.args.dropout
         if training and rate > 0.0 and rng is not None:
             keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)

@@ -35,9 +35,10 @@ class PositionEmbedding(Layer):
     broadcast over the batch, of the input's shape (steps, features). Add it to the input
     (`add: {inputs: [tokens, positions]}`) to tell attention where each step is."""
 
-    # the output does not depend on the input's values, so it has no mask of its own (as in
-    # Keras); adding it to a masked input keeps that input's mask
-    time_mask_mode = "uses"
+    # it passes its input's mask on (KerasHub's PositionEmbedding drops it), so that `add:
+    # [tokens, positions]` keeps the tokens' mask, as KerasHub's TokenAndPositionEmbedding
+    # does: under Keras's rules a merge of masked and unmasked inputs has no mask
+    time_mask_mode = "keeps"
 
     def build(self, input_shape):
         if len(input_shape) != 2:

@@ -27,11 +27,15 @@ class Concatenate(Layer):
 
     multi_input = True
 
-    @property
-    def time_mask_mode(self) -> str:
-        # joining features step by step keeps mask_zero's masks (the steps all of them keep);
-        # joining along the steps would need the masks joined too
-        return "keeps" if self.args.axis == -1 else "drops"
+    time_mask_mode = "keeps"  # mask_zero's masks, joining features step by step
+
+    def time_mask_problem(self, shapes: list[Shape]) -> str | None:
+        """Joining along the steps would need the masks joined too."""
+        (axis,) = resolve_axes(self.args.axis, shapes[0])
+        if axis != len(shapes[0]) - 1:
+            return (f"joins masked sequences along axis {self.args.axis}, not their features: "
+                    "that is not supported; join them on axis -1")
+        return None
 
     def _axis(self, shapes: list[Shape]) -> int:
         _check_count(self, shapes)
@@ -61,7 +65,9 @@ class ElementWise(Layer):
 
     multi_input = True
     arity: int | None = None  # None: any number from 2
-    time_mask_mode = "keeps"  # mask_zero's masks: the steps all of them keep, as Keras
+    time_mask_mode = "keeps"  # mask_zero's masks: the steps any of them keeps, as Keras 3
+    # Keras's multiply, maximum and minimum skip each input's masked steps
+    mask_values_matter = False
 
     def output_shape(self, input_shape):
         shapes = [tuple(s) for s in input_shape]
@@ -95,6 +101,7 @@ class Subtract(ElementWise):
 
 @register("multiply")
 class Multiply(ElementWise):
+    mask_values_matter = True
     combine = _fold("multiply")
 
 
@@ -106,9 +113,11 @@ class Average(ElementWise):
 
 @register("maximum")
 class Maximum(ElementWise):
+    mask_values_matter = True
     combine = _fold("maximum")
 
 
 @register("minimum")
 class Minimum(ElementWise):
+    mask_values_matter = True
     combine = _fold("minimum")
