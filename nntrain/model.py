@@ -106,6 +106,8 @@ class Model:
         still has it), the config is refused instead: nntrain does neither."""
         origins: dict[str, tuple[str, ...]] = {}
         for node in self.graph.nodes:
+            if node.name not in self.node_shapes:
+                continue  # it could not be built: its problem is reported already
             layer = self.layers[node.name]
             if _makes_time_mask(layer):
                 origins[node.name] = (node.name,)
@@ -133,9 +135,8 @@ class Model:
                            "merge value by value skipping each input's masked steps; that is "
                            "not supported: merge inputs with one mask, or use add or "
                            "concatenate")
-            elif mode == "keeps":
-                problem = getattr(layer, "time_mask_problem", lambda shapes: None)(
-                    [self._shape_of(s) for s in node.inputs])
+            elif mode == "keeps" and hasattr(layer, "time_mask_problem"):
+                problem = layer.time_mask_problem([self._shape_of(s) for s in node.inputs])
                 problem = problem and f"{where} {problem}"
             if problem:
                 problems.append(ShapeError(problem, node.index))

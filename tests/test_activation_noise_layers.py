@@ -107,6 +107,7 @@ def test_repeat_vector_and_permute_match_numpy():
     ({"spatial_dropout2d": 0.5}, "spatial_dropout2d takes 3-d examples (height, width, "
                                  "channels)"),
     ({"prelu": {"shared_axes": 0}}, "axis 0 is the batch axis"),
+    ({"relu": {"threshold": -1}}, "threshold"),  # Keras's ReLU refuses it too
 ])
 def test_bad_configs_are_refused(tmp_path, layer, message):
     config = {"name": "bad", "data": {"dataset": "synthetic"},

@@ -95,6 +95,14 @@ def test_kernels_start_with_keras_einsum_fans():
         assert abs(values.std() - np.sqrt(6 / 128) / np.sqrt(3)) < 0.01
 
 
+def test_an_orthogonal_kernel_is_drawn_as_keras_draws_it():
+    """Keras's Orthogonal: columns orthonormal over the kernel's (all but last axes, last)."""
+    params, _, _ = _layer(num_heads=4, key_dim=8, kernel_initializer="orthogonal").init(
+        jax.random.key(0), [(10, 16)])
+    columns = np.asarray(params["query_kernel"]).reshape(64, 8)
+    np.testing.assert_allclose(columns.T @ columns, np.eye(8), atol=1e-5)
+
+
 def test_a_query_step_that_may_see_no_key_attends_to_nothing():
     """Keras's masked softmax: its weights are all zero, so its output is the output bias."""
     layer = _layer(num_heads=2, key_dim=2, use_causal_mask=True)

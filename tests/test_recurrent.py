@@ -378,6 +378,17 @@ def test_masking_layer_skips_steps_as_keras_does(tmp_path):
         flat.output and "or drop the masking layer" in flat.output
 
 
+def test_a_layer_that_cannot_be_built_is_reported_before_the_mask_is_followed(tmp_path):
+    config = {"name": "broken", "data": {"dataset": "synthetic"},
+              "model": {"input": [8], "layers": [{"masking": 0.0}, {"dense": 3}]},
+              "compile": {"loss": "mse", "optimizer": "adam"}}
+    result = nntrain("validate", str(_write(tmp_path, config)))
+    assert result.exit_code == 2, result.output
+    assert "layer 'masking' (masking) cannot take input shape (None, 8): it takes sequences, " \
+        "(steps, features); got (8,)" in result.output
+    assert "Traceback" not in result.output
+
+
 def _write(tmp_path: Path, config: dict) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))

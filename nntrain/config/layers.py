@@ -216,7 +216,7 @@ class ReLUArgs(LayerArgs):
 
     max_value: Annotated[float, Field(ge=0.0)] | None = None
     negative_slope: Annotated[float, Field(ge=0.0)] = 0.0
-    threshold: float = 0.0
+    threshold: Annotated[float, Field(ge=0.0)] = 0.0
 
 
 @LAYERS.register("leaky_relu", "leaky_re_lu")

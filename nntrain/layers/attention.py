@@ -11,9 +11,12 @@ from nntrain.lazy import jax, jnp
 
 
 def _as_matrix(initializer: str, inputs: int):
-    """The initializer drawing a kernel as the matrix (its first `inputs` axes, the rest):
-    the fans Keras's EinsumDense gives a variance-scaling initializer (a query kernel of
-    (features, heads, key_dim) has fan_in features, fan_out heads * key_dim)."""
+    """A variance-scaling initializer drawing a kernel as the matrix (its first `inputs` axes,
+    the rest): the fans Keras's EinsumDense gives it (a query kernel of (features, heads,
+    key_dim) has fan_in features, fan_out heads * key_dim). Others draw as Keras's do."""
+    if not initializer.startswith(("glorot", "he_", "lecun")):
+        return initializer
+
     def draw(key, shape, dtype):
         matrix = (math.prod(shape[:inputs]), math.prod(shape[inputs:]))
         return initializers.get(initializer)(key, matrix, dtype).reshape(shape)
