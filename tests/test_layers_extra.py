@@ -201,6 +201,43 @@ def test_causal_padding_is_for_conv1d_only():
         make("conv2d", filters=1, kernel_size=3, padding="causal")
 
 
+@pytest.mark.parametrize(("args", "out"), [
+    ({"kernel_size": 3}, (3, 4, 3)),
+    ({"kernel_size": [2, 3], "depth_multiplier": 2, "strides": 2, "padding": "same"},
+     (3, 3, 6)),
+])
+def test_depthwise_conv2d_convolves_each_channel_on_its_own(args, out):
+    layer, params, _, shape = build("depthwise_conv2d", (5, 6, 3), **args)
+    assert shape == out and set(params) == {"kernel", "bias"}  # Keras's weight names
+    kernel = RNG.normal(size=params["kernel"].shape).astype(np.float32)
+    bias = RNG.normal(size=out[-1]).astype(np.float32)
+    x = RNG.normal(size=(2, 5, 6, 3)).astype(np.float32)
+    y, _ = run(layer, {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}, {}, x)
+    strides = (args.get("strides", 1),) * 2
+    multiplier = kernel.shape[-1]
+    for c in range(3):  # channel c's filters are outputs c * multiplier ...
+        columns = slice(c * multiplier, (c + 1) * multiplier)
+        reference = conv2d_ref(x[..., c:c + 1], kernel[:, :, c:c + 1], bias[columns], strides,
+                               args.get("padding", "valid"))
+        np.testing.assert_allclose(y[..., columns], reference, rtol=1e-4, atol=1e-5)
+
+
+def test_separable_conv2d_is_depthwise_then_pointwise():
+    layer, params, _, shape = build("separable_conv2d", (5, 6, 3), filters=4, kernel_size=3,
+                                    depth_multiplier=2, padding="same")
+    assert shape == (5, 6, 4)
+    assert {k: v.shape for k, v in params.items()} == {
+        "depthwise_kernel": (3, 3, 3, 2), "pointwise_kernel": (1, 1, 6, 4), "bias": (4,)}
+    weights = {k: jnp.asarray(RNG.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+    x = RNG.normal(size=(2, 5, 6, 3)).astype(np.float32)
+    y, _ = run(layer, weights, {}, x)
+    depthwise, _ = run(make("depthwise_conv2d", kernel_size=3, depth_multiplier=2,
+                            padding="same", use_bias=False),
+                       {"kernel": weights["depthwise_kernel"]}, {}, x)
+    reference = depthwise @ np.asarray(weights["pointwise_kernel"])[0, 0] + weights["bias"]
+    np.testing.assert_allclose(y, reference, rtol=1e-4, atol=1e-4)
+
+
 def test_conv_shape_errors_and_argument_checks():
     with pytest.raises(ShapeError, match="3-d examples"):
         build("conv2d", (28, 28), filters=1, kernel_size=3)

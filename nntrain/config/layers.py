@@ -312,12 +312,16 @@ class ConvArgs(KernelArgs):
 
     @model_validator(mode="after")
     def _strides_or_dilation(self) -> ConvArgs:
-        def above_one(size: int | list[int]) -> bool:
-            return any(s > 1 for s in ([size] if isinstance(size, int) else size))
-
-        if above_one(self.strides) and above_one(self.dilation_rate):
-            raise ValueError("strides > 1 cannot be combined with dilation_rate > 1 (as in Keras)")
+        _refuse_strides_with_dilation(self)
         return self
+
+
+def _refuse_strides_with_dilation(args: Args) -> None:
+    def above_one(size: int | list[int]) -> bool:
+        return any(s > 1 for s in ([size] if isinstance(size, int) else size))
+
+    if above_one(args.strides) and above_one(args.dilation_rate):
+        raise ValueError("strides > 1 cannot be combined with dilation_rate > 1 (as in Keras)")
 
 
 @LAYERS.register("conv1d", "convolution1d")
@@ -332,6 +336,45 @@ class Conv1DArgs(ConvArgs):
 @LAYERS.register("conv2d", "convolution2d")
 class Conv2DArgs(ConvArgs):
     pass
+
+
+class DepthwiseConv2DArgs(LayerArgs):
+    """Keras's DepthwiseConv2D: each input channel convolved on its own by
+    `depth_multiplier` filters (no mixing of channels)."""
+
+    kernel_size: Size2
+    strides: Size2 = 1
+    padding: Padding = "valid"
+    dilation_rate: Size2 = 1
+    depth_multiplier: PositiveInt = 1
+    activation: ActivationName | None = None
+    use_bias: bool = True
+    depthwise_initializer: InitializerName = "glorot_uniform"
+    bias_initializer: InitializerName = "zeros"
+    depthwise_regularizer: Regularizer | None = None
+    bias_regularizer: Regularizer | None = None
+    depthwise_constraint: Constraint | None = None
+    bias_constraint: Constraint | None = None
+
+    @model_validator(mode="after")
+    def _checks(self) -> DepthwiseConv2DArgs:
+        _refuse_strides_with_dilation(self)
+        _refuse_unused(self, "use_bias", ("bias_regularizer", "bias_constraint"))
+        return self
+
+
+LAYERS.register("depthwise_conv2d")(DepthwiseConv2DArgs)
+
+
+@LAYERS.register("separable_conv2d", "separable_convolution2d")
+class SeparableConv2DArgs(DepthwiseConv2DArgs):
+    """Keras's SeparableConv2D: a depthwise convolution, then a 1x1 convolution mixing the
+    channels into `filters` (Xception's, MobileNet's: far fewer weights than conv2d)."""
+
+    filters: PositiveInt
+    pointwise_initializer: InitializerName = "glorot_uniform"
+    pointwise_regularizer: Regularizer | None = None
+    pointwise_constraint: Constraint | None = None
 
 
 @LAYERS.register("conv2d_transpose", "convolution2d_transpose")

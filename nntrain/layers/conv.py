@@ -1,5 +1,5 @@
 """Convolutions over channels-last inputs: conv1d (steps, channels), conv2d (h, w, channels),
-conv2d_transpose.
+conv2d_transpose, depthwise_conv2d and separable_conv2d.
 
 Kernels are laid out like Keras's, (kh, kw, in, filters) and for conv2d_transpose (kh, kw,
 filters, in), so weights and parameter counts line up with a Keras model's.
@@ -151,3 +151,72 @@ class Conv2DTranspose(Conv):
         if "bias" in params:
             y = y + params["bias"]
         return y, state
+
+
+@register("depthwise_conv2d")
+class DepthwiseConv2D(Conv2D):
+    """Each input channel convolved by its own `depth_multiplier` filters: `kernel` (kh, kw,
+    in, depth_multiplier), output channels in*depth_multiplier, channel c's filters first."""
+
+    kernel_name = "kernel"  # Keras's names: DepthwiseConv2D's kernel, SeparableConv2D's
+    # depthwise_kernel
+
+    def _depthwise_weights(self, input_shape: Shape) -> tuple[dict[str, Weight], Shape]:
+        if len(input_shape) != 3:
+            raise ShapeError(f"{self.type_name} takes 3-d examples (height, width, channels)")
+        kernel_size, strides, dilation = self._sizes()
+        a = self.args
+        spatial = spatial_output_shape(input_shape[:-1], kernel_size, strides, a.padding,
+                                       dilation)
+        kernel = Weight((*kernel_size, input_shape[-1], a.depth_multiplier),
+                        a.depthwise_initializer, regularizer=a.depthwise_regularizer,
+                        constraint=a.depthwise_constraint)
+        return {self.kernel_name: kernel}, (*spatial, input_shape[-1] * a.depth_multiplier)
+
+    def _bias(self, filters: int) -> dict[str, Weight]:
+        a = self.args
+        return {"bias": Weight((filters,), a.bias_initializer, regularizer=a.bias_regularizer,
+                               constraint=a.bias_constraint)} if a.use_bias else {}
+
+    def build(self, input_shape):
+        params, shape = self._depthwise_weights(input_shape)
+        return Built({**params, **self._bias(shape[-1])}, {}, shape)
+
+    def _depthwise(self, params, x):
+        kernel = params[self.kernel_name]
+        _, strides, dilation = self._sizes()
+        channels = kernel.shape[-2]
+        # Keras's JAX backend: (kh, kw, 1, in * multiplier), one group per input channel
+        grouped = kernel.reshape(*kernel.shape[:-2], 1, channels * kernel.shape[-1])
+        return lax.conv_general_dilated(
+            x.astype(kernel.dtype), grouped, window_strides=strides,
+            padding=self.args.padding.upper(), rhs_dilation=dilation,
+            dimension_numbers=self.dimension_numbers, feature_group_count=channels)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        y = self._depthwise(params, x)
+        return (y + params["bias"] if "bias" in params else y), state
+
+
+@register("separable_conv2d")
+class SeparableConv2D(DepthwiseConv2D):
+    """A depthwise convolution, then a 1x1 convolution to `filters` channels: kernels
+    `depthwise_kernel` (kh, kw, in, depth_multiplier) and `pointwise_kernel` (1, 1,
+    in * depth_multiplier, filters)."""
+
+    kernel_name = "depthwise_kernel"
+
+    def build(self, input_shape):
+        a = self.args
+        params, shape = self._depthwise_weights(input_shape)
+        params["pointwise_kernel"] = Weight((1, 1, shape[-1], a.filters),
+                                            a.pointwise_initializer,
+                                            regularizer=a.pointwise_regularizer,
+                                            constraint=a.pointwise_constraint)
+        return Built({**params, **self._bias(a.filters)}, {}, (*shape[:-1], a.filters))
+
+    def call(self, params, state, x, *, training, rng, **_):
+        y = self._depthwise(params, x)
+        y = lax.conv_general_dilated(y, params["pointwise_kernel"], (1, 1), "VALID",
+                                     dimension_numbers=self.dimension_numbers)
+        return (y + params["bias"] if "bias" in params else y), state

@@ -74,7 +74,7 @@ class SumsLayout:
 # peak), 6.3-7.3 s with 8 (1.0 GiB, twice the compile time).
 ROLLED_STEPS = 128
 UNROLLED_STEPS = 4
-WINDOWED = ("conv", "max_pooling", "average_pooling")
+WINDOWED = ("conv", "depthwise_conv", "separable_conv", "max_pooling", "average_pooling")
 # Steps per iteration of a rolled loop on an accelerator. There each iteration of a loop
 # whose trip count is traced waits for its condition to reach the host, some 15 us. Measured
 # on an H100 (JAX 0.11.2), seconds per epoch and for epoch 1 with its compile, by steps an
