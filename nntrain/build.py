@@ -122,6 +122,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
     _check_generated_batches(setup)
     _check_metric_args(setup)
     _check_class_weight(setup)
+    _check_masked_outputs(setup)
     from nntrain.train.callbacks import check_callbacks
 
     check_callbacks(loaded)  # callback settings and the user code they name
@@ -299,6 +300,24 @@ def _check_class_weight(setup: Setup) -> None:
     if bad:
         raise ConfigError([setup.loaded.issue(
             ("fit", "class_weight"), f"classes {bad} are outside 0..{classes - 1}")])
+
+
+def _check_masked_outputs(setup: Setup) -> None:
+    """An output that still has a mask over its steps leaves them out of its loss and its
+    metrics; the metrics that are not means over values (precision, recall, AUC) cannot."""
+    issues = []
+    for out in setup.graph.outputs:
+        if out not in setup.model.mask_origins:
+            continue
+        for section, metric in [(s, m) for s in ("metrics", "weighted_metrics")
+                                for m in setup.metrics[out] if m.weighted == (s != "metrics")]:
+            if not metric.takes_step_weights:
+                issues.append(setup.loaded.issue(("compile", section), (
+                    f"{metric.name} cannot leave out the masked steps of output '{out}' (it "
+                    "still has mask_zero's or a masking layer's mask): use accuracy or a mean "
+                    "metric for it, or end the model without the mask")))
+    if issues:
+        raise ConfigError(issues)
 
 
 def _class_count(setup: Setup) -> int:

@@ -1,7 +1,8 @@
 """Keras's losses by name, as per-example functions built on optax.
 
-Each loss maps `(y_true, y_pred)` to one value per example (mean over the other axes, as
-Keras's `sum_over_batch_size` does). A cross-entropy after a softmax/sigmoid output is computed
+Each loss maps `(y_true, y_pred, steps=None)` to one value per example (mean over the other
+axes, as Keras's `sum_over_batch_size` does; with `steps`, an output's mask over its steps,
+the sum over the real ones). A cross-entropy after a softmax/sigmoid output is computed
 from the logits (log-softmax), never as log(softmax(x)).
 """
 
@@ -16,7 +17,7 @@ from nntrain.lazy import jax, jnp, optax
 
 EPSILON = 1e-7  # Keras's backend epsilon, for losses computed from probabilities
 
-PerExample = Callable[["jax.Array", "jax.Array"], "jax.Array"]
+PerExample = Callable[..., "jax.Array"]  # (y_true, y_pred, steps=None) -> (batch,)
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,14 @@ class Loss:
     sparse_labels: bool = False  # targets are class indices
 
 
-def _per_example(x: jax.Array) -> jax.Array:
-    return x.reshape(x.shape[0], -1).mean(axis=1)
+def _per_example(x: jax.Array, steps: jax.Array | None = None) -> jax.Array:
+    """One value per example: the mean over the other axes; with a mask over the steps
+    (batch, steps), the sum over the real steps of each step's mean (the caller divides by
+    the batch's real steps, as Keras's masked sum_over_batch_size does)."""
+    if steps is None:
+        return x.reshape(x.shape[0], -1).mean(axis=1)
+    per_step = x.reshape(*steps.shape, -1).mean(axis=-1)
+    return (per_step * steps).sum(axis=1)
 
 
 def match_targets(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
@@ -50,7 +57,7 @@ def build_loss(name: str, args: Args, output_activation: str | None) -> Loss:
     if name == "sparse_categorical_crossentropy":
         fused = from_logits or output_activation == "softmax"
 
-        def sparse_ce(y, pred):
+        def sparse_ce(y, pred, steps=None):
             labels = y.reshape(y.shape[0], *pred.shape[1:-1]).astype(jnp.int32)
             if fused:
                 ce = optax.losses.softmax_cross_entropy_with_integer_labels(pred, labels)
@@ -58,46 +65,48 @@ def build_loss(name: str, args: Args, output_activation: str | None) -> Loss:
                 p = pred / pred.sum(-1, keepdims=True)
                 p = jnp.take_along_axis(p, labels[..., None], axis=-1)[..., 0]
                 ce = -jnp.log(jnp.clip(p, EPSILON, 1.0 - EPSILON))
-            return _per_example(ce)
+            return _per_example(ce, steps)
 
         return Loss(name, sparse_ce, fused, sparse_labels=True)
 
     if name == "categorical_crossentropy":
         fused = from_logits or output_activation == "softmax"
 
-        def categorical_ce(y, pred):
+        def categorical_ce(y, pred, steps=None):
             y = _smooth(match_targets(y, pred), smoothing, pred.shape[-1])
             if fused:
-                return _per_example(optax.losses.softmax_cross_entropy(pred, y))
+                return _per_example(optax.losses.softmax_cross_entropy(pred, y), steps)
             p = jnp.clip(pred / pred.sum(-1, keepdims=True), EPSILON, 1.0 - EPSILON)
-            return _per_example(-(y * jnp.log(p)).sum(-1))
+            return _per_example(-(y * jnp.log(p)).sum(-1), steps)
 
         return Loss(name, categorical_ce, fused)
 
     if name == "binary_crossentropy":
         fused = from_logits or output_activation == "sigmoid"
 
-        def binary_ce(y, pred):
+        def binary_ce(y, pred, steps=None):
             y = _smooth(match_targets(y, pred), smoothing, 2)
             if fused:
-                return _per_example(optax.losses.sigmoid_binary_cross_entropy(pred, y))
+                return _per_example(optax.losses.sigmoid_binary_cross_entropy(pred, y), steps)
             p = jnp.clip(pred, EPSILON, 1.0 - EPSILON)
-            return _per_example(-(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)))
+            return _per_example(-(y * jnp.log(p) + (1.0 - y) * jnp.log1p(-p)), steps)
 
         return Loss(name, binary_ce, fused)
 
-    simple: dict[str, PerExample] = {
-        "mean_squared_error": lambda y, p: _per_example(jnp.square(p - match_targets(y, p))),
-        "mean_absolute_error": lambda y, p: _per_example(jnp.abs(p - match_targets(y, p))),
-        "huber": lambda y, p: _per_example(
-            optax.losses.huber_loss(p, match_targets(y, p), delta=args.delta)
-        ),
-        "kl_divergence": lambda y, p: _per_example(_kl(match_targets(y, p), p)),
-        "cosine_similarity": lambda y, p: _per_example(
-            -optax.losses.cosine_similarity(p, match_targets(y, p), epsilon=1e-12)[..., None]
-        ),
+    elementwise: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {
+        "mean_squared_error": lambda y, p: jnp.square(p - y),
+        "mean_absolute_error": lambda y, p: jnp.abs(p - y),
+        "huber": lambda y, p: optax.losses.huber_loss(p, y, delta=args.delta),
+        "kl_divergence": lambda y, p: _kl(y, p),
+        "cosine_similarity": lambda y, p:
+            -optax.losses.cosine_similarity(p, y, epsilon=1e-12)[..., None],
     }
-    return Loss(name, simple[name], takes_logits=False)
+    values = elementwise[name]
+
+    def simple(y, pred, steps=None):
+        return _per_example(values(match_targets(y, pred), pred), steps)
+
+    return Loss(name, simple, takes_logits=False)
 
 
 def _kl(y: jax.Array, p: jax.Array) -> jax.Array:

@@ -27,11 +27,14 @@ class Metric:
     result: Callable[[np.ndarray], float]
     size: int = 2
     weighted: bool = False  # by sample and class weights (Keras's weighted_metrics)
+    takes_step_weights: bool = False  # a mean over values: works on a masked output's steps
 
 
 def _weighted_mean(per_example: Callable[[jax.Array, jax.Array], jax.Array]):
     def update(y, pred, weight):
-        value = per_example(y, pred).reshape(pred.shape[0], -1).mean(axis=1)
+        # a weight per step (batch, steps) for an output with a mask over its steps: each
+        # real step counts once, as in Keras
+        value = per_example(y, pred).reshape(*weight.shape, -1).mean(axis=-1)
         return jnp.stack([(value * weight).sum(), weight.sum()])
 
     return update
@@ -217,4 +220,4 @@ def build_metric(written: str, args: Args) -> Metric:
     if name == "root_mean_squared_error":
         def result(sums):
             return float(np.sqrt(_mean_of_sums(sums)))
-    return Metric(log_name, _weighted_mean(per_example[name]), result)
+    return Metric(log_name, _weighted_mean(per_example[name]), result, takes_step_weights=True)

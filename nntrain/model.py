@@ -102,8 +102,8 @@ class Model:
         embedding's mask_zero or a masking layer: node -> the layers it comes from (several
         after a merge, which keeps the steps any of its inputs keeps, as Keras 3's merges
         do). Wherever Keras would drop the mask (a layer that cannot take it, a merge of
-        masked and unmasked inputs) or leave the masked steps out of the loss (an output that
-        still has it), the config is refused instead: nntrain does neither."""
+        masked and unmasked inputs), the config is refused instead. An output that still has
+        the mask leaves its masked steps out of the loss and the metrics, as in Keras."""
         origins: dict[str, tuple[str, ...]] = {}
         for node in self.graph.nodes:
             if node.name not in self.node_shapes:
@@ -145,14 +145,6 @@ class Model:
             elif getattr(layer, "keeps_time_mask", lambda: False)() \
                     and node.inputs[0] in origins:  # the first input's (attention: the query's)
                 origins[node.name] = origins[node.inputs[0]]
-        for name in self.graph.outputs:
-            if name in origins:
-                node = next(n for n in self.graph.nodes if n.name == name)
-                problems.append(ShapeError(
-                    f"output '{name}' still has the mask that "
-                    f"{self._mask_source(origins[name][0])[0]} puts on padded steps, and a "
-                    "loss over masked steps is not supported yet: end with a recurrent layer "
-                    "without return_sequences, or global_average_pooling1d", node.index))
         return origins
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
@@ -233,13 +225,15 @@ class Model:
         mask: jax.Array | None = None,
         until: str | None = None,
         activity: list[jax.Array] | None = None,
+        output_masks: dict[str, jax.Array] | None = None,
     ) -> tuple[dict[str, jax.Array], dict[str, jax.Array], Pytree]:
         """Run the graph. Returns (outputs, logits, new_state): for outputs named in
         `logits_for` whose last activation is softmax/sigmoid, `logits` holds the values
         before it, so a cross-entropy can use the stable log-softmax form. `mask` marks the
         real rows of a padded batch. With `until`, stops before that node and returns the
         values of its inputs as `outputs` (for adapt). A list given as `activity` receives
-        the penalty of each layer with an activity regularizer."""
+        the penalty of each layer with an activity regularizer; a dict given as
+        `output_masks`, the mask over the steps of each output that has one."""
         values: dict[str, jax.Array] = {
             name: _as_input(inputs[name], spec.dtype) for name, spec in self.graph.inputs.items()
         }
@@ -294,6 +288,8 @@ class Model:
                     s = jax.tree.map(lambda v, d: v.astype(d), s, s_dtypes)
                 new_state[node.name] = s
         outputs = {name: values[name] for name in self.graph.outputs}
+        if output_masks is not None:
+            output_masks.update({n: time_masks[n] for n in self.graph.outputs if n in time_masks})
         if mixed:  # losses and metrics in float32
             outputs, logits = _cast(outputs, jnp.float32), _cast(logits, jnp.float32)
         return outputs, logits, new_state

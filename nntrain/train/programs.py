@@ -146,22 +146,32 @@ class Programs:
     # -- one batch -------------------------------------------------------------------------
     def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng, mask):
         activity: list[jax.Array] = []
+        steps: dict[str, jax.Array] = {}  # masks over the steps of outputs that have one
         outputs, logits, new_state = self.model.apply(
             params, state, xb, training=training, rng=rng, logits_for=self.logits_for,
-            mask=mask, activity=activity,
+            mask=mask, activity=activity, output_masks=steps,
         )
+        count = n.astype(jnp.float32)
         total = jnp.float32(0.0)
         out_sums, metric_sums = [], []
         for out in self.layout.outputs:
             loss = self.setup.losses[out]
             pred = logits.get(out, outputs[out]) if loss.takes_logits else outputs[out]
-            out_sum = (loss.fn(yb[out], pred) * w).sum()
+            if out in steps:
+                real = steps[out].astype(jnp.float32)
+                out_sum = (loss.fn(yb[out], pred, real) * w).sum()
+                # Keras's masked sum_over_batch_size: over the batch's real steps, counted
+                # here as that mean times the examples (the step's total divides by those)
+                out_sum = out_sum * count / jnp.maximum((real * mask[:, None]).sum(), 1.0)
+                weights = {True: w[:, None] * real, False: mask[:, None] * real}
+            else:
+                out_sum = (loss.fn(yb[out], pred) * w).sum()
+                weights = {True: w, False: mask}
             out_sums.append(out_sum)
             total = total + self.setup.loss_weights[out] * out_sum
             # padding rows count for no metric; the weights only for weighted_metrics
-            metric_sums += [m.update(yb[out], outputs[out], w if m.weighted else mask)
+            metric_sums += [m.update(yb[out], outputs[out], weights[m.weighted])
                             for m in self.setup.metrics[out]]
-        count = n.astype(jnp.float32)
         # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
         loss = total / jnp.maximum(count, 1.0)
         if self.model.penalties or activity:  # in the loss and in the figures (`loss`,
