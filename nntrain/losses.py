@@ -35,7 +35,8 @@ def _per_example(x: jax.Array, steps: jax.Array | None = None) -> jax.Array:
     if steps is None:
         return x.reshape(x.shape[0], -1).mean(axis=1)
     per_step = x.reshape(*steps.shape, -1).mean(axis=-1)
-    return (per_step * steps).sum(axis=1)
+    # `where`, not a product: whatever a padded step computes (NaN, say) stays out
+    return jnp.where(steps > 0, per_step, 0.0).sum(axis=1)
 
 
 def match_targets(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:

@@ -414,6 +414,45 @@ def test_fit_a_tagger_of_padded_sequences_from_the_cli(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.98
 
 
+def test_what_a_padded_step_computes_stays_out_of_the_loss():
+    """A label out of range at a padded step makes a NaN there; it must not reach the loss."""
+    from nntrain.losses import build_loss
+
+    loss = build_loss("sparse_categorical_crossentropy", None, "softmax")
+    logits = jnp.zeros((1, 3, 2))
+    per_example = loss.fn(jnp.asarray([[0, 1, 99]]), logits, jnp.asarray([[1.0, 1.0, 0.0]]))
+    np.testing.assert_allclose(np.asarray(per_example), [2 * np.log(2)], rtol=1e-6)
+
+
+def test_tagger_data_errors_say_what_to_do(tmp_path):
+    ids = np.array([[3, 5, 0], [4, 0, 0]] * 8, np.int32)
+    tags = np.where(ids > 0, ids > 3, -1)  # padding tagged -1: out of range
+    np.savez(tmp_path / "seq.npz", x=ids, y=tags.astype(np.int32),
+             w=np.ones(ids.shape, np.float32))
+    config = {"name": "tagger", "data": {"train": "seq.npz"},
+              "model": {"inputs": {"x": {"shape": [3], "dtype": "int32"}},
+                        "layers": [{"embedding": {"inputs": "x", "input_dim": 10,
+                                                  "output_dim": 4, "mask_zero": True}},
+                                   {"gru": {"units": 4, "return_sequences": True}},
+                                   {"dense": {"units": 2, "activation": "softmax",
+                                              "name": "y"}}]},
+              "compile": {"loss": "sparse_categorical_crossentropy", "optimizer": "adam"}}
+    labels = nntrain("fit", str(_write(tmp_path, config)), "-q", "--runs-dir",
+                     str(tmp_path / "runs"))
+    assert labels.exit_code == 2
+    assert "padded steps need a label in that range too (0, say), though the loss leaves " \
+        "them out" in labels.output
+    np.savez(tmp_path / "seq.npz", x=ids, y=np.maximum(tags, 0).astype(np.int32),
+             w=np.ones(ids.shape, np.float32))
+    config["data"]["sample_weight"] = "w"
+    weights = nntrain("fit", str(_write(tmp_path, config)), "-q", "--runs-dir",
+                      str(tmp_path / "runs"))
+    assert weights.exit_code == 2
+    assert "sample weights of shape (16, 3): give one number per example (weights per step " \
+        "of a sequence are not supported)" in weights.output
+    assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
 def test_metrics_that_cannot_leave_out_masked_steps_are_refused(tmp_path):
     config = yaml.safe_load(_masked_config(tmp_path, TAGGER).read_text())
     config["compile"] = {"loss": "sparse_categorical_crossentropy", "optimizer": "adam",

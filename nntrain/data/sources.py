@@ -519,6 +519,10 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                                 "to 0..input_dim-1")
     if not targets:
         return
+    if data.sample_weight is not None and data.sample_weight.ndim != 1:
+        raise DataError(f"{what}: sample weights of shape {data.sample_weight.shape}: give one "
+                        "number per example (weights per step of a sequence are not "
+                        "supported)")
     if data.sample_weight is not None and (
             len(data.sample_weight) != len(data) or not np.isfinite(data.sample_weight).all()):
         raise DataError(f"{what}: sample weights must be one finite number per example")
@@ -542,10 +546,13 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                 raise DataError(f"{what}: targets of '{name}' must be class indices (integers)")
             low, high = (y.min(), y.max()) if y.size else (0, 0)
             if low < 0 or high >= classes:
+                per_step = len(shape) > 1  # a label per step: a tagger's padded steps too
                 raise DataError(
                     f"{what}: labels of '{name}' range over {low}..{high}, but the output has "
                     f"{classes} classes (0..{classes - 1})",
-                    "set the last layer's units to the number of classes",
+                    "set the last layer's units to the number of classes"
+                    + ("; padded steps need a label in that range too (0, say), though the "
+                       "loss leaves them out" if per_step else ""),
                 )
         else:
             if y.dtype.kind == "f" and not np.isfinite(y).all():
