@@ -40,10 +40,6 @@ class MultiHeadAttention(Layer):
         return True
 
     @property
-    def activation(self) -> None:
-        return None
-
-    @property
     def value_dim(self) -> int:
         return self.args.value_dim or self.args.key_dim
 
