@@ -119,9 +119,14 @@ def _normalize(x, mean, var, params, shape, epsilon: float) -> jax.Array:
 @register("batch_normalization")
 class BatchNormalization(Layer):
     """Normalizes with the batch's statistics in training (and keeps moving averages of them
-    for inference). Padding rows of the last batch (mask 0) do not count."""
+    for inference). Padding rows of the last batch (mask 0) do not count, nor, as in Keras,
+    the padded steps of a sequence with mask_zero's or a masking layer's mask."""
 
     uses_mask = True
+    time_mask_mode = "uses"
+
+    def keeps_time_mask(self) -> bool:
+        return True
 
     def build(self, input_shape):
         kept = resolve_axes(self.args.axis, input_shape)
@@ -130,7 +135,7 @@ class BatchNormalization(Layer):
                  "moving_variance": Weight(shape, self.args.moving_variance_initializer)}
         return Built(_scale_and_center(self.args, shape), state, input_shape)
 
-    def call(self, params, state, x, *, training, rng, mask=None, **_):
+    def call(self, params, state, x, *, training, rng, mask=None, time_mask=None, **_):
         x, dtype = _in_float32(x)
         kept = resolve_axes(self.args.axis, x.shape[1:])
         shape = _broadcast_shape(x.shape[1:], kept)
@@ -143,8 +148,10 @@ class BatchNormalization(Layer):
         if mask is None:
             mask = jnp.ones(x.shape[0], x.dtype)
         weights = jnp.reshape(mask.astype(x.dtype), (-1,) + (1,) * (x.ndim - 1))
-        per_row = math.prod(x.shape[a] for a in reduce[1:])
-        n = jnp.maximum(weights.sum() * per_row, 1.0)
+        if time_mask is not None:  # (batch, steps): the real steps of each sequence
+            weights = weights * time_mask.astype(x.dtype).reshape(
+                *time_mask.shape, *(1,) * (x.ndim - 2))
+        n = jnp.maximum(jnp.broadcast_to(weights, x.shape).sum(reduce, keepdims=True), 1.0)
         mean = (x * weights).sum(reduce, keepdims=True) / n
         var = (jnp.square(x - mean) * weights).sum(reduce, keepdims=True) / n
         m = self.args.momentum
