@@ -309,9 +309,9 @@ def _check_masked_outputs(setup: Setup) -> None:
     for out in setup.graph.outputs:
         if out not in setup.model.mask_origins:
             continue
-        for section, metric in [(s, m) for s in ("metrics", "weighted_metrics")
-                                for m in setup.metrics[out] if m.weighted == (s != "metrics")]:
+        for metric in setup.metrics[out]:
             if not metric.takes_step_weights:
+                section = "weighted_metrics" if metric.weighted else "metrics"
                 issues.append(setup.loaded.issue(("compile", section), (
                     f"{metric.name} cannot leave out the masked steps of output '{out}' (it "
                     "still has mask_zero's or a masking layer's mask): use accuracy or a mean "

@@ -157,21 +157,22 @@ class Programs:
         for out in self.layout.outputs:
             loss = self.setup.losses[out]
             pred = logits.get(out, outputs[out]) if loss.takes_logits else outputs[out]
-            if out in steps:
-                real = steps[out].astype(jnp.float32)
+            real = steps[out].astype(jnp.float32) if out in steps else None
+            if real is None:
+                out_sum = (loss.fn(yb[out], pred) * w).sum()
+            else:
                 out_sum = (loss.fn(yb[out], pred, real) * w).sum()
                 # Keras's masked sum_over_batch_size: over the batch's real steps, counted
                 # here as that mean times the examples (the step's total divides by those)
                 out_sum = out_sum * count / jnp.maximum((real * mask[:, None]).sum(), 1.0)
-                weights = {True: w[:, None] * real, False: mask[:, None] * real}
-            else:
-                out_sum = (loss.fn(yb[out], pred) * w).sum()
-                weights = {True: w, False: mask}
             out_sums.append(out_sum)
             total = total + self.setup.loss_weights[out] * out_sum
-            # padding rows count for no metric; the weights only for weighted_metrics
-            metric_sums += [m.update(yb[out], outputs[out], weights[m.weighted])
-                            for m in self.setup.metrics[out]]
+            # padding rows count for no metric; the weights only for weighted_metrics; a
+            # masked output's metrics weigh each real step
+            for m in self.setup.metrics[out]:
+                weight = w if m.weighted else mask
+                metric_sums.append(m.update(yb[out], outputs[out], weight if real is None
+                                            else weight[:, None] * real))
         # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
         loss = total / jnp.maximum(count, 1.0)
         if self.model.penalties or activity:  # in the loss and in the figures (`loss`,
