@@ -760,7 +760,7 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         limit = show if limit is None else min(limit, show)
     targets, class_names = None, _class_names(setup)
     if input_path is not None:
-        data = ArraySet(_read_inputs(input_path, setup.io.inputs))
+        data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
     else:
         dataset = _load_data(setup, base_dir, console, quiet=False)
@@ -817,7 +817,10 @@ def _class_names(setup) -> list[str] | None:
     return None
 
 
-def _read_inputs(path: Path, inputs: dict) -> dict[str, np.ndarray]:
+def _read_inputs(path: Path, inputs: dict, x_name: str) -> dict[str, np.ndarray]:
+    """The model's inputs from an .npy, or an .npz with one array per input name; a model
+    of one input also reads the array its training file names `data.x` (`x`), so the
+    training data's own .npz predicts as it is."""
     if not path.exists():
         raise DataError(f"input file not found: {path}")
     try:
@@ -837,11 +840,14 @@ def _read_inputs(path: Path, inputs: dict) -> dict[str, np.ndarray]:
         with loaded:
             names = list(loaded.files)
             missing = [n for n in inputs if n not in names]
-            if len(inputs) == 1 and len(names) == 1:
-                arrays = {next(iter(inputs)): loaded[names[0]]}
+            only = next(iter(inputs)) if len(inputs) == 1 else None
+            if only is not None and only not in names and (len(names) == 1 or x_name in names):
+                arrays = {only: loaded[names[0] if len(names) == 1 else x_name]}
             elif missing:
                 raise DataError(f"{path}: no arrays for inputs {', '.join(missing)} "
-                                f"(found {', '.join(names)})")
+                                f"(found {', '.join(names)})",
+                                "name the arrays after the model's inputs: numpy.savez(FILE, "
+                                + ", ".join(f"{n}=..." for n in inputs) + ")")
             else:
                 arrays = {n: loaded[n] for n in inputs}
     for name, array in arrays.items():

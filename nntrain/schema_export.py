@@ -111,10 +111,11 @@ def config_json_schema() -> dict[str, Any]:
             defs[_title(registry)] = _entry_schema(registry, defs)
     for key in entry_defs:
         defs.pop(key, None)
-    if "BidirectionalArgs" in defs:  # its short forms put the wrapped entry's key beside
-        # merge_mode ({lstm: 64, merge_mode: sum}): looser here, `validate` checks them
-        defs["BidirectionalArgs"].pop("required", None)
-        defs["BidirectionalArgs"]["additionalProperties"] = True
+    for wrapper in ("BidirectionalArgs", "TimeDistributedArgs"):
+        if wrapper in defs:  # short forms put the wrapped entry's key beside the wrapper's
+            # own ({lstm: 64, merge_mode: sum}): looser here, `validate` checks them
+            defs[wrapper].pop("required", None)
+            defs[wrapper]["additionalProperties"] = True
     schema = _draft7_refs(schema)
     defs = {key: _draft7_refs(value) for key, value in defs.items()}
     _drop_unreferenced(schema, defs)

@@ -414,20 +414,26 @@ def test_fit_a_tagger_of_padded_sequences_from_the_cli(tmp_path):
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.98
 
 
-def test_batch_normalization_leaves_padded_steps_out_of_its_statistics(tmp_path):
-    """Keras 3.15: Embedding(10, 3, mask_zero) -> BatchNormalization(momentum=0.5) ->
-    GlobalAveragePooling1D, called in training on IDS; embeddings _weight((10, 3), 0)."""
+def train_masked(tmp_path, layers) -> tuple[np.ndarray, dict]:
+    """The output and new state of embedding (mask_zero, _weight((10, 3), 0)) -> `layers`,
+    called in training on IDS."""
     from nntrain.build import prepare
     from nntrain.config.loader import load_config
 
-    path = _masked_config(tmp_path, [{"batch_normalization": {"momentum": 0.5}},
-                                     "global_average_pooling1d"])
-    model = prepare(load_config(path, [])).model
+    model = prepare(load_config(_masked_config(tmp_path, layers), [])).model
     params, state = model.init(jax.random.key(0))
     params["embedding"]["embeddings"] = jnp.asarray(_weight((10, 3), 0))
     outputs, _, new_state = model.apply(params, state, {"ids": jnp.asarray(IDS)}, training=True,
                                         rng=jax.random.key(1), mask=jnp.ones(3))
-    np.testing.assert_allclose(np.asarray(outputs[model.output_names[0]]), [
+    return np.asarray(outputs[model.output_names[0]]), new_state
+
+
+def test_batch_normalization_leaves_padded_steps_out_of_its_statistics(tmp_path):
+    """Keras 3.15: Embedding(10, 3, mask_zero) -> BatchNormalization(momentum=0.5) ->
+    GlobalAveragePooling1D, called in training on IDS; embeddings _weight((10, 3), 0)."""
+    output, new_state = train_masked(tmp_path, [{"batch_normalization": {"momentum": 0.5}},
+                                                "global_average_pooling1d"])
+    np.testing.assert_allclose(output, [
         [0.089822, 0.161167, 0.198637], [0.703845, 0.539565, 0.277707],
         [-0.793667, -0.700733, -0.476344]], atol=2e-6)
     moving = new_state["batch_normalization"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
 
-from nntrain.config.entries import Args, Registry
+from nntrain.config.entries import Args, CustomEntry, Registry
 
 LAYERS = Registry("layer")
 
@@ -632,21 +632,18 @@ class GRUArgs(GatedArgs):
     reset_after: bool = True  # Keras 2.x and 3's default (the cuDNN form)
 
 
-@LAYERS.register("bidirectional")
-class BidirectionalArgs(LayerArgs):
-    """Keras's Bidirectional: the wrapped layer reads the sequence forwards, a copy of it
-    (its own weights) backwards, and their outputs are merged. `bidirectional: {lstm: 64}` is
-    short for `bidirectional: {layer: {lstm: 64}}`."""
+class WrapperArgs(LayerArgs):
+    """A layer that wraps another: `{lstm: 64, merge_mode: sum}` is short for
+    `{layer: {lstm: 64}, merge_mode: sum}`; the wrapped layer's node name, inputs and activity
+    regularizer belong to the wrapper."""
 
     positional = "layer"
-    layer: RECURRENT.entry_type()  # type: ignore[valid-type]
-    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+    wrapper: ClassVar[str]  # its layer name, for messages
 
     @model_validator(mode="before")
     @classmethod
     def _short_form(cls, value: object) -> object:
-        """`{lstm: 64, merge_mode: sum}`: the keys that are not bidirectional's own are the
-        wrapped layer's entry."""
+        """The keys that are not the wrapper's own are the wrapped layer's entry."""
         if isinstance(value, dict) and "layer" not in value:
             wrapped = {k: v for k, v in value.items() if k not in cls.model_fields}
             if wrapped:
@@ -654,18 +651,36 @@ class BidirectionalArgs(LayerArgs):
                         "layer": wrapped}
         return value
 
+    def wrapped(self) -> dict:
+        """The wrapped layer's arguments, as a dict."""
+        return next(iter(self.layer.model_dump().values()))
+
     @model_validator(mode="after")
-    def _forwards(self) -> BidirectionalArgs:
-        wrapped = next(iter(self.layer.model_dump().values()))
-        if wrapped["go_backwards"]:
-            raise ValueError("the wrapped layer has go_backwards: true; bidirectional reads "
-                             "the sequence both ways itself: leave go_backwards out")
+    def _own_arguments_outside(self) -> WrapperArgs:
+        wrapped = self.wrapped()
         misplaced = [k for k in ("name", "inputs", "activity_regularizer")
-                     if wrapped[k] is not None]
+                     if wrapped.get(k) is not None]
         if misplaced:
             raise ValueError(f"{' and '.join(misplaced)} of the wrapped layer: give "
-                             f"{'them' if len(misplaced) > 1 else 'it'} to bidirectional "
-                             "itself, beside merge_mode")
+                             f"{'them' if len(misplaced) > 1 else 'it'} to {self.wrapper} itself")
+        return self
+
+
+@LAYERS.register("bidirectional")
+class BidirectionalArgs(WrapperArgs):
+    """Keras's Bidirectional: the wrapped layer reads the sequence forwards, a copy of it
+    (its own weights) backwards, and their outputs are merged. `bidirectional: {lstm: 64}` is
+    short for `bidirectional: {layer: {lstm: 64}}`."""
+
+    wrapper = "bidirectional"
+    layer: RECURRENT.entry_type()  # type: ignore[valid-type]
+    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+
+    @model_validator(mode="after")
+    def _forwards(self) -> BidirectionalArgs:
+        if self.wrapped()["go_backwards"]:
+            raise ValueError("the wrapped layer has go_backwards: true; bidirectional reads "
+                             "the sequence both ways itself: leave go_backwards out")
         return self
 
 
@@ -694,4 +709,23 @@ class MultiHeadAttentionArgs(KernelArgs):
             raise ValueError("activity_regularizer is not supported here: Keras gives it to "
                              "the query, key, value and output projections inside the layer, "
                              "not to the layer's output; give it to a layer after this one")
+        return self
+
+
+# -- last, so that it can wrap every layer above --------------------------------------------
+@LAYERS.register("time_distributed")
+class TimeDistributedArgs(WrapperArgs):
+    """Keras's TimeDistributed: the wrapped layer (one set of weights) applied to each step
+    of a (steps, ...) input on its own. `time_distributed: {conv2d: {filters: 8, kernel_size:
+    3}}` is short for `time_distributed: {layer: {conv2d: ...}}`."""
+
+    wrapper = "time_distributed"
+    layer: LAYERS.entry_type()  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _built_in(self) -> TimeDistributedArgs:
+        if isinstance(self.layer, CustomEntry):
+            raise ValueError(f"time_distributed wraps nntrain's own layers, not a custom one "
+                             f"({self.layer.target}): write your layer to take (batch, steps, "
+                             "...) inputs instead")
         return self

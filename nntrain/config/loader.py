@@ -441,6 +441,7 @@ def _line_order(issue: Issue) -> tuple[int, int]:
 
 
 # pydantic's names for the branches of a union (`int | Literal["auto"]`): not config keys
+WRAPPERS = ("bidirectional", "time_distributed")  # layers whose entry holds a layer's entry
 UNION_TAGS = {"single", "per_output", "int", "float", "str", "bool", "list", "dict", "none"}
 # what a pattern asks for, in words
 PATTERN_WORDS = {
@@ -499,8 +500,8 @@ def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
             continue  # a discriminated entry repeats its tag: dense.dense.units
         elif isinstance(node, dict) and node.get("type") == part:
             continue  # a union told apart by its `type:` value (search parameters)
-        elif part == "layer" and out and out[-1] == "bidirectional" and isinstance(node, dict):
-            continue  # bidirectional's short form, {lstm: 64}: no `layer:` in the file
+        elif part == "layer" and out and out[-1] in WRAPPERS and isinstance(node, dict):
+            continue  # a wrapper's short form, {lstm: 64}: no `layer:` in the file
         else:
             node = None
             out.append(part)

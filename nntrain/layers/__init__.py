@@ -12,6 +12,7 @@ from nntrain.layers import (  # noqa: F401  (registers the layers)
     pooling,
     recurrent,
     reshaping,
+    wrappers,
 )
 from nntrain.layers.base import LAYER_TYPES, Layer, ShapeError
 

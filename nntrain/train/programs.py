@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from nntrain.build import Setup
+from nntrain.config.entries import entry_name
 from nntrain.data.arrays import ArraySet, aligned_empty
 from nntrain.data.generator import GeneratorSplit
 from nntrain.data.stream import Stream
@@ -94,7 +95,15 @@ def steps_per_iteration(setup: Setup, backend: str | None = None) -> int:
 
 
 def _windowed(setup: Setup) -> bool:
-    return any(node.type.startswith(WINDOWED) for node in setup.graph.nodes)
+    return any(kind.startswith(WINDOWED) for node in setup.graph.nodes
+               for kind in _layer_types(node))
+
+
+def _layer_types(node: Any) -> Iterator[str]:
+    """A node's layer type, and the type of the layer it wraps (time_distributed)."""
+    yield node.type
+    if node.type == "time_distributed":
+        yield entry_name(node.args.layer)
 
 
 def rolled_loop(step: Callable[[Any, Any], Any], carry: Any, steps: Any, unroll: int) -> Any:
