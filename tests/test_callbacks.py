@@ -394,6 +394,52 @@ def test_a_user_callback_sees_every_hook_and_can_stop_training(tmp_path: Path):
     ]
 
 
+
+STOPPER = '''
+class StopMidEpoch:
+    def __init__(self, epoch, batch):
+        self.epoch, self.batch, self.seen = epoch, batch, []
+
+    def on_epoch_begin(self, epoch, logs):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs):
+        self.seen.append([self.current, batch])
+        if [self.current, batch] == [self.epoch, self.batch]:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs):
+        self.seen.append(["end", epoch, sorted(logs)])
+
+    def on_train_end(self, logs):
+        import json
+        (self.model.run_dir / "seen.json").write_text(json.dumps(self.seen))
+'''
+
+
+def test_stop_training_in_a_batch_hook_ends_the_epoch_there(tmp_path: Path):
+    """As in Keras with steps_per_execution 4: the stop set after batch 7 of epoch 2 takes
+    effect at once (no further chunk trains), validation and on_epoch_end still run."""
+    (tmp_path / "stopper.py").write_text(STOPPER)
+    # a rate that halves every step: the rate logged (the last step's) counts the steps
+    config = tiny(tmp_path, [{"stopper:StopMidEpoch": {"epoch": 1, "batch": 7}}], epochs=5,
+                  optimizer={"sgd": {"learning_rate": {"exponential_decay": {
+                      "initial_learning_rate": 1.0, "decay_steps": 1, "decay_rate": 0.5}}}})
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    sys.modules.pop("stopper", None)
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("runs/cb/*"))
+    record = json.loads((run / "run.json").read_text())
+    assert record["status"] == "stopped"
+    assert "a callback stopped training in epoch 2 after step 8" in json.dumps(record)
+    figures = ["accuracy", "learning_rate", "loss", "val_accuracy", "val_loss"]
+    assert json.loads((run / "seen.json").read_text()) == [
+        [0, 3], [0, 7], [0, 11], [0, 15], ["end", 0, figures],
+        [1, 3], [1, 7], ["end", 1, figures]]
+    # 16 steps, then 8: the last step trained is step 23 (from 0)
+    assert rates(run) == pytest.approx([0.5 ** 15, 0.5 ** 23])
+
+
 BROKEN = '''
 class NoHooks:
     def __init__(self, x=1):

@@ -589,7 +589,8 @@ class OptimizerView:
 
 class ModelView:
     """What a user's callback sees as `self.model`, with Keras's names: `stop_training`
-    (set it to stop after this epoch), `get_weights()` / `set_weights(w)` (`{"params": ...,
+    (set in on_train_batch_end, it ends the epoch after that chunk; in on_epoch_end, training
+    stops after that epoch), `get_weights()` / `set_weights(w)` (`{"params": ...,
     "state": ...}`, numpy arrays keyed by layer name), `optimizer.learning_rate` (read and
     set), `history` (the rows of history.csv so far) and `run_dir`. Weights and learning
     rate are there between epochs, not in `on_train_batch_end`: mid-epoch they are being
@@ -638,7 +639,8 @@ class UserCallback(Callback):
     copy: changing it changes nothing else. `on_train_batch_end(batch, logs)` runs once per
     compiled chunk of steps (`fit.steps_per_execution`), with `batch` the chunk's last batch
     (from 0) and the epoch's running figures so far; `self.model.stop_training` set there
-    stops training at the end of the epoch. An optional `state()` (JSON-able) and
+    ends the epoch after that chunk (validation and on_epoch_end run, as in Keras) and
+    training with it. An optional `state()` (JSON-able) and
     `load_state(state)` carry the object's own state across `--resume`."""
 
     def __init__(self, target: str, obj: Any, model: ModelView) -> None:

@@ -241,6 +241,12 @@ class Fitter:
         """Stop after the chunk running now (Ctrl-C, SIGTERM): checkpoint, then return."""
         self.stop_signal = signum
 
+    def _batch_hooks(self) -> bool:
+        """Whether a user's callback has on_train_batch_end: it may set stop_training there,
+        which must stop training right after the chunk it saw, so chunks are reported as
+        they finish rather than one chunk late."""
+        return any("on_train_batch_end" in getattr(c, "hooks", ()) for c in self.callbacks)
+
     def _stop_agreed(self) -> bool:
         """Whether to stop now. With several processes, all stop when any was signalled: one
         that stopped alone would leave the others waiting in the next step's collectives."""
@@ -402,9 +408,12 @@ class Fitter:
                 self.carry, sums, done = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
-                    should_stop=self._stop_agreed, epoch=epoch,
+                    should_stop=lambda: self._stop_agreed() or self.stop_training,
+                    epoch=epoch, report_late=not self._batch_hooks(),
                     meanwhile=self._after_first_call(validation, epoch == initial_epoch))
-            if done < self.steps_per_epoch:  # interrupted: keep the place in the epoch
+            if done < self.steps_per_epoch and self.stop_signal is not None:
+                # interrupted: keep the place in the epoch (a callback's stop_training
+                # instead ends the epoch here, as in Keras: validation, on_epoch_end)
                 self._save_last(epoch, (done, sums))
                 status = "stopped"
                 reason = f"interrupted in epoch {epoch + 1} at step {done}"
@@ -446,7 +455,8 @@ class Fitter:
                 early = any(isinstance(c, cb.EarlyStopping) and c.stopped_epoch == epoch
                             for c in self.callbacks)
                 reason = f"{'early stopping' if early else 'a callback stopped training'} " \
-                    f"after epoch {epoch + 1}"
+                    + (f"after epoch {epoch + 1}" if done == self.steps_per_epoch
+                       else f"in epoch {epoch + 1} after step {done}")
                 break
         for callback in self.callbacks:
             callback.on_train_end(self)

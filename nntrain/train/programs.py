@@ -254,13 +254,14 @@ class Programs:
                     start_step: int = 0, sums: np.ndarray | None = None,
                     should_stop: Callable[[], bool] | None = None, epoch: int = 0,
                     meanwhile: Callable[[Carry], None] | None = None,
-                    ) -> tuple[Carry, np.ndarray, int]:
+                    report_late: bool = True) -> tuple[Carry, np.ndarray, int]:
         """Run one epoch (or the rest of one, from `start_step` with the `sums` so far) in
         chunks. `on_chunk(steps_done, sums)` sees each chunk's running sums, read one chunk
-        late so the device never waits for the host. `should_stop()` is asked after each
-        chunk. `meanwhile(carry)` runs once, while the device runs the first chunk (the
-        carry it gets is that chunk's, still being computed). Returns (carry, sums, steps
-        done)."""
+        late so the device never waits for the host; with `report_late` false, as soon as
+        the chunk is done, before the next is started (so that a `should_stop` decided there
+        stops right after that chunk). `should_stop()` is asked after each chunk.
+        `meanwhile(carry)` runs once, while the device runs the first chunk (the carry it
+        gets is that chunk's, still being computed). Returns (carry, sums, steps done)."""
         n_steps = math.ceil(n_total / self.batch_size)
         sums = self.placement.replicate(self.layout.zeros() if sums is None
                                         else np.asarray(sums, np.float32))
@@ -273,13 +274,16 @@ class Programs:
                 meanwhile(carry)
                 meanwhile = None
             done = first + k
-            if pending is not None and on_chunk is not None:
-                on_chunk(*pending)
-            pending = (done, sums)
+            if on_chunk is not None and not report_late:
+                on_chunk(done, fetch(sums))
+            elif on_chunk is not None:
+                if pending is not None:
+                    on_chunk(*pending)
+                pending = (done, sums)
             if should_stop is not None and should_stop():
                 break
         host_sums = fetch(sums)
-        if on_chunk is not None:
+        if on_chunk is not None and (report_late or done == start_step):
             on_chunk(done, host_sums)
         return carry, host_sums, done
 
