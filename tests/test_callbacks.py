@@ -477,7 +477,8 @@ def test_user_callback_problems_are_config_errors(tmp_path: Path):
 
 @pytest.mark.parametrize(("monitor", "mode"), [
     ("val_loss", "min"), ("val_accuracy", "max"), ("val_auc", "max"), ("val_precision", "max"),
-    ("out_recall", "max"), ("val_mae", "min"), ("val_top_k_categorical_accuracy", "max")])
+    ("out_recall", "max"), ("val_mae", "min"), ("val_top_k_categorical_accuracy", "max"),
+    ("val_precision_1", "max"), ("val_auc_2", "max"), ("val_mae_1", "min")])
 def test_auto_mode_follows_each_metrics_direction(monitor: str, mode: str):
     assert cb.resolve_mode(monitor, "auto") == mode
 

@@ -14,6 +14,7 @@ import json
 import math
 import operator
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -86,10 +87,12 @@ class Callback:
 
 def resolve_mode(monitor: str, mode: str) -> str:
     """Keras's `auto`: maximise the metrics whose direction is up (accuracies, AUC,
-    precision, recall), minimise everything else."""
+    precision, recall), minimise everything else. A second metric of a kind is named with a
+    count (`precision_1`), which Keras cannot resolve; its kind decides here."""
     if mode != "auto":
         return mode
-    return "max" if monitor.endswith(("acc", "accuracy", "auc", "precision", "recall")) \
+    kind = re.sub(r"_\d+$", "", monitor)
+    return "max" if kind.endswith(("acc", "accuracy", "auc", "precision", "recall")) \
         else "min"
 
 
