@@ -99,6 +99,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
                          else ("model",), str(err))
             for err in (e.errors if isinstance(e, ShapeErrors) else [e])]) from None
 
+    _check_from_logits(loaded, model, loss_entries)
     losses = {}
     for out in outputs:
         entry = loss_entries[out]
@@ -171,6 +172,27 @@ def _embedded_inputs(graph: Graph) -> dict[str, tuple[tuple[str, int], ...]]:
         if source in found:
             found[source].append((node.name, node.args.input_dim))
     return {name: tuple(layers) for name, layers in found.items() if layers}
+
+
+def _check_from_logits(loaded: LoadedConfig, model: Model, loss_entries: dict) -> None:
+    """`from_logits: true` on an output that ends in softmax or sigmoid: its values are
+    probabilities, not logits. Keras on JAX would apply the softmax a second time and train
+    on a wrong loss without a word; the config contradicts itself, so say so."""
+    issues = []
+    per_output = isinstance(loaded.config.compile.loss, dict)
+    for out, entry in loss_entries.items():
+        activation = model.output_activation(out) if out in model.output_shapes else None
+        if getattr(entry_args(entry), "from_logits", False) and \
+                activation in ("softmax", "sigmoid"):
+            issues.append(loaded.issue(
+                ("compile", "loss", *((out,) if per_output else ()), entry_name(entry),
+                 "from_logits"),
+                f"from_logits: true, but output '{out}' ends in {activation}, so its values "
+                "are probabilities, not logits: leave from_logits out (the loss is then "
+                f"computed from the values before the {activation}, as stably), or end the "
+                "output with a linear activation"))
+    if issues:
+        raise ConfigError(issues)
 
 
 def _per_output(entries: list | dict, outputs: list[str]) -> dict[str, list]:

@@ -270,6 +270,20 @@ def test_metric_arguments_past_the_outputs_units_are_refused(tmp_path: Path, met
     assert "is past the output's 3 units" in result.output
 
 
+
+def test_from_logits_on_a_softmax_output_is_refused(tmp_path: Path):
+    """Keras on JAX would apply the softmax twice and train on a wrong loss."""
+    config = _classifier(tmp_path, GOOD_X, GOOD_Y)
+    config.write_text(config.read_text().replace(
+        "  loss: sparse_categorical_crossentropy\n",
+        "  loss: {sparse_categorical_crossentropy: {from_logits: true}}\n"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    _rejected(result, "compile.loss.sparse_categorical_crossentropy.from_logits",
+              "output 'dense' ends in softmax, so its values are probabilities, not logits")
+    config.write_text(config.read_text().replace("activation: softmax", "activation: linear"))
+    assert nntrain("validate", str(config), cwd=tmp_path).exit_code == 0
+
+
 def test_an_output_place_the_system_refuses_is_a_clear_error(tmp_path: Path, runs):
     (tmp_path / "a-file").write_text("")
     _rejected(nntrain("fit", str(TINY), "--runs-dir", str(tmp_path / "a-file"), "-q"),
