@@ -30,7 +30,7 @@ from rich.table import Table
 import nntrain
 from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.custom import require_trust
-from nntrain.data.arrays import native_byte_order
+from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
 from nntrain.errors import DataError, TrainingFailed, UserCodeError, UserError
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
@@ -536,6 +536,8 @@ def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]
         "devices": [str(d) for d in jax.devices()],
         "data": _data_record(dataset),
     }
+    if dataset.class_names is not None:  # for predict's labels, whatever the input
+        record["class_names"] = [str(name) for name in dataset.class_names]
     commit = _git_commit(base_dir)
     if commit:
         record["git_commit"] = commit
@@ -659,7 +661,17 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     setup = _prepare(loaded)
     folder = run.checkpoints / checkpoint_name
     if checkpoint_name == "best" and ckpt.find(folder) is None:
-        folder = run.checkpoints / "last"  # no best (no model_checkpoint): the only weights
+        if isinstance(run.read_json("metrics.json").get("best_epoch"), int):
+            # a best epoch was saved: its checkpoint is gone, not merely never written
+            last = run.checkpoints / "last"
+            raise ckpt.CheckpointError(
+                f"no checkpoint at {folder}" + (f" or {last}" if ckpt.find(last) is None
+                                                else "")
+                + ", though metrics.json records a best epoch",
+                "the checkpoints were removed or moved: restore them, or train again"
+                if ckpt.find(last) is None else "the best weights were removed or moved: "
+                "restore them, or use --checkpoint last for the last epoch's weights")
+        folder = run.checkpoints / "last"  # no epoch improved on the monitored figure
     if ckpt.find(folder) is None and info.get("status") == "failed":
         raise ckpt.CheckpointError(
             f"{run.path} failed before it finished an epoch"
@@ -742,12 +754,12 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
             raise UserError(f"--output {output}: --show draws an image",
                             "give a .png (or .svg, .pdf) file name, or leave --output out "
                             "for predictions/show.png in the run directory")
-    elif output is not None and output.suffix not in (".csv", ".npy", ".npz", ".json"):
+    elif output is not None and output.suffix.lower() not in (".csv", ".npy", ".npz", ".json"):
         raise UserError(f"--output {output}: unknown format '{output.suffix}'",
                         "use a .csv, .npy, .npz or .json file name")
     run, setup, weights, _meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
                                                      trust_code)
-    if output is not None and output.suffix == ".npy" and len(setup.graph.outputs) > 1:
+    if output is not None and output.suffix.lower() == ".npy" and len(setup.graph.outputs) > 1:
         raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
                         "use .npz (one array per output), .csv or .json")
     if show is not None:
@@ -758,7 +770,7 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
             raise UserError(f"--show draws images: {problem}",
                             "use --output FILE.csv or the table for this model")
         limit = show if limit is None else min(limit, show)
-    targets, class_names = None, _class_names(setup)
+    targets, class_names = None, _class_names(setup, run)
     if input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
@@ -768,8 +780,10 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
                               "these predictions are for the new data")
         data = dataset.split(split or "test")
         if not isinstance(data, ArraySet):
-            raise UserError("predict --split reads examples from files, and this run's data "
-                            "comes from a generator", "pass the inputs with --input FILE")
+            raise UserError("predict reads a split's examples from files, and this run's "
+                            "data comes from a generator",
+                            f"give the inputs as a file: nntrain predict {run_spec} "
+                            "INPUTS.npz (or .npy)")
         targets = data.y
         class_names = class_names or dataset.class_names
     if limit is not None:
@@ -808,9 +822,14 @@ def _show_images(run: Run, setup, data, outputs, targets, class_names, output: P
                   soft_wrap=True, highlight=False)
 
 
-def _class_names(setup) -> list[str] | None:
+def _class_names(setup, run: Run) -> list[str] | None:
+    """The class names the run recorded (a CSV file's text labels, a built-in dataset's);
+    for a run that recorded none, a built-in dataset's."""
     from nntrain.data import fashion_mnist
 
+    recorded = run.info().get("class_names")
+    if isinstance(recorded, list) and all(isinstance(n, str) for n in recorded):
+        return recorded
     dataset = setup.loaded.config.data.dataset
     if dataset in fashion_mnist.DATASETS:
         return list(fashion_mnist.DATASETS[dataset].class_names)
@@ -823,33 +842,28 @@ def _read_inputs(path: Path, inputs: dict, x_name: str) -> dict[str, np.ndarray]
     training data's own .npz predicts as it is."""
     if not path.exists():
         raise DataError(f"input file not found: {path}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        # numpy takes what is not an .npy or .npz for a pickle, and says so
-        reason = "not an .npy or .npz file numpy wrote" if "pickle" in str(e) else \
-            (str(e) or "empty file")
-        raise DataError(f"cannot read {path}: {reason}",
-                        "give an .npy array or an .npz archive (no pickled objects)") from None
+    names = ", ".join(f"{n}=..." for n in inputs)
+    loaded = read_numpy_file(path, "give an .npy array or an .npz archive (no pickled "
+                             f"objects), e.g. numpy.savez(FILE, {names})")
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:
             raise DataError(f"{path}: the model has inputs {', '.join(inputs)}",
-                            "give an .npz with one array per input name")
+                            f"give an .npz with one array per input name: numpy.savez(FILE, "
+                            f"{names})")
         arrays = {next(iter(inputs)): loaded}
     else:
-        with loaded:
-            names = list(loaded.files)
-            missing = [n for n in inputs if n not in names]
-            only = next(iter(inputs)) if len(inputs) == 1 else None
-            if only is not None and only not in names and (len(names) == 1 or x_name in names):
-                arrays = {only: loaded[names[0] if len(names) == 1 else x_name]}
-            elif missing:
-                raise DataError(f"{path}: no arrays for inputs {', '.join(missing)} "
-                                f"(found {', '.join(names)})",
-                                "name the arrays after the model's inputs: numpy.savez(FILE, "
-                                + ", ".join(f"{n}=..." for n in inputs) + ")")
-            else:
-                arrays = {n: loaded[n] for n in inputs}
+        found = list(loaded)
+        missing = [n for n in inputs if n not in found]
+        only = next(iter(inputs)) if len(inputs) == 1 else None
+        if only is not None and only not in found and (len(found) == 1 or x_name in found):
+            arrays = {only: loaded[found[0] if len(found) == 1 else x_name]}
+        elif missing:
+            raise DataError(f"{path}: no arrays for inputs {', '.join(missing)} "
+                            + (f"(found {', '.join(found)})" if found else "(it holds none)"),
+                            f"name the arrays after the model's inputs: numpy.savez(FILE, "
+                            f"{names})")
+        else:
+            arrays = {n: loaded[n] for n in inputs}
     for name, array in arrays.items():
         if array.ndim == 0:
             shape = ", ".join(str(d) for d in inputs[name][0])

@@ -26,11 +26,15 @@ def predict_arrays(setup: Setup, weights: dict[str, Any],
     """Outputs for every row, in fixed-size batches (the last one padded) so one program
     serves any number of rows."""
     model = setup.model
+    squash = {name: kind for name in model.output_names
+              if (kind := probabilities_of(setup, name)) != model.output_activation(name)}
 
     @jax.jit
     def run(params, state, xb):  # weights as arguments: not constants baked into the program
         outputs, _, _ = model.apply(params, state, xb, training=False)
-        return outputs
+        # an output trained on logits (from_logits: true) is shown as probabilities
+        return {name: getattr(jax.nn, squash[name])(value) if name in squash else value
+                for name, value in outputs.items()}
 
     n = len(data)
     batch = min(PREDICT_BATCH, n)
@@ -43,14 +47,26 @@ def predict_arrays(setup: Setup, weights: dict[str, Any],
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
+def probabilities_of(setup: Setup, name: str) -> str | None:
+    """How an output's values are probabilities: "softmax" or "sigmoid" when it ends in one,
+    or when its loss takes its values as logits (`from_logits: true`); else None."""
+    activation = setup.model.output_activation(name)
+    if activation in ("softmax", "sigmoid"):
+        return activation
+    loss = setup.losses[name]
+    if loss.takes_logits:
+        return "sigmoid" if loss.name == "binary_crossentropy" else "softmax"
+    return None
+
+
 def _is_classifier(setup, name: str, values: np.ndarray) -> bool:
     return values.ndim == 2 and values.shape[1] > 1 and (
-        setup.model.output_activation(name) == "softmax" or name in setup.io.sparse_outputs)
+        probabilities_of(setup, name) == "softmax" or name in setup.io.sparse_outputs)
 
 
 def _is_binary(setup, name: str, values: np.ndarray) -> bool:
     return values.ndim == 2 and values.shape[1] == 1 and \
-        setup.model.output_activation(name) == "sigmoid"
+        probabilities_of(setup, name) == "sigmoid"
 
 
 def _label(index: int, class_names: list[str] | None) -> str:
@@ -123,9 +139,10 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
     then (predicting a split) the true class and its name, or the true values."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)  # as --show and plot --output do
-    if path.suffix in (".npy", ".npz"):
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
         buffer = io.BytesIO()
-        if path.suffix == ".npy":
+        if suffix == ".npy":
             np.save(buffer, next(iter(outputs.values())), allow_pickle=False)
         else:
             np.savez(buffer, **outputs)
@@ -164,7 +181,7 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                     for j, v in enumerate(true[i]):
                         row[f"{prefix}true_{j}" if true.shape[1] > 1 else f"{prefix}true"] = \
                             float(v)
-    if path.suffix == ".json":
+    if suffix == ".json":
         atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
         return
     buffer = io.StringIO()

@@ -151,6 +151,27 @@ def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
     assert "Traceback" not in bad.output
 
 
+@pytest.mark.parametrize(("loss", "units"), [("sparse_categorical_crossentropy", 3),
+                                            ("binary_crossentropy", 1)])
+def test_a_model_trained_on_logits_predicts_probabilities(tmp_path: Path, loss: str,
+                                                           units: int):
+    result = nntrain("fit", str(TINY), "-q", "--epochs", "2",
+                     "--set", f"compile.loss={{{loss}: {{from_logits: true}}}}",
+                     "--set", f"model.layers.3.dense={{units: {units}}}",
+                     "--set", f"data.synthetic.classes={max(units, 2)}", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "p.csv"
+    result = nntrain("predict", str(only_run(tmp_path)), "--split", "test", "--output",
+                     str(out))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    probabilities = np.array([[float(r[f"p_{c}"]) for c in range(max(units, 2))]
+                              for r in rows])
+    assert (probabilities >= 0).all() and (probabilities <= 1).all()
+    np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
+    assert [int(r["class"]) for r in rows] == list(probabilities.argmax(1))
+
+
 def test_predict_top_of_a_regression_model_is_refused(tmp_path: Path):
     result = nntrain("fit", str(TINY), "-q", "--epochs", "1", "--set", "compile.loss=mse",
                      "--set", "compile.metrics=[]", "--set", "data.synthetic.classes=0",
@@ -437,6 +458,11 @@ def test_predict_names_the_classes_of_a_binary_model_with_text_labels(tmp_path: 
     for r in written:
         assert float(r["p_cat"]) + float(r["p_dog"]) == pytest.approx(1.0, abs=1e-6)
         assert r["label"] == ("dog" if float(r["p_dog"]) > 0.5 else "cat")
+    # from a file of examples too: the run recorded the names
+    np.save(tmp_path / "two.npy", np.array([[2.0, 2.0], [-2.0, -2.0]], np.float32))
+    result = nntrain("predict", "pets", "two.npy", "--output", "two.csv", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert [r["label"] for r in csv.DictReader((tmp_path / "two.csv").open())] == ["dog", "cat"]
 
 
 def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path):

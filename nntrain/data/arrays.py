@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from nntrain.errors import DataError
 
 # JAX's CPU client uses a 64-byte aligned array in place; it copies any other one, and for
 # a moment the data is in memory twice (numpy's big arrays start 16 bytes into a page).
@@ -59,3 +63,25 @@ def native_byte_order(array: np.ndarray) -> np.ndarray:
     if array.dtype.byteorder in ("=", "|") or array.dtype.isnative:
         return array
     return array.astype(array.dtype.newbyteorder("="))
+
+
+def read_numpy_file(path: Path, hint: str) -> np.ndarray | dict[str, np.ndarray]:
+    """An .npy file's array, or an .npz archive's arrays by name (its members that are not
+    arrays skipped), in native byte order; never unpickles. Anything unreadable (not a file
+    numpy wrote, cut short, object arrays) is a DataError naming the file, with `hint`."""
+    try:
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return native_byte_order(loaded)
+            with loaded:
+                found = {key: loaded[key] for key in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # numpy takes what is not an .npy or .npz for a pickle, and says so
+        reason = "object arrays need pickle, which nntrain never uses" if "Object" in str(e) \
+            else "not an .npy or .npz file numpy wrote" if "pickle" in str(e) \
+            else str(e) or "empty file"
+        raise DataError(f"cannot read {path}: {reason}", hint) from None
+    # an .npz member that is not an .npy (a README, a JSON file) comes back as bytes
+    return {key: native_byte_order(value) for key, value in found.items()
+            if isinstance(value, np.ndarray)}

@@ -3,7 +3,6 @@ and checks that the arrays fit the model."""
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 
 from nntrain.config.schema import DataConfig, SplitConfig
 from nntrain.data import builtin, fashion_mnist
-from nntrain.data.arrays import ArraySet, aligned_empty, native_byte_order
+from nntrain.data.arrays import ArraySet, aligned_empty, native_byte_order, read_numpy_file
 from nntrain.data.tabular import (
     Table,
     category_values,
@@ -180,22 +179,13 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     if not path.is_dir() and not _numpy_file(path):
         raise DataError(f"{path}: not a data file nntrain reads", "give an .npz file "
                         "(numpy.savez), a folder of .npy files, or a .csv file with a header")
-    try:
-        if path.suffix == ".npy":
-            raise DataError(f"{path}: a training file needs inputs and targets",
-                            "save both with np.savez(path, x=..., y=...), or np.save them "
-                            "as x.npy and y.npy in one folder")
-        if path.is_dir():
-            arrays = _read_npy_folder(path)
-        else:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: native_byte_order(archive[key]) for key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        # numpy takes what is not an .npy or .npz for a pickle, and says so
-        reason = "not an .npz or .npy file numpy wrote" if "pickle" in str(e) else str(e)
-        raise DataError(f"cannot read {path}: {reason}",
-                        "expected an .npz file from numpy.savez, or a folder of .npy files "
-                        "(no pickled objects)") from None
+    hint = "expected an .npz file from numpy.savez, or a folder of .npy files (no pickled " \
+        "objects)"
+    arrays = _read_npy_folder(path, hint) if path.is_dir() else read_numpy_file(path, hint)
+    if isinstance(arrays, np.ndarray):
+        raise DataError(f"{path}: a training file needs inputs and targets",
+                        "save both with np.savez(path, x=..., y=...), or np.save them "
+                        "as x.npy and y.npy in one folder")
     found = ", ".join(arrays)
     if not arrays:
         raise DataError(f"{path}: holds no arrays", "save the data with numpy.savez(path, "
@@ -241,11 +231,16 @@ def _numpy_file(path: Path) -> bool:
     return head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY"))
 
 
-def _read_npy_folder(folder: Path) -> dict[str, np.ndarray]:
+def _read_npy_folder(folder: Path, hint: str) -> dict[str, np.ndarray]:
     """A folder of .npy files, one per array, memory-mapped: data bigger than memory is read
     as it is used."""
-    arrays = {p.stem: native_byte_order(np.load(p, mmap_mode="r", allow_pickle=False))
-              for p in sorted(folder.glob("*.npy"))}
+    arrays = {}
+    for path in sorted(folder.glob("*.npy")):
+        try:
+            arrays[path.stem] = native_byte_order(np.load(path, mmap_mode="r",
+                                                          allow_pickle=False))
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"cannot read {path}: {e}", hint) from None
     if not arrays:
         raise DataError(f"{folder}: no .npy files in this folder",
                         "save each array with np.save(folder / 'x.npy', x), likewise y")
@@ -481,8 +476,8 @@ def _shape_hint(given: tuple[int, ...], expected: tuple[int, ...]) -> str:
     if tuple(given) == expected:
         return f"one example needs a batch axis: save it as shape {(1, *expected)} " \
             "(np.expand_dims(x, 0))"
-    per_example = int(np.prod(expected))
-    if given and int(np.prod(given)) % per_example == 0:
+    if len(given) > 1 and int(np.prod(given[1:])) == int(np.prod(expected)):
+        # the same values per example, laid out otherwise (flattened images)
         shape = ", ".join(str(d) for d in expected)
         return f"reshape the array to (N, {shape}): x.reshape(-1, {shape})"
     return f"give an array of shape (N, {', '.join(str(d) for d in expected)})"
@@ -492,6 +487,10 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
     """Shapes, dtypes and values the model can take, or one clear error."""
     if len(data) == 0:
         raise DataError(f"{what} is empty", "give at least one example")
+    rows = {name: len(array) for name, array in data.x.items()}
+    if len(set(rows.values())) > 1:
+        raise DataError(f"{what}: the inputs have different numbers of rows: " + ", ".join(
+            f"'{name}' {n:,}" for name, n in rows.items()), "give one row per example in each")
     for name, (shape, _dtype) in io.inputs.items():
         array = data.x[name]
         if array.dtype.kind not in "biuf":
