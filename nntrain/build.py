@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import ModelCheckpointArgs, checkpoint_fields
 from nntrain.config.entries import entry_args, entry_name, is_custom
+from nntrain.config.layers import ActivationName
 from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
 from nntrain.custom import load_object
 from nntrain.data.sources import Dataset, ModelIO
 from nntrain.graph import Graph, build_graph
-from nntrain.layers import ShapeError
+from nntrain.layers import Layer, ShapeError
 from nntrain.layers.base import ShapeErrors
 from nntrain.losses import Loss, build_loss
 from nntrain.metrics import Metric, build_metric
@@ -147,6 +148,7 @@ def _custom_layers(loaded: LoadedConfig, graph: Graph) -> dict[str, type]:
                     f"{node.type} is not a layer: it needs init(rng, input_shape) and "
                     "apply(params, state, x, *, training, rng) methods")])
             found[node.type] = cls
+        _check_custom_activation(loaded, node, found[node.type])
         args_model = getattr(found[node.type], "Args", None)
         if isinstance(args_model, type) and issubclass(args_model, BaseModel):
             try:
@@ -156,6 +158,18 @@ def _custom_layers(loaded: LoadedConfig, graph: Graph) -> dict[str, type]:
                     ("model", "layers", node.index, node.type),
                     f"{format_path(err['loc'])}: {err['msg']}") for err in e.errors()]) from None
     return found
+
+
+def _check_custom_activation(loaded: LoadedConfig, node, cls: type) -> None:
+    """A user's Layer subclass that keeps nntrain's apply gets its `activation` applied by
+    nntrain: a name nntrain does not know is a config error, not a KeyError in training."""
+    activation = getattr(node.args, "activation", None)
+    names = get_args(ActivationName)
+    if isinstance(activation, str) and activation not in names and \
+            isinstance(cls, type) and issubclass(cls, Layer) and cls.apply is Layer.apply:
+        raise ConfigError([loaded.issue(
+            ("model", "layers", node.index, node.type, "activation"),
+            f"unknown activation '{activation}'", closest(activation, list(names)))])
 
 
 def _embedded_inputs(graph: Graph) -> dict[str, tuple[tuple[str, int], ...]]:
@@ -256,11 +270,22 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
 
 def _check_generated_batches(setup: Setup) -> None:
     config = setup.loaded.config
-    if config.data.generator is not None and config.fit.validation_batch_size is not None:
+    if config.data.generator is None:
+        return
+    if config.fit.validation_batch_size is not None:
         raise ConfigError([setup.loaded.issue(
             ("fit", "validation_batch_size"),
             "a generator's batches have fit.batch_size rows in every split: drop "
             "fit.validation_batch_size, the generator makes the validation batches")])
+    adapting = [node for node in setup.graph.nodes
+                if hasattr(setup.model.layers[node.name], "adapt")]
+    if adapting:
+        node = adapting[0]
+        raise ConfigError([setup.loaded.issue(
+            ("model", "layers", node.index),
+            f"layer '{node.name}' ({node.type}) adapts to the training data, which a "
+            "generator does not hold: give it mean and variance, use data.train (files), "
+            "or normalize inside the generator")])
 
 
 def check_generated_validation(setup: Setup, dataset: Dataset) -> None:

@@ -97,10 +97,12 @@ def _load_data(setup, base_dir: Path, console: Console, quiet: bool):
 def validate(config_path: Path, overrides: list[str], console: Console) -> None:
     loaded = load_config(config_path, overrides)
     if loaded.config.search is not None:  # its paths and values, as `nntrain tune` checks them
-        from nntrain.tune.command import check_search
+        from nntrain.tune.command import check_search, resolve_objective
 
-        check_search(loaded, overrides)
+        _, positions, override_paths, _ = check_search(loaded, overrides)
     setup = _prepare(loaded)
+    if loaded.config.search is not None:  # and the figure the trials are ranked by
+        resolve_objective(loaded, setup.log_names(), positions, override_paths)
     model = setup.model
     console.print(
         f"[green]✓[/] {config_path} is valid: model '{loaded.config.name}', "

@@ -109,6 +109,14 @@ def build_graph(loaded: LoadedConfig) -> Graph:
         if output not in nodes:
             issues.append(loaded.issue(("model", "outputs", i), f"unknown output node '{output}'",
                                        closest(output, list(nodes))))
+        elif output in outputs[:i]:
+            issues.append(loaded.issue(("model", "outputs", i), f"output '{output}' is listed "
+                                       "twice (its loss would count twice): list it once"))
+        elif len(outputs) > 1 and (output == "val" or output.startswith("val_")):
+            # a figure of each output is logged as <output>_<figure>, validation's as val_...
+            issues.append(loaded.issue(("model", "outputs", i), f"output '{output}': its "
+                                       f"figures ({output}_loss) would be taken for validation "
+                                       "figures: name the layer otherwise"))
     if issues:
         raise ConfigError(issues)
 

@@ -53,7 +53,8 @@ class Model:
         self._infos: list[LayerInfo] = []
         self.output_shapes: dict[str, tuple[int, ...]] = {}
         problems: list[ShapeError] = []  # every problem at once, as the schema's
-        declared, _ = self._walk(lambda layer, _, shape: _layer_shapes(layer, shape), problems)
+        declared, declared_state = self._walk(
+            lambda layer, _, shape: _layer_shapes(layer, shape), problems)
         # (layer, weight) -> function, for the weights whose layer gave a regularizer or a
         # constraint (Keras's kernel_regularizer, kernel_constraint, ...); layer -> function
         # for activity regularizers
@@ -62,6 +63,8 @@ class Model:
         self.activity_penalties: dict[str, Callable] = {}
         for node in graph.nodes:
             try:
+                for name, weight in declared_state.get(node.name, {}).items():
+                    _check_initializer(node, name, weight)
                 self._add_regularization(node, declared.get(node.name, {}))
             except ShapeError as e:
                 problems.append(e)
@@ -83,10 +86,7 @@ class Model:
         for name, weight in declared.items():
             if not isinstance(weight, Weight):
                 continue
-            if weight.initializer == "orthogonal" and len(weight.shape) < 2:
-                raise ShapeError(f"{where}, weight '{name}' of shape {weight.shape}: the "
-                                 "orthogonal initializer needs 2 or more dimensions (use it "
-                                 "for kernels; zeros for biases)", node.index)
+            _check_initializer(node, name, weight)
             weight = regularizers.checked(weight, f"{where}, weight '{name}':", node.index)
             if weight.regularizer is not None:
                 problem = regularizers.shape_problem(weight.regularizer, weight.shape)
@@ -110,6 +110,15 @@ class Model:
                 continue  # it could not be built: its problem is reported already
             layer = self.layers[node.name]
             if _makes_time_mask(layer):
+                steps = self._shape_of(node.name)[:-1]
+                if len(steps) != 1:  # the loss, metrics and layers take (batch, steps) masks
+                    source, undo = self._mask_source(node.name)
+                    problems.append(ShapeError(
+                        f"layer '{node.name}' ({node.type}): a mask over padded steps needs "
+                        f"one axis of steps; {source} would mask a {len(steps)}-axis grid "
+                        f"{steps}: reshape the input to (steps,) first, or {undo}",
+                        node.index))
+                    continue
                 origins[node.name] = (node.name,)
                 continue
             masked = [origins[s] for s in node.inputs if s in origins]
@@ -419,6 +428,16 @@ def _user_code(node: Any, method: str) -> Iterator[None]:
     except Exception as e:  # the user's code may raise anything
         raise UserCodeError(f"custom layer '{node.name}' ({node.type}): {method} raised "
                             f"{type(e).__name__}: {e}", "fix the layer's code") from None
+
+
+def _check_initializer(node: Any, name: str, weight: Any) -> None:
+    """An initializer that cannot fill the weight's shape is a config error, not a crash in
+    the first step."""
+    if isinstance(weight, Weight) and weight.initializer == "orthogonal" \
+            and len(weight.shape) < 2:
+        raise ShapeError(f"layer '{node.name}' ({node.type}), weight '{name}' of shape "
+                         f"{weight.shape}: the orthogonal initializer needs 2 or more "
+                         "dimensions (use it for kernels; zeros for biases)", node.index)
 
 
 def _layer_shapes(layer: Layer, input_shape: Any) -> tuple[Pytree, Pytree, Shape]:

@@ -544,3 +544,15 @@ def test_what_a_callback_raises_is_reported_as_its_error(tmp_path: Path, callbac
     if callback == "RaisesAtEpochEnd":  # epoch 1 was finished and kept: resume continues
         assert f"nntrain fit --resume {run.relative_to(tmp_path)} --trust-code" in out
         assert json.loads((run / "run.json").read_text())["status"] == "failed"
+
+
+@pytest.mark.parametrize(("callbacks", "message"), [
+    ([{"csv_logger": "log.csv"}, {"csv_logger": "log.csv"}],
+     "fit.callbacks[0] writes to log.csv already; give each callback its own file"),
+    ([{"csv_logger": "logs"}, {"csv_logger": "logs/epochs.csv"}],
+     "fit.callbacks[0] writes to logs already"),
+])
+def test_callbacks_writing_to_one_place_are_refused(tmp_path: Path, callbacks, message):
+    result = nntrain("validate", str(tiny(tmp_path, callbacks)), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())

@@ -76,6 +76,13 @@ def test_custom_layer_errors(example: Path, tmp_path, monkeypatch):
     config.write_text(text.replace("my_layers:Gated", "os:getcwd"))
     result = nntrain("validate", str(config), cwd=tmp_path)
     assert result.exit_code == 2 and "is not a layer" in result.output
+
+    # nntrain applies the activation of a Layer subclass: its name is checked as a dense's
+    config.write_text(text.replace("activation: relu}", "activation: relux}"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "my_layers:Gated.activation: unknown activation 'relux'" in result.output
+    assert "did you mean 'relu'" in result.output
     import sys
     sys.modules.pop("my_layers", None)
 

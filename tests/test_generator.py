@@ -200,3 +200,18 @@ def test_validation_batch_size_does_not_apply_to_a_generator(tmp_path: Path):
                      cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert "fit.validation_batch_size" in result.output and "generator" in result.output
+
+
+def test_a_layer_that_adapts_to_the_data_is_refused_before_training(tmp_path: Path):
+    config = _setup(tmp_path)
+    config.write_text(config.read_text().replace(
+        "  layers:\n", "  layers:\n    - normalization\n"))
+    for command in ("validate", "fit"):
+        result = nntrain(command, str(config), cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert "layer 'normalization' (normalization) adapts to the training data, which a " \
+            "generator does not hold" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
+    given = config.read_text().replace("- normalization", "- normalization: {mean: 0, variance: 1}")
+    config.write_text(given)
+    assert nntrain("validate", str(config), cwd=tmp_path).exit_code == 0

@@ -451,3 +451,9 @@ def test_set_reaches_a_search_parameters_settings_by_its_dotted_key(tmp_path: Pa
     assert "unknown type 'flaot': expected a mapping with type: one of int, float, choice, " \
         "bool; did you mean 'float'?" in " ".join(typo.output.split())
     assert "discriminator" not in typo.output
+    # the objective is checked as tune checks it
+    objective = nntrain("validate", str(config), "--set", "search.objective=val_acuracy",
+                        cwd=tmp_path)
+    assert objective.exit_code == 2
+    assert "search.objective: the epoch logs have no 'val_acuracy'" in objective.output
+    assert "did you mean 'val_accuracy'" in objective.output

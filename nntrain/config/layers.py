@@ -288,7 +288,17 @@ class RescalingArgs(LayerArgs):
 @LAYERS.register("reshape")
 class ReshapeArgs(LayerArgs):
     positional = "target_shape"
-    target_shape: list[int] = Field(min_length=1)
+    # sizes, and at most one -1 for the size the others leave
+    target_shape: list[Annotated[int, Field(ge=-1)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ReshapeArgs:
+        if 0 in self.target_shape:
+            raise ValueError("a size of 0 leaves no values: give sizes of 1 or more, and "
+                             "at most one -1 for the size the others leave")
+        if self.target_shape.count(-1) > 1:
+            raise ValueError("at most one -1 (the size the others leave) in target_shape")
+        return self
 
 
 # -- convolution and pooling (channels_last) -------------------------------------------------
@@ -509,6 +519,10 @@ class NormalizationArgs(LayerArgs):
     def _both_or_neither(self) -> NormalizationArgs:
         if (self.mean is None) != (self.variance is None):
             raise ValueError("give both mean and variance, or neither (to adapt them)")
+        variances = self.variance if isinstance(self.variance, list) else [self.variance]
+        if any(v is not None and v < 0 for v in variances):
+            raise ValueError("a variance is never negative: give the square of the standard "
+                             "deviation")
         return self
 
 

@@ -156,7 +156,17 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         loader.dispose()
     positions: dict[Path_, tuple[int, int]] = {}
     _record_positions(node, (), positions, set())
-    return data, positions
+    return _unshared(data), positions
+
+
+def _unshared(value: Any) -> Any:
+    """The data with every YAML alias (`*h`) a copy of its anchor's value, not the same
+    object: a `--set` on one place must change that place only."""
+    if isinstance(value, dict):
+        return {key: _unshared(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_unshared(item) for item in value]
+    return value
 
 
 def _reader_error(source: Path, text: str, e: yaml.reader.ReaderError) -> UserError:

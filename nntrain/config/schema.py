@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,6 +27,7 @@ OptimizerEntry = OPTIMIZERS.entry_type()
 CallbackEntry = CALLBACKS.entry_type()
 
 DATASETS = ("fashion_mnist", "mnist", "california_housing", "iris", "xor", "synthetic")
+TABULAR_DATASETS = ("california_housing", "iris", "xor")  # read as tables, as .csv files are
 # columns of a table: "0:5" (an index range, as in Python), a column name, or a list of either
 Columns = str | list[str | int]
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -96,7 +98,19 @@ class DataConfig(Strict):
             raise ValueError("with a generator, the function gives the validation and test "
                              "splits itself (called with 'validation', 'test'): drop "
                              "data.validation and data.test")
+        table_keys = [k for k in ("features", "targets", "categorical", "inputs", "outputs")
+                      if getattr(self, k)] + (["missing"] if self.missing != "error" else [])
+        if table_keys and not self.is_table():
+            raise ValueError(f"{', '.join(table_keys)}: for tables only (.csv files, the "
+                             f"{', '.join(TABULAR_DATASETS)} datasets), and this data is not "
+                             "one: drop them (an .npz names its arrays with x and y, or after "
+                             "the model's inputs and outputs)")
         return self
+
+    def is_table(self) -> bool:
+        """Whether the data is read as a table of named columns."""
+        return self.dataset in TABULAR_DATASETS or (
+            self.train is not None and Path(self.train).suffix.lower() == ".csv")
 
 
 class InputConfig(Strict):

@@ -23,7 +23,6 @@ from nntrain.errors import DataError
 from nntrain.metrics import target_problem
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist")
-TABULAR_DATASETS = ("california_housing", "iris", "xor")
 
 
 @dataclass
@@ -61,7 +60,7 @@ def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
         return _generated(config, io, base_dir, batch_size)
     source = resolve_path(config.source, base_dir, "data.source") if config.source else None
     train_file = resolve_path(config.train, base_dir, "data.train") if config.train else None
-    if config.dataset in TABULAR_DATASETS or (train_file and train_file.suffix == ".csv"):
+    if config.is_table():
         dataset = _tabular(config, io, base_dir, seed, source, train_file)
     else:
         dataset = _arrays(config, io, base_dir, seed, source, train_file)
@@ -449,6 +448,12 @@ class _TablePlan:
         for out, shape in self.io.outputs.items():
             cols = self.targets_of(out)
             values = np.stack([column(c) for c in cols], axis=1)
+            if out in self.io.sparse_outputs and len(cols) > 1:
+                raise DataError(f"{table.source}: data.targets gives output '{out}' "
+                                f"{len(cols)} columns ({', '.join(cols)}), and its loss takes "
+                                "one column of class indices",
+                                "give it one target column, or give each column its own "
+                                "output")
             if out in self.io.sparse_outputs or (self.config.one_hot and len(cols) == 1):
                 labels = values[:, 0]
                 if not np.all(np.mod(labels[np.isfinite(labels)], 1) == 0):

@@ -75,9 +75,7 @@ class Reshape(Layer):
     def output_shape(self, input_shape):
         target = list(self.args.target_shape)
         size = math.prod(input_shape)
-        if target.count(-1) > 1:
-            raise ShapeError("target_shape may contain at most one -1")
-        if -1 in target:
+        if -1 in target:  # (at most one: the arguments say so)
             known = math.prod(d for d in target if d != -1)
             if known == 0 or size % known:
                 raise ShapeError(f"cannot reshape {input_shape} to {tuple(target)}")

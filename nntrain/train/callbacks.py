@@ -737,7 +737,7 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
     optimizer = config.compile.optimizer
     learning_rate = entry_args(optimizer).learning_rate
     issues, found = [], {}
-    log_dirs: dict[str, int] = {}
+    written: dict[PurePosixPath, tuple[int, bool]] = {}  # place -> (callback, is a file)
 
     def load(target: str, path: tuple, what: str) -> Any:
         try:
@@ -770,12 +770,19 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
                 issues.append(loaded.issue(path, (
                     f"the tensorboard callback needs the tensorboardX package, which is not "
                     f"installed: {TENSORBOARD_HINT}")))
-            folder = PurePosixPath(args.log_dir).as_posix()
-            if folder in log_dirs:
+            clash = _clash(written, args.log_dir, is_file=False)
+            if clash is not None:
                 issues.append(loaded.issue((*path, "log_dir"), (
-                    f"fit.callbacks[{log_dirs[folder]}] writes to {folder} already; give each "
-                    "tensorboard callback its own log_dir")))
-            log_dirs.setdefault(folder, i)
+                    f"fit.callbacks[{clash[0]}] writes to {clash[1]} already; give each "
+                    "callback its own place in the run directory")))
+            written.setdefault(PurePosixPath(args.log_dir), (i, False))
+        elif isinstance(args, CSVLoggerArgs):
+            clash = _clash(written, args.filename, is_file=True)
+            if clash is not None:
+                issues.append(loaded.issue((*path, "filename"), (
+                    f"fit.callbacks[{clash[0]}] writes to {clash[1]} already; give each "
+                    "callback its own file")))
+            written.setdefault(PurePosixPath(args.filename), (i, True))
         elif isinstance(entry, CustomEntry):
             klass = load(name, path, "class")
             if klass is not None:
@@ -787,6 +794,18 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
     if issues:
         raise ConfigError(issues)
     return found
+
+
+def _clash(written: dict[PurePosixPath, tuple[int, bool]], place: str,
+           is_file: bool) -> tuple[int, PurePosixPath] | None:
+    """The callback that already writes where this one would (the same place, or a file
+    where this one needs a folder, or the other way round), and its place; or None."""
+    path = PurePosixPath(place)
+    for other, (index, other_is_file) in written.items():
+        if other == path or (other_is_file and other in path.parents) or (
+                is_file and path in other.parents):
+            return index, other
+    return None
 
 
 def _check_callback_class(name: str, klass: Any, kwargs: dict[str, Any]) -> str | None:

@@ -1,0 +1,108 @@
+"""Configs whose parts do not fit together are refused by `validate` (and so by `fit`, before
+a run directory exists), with the place and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from clirunner import nntrain
+
+BASE = {"name": "checks", "data": {"dataset": "synthetic"},
+        "model": {"input": [6], "layers": [{"dense": {"units": 3, "activation": "softmax"}}]},
+        "compile": {"loss": "sparse_categorical_crossentropy"}}
+
+
+def _with(**changes) -> dict:
+    config = yaml.safe_load(yaml.safe_dump(BASE))
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node = config
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return config
+
+
+TWO_OUTPUTS = {"input": [6], "layers": [
+    {"dense": {"units": 2, "name": "a"}},
+    {"dense": {"units": 2, "name": "b", "inputs": "input"}}]}
+REFUSED = {
+    "negative reshape size": (
+        _with(model__layers=[{"reshape": [-1, -3]}, "flatten", {"dense": 3}]),
+        "model.layers[0].reshape.target_shape[1]: input should be greater than or equal "
+        "to -1"),
+    "two -1 in reshape": (
+        _with(model__layers=[{"reshape": [-1, -1]}, "flatten", {"dense": 3}]),
+        "at most one -1 (the size the others leave) in target_shape"),
+    "orthogonal moving mean": (
+        _with(model__layers=[{"batch_normalization": {
+            "moving_mean_initializer": "orthogonal"}}, {"dense": 3}]),
+        "weight 'moving_mean' of shape (6,): the orthogonal initializer needs 2 or more "
+        "dimensions"),
+    "mask over a grid": (
+        _with(model__input=None, model__inputs={"ids": {"shape": [3, 6], "dtype": "int32"}},
+              model__layers=[{"embedding": {"input_dim": 10, "output_dim": 4,
+                                            "mask_zero": True}}, {"dense": 3}]),
+        "a mask over padded steps needs one axis of steps; mask_zero on embedding "
+        "'embedding' would mask a 2-axis grid (3, 6)"),
+    "an output listed twice": (
+        _with(model={**TWO_OUTPUTS, "outputs": ["a", "a", "b"]},
+              compile__loss={"a": "mse", "b": "mse"}),
+        "model.outputs[1]: output 'a' is listed twice (its loss would count twice)"),
+    "an output named like validation figures": (
+        _with(model={**TWO_OUTPUTS, "layers": [
+            {"dense": {"units": 2, "name": "val"}},
+            {"dense": {"units": 2, "name": "b", "inputs": "input"}}], "outputs": ["val", "b"]},
+            compile__loss={"val": "mse", "b": "mse"}),
+        "output 'val': its figures (val_loss) would be taken for validation figures"),
+    "table keys for arrays": (
+        _with(data={"dataset": "synthetic", "features": "0:3"}),
+        "data: features: for tables only (.csv files, the california_housing, iris, xor "
+        "datasets)"),
+    "negative variance": (
+        _with(model__layers=[{"normalization": {"mean": 0.5, "variance": -1}}, {"dense": 3}]),
+        "a variance is never negative"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_configs_that_do_not_fit_together_are_refused(tmp_path: Path, case: str):
+    config, message = REFUSED[case]
+    config["model"] = {k: v for k, v in config["model"].items() if v is not None}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    for command in ("validate", "fit"):
+        result = nntrain(command, "c.yaml", cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_set_on_a_yaml_alias_changes_that_place_only(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text(
+        "name: anchors\ndata: {dataset: synthetic}\nmodel:\n  input: [6]\n  layers:\n"
+        "    - dense: &hidden {units: 4}\n    - dense: *hidden\n    - dense: 3\n"
+        "compile: {loss: mse}\n")
+    result = nntrain("summary", "c.yaml", "--set", "model.layers.0.dense.units=8",
+                     cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "dense (Dense)   │ (None, 8)" in result.output
+    assert "dense_1 (Dense) │ (None, 4)" in result.output
+
+
+def test_several_target_columns_for_class_indices_are_refused(tmp_path: Path):
+    rows = ["a,b,species,is_small"] + [f"{i % 7},{i % 5},{'xyz'[i % 3]},{i % 2}"
+                                       for i in range(30)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    config = {"name": "columns", "data": {"train": "t.csv", "targets": ["species", "is_small"]},
+              "model": {"input": [2], "layers": [{"dense": {"units": 3,
+                                                            "activation": "softmax"}}]},
+              "compile": {"loss": "sparse_categorical_crossentropy"}, "fit": {"epochs": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = nntrain("fit", "c.yaml", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "data.targets gives output 'dense' 2 columns (species, is_small), and its loss " \
+        "takes one column of class indices" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
