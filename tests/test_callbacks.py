@@ -548,7 +548,7 @@ def test_what_a_callback_raises_is_reported_as_its_error(tmp_path: Path, callbac
 
 @pytest.mark.parametrize(("callbacks", "message"), [
     ([{"csv_logger": "log.csv"}, {"csv_logger": "log.csv"}],
-     "fit.callbacks[0] writes to log.csv already; give each callback its own file"),
+     "fit.callbacks[0] writes to log.csv already; give each callback its own place"),
     ([{"csv_logger": "logs"}, {"csv_logger": "logs/epochs.csv"}],
      "fit.callbacks[0] writes to logs already"),
 ])

@@ -746,6 +746,15 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
             issues.append(loaded.issue(path, e.message + (f" ({e.hint})" if e.hint else "")))
             return None
 
+    def claim(index: int, key: tuple, place: str, is_file: bool) -> None:
+        """The place in the run directory a callback writes to, unless another does."""
+        clash = _clash(written, place, is_file)
+        if clash is not None:
+            issues.append(loaded.issue(key, f"fit.callbacks[{clash[0]}] writes to {clash[1]} "
+                                       "already; give each callback its own place in the run "
+                                       "directory"))
+        written.setdefault(PurePosixPath(place), (index, is_file))
+
     for i, entry in enumerate(config.fit.callbacks):
         name, args = entry_name(entry), entry_args(entry)
         path = ("fit", "callbacks", i, name)
@@ -770,19 +779,9 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
                 issues.append(loaded.issue(path, (
                     f"the tensorboard callback needs the tensorboardX package, which is not "
                     f"installed: {TENSORBOARD_HINT}")))
-            clash = _clash(written, args.log_dir, is_file=False)
-            if clash is not None:
-                issues.append(loaded.issue((*path, "log_dir"), (
-                    f"fit.callbacks[{clash[0]}] writes to {clash[1]} already; give each "
-                    "callback its own place in the run directory")))
-            written.setdefault(PurePosixPath(args.log_dir), (i, False))
+            claim(i, (*path, "log_dir"), args.log_dir, is_file=False)
         elif isinstance(args, CSVLoggerArgs):
-            clash = _clash(written, args.filename, is_file=True)
-            if clash is not None:
-                issues.append(loaded.issue((*path, "filename"), (
-                    f"fit.callbacks[{clash[0]}] writes to {clash[1]} already; give each "
-                    "callback its own file")))
-            written.setdefault(PurePosixPath(args.filename), (i, True))
+            claim(i, (*path, "filename"), args.filename, is_file=True)
         elif isinstance(entry, CustomEntry):
             klass = load(name, path, "class")
             if klass is not None:
