@@ -720,7 +720,9 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     metrics = run.read_json("metrics.json")
     metrics.setdefault("evaluations", []).append({
         "time": now_text(), "split": split, "checkpoint": meta["checkpoint"],
-        "epoch": meta.get("epoch"), "examples": examples(data), **figures})
+        "epoch": meta.get("epoch"),
+        **({"step_in_epoch": meta["step_in_epoch"]} if "step_in_epoch" in meta else {}),
+        "examples": examples(data), **figures})
     try:
         atomic_write_json(run.path / "metrics.json", metrics)
     except OSError as e:  # a read-only run (an archive, a shared folder): the figures stand
@@ -732,9 +734,11 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
         return
     substitute = "; the run keeps no best checkpoint" if meta["checkpoint"] != checkpoint_name \
         else ""
+    # a checkpoint made inside an epoch (training interrupted) says how far it got
+    when = f"epoch {meta.get('epoch')}" if "step_in_epoch" not in meta else \
+        f"epoch {meta.get('epoch')} and {meta['step_in_epoch']} steps of the next"
     console.print(f"{run.path}: {split} split ({examples(data):,} examples), "
-                  f"{meta['checkpoint']} weights (epoch {meta.get('epoch')}{substitute})",
-                  soft_wrap=True)
+                  f"{meta['checkpoint']} weights ({when}{substitute})", soft_wrap=True)
     table = Table()
     table.add_column("figure")
     table.add_column("value", justify="right")

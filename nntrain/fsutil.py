@@ -45,7 +45,12 @@ _MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone gives 0600
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     with disk_space("the file", path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as e:  # a folder that is missing or not writable: name the file
+            if e.errno is None:
+                raise
+            raise OSError(e.errno, e.strerror, str(path)) from None
         try:
             os.fchmod(fd, _MODE)
             with os.fdopen(fd, "wb") as f:
@@ -53,6 +58,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            if e.errno is None:
+                raise
+            # the error names the file asked for, not the temporary one beside it
+            raise OSError(e.errno, e.strerror, str(path)) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

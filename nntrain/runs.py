@@ -42,6 +42,43 @@ def _damaged(name: str) -> str:
     return f"the run directory is damaged: restore {name} from a copy of the run"
 
 
+# The fields nntrain reads back from a run's JSON files, with the types it writes: a file
+# that parses but holds another type there is damaged, and said so (not a TypeError later).
+_NUMBER = (int, float)
+_OPTIONAL_NUMBER = (int, float, type(None))
+FIELD_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
+    RUN_FILE: {
+        "name": (str,), "config_source": (str,), "config_dir": (str,), "start": (str,),
+        "end": (str, type(None)), "status": (str,), "stop_reason": (str, type(None)),
+        "seed": (int, type(None)), "devices": (list,), "data": (dict,),
+        "class_names": (list,), "epochs_completed": (int, type(None)), "host": (str,),
+        "pid": (int,), "placement": (dict,), "versions": (dict,), "seconds_before": _NUMBER,
+    },
+    "metrics.json": {
+        "monitor": (str,), "mode": (str,), "best_epoch": (int, type(None)),
+        "best_value": _OPTIONAL_NUMBER, "epochs_completed": (int,), "last": (dict,),
+        "test": (dict,), "test_checkpoint": (str,), "evaluations": (list,),
+    },
+}
+# fields holding a mapping or list of mappings (each split's record, each evaluation)
+_OF_MAPPINGS = {"data", "evaluations"}
+
+
+def type_problem(name: str, data: dict[str, Any]) -> str | None:
+    """What in a run's JSON file `name` has a type nntrain never writes there, or None."""
+    for key, types in FIELD_TYPES.get(name, {}).items():
+        if key not in data:
+            continue
+        value = data[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"'{key}' holds {json.dumps(value)[:40]}"
+        if key in _OF_MAPPINGS:
+            items = value.values() if isinstance(value, dict) else value
+            if not all(isinstance(item, dict) for item in items):
+                return f"'{key}' holds something other than records"
+    return None
+
+
 class RunNotFound(UserError):
     pass
 
@@ -88,6 +125,9 @@ class Run:
             raise UserError(f"cannot read {path}: {e}", _damaged(name)) from None
         if not isinstance(data, dict):
             raise UserError(f"cannot read {path}: not a JSON object", _damaged(name))
+        problem = type_problem(name, data)
+        if problem:
+            raise UserError(f"cannot read {path}: {problem}", _damaged(name))
         return data
 
     def info(self) -> dict[str, Any]:
@@ -121,7 +161,7 @@ class Run:
             return {}
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) else None
+        return data if isinstance(data, dict) and type_problem(name, data) is None else None
 
     def try_read_config(self) -> dict[str, Any] | None:
         """config.yaml as plain data: {} when missing, None when damaged."""
@@ -152,8 +192,9 @@ class Run:
                           for k, v in row.items() if k is not None}
             except ValueError as e:
                 raise UserError(f"{path}:{number}: {e}", _damaged("history.csv")) from None
-            if "epoch" in values and math.isfinite(values["epoch"]):
-                values["epoch"] = int(values["epoch"])
+            if not math.isfinite(values.get("epoch", math.nan)):
+                raise UserError(f"{path}:{number}: no epoch number", _damaged("history.csv"))
+            values["epoch"] = int(values["epoch"])
             history.append(values)
         return history
 

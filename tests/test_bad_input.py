@@ -204,6 +204,35 @@ def test_incomplete_or_mismatched_run_directories(tmp_path: Path, runs, damage: 
         nntrain("--debug", *args, cwd=tmp_path)
 
 
+WRONG_TYPES = [
+    ("run.json", "config_dir", None, ["evaluate", "predict", "resume"]),
+    ("run.json", "data", 5, ["evaluate", "predict", "runs show"]),
+    ("run.json", "epochs_completed", "x", ["resume"]),
+    ("metrics.json", "evaluations", 5, ["evaluate"]),
+]
+
+
+@pytest.mark.parametrize(("name", "key", "value", "commands"), WRONG_TYPES)
+def test_run_files_holding_wrong_types_are_named_as_damaged(tmp_path: Path, runs, name, key,
+                                                            value, commands):
+    run = tmp_path / "tiny_mlp" / "20260101-000000"
+    shutil.copytree(runs["tiny"], run)
+    data = json.loads((run / name).read_text())
+    (run / name).write_text(json.dumps({**data, key: value}))
+    before = _snapshot(run)
+    for command in commands:
+        args = {"resume": ["fit", "--resume", str(run), "-q"],
+                "runs show": ["runs", "show", str(run)]}.get(command, [command, str(run)])
+        result = nntrain(*args, cwd=tmp_path)
+        if command == "runs show":  # a listing shows what it can, and says what is damaged
+            assert result.exit_code == 0 and "Traceback" not in result.output
+            assert "damaged" in result.output, result.output
+        else:
+            _rejected(result, f"cannot read {run / name}: '{key}' holds "
+                      f"{json.dumps(value)}", "restore " + name)
+    assert _snapshot(run) == before
+
+
 BAD_PREDICT_INPUT = {
     "wrong shape": (np.zeros((2, 5, 5), np.float32),
                     "input x.npy: input 'input' has examples of shape (5, 5), the model "
@@ -360,3 +389,21 @@ def test_evaluate_of_a_read_only_run_still_prints_its_figures(runs, monkeypatch)
     assert "not recorded in" in result.output and "Read-only file system" in result.output
     figures = json.loads(result.output.strip().splitlines()[-1])
     assert set(figures) == {"loss", "accuracy"}
+
+
+def test_plot_of_a_history_without_epochs_names_the_file(tmp_path: Path, runs):
+    run = tmp_path / "tiny_mlp" / "20260101-000000"
+    shutil.copytree(runs["tiny"], run)
+    (run / "history.csv").write_text("loss\n0.5\n")
+    _rejected(nntrain("plot", str(run), "-o", str(tmp_path / "p.png"), cwd=tmp_path),
+              f"{run / 'history.csv'}:2: no epoch number", "restore history.csv")
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_an_output_path_that_is_a_folder_is_named_as_given(tmp_path: Path, runs):
+    (tmp_path / "out.csv").mkdir()
+    result = nntrain("predict", str(runs["tiny"]), "--split", "test", "-o", "out.csv",
+                     cwd=tmp_path)
+    _rejected(result, "out.csv: Is a directory")
+    assert ".tmp" not in result.output
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temporary file left

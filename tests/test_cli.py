@@ -89,7 +89,10 @@ def test_evaluate_of_a_run_without_best_weights_says_it_used_the_last(tmp_path: 
     result = nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     run = only_run(tmp_path)
-    shutil.rmtree(run / "checkpoints" / "best")  # as a run stopped inside its first epoch
+    # as a run stopped inside its first epoch: no best epoch yet, no best checkpoint
+    shutil.rmtree(run / "checkpoints" / "best")
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "best_epoch": None}))
     result = nntrain("evaluate", str(run))
     assert result.exit_code == 0, result.output
     assert "last weights (epoch 1; the run keeps no best checkpoint)" in \
@@ -529,3 +532,32 @@ def test_a_new_run_is_held_while_it_trains(tmp_path: Path):
     finally:
         first.send_signal(2)
         first.communicate(timeout=120)
+
+
+EVALUATES_MEANWHILE = '''
+import json, subprocess, sys
+
+
+class EvaluateMeanwhile:
+    """Runs `nntrain evaluate` on this run after epoch 2, while it trains on."""
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 1:
+            subprocess.run([sys.executable, "-m", "nntrain", "evaluate", str(self.model.run_dir),
+                            "--checkpoint", "last", "--split", "validation", "--trust-code"],
+                           check=True)
+'''
+
+
+def test_an_evaluation_made_while_the_run_trains_is_kept(tmp_path: Path):
+    (tmp_path / "meanwhile.py").write_text(EVALUATES_MEANWHILE)
+    data = yaml.safe_load(TINY.read_text())
+    data["fit"]["callbacks"].append({"meanwhile:EvaluateMeanwhile": {}})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(data))
+    result = nntrain("fit", "c.yaml", "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((only_run(tmp_path) / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == data["fit"]["epochs"]
+    (evaluation,) = metrics["evaluations"]
+    # epoch 2's checkpoint is saved after its callbacks: the last one then is epoch 1's
+    assert evaluation["split"] == "validation" and evaluation["epoch"] == 1

@@ -130,6 +130,12 @@ def test_resume_inside_an_epoch_applies_its_learning_rate_schedule_once(tmp_path
     run = _run(stopped)
     meta = json.loads((run / "checkpoints/last/checkpoint.json").read_text())
     assert meta["epoch"] == 1 and meta["step_in_epoch"] > 0
+    evaluated = subprocess.run([sys.executable, "-m", "nntrain", "evaluate", str(run),
+                                "--checkpoint", "last", "--trust-code"], cwd=stopped,
+                               capture_output=True, text=True)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    assert f"last weights (epoch 1 and {meta['step_in_epoch']} steps of the next)" in \
+        " ".join(evaluated.stdout.split())
     resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
                               "-q", "--trust-code"], cwd=stopped, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

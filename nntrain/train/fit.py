@@ -103,7 +103,6 @@ class Fitter:
         # the rate before this epoch's on_epoch_begin hooks: a mid-epoch resume runs them
         # again, from it, so a schedule like `lr * 0.9` is applied once, not twice
         self._rate_before_hooks: float | None = None
-        self._evaluations: list[dict[str, Any]] = []  # `nntrain evaluate`'s, kept on resume
         self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
         # history.png is drawn by a process of its own, never holding up training
         self._drawer = HistoryDrawer(run.path, run.name)
@@ -190,7 +189,6 @@ class Fitter:
     def restore(self) -> int:
         """Load `checkpoints/last`; returns the number of epochs already done."""
         resumed = checkpoint.load_for_resume(self.run.checkpoints / "last")
-        self._evaluations = self.run.read_json("metrics.json").get("evaluations", [])
         if resumed.warning:
             self.console.print(f"[yellow]warning:[/] {resumed.warning}", soft_wrap=True,
                                highlight=False)
@@ -480,6 +478,14 @@ class Fitter:
         self._save_last(epoch)
         self._write_records()
 
+    def _write_metrics(self, metrics: dict[str, Any]) -> None:
+        """metrics.json, keeping the figures `nntrain evaluate` recorded in it, also those
+        it added while this run trains."""
+        evaluations = (self.run.try_read_json("metrics.json") or {}).get("evaluations")
+        if isinstance(evaluations, list) and evaluations:
+            metrics = {**metrics, "evaluations": evaluations}
+        atomic_write_json(self.run.path / "metrics.json", metrics)
+
     def _write_records(self) -> None:
         """history.csv, metrics.json and run.json's epoch count, from the history so far."""
         history = _rows(self.history)
@@ -490,11 +496,8 @@ class Fitter:
             "best_value": tracker.best, "epochs_completed": len(history),
             "last": {k: v for k, v in history[-1].items() if k != "epoch"},
         }
-        if self._evaluations:
-            metrics["evaluations"] = self._evaluations
         self._in_order("history.csv", write_history_csv, self.run.path / "history.csv", history)
-        self._in_order("metrics.json", atomic_write_json, self.run.path / "metrics.json",
-                       metrics)
+        self._in_order("metrics.json", self._write_metrics, metrics)
         self._in_order("run.json", self.run.update_info, epochs_completed=len(history))
         if self.placement.is_primary:  # the other processes' runs are scratch copies
             self._in_order("history.png", self._drawer.request)  # after history.csv
