@@ -106,3 +106,25 @@ def test_several_target_columns_for_class_indices_are_refused(tmp_path: Path):
     assert "data.targets gives output 'dense' 2 columns (species, is_small), and its loss " \
         "takes one column of class indices" in " ".join(result.output.split())
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("assignment", "suggestion"), [
+    ("compile.optimizer={adam: {lr: 0.1}}", "unknown key 'lr'; did you mean 'learning_rate'?"),
+    ("model.layers.0.dense.activation=Relu", "found 'Relu'; did you mean 'relu'?"),
+])
+def test_suggestions_know_other_spellings(tmp_path: Path, assignment: str, suggestion: str):
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(BASE))
+    result = nntrain("validate", "c.yaml", "--set", assignment, cwd=tmp_path)
+    assert result.exit_code == 2
+    assert suggestion in " ".join(result.output.split())
+
+
+def test_a_validation_split_that_takes_everything_says_how_much_is_left(tmp_path: Path):
+    config = _with(data={"dataset": "synthetic", "synthetic": {"samples": 64},
+                         "validation": {"last": 64}})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = nntrain("fit", "c.yaml", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "data.validation.last is 64, which leaves none of the 64 examples to train on" \
+        in " ".join(result.output.split())
+    assert "hint: hold out at most 63" in result.output

@@ -81,10 +81,20 @@ def format_path(path: Iterable[str | int]) -> str:
     return out
 
 
+# names from other libraries (Keras 2, PyTorch) that mean one of nntrain's
+KNOWN_AS = {"lr": "learning_rate", "decay": "weight_decay", "betas": "beta_1"}
+
+
 def closest(name: object, choices: Iterable[str]) -> str | None:
     if not isinstance(name, str):
         return None
-    matches = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    if KNOWN_AS.get(name) in choices:
+        return KNOWN_AS[name]
+    same_but_case = [c for c in choices if c.lower() == name.lower()]  # Relu -> relu
+    if same_but_case:
+        return same_but_case[0]
+    matches = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
     if not matches:
         lowered = {c.lower(): c for c in choices}
         matches = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)

@@ -115,8 +115,9 @@ def _held_out(n: int, spec: SplitConfig, seed: int, name: str) -> tuple[np.ndarr
     before shuffling) or `fraction: f` (random, seeded)."""
     if spec.last is not None:
         if spec.last >= n:
-            raise DataError(f"data.{name}.last is {spec.last:,} but only {n:,} examples are left",
-                            f"hold out fewer than {n:,} examples")
+            raise DataError(f"data.{name}.last is {spec.last:,}, which leaves none of the "
+                            f"{n:,} examples to train on",
+                            f"hold out at most {n - 1:,}" if n > 1 else "give more examples")
         # slices, not index arrays: memory-mapped files stay mapped
         return slice(0, n - spec.last), slice(n - spec.last, n)
     held = min(max(1, round(n * spec.fraction)), n - 1)
