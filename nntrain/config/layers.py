@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
 
-from nntrain.config.entries import Args, CustomEntry, Registry
+from nntrain.config.entries import Args, CustomEntry, Registry, entry_args
 
 LAYERS = Registry("layer")
 
@@ -667,7 +667,7 @@ class WrapperArgs(LayerArgs):
 
     def wrapped(self) -> dict:
         """The wrapped layer's arguments, as a dict."""
-        return next(iter(self.layer.model_dump().values()))
+        return entry_args(self.layer).model_dump()
 
     @model_validator(mode="after")
     def _own_arguments_outside(self) -> WrapperArgs:
