@@ -517,6 +517,13 @@ compile:
     np.savez(tmp_path / "ok.npz", x=np.minimum(ids, 9), y=np.array([0, 1, 0, 1]))
     ds, _ = load(tmp_path, "train: ok.npz\n", model)
     assert len(ds.train) == 4
+    # ids stored as floats are fine while they are whole numbers
+    np.savez(tmp_path / "floats.npz", x=np.minimum(ids, 9).astype(np.float32),
+             y=np.array([0, 1, 0, 1]))
+    assert len(load(tmp_path, "train: floats.npz\n", model)[0].train) == 4
+    np.savez(tmp_path / "fractions.npz", x=np.minimum(ids, 9) + 0.5, y=np.array([0, 1, 0, 1]))
+    assert "input 'input' holds numbers with fractions, and the embedding 'embedding' takes " \
+        "whole-number ids" in data_error(tmp_path, "train: fractions.npz\n", model)
 
 
 def test_npz_sample_weight(tmp_path: Path):

@@ -513,6 +513,12 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             bad = sum(int(np.size(b) - np.isfinite(b).sum()) for b in _blocks(array))
             raise DataError(f"{what}: input '{name}' has {bad:,} NaN or infinite values",
                             "clean the data, or set data.missing for CSV files")
+        if io.embedded.get(name) and array.dtype.kind == "f" and \
+                not all(np.all(np.mod(b, 1) == 0) for b in _blocks(array)):
+            layer = io.embedded[name][0][0]
+            raise DataError(f"{what}: input '{name}' holds numbers with fractions, and the "
+                            f"embedding '{layer}' takes whole-number ids",
+                            "give the ids as integers (they would be cut to whole numbers)")
         for layer, rows in io.embedded.get(name, ()):
             # an index past the table would be clamped to its last row without a word
             low = min(int(np.floor(b.min())) for b in _blocks(array)) if array.size else 0
