@@ -251,6 +251,9 @@ def fmt_epochs(view: RunView) -> str:
 def list_runs(runs_dir: Path, pattern: str | None, console: Console) -> None:
     console = _for_tables(console)
     runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UserError(f"--runs-dir {runs_dir} is a file, not a folder of runs",
+                        "give the folder runs are kept in (runs/ by default)")
     runs = runs_newest_first(runs_dir)
     if not runs:
         where = "does not exist" if not runs_dir.exists() else "holds no runs"

@@ -137,6 +137,10 @@ def test_runs_on_an_empty_or_missing_folder(tmp_path: Path):
         assert result.exit_code == 0, result.output
         assert "nntrain fit CONFIG" in result.output
         assert "Traceback" not in result.output
+    (tmp_path / "a_file").write_text("not runs")
+    result = nntrain("runs", "--runs-dir", str(tmp_path / "a_file"))
+    assert result.exit_code == 2
+    assert "a_file is a file, not a folder of runs" in result.output
 
 
 def test_compare_shows_only_differing_config_values_and_both_figures(work: Path):
