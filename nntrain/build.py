@@ -161,12 +161,14 @@ def _custom_layers(loaded: LoadedConfig, graph: Graph) -> dict[str, type]:
 
 
 def _check_custom_activation(loaded: LoadedConfig, node, cls: type) -> None:
-    """A user's Layer subclass that keeps nntrain's apply gets its `activation` applied by
-    nntrain: a name nntrain does not know is a config error, not a KeyError in training."""
+    """A user's Layer subclass that keeps nntrain's apply and activation property gets its
+    `activation` applied by nntrain: a name nntrain does not know is a config error, not a
+    KeyError in training."""
     activation = getattr(node.args, "activation", None)
     names = get_args(ActivationName)
-    if isinstance(activation, str) and activation not in names and \
-            isinstance(cls, type) and issubclass(cls, Layer) and cls.apply is Layer.apply:
+    applied_by_nntrain = isinstance(cls, type) and issubclass(cls, Layer) and \
+        cls.apply is Layer.apply and cls.activation is Layer.activation
+    if isinstance(activation, str) and activation not in names and applied_by_nntrain:
         raise ConfigError([loaded.issue(
             ("model", "layers", node.index, node.type, "activation"),
             f"unknown activation '{activation}'", closest(activation, list(names)))])
@@ -178,13 +180,15 @@ def _embedded_inputs(graph: Graph) -> dict[str, tuple[tuple[str, int], ...]]:
     by_name = {node.name: node for node in graph.nodes}
     found: dict[str, list[tuple[str, int]]] = {name: [] for name in graph.inputs}
     for node in graph.nodes:
-        if node.type != "embedding":
+        wrapped = entry_args(node.args.layer) if node.type == "time_distributed" else None
+        if node.type != "embedding" and not (
+                wrapped is not None and entry_name(node.args.layer) == "embedding"):
             continue
         source = node.inputs[0]
         while source in by_name and by_name[source].type in ("flatten", "reshape"):
             source = by_name[source].inputs[0]
         if source in found:
-            found[source].append((node.name, node.args.input_dim))
+            found[source].append((node.name, (wrapped or node.args).input_dim))
     return {name: tuple(layers) for name, layers in found.items() if layers}
 
 
@@ -192,6 +196,8 @@ def _check_from_logits(loaded: LoadedConfig, model: Model, loss_entries: dict) -
     """`from_logits: true` on an output that ends in softmax or sigmoid: its values are
     probabilities, not logits. Keras on JAX would apply the softmax a second time and train
     on a wrong loss without a word; the config contradicts itself, so say so."""
+    if loaded.saved:  # a run an older nntrain trained so: read it back as it was
+        return
     issues = []
     per_output = isinstance(loaded.config.compile.loss, dict)
     for out, entry in loss_entries.items():

@@ -109,6 +109,8 @@ def build_graph(loaded: LoadedConfig) -> Graph:
         if output not in nodes:
             issues.append(loaded.issue(("model", "outputs", i), f"unknown output node '{output}'",
                                        closest(output, list(nodes))))
+        elif loaded.saved:
+            continue  # a run an older nntrain trained so: read it back as it was
         elif output in outputs[:i]:
             issues.append(loaded.issue(("model", "outputs", i), f"output '{output}' is listed "
                                        "twice (its loss would count twice): list it once"))

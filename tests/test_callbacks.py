@@ -551,6 +551,8 @@ def test_what_a_callback_raises_is_reported_as_its_error(tmp_path: Path, callbac
      "fit.callbacks[0] writes to log.csv already; give each callback its own place"),
     ([{"csv_logger": "logs"}, {"csv_logger": "logs/epochs.csv"}],
      "fit.callbacks[0] writes to logs already"),
+    ([{"tensorboard": "tb"}, {"csv_logger": "tb/train"}],  # the folder tensorboard fills
+     "fit.callbacks[0] writes to tb already"),
 ])
 def test_callbacks_writing_to_one_place_are_refused(tmp_path: Path, callbacks, message):
     result = nntrain("validate", str(tiny(tmp_path, callbacks)), cwd=tmp_path)

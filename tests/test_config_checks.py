@@ -128,3 +128,28 @@ def test_a_validation_split_that_takes_everything_says_how_much_is_left(tmp_path
     assert "data.validation.last is 64, which leaves none of the 64 examples to train on" \
         in " ".join(result.output.split())
     assert "hint: hold out at most 63" in result.output
+
+
+def test_a_runs_own_config_from_an_older_nntrain_is_read_back_as_it_was(tmp_path: Path):
+    """Rules added since a run was trained do not lock it out of evaluate, predict or
+    --resume: its saved config.yaml passes, the same file as a new config does not."""
+    from nntrain.build import prepare
+    from nntrain.config.loader import ConfigError, load_config
+
+    older = _with(compile__loss={"sparse_categorical_crossentropy": {"from_logits": True}},
+                  data={"dataset": "synthetic", "missing": "mean"},
+                  fit={"callbacks": [{"csv_logger": "log.csv"}, {"csv_logger": "log.csv"}]})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older))
+    prepare(load_config(tmp_path / "config.yaml", saved=True))
+    with pytest.raises(ConfigError):
+        prepare(load_config(tmp_path / "config.yaml"))
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text(
+        "name: loop\ndata: {dataset: synthetic}\n"
+        "model: {input: [2], layers: &l [{dense: 2}, *l]}\ncompile: {loss: mse}\n")
+    result = nntrain("validate", "c.yaml", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "a YAML alias (*name) stands inside the value its anchor (&name) names" \
+        in " ".join(result.output.split())

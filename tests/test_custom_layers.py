@@ -57,6 +57,8 @@ def test_example_trains_and_reads_back_only_with_trust(example: Path, tmp_path, 
 
 
 def test_custom_layer_errors(example: Path, tmp_path, monkeypatch):
+    import sys
+
     monkeypatch.setenv("IMPORT_MARK", str(tmp_path / "mark"))
     config = example / "gated.yaml"
     text = config.read_text()
@@ -83,7 +85,19 @@ def test_custom_layer_errors(example: Path, tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert "my_layers:Gated.activation: unknown activation 'relux'" in result.output
     assert "did you mean 'relu'" in result.output
-    import sys
+    # a layer that applies its activation itself names what it likes
+    (example / "own.py").write_text(
+        "import jax.numpy as jnp\nfrom my_layers import Gated\n\n\n"
+        "class Mish(Gated):\n"
+        "    @property\n    def activation(self):\n        return None\n\n"
+        "    def call(self, params, state, x, **kwargs):\n"
+        "        y, state = super().call(params, state, x, **kwargs)\n"
+        "        return y * jnp.tanh(jnp.logaddexp(y, 0.0)), state\n")
+    config.write_text(text.replace("my_layers:Gated: {units: 32, activation: relu}",
+                                   "own:Mish: {units: 32, activation: mish}"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    sys.modules.pop("own", None)
     sys.modules.pop("my_layers", None)
 
 

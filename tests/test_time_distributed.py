@@ -192,3 +192,36 @@ def test_the_editor_schema_takes_the_short_and_long_forms(tmp_path):
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
         assert nntrain("validate", str(tmp_path / "c.yaml")).exit_code == 0, good
     assert errors({"time_distributed": {"layer": {"dense": {"units": 4, "colour": 1}}}})
+
+
+def test_a_wrapped_normalization_adapts_to_every_step(tmp_path):
+    from nntrain.build import prepare
+    from nntrain.config.loader import load_config
+
+    config = {"name": "td", "data": {"dataset": "synthetic"},
+              "model": {"input": [3, 2], "layers": [
+                  {"time_distributed": "normalization"}, "flatten", {"dense": 1}]},
+              "compile": {"loss": "mse"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    model = prepare(load_config(tmp_path / "c.yaml")).model
+    params, state = model.init(jax.random.key(0))
+    x = np.random.default_rng(0).normal([5.0, -2.0], [3.0, 0.5], (64, 3, 2)).astype(np.float32)
+    state = model.adapt(params, state, {"input": x})
+    np.testing.assert_allclose(state["time_distributed"]["mean"].reshape(-1),
+                               x.reshape(-1, 2).mean(0), rtol=1e-5)
+    np.testing.assert_allclose(state["time_distributed"]["variance"].reshape(-1),
+                               x.reshape(-1, 2).var(0), rtol=1e-4)
+
+
+def test_ids_past_a_wrapped_embeddings_table_are_a_data_error(tmp_path):
+    np.savez(tmp_path / "ids.npz", x=np.arange(24).reshape(4, 2, 3) % 10, y=np.zeros(4))
+    config = {"name": "td", "data": {"train": "ids.npz"},
+              "model": {"input": [2, 3], "layers": [
+                  {"time_distributed": {"embedding": {"input_dim": 5, "output_dim": 2}}},
+                  "flatten", {"dense": 1}]},
+              "compile": {"loss": "mse"}, "fit": {"epochs": 1}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = nntrain("fit", str(tmp_path / "c.yaml"), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2, result.output
+    assert "input 'input' holds indices 0..9, but the embedding 'time_distributed' has " \
+        "input_dim 5" in " ".join(result.output.split())

@@ -65,6 +65,8 @@ class LoadedConfig:
     positions: dict[Path_, tuple[int, int]]
     overrides: dict[Path_, str]
     search_dir: Path | None = None  # where user code named by the config lives
+    # a run's own config.yaml: rules added after an older nntrain trained it let it through
+    saved: bool = False
 
 
     def where(self, path: Path_) -> str:
@@ -166,17 +168,23 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         loader.dispose()
     positions: dict[Path_, tuple[int, int]] = {}
     _record_positions(node, (), positions, set())
-    return _unshared(data), positions
+    return _unshared(data, source, ()), positions
 
 
-def _unshared(value: Any) -> Any:
+def _unshared(value: Any, source: Path, within: tuple[int, ...]) -> Any:
     """The data with every YAML alias (`*h`) a copy of its anchor's value, not the same
-    object: a `--set` on one place must change that place only."""
+    object: a `--set` on one place must change that place only. `within`: the containers
+    around `value`, for an alias inside its own anchor (`&l [*l]`), which never ends."""
+    if not isinstance(value, dict | list):
+        return value
+    if id(value) in within:
+        raise UserError(f"{source}: a YAML alias (*name) stands inside the value its anchor "
+                        "(&name) names, which makes it endless",
+                        "write the value out, or anchor a part that does not hold the alias")
+    within = (*within, id(value))
     if isinstance(value, dict):
-        return {key: _unshared(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_unshared(item) for item in value]
-    return value
+        return {key: _unshared(item, source, within) for key, item in value.items()}
+    return [_unshared(item, source, within) for item in value]
 
 
 def _reader_error(source: Path, text: str, e: yaml.reader.ReaderError) -> UserError:
@@ -377,7 +385,7 @@ def validate_config(data: dict, source: Path, positions: dict[Path_, tuple[int, 
         issues += [_issue(err, data, source, positions, overrides) for err in e.errors()]
     if issues:
         raise ConfigError(sorted(_merge_alternatives(_drop_implied(issues)), key=_line_order))
-    return LoadedConfig(config, source, data, positions, overrides, search_dir)
+    return LoadedConfig(config, source, data, positions, overrides, search_dir, saved)
 
 
 def expand_repeats(data: dict, source: Path, positions: dict[Path_, tuple[int, int]],

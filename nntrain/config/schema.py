@@ -11,6 +11,7 @@ from pydantic import (
     PositiveInt,
     StringConstraints,
     Tag,
+    ValidationInfo,
     model_validator,
 )
 
@@ -89,7 +90,7 @@ class DataConfig(Strict):
         str, StringConstraints(pattern=SIZE_PATTERN)] = "auto"
 
     @model_validator(mode="after")
-    def _one_source(self) -> DataConfig:
+    def _one_source(self, info: ValidationInfo) -> DataConfig:
         given = [k for k in ("dataset", "train", "generator") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give one of dataset (a built-in name), train (a file or folder) "
@@ -100,7 +101,8 @@ class DataConfig(Strict):
                              "data.validation and data.test")
         table_keys = [k for k in ("features", "targets", "categorical", "inputs", "outputs")
                       if getattr(self, k)] + (["missing"] if self.missing != "error" else [])
-        if table_keys and not self.is_table():
+        saved = bool((info.context or {}).get("saved"))  # an older nntrain ignored them
+        if table_keys and not self.is_table() and not saved:
             raise ValueError(f"{', '.join(table_keys)}: for tables only (.csv files, the "
                              f"{', '.join(TABULAR_DATASETS)} datasets), and this data is not "
                              "one: drop them (an .npz names its arrays with x and y, or after "

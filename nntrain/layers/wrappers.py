@@ -25,6 +25,9 @@ class TimeDistributed(Layer):
         super().__init__(args)
         self.inner = LAYER_TYPES[entry_name(args.layer)](entry_args(args.layer))
         self.uses_mask = self.inner.uses_mask
+        if hasattr(self.inner, "adapt"):  # normalization: its statistics over every step
+            self.adapt = lambda state, x: self.inner.adapt(
+                state, x.reshape(-1, *x.shape[2:]))
 
     def keeps_time_mask(self) -> bool:
         return True

@@ -737,7 +737,7 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
     optimizer = config.compile.optimizer
     learning_rate = entry_args(optimizer).learning_rate
     issues, found = [], {}
-    written: dict[PurePosixPath, tuple[int, bool]] = {}  # place -> (callback, is a file)
+    written: dict[PurePosixPath, int] = {}  # place -> the callback writing there
 
     def load(target: str, path: tuple, what: str) -> Any:
         try:
@@ -746,14 +746,14 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
             issues.append(loaded.issue(path, e.message + (f" ({e.hint})" if e.hint else "")))
             return None
 
-    def claim(index: int, key: tuple, place: str, is_file: bool) -> None:
+    def claim(index: int, key: tuple, place: str) -> None:
         """The place in the run directory a callback writes to, unless another does."""
-        clash = _clash(written, place, is_file)
-        if clash is not None:
+        clash = _clash(written, place)
+        if clash is not None and not loaded.saved:  # (an older nntrain let a saved run be)
             issues.append(loaded.issue(key, f"fit.callbacks[{clash[0]}] writes to {clash[1]} "
                                        "already; give each callback its own place in the run "
                                        "directory"))
-        written.setdefault(PurePosixPath(place), (index, is_file))
+        written.setdefault(PurePosixPath(place), index)
 
     for i, entry in enumerate(config.fit.callbacks):
         name, args = entry_name(entry), entry_args(entry)
@@ -779,9 +779,9 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
                 issues.append(loaded.issue(path, (
                     f"the tensorboard callback needs the tensorboardX package, which is not "
                     f"installed: {TENSORBOARD_HINT}")))
-            claim(i, (*path, "log_dir"), args.log_dir, is_file=False)
+            claim(i, (*path, "log_dir"), args.log_dir)
         elif isinstance(args, CSVLoggerArgs):
-            claim(i, (*path, "filename"), args.filename, is_file=True)
+            claim(i, (*path, "filename"), args.filename)
         elif isinstance(entry, CustomEntry):
             klass = load(name, path, "class")
             if klass is not None:
@@ -795,14 +795,13 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
     return found
 
 
-def _clash(written: dict[PurePosixPath, tuple[int, bool]], place: str,
-           is_file: bool) -> tuple[int, PurePosixPath] | None:
-    """The callback that already writes where this one would (the same place, or a file
-    where this one needs a folder, or the other way round), and its place; or None."""
+def _clash(written: dict[PurePosixPath, int], place: str) -> tuple[int, PurePosixPath] | None:
+    """The callback that already writes where this one would (the same place, or a place
+    inside the other: a tensorboard folder's train/ and validation/ are its own), and its
+    place; or None."""
     path = PurePosixPath(place)
-    for other, (index, other_is_file) in written.items():
-        if other == path or (other_is_file and other in path.parents) or (
-                is_file and path in other.parents):
+    for other, index in written.items():
+        if other == path or other in path.parents or path in other.parents:
             return index, other
     return None
 
