@@ -77,6 +77,7 @@ class EpochProgress:
         self.json_lines = json_lines
         self.label = f"Epoch {epoch + 1}/{epochs}"
         self.steps = steps
+        self.done = steps
         self.batch_size = batch_size
         self.quiet = quiet
         self.start = time.perf_counter()
@@ -105,6 +106,7 @@ class EpochProgress:
         return self
 
     def update(self, steps_done: int, logs: dict[str, float]) -> None:
+        self.done = steps_done
         now = time.perf_counter()
         if self._compiling and self._progress is not None:
             self._compiling = False
@@ -128,7 +130,8 @@ class EpochProgress:
             return
         if self.quiet:
             return
-        line = f"[bold]{self.label}[/]  {self.steps}/{self.steps}  {seconds:.2f}s  " \
+        # the steps run: fewer than the epoch's when a callback stopped training inside it
+        line = f"[bold]{self.label}[/]  {self.done}/{self.steps}  {seconds:.2f}s  " \
                f"{format_logs(logs)}"
         self.console.print(line + (f"  [green]{notes}[/]" if notes else ""), highlight=False,
                            soft_wrap=True)

@@ -425,9 +425,10 @@ def test_stop_training_in_a_batch_hook_ends_the_epoch_there(tmp_path: Path):
     config = tiny(tmp_path, [{"stopper:StopMidEpoch": {"epoch": 1, "batch": 7}}], epochs=5,
                   optimizer={"sgd": {"learning_rate": {"exponential_decay": {
                       "initial_learning_rate": 1.0, "decay_steps": 1, "decay_rate": 0.5}}}})
-    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    result = nntrain("fit", str(config), cwd=tmp_path)
     sys.modules.pop("stopper", None)
     assert result.exit_code == 0, result.output
+    assert "Epoch 2/5  8/16" in result.output  # the steps it ran
     run = next(tmp_path.glob("runs/cb/*"))
     record = json.loads((run / "run.json").read_text())
     assert record["status"] == "stopped"
