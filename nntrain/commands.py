@@ -780,6 +780,7 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     if input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
+        _warn_if_scaled_already(setup, data, Console(stderr=True))
     else:
         dataset = _load_data(setup, base_dir, console, quiet=False)
         _warn_if_data_changed(run, dataset, Console(stderr=True), (split or "test",),
@@ -826,6 +827,23 @@ def _show_images(run: Run, setup, data, outputs, targets, class_names, output: P
     figures = f"; {wrong} of {shown} wrong (in red)" if true is not None else ""
     console.print(f"wrote {shown} images with predicted classes to {path}{figures}",
                   soft_wrap=True, highlight=False)
+
+
+def _warn_if_scaled_already(setup, data, console: Console) -> None:
+    """Images scaled to [0, 1] given to a model that scales raw pixels itself (rescaling
+    1/255 first): every prediction would be made on nearly black images, without a word."""
+    for node in setup.graph.nodes:
+        if node.type != "rescaling" or node.inputs[0] not in data.x \
+                or abs(node.args.scale) > 0.01:
+            continue
+        values = data.x[node.inputs[0]]
+        if values.dtype.kind == "f" and values.size and values.min() >= 0.0 \
+                and values.max() <= 1.0:
+            console.print(f"[yellow]warning:[/] input '{node.inputs[0]}' holds values in "
+                          f"[0, 1], and the layer that takes it, '{node.name}', multiplies "
+                          f"them by {node.args.scale:.4g}: it takes raw values (pixels "
+                          "0..255), so give the inputs unscaled", soft_wrap=True,
+                          highlight=False)
 
 
 def _class_names(setup, run: Run) -> list[str] | None:

@@ -85,3 +85,17 @@ def test_show_rejects_a_non_image_output_name(image_run: Path, tmp_path: Path):
     result = nntrain("predict", str(image_run), "--show", "4", "--output",
                      str(tmp_path / "x.csv"), cwd=tmp_path)
     assert result.exit_code == 2 and "draws an image" in result.output
+
+
+def test_images_scaled_already_are_warned_about(image_run: Path, tmp_path: Path):
+    import numpy as np
+
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 8, 8))
+    np.save(tmp_path / "raw.npy", pixels.astype(np.uint8))
+    np.save(tmp_path / "scaled.npy", (pixels / 255).astype(np.float32))
+    raw = nntrain("predict", str(image_run), str(tmp_path / "raw.npy"))
+    assert raw.exit_code == 0 and "warning" not in raw.output
+    scaled = nntrain("predict", str(image_run), str(tmp_path / "scaled.npy"))
+    assert scaled.exit_code == 0, scaled.output
+    assert "warning: input 'input' holds values in [0, 1], and the layer that takes it, " \
+        "'rescaling', multiplies them by 0.003922" in " ".join(scaled.output.split())
