@@ -245,6 +245,13 @@ class Fitter:
         they finish rather than one chunk late."""
         return any("on_train_batch_end" in getattr(c, "hooks", ()) for c in self.callbacks)
 
+    def _stop_training_agreed(self) -> bool:
+        """Whether a callback set stop_training in on_train_batch_end, in any process: all
+        end the epoch at the same step (one that stopped alone would leave the others
+        waiting in the next step's collectives)."""
+        self.stop_training = bool(self.placement.largest(int(self.stop_training)))
+        return self.stop_training
+
     def _stop_agreed(self) -> bool:
         """Whether to stop now. With several processes, all stop when any was signalled: one
         that stopped alone would leave the others waiting in the next step's collectives."""
@@ -374,6 +381,7 @@ class Fitter:
             self._drawer.start()  # matplotlib's import while the first programs compile
         for callback in self.callbacks:
             callback.on_train_begin(self)
+        batch_hooks = self._batch_hooks()
         for epoch in range(initial_epoch, epochs):
             self._host_weights = None  # the last epoch's copy: no longer needed here
             opt_state = self.carry["opt_state"]
@@ -406,8 +414,9 @@ class Fitter:
                 self.carry, sums, done = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
-                    should_stop=lambda: self._stop_agreed() or self.stop_training,
-                    epoch=epoch, report_late=not self._batch_hooks(),
+                    should_stop=lambda: self._stop_agreed() or (
+                        batch_hooks and self._stop_training_agreed()),
+                    epoch=epoch, report_late=not batch_hooks,
                     meanwhile=self._after_first_call(validation, epoch == initial_epoch))
             if done < self.steps_per_epoch and self.stop_signal is not None:
                 # interrupted: keep the place in the epoch (a callback's stop_training
