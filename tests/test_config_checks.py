@@ -153,3 +153,13 @@ def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path):
     assert result.exit_code == 2, result.output
     assert "a YAML alias (*name) stands inside the value its anchor (&name) names" \
         in " ".join(result.output.split())
+
+
+def test_a_problem_in_a_repeated_layer_is_said_once(tmp_path: Path):
+    (tmp_path / "c.yaml").write_text(
+        "name: rep\ndata: {dataset: synthetic}\nmodel:\n  input: [6]\n  layers:\n"
+        "    - dense: {unit: 4}\n      repeat: 3\n    - dense: 3\ncompile: {loss: mse}\n")
+    result = nntrain("validate", "c.yaml", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "invalid config (1 problem)" in result.output
+    assert "c.yaml:6:15: model.layers[0].dense.unit: unknown key 'unit'" in result.output

@@ -384,8 +384,22 @@ def validate_config(data: dict, source: Path, positions: dict[Path_, tuple[int, 
     except ValidationError as e:
         issues += [_issue(err, data, source, positions, overrides) for err in e.errors()]
     if issues:
-        raise ConfigError(sorted(_merge_alternatives(_drop_implied(issues)), key=_line_order))
+        issues = _once_per_place(_merge_alternatives(_drop_implied(issues)))
+        raise ConfigError(sorted(issues, key=_line_order))
     return LoadedConfig(config, source, data, positions, overrides, search_dir, saved)
+
+
+def _once_per_place(issues: list[Issue]) -> list[Issue]:
+    """A problem in an entry with `repeat: 3` is found in each copy: say it once, for the
+    first copy (the file has one place to fix)."""
+    seen, kept = set(), []
+    for issue in issues:
+        key = (issue.where, re.sub(r"^model\.layers\[\d+\]", "", issue.path), issue.message,
+               issue.suggestion)
+        if key not in seen or issue.where.startswith("--set"):
+            seen.add(key)
+            kept.append(issue)
+    return kept
 
 
 def expand_repeats(data: dict, source: Path, positions: dict[Path_, tuple[int, int]],
