@@ -755,6 +755,9 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     from nntrain.data.sources import check_arrays
     from nntrain.predict import predict_arrays, prediction_table, write_predictions
 
+    if show is not None and top > 1:
+        raise UserError(f"--top {top} ranks classes in the table; --show draws each image "
+                        "with its most likely class", "drop one of --top and --show")
     if show is not None:
         if output is not None and output.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise UserError(f"--output {output}: --show draws an image",

@@ -85,6 +85,9 @@ def test_show_rejects_a_non_image_output_name(image_run: Path, tmp_path: Path):
     result = nntrain("predict", str(image_run), "--show", "4", "--output",
                      str(tmp_path / "x.csv"), cwd=tmp_path)
     assert result.exit_code == 2 and "draws an image" in result.output
+    ranked = nntrain("predict", str(image_run), "--show", "4", "--top", "3", cwd=tmp_path)
+    assert ranked.exit_code == 2, ranked.output
+    assert "--top 3 ranks classes in the table; --show draws each image" in ranked.output
 
 
 def test_images_scaled_already_are_warned_about(image_run: Path, tmp_path: Path):
