@@ -201,7 +201,7 @@ def _check_from_logits(loaded: LoadedConfig, model: Model, loss_entries: dict) -
     issues = []
     per_output = isinstance(loaded.config.compile.loss, dict)
     for out, entry in loss_entries.items():
-        activation = model.output_activation(out) if out in model.output_shapes else None
+        activation = model.output_activation(out)
         if getattr(entry_args(entry), "from_logits", False) and \
                 activation in ("softmax", "sigmoid"):
             issues.append(loaded.issue(

@@ -396,17 +396,10 @@ def test_fit_a_tagger_of_padded_sequences_from_the_cli(tmp_path):
     ids = rng.integers(1, 10, (600, 8)) * real
     tags = np.where(real, ids > 5, rng.integers(0, 2, (600, 8)))
     np.savez(tmp_path / "seq.npz", x=ids.astype(np.int32), y=tags.astype(np.int32))
-    config = {"name": "tagger", "data": {"train": "seq.npz", "validation": {"last": 100},
-                                         "test": {"last": 100}},
-              "model": {"inputs": {"x": {"shape": [8], "dtype": "int32"}},
-                        "layers": [{"embedding": {"inputs": "x", "input_dim": 10,
-                                                  "output_dim": 8, "mask_zero": True}},
-                                   {"gru": {"units": 8, "return_sequences": True}},
-                                   {"dense": {"units": 2, "activation": "softmax",
-                                              "name": "y"}}]},
-              "compile": {"loss": "sparse_categorical_crossentropy",
-                          "optimizer": {"adam": 0.02}, "metrics": ["accuracy"]},
-              "fit": {"epochs": 8, "batch_size": 32}}
+    config = _tagger(steps=8, width=8)
+    config["data"].update(validation={"last": 100}, test={"last": 100})
+    config["compile"].update(optimizer={"adam": 0.02}, metrics=["accuracy"])
+    config["fit"] = {"epochs": 8, "batch_size": 32}
     result = nntrain("fit", str(_write(tmp_path, config)), "-q", "--runs-dir",
                      str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
@@ -458,14 +451,7 @@ def test_tagger_data_errors_say_what_to_do(tmp_path):
     tags = np.where(ids > 0, ids > 3, -1)  # padding tagged -1: out of range
     np.savez(tmp_path / "seq.npz", x=ids, y=tags.astype(np.int32),
              w=np.ones(ids.shape, np.float32))
-    config = {"name": "tagger", "data": {"train": "seq.npz"},
-              "model": {"inputs": {"x": {"shape": [3], "dtype": "int32"}},
-                        "layers": [{"embedding": {"inputs": "x", "input_dim": 10,
-                                                  "output_dim": 4, "mask_zero": True}},
-                                   {"gru": {"units": 4, "return_sequences": True}},
-                                   {"dense": {"units": 2, "activation": "softmax",
-                                              "name": "y"}}]},
-              "compile": {"loss": "sparse_categorical_crossentropy", "optimizer": "adam"}}
+    config = _tagger(steps=3, width=4)
     labels = nntrain("fit", str(_write(tmp_path, config)), "-q", "--runs-dir",
                      str(tmp_path / "runs"))
     assert labels.exit_code == 2
@@ -533,6 +519,19 @@ def test_a_layer_that_cannot_be_built_is_reported_before_the_mask_is_followed(tm
     assert "layer 'masking' (masking) cannot take input shape (None, 8): it takes sequences, " \
         "(steps, features); got (8,)" in result.output
     assert "Traceback" not in result.output
+
+
+def _tagger(steps: int, width: int) -> dict:
+    """A config that tags each step of padded id sequences in seq.npz: embedding (mask_zero),
+    a gru over the steps, a softmax over 2 tags per step."""
+    return {"name": "tagger", "data": {"train": "seq.npz"},
+            "model": {"inputs": {"x": {"shape": [steps], "dtype": "int32"}},
+                      "layers": [{"embedding": {"inputs": "x", "input_dim": 10,
+                                                "output_dim": width, "mask_zero": True}},
+                                 {"gru": {"units": width, "return_sequences": True}},
+                                 {"dense": {"units": 2, "activation": "softmax",
+                                            "name": "y"}}]},
+            "compile": {"loss": "sparse_categorical_crossentropy", "optimizer": "adam"}}
 
 
 def _write(tmp_path: Path, config: dict) -> Path:

@@ -38,8 +38,6 @@ class TimeDistributed(Layer):
 
     def build(self, input_shape):
         kind = self.inner.type_name
-        if not isinstance(input_shape, tuple):
-            raise ShapeError("it takes one input")
         if len(input_shape) < 2:
             raise ShapeError(f"it takes sequences, (steps, ...); got {input_shape}: apply "
                              f"{kind} directly, without time_distributed")
