@@ -163,3 +163,31 @@ def test_a_problem_in_a_repeated_layer_is_said_once(tmp_path: Path):
     assert result.exit_code == 2
     assert "invalid config (1 problem)" in result.output
     assert "c.yaml:6:15: model.layers[0].dense.unit: unknown key 'unit'" in result.output
+
+
+def test_a_yaml_boolean_for_a_number_is_refused_at_its_place(tmp_path: Path):
+    """pydantic would read `units: yes` as 1 unit; a YAML yes/on/true is never a number."""
+    (tmp_path / "c.yaml").write_text(
+        "name: flags\ndata: {dataset: synthetic}\nmodel:\n  input: [6]\n  layers:\n"
+        "    - dense: {units: yes, use_bias: no}\n    - dropout: on\n"
+        "    - conv1d: {filters: 2, kernel_size: [true]}\n"
+        "compile: {loss: mse, optimizer: {adam: {learning_rate: on}}}\n"
+        "fit: {epochs: 2, shuffle: off}\n")
+    result = nntrain("validate", "c.yaml", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    for where, path, found in [("6:22", "model.layers[0].dense.units", "True"),
+                               ("7:16", "model.layers[1].dropout.rate", "True"),
+                               ("8:41", "model.layers[2].conv1d.kernel_size", "[True]"),
+                               ("9:56", "compile.optimizer.adam.learning_rate", "True")]:
+        assert f"c.yaml:{where}: {path}: expected a number, found {found} (YAML reads yes, " \
+            "no, on, off, true and false as booleans)" in said
+    assert "4 problems" in said  # use_bias: no and shuffle: off are booleans where they belong
+
+    result = nntrain("validate", "c.yaml", "--set", "model.layers.0.dense.units=8",
+                     "--set", "model.layers.1.dropout=0.5", "--set",
+                     "model.layers.2={dense: 2}", "--set", "fit.epochs=off",
+                     "--set", "compile.optimizer.adam.learning_rate=0.01", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "--set fit.epochs=off: fit.epochs: expected a number, found False" \
+        in " ".join(result.output.split())

@@ -8,9 +8,11 @@ so error locations line up with the YAML and every kind gets "did you mean" sugg
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from typing import Annotated, Any, ClassVar, Union
+import typing
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -25,6 +27,9 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+BOOL_FOR_NUMBER = "bool_for_number"  # the error type of `units: yes`
 
 
 class Strict(BaseModel):
@@ -34,6 +39,17 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, data: Any) -> Any:
+        # pydantic reads True as 1 for a number, and YAML reads `units: yes` as True
+        for name, value in data.items() if isinstance(data, dict) else ():
+            field = cls.model_fields.get(name)
+            if field and _holds_bool(value) and _bool_would_be_number(field.annotation):
+                raise PydanticCustomError(BOOL_FOR_NUMBER, "a boolean for a number",
+                                          {"field": name, "found": value})
+        return data
+
     @field_validator("*", mode="after")
     @classmethod
     def _finite(cls, value: Any, info: ValidationInfo) -> Any:
@@ -41,6 +57,34 @@ class Strict(BaseModel):
                 info.context or {}).get("saved"):
             raise ValueError("input should be a finite number")
         return value
+
+
+def _holds_bool(value: Any) -> bool:
+    """A bool, or a list of values with a bool among them (a size per axis)."""
+    return isinstance(value, bool) or isinstance(value, list) and any(map(_holds_bool, value))
+
+
+@functools.cache
+def _bool_would_be_number(annotation: Any) -> bool:
+    """Whether pydantic would take a bool for a number in a field of this type."""
+    return _mentions_number(annotation) and not _takes_bool(annotation)
+
+
+def _mentions_number(annotation: Any) -> bool:
+    return annotation in (int, float) or any(map(_mentions_number,
+                                                 typing.get_args(annotation)))
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type takes a bool anywhere, or values this check leaves to their own
+    validation (a mapping, Any). A config section never takes a bare bool."""
+    if annotation in (bool, Any, dict):
+        return True
+    if typing.get_origin(annotation) is Literal:
+        return any(isinstance(v, bool) for v in typing.get_args(annotation))
+    if typing.get_origin(annotation) is dict:
+        return True
+    return any(_takes_bool(arg) for arg in typing.get_args(annotation))
 
 
 class Args(Strict):

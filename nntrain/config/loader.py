@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS, SCHEDULES
-from nntrain.config.entries import Registry, snake_case
+from nntrain.config.entries import BOOL_FOR_NUMBER, Registry, snake_case
 from nntrain.config.layers import CONSTRAINTS, LAYERS, RECURRENT, REGULARIZERS
 from nntrain.config.schema import CODE_PATTERN, RUN_NAME_PATTERN, SIZE_PATTERN, Config
 from nntrain.errors import UserError
@@ -672,6 +672,11 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
         said = f"unknown {tag} {given!r}" if given is not None else f"no '{tag}' key"
         return Issue(where, path, f"{said}: expected a mapping with {tag}: one of "
                      f"{', '.join(choices)}", closest(given, choices) if given else None)
+    if kind == BOOL_FOR_NUMBER:
+        loc = (*loc, err["ctx"]["field"])
+        return Issue(_where(source, positions, overrides, loc), format_path(loc),
+                     f"expected a number, found {err['ctx']['found']!r} (YAML reads yes, no, "
+                     "on, off, true and false as booleans)")
     if kind == "missing":
         return Issue(where, format_path(loc[:-1]), f"missing required key '{loc[-1]}'")
     if kind == "literal_error":
