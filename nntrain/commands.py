@@ -29,6 +29,7 @@ from rich.table import Table
 
 import nntrain
 from nntrain.config.loader import LoadedConfig, load_config
+from nntrain.consoles import make_console
 from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
@@ -156,7 +157,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     began = time.perf_counter()
     as_json = log_format == "json"
     if as_json:
-        console = Console(stderr=True, highlight=False)
+        console = make_console(stderr=True)
     run: Run | None = None
     if resume is not None:
         run = resolve_run(resume, runs_dir)
@@ -207,7 +208,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         # process 0 writes the run; the others train alongside it and keep quiet
         quiet, runs_dir = True, Path(tempfile.mkdtemp(prefix="nntrain-replica-"))
         atexit.register(shutil.rmtree, runs_dir, True)
-        console = Console(quiet=True)
+        console = make_console(quiet=True)
         if run is not None:
             # resume from a private copy: process 0 goes on writing the original. It cannot
             # write a new checkpoint before this copy is done: that needs an epoch's
@@ -710,7 +711,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
                                                     trust_code)
     dataset = _load_data(setup, base_dir, console, quiet=as_json)
-    _warn_if_data_changed(run, dataset, Console(stderr=True), (split,),
+    _warn_if_data_changed(run, dataset, make_console(stderr=True), (split,),
                           "these figures are on the new data")
     data = dataset.split(split)
     budget = memory_budget(setup.loaded.config.data.device_memory, jax.devices()[0])
@@ -726,9 +727,9 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     try:
         atomic_write_json(run.path / "metrics.json", metrics)
     except OSError as e:  # a read-only run (an archive, a shared folder): the figures stand
-        Console(stderr=True).print(f"[yellow]warning:[/] not recorded in "
-                                   f"{run.path / 'metrics.json'}: {e.strerror or e}",
-                                   soft_wrap=True, highlight=False)
+        make_console(stderr=True).print(f"[yellow]warning:[/] not recorded in "
+                                        f"{run.path / 'metrics.json'}: {e.strerror or e}",
+                                        soft_wrap=True)
     if as_json:
         print(json.dumps(figures))
         return
@@ -783,10 +784,10 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     if input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
-        _warn_if_scaled_already(setup, data, Console(stderr=True))
+        _warn_if_scaled_already(setup, data, make_console(stderr=True))
     else:
         dataset = _load_data(setup, base_dir, console, quiet=False)
-        _warn_if_data_changed(run, dataset, Console(stderr=True), (split or "test",),
+        _warn_if_data_changed(run, dataset, make_console(stderr=True), (split or "test",),
                               "these predictions are for the new data")
         data = dataset.split(split or "test")
         if not isinstance(data, ArraySet):

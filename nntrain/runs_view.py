@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from nntrain.consoles import make_console
 from nntrain.errors import UserError
 from nntrain.progress import MISSING, fmt_number
 from nntrain.runs import RUN_FILE, Run, parse_time, resolve_run, runs_newest_first
@@ -37,7 +38,7 @@ def _for_tables(console: Console) -> Console:
     per run, for grep), as `ls -l` or `docker ps` do."""
     if console.is_terminal:
         return console
-    return Console(file=_TrimmedLines(console.file), width=max(console.width, 250),
+    return make_console(file=_TrimmedLines(console.file), width=max(console.width, 250),
                    highlight=False, no_color=True)
 
 

@@ -7,6 +7,7 @@ import io
 from rich.console import Console
 from rich.table import Table
 
+from nntrain.consoles import make_console
 from nntrain.model import Model, format_shape
 
 # Keras's class names keep them
@@ -54,6 +55,6 @@ def print_summary(model: Model, console: Console, title: str = "") -> None:
 
 
 def summary_text(model: Model, title: str = "") -> str:
-    console = Console(record=True, width=100, file=io.StringIO(), color_system=None)
+    console = make_console(record=True, width=100, file=io.StringIO(), color_system=None)
     print_summary(model, console, title)
     return console.export_text()

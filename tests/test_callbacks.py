@@ -518,6 +518,10 @@ class RaisesAtEpochEnd:
             raise RuntimeError("epoch end boom")
 
 
+class Boom(RaisesAtEpochEnd):  # `:Boom:` is also rich's emoji code for an explosion
+    pass
+
+
 class KeepsAnObject:
     def on_epoch_end(self, epoch, logs=None):
         pass
@@ -530,6 +534,7 @@ class KeepsAnObject:
 @pytest.mark.parametrize(("callback", "message"), [
     ("RaisesAtEpochEnd", "the callback broken:RaisesAtEpochEnd: on_epoch_end raised "
                          "RuntimeError: epoch end boom"),
+    ("Boom", "the callback broken:Boom: on_epoch_end raised RuntimeError: epoch end boom"),
     ("KeepsAnObject", "the callback broken:KeepsAnObject: state() returned what JSON cannot "
                       "store"),
 ])
@@ -542,7 +547,7 @@ def test_what_a_callback_raises_is_reported_as_its_error(tmp_path: Path, callbac
     out = " ".join(result.output.split())
     assert message in out and "Traceback" not in out
     run = next(tmp_path.glob("runs/cb/*"), None)
-    if callback == "RaisesAtEpochEnd":  # epoch 1 was finished and kept: resume continues
+    if callback != "KeepsAnObject":  # epoch 1 was finished and kept: resume continues
         assert f"nntrain fit --resume {run.relative_to(tmp_path)} --trust-code" in out
         assert json.loads((run / "run.json").read_text())["status"] == "failed"
 

@@ -33,6 +33,7 @@ from nntrain.config.loader import (
     validate_config,
 )
 from nntrain.config.schema import Config
+from nntrain.consoles import make_console
 from nntrain.errors import UserError
 from nntrain.fsutil import atomic_write_json
 from nntrain.tune import space
@@ -335,7 +336,7 @@ def _report(console: Console, study: Any, context: Any, loaded: LoadedConfig, se
         written.insert(1, "best.yaml")
     atomic_write_json(folder / "tune.json", summary)
     # a file or pipe gets the whole table, not one squeezed into 80 columns
-    wide = console if console.is_terminal else Console(file=console.file, width=250,
+    wide = console if console.is_terminal else make_console(file=console.file, width=250,
                                                         highlight=False)
     wide.print(report.table(board, dims, objective, title))
     if len(board) > report.SHOWN_ROWS:
