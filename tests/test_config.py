@@ -763,3 +763,17 @@ def test_keras_arguments_that_live_elsewhere_say_where(tmp_path):
     # the list's one problem, not also the dict form's "input should be a valid dictionary"
     assert "unknown metric 'acuracy'; did you mean 'accuracy'?" in text
     assert "valid dictionary" not in text and len(info.value.issues) == 3
+
+
+@pytest.mark.parametrize("written", ["1/255", "1./255", "1.0 / 255.", "2/510", "0.5/127.5"])
+def test_a_fraction_is_read_as_its_value(tmp_path, written):
+    source = write(tmp_path, f"""\
+        name: t
+        data: {{dataset: synthetic}}
+        model:
+          input: [4]
+          layers: [{{rescaling: '{written}'}}, {{dense: 2}}]
+        compile: {{loss: mse}}
+        """)
+    (layer, _) = load_config(source).config.model.layers
+    assert entry_args(layer).scale == 1 / 255

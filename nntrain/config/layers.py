@@ -24,10 +24,12 @@ NodeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 def _number(value: object) -> object:
-    """Accept `1/255` as well as `0.00392...`: YAML has no fractions, configs want them."""
-    if isinstance(value, str) and "/" in value:
+    """Accept `1/255` (and Python's `1./255`) as well as `0.00392...`: YAML has no fractions,
+    configs want them."""
+    if isinstance(value, str) and value.count("/") == 1:
+        numerator, denominator = value.replace(" ", "").split("/")
         try:
-            return float(Fraction(value.replace(" ", "")))
+            return float(Fraction(numerator) / Fraction(denominator))
         except (ValueError, ZeroDivisionError):
             return value
     return value
