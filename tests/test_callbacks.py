@@ -564,3 +564,27 @@ def test_callbacks_writing_to_one_place_are_refused(tmp_path: Path, callbacks, m
     result = nntrain("validate", str(tiny(tmp_path, callbacks)), cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(("stopper", "best_epoch"), [
+    # no later epoch beats the first by 100: Keras restores the first epoch's weights
+    ({"min_delta": 100, "patience": 2}, 1),
+    # epochs before start_from_epoch are not candidates (val_loss falls: with mode max, the
+    # first candidate stays the best)
+    ({"start_from_epoch": 2, "patience": 5, "mode": "max"}, 3),
+])
+def test_the_best_checkpoint_follows_early_stoppings_rules(tmp_path: Path, stopper, best_epoch):
+    """Without a model_checkpoint, checkpoints/best holds the weights restore_best_weights
+    restores (Keras's model after fit), so the test figures and `evaluate` are theirs."""
+    config = tiny(tmp_path, [{"early_stopping": {"monitor": "val_loss", **stopper,
+                                                 "restore_best_weights": True}}], epochs=4)
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "cb").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == best_epoch
+    losses = [float(row["val_loss"]) for row in history(run)]
+    assert min(losses) < losses[best_epoch - 1]  # a lower val_loss that is not the best
+    best = nntrain("evaluate", str(run), "--split", "validation", "--json", cwd=tmp_path)
+    assert best.exit_code == 0, best.output
+    assert json.loads(best.output)["loss"] == pytest.approx(losses[best_epoch - 1], rel=1e-5)

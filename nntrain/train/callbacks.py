@@ -165,13 +165,17 @@ class ModelCheckpoint(Callback):
     model_checkpoint writes under its `filepath` only: each epoch, or with `save_best_only`
     when its own figure improves, as Keras's does."""
 
-    def __init__(self, args: ModelCheckpointArgs, keeps_best: bool = True) -> None:
+    def __init__(self, args: ModelCheckpointArgs, keeps_best: bool = True,
+                 follows: EarlyStopping | None = None) -> None:
         self.args = args
         self.keeps_best = keeps_best
-        self.tracker = Monitor(args.monitor, args.mode)
+        # following early stopping, `best` is the epoch restore_best_weights would restore
+        self.tracker = Monitor(args.monitor, args.mode, follows.args.min_delta if follows else 0)
+        self.first_epoch = follows.args.start_from_epoch if follows else 0
 
     def on_epoch_end(self, epoch, logs, trainer):
-        improved = self.tracker.update(epoch, logs[self.args.monitor])
+        improved = epoch >= self.first_epoch and self.tracker.update(epoch,
+                                                                      logs[self.args.monitor])
         if improved and self.keeps_best:
             trainer.save_weights("best", epoch, logs)
         if not self.args.save_best_only or (improved and not self.keeps_best):

@@ -158,7 +158,8 @@ class Fitter:
                 "val_loss" if self.dataset.validation is not None else "loss")
             mode = stopper.args.mode if stopper else "auto"
             made.append(cb.ModelCheckpoint(
-                cb.ModelCheckpointArgs(monitor=monitor, mode=mode, save_best_only=True)))
+                cb.ModelCheckpointArgs(monitor=monitor, mode=mode, save_best_only=True),
+                follows=stopper))
         return made
 
     def _stoppers(self) -> list[cb.EarlyStopping]:
