@@ -55,6 +55,15 @@ def checkpoint_fields(filepath: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(filepath) if field is not None]
 
 
+# epochs and figures a filepath's format specs are tried on
+SAMPLE_VALUES = [(1, 0.5), (46, -3.25), (47, 1e12), (92, float("nan")), (1000, float("inf"))]
+
+
+def is_checkpoint_name(name: str) -> bool:
+    """A name for a folder directly in checkpoints/: no path, nothing hidden."""
+    return bool(name) and "/" not in name and "\\" not in name and not name.startswith(".")
+
+
 def _checkpoint_filepath(value: str) -> str:
     """Keras's `filepath` as a folder name in checkpoints/: `{epoch}` and logged figures
     (`weights.{epoch:02d}-{val_loss:.2f}`), no path, not one of nntrain's own names."""
@@ -67,14 +76,19 @@ def _checkpoint_filepath(value: str) -> str:
             raise ValueError(f"'{{{field}}}' is not a field name: use {{epoch}} or a logged "
                              "figure such as {val_loss:.4f}")
     try:  # the format specs, tried on values like those they will get
-        name = value.format(**{f: 1 if f == "epoch" else 0.5 for f in fields})
-    except (ValueError, TypeError) as e:
+        name, *others = [value.format(**{f: epoch if f == "epoch" else figure for f in fields})
+                         for epoch, figure in SAMPLE_VALUES]
+    except (TypeError, ValueError) as e:
         raise ValueError(f"a format spec does not fit its value ({e}): {{epoch}} is an "
                          "integer, the figures are floats") from None
     if name in RESERVED_CHECKPOINTS or name.endswith(".prev") or name.startswith("."):
         raise ValueError(f"'{name}' is a name nntrain keeps for itself in checkpoints/ "
                          f"({', '.join(RESERVED_CHECKPOINTS)}, *.prev, hidden files): "
                          "choose another, e.g. epoch-{epoch:03d}")
+    for (epoch, _), other in zip(SAMPLE_VALUES, [name, *others], strict=True):
+        if not is_checkpoint_name(other):  # `{epoch:c}` makes '/' of epoch 47
+            raise ValueError(f"it makes {other!r} at epoch {epoch}, which is not a plain "
+                             "folder name: format {epoch} as a number, e.g. {epoch:03d}")
     return value
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import (
+    RESERVED_CHECKPOINTS,
     CSVLoggerArgs,
     EarlyStoppingArgs,
     LearningRateSchedulerArgs,
@@ -32,6 +33,7 @@ from nntrain.config.callbacks import (
     ReduceLROnPlateauArgs,
     TensorBoardArgs,
     TerminateOnNaNArgs,  # noqa: F401 - fit.py finds every callback's arguments here
+    is_checkpoint_name,
 )
 from nntrain.config.compile import is_schedule, schedule_of
 from nntrain.config.entries import CustomEntry, entry_args, entry_name
@@ -179,9 +181,14 @@ class ModelCheckpoint(Callback):
         if improved and self.keeps_best:
             trainer.save_weights("best", epoch, logs)
         if not self.args.save_best_only or (improved and not self.keeps_best):
-            # the fields were checked against the logs' names
-            trainer.save_weights(self.args.filepath.format(**logs, epoch=epoch + 1), epoch,
-                                 logs)
+            # the fields were checked against the logs' names, the specs on sample values
+            name = self.args.filepath.format(**logs, epoch=epoch + 1)
+            if not is_checkpoint_name(name) or name in RESERVED_CHECKPOINTS:
+                raise UserError(f"model_checkpoint: filepath {self.args.filepath!r} makes "
+                                f"{name!r} at epoch {epoch + 1}, not a folder name of its "
+                                "own in checkpoints/", "format {epoch} as a number, e.g. "
+                                "epoch-{epoch:03d}")
+            trainer.save_weights(name, epoch, logs)
 
     def state(self):
         return {"best": self.tracker.best, "best_epoch": self.tracker.best_epoch}
