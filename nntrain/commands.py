@@ -172,51 +172,56 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             return 0
         base_dir = Path(info.get("config_dir", run.path))
         loaded = load_config(run.config_path, overrides, search_dir=base_dir, saved=True)
-        done = info.get("epochs_completed") or 0
-        if loaded.config.fit.epochs < done:
-            raise UserError(f"{run.path} has trained {done} epochs; fit.epochs "
-                            f"{loaded.config.fit.epochs} would be fewer",
-                            f"to train longer give --epochs N with N > {done}; its weights are"
-                            " read back with nntrain evaluate and predict")
         if config_path is None:  # a CONFIG given with --resume is the user's own code
             require_trust(loaded.config, trust_code, run.path)
-        _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir,
-                                                saved=True),
-                               config_path, overrides, loaded)
+        epochs = _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir,
+                                                         saved=True),
+                                        config_path, overrides, loaded)
+        if epochs != loaded.config.fit.epochs:  # the CONFIG's, the one thing it may change
+            loaded = load_config(run.config_path, [*overrides, f"fit.epochs={epochs}"],
+                                 search_dir=base_dir, saved=True)
+        done = info.get("epochs_completed") or 0
+        if epochs < done:
+            raise UserError(f"{run.path} has trained {done} epochs; fit.epochs {epochs} would "
+                            "be fewer", f"to train longer give --epochs N with N > {done}; its "
+                            "weights are read back with nntrain evaluate and predict")
     else:
         if config_path is None and loaded is None:
             raise UserError("fit needs a CONFIG file (or --resume RUN)",
                             "e.g. nntrain fit configs/fashion_mlp.yaml")
         loaded = loaded or load_config(config_path, overrides)
         base_dir = loaded.source.resolve().parent
-    configure_jax()
-    if cluster is not None:
-        from nntrain.train.devices import initialize_distributed
-
-        initialize_distributed(**cluster)
-    from nntrain.train.devices import Placement
-
-    placement = Placement.from_config(loaded)
-    earlier = 0.0  # seconds a resumed run trained in its earlier sessions
-    if run is not None and placement.is_primary:  # the others train from private copies
-        run.claim()  # held while this process trains the run
-        from nntrain.runs_view import view_run
-
-        # claimed: any process that trained it is gone, and its last write ended its session
-        earlier = view_run(run).duration(ended=True) or 0.0
-    if not placement.is_primary:
-        # process 0 writes the run; the others train alongside it and keep quiet
-        quiet, runs_dir = True, Path(tempfile.mkdtemp(prefix="nntrain-replica-"))
-        atexit.register(shutil.rmtree, runs_dir, True)
-        console = make_console(quiet=True)
-        if run is not None:
-            # resume from a private copy: process 0 goes on writing the original. It cannot
-            # write a new checkpoint before this copy is done: that needs an epoch's
-            # collectives, with this process taking part.
-            run = Run(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
     created: Run | None = None  # a new run's folder: removed if setting up fails
     try:
         with _deferred_interrupts(enabled=run_path is None) as interrupts:
+            # from here Ctrl-C is noted, and acted on where stopping leaves things whole: in
+            # JAX's import, a KeyboardInterrupt can be swallowed by its gc callback
+            configure_jax()
+            if cluster is not None:
+                from nntrain.train.devices import initialize_distributed
+
+                initialize_distributed(**cluster)
+            from nntrain.train.devices import Placement
+
+            placement = Placement.from_config(loaded)
+            earlier = 0.0  # seconds a resumed run trained in its earlier sessions
+            if run is not None and placement.is_primary:  # the others train from copies
+                run.claim()  # held while this process trains the run
+                from nntrain.runs_view import view_run
+
+                # claimed: any process that trained it is gone, and its last write ended its
+                # session
+                earlier = view_run(run).duration(ended=True) or 0.0
+            if not placement.is_primary:
+                # process 0 writes the run; the others train alongside it and keep quiet
+                quiet, runs_dir = True, Path(tempfile.mkdtemp(prefix="nntrain-replica-"))
+                atexit.register(shutil.rmtree, runs_dir, True)
+                console = make_console(quiet=True)
+                if run is not None:
+                    # resume from a private copy: process 0 goes on writing the original. It
+                    # cannot write a new checkpoint before this copy is done: that needs an
+                    # epoch's collectives, with this process taking part.
+                    run = Run(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
             setup = _prepare(loaded)
             dataset = _load_data(setup, base_dir, console, quiet)
             interrupts.check()
@@ -252,7 +257,10 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                             end=None, stop_reason=None, placement=placement.describe(),
                             session_start=now_text(), seconds_before=round(earlier, 1),
                             host=socket.gethostname(), pid=os.getpid())  # `runs`: alive?
-            if not quiet:
+            if fitter.ended and not quiet:  # stopped in its last moments (a kill)
+                console.print(f"{run.path}: training ended by {fitter.ended}; finishing the "
+                              "run (no more epochs)", highlight=False, soft_wrap=True)
+            elif not quiet:
                 _say_start(run, loaded, dataset, resume is not None, initial_epoch, console)
     except BaseException as e:
         if created is not None:  # nothing trained yet: leave nothing half-made behind
@@ -270,7 +278,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         with _stop_on_signals(fitter, console):
             result = fitter.fit(initial_epoch)
         status = result.status
-        if fitter.stop_signal is not None and status == "completed":
+        if fitter.stop_signal is not None and (status == "completed" or fitter.ended):
             # the signal came after the last epoch: the run is whole, only the test
             # evaluation is skipped
             return _complete_without_test(
@@ -285,17 +293,20 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                               f" Continue with: nntrain fit --resume {run.path}"
                               if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
-        test = fitter.evaluate_test()
+        with _interrupt_on_signals(fitter):  # nothing left to checkpoint: stop at once
+            test = fitter.evaluate_test()
         metrics = run.read_json("metrics.json")
         if test is not None:
             metrics["test"] = test
             metrics["test_checkpoint"] = "best"
         atomic_write_json(run.path / "metrics.json", metrics)
     except KeyboardInterrupt:  # a second Ctrl-C: out at once; the last checkpoint stands
-        if result is not None and result.status == "completed":  # in the test evaluation
-            status = "completed"
-            return _complete_without_test(run, result, console, as_json, 130,
-                                          "Interrupted in the test evaluation:")
+        if result is not None and (result.status == "completed" or fitter.ended):
+            status = result.status  # in the test evaluation
+            signum = fitter.stop_signal or signal.SIGINT
+            return _complete_without_test(
+                run, result, console, as_json, 128 + signum,
+                f"Stopped ({signal.Signals(signum).name}) in the test evaluation:")
         status = "stopped"
         run.update_info(status=status, end=now_text(), stop_reason="interrupted")
         if as_json:
@@ -363,9 +374,9 @@ def _say_start(run: Run, loaded: LoadedConfig, dataset, resumed: bool, initial_e
 def _complete_without_test(run: Run, result, console: Console, as_json: bool, code: int,
                            what: str) -> int:
     """A signal after the last epoch: the run is complete, only its test figures are not."""
-    run.update_info(status="completed", end=now_text(), stop_reason=None)
+    run.update_info(status=result.status, end=now_text(), stop_reason=result.stop_reason or None)
     if as_json:
-        _emit_end(run, "completed", result, None)
+        _emit_end(run, result.status, result, None)
     console.print(f"[yellow]{what}[/] training is complete, the test split was not evaluated. "
                   f"Test figures: nntrain evaluate {run.path}", soft_wrap=True)
     return code
@@ -470,6 +481,25 @@ def _stop_on_signals(fitter, console: Console):
         console.print(f"[yellow]{signal.Signals(signum).name}: stopping after the current "
                       "steps (Ctrl-C again to stop at once)[/]", soft_wrap=True)
 
+    with _stop_signals_handled_by(handle):
+        yield
+
+
+@contextlib.contextmanager
+def _interrupt_on_signals(fitter):
+    """Ctrl-C or SIGTERM raise KeyboardInterrupt (the signal kept in `fitter.stop_signal`)."""
+
+    def handle(signum, frame):
+        fitter.stop_signal = signum
+        raise KeyboardInterrupt
+
+    with _stop_signals_handled_by(handle):
+        yield
+
+
+@contextlib.contextmanager
+def _stop_signals_handled_by(handle: Callable[[int, Any], None]):
+    """Ctrl-C and SIGTERM go to `handle` inside the block."""
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -479,12 +509,12 @@ def _stop_on_signals(fitter, console: Console):
 
 
 def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | None,
-                           overrides: list[str], resumed: LoadedConfig) -> None:
+                           overrides: list[str], resumed: LoadedConfig) -> int:
     """A resume continues the run as it started: a CONFIG given with it, or `--set`, may
-    change `fit.epochs` (to train longer) and nothing else."""
+    change `fit.epochs` (to train longer) and nothing else. Returns the epochs asked for."""
     given = load_config(config_path, overrides) if config_path is not None else resumed
     if _without_epochs(saved) == _without_epochs(given):
-        return
+        return given.config.fit.epochs
     before, after = dump_config(saved), dump_config(given)
     diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                         str(run.config_path),

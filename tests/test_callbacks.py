@@ -592,3 +592,30 @@ def test_the_best_checkpoint_follows_early_stoppings_rules(tmp_path: Path, stopp
     best = nntrain("evaluate", str(run), "--split", "validation", "--json", cwd=tmp_path)
     assert best.exit_code == 0, best.output
     assert json.loads(best.output)["loss"] == pytest.approx(losses[best_epoch - 1], rel=1e-5)
+
+
+def test_a_run_killed_after_early_stopping_ended_it_resumes_to_its_end(tmp_path: Path):
+    """A kill between the last epoch's checkpoint and the run's records (in the test
+    evaluation, say) leaves run.json at `running`: --resume finishes the run, it trains no
+    further epoch."""
+    config = tiny(tmp_path, [{"early_stopping": {"monitor": "val_loss", "mode": "max",
+                                                 "patience": 1}}], epochs=6)
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    (run,) = (tmp_path / "runs" / "cb").iterdir()
+    ended = json.loads((run / "run.json").read_text())
+    assert (ended["status"], ended["stop_reason"]) == ("stopped", "early stopping after epoch 2")
+    rows = (run / "history.csv").read_text()
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics.pop("test")
+    (run / "metrics.json").write_text(json.dumps(metrics))  # as a kill leaves them
+    (run / "run.json").write_text(json.dumps({**ended, "status": "running", "stop_reason": None,
+                                              "pid": 99999999}))
+    result = nntrain("fit", "--resume", str(run), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "training ended by early stopping after epoch 2; finishing the run" \
+        in " ".join(result.output.split())
+    assert "Epoch 3" not in result.output
+    assert (run / "history.csv").read_text() == rows
+    info = json.loads((run / "run.json").read_text())
+    assert (info["status"], info["stop_reason"]) == ("stopped", "early stopping after epoch 2")
+    assert json.loads((run / "metrics.json").read_text())["test"] == test

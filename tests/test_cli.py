@@ -392,6 +392,13 @@ def test_resume_refuses_a_changed_config_and_shows_the_difference(fitted: Path, 
     assert "units: 32" in result.output and "units: 16" in result.output
     same = nntrain("fit", str(TINY), "--resume", str(fitted), "-q")
     assert same.exit_code == 0, same.output  # the unchanged config is accepted
+    epochs = yaml.safe_load(TINY.read_text())["fit"]["epochs"]
+    longer = tmp_path / "longer.yaml"  # and one that trains longer is followed
+    longer.write_text(TINY.read_text().replace(f"epochs: {epochs}", f"epochs: {epochs + 1}"))
+    copy = shutil.copytree(fitted, tmp_path / "runs" / "tiny" / fitted.name)  # fitted is shared
+    result = nntrain("fit", str(longer), "--resume", str(copy), "-q")
+    assert result.exit_code == 0, result.output
+    assert json.loads((copy / "metrics.json").read_text())["epochs_completed"] == epochs + 1
 
 
 def test_resume_with_set_may_only_train_longer(tmp_path: Path):

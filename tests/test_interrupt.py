@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -75,7 +76,6 @@ def test_signal_stops_saves_and_resumes_bit_identically(tmp_path: Path, signum, 
 
 
 SIGNAL_AT_END = '''
-import os
 import signal
 
 
@@ -88,7 +88,6 @@ class SignalAtEnd:
 
 
 STOP_IN_EPOCH_2 = '''
-import os
 import signal
 from pathlib import Path
 
@@ -169,24 +168,29 @@ def test_ctrl_c_after_the_last_epoch_leaves_a_completed_run(tmp_path: Path):
     assert "has trained all 2 epochs: nothing to train" in " ".join(resumed.stdout.split())
 
 
-def test_ctrl_c_in_the_test_evaluation_keeps_the_completed_run(tmp_path: Path, monkeypatch):
-    """Ctrl-C while the test split is evaluated (after the signal handlers are gone): the
-    trained run stays complete, with its checkpoints; only the test figures are missing."""
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_in_the_test_evaluation_keeps_the_completed_run(tmp_path: Path, monkeypatch,
+                                                                  signum, code):
+    """Ctrl-C or SIGTERM (a cluster's preemption) while the test split is evaluated: it stops
+    at once, and the trained run stays complete, with its checkpoints; only the test figures
+    are missing."""
     from clirunner import nntrain
 
     from nntrain.train.fit import Fitter
 
     def interrupted(self):
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
+        time.sleep(5)
+        raise AssertionError("the signal did not stop the test evaluation")
 
     monkeypatch.setattr(Fitter, "evaluate_test", interrupted)
     config = tmp_path / "short.yaml"
     config.write_text(TINY.read_text().replace("epochs: 4", "epochs: 2"))
     result = nntrain("fit", str(config), cwd=tmp_path)
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == code, result.output
     out = " ".join(result.output.split())
-    assert "Interrupted in the test evaluation: training is complete, the test split was " \
-        "not evaluated. Test figures: nntrain evaluate" in out
+    assert f"Stopped ({signal.Signals(signum).name}) in the test evaluation: training is " \
+        "complete, the test split was not evaluated. Test figures: nntrain evaluate" in out
     run = _run(tmp_path)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -242,3 +246,24 @@ def test_a_run_is_trained_by_one_process_at_a_time(tmp_path: Path):
     # once the first is done, the run is free again
     again = nntrain("fit", "--resume", str(run), "--epochs", "30", "-q", cwd=tmp_path)
     assert again.exit_code == 0, again.output
+
+
+def test_ctrl_c_while_jax_is_imported_is_not_lost(tmp_path: Path, monkeypatch):
+    """A KeyboardInterrupt raised inside JAX's import can be swallowed by its gc callback,
+    and the run trained on to the end: the signal is noted from before that import."""
+    from clirunner import nntrain
+
+    from nntrain import commands
+
+    configured = commands.configure_jax
+
+    def signalled():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        configured()
+
+    monkeypatch.setattr(commands, "configure_jax", signalled)
+    result = nntrain("fit", str(TINY), cwd=tmp_path)
+    assert result.exit_code == 130, result.output
+    assert "Interrupted before training started" in result.output
+    assert not list(tmp_path.glob("runs/*/*"))

@@ -96,6 +96,9 @@ class Fitter:
                                       cap if self.streaming else None)
         self.generated = isinstance(dataset.train, GeneratorSplit)
         self.stop_training = False
+        # why training ended (early stopping, a callback), once it has: kept in
+        # checkpoints/last, so a run killed in its last moments resumes to its end, not on
+        self.ended: str | None = None
         self.history: list[dict[str, float]] = []
         self.best_weights: dict[str, Any] | None = None
         self.stop_signal: int | None = None
@@ -211,6 +214,7 @@ class Fitter:
             self.carry[name] = self.placement.replicate(restored)
         self.carry["step"] = self.placement.replicate(jnp.int32(arrays["step"]))
         self.history = meta["history"]
+        self.ended = meta.get("ended")
         for callback, state in zip(self.callbacks, meta["callbacks"], strict=True):
             callback.load_state(state)
         template = {"params": self.carry["params"], "state": self.carry["state"]}
@@ -270,7 +274,7 @@ class Fitter:
             if stopper.best_weights is not None:
                 trees[f"early_stopping_best_{i}"] = stopper.best_weights
         meta = {"kind": "resume", "epoch": epoch + 1, "history": self.history,
-                "callbacks": [c.state() for c in self.callbacks]}
+                "callbacks": [c.state() for c in self.callbacks], "ended": self.ended}
         if partial is not None:
             meta.update(epoch=epoch, step_in_epoch=partial[0],
                         partial_sums=[float(v) for v in partial[1]],
@@ -377,13 +381,13 @@ class Fitter:
             # device's memory is the same RAM, and both copies doubled the data's share)
             self.dataset = dataclasses.replace(self.dataset, train=None, validation=None)
         padded = self.steps_per_epoch * config.fit.batch_size
-        status, reason = "completed", ""
+        status, reason = ("stopped", self.ended) if self.ended else ("completed", "")
         if self.placement.is_primary:
             self._drawer.start()  # matplotlib's import while the first programs compile
         for callback in self.callbacks:
             callback.on_train_begin(self)
         batch_hooks = self._batch_hooks()
-        for epoch in range(initial_epoch, epochs):
+        for epoch in range(initial_epoch, initial_epoch if self.ended else epochs):
             self._host_weights = None  # the last epoch's copy: no longer needed here
             opt_state = self.carry["opt_state"]
             self._rate_before_hooks = None if has_schedule(opt_state) \
@@ -446,6 +450,8 @@ class Fitter:
                     with contextlib.redirect_stdout(said):
                         for callback in self.callbacks:
                             callback.on_epoch_end(epoch, logs, self)
+                    if self.stop_training:
+                        self.ended = self._stop_reason(epoch, done)
                     seconds = time.perf_counter() - start
                     self.history.append({"epoch": epoch + 1, **logs,
                                          "seconds": round(seconds, 3)})
@@ -455,16 +461,11 @@ class Fitter:
             finally:
                 sys.stdout.write(said.getvalue())
                 sys.stdout.flush()
+            if self.ended:
+                status, reason = "stopped", self.ended
+                break
             if self._stop_agreed() and epoch + 1 < epochs:
                 status, reason = "stopped", f"interrupted after epoch {epoch + 1}"
-                break
-            if self.stop_training:
-                status = "stopped"
-                early = any(isinstance(c, cb.EarlyStopping) and c.stopped_epoch == epoch
-                            for c in self.callbacks)
-                reason = f"{'early stopping' if early else 'a callback stopped training'} " \
-                    + (f"after epoch {epoch + 1}" if done == self.steps_per_epoch
-                       else f"in epoch {epoch + 1} after step {done}")
                 break
         for callback in self.callbacks:
             callback.on_train_end(self)
@@ -515,6 +516,13 @@ class Fitter:
     def result_so_far(self, status: str, reason: str | None) -> FitResult:
         """The figures of the epochs trained so far, as a result with this status."""
         return self._result(status, reason or "")
+
+    def _stop_reason(self, epoch: int, done: int) -> str:
+        early = any(isinstance(c, cb.EarlyStopping) and c.stopped_epoch == epoch
+                    for c in self.callbacks)
+        return f"{'early stopping' if early else 'a callback stopped training'} " + (
+            f"after epoch {epoch + 1}" if done == self.steps_per_epoch
+            else f"in epoch {epoch + 1} after step {done}")
 
     def _result(self, status: str, reason: str) -> FitResult:
         tracker = self.checkpointer.tracker
