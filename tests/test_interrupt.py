@@ -76,6 +76,7 @@ def test_signal_stops_saves_and_resumes_bit_identically(tmp_path: Path, signum, 
 
 
 SIGNAL_AT_END = '''
+import os
 import signal
 
 
@@ -88,6 +89,7 @@ class SignalAtEnd:
 
 
 STOP_IN_EPOCH_2 = '''
+import os
 import signal
 from pathlib import Path
 
@@ -97,10 +99,24 @@ def halve(epoch, lr):
 
 
 class StopInEpoch2:
-    """Ctrl-C inside the second epoch, once: a marker file says it happened."""
+    """Ctrl-C inside the second epoch, once: a marker file says it happened. Counts its
+    on_epoch_begin calls, a state carried across --resume."""
+
+    def __init__(self):
+        self.begins = 0
+
+    def state(self):
+        return {"begins": self.begins}
+
+    def load_state(self, state):
+        self.begins = state["begins"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self.begins += 1
+
+    def on_train_end(self, logs=None):
+        Path("begins").write_text(str(self.begins))
 
     def on_train_batch_end(self, batch, logs=None):
         marker = Path("stopped-once")
@@ -111,8 +127,9 @@ class StopInEpoch2:
 
 
 def test_resume_inside_an_epoch_applies_its_learning_rate_schedule_once(tmp_path: Path):
-    """The epoch's on_epoch_begin hooks run again on resume, from the rate before them: a
-    compounding `lr * 0.5` schedule halves the rate once, as in the uninterrupted run."""
+    """The epoch's on_epoch_begin hooks run again on resume, from the rate and the callbacks'
+    states before them: a compounding `lr * 0.5` schedule halves the rate once, as in the
+    uninterrupted run."""
     config = tmp_path / "sched.yaml"
     config.write_text(TINY.read_text().replace("epochs: 4", "epochs: 3\n  steps_per_execution: 2")
                       .replace("  callbacks:\n", "  callbacks:\n    - learning_rate_scheduler: "
@@ -146,6 +163,8 @@ def test_resume_inside_an_epoch_applies_its_learning_rate_schedule_once(tmp_path
     assert [float(row["learning_rate"]) for row in history(stopped)] == \
         pytest.approx([0.01, 0.005, 0.0025])
     assert history(stopped) == history(whole)
+    # the resumed epoch's on_epoch_begin ran again, from the state before its first run
+    assert (stopped / "begins").read_text() == (whole / "begins").read_text() == "3"
 
 
 def test_ctrl_c_after_the_last_epoch_leaves_a_completed_run(tmp_path: Path):

@@ -106,6 +106,7 @@ class Fitter:
         # the rate before this epoch's on_epoch_begin hooks: a mid-epoch resume runs them
         # again, from it, so a schedule like `lr * 0.9` is applied once, not twice
         self._rate_before_hooks: float | None = None
+        self._states_before_hooks: list[dict[str, Any]] = []
         self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
         # history.png is drawn by a process of its own, never holding up training
         self._drawer = HistoryDrawer(run.path, run.name)
@@ -274,7 +275,8 @@ class Fitter:
             if stopper.best_weights is not None:
                 trees[f"early_stopping_best_{i}"] = stopper.best_weights
         meta = {"kind": "resume", "epoch": epoch + 1, "history": self.history,
-                "callbacks": [c.state() for c in self.callbacks], "ended": self.ended}
+                "callbacks": [c.state() for c in self.callbacks] if partial is None
+                else self._states_before_hooks, "ended": self.ended}
         if partial is not None:
             meta.update(epoch=epoch, step_in_epoch=partial[0],
                         partial_sums=[float(v) for v in partial[1]],
@@ -392,6 +394,8 @@ class Fitter:
             opt_state = self.carry["opt_state"]
             self._rate_before_hooks = None if has_schedule(opt_state) \
                 else get_learning_rate(opt_state)
+            # a resume inside this epoch runs on_epoch_begin again: from these states
+            self._states_before_hooks = copy.deepcopy([c.state() for c in self.callbacks])
             for callback in self.callbacks:
                 callback.on_epoch_begin(epoch, self)
             start = time.perf_counter()
