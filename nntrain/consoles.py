@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from rich.console import Console
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`nntrain fit ... | head`): the command goes on unprinted, as
+        rich's default would end it with exit code 1 and mark a training run failed."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, (self.file if self.stderr else sys.stdout).fileno())  # print() too
+        os.close(devnull)
+
+
 def make_console(**options: Any) -> Console:
     """A rich Console for text that carries users' names: `cbs:Boom:` is a class, not rich's
     :boom: emoji code, and numbers keep the colour of the text around them."""
-    return Console(**{"emoji": False, "highlight": False, **options})
+    return _Console(**{"emoji": False, "highlight": False, **options})
