@@ -777,3 +777,29 @@ def test_a_fraction_is_read_as_its_value(tmp_path, written):
         """)
     (layer, _) = load_config(source).config.model.layers
     assert entry_args(layer).scale == 1 / 255
+
+
+def test_keras_class_names_and_serialized_entries_are_read_as_nntrain_names(tmp_path):
+    source = write(tmp_path, """\
+        name: t
+        data: {dataset: synthetic}
+        model:
+          input: [4]
+          layers: [{Dense: {units: 8}}, {class_name: Dropout, config: {rate: 0.5}}, Flatten]
+        compile:
+          loss: {class_name: SparseCategoricalCrossentropy, config: {from_logits: true}}
+          optimizer: {Adam: {learning_rate: 0.01}}
+          metrics: [SparseCategoricalAccuracy, {class_name: SparseTopKCategoricalAccuracy}]
+        fit:
+          callbacks: [{EarlyStopping: {patience: 2}}]
+        """)
+    config = load_config(source).config
+    assert [entry_name(e) for e in config.model.layers] == ["dense", "dropout", "flatten"]
+    assert entry_args(config.model.layers[1]).rate == 0.5
+    assert entry_name(config.compile.loss) == "sparse_categorical_crossentropy"
+    assert entry_args(config.compile.loss).from_logits is True
+    assert (entry_name(config.compile.optimizer),
+            entry_args(config.compile.optimizer).learning_rate) == ("adam", 0.01)
+    assert [entry_name(m) for m in config.compile.metrics] == [
+        "sparse_categorical_accuracy", "sparse_top_k_categorical_accuracy"]
+    assert entry_args(config.fit.callbacks[0]).patience == 2

@@ -144,6 +144,21 @@ class Registry:
     def canonical(self, name: str) -> str:
         return self.aliases.get(name, name)
 
+    def spelled(self, name: Any) -> Any:
+        """A name as registered: Keras's class names (Adam, SparseCategoricalAccuracy) as
+        their snake_case identifiers; anything else as it is, for its error."""
+        if isinstance(name, str) and name not in self.args and name not in self.aliases:
+            snake = snake_case(name)
+            if snake in self.args or snake in self.aliases:
+                return snake
+        return name
+
+    def is_serialized(self, value: Any) -> bool:
+        """Keras's serialized form: {class_name: MaxNorm, config: {max_value: 3}}."""
+        return isinstance(value, dict) and set(value) in ({"class_name"},
+                                                          {"class_name", "config"}) \
+            and isinstance(value["class_name"], str)
+
     @property
     def names(self) -> list[str]:
         return [*self.args, *self.aliases]
@@ -178,18 +193,16 @@ class Registry:
 
         def expand(value: Any) -> Any:
             if isinstance(value, str):
-                return {value: {}}
-            if isinstance(value, dict) and set(value) in ({"class_name"},
-                                                          {"class_name", "config"}) \
-                    and isinstance(value["class_name"], str):
-                # Keras's serialized form: {class_name: MaxNorm, config: {max_value: 3}}
-                name = snake_case(value["class_name"])
-                return {name: value.get("config") or {}}
+                return {self.spelled(value): {}}
+            if self.is_serialized(value):
+                return {snake_case(value["class_name"]): value.get("config") or {}}
             if isinstance(value, dict) and isinstance(value.get("type"), str):
                 rest = {k: v for k, v in value.items() if k != "type"}
                 return {value["type"]: rest}  # Keras-style {type: dense, units: 10}
             if isinstance(value, dict) and len(value) == 1:
                 (name, args), = value.items()
+                if self.spelled(name) != name:
+                    return expand({self.spelled(name): args})
                 cls = self.args.get(self.canonical(name)) if isinstance(name, str) else None
                 if args is None:
                     return {name: {}}

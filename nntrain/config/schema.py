@@ -140,8 +140,8 @@ class ModelConfig(Strict):
 
 def _single_or_per_output(registry):
     def tag(value: Any) -> str:
-        if isinstance(value, dict) and not (
-            len(value) == 1 and next(iter(value)) in registry.names
+        if isinstance(value, dict) and not registry.is_serialized(value) and not (
+            len(value) == 1 and registry.spelled(next(iter(value))) in registry.names
         ):
             return "per_output"
         return "single"
