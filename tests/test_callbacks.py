@@ -619,3 +619,30 @@ def test_a_run_killed_after_early_stopping_ended_it_resumes_to_its_end(tmp_path:
     info = json.loads((run / "run.json").read_text())
     assert (info["status"], info["stop_reason"]) == ("stopped", "early stopping after epoch 2")
     assert json.loads((run / "metrics.json").read_text())["test"] == test
+
+
+def test_verbose_callbacks_print_kerass_messages(tmp_path: Path):
+    config = tiny(tmp_path, [
+        {"early_stopping": {"monitor": "val_loss", "mode": "max", "patience": 1, "verbose": 1,
+                            "restore_best_weights": True}},
+        {"model_checkpoint": {"monitor": "val_loss", "mode": "max", "save_best_only": True,
+                              "verbose": 1, "save_freq": "epoch"}}], epochs=4)
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "cb").iterdir()
+    first, second = (float(row["val_loss"]) for row in history(run))
+    out = " ".join(result.output.split())
+    assert f"Epoch 1: val_loss improved from -inf to {first:.5f}, saving model" in out
+    assert f"Epoch 2: val_loss did not improve from {first:.5f}" in out
+    assert "Epoch 2: early stopping Restoring model weights from the end of the best " \
+        "epoch: 1." in out
+
+
+def test_initial_value_threshold_is_the_value_to_beat(tmp_path: Path):
+    config = tiny(tmp_path, [{"model_checkpoint": {
+        "monitor": "val_loss", "save_best_only": True, "initial_value_threshold": 0.0}}])
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "cb").iterdir()
+    assert json.loads((run / "metrics.json").read_text())["best_epoch"] is None
+    assert not (run / "checkpoints" / "best").exists()

@@ -45,6 +45,7 @@ class EarlyStoppingArgs(MonitorArgs):
     baseline: float | None = None
     restore_best_weights: bool = False
     start_from_epoch: NonNegativeInt = 0
+    verbose: Verbose = 0  # 1: Keras's messages on stopping and restoring
 
 
 RESERVED_CHECKPOINTS = ("best", "last", "last.prev")  # nntrain's own, in checkpoints/
@@ -104,6 +105,9 @@ class ModelCheckpointArgs(MonitorArgs):
     save_weights_only: bool = False
     filepath: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.{}:-]+$"),
                         AfterValidator(_checkpoint_filepath)] = "epoch-{epoch:03d}"
+    save_freq: Literal["epoch"] = "epoch"  # checkpoints are made at epoch ends only
+    initial_value_threshold: float | None = None  # the best value to beat at first
+    verbose: Verbose = 0  # 1: Keras's message on each save
 
 
 @CALLBACKS.register("terminate_on_nan", "TerminateOnNaN")

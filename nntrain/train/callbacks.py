@@ -147,7 +147,12 @@ class EarlyStopping(Callback):
             trainer.stop_training = True
 
     def on_train_end(self, trainer):
+        if self.args.verbose and self.stopped_epoch is not None:
+            _say(trainer, f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.args.restore_best_weights and self.best_weights is not None:
+            if self.args.verbose and self.tracker.best_epoch is not None:
+                _say(trainer, "Restoring model weights from the end of the best epoch: "
+                              f"{self.tracker.best_epoch + 1}.")
             trainer.set_weights(self.best_weights)
 
     def state(self):
@@ -173,11 +178,21 @@ class ModelCheckpoint(Callback):
         self.keeps_best = keeps_best
         # following early stopping, `best` is the epoch restore_best_weights would restore
         self.tracker = Monitor(args.monitor, args.mode, follows.args.min_delta if follows else 0)
+        self.tracker.best = args.initial_value_threshold
         self.first_epoch = follows.args.start_from_epoch if follows else 0
 
     def on_epoch_end(self, epoch, logs, trainer):
-        improved = epoch >= self.first_epoch and self.tracker.update(epoch,
-                                                                      logs[self.args.monitor])
+        before, value = self.tracker.best, logs[self.args.monitor]
+        improved = epoch >= self.first_epoch and self.tracker.update(epoch, value)
+        if self.args.verbose and self.args.save_best_only:  # Keras's words
+            if before is None:
+                before = -math.inf if self.tracker.mode == "max" else math.inf
+            _say(trainer, f"Epoch {epoch + 1}: {self.args.monitor} improved from {before:.5f} "
+                          f"to {value:.5f}, saving model" if improved else
+                          f"Epoch {epoch + 1}: {self.args.monitor} did not improve from "
+                          f"{before:.5f}")
+        elif self.args.verbose:
+            _say(trainer, f"Epoch {epoch + 1}: saving model")
         if improved and self.keeps_best:
             trainer.save_weights("best", epoch, logs)
         if not self.args.save_best_only or (improved and not self.keeps_best):
