@@ -16,6 +16,7 @@ from nntrain.config.layers import ActivationName
 from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
 from nntrain.custom import load_object
 from nntrain.data.sources import Dataset, ModelIO
+from nntrain.errors import UserError
 from nntrain.graph import Graph, build_graph
 from nntrain.layers import Layer, ShapeError
 from nntrain.layers.base import ShapeErrors
@@ -141,7 +142,11 @@ def _custom_layers(loaded: LoadedConfig, graph: Graph) -> dict[str, type]:
         if not is_custom(node.type):
             continue
         if node.type not in found:
-            cls = load_object(node.type, search)
+            try:
+                cls = load_object(node.type, search)
+            except UserError as e:
+                raise ConfigError([loaded.issue(("model", "layers", node.index), e.message + (
+                    f" ({e.hint})" if e.hint else ""))]) from None
             if not (callable(getattr(cls, "init", None)) and callable(getattr(cls, "apply", None))):
                 raise ConfigError([loaded.issue(
                     ("model", "layers", node.index),

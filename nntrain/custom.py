@@ -41,7 +41,13 @@ def load_object(target: str, search_dirs: Iterable[Path] = (), what: str = "clas
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise UserError(f"module {module_name} has no {what} '{attribute}'") from None
+        from nntrain.config.loader import closest
+
+        names = [n for n in vars(module) if not n.startswith("_")]
+        near = closest(attribute, names)
+        raise UserError(f"module {module_name} has no {what} '{attribute}'",
+                        f"did you mean '{module_name}:{near}'?" if near else
+                        f"define {attribute} in {module_name}, or name one it has") from None
 
 
 def custom_names(config: Config) -> list[str]:

@@ -71,6 +71,13 @@ def test_custom_layer_errors(example: Path, tmp_path, monkeypatch):
     result = nntrain("validate", str(config), cwd=tmp_path)
     assert result.exit_code == 2 and "has no class 'Nope'" in result.output
 
+    config.write_text(text.replace("my_layers:Gated", "my_layers:Gate"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, result.output
+    assert "gated.yaml:" in said and "model.layers[" in said  # the place
+    assert "has no class 'Gate' (did you mean 'my_layers:Gated'?)" in said
+
     config.write_text(text.replace("units: 32", "units: -3"))
     result = nntrain("validate", str(config), cwd=tmp_path)
     assert result.exit_code == 2 and "units" in result.output and "gated.yaml:" in result.output
