@@ -911,3 +911,19 @@ def test_class_weight_takes_the_cross_entropies(tmp_path: Path, model: str, ok: 
     if not ok:
         assert "class_weight needs one output of one class per example" in result.output
         assert "did you mean" not in result.output
+
+
+def test_synthetic_data_gives_a_tagger_a_label_per_step(tmp_path: Path):
+    dataset, _ = load(tmp_path, "dataset: synthetic\nsynthetic: {samples: 64, classes: 5}\n", """
+model:
+  inputs: {tokens: {shape: [7], dtype: int32}}
+  layers:
+    - embedding: {input_dim: 256, output_dim: 4, mask_zero: true}
+    - lstm: {units: 8, return_sequences: true}
+    - dense: {units: 5, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+""")
+    labels = dataset.train.y["dense"]
+    assert labels.shape == (64, 7) and labels.dtype == np.int32
+    assert set(np.unique(labels)) == set(range(5))

@@ -283,9 +283,11 @@ def _synthetic(config: DataConfig, io: ModelIO, seed: int) -> tuple[ArraySet, Ar
     y = {}
     for name, shape in io.outputs.items():
         if spec.classes:
-            teacher = rng.standard_normal((features.shape[1], spec.classes), np.float32)
-            labels = np.argmax(features @ teacher, axis=1).astype(np.int32)
-            y[name] = labels
+            per_example = int(np.prod(shape[:-1]))  # a label per step for a tagger
+            teacher = rng.standard_normal((features.shape[1], per_example * spec.classes),
+                                          np.float32)
+            logits = (features @ teacher).reshape(total, *shape[:-1], spec.classes)
+            y[name] = np.argmax(logits, axis=-1).astype(np.int32)
         else:
             teacher = rng.standard_normal((features.shape[1], int(np.prod(shape))), np.float32)
             y[name] = (features @ teacher / np.sqrt(features.shape[1])).astype(np.float32)
