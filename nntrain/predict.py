@@ -64,6 +64,12 @@ def _is_classifier(setup, name: str, values: np.ndarray) -> bool:
         probabilities_of(setup, name) == "softmax" or name in setup.io.sparse_outputs)
 
 
+def _is_tagger(setup, name: str, values: np.ndarray) -> bool:
+    """Class probabilities for each step of a sequence: (examples, steps, classes)."""
+    return values.ndim == 3 and values.shape[2] > 1 and (
+        probabilities_of(setup, name) == "softmax" or name in setup.io.sparse_outputs)
+
+
 def _is_binary(setup, name: str, values: np.ndarray) -> bool:
     return values.ndim == 2 and values.shape[1] == 1 and \
         probabilities_of(setup, name) == "sigmoid"
@@ -90,7 +96,9 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
         binary = _is_binary(setup, name, values)
         ranks = min(top, values.shape[-1])  # no more ranks than classes
         columns.append((name, values, classifier, binary, ranks))
-        if binary:
+        if _is_tagger(setup, name, values):
+            column(f"{prefix}class per step")
+        elif binary:
             column(f"{prefix}class")
             column(f"{prefix}probability of {_label(1, class_names)}", right=True)
         elif classifier and ranks == 1:
@@ -104,12 +112,17 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
         if targets is not None and name in targets:
             column(f"{prefix}true")
     if top > 1 and not any(classifier and not binary for _, _, classifier, binary, _ in columns):
-        raise UserError(f"--top {top} ranks classes, and this model's outputs are not class "
-                        "probabilities", "drop --top")
+        one = "one sigmoid probability, whose class the table shows" if any(
+            binary for *_, binary, _ in columns) else "not class probabilities"
+        raise UserError(f"--top {top} ranks the classes of a softmax output; this model's "
+                        f"output is {one}", "drop --top")
     for row in range(len(next(iter(outputs.values())))):
         cells = [str(row)]
         for name, values, classifier, binary, ranks in columns:
-            if binary:
+            if _is_tagger(setup, name, values):
+                cells.append(" ".join(_label(int(c), class_names)
+                                      for c in np.argmax(values[row], axis=-1)))
+            elif binary:
                 cells += [_label(int(values[row, 0] > 0.5), class_names),
                           f"{values[row, 0]:.4f}"]
             elif classifier:
@@ -152,6 +165,13 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
     for name, values in outputs.items():
         prefix = f"{name}_" if len(outputs) > 1 else ""
         classifier = _is_classifier(setup, name, values)
+        if _is_tagger(setup, name, values):  # a class per step; the probabilities: .npy
+            for row, classes in zip(rows, np.argmax(values, axis=-1), strict=True):
+                row.update({f"{prefix}class_{t}": int(c) for t, c in enumerate(classes)})
+            if targets is not None and name in targets:
+                for row, true in zip(rows, targets[name].reshape(len(values), -1), strict=True):
+                    row.update({f"{prefix}true_class_{t}": int(c) for t, c in enumerate(true)})
+            continue
         flat = values.reshape(len(values), -1)
         if _is_binary(setup, name, values):  # one sigmoid unit: the probability of class 1
             flat = np.concatenate([1 - flat, flat], axis=1)

@@ -182,7 +182,20 @@ def test_predict_top_of_a_regression_model_is_refused(tmp_path: Path):
     assert result.exit_code == 0, result.output
     result = nntrain("predict", str(only_run(tmp_path)), "--split", "test", "--top", "3")
     assert result.exit_code == 2
-    assert "--top 3 ranks classes, and this model's outputs are not class probabilities" \
+    assert "--top 3 ranks the classes of a softmax output; this model's output is not class " \
+        "probabilities" in " ".join(result.output.split())
+
+
+def test_predict_top_of_a_sigmoid_classifier_says_why_not(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "-q", "--epochs", "1", "--set",
+                     "compile.loss=binary_crossentropy", "--set", "compile.metrics=[]",
+                     "--set", "data.synthetic.classes=2",
+                     "--set", "model.layers.3.dense={units: 1, activation: sigmoid}",
+                     cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    result = nntrain("predict", str(only_run(tmp_path)), "--split", "test", "--top", "2")
+    assert result.exit_code == 2
+    assert "this model's output is one sigmoid probability, whose class the table shows" \
         in " ".join(result.output.split())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -405,6 +406,17 @@ def test_fit_a_tagger_of_padded_sequences_from_the_cli(tmp_path):
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs" / "tagger").iterdir()
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] > 0.98
+    # predict names a class per step, in the table and in the CSV
+    shown = nntrain("predict", str(run), "--split", "test", "--limit", "2")
+    assert shown.exit_code == 0 and "class per step" in shown.output, shown.output
+    written = nntrain("predict", str(run), "--split", "test", "-o", str(tmp_path / "p.csv"))
+    assert written.exit_code == 0, written.output
+    with open(tmp_path / "p.csv") as f:
+        rows = list(csv.DictReader(f))
+    predicted = np.array([[int(r[f"class_{t}"]) for t in range(8)] for r in rows])
+    true = np.array([[int(r[f"true_class_{t}"]) for t in range(8)] for r in rows])
+    assert (true == tags[-100:]).all()
+    assert (predicted == true)[real[-100:]].mean() > 0.98
 
 
 def train_masked(tmp_path, layers) -> tuple[np.ndarray, dict]:
