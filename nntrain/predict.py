@@ -250,9 +250,10 @@ def plot_image_grid(path: Path, images: np.ndarray, predicted: list[str],
     n = len(images)
     columns = min(n, 10)
     rows = math.ceil(n / columns)
-    cell_w, cell_h, title_h = 1.45, 1.75, (0.3 if title else 0.1)
+    # a cell: the image, and above it two lines of title (the predicted and the true class)
+    cell_w, cell_h, title_h = 1.45, 1.85, (0.35 if title else 0.0)
     height = cell_h * rows + title_h
-    fig = Figure(figsize=(max(cell_w * columns, 3.0), height), dpi=100)
+    fig = Figure(figsize=(max(cell_w * columns, 3.0), height), dpi=100, layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     wrong = 0
     for i, ax in enumerate(axes):
@@ -269,8 +270,7 @@ def plot_image_grid(path: Path, images: np.ndarray, predicted: list[str],
             wrong += 1
             ax.set_title(f"{predicted[i]}\n(true: {true[i]})", fontsize=8, color="red")
     if title:
-        fig.suptitle(title, fontsize=10, y=1 - 0.1 / height, va="top")
-    fig.tight_layout(rect=(0, 0, 1, 1 - title_h / height))  # the title's band kept clear
+        fig.suptitle(title, fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
     atomic_write_bytes(path, buffer.getvalue())
