@@ -717,10 +717,12 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
         if not e.message.startswith("damaged checkpoint"):
             raise
         other = "last" if checkpoint_name == "best" else "best"
+        resume = f"remove {folder} and continue training with `nntrain fit --resume " \
+            f"{run.path}` (its next improvement saves new best weights)" \
+            if checkpoint_name == "best" else "continue training from the previous " \
+            f"checkpoint with `nntrain fit --resume {run.path}`"
         raise ckpt.CheckpointError(e.message, f"the file was changed or cut short: try "
-                                   f"--checkpoint {other}, or continue training from the "
-                                   f"previous checkpoint with `nntrain fit --resume {run.path}`"
-                                   ) from None
+                                   f"--checkpoint {other}, or {resume}") from None
     params, state = jax.eval_shape(setup.model.init, jax.random.key(0))
     weights = ckpt.unflatten({"params": params, "state": state},
                              {k: v for k, v in arrays.items()

@@ -242,7 +242,9 @@ def test_evaluate_and_predict_name_a_damaged_checkpoint(tmp_path: Path):
         result = nntrain(*command)
         assert result.exit_code == 2, result.output
         assert f"damaged checkpoint {arrays}: checksum mismatch" in result.output
-        assert "--checkpoint last" in result.output
+        said = " ".join(result.output.split())
+        assert "--checkpoint last" in said and f"remove {arrays.parent} and continue training " \
+            f"with `nntrain fit --resume {run}`" in said  # what the resume itself asks for
         assert "Traceback" not in result.output
     assert nntrain("evaluate", str(run), "--checkpoint", "last").exit_code == 0
 

@@ -216,6 +216,11 @@ class Fitter:
         self.carry["step"] = self.placement.replicate(jnp.int32(arrays["step"]))
         self.history = meta["history"]
         self.ended = meta.get("ended")
+        if len(meta["callbacks"]) != len(self.callbacks):  # (a hand-edited older record)
+            raise checkpoint.CheckpointError(
+                f"{where} holds the state of {len(meta['callbacks'])} callbacks, and the run's "
+                f"config has {len(self.callbacks)}",
+                "the checkpoint does not belong to this config: train the config anew")
         for callback, state in zip(self.callbacks, meta["callbacks"], strict=True):
             callback.load_state(state)
         template = {"params": self.carry["params"], "state": self.carry["state"]}
