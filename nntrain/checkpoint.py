@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,12 +218,29 @@ def find(folder: Path) -> Path | None:
 
 
 def load(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a checkpoint's arrays and metadata, verifying the arrays' checksum."""
-    found = find(folder)
-    if found is None:
-        raise CheckpointError(f"no checkpoint at {folder}",
-                              "the run has not finished an epoch yet, or its files were removed")
-    return _read(found)
+    """Read a checkpoint's arrays and metadata, verifying the arrays' checksum. A checkpoint
+    replaced while it is read (a training run saving a new best) is read again."""
+    tries = 0
+    while True:
+        found = find(folder)
+        if found is None:
+            raise CheckpointError(f"no checkpoint at {folder}", "the run has not finished an "
+                                  "epoch yet, or its files were removed")
+        before = _identity(found)
+        try:
+            return _read(found)
+        except CheckpointError:
+            tries += 1
+            if tries == 5 or _identity(found) == before:
+                raise  # the same folder throughout: damaged
+        time.sleep(0.05 * tries)
+
+
+def _identity(folder: Path) -> int | None:
+    try:
+        return folder.stat().st_ino
+    except OSError:
+        return None
 
 
 @dataclass

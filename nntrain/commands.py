@@ -34,7 +34,7 @@ from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
 from nntrain.errors import DataError, TrainingFailed, UserCodeError, UserError
-from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text
+from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text, exclusive
 from nntrain.runs import (
     Run,
     create_run,
@@ -295,11 +295,12 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
         with _interrupt_on_signals(fitter):  # nothing left to checkpoint: stop at once
             test = fitter.evaluate_test()
-        metrics = run.read_json("metrics.json")
-        if test is not None:
-            metrics["test"] = test
-            metrics["test_checkpoint"] = "best"
-        atomic_write_json(run.path / "metrics.json", metrics)
+        with exclusive(run.path / "metrics.json"):
+            metrics = run.read_json("metrics.json")
+            if test is not None:
+                metrics["test"] = test
+                metrics["test_checkpoint"] = "best"
+            atomic_write_json(run.path / "metrics.json", metrics)
     except KeyboardInterrupt:  # a second Ctrl-C: out at once; the last checkpoint stands
         if result is not None and (result.status == "completed" or fitter.ended):
             status = result.status  # in the test evaluation
@@ -750,14 +751,16 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     programs = make_programs(setup)
     figures = programs.evaluate(weights["params"], weights["state"],
                                 place(data, None, nbytes(data) > budget), len(data))
-    metrics = run.read_json("metrics.json")
-    metrics.setdefault("evaluations", []).append({
-        "time": now_text(), "split": split, "checkpoint": meta["checkpoint"],
-        "epoch": meta.get("epoch"),
-        **({"step_in_epoch": meta["step_in_epoch"]} if "step_in_epoch" in meta else {}),
-        "examples": examples(data), **figures})
     try:
-        atomic_write_json(run.path / "metrics.json", metrics)
+        with exclusive(run.path / "metrics.json"):  # the run may be training now
+            metrics = run.read_json("metrics.json")
+            metrics.setdefault("evaluations", []).append({
+                "time": now_text(), "split": split, "checkpoint": meta["checkpoint"],
+                "epoch": meta.get("epoch"),
+                **({"step_in_epoch": meta["step_in_epoch"]} if "step_in_epoch" in meta
+                   else {}),
+                "examples": examples(data), **figures})
+            atomic_write_json(run.path / "metrics.json", metrics)
     except OSError as e:  # a read-only run (an archive, a shared folder): the figures stand
         make_console(stderr=True).print(f"[yellow]warning:[/] not recorded in "
                                         f"{run.path / 'metrics.json'}: {e.strerror or e}",

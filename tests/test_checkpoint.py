@@ -433,3 +433,50 @@ def test_a_writer_that_falls_behind_writes_only_the_newest_of_each(tmp_path, mon
     metrics = json.loads((run / "metrics.json").read_text())
     _, best = checkpoint.load(run / "checkpoints" / "best")
     assert best["epoch"] == metrics["best_epoch"] and metrics["epochs_completed"] == 60
+
+
+def test_a_checkpoint_replaced_while_it_is_read_is_read_again(tmp_path, monkeypatch):
+    """`nntrain evaluate` while the run trains: a new best may replace the folder between
+    reading its record and its arrays. That is no damage: the new checkpoint is read."""
+    folder = tmp_path / "best"
+    checkpoint.save(folder, {"w": np.full(3, 1, np.float32)}, {"epoch": 1})
+    read = checkpoint._read
+    calls = []
+
+    def replaced_midway(found):
+        calls.append(found)
+        if len(calls) == 1:
+            checkpoint.save(folder, {"w": np.full(3, 2, np.float32)}, {"epoch": 2})
+            raise CheckpointError(f"damaged checkpoint {found}: checkpoint.json is missing")
+        return read(found)
+
+    monkeypatch.setattr(checkpoint, "_read", replaced_midway)
+    arrays, meta = checkpoint.load(folder)
+    assert meta["epoch"] == 2 and arrays["w"].tolist() == [2, 2, 2] and len(calls) == 2
+
+    calls.clear()  # a folder that stays the same and fails is damaged: said at once
+    monkeypatch.setattr(checkpoint, "_read", lambda found: calls.append(found) or read(found))
+    flip_byte(folder / "arrays.safetensors", 3)
+    with pytest.raises(CheckpointError, match="checksum mismatch"):
+        checkpoint.load(folder)
+    assert len(calls) == 1
+
+
+def test_exclusive_makes_a_second_writer_wait(tmp_path):
+    import threading
+    import time
+
+    path = tmp_path / "metrics.json"
+    order = []
+
+    def second():
+        with fsutil.exclusive(path):
+            order.append("second")
+
+    with fsutil.exclusive(path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join(5)
+    assert order == ["first", "second"]

@@ -29,7 +29,7 @@ from nntrain.data.generator import GeneratorSplit
 from nntrain.data.sources import Dataset
 from nntrain.data.stream import memory_budget, nbytes, row_bytes
 from nntrain.errors import TrainingFailed
-from nntrain.fsutil import atomic_write_json, atomic_write_text
+from nntrain.fsutil import atomic_write_json, atomic_write_text, exclusive
 from nntrain.optimizers import get_learning_rate, has_schedule, set_learning_rate
 from nntrain.progress import EpochProgress
 from nntrain.runs import Run
@@ -501,10 +501,11 @@ class Fitter:
     def _write_metrics(self, metrics: dict[str, Any]) -> None:
         """metrics.json, keeping the figures `nntrain evaluate` recorded in it, also those
         it added while this run trains."""
-        evaluations = (self.run.try_read_json("metrics.json") or {}).get("evaluations")
-        if isinstance(evaluations, list) and evaluations:
-            metrics = {**metrics, "evaluations": evaluations}
-        atomic_write_json(self.run.path / "metrics.json", metrics)
+        with exclusive(self.run.path / "metrics.json"):
+            evaluations = (self.run.try_read_json("metrics.json") or {}).get("evaluations")
+            if isinstance(evaluations, list) and evaluations:
+                metrics = {**metrics, "evaluations": evaluations}
+            atomic_write_json(self.run.path / "metrics.json", metrics)
 
     def _write_records(self) -> None:
         """history.csv, metrics.json and run.json's epoch count, from the history so far."""
