@@ -179,7 +179,8 @@ def test_bad_regularizer_and_constraint_are_config_errors(tmp_path: Path):
         ("kernel_regularizer: 0.01",
          "unknown regularizer 0.01: name the regularizer, e.g. {l2: 0.01}"),
         ("kernel_regularizer: l2(0.01)", "write a call as a mapping, {l2: 0.01}"),
-        ("kernel_regularizer: L1L2", "did you mean 'l1_l2'?"),
+        ("kernel_regularizer: L1L2", "l1l2: give l1 or l2 (or both)"),  # Keras's class name
+        ("kernel_regularizer: L1_L3", "did you mean 'l1_l2'?"),
         ("kernel_constraint: {min_max_norm: 1}",
          "expected its arguments as a mapping (axis, min_value, max_value, rate), found 1"),
         ("kernel_regularizer: {l2: {l2: 0.1, foo: 0.1}}",
