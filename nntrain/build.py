@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import ModelCheckpointArgs, checkpoint_fields
+from nntrain.config.compile import LOSSES, METRICS
 from nntrain.config.entries import entry_args, entry_name, is_custom
 from nntrain.config.layers import ActivationName
 from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
@@ -71,14 +72,8 @@ def prepare(loaded: LoadedConfig) -> Setup:
     issues: list[Issue] = []
 
     loss_entries = config.compile.loss
-    if not isinstance(loss_entries, dict):
+    if not isinstance(loss_entries, dict):  # one loss for every output, as in Keras
         loss_entries = {out: loss_entries for out in outputs}
-        if len(outputs) > 1:
-            issues.append(loaded.issue(
-                ("compile", "loss"),
-                f"the model has {len(outputs)} outputs ({', '.join(outputs)}): "
-                "give a loss per output name",
-            ))
     _check_names(loaded, ("compile", "loss"), loss_entries, outputs, issues)
     for out in outputs:
         if out not in loss_entries and isinstance(config.compile.loss, dict):
@@ -89,6 +84,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
     weighted_entries = _per_output(config.compile.weighted_metrics, outputs)
     _check_names(loaded, ("compile", "metrics"), metric_entries, outputs, issues)
     _check_names(loaded, ("compile", "weighted_metrics"), weighted_entries, outputs, issues)
+    _check_shared_class_metrics(loaded, outputs, loss_entries, issues)
     if issues:
         raise ConfigError(issues)
 
@@ -218,6 +214,36 @@ def _check_from_logits(loaded: LoadedConfig, model: Model, loss_entries: dict) -
                 "output with a linear activation"))
     if issues:
         raise ConfigError(issues)
+
+
+REGRESSION_LOSSES = {"mean_squared_error", "mean_absolute_error", "huber", "cosine_similarity"}
+CLASS_METRICS = {"accuracy", "binary_accuracy", "categorical_accuracy",
+                 "sparse_categorical_accuracy", "top_k_categorical_accuracy",
+                 "sparse_top_k_categorical_accuracy", "precision", "recall", "auc"}
+
+
+def _check_shared_class_metrics(loaded: LoadedConfig, outputs: list[str], loss_entries: dict,
+                                issues: list[Issue]) -> None:
+    """A metrics list (not a mapping) applies to every output, as in the textbook's Keras; a
+    class metric on an output trained for values would log a meaningless 0."""
+    if len(outputs) < 2:
+        return
+    for section in ("metrics", "weighted_metrics"):
+        entries = getattr(loaded.config.compile, section)
+        if isinstance(entries, dict):
+            continue
+        for i, entry in enumerate(entries):
+            name = METRICS.canonical(entry_name(entry))
+            values = [out for out in outputs if LOSSES.canonical(
+                entry_name(loss_entries[out])) in REGRESSION_LOSSES]
+            if name in CLASS_METRICS and values:
+                example = ", ".join(f"{out}: [{'mae' if out in values else name}]"
+                                    for out in outputs)
+                issues.append(loaded.issue(
+                    ("compile", section, i),
+                    f"{entry_name(entry)} would apply to every output, and "
+                    f"{', '.join(repr(v) for v in values)} learns values, not classes: give "
+                    f"each output its metrics, e.g. {{{example}}}"))
 
 
 def _per_output(entries: list | dict, outputs: list[str]) -> dict[str, list]:

@@ -61,6 +61,12 @@ REFUSED = {
         _with(data={"dataset": "synthetic", "features": "0:3"}),
         "data: features: for tables only (.csv files, the california_housing, iris, xor "
         "datasets)"),
+    "a class metric for every output, one of them learning values": (
+        _with(model={**TWO_OUTPUTS, "outputs": ["a", "b"]},
+              compile__loss={"a": "sparse_categorical_crossentropy", "b": "mse"},
+              compile__metrics=["accuracy"]),
+        "compile.metrics[0]: accuracy would apply to every output, and 'b' learns values, not "
+        "classes: give each output its metrics, e.g. {a: [accuracy], b: [mae]}"),
     "negative variance": (
         _with(model__layers=[{"normalization": {"mean": 0.5, "variance": -1}}, {"dense": 3}]),
         "a variance is never negative"),
@@ -191,3 +197,16 @@ def test_a_yaml_boolean_for_a_number_is_refused_at_its_place(tmp_path: Path):
     assert result.exit_code == 2, result.output
     assert "--set fit.epochs=off: fit.epochs: expected a number, found False" \
         in " ".join(result.output.split())
+
+
+def test_one_loss_applies_to_every_output(tmp_path: Path):
+    config = _with(model={**TWO_OUTPUTS, "outputs": ["a", "b"]}, compile__loss="mse",
+                   compile__metrics=["mae"], data={"dataset": "synthetic",
+                                                  "synthetic": {"classes": 0}},
+                   fit={"epochs": 1})
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    result = nntrain("fit", "c.yaml", "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = (tmp_path / "runs" / "checks").iterdir()
+    header = (run / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"loss", "a_loss", "b_loss", "a_mae", "b_mae"} <= set(header)
