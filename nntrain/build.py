@@ -85,6 +85,10 @@ def prepare(loaded: LoadedConfig) -> Setup:
     _check_names(loaded, ("compile", "metrics"), metric_entries, outputs, issues)
     _check_names(loaded, ("compile", "weighted_metrics"), weighted_entries, outputs, issues)
     _check_shared_class_metrics(loaded, outputs, loss_entries, issues)
+    if config.data.one_hot and not loaded.saved and not any(LOSSES.canonical(entry_name(e)) ==
+                                       "categorical_crossentropy" for e in loss_entries.values()):
+        issues.append(loaded.issue(("data", "one_hot"), "one_hot makes one-hot targets for "
+                                   "categorical_crossentropy, and no output is trained with it"))
     if issues:
         raise ConfigError(issues)
 
@@ -110,6 +114,8 @@ def prepare(loaded: LoadedConfig) -> Setup:
         inputs={name: (tuple(spec.shape), spec.dtype) for name, spec in graph.inputs.items()},
         outputs=dict(model.output_shapes),
         sparse_outputs=frozenset(o for o, loss in losses.items() if loss.sparse_labels),
+        one_hot_outputs=frozenset(o for o, entry in loss_entries.items() if LOSSES.canonical(
+            entry_name(entry)) == "categorical_crossentropy"),
         metrics={out: tuple((section, entry_name(e)) for section, entries in (
             ("metrics", metric_entries), ("weighted_metrics", weighted_entries))
             for e in entries.get(out, [])) for out in outputs},

@@ -927,3 +927,28 @@ compile:
     labels = dataset.train.y["dense"]
     assert labels.shape == (64, 7) and labels.dtype == np.int32
     assert set(np.unique(labels)) == set(range(5))
+
+
+def test_one_hot_converts_only_the_outputs_trained_with_categorical_crossentropy(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32),
+             kind=np.array([2, 0, 1, 2]), value=np.array([0.5, 1.5, -2.0, 3.25], np.float32))
+    ds, _ = load(tmp_path, "train: d.npz\none_hot: true\n", """
+model:
+  input: [2]
+  layers:
+    - dense: {units: 3, activation: softmax, name: kind}
+    - dense: {units: 1, name: value, inputs: input}
+  outputs: [kind, value]
+compile:
+  loss: {kind: categorical_crossentropy, value: mse}
+""")
+    np.testing.assert_array_equal(ds.train.y["kind"], np.eye(3)[[2, 0, 1, 2]])
+    np.testing.assert_array_equal(ds.train.y["value"].ravel(), [0.5, 1.5, -2.0, 3.25])
+
+
+def test_one_hot_without_categorical_crossentropy_is_refused(tmp_path):
+    config = write_config(tmp_path, "dataset: synthetic\none_hot: true\n", classifier(6))
+    result = nntrain("validate", str(config))
+    assert result.exit_code == 2
+    assert "data.one_hot: one_hot makes one-hot targets for categorical_crossentropy, and no " \
+        "output is trained with it" in " ".join(result.output.split())

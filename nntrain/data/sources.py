@@ -47,6 +47,8 @@ class ModelIO:
     inputs: dict[str, tuple[tuple[int, ...], str]]
     outputs: dict[str, tuple[int, ...]]
     sparse_outputs: frozenset[str] = frozenset()  # outputs whose targets are class indices
+    # outputs trained with categorical_crossentropy: the ones data.one_hot converts
+    one_hot_outputs: frozenset[str] = frozenset()
     # by output: (compile section, metric name as written)
     metrics: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     # by input: (embedding layer, its input_dim) for embeddings the input feeds directly
@@ -249,6 +251,8 @@ def _read_npy_folder(folder: Path, hint: str) -> dict[str, np.ndarray]:
 
 def _one_hot(part: ArraySet, io: ModelIO) -> None:
     for name, shape in io.outputs.items():
+        if name not in io.one_hot_outputs:
+            continue
         y = part.y[name]
         if y.ndim > 1 and y.shape[1:] == shape:
             continue  # already one-hot
@@ -457,7 +461,8 @@ class _TablePlan:
                                 "one column of class indices",
                                 "give it one target column, or give each column its own "
                                 "output")
-            if out in self.io.sparse_outputs or (self.config.one_hot and len(cols) == 1):
+            if out in self.io.sparse_outputs or (
+                    self.config.one_hot and out in self.io.one_hot_outputs and len(cols) == 1):
                 labels = values[:, 0]
                 if not np.all(np.mod(labels[np.isfinite(labels)], 1) == 0):
                     raise DataError(f"{table.source}: labels in '{cols[0]}' must be class "
