@@ -192,7 +192,8 @@ def _interpolated_pr_auc(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> floa
 def build_metric(written: str, args: Args) -> Metric:
     """The metric written as `written` (a name and its validated arguments)."""
     name = METRICS.canonical(written)
-    log_name = name if written[0].isupper() or name == "root_mean_squared_error" else written
+    log_name = getattr(args, "name", None) or (
+        name if written[0].isupper() or name == "root_mean_squared_error" else written)
     if name in ("precision", "recall"):
         return _precision_or_recall(name, log_name, args)
     if name == "auc":

@@ -803,3 +803,33 @@ def test_keras_class_names_and_serialized_entries_are_read_as_nntrain_names(tmp_
     assert [entry_name(m) for m in config.compile.metrics] == [
         "sparse_categorical_accuracy", "sparse_top_k_categorical_accuracy"]
     assert entry_args(config.fit.callbacks[0]).patience == 2
+
+
+def test_kerass_saved_loss_and_metric_configs_are_read(tmp_path):
+    """What keras.saving.serialize_keras_object writes (Keras 3.15): its fixed values are
+    accepted, and a metric's `name` is the name it is logged under."""
+    from nntrain.build import prepare
+
+    source = write(tmp_path, """\
+        name: t
+        data: {dataset: synthetic, synthetic: {classes: 2}, validation: {last: 32}}
+        model:
+          input: [4]
+          layers: [{dense: {units: 1, activation: sigmoid}}]
+        compile:
+          loss: {class_name: BinaryCrossentropy, config: {name: binary_crossentropy,
+                 reduction: sum_over_batch_size, from_logits: false, label_smoothing: 0.0,
+                 axis: -1}}
+          metrics:
+            - {class_name: AUC, config: {name: pr_auc, dtype: float32, num_thresholds: 200,
+               curve: PR, summation_method: interpolation, multi_label: false,
+               num_labels: null, label_weights: null, from_logits: false}}
+            - {class_name: BinaryAccuracy, config: {name: binary_accuracy, dtype: float32,
+               threshold: 0.5}}
+        fit:
+          callbacks: [{early_stopping: {monitor: val_pr_auc, mode: max}}]
+        """)
+    setup = prepare(load_config(source))
+    assert setup.log_names() == ["loss", "pr_auc", "binary_accuracy"]
+    with pytest.raises(ConfigError, match="reduction: expected one of 'sum_over_batch_size'"):
+        load_config(source, ["compile.loss={binary_crossentropy: {reduction: sum}}"])

@@ -29,53 +29,67 @@ OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")
 
 
-class CrossentropyArgs(Args):
+# Keras's saved configs name what nntrain has no other choice of: accepted at those values,
+# left out of a run's config.yaml
+def keras_only(default: Any) -> Any:
+    return Field(default, exclude=True)
+
+
+class LossArgs(Args):
+    name: str | None = keras_only(None)  # the logs say `loss` (`<output>_loss`) whatever it is
+    reduction: Literal["sum_over_batch_size"] = keras_only("sum_over_batch_size")
+
+
+class CrossentropyArgs(LossArgs):
     from_logits: bool = False
 
 
 @LOSSES.register("sparse_categorical_crossentropy")
 class SparseCategoricalCrossentropyArgs(CrossentropyArgs):
-    pass
+    ignore_class: None = keras_only(None)
 
 
 @LOSSES.register("categorical_crossentropy")
 class CategoricalCrossentropyArgs(CrossentropyArgs):
     label_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0
+    axis: Literal[-1] = keras_only(-1)
 
 
 @LOSSES.register("binary_crossentropy")
 class BinaryCrossentropyArgs(CrossentropyArgs):
     label_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0
+    axis: Literal[-1] = keras_only(-1)
 
 
 @LOSSES.register("mean_squared_error", "mse")
-class MeanSquaredErrorArgs(Args):
+class MeanSquaredErrorArgs(LossArgs):
     pass
 
 
 @LOSSES.register("mean_absolute_error", "mae")
-class MeanAbsoluteErrorArgs(Args):
+class MeanAbsoluteErrorArgs(LossArgs):
     pass
 
 
 @LOSSES.register("huber")
-class HuberArgs(Args):
+class HuberArgs(LossArgs):
     positional = "delta"
     delta: PositiveFloat = 1.0
 
 
 @LOSSES.register("kl_divergence", "kld")
-class KLDivergenceArgs(Args):
+class KLDivergenceArgs(LossArgs):
     pass
 
 
 @LOSSES.register("cosine_similarity")
-class CosineSimilarityArgs(Args):
+class CosineSimilarityArgs(LossArgs):
     pass
 
 
 class MetricArgs(Args):
-    pass
+    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None  # logged as
+    dtype: Literal["float32"] = keras_only("float32")
 
 
 for _name, _aliases in [
@@ -136,6 +150,9 @@ class AUCArgs(MetricArgs):
     curve: Literal["ROC", "PR"] = "ROC"
     summation_method: Literal["interpolation"] = "interpolation"
     from_logits: bool = False
+    multi_label: Literal[False] = keras_only(False)
+    num_labels: None = keras_only(None)
+    label_weights: None = keras_only(None)
 
 
 # -- learning-rate schedules -------------------------------------------------------------------
