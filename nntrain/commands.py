@@ -571,7 +571,8 @@ def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]
         "data": _data_record(dataset),
     }
     if dataset.class_names is not None:  # for predict's labels, whatever the input
-        record["class_names"] = [str(name) for name in dataset.class_names]
+        record["class_names"] = {out: [str(name) for name in names]
+                                 for out, names in dataset.class_names.items()}
     commit = _git_commit(base_dir)
     if commit:
         record["git_commit"] = commit
@@ -885,17 +886,22 @@ def _warn_if_scaled_already(setup, data, console: Console) -> None:
                           highlight=False)
 
 
-def _class_names(setup, run: Run) -> list[str] | None:
-    """The class names the run recorded (a CSV file's text labels, a built-in dataset's);
-    for a run that recorded none, a built-in dataset's."""
+def _class_names(setup, run: Run) -> dict[str, list[str]] | None:
+    """The class names of each output the run recorded (a CSV file's text labels, a
+    built-in dataset's); for a run that recorded none, a built-in dataset's."""
     from nntrain.data import fashion_mnist
 
+    outputs = list(setup.io.outputs)
     recorded = run.info().get("class_names")
-    if isinstance(recorded, list) and all(isinstance(n, str) for n in recorded):
+    if isinstance(recorded, list):  # an older run's, of its one output
+        recorded = {outputs[0]: recorded}
+    if isinstance(recorded, dict) and all(
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+            for names in recorded.values()):
         return recorded
     dataset = setup.loaded.config.data.dataset
     if dataset in fashion_mnist.DATASETS:
-        return list(fashion_mnist.DATASETS[dataset].class_names)
+        return {out: list(fashion_mnist.DATASETS[dataset].class_names) for out in outputs}
     return None
 
 

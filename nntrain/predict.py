@@ -75,11 +75,14 @@ def _is_binary(setup, name: str, values: np.ndarray) -> bool:
         probabilities_of(setup, name) == "sigmoid"
 
 
-def _label(index: int, class_names: list[str] | None) -> str:
-    return class_names[index] if class_names and index < len(class_names) else str(index)
+ClassNames = dict[str, list[str]]  # by output: the name of each class index
 
 
-def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | None, top: int,
+def _label(index: int, names: list[str] | None) -> str:
+    return names[index] if names and index < len(names) else str(index)
+
+
+def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | None, top: int,
                      targets: dict[str, np.ndarray] | None, setup) -> Table:
     """One row per example. With `top` over 1, a column per rank holds the class and its
     probability together, so the table stays readable at 80 columns; cells wrap, never cut."""
@@ -96,11 +99,12 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
         binary = _is_binary(setup, name, values)
         ranks = min(top, values.shape[-1])  # no more ranks than classes
         columns.append((name, values, classifier, binary, ranks))
+        names = (class_names or {}).get(name)
         if _is_tagger(setup, name, values):
             column(f"{prefix}class per step")
         elif binary:
             column(f"{prefix}class")
-            column(f"{prefix}probability of {_label(1, class_names)}", right=True)
+            column(f"{prefix}probability of {_label(1, names)}", right=True)
         elif classifier and ranks == 1:
             column(f"{prefix}class")
             column(f"{prefix}probability", right=True)
@@ -119,25 +123,26 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
     for row in range(len(next(iter(outputs.values())))):
         cells = [str(row)]
         for name, values, classifier, binary, ranks in columns:
+            names = (class_names or {}).get(name)
             if _is_tagger(setup, name, values):
-                cells.append(" ".join(_label(int(c), class_names)
+                cells.append(" ".join(_label(int(c), names)
                                       for c in np.argmax(values[row], axis=-1)))
             elif binary:
-                cells += [_label(int(values[row, 0] > 0.5), class_names),
+                cells += [_label(int(values[row, 0] > 0.5), names),
                           f"{values[row, 0]:.4f}"]
             elif classifier:
                 best = np.argsort(-values[row])[:ranks]
                 if ranks == 1:
-                    cells += [_label(int(best[0]), class_names), f"{values[row, best[0]]:.4f}"]
+                    cells += [_label(int(best[0]), names), f"{values[row, best[0]]:.4f}"]
                 else:
-                    cells += [f"{_label(int(c), class_names)} ({values[row, c]:.3f})"
+                    cells += [f"{_label(int(c), names)} ({values[row, c]:.3f})"
                               for c in best]
             else:
                 cells.append(" ".join(f"{v:.4f}" for v in np.ravel(values[row])))
             if targets is not None and name in targets:
                 true = targets[name][row]
                 if (classifier or binary) and np.size(true) == 1:
-                    cells.append(_label(int(np.ravel(true)[0]), class_names))
+                    cells.append(_label(int(np.ravel(true)[0]), names))
                 else:
                     cells.append(" ".join(f"{v:.4g}" for v in np.ravel(true)))
         table.add_row(*cells)
@@ -145,7 +150,7 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: list[str] | No
 
 
 def write_predictions(path: Path, outputs: dict[str, np.ndarray],
-                      class_names: list[str] | None, setup,
+                      class_names: ClassNames | None, setup,
                       targets: dict[str, np.ndarray] | None = None) -> None:
     """`.npy`: the raw output (one output); `.npz`: one array per output; `.csv`/`.json`: one
     row per example with the predicted class, its name and probability, then every column,
@@ -164,6 +169,7 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
     rows: list[dict] = [{"index": i} for i in range(len(next(iter(outputs.values()))))]
     for name, values in outputs.items():
         prefix = f"{name}_" if len(outputs) > 1 else ""
+        names = (class_names or {}).get(name)
         classifier = _is_classifier(setup, name, values)
         if _is_tagger(setup, name, values):  # a class per step; the probabilities: .npy
             for row, classes in zip(rows, np.argmax(values, axis=-1), strict=True):
@@ -180,10 +186,10 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
             if classifier:
                 cls = int(np.argmax(flat[i]))
                 row[f"{prefix}class"] = cls
-                row[f"{prefix}label"] = _label(cls, class_names)
+                row[f"{prefix}label"] = _label(cls, names)
                 row[f"{prefix}probability"] = float(flat[i, cls])
                 for j, p in enumerate(flat[i]):
-                    row[f"{prefix}p_{_label(j, class_names)}"] = float(p)
+                    row[f"{prefix}p_{_label(j, names)}"] = float(p)
             else:
                 base = name if len(outputs) > 1 else "prediction"
                 for j, v in enumerate(flat[i]):
@@ -193,10 +199,10 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
             for i, row in enumerate(rows):
                 if classifier and true.shape[1] == 1:
                     row[f"{prefix}true_class"] = int(true[i, 0])
-                    row[f"{prefix}true_label"] = _label(int(true[i, 0]), class_names)
+                    row[f"{prefix}true_label"] = _label(int(true[i, 0]), names)
                 elif classifier:  # one-hot targets
                     row[f"{prefix}true_class"] = int(np.argmax(true[i]))
-                    row[f"{prefix}true_label"] = _label(int(np.argmax(true[i])), class_names)
+                    row[f"{prefix}true_label"] = _label(int(np.argmax(true[i])), names)
                 else:
                     for j, v in enumerate(true[i]):
                         row[f"{prefix}true_{j}" if true.shape[1] > 1 else f"{prefix}true"] = \
@@ -278,13 +284,14 @@ def plot_image_grid(path: Path, images: np.ndarray, predicted: list[str],
 
 
 def show_labels(setup: Setup, outputs: dict[str, np.ndarray], targets: dict[str, np.ndarray] | None,
-                class_names: list[str] | None) -> tuple[str, list[str], list[str] | None]:
+                class_names: ClassNames | None) -> tuple[str, list[str], list[str] | None]:
     """(output name, predicted labels, true labels or None) for the first classifier output."""
     for name, values in outputs.items():
+        names = (class_names or {}).get(name)
         if _is_binary(setup, name, values):
-            predicted = [_label(int(v > 0.5), class_names) for v in values[:, 0]]
+            predicted = [_label(int(v > 0.5), names) for v in values[:, 0]]
         elif _is_classifier(setup, name, values):
-            predicted = [_label(int(i), class_names) for i in np.argmax(values, axis=1)]
+            predicted = [_label(int(i), names) for i in np.argmax(values, axis=1)]
         else:
             continue
         true = None
@@ -292,6 +299,6 @@ def show_labels(setup: Setup, outputs: dict[str, np.ndarray], targets: dict[str,
             y = np.asarray(targets[name])
             if y.ndim == 2 and y.shape[1] > 1:  # one-hot rows
                 y = np.argmax(y, axis=1)
-            true = [_label(int(np.ravel(v)[0]), class_names) for v in y]
+            true = [_label(int(np.ravel(v)[0]), names) for v in y]
         return name, predicted, true
     return "", [], None

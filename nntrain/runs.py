@@ -51,7 +51,7 @@ FIELD_TYPES: dict[str, dict[str, tuple[type, ...]]] = {
         "name": (str,), "config_source": (str,), "config_dir": (str,), "start": (str,),
         "end": (str, type(None)), "status": (str,), "stop_reason": (str, type(None)),
         "seed": (int, type(None)), "devices": (list,), "data": (dict,),
-        "class_names": (list,), "epochs_completed": (int, type(None)), "host": (str,),
+        "class_names": (list, dict), "epochs_completed": (int, type(None)), "host": (str,),
         "pid": (int,), "placement": (dict,), "versions": (dict,), "seconds_before": _NUMBER,
     },
     "metrics.json": {

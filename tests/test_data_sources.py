@@ -236,7 +236,7 @@ def test_text_column_not_declared_categorical_is_named(tmp_path: Path):
 def test_text_target_column_becomes_class_indices(tmp_path: Path):
     write_csv(tmp_path / "t.csv", ["a", "label"], [[1, "dog"], [2, "cat"], [3, "dog"]])
     dataset, _ = load(tmp_path, "train: t.csv\ntargets: label\n", classifier(1, classes=2))
-    assert dataset.class_names == ["cat", "dog"]
+    assert dataset.class_names == {"dense": ["cat", "dog"]}
     assert dataset.train.y["dense"].tolist() == [1, 0, 1]
 
 
@@ -651,7 +651,7 @@ def test_iris(tmp_path: Path):
     assert len(ds.train) == 150
     np.testing.assert_allclose(x_of(ds.train)[0], [5.1, 3.5, 1.4, 0.2], rtol=1e-6)
     np.testing.assert_array_equal(np.bincount(y_of(ds.train)), [50, 50, 50])
-    assert ds.class_names == IRIS_CLASSES
+    assert ds.class_names == {"dense": IRIS_CLASSES}
     ds, _ = load(tmp_path, "dataset: iris\nfeatures: [petal_length, petal_width]\n"
                            "targets: is_setosa\n", regressor(2))
     assert x_of(ds.train).shape == (150, 2)
@@ -952,3 +952,33 @@ def test_one_hot_without_categorical_crossentropy_is_refused(tmp_path):
     assert result.exit_code == 2
     assert "data.one_hot: one_hot makes one-hot targets for categorical_crossentropy, and no " \
         "output is trained with it" in " ".join(result.output.split())
+
+
+def test_each_output_keeps_the_class_names_of_its_text_labels(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "kind", "size", "value"],
+              [[1, "dog", "big", 0.5], [2, "cat", "small", 1.5], [3, "dog", "small", 2.0]])
+    dataset, _ = load(tmp_path, "train: t.csv\noutputs: {kind: kind, size: size, value: value}\n",
+                      """
+model:
+  input: [1]
+  layers:
+    - dense: {units: 2, activation: softmax, name: kind}
+    - dense: {units: 2, activation: softmax, name: size, inputs: input}
+    - dense: {units: 1, name: value, inputs: input}
+  outputs: [kind, size, value]
+compile:
+  loss: {kind: sparse_categorical_crossentropy, size: sparse_categorical_crossentropy,
+         value: mse}
+""")
+    assert dataset.class_names == {"kind": ["cat", "dog"], "size": ["big", "small"]}
+    # recorded with the run, so predict names each output's classes
+    config = tmp_path / "config.yaml"
+    config.write_text(config.read_text() + "fit: {epochs: 1, batch_size: 3}\n")
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    (run,) = (tmp_path / "runs" / "t").iterdir()
+    result = nntrain("predict", str(run), "--split", "train", "-o", str(tmp_path / "p.csv"))
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert {r["kind_true_label"] for r in rows} == {"cat", "dog"}
+    assert {r["size_true_label"] for r in rows} == {"big", "small"}
+    assert {r["kind_label"] for r in rows} <= {"cat", "dog"}

@@ -30,7 +30,7 @@ class Dataset:
     train: ArraySet
     validation: ArraySet | None
     test: ArraySet | None
-    class_names: list[str] | None = None
+    class_names: dict[str, list[str]] | None = None  # by output: each class index's name
 
     def split(self, name: str) -> ArraySet:
         found = {"train": self.train, "validation": self.validation, "test": self.test}[name]
@@ -151,12 +151,13 @@ def _arrays(config, io, base_dir, seed, source, train_file) -> Dataset:
     elif config.dataset == "mnist":
         splits = builtin.load_mnist(source)
         train, test = (_named(*splits[k], io, "dataset mnist") for k in ("train", "test"))
-        class_names = [str(i) for i in range(10)]
+        class_names = {out: [str(i) for i in range(10)] for out in io.outputs}
     elif config.dataset in IMAGE_DATASETS:
         splits = fashion_mnist.load(config.dataset)
         train, test = (_named(*splits[k], io, f"dataset {config.dataset}")
                        for k in ("train", "test"))
-        class_names = list(fashion_mnist.DATASETS[config.dataset].class_names)
+        class_names = {out: list(fashion_mnist.DATASETS[config.dataset].class_names)
+                       for out in io.outputs}
     else:
         train = _read_npz(train_file, config, io)
 
@@ -326,13 +327,14 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
     train, validation, test = _cut(table, config, seed, read_file)
     fill = plan.fill_values(train)
     parts = [None if t is None else plan.arrays(t, fill) for t in (train, validation, test)]
-    class_names = None
-    targets = plan.targets_of(next(iter(io.outputs)))
-    if config.dataset == "iris" and targets == ["species"]:
-        class_names = list(builtin.IRIS_CLASSES)
-    elif len(io.outputs) == 1 and len(targets) == 1 and targets[0] in plan.label_levels:
-        class_names = plan.label_levels[targets[0]]
-    return Dataset(*parts, class_names=class_names)
+    class_names = {}  # the text labels of each output's target column
+    for out in io.outputs:
+        targets = plan.targets_of(out)
+        if config.dataset == "iris" and targets == ["species"]:
+            class_names[out] = list(builtin.IRIS_CLASSES)
+        elif len(targets) == 1 and targets[0] in plan.label_levels:
+            class_names[out] = plan.label_levels[targets[0]]
+    return Dataset(*parts, class_names=class_names or None)
 
 
 class _TablePlan:
