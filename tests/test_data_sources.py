@@ -982,3 +982,18 @@ compile:
     assert {r["kind_true_label"] for r in rows} == {"cat", "dog"}
     assert {r["size_true_label"] for r in rows} == {"big", "small"}
     assert {r["kind_label"] for r in rows} <= {"cat", "dog"}
+
+
+def test_a_held_out_file_without_sample_weights_is_evaluated_unweighted(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 2)).astype(np.float32), rng.integers(0, 3, 40)
+    np.savez(tmp_path / "train.npz", x=x, y=y, w=np.linspace(0.5, 2, 40))
+    np.savez(tmp_path / "test.npz", x=x[:10], y=y[:10])
+    ds, _ = load(tmp_path, "train: train.npz\nsample_weight: w\ntest: {path: test.npz}\n",
+                 classifier(2))
+    assert ds.train.sample_weight is not None and ds.test.sample_weight is None
+    config = write_config(tmp_path, "train: train.npz\nsample_weight: w\n"
+                                    "test: {path: test.npz}\n", classifier(2),
+                          extra="fit: {epochs: 1}\n")
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output

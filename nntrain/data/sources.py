@@ -162,7 +162,7 @@ def _arrays(config, io, base_dir, seed, source, train_file) -> Dataset:
         train = _read_npz(train_file, config, io)
 
     def read_file(path, key):
-        return _read_npz(resolve_path(path, base_dir, key), config, io)
+        return _read_npz(resolve_path(path, base_dir, key), config, io, held_out=True)
 
     train, validation, cut_test = _cut(train, config, seed, read_file)
     return Dataset(train, validation, cut_test if config.test else test, class_names)
@@ -175,8 +175,10 @@ def _named(x: np.ndarray, y: np.ndarray, io: ModelIO, source: str) -> ArraySet:
     return ArraySet({next(iter(io.inputs)): x}, {next(iter(io.outputs)): y.astype(np.int32)})
 
 
-def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
-    """An .npz with arrays named `x`/`y` (or after the model's inputs and outputs)."""
+def _read_npz(path: Path, config: DataConfig, io: ModelIO, held_out: bool = False) -> ArraySet:
+    """An .npz with arrays named `x`/`y` (or after the model's inputs and outputs). A
+    held-out split's file may leave out the sample weights: it is then evaluated unweighted,
+    as Keras evaluates data given without them."""
     if path.suffix == ".csv":
         raise DataError(f"{path}: a CSV split needs a CSV training file")
     if not path.is_dir() and not _numpy_file(path):
@@ -212,7 +214,7 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO) -> ArraySet:
     x = {name: pick(name, "x", "input", len(io.inputs) == 1) for name in io.inputs}
     y = {name: pick(name, "y", "output", len(io.outputs) == 1) for name in io.outputs}
     weight = None
-    if config.sample_weight:
+    if config.sample_weight and not (held_out and config.sample_weight not in arrays):
         weight = pick(config.sample_weight, "sample_weight", "sample weight", True)
     rows = {f"'{k}'": len(v) for k, v in {**x, **y}.items()}  # before any split is cut
     if weight is not None:
