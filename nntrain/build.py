@@ -114,8 +114,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
         inputs={name: (tuple(spec.shape), spec.dtype) for name, spec in graph.inputs.items()},
         outputs=dict(model.output_shapes),
         sparse_outputs=frozenset(o for o, loss in losses.items() if loss.sparse_labels),
-        one_hot_outputs=frozenset(o for o, entry in loss_entries.items() if LOSSES.canonical(
-            entry_name(entry)) == "categorical_crossentropy"),
+        one_hot_outputs=_one_hot_outputs(loss_entries),
         metrics={out: tuple((section, entry_name(e)) for section, entries in (
             ("metrics", metric_entries), ("weighted_metrics", weighted_entries))
             for e in entries.get(out, [])) for out in outputs},
@@ -222,6 +221,14 @@ def _check_from_logits(loaded: LoadedConfig, model: Model, loss_entries: dict) -
         raise ConfigError(issues)
 
 
+def _one_hot_outputs(loss_entries: dict) -> frozenset[str]:
+    """The outputs data.one_hot converts: those trained with categorical_crossentropy; where
+    none is (a run an older nntrain trained, which converted every output), all of them."""
+    chosen = frozenset(out for out, entry in loss_entries.items()
+                       if LOSSES.canonical(entry_name(entry)) == "categorical_crossentropy")
+    return chosen or frozenset(loss_entries)
+
+
 REGRESSION_LOSSES = {"mean_squared_error", "mean_absolute_error", "huber", "cosine_similarity"}
 CLASS_METRICS = {"accuracy", "binary_accuracy", "categorical_accuracy",
                  "sparse_categorical_accuracy", "top_k_categorical_accuracy",
@@ -232,7 +239,7 @@ def _check_shared_class_metrics(loaded: LoadedConfig, outputs: list[str], loss_e
                                 issues: list[Issue]) -> None:
     """A metrics list (not a mapping) applies to every output, as in the textbook's Keras; a
     class metric on an output trained for values would log a meaningless 0."""
-    if len(outputs) < 2:
+    if len(outputs) < 2 or loaded.saved:  # (an older nntrain trained such runs)
         return
     for section in ("metrics", "weighted_metrics"):
         entries = getattr(loaded.config.compile, section)
@@ -240,7 +247,7 @@ def _check_shared_class_metrics(loaded: LoadedConfig, outputs: list[str], loss_e
             continue
         for i, entry in enumerate(entries):
             name = METRICS.canonical(entry_name(entry))
-            values = [out for out in outputs if LOSSES.canonical(
+            values = [out for out in outputs if out in loss_entries and LOSSES.canonical(
                 entry_name(loss_entries[out])) in REGRESSION_LOSSES]
             if name in CLASS_METRICS and values:
                 example = ", ".join(f"{out}: [{'mae' if out in values else name}]"

@@ -228,7 +228,11 @@ def load(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                                   "epoch yet, or its files were removed")
         before = _identity(found)
         try:
-            return _read(found)
+            read = _read(found)
+            # the same folder before and after: not one save's record with the next's arrays
+            if _identity(found) == before or tries == 4:
+                return read
+            tries += 1
         except CheckpointError:
             tries += 1
             if tries == 5 or _identity(found) == before:

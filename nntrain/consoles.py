@@ -14,9 +14,22 @@ class _Console(Console):
         """The reader went away (`nntrain fit ... | head`): the command goes on unprinted, as
         rich's default would end it with exit code 1 and mark a training run failed."""
         self.quiet = True
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, (self.file if self.stderr else sys.stdout).fileno())  # print() too
-        os.close(devnull)
+        _to_devnull(self.file if self.stderr else sys.stdout)
+
+
+def _to_devnull(stream: Any) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())  # print() from user code too
+    os.close(devnull)
+
+
+def write_stdout(text: str) -> None:
+    """`text` to stdout, flushed; once the reader has gone, nothing (as the consoles do)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _to_devnull(sys.stdout)
 
 
 def make_console(**options: Any) -> Console:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from nntrain.consoles import write_stdout
 
 REFRESH_SECONDS = 0.1  # the bar's own refresh rate; more updates would only cost time
 
@@ -60,8 +61,7 @@ def significant(value, digits: int = 6):
 
 def emit_json(record: dict) -> None:
     """One JSON object on one line of stdout, flushed at once (a reader may be waiting)."""
-    sys.stdout.write(json.dumps(json_value(record), allow_nan=False) + "\n")
-    sys.stdout.flush()
+    write_stdout(json.dumps(json_value(record), allow_nan=False) + "\n")
 
 
 class EpochProgress:

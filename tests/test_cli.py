@@ -583,12 +583,14 @@ def test_an_evaluation_made_while_the_run_trains_is_kept(tmp_path: Path):
     assert evaluation["split"] == "validation" and evaluation["epoch"] == 1
 
 
-def test_fit_piped_into_head_trains_to_the_end(tmp_path: Path):
+@pytest.mark.parametrize(("options", "first"), [((), b"Training tiny_mlp"),
+                                               (("--log-format", "json"), b"{")])
+def test_fit_piped_into_head_trains_to_the_end(tmp_path: Path, options, first):
     """`nntrain fit ... | head -1`: the reader goes away, training goes on unprinted and the
     run completes (rich's default ends the process, and the run was recorded failed)."""
-    process = subprocess.Popen([sys.executable, "-m", "nntrain", "fit", str(TINY)],
+    process = subprocess.Popen([sys.executable, "-m", "nntrain", "fit", str(TINY), *options],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout.readline().startswith(b"Training tiny_mlp")
+    assert process.stdout.readline().startswith(first)
     process.stdout.close()
     assert process.wait(timeout=120) == 0, process.stderr.read().decode()
     info = json.loads((only_run(tmp_path) / "run.json").read_text())

@@ -210,3 +210,23 @@ def test_one_loss_applies_to_every_output(tmp_path: Path):
     (run,) = (tmp_path / "runs" / "checks").iterdir()
     header = (run / "history.csv").read_text().splitlines()[0].split(",")
     assert {"loss", "a_loss", "b_loss", "a_mae", "b_mae"} <= set(header)
+
+
+def test_older_runs_multi_output_configs_are_read_back_as_they_were(tmp_path: Path):
+    """An older nntrain let a metrics list reach every output, and one_hot convert every
+    output whatever its loss: its runs are read back so."""
+    from nntrain.build import prepare
+    from nntrain.config.loader import ConfigError, load_config
+
+    older = _with(model={**TWO_OUTPUTS, "outputs": ["a", "b"]},
+                  compile__loss={"a": "sparse_categorical_crossentropy", "b": "mse"},
+                  compile__metrics=["accuracy"])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older))
+    prepare(load_config(tmp_path / "config.yaml", saved=True))
+    with pytest.raises(ConfigError):
+        prepare(load_config(tmp_path / "config.yaml"))
+
+    one_hot = _with(compile__loss="mse", data={"dataset": "synthetic", "one_hot": True})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(one_hot))
+    setup = prepare(load_config(tmp_path / "config.yaml", saved=True))
+    assert setup.io.one_hot_outputs == {"dense"}

@@ -30,7 +30,7 @@ def _number(value: object) -> object:
         numerator, denominator = value.replace(" ", "").split("/")
         try:
             return float(Fraction(numerator) / Fraction(denominator))
-        except (ValueError, ZeroDivisionError):
+        except (ValueError, ZeroDivisionError, OverflowError):
             return value
     return value
 

@@ -10,7 +10,6 @@ import csv
 import dataclasses
 import io
 import math
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -25,6 +24,7 @@ from rich.console import Console
 from nntrain import checkpoint
 from nntrain.build import Setup, class_weight_vector
 from nntrain.config.entries import entry_args, entry_name
+from nntrain.consoles import write_stdout
 from nntrain.data.generator import GeneratorSplit
 from nntrain.data.sources import Dataset
 from nntrain.data.stream import memory_budget, nbytes, row_bytes
@@ -468,8 +468,7 @@ class Fitter:
                 improved = self.checkpointer.tracker.best_epoch != best_before
                 progress.finish(logs, seconds, "saved best" if improved else "")
             finally:
-                sys.stdout.write(said.getvalue())
-                sys.stdout.flush()
+                write_stdout(said.getvalue())
             if self.ended:
                 status, reason = "stopped", self.ended
                 break
