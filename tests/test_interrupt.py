@@ -100,25 +100,26 @@ def halve(epoch, lr):
 
 class StopInEpoch2:
     """Ctrl-C inside the second epoch, once: a marker file says it happened. Counts its
-    on_epoch_begin calls, a state carried across --resume."""
+    on_epoch_begin and on_train_batch_end calls, a state carried across --resume."""
 
     def __init__(self):
-        self.begins = 0
+        self.begins = self.batches = 0
 
     def state(self):
-        return {"begins": self.begins}
+        return {"begins": self.begins, "batches": self.batches}
 
     def load_state(self, state):
-        self.begins = state["begins"]
+        self.begins, self.batches = state["begins"], state["batches"]
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.begins += 1
 
     def on_train_end(self, logs=None):
-        Path("begins").write_text(str(self.begins))
+        Path("counts").write_text(f"{self.begins} {self.batches}")
 
     def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
         marker = Path("stopped-once")
         if self.epoch == 1 and batch >= 3 and not marker.exists():
             marker.touch()
@@ -163,8 +164,11 @@ def test_resume_inside_an_epoch_applies_its_learning_rate_schedule_once(tmp_path
     assert [float(row["learning_rate"]) for row in history(stopped)] == \
         pytest.approx([0.01, 0.005, 0.0025])
     assert history(stopped) == history(whole)
-    # the resumed epoch's on_epoch_begin ran again, from the state before its first run
-    assert (stopped / "begins").read_text() == (whole / "begins").read_text() == "3"
+    # the resumed epoch's on_epoch_begin ran again, from the state before its first run; the
+    # batches counted before the stop stay counted
+    begins, batches = (whole / "counts").read_text().split()
+    assert begins == "3" and int(batches) > 3
+    assert (stopped / "counts").read_text() == (whole / "counts").read_text()
 
 
 def test_ctrl_c_after_the_last_epoch_leaves_a_completed_run(tmp_path: Path):

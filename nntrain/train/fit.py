@@ -107,6 +107,7 @@ class Fitter:
         # again, from it, so a schedule like `lr * 0.9` is applied once, not twice
         self._rate_before_hooks: float | None = None
         self._states_before_hooks: list[dict[str, Any]] = []
+        self._states_at_stop: list[dict[str, Any]] | None = None  # a mid-epoch resume's
         self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
         # history.png is drawn by a process of its own, never holding up training
         self._drawer = HistoryDrawer(run.path, run.name)
@@ -237,6 +238,9 @@ class Fitter:
         if meta.get("step_in_epoch"):
             self._resume_at = (int(meta["step_in_epoch"]),
                                np.asarray(meta["partial_sums"], np.float32))
+            # on_epoch_begin runs again from the states before it; then the callbacks go on
+            # from where they were, their batch hooks' counts and all
+            self._states_at_stop = meta.get("callbacks_at_stop")
             if meta.get("rate_before_hooks") is not None:
                 self.carry["opt_state"] = self.placement.replicate(set_learning_rate(
                     self.carry["opt_state"], meta["rate_before_hooks"]))
@@ -280,10 +284,10 @@ class Fitter:
             if stopper.best_weights is not None:
                 trees[f"early_stopping_best_{i}"] = stopper.best_weights
         meta = {"kind": "resume", "epoch": epoch + 1, "history": self.history,
-                "callbacks": [c.state() for c in self.callbacks] if partial is None
-                else self._states_before_hooks, "ended": self.ended}
-        if partial is not None:
+                "callbacks": [c.state() for c in self.callbacks], "ended": self.ended}
+        if partial is not None:  # see restore: on_epoch_begin runs again from the first
             meta.update(epoch=epoch, step_in_epoch=partial[0],
+                        callbacks=self._states_before_hooks, callbacks_at_stop=meta["callbacks"],
                         partial_sums=[float(v) for v in partial[1]],
                         rate_before_hooks=self._rate_before_hooks)
         self._save("last", trees, meta, keep_previous=True)
@@ -403,6 +407,10 @@ class Fitter:
             self._states_before_hooks = copy.deepcopy([c.state() for c in self.callbacks])
             for callback in self.callbacks:
                 callback.on_epoch_begin(epoch, self)
+            if self._states_at_stop is not None:
+                for callback, state in zip(self.callbacks, self._states_at_stop, strict=True):
+                    callback.load_state(state)
+                self._states_at_stop = None
             start = time.perf_counter()
             order = self.placement.replicate(epoch_order(
                 self.keys["order"], epoch, self.n_train, padded, config.fit.shuffle))
