@@ -297,9 +297,10 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             test = fitter.evaluate_test()
         with exclusive(run.path / "metrics.json"):
             metrics = run.read_json("metrics.json")
-            if test is not None:
+            if test is not None:  # the best weights, or the last where no epoch was best
                 metrics["test"] = test
-                metrics["test_checkpoint"] = "best"
+                metrics["test_checkpoint"] = "best" if fitter.best_weights is not None \
+                    else "last"
             atomic_write_json(run.path / "metrics.json", metrics)
     except KeyboardInterrupt:  # a second Ctrl-C: out at once; the last checkpoint stands
         if result is not None and (result.status == "completed" or fitter.ended):

@@ -644,5 +644,13 @@ def test_initial_value_threshold_is_the_value_to_beat(tmp_path: Path):
     result = nntrain("fit", str(config), "-q", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs" / "cb").iterdir()
-    assert json.loads((run / "metrics.json").read_text())["best_epoch"] is None
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] is None and metrics["best_value"] is None  # never beaten
+    assert metrics["test_checkpoint"] == "last"  # the test figures are the last weights'
     assert not (run / "checkpoints" / "best").exists()
+    # beaten: its epochs are the candidates as without it
+    config = tiny(tmp_path, [{"model_checkpoint": {
+        "monitor": "val_loss", "save_best_only": True, "initial_value_threshold": 10.0}}])
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    run = max((tmp_path / "runs" / "cb").iterdir())
+    assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 4

@@ -178,12 +178,16 @@ class ModelCheckpoint(Callback):
         self.keeps_best = keeps_best
         # following early stopping, `best` is the epoch restore_best_weights would restore
         self.tracker = Monitor(args.monitor, args.mode, follows.args.min_delta if follows else 0)
-        self.tracker.best = args.initial_value_threshold
         self.first_epoch = follows.args.start_from_epoch if follows else 0
 
     def on_epoch_end(self, epoch, logs, trainer):
+        # the value to beat: the best so far, else initial_value_threshold (never reported
+        # as a best value itself)
         before, value = self.tracker.best, logs[self.args.monitor]
-        improved = epoch >= self.first_epoch and self.tracker.update(epoch, value)
+        if before is None:
+            before = self.args.initial_value_threshold
+        improved = epoch >= self.first_epoch and self.tracker.improves(value, before) and \
+            self.tracker.update(epoch, value)
         if self.args.verbose and self.args.save_best_only:  # Keras's words
             if before is None:
                 before = -math.inf if self.tracker.mode == "max" else math.inf
