@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, get_args
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from nntrain.config.callbacks import ModelCheckpointArgs, checkpoint_fields
+from nntrain.config.callbacks import ModelCheckpointArgs, checkpoint_fields, resolve_mode
 from nntrain.config.compile import LOSSES, METRICS
 from nntrain.config.entries import entry_args, entry_name, is_custom
 from nntrain.config.layers import ActivationName
@@ -299,6 +299,11 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
         " (there is no validation data: add data.validation)"
     train_names = setup.log_names()
     names = train_names + ([f"val_{n}" for n in train_names] if has_validation else [])
+    renamed = {  # logged name -> metric kind, for the metrics given a name of their own
+        (f"{out}_" if setup.multi_output else "") + args.name: METRICS.canonical(entry_name(e))
+        for section in (config.compile.metrics, config.compile.weighted_metrics)
+        for out, entries in _per_output(section, list(setup.graph.outputs)).items()
+        for e in entries if (args := entry_args(e)).name}
     issues = []
     for i, entry in enumerate(config.fit.callbacks):
         args = entry_args(entry)
@@ -307,6 +312,13 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
         if isinstance(args, ModelCheckpointArgs):
             named += [("filepath", f) for f in checkpoint_fields(args.filepath) if f != "epoch"]
         for key, name in named:
+            kind = renamed.get(name.removeprefix("val_"))
+            if key == "monitor" and kind and args.mode == "auto" and \
+                    resolve_mode(kind, "auto") != resolve_mode(name, "auto"):
+                issues.append(setup.loaded.issue(
+                    ("fit", "callbacks", i, entry_name(entry), "monitor"),
+                    f"mode auto reads the direction from a figure's name, and '{name}' is "
+                    f"{kind} by another name: give mode: {resolve_mode(kind, 'auto')}"))
             if name in names:
                 continue
             hint = "" if has_validation or not name.startswith("val_") else missing

@@ -67,6 +67,15 @@ REFUSED = {
               compile__metrics=["accuracy"]),
         "compile.metrics[0]: accuracy would apply to every output, and 'b' learns values, not "
         "classes: give each output its metrics, e.g. {a: [accuracy], b: [mae]}"),
+    "a metric named like another figure": (
+        _with(compile__metrics=[{"accuracy": {"name": "val_accuracy"}}]),
+        "compile.metrics[0].accuracy.name: 'val_accuracy' is a name the logs use for another "
+        "figure"),
+    "a renamed metric monitored with mode auto": (
+        _with(compile__metrics=[{"accuracy": {"name": "hits"}}],
+              fit={"callbacks": [{"early_stopping": {"monitor": "hits"}}]}),
+        "fit.callbacks[0].early_stopping.monitor: mode auto reads the direction from a "
+        "figure's name, and 'hits' is accuracy by another name: give mode: max"),
     "negative variance": (
         _with(model__layers=[{"normalization": {"mean": 0.5, "variance": -1}}, {"dense": 3}]),
         "a variance is never negative"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import string
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal
@@ -46,6 +47,17 @@ class EarlyStoppingArgs(MonitorArgs):
     restore_best_weights: bool = False
     start_from_epoch: NonNegativeInt = 0
     verbose: Verbose = 0  # 1: Keras's messages on stopping and restoring
+
+
+def resolve_mode(monitor: str, mode: str) -> str:
+    """Keras's `auto`: maximise the metrics whose direction is up (accuracies, AUC,
+    precision, recall), minimise everything else. A second metric of a kind is named with a
+    count (`precision_1`), which Keras cannot resolve; its kind decides here."""
+    if mode != "auto":
+        return mode
+    kind = re.sub(r"_\d+$", "", monitor)
+    return "max" if kind.endswith(("acc", "accuracy", "auc", "precision", "recall")) \
+        else "min"
 
 
 RESERVED_CHECKPOINTS = ("best", "last", "last.prev")  # nntrain's own, in checkpoints/

@@ -18,6 +18,7 @@ from pydantic import (
     Tag,
     ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -90,6 +91,15 @@ class CosineSimilarityArgs(LossArgs):
 class MetricArgs(Args):
     name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None  # logged as
     dtype: Literal["float32"] = keras_only("float32")
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_log_of_its_own(cls, name: str | None) -> str | None:
+        if name in ("loss", "learning_rate", "seconds", "epoch") or name and (
+                name.startswith("val_") or name.endswith("_loss")):
+            raise ValueError(f"'{name}' is a name the logs use for another figure (loss, "
+                             "*_loss, val_*, learning_rate, seconds, epoch): choose another")
+        return name
 
 
 for _name, _aliases in [

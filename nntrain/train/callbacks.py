@@ -14,7 +14,6 @@ import json
 import math
 import operator
 import os
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from nntrain.config.callbacks import (
     TensorBoardArgs,
     TerminateOnNaNArgs,  # noqa: F401 - fit.py finds every callback's arguments here
     is_checkpoint_name,
+    resolve_mode,
 )
 from nntrain.config.compile import is_schedule, schedule_of
 from nntrain.config.entries import CustomEntry, entry_args, entry_name
@@ -85,17 +85,6 @@ class Callback:
 
     def load_state(self, state: dict[str, Any]) -> None:
         pass
-
-
-def resolve_mode(monitor: str, mode: str) -> str:
-    """Keras's `auto`: maximise the metrics whose direction is up (accuracies, AUC,
-    precision, recall), minimise everything else. A second metric of a kind is named with a
-    count (`precision_1`), which Keras cannot resolve; its kind decides here."""
-    if mode != "auto":
-        return mode
-    kind = re.sub(r"_\d+$", "", monitor)
-    return "max" if kind.endswith(("acc", "accuracy", "auc", "precision", "recall")) \
-        else "min"
 
 
 class Monitor:

@@ -208,7 +208,7 @@ def resolve_objective(loaded: LoadedConfig, log_names: list[str], positions: dic
                       overrides: dict) -> tuple[str, str]:
     """The figure trials are ranked by, and whether more is better. Default: the first
     validation accuracy the model logs (a classifier), else val_loss."""
-    from nntrain.train.callbacks import resolve_mode
+    from nntrain.config.callbacks import resolve_mode
 
     search = loaded.config.search
     validation = loaded.config.data.validation is not None
