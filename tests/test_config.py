@@ -806,8 +806,9 @@ def test_keras_class_names_and_serialized_entries_are_read_as_nntrain_names(tmp_
 
 
 def test_kerass_saved_loss_and_metric_configs_are_read(tmp_path):
-    """What keras.saving.serialize_keras_object writes (Keras 3.15): its fixed values are
-    accepted, and a metric's `name` is the name it is logged under."""
+    """What keras.saving.serialize_keras_object writes for losses, metrics and optimizers
+    (Keras 3.15): its fixed values are accepted, and a metric's `name` is the name it is
+    logged under."""
     from nntrain.build import prepare
 
     source = write(tmp_path, """\
@@ -817,9 +818,16 @@ def test_kerass_saved_loss_and_metric_configs_are_read(tmp_path):
           input: [4]
           layers: [{dense: {units: 1, activation: sigmoid}}]
         compile:
-          loss: {class_name: BinaryCrossentropy, config: {name: binary_crossentropy,
-                 reduction: sum_over_batch_size, from_logits: false, label_smoothing: 0.0,
-                 axis: -1}}
+          loss: {module: keras.losses, class_name: BinaryCrossentropy, registered_name: null,
+                 config: {name: binary_crossentropy, reduction: sum_over_batch_size,
+                 from_logits: false, label_smoothing: 0.0, axis: -1}}
+          optimizer: {module: keras.optimizers, class_name: RMSprop, registered_name: null,
+                      config: {name: rmsprop, learning_rate: 0.0010000000474974513,
+                      weight_decay: null, clipnorm: null, global_clipnorm: null,
+                      clipvalue: null, use_ema: false, ema_momentum: 0.99,
+                      ema_overwrite_frequency: null, loss_scale_factor: null,
+                      gradient_accumulation_steps: null, rho: 0.9, momentum: 0.0,
+                      epsilon: 1.0e-07, centered: false}}
           metrics:
             - {class_name: AUC, config: {name: pr_auc, dtype: float32, num_thresholds: 200,
                curve: PR, summation_method: interpolation, multi_label: false,
@@ -829,7 +837,9 @@ def test_kerass_saved_loss_and_metric_configs_are_read(tmp_path):
         fit:
           callbacks: [{early_stopping: {monitor: val_pr_auc, mode: max}}]
         """)
-    setup = prepare(load_config(source))
+    loaded = load_config(source)
+    assert entry_name(loaded.config.compile.optimizer) == "RMSprop"  # an alias of rmsprop
+    setup = prepare(loaded)
     assert setup.log_names() == ["loss", "pr_auc", "binary_accuracy"]
     with pytest.raises(ConfigError, match="reduction: expected one of 'sum_over_batch_size'"):
         load_config(source, ["compile.loss={binary_crossentropy: {reduction: sum}}"])

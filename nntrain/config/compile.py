@@ -338,6 +338,14 @@ class OptimizerArgs(Args):
     clipnorm: PositiveFloat | None = None
     clipvalue: PositiveFloat | None = None
     global_clipnorm: PositiveFloat | None = None
+    # what Keras's saved optimizer configs hold besides: accepted at its defaults
+    name: str | None = keras_only(None)
+    weight_decay: None = keras_only(None)  # adamw's own
+    use_ema: Literal[False] = keras_only(False)
+    ema_momentum: float = keras_only(0.99)
+    ema_overwrite_frequency: None = keras_only(None)
+    loss_scale_factor: None = keras_only(None)
+    gradient_accumulation_steps: None = keras_only(None)
 
     @model_validator(mode="after")
     def _one_clipping(self, info: ValidationInfo) -> OptimizerArgs:
@@ -368,7 +376,7 @@ class AdamArgs(AdamFamilyArgs):
     amsgrad: bool = False
 
 
-@OPTIMIZERS.register("adamw")
+@OPTIMIZERS.register("adamw", "AdamW")
 class AdamWArgs(AdamFamilyArgs):
     weight_decay: NonNegativeFloat = 0.004
 
@@ -378,7 +386,7 @@ class NadamArgs(AdamFamilyArgs):
     pass
 
 
-@OPTIMIZERS.register("rmsprop")
+@OPTIMIZERS.register("rmsprop", "RMSprop")
 class RMSpropArgs(OptimizerArgs):
     rho: Annotated[float, Field(ge=0, lt=1)] = 0.9
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0

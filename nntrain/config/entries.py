@@ -154,10 +154,10 @@ class Registry:
         return name
 
     def is_serialized(self, value: Any) -> bool:
-        """Keras's serialized form: {class_name: MaxNorm, config: {max_value: 3}}."""
-        return isinstance(value, dict) and set(value) in ({"class_name"},
-                                                          {"class_name", "config"}) \
-            and isinstance(value["class_name"], str)
+        """Keras's serialized form: {class_name: MaxNorm, config: {max_value: 3}}, with the
+        `module` and `registered_name` that serialize_keras_object adds."""
+        return isinstance(value, dict) and isinstance(value.get("class_name"), str) and \
+            set(value) <= {"class_name", "config", "module", "registered_name"}
 
     @property
     def names(self) -> list[str]:
@@ -195,7 +195,7 @@ class Registry:
             if isinstance(value, str):
                 return {self.spelled(value): {}}
             if self.is_serialized(value):
-                return {snake_case(value["class_name"]): value.get("config") or {}}
+                return {self.spelled(value["class_name"]): value.get("config") or {}}
             if isinstance(value, dict) and isinstance(value.get("type"), str):
                 rest = {k: v for k, v in value.items() if k != "type"}
                 return {value["type"]: rest}  # Keras-style {type: dense, units: 10}
