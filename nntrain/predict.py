@@ -70,6 +70,14 @@ def _is_tagger(setup, name: str, values: np.ndarray) -> bool:
         probabilities_of(setup, name) == "softmax" or name in setup.io.sparse_outputs)
 
 
+def _step_classes(targets: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A tagger's true class per step, from labels or one-hot rows: (examples, steps)."""
+    targets = np.asarray(targets)
+    if targets.ndim == values.ndim:  # one-hot
+        targets = np.argmax(targets, axis=-1)
+    return targets.reshape(len(values), -1)
+
+
 def _is_binary(setup, name: str, values: np.ndarray) -> bool:
     return values.ndim == 2 and values.shape[1] == 1 and \
         probabilities_of(setup, name) == "sigmoid"
@@ -139,7 +147,11 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
                               for c in best]
             else:
                 cells.append(" ".join(f"{v:.4f}" for v in np.ravel(values[row])))
-            if targets is not None and name in targets:
+            if targets is not None and name in targets and _is_tagger(setup, name, values):
+                cells.append(" ".join(_label(int(c), names)
+                                      for c in _step_classes(targets[name][row:row + 1],
+                                                             values[row:row + 1])[0]))
+            elif targets is not None and name in targets:
                 true = targets[name][row]
                 if (classifier or binary) and np.size(true) == 1:
                     cells.append(_label(int(np.ravel(true)[0]), names))
@@ -175,7 +187,7 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
             for row, classes in zip(rows, np.argmax(values, axis=-1), strict=True):
                 row.update({f"{prefix}class_{t}": int(c) for t, c in enumerate(classes)})
             if targets is not None and name in targets:
-                for row, true in zip(rows, targets[name].reshape(len(values), -1), strict=True):
+                for row, true in zip(rows, _step_classes(targets[name], values), strict=True):
                     row.update({f"{prefix}true_class_{t}": int(c) for t, c in enumerate(true)})
             continue
         flat = values.reshape(len(values), -1)

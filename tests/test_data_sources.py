@@ -997,3 +997,17 @@ def test_a_held_out_file_without_sample_weights_is_evaluated_unweighted(tmp_path
                           extra="fit: {epochs: 1}\n")
     result = nntrain("fit", str(config), "-q", cwd=tmp_path)
     assert result.exit_code == 0, result.output
+
+
+def test_one_hot_makes_a_one_hot_row_of_each_steps_label(tmp_path: Path):
+    np.savez(tmp_path / "d.npz", x=np.ones((2, 3), np.int32), y=np.array([[0, 1, 1], [1, 0, 0]]))
+    ds, _ = load(tmp_path, "train: d.npz\none_hot: true\n", """
+model:
+  inputs: {ids: {shape: [3], dtype: int32}}
+  layers:
+    - embedding: {input_dim: 4, output_dim: 2}
+    - dense: {units: 2, activation: softmax}
+compile:
+  loss: categorical_crossentropy
+""")
+    np.testing.assert_array_equal(ds.train.y["dense"], np.eye(2)[[[0, 1, 1], [1, 0, 0]]])

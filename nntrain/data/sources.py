@@ -257,9 +257,10 @@ def _one_hot(part: ArraySet, io: ModelIO) -> None:
         if name not in io.one_hot_outputs:
             continue
         y = part.y[name]
-        if y.ndim > 1 and y.shape[1:] == shape:
-            continue  # already one-hot
-        flat = y.reshape(len(y))
+        per_example = int(np.prod(shape[:-1]))  # labels per example: a tagger's, one a step
+        if (y.ndim > 1 and y.shape[1:] == shape) or y.size != len(y) * per_example:
+            continue  # already one-hot, or not labels: the shape check says so
+        flat = y.reshape(-1)
         if flat.dtype.kind == "f" and not np.all(np.mod(flat, 1) == 0):
             raise DataError(f"one_hot: labels of '{name}' must be whole class numbers")
         labels = flat.astype(np.int64)
@@ -267,7 +268,7 @@ def _one_hot(part: ArraySet, io: ModelIO) -> None:
         if labels.min(initial=0) < 0 or labels.max(initial=0) >= classes:
             raise DataError(f"one_hot: labels of '{name}' range over {labels.min()}.."
                             f"{labels.max()} but the output has {classes} units")
-        part.y[name] = np.eye(classes, dtype=np.float32)[labels]
+        part.y[name] = np.eye(classes, dtype=np.float32)[labels].reshape(len(y), *shape)
 
 
 def _synthetic(config: DataConfig, io: ModelIO, seed: int) -> tuple[ArraySet, ArraySet | None]:
