@@ -239,7 +239,9 @@ def _check_shared_class_metrics(loaded: LoadedConfig, outputs: list[str], loss_e
                                 issues: list[Issue]) -> None:
     """A metrics list (not a mapping) applies to every output, as in the textbook's Keras; a
     class metric on an output trained for values would log a meaningless 0."""
-    if len(outputs) < 2 or loaded.saved:  # (an older nntrain trained such runs)
+    values = [out for out in outputs if out in loss_entries and LOSSES.canonical(
+        entry_name(loss_entries[out])) in REGRESSION_LOSSES]
+    if len(outputs) < 2 or loaded.saved or not values:  # (older nntrains trained such runs)
         return
     for section in ("metrics", "weighted_metrics"):
         entries = getattr(loaded.config.compile, section)
@@ -247,9 +249,7 @@ def _check_shared_class_metrics(loaded: LoadedConfig, outputs: list[str], loss_e
             continue
         for i, entry in enumerate(entries):
             name = METRICS.canonical(entry_name(entry))
-            values = [out for out in outputs if out in loss_entries and LOSSES.canonical(
-                entry_name(loss_entries[out])) in REGRESSION_LOSSES]
-            if name in CLASS_METRICS and values:
+            if name in CLASS_METRICS:
                 example = ", ".join(f"{out}: [{'mae' if out in values else name}]"
                                     for out in outputs)
                 issues.append(loaded.issue(

@@ -100,15 +100,16 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
         table.add_column(header, justify="right" if right else "left", overflow="fold")
 
     column("index", right=True)
-    columns: list[tuple[str, np.ndarray, bool, bool, int]] = []
+    columns: list[tuple[str, np.ndarray, bool, bool, bool, int, list[str] | None]] = []
     for name, values in outputs.items():
         prefix = f"{name} " if len(outputs) > 1 else ""
         classifier = _is_classifier(setup, name, values)
         binary = _is_binary(setup, name, values)
+        tagger = _is_tagger(setup, name, values)
         ranks = min(top, values.shape[-1])  # no more ranks than classes
-        columns.append((name, values, classifier, binary, ranks))
         names = (class_names or {}).get(name)
-        if _is_tagger(setup, name, values):
+        columns.append((name, values, classifier, binary, tagger, ranks, names))
+        if tagger:
             column(f"{prefix}class per step")
         elif binary:
             column(f"{prefix}class")
@@ -123,16 +124,15 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
             column(f"{prefix}prediction", right=True)
         if targets is not None and name in targets:
             column(f"{prefix}true")
-    if top > 1 and not any(classifier and not binary for _, _, classifier, binary, _ in columns):
+    if top > 1 and not any(column[2] and not column[3] for column in columns):
         one = "one sigmoid probability, whose class the table shows" if any(
-            binary for *_, binary, _ in columns) else "not class probabilities"
+            column[3] for column in columns) else "not class probabilities"
         raise UserError(f"--top {top} ranks the classes of a softmax output; this model's "
                         f"output is {one}", "drop --top")
     for row in range(len(next(iter(outputs.values())))):
         cells = [str(row)]
-        for name, values, classifier, binary, ranks in columns:
-            names = (class_names or {}).get(name)
-            if _is_tagger(setup, name, values):
+        for name, values, classifier, binary, tagger, ranks, names in columns:
+            if tagger:
                 cells.append(" ".join(_label(int(c), names)
                                       for c in np.argmax(values[row], axis=-1)))
             elif binary:
@@ -147,7 +147,7 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
                               for c in best]
             else:
                 cells.append(" ".join(f"{v:.4f}" for v in np.ravel(values[row])))
-            if targets is not None and name in targets and _is_tagger(setup, name, values):
+            if targets is not None and name in targets and tagger:
                 cells.append(" ".join(_label(int(c), names)
                                       for c in _step_classes(targets[name][row:row + 1],
                                                              values[row:row + 1])[0]))
