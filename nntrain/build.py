@@ -85,6 +85,9 @@ def prepare(loaded: LoadedConfig) -> Setup:
     _check_names(loaded, ("compile", "metrics"), metric_entries, outputs, issues)
     _check_names(loaded, ("compile", "weighted_metrics"), weighted_entries, outputs, issues)
     _check_shared_class_metrics(loaded, outputs, loss_entries, issues)
+    if isinstance(config.data.sample_weight, dict):
+        _check_names(loaded, ("data", "sample_weight"), config.data.sample_weight, outputs,
+                     issues)
     if config.data.one_hot and not loaded.saved and not any(LOSSES.canonical(entry_name(e)) ==
                                        "categorical_crossentropy" for e in loss_entries.values()):
         issues.append(loaded.issue(("data", "one_hot"), "one_hot makes one-hot targets for "

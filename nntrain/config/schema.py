@@ -79,7 +79,9 @@ class DataConfig(Strict):
     missing: Literal["error", "drop", "mean"] = "error"
     inputs: dict[NodeName, Columns] | None = None  # tables: features per model input
     outputs: dict[NodeName, str | list[str]] | None = None  # tables: targets per output
-    sample_weight: str | None = None  # a column (tables) or array (.npz) of example weights
+    # a column (tables) or array (.npz) of example weights for every output, or one per
+    # output ({output: column}; an output left out is unweighted)
+    sample_weight: str | dict[NodeName, str] | None = None
     one_hot: bool = False  # integer labels to one-hot rows (Keras's to_categorical)
     validation: SplitConfig | None = None
     test: SplitConfig | None = None

@@ -28,11 +28,13 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
 
 @dataclass
 class ArraySet:
-    """One split: arrays per model input (`x`) and per model output (`y`), aligned by row."""
+    """One split: arrays per model input (`x`) and per model output (`y`), aligned by row;
+    example weights for every output (`sample_weight`) or per output (`output_weights`)."""
 
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray] = field(default_factory=dict)
     sample_weight: np.ndarray | None = None
+    output_weights: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(next(iter(self.x.values())))
@@ -43,13 +45,19 @@ class ArraySet:
             {k: v[rows] for k, v in self.x.items()},
             {k: v[rows] for k, v in self.y.items()},
             weight,
+            {k: v[rows] for k, v in self.output_weights.items()},
         )
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """Every weight array by a name of its own: `sample_weight`, `sample_weight:<output>`."""
+        named = {f"sample_weight:{k}": v for k, v in self.output_weights.items()}
+        return named if self.sample_weight is None else \
+            {"sample_weight": self.sample_weight, **named}
 
     def digest(self) -> str:
         """SHA-256 over every array, to record exactly which data a run saw."""
         h = hashlib.sha256()
-        weights = {} if self.sample_weight is None else {"sample_weight": self.sample_weight}
-        for group in (self.x, self.y, weights):
+        for group in (self.x, self.y, self.weights()):
             for name in sorted(group):
                 array = np.ascontiguousarray(group[name])
                 h.update(f"{name}:{array.dtype}:{array.shape}".encode())

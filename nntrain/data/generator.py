@@ -4,8 +4,10 @@ textbooks' answer to data that does not fit in memory.
 nntrain calls `batches(split, epoch)` with split `"train"`, `"validation"` or `"test"` and
 the 0-based epoch, once per pass over that split; it returns an iterable of batches, each
 `(x, y)` or `(x, y, sample_weight)`, with `x` and `y` arrays (one model input or output) or
-dicts keyed by input and output names, and at most `fit.batch_size` rows (usually exactly
-that; a shorter batch is padded and its padding masked). `None` means there is no such split.
+dicts keyed by input and output names, `sample_weight` an array for every output or a dict
+of arrays keyed by output names (an output left out is unweighted), and at most
+`fit.batch_size` rows (usually exactly that; a shorter batch is padded and its padding
+masked). `None` means there is no such split.
 
 Each split is counted once at the start (batches and rows, the first batch checked against
 the model). Batches are then stacked into chunks of steps, the next chunk prepared by a
@@ -86,8 +88,17 @@ class GeneratorSplit:
         inputs, outputs = self.io_names
         x, y = _named(batch[0], inputs, where, "input"), _named(batch[1], outputs, where,
                                                                 "output")
-        weight = None if len(batch) == 2 else np.asarray(batch[2], np.float32)
-        made = ArraySet(x, y, weight)
+        weight, per_output = None, {}
+        if len(batch) == 3 and isinstance(batch[2], dict):
+            unknown = [n for n in batch[2] if n not in outputs]
+            if unknown:
+                raise DataError(f"{where}: sample weights for {', '.join(map(str, unknown))}, "
+                                "not an output of the model",
+                                f"key the sample weights by output names: {', '.join(outputs)}")
+            per_output = {n: np.asarray(w, np.float32) for n, w in batch[2].items()}
+        elif len(batch) == 3:
+            weight = np.asarray(batch[2], np.float32)
+        made = ArraySet(x, y, weight, per_output)
         if len(made) > self.batch_size:
             raise DataError(f"{where} has {len(made)} rows, more than fit.batch_size "
                             f"({self.batch_size})", "yield batches of fit.batch_size rows")
@@ -149,22 +160,30 @@ class GeneratorSplit:
             "valid": valid, "base": np.int32(first * B)}
         if parts[0].sample_weight is not None:
             chunk["w"] = stack([p.sample_weight for p in parts])
+        if parts[0].output_weights:
+            chunk["wo"] = {n: stack([p.output_weights[n] for p in parts])
+                           for n in parts[0].output_weights}
         return self.put(chunk)
 
 
 def _form(batch: ArraySet) -> tuple:
     """What must match between batches: each array's shape per example and dtype, and
-    whether the batch has sample weights."""
+    which sample weights the batch has."""
     def arrays(named: dict[str, np.ndarray]) -> tuple:
         return tuple((n, a.shape[1:], a.dtype.str) for n, a in named.items())
 
-    return arrays(batch.x), arrays(batch.y), batch.sample_weight is not None
+    return arrays(batch.x), arrays(batch.y), tuple(batch.weights())
 
 
 def _describe(form: tuple) -> str:
-    x, y, weighted = form
+    x, y, weights = form
     shapes = ", ".join(f"{n} {shape} {np.dtype(dtype).name}" for n, shape, dtype in (*x, *y))
-    return f"{shapes}, {'with' if weighted else 'without'} sample weights"
+    if not weights:
+        return f"{shapes}, without sample weights"
+    if weights == ("sample_weight",):
+        return f"{shapes}, with sample weights"
+    named = ", ".join(w.split(":", 1)[1] for w in weights if ":" in w)
+    return f"{shapes}, with sample weights for {named}"
 
 
 def _guarded(batches: Iterable[Any], name: str) -> Iterator[Any]:

@@ -213,16 +213,35 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO, held_out: bool = Fals
 
     x = {name: pick(name, "x", "input", len(io.inputs) == 1) for name in io.inputs}
     y = {name: pick(name, "y", "output", len(io.outputs) == 1) for name in io.outputs}
-    weight = None
-    if config.sample_weight and not (held_out and config.sample_weight not in arrays):
-        weight = pick(config.sample_weight, "sample_weight", "sample weight", True)
+    weight, per_output = None, {}
+    if isinstance(config.sample_weight, str):
+        if not (held_out and config.sample_weight not in arrays):
+            weight = pick(config.sample_weight, "sample_weight", "sample weight", True)
+    elif config.sample_weight:
+        for out, key in config.sample_weight.items():
+            if key in arrays or not held_out:
+                per_output[out] = _weight_array(arrays, key, path, out, found)
     rows = {f"'{k}'": len(v) for k, v in {**x, **y}.items()}  # before any split is cut
     if weight is not None:
         rows["the sample weights"] = len(weight)
+    rows.update({f"'{out}' weights": len(v) for out, v in per_output.items()})
     if len(set(rows.values())) > 1:
         raise DataError(f"{path}: the arrays have different numbers of rows: " + ", ".join(
             f"{name} {n:,}" for name, n in rows.items()), "give one row per example in each")
-    return ArraySet(x, y, None if weight is None else weight.astype(np.float32))
+    return ArraySet(x, y, None if weight is None else weight.astype(np.float32),
+                    {out: v.astype(np.float32) for out, v in per_output.items()})
+
+
+def _weight_array(arrays: dict[str, np.ndarray], key: str, path: Path, output: str,
+                  found: str) -> np.ndarray:
+    if key not in arrays:
+        raise DataError(f"{path}: no array named '{key}' (data.sample_weight.{output}) for "
+                        f"the weights of output '{output}'; found: {found}",
+                        f"set data.sample_weight.{output} to one of {found}")
+    if arrays[key].ndim == 0:
+        raise DataError(f"{path}: array '{key}' is a single value, not examples",
+                        "save one weight per example (an array of shape (N,))")
+    return arrays[key]
 
 
 def _numpy_file(path: Path) -> bool:
@@ -355,8 +374,10 @@ class _TablePlan:
                                                                               []))
         for spec in (config.outputs or {}).values():
             taken |= {spec} if isinstance(spec, str) else set(spec)
-        if config.sample_weight:
+        if isinstance(config.sample_weight, str):
             taken.add(config.sample_weight)
+        elif config.sample_weight:
+            taken |= set(config.sample_weight.values())
         for name in sorted(taken | set(config.categorical)):
             if name not in table.names:
                 raise DataError(f"{table.source}: no column '{name}'",
@@ -476,8 +497,16 @@ class _TablePlan:
             else:
                 y[out] = values.reshape(len(values), *shape) if values.size == \
                     len(values) * int(np.prod(shape)) else values
-        weight = columns[self.config.sample_weight] if self.config.sample_weight else None
-        return ArraySet(x, y, weight)
+        def weights(name: str) -> np.ndarray | None:
+            # only a held-out file can lack the column (the training table was checked):
+            # it is evaluated unweighted, as an .npz without the array is
+            return column(name) if name in columns or name in table.text else None
+
+        setting = self.config.sample_weight
+        if isinstance(setting, dict):
+            own = {out: weights(name) for out, name in setting.items()}
+            return ArraySet(x, y, None, {out: w for out, w in own.items() if w is not None})
+        return ArraySet(x, y, weights(setting) if setting else None)
 
 
 def _blocks(array: np.ndarray, rows: int = 1 << 16):
@@ -542,13 +571,14 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                                 "to 0..input_dim-1")
     if not targets:
         return
-    if data.sample_weight is not None and data.sample_weight.ndim != 1:
-        raise DataError(f"{what}: sample weights of shape {data.sample_weight.shape}: give one "
-                        "number per example (weights per step of a sequence are not "
-                        "supported)")
-    if data.sample_weight is not None and (
-            len(data.sample_weight) != len(data) or not np.isfinite(data.sample_weight).all()):
-        raise DataError(f"{what}: sample weights must be one finite number per example")
+    for name, weight in data.weights().items():
+        which = "sample weights" if name == "sample_weight" else \
+            f"sample weights of output '{name.split(':', 1)[1]}'"
+        if weight.ndim != 1:
+            raise DataError(f"{what}: {which} of shape {weight.shape}: give one number per "
+                            "example (weights per step of a sequence are not supported)")
+        if len(weight) != len(data) or not np.isfinite(weight).all():
+            raise DataError(f"{what}: {which} must be one finite number per example")
     for name, shape in io.outputs.items():
         y = data.y[name]
         if len(y) != len(data):

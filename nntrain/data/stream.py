@@ -51,9 +51,7 @@ def memory_budget(setting: str | int, device: Any) -> int:
 def nbytes(data: ArraySet | None) -> int:
     if data is None or not isinstance(data, ArraySet):  # generated batches: not held
         return 0
-    arrays = [*data.x.values(), *data.y.values()]
-    if data.sample_weight is not None:
-        arrays.append(data.sample_weight)
+    arrays = [*data.x.values(), *data.y.values(), *data.weights().values()]
     return sum(a.nbytes for a in arrays)
 
 
@@ -116,5 +114,8 @@ class Stream:
                                  "y": {k: v[inverse] for k, v in picked.y.items()}}
         if picked.sample_weight is not None:
             chunk["w"] = picked.sample_weight[inverse].astype(np.float32)
+        if picked.output_weights:
+            chunk["wo"] = {k: v[inverse].astype(np.float32)
+                           for k, v in picked.output_weights.items()}
         chunk["base"] = np.int32(start)
         return self.put(chunk)

@@ -34,7 +34,8 @@ from nntrain.data.stream import Stream
 from nntrain.train.devices import Placement, fetch
 
 Carry = dict[str, Any]  # params, state, opt_state, step
-DeviceData = dict[str, Any]  # {"x": {name: array}, "y": {name: array}, "w": array (optional)}
+# {"x": {name: array}, "y": {name: array}, "w": array, "wo": {output: array}} (w, wo optional)
+DeviceData = dict[str, Any]
 
 
 class SumsLayout:
@@ -168,9 +169,9 @@ class Programs:
             pred = logits.get(out, outputs[out]) if loss.takes_logits else outputs[out]
             real = steps[out].astype(jnp.float32) if out in steps else None
             if real is None:
-                out_sum = (loss.fn(yb[out], pred) * w).sum()
+                out_sum = (loss.fn(yb[out], pred) * w[out]).sum()
             else:
-                out_sum = (loss.fn(yb[out], pred, real) * w).sum()
+                out_sum = (loss.fn(yb[out], pred, real) * w[out]).sum()
                 # Keras's masked sum_over_batch_size: over the batch's real steps, counted
                 # here as that mean times the examples (the step's total divides by those)
                 out_sum = out_sum * count / jnp.maximum((real * mask[:, None]).sum(), 1.0)
@@ -179,7 +180,7 @@ class Programs:
             # padding rows count for no metric; the weights only for weighted_metrics; a
             # masked output's metrics weigh each real step
             for m in self.setup.metrics[out]:
-                weight = w if m.weighted else mask
+                weight = w[out] if m.weighted else mask
                 metric_sums.append(m.update(yb[out], outputs[out], weight if real is None
                                             else weight[:, None] * real))
         # Keras's sum_over_batch_size: weighted losses divided by the examples in the batch
@@ -196,15 +197,19 @@ class Programs:
         return loss, (sums, new_state)
 
     def _rows(self, data: DeviceData, idx: jax.Array, valid: jax.Array):
-        """The batch at `idx`; rows that are not `valid` (padding) get weight 0. On a mesh
-        each device gathers and computes its slice of the batch."""
+        """The batch at `idx`, and each output's example weights: rows that are not `valid`
+        (padding) get weight 0. On a mesh each device gathers and computes its slice of the
+        batch."""
         idx, valid = self.placement.shard_batch((idx, valid))
         xb = {k: v[idx] for k, v in data["x"].items()}
         yb = {k: v[idx] for k, v in data["y"].items()}
         if "valid" in data:  # generated chunks mark their padding rows (data/generator.py)
             valid = valid & data["valid"][idx]
         mask = valid.astype(jnp.float32)
-        w = mask * data["w"][idx] if "w" in data else mask
+        shared = mask * data["w"][idx] if "w" in data else mask
+        own = data.get("wo", {})
+        w = {out: shared * own[out][idx] if out in own else shared
+             for out in self.layout.outputs}
         return xb, yb, w, valid.sum(), mask
 
     def _gather(self, data: DeviceData, order, first: jax.Array, size: int, n_total):
@@ -216,8 +221,9 @@ class Programs:
     def _train_step(self, carry: Carry, sums, data, order, step_in_epoch, rng, n_total):
         B = self.batch_size
         xb, yb, w, n, mask = self._gather(data, order, step_in_epoch * B, B, n_total)
-        if self.class_weight is not None:
-            w = w * self.class_weight[class_indices(yb[self.layout.outputs[0]])]
+        if self.class_weight is not None:  # one output (build.check_class_weight)
+            out = self.layout.outputs[0]
+            w = {out: w[out] * self.class_weight[class_indices(yb[out])]}
         step_rng = jax.random.fold_in(rng, carry["step"])
         grad_fn = jax.value_and_grad(self._batch, has_aux=True)
         (_, (batch_sums, new_state)), grads = grad_fn(
@@ -429,6 +435,8 @@ def to_device(data: ArraySet, with_targets: bool = True,
                        if with_targets else {}}
     if data.sample_weight is not None:
         out["w"] = np.asarray(data.sample_weight, np.float32)
+    if data.output_weights:
+        out["wo"] = {k: np.asarray(v, np.float32) for k, v in data.output_weights.items()}
     return jax.device_put(out) if placement is None else placement.replicate(out)
 
 
