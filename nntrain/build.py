@@ -63,6 +63,17 @@ class Setup:
             names += [prefix + m.name for m in metrics]
         return names
 
+    def renamed_metrics(self) -> dict[str, str]:
+        """Logged name -> metric kind, for the metrics given a `name` of their own (whose
+        direction their name may not tell)."""
+        config = self.loaded.config
+        return {
+            (f"{out}_" if self.multi_output else "") + args.name: METRICS.canonical(
+                entry_name(e))
+            for section in (config.compile.metrics, config.compile.weighted_metrics)
+            for out, entries in _per_output(section, list(self.graph.outputs)).items()
+            for e in entries if (args := entry_args(e)).name}
+
 
 def prepare(loaded: LoadedConfig) -> Setup:
     """Build and cross-check everything in the config; raises ConfigError listing problems."""
@@ -302,11 +313,7 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
         " (there is no validation data: add data.validation)"
     train_names = setup.log_names()
     names = train_names + ([f"val_{n}" for n in train_names] if has_validation else [])
-    renamed = {  # logged name -> metric kind, for the metrics given a name of their own
-        (f"{out}_" if setup.multi_output else "") + args.name: METRICS.canonical(entry_name(e))
-        for section in (config.compile.metrics, config.compile.weighted_metrics)
-        for out, entries in _per_output(section, list(setup.graph.outputs)).items()
-        for e in entries if (args := entry_args(e)).name}
+    renamed = setup.renamed_metrics()
     issues = []
     for i, entry in enumerate(config.fit.callbacks):
         args = entry_args(entry)

@@ -103,7 +103,7 @@ def validate(config_path: Path, overrides: list[str], console: Console) -> None:
         _, positions, override_paths, _ = check_search(loaded, overrides)
     setup = _prepare(loaded)
     if loaded.config.search is not None:  # and the figure the trials are ranked by
-        resolve_objective(loaded, setup.log_names(), positions, override_paths)
+        resolve_objective(loaded, setup, positions, override_paths)
     model = setup.model
     console.print(
         f"[green]✓[/] {config_path} is valid: model '{loaded.config.name}', "

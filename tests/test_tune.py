@@ -348,6 +348,24 @@ def test_tune_needs_a_search_section_and_a_known_objective(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_renamed_metric_as_objective_takes_its_kinds_direction(tmp_path: Path):
+    """`top2` is a top-k accuracy by another name: direction auto maximises it; a name
+    alone would have said minimise."""
+    from nntrain.build import prepare
+    from nntrain.tune.command import resolve_objective
+
+    text = TINY.replace("metrics: [accuracy]", "metrics: [{top_k_categorical_accuracy: "
+                        "{k: 2, name: top2}}]").replace("sparse_categorical_crossentropy",
+                                                        "categorical_crossentropy")
+    text = text.replace("  validation: {last: 100}", "  validation: {last: 100}\n  one_hot: true")
+    for objective, expected in (("val_top2", "max"), ("val_loss", "min"),
+                                ("{metric: val_top2, direction: min}", "min")):
+        loaded = load_config(write(tmp_path, text.replace("algorithm: random",
+                                                          f"objective: {objective}")))
+        setup = prepare(loaded)
+        assert resolve_objective(loaded, setup, {}, {})[1] == expected, objective
+
+
 # -- repeat: and the space itself -------------------------------------------------------------
 def test_repeat_expands_layers_with_unique_names_and_zero_removes(tmp_path: Path):
     text = TINY.split("search:")[0].replace(

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -37,6 +37,9 @@ from nntrain.consoles import make_console
 from nntrain.errors import UserError
 from nntrain.fsutil import atomic_write_json
 from nntrain.tune import space
+
+if TYPE_CHECKING:
+    from nntrain.build import Setup
 
 TUNE_HINT = "pip install 'nntrain[tune]' (optuna)"
 
@@ -79,8 +82,7 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
     base = validate_config(space.apply(raw, dims, space.defaults(dims)), loaded.source,
                            positions, override_paths)
     setup = prepare(base)
-    objective, direction = resolve_objective(loaded, setup.log_names(), positions,
-                                             override_paths)
+    objective, direction = resolve_objective(loaded, setup, positions, override_paths)
 
     studies.check_algorithm(search)
     name = loaded.config.name
@@ -204,12 +206,14 @@ def in_current_form(saved: str) -> str:
         return saved  # a setting since removed or changed: compared as it was written
 
 
-def resolve_objective(loaded: LoadedConfig, log_names: list[str], positions: dict,
+def resolve_objective(loaded: LoadedConfig, setup: Setup, positions: dict,
                       overrides: dict) -> tuple[str, str]:
     """The figure trials are ranked by, and whether more is better. Default: the first
-    validation accuracy the model logs (a classifier), else val_loss."""
+    validation accuracy the model logs (a classifier), else val_loss. Direction auto reads
+    a renamed metric's kind (a top_k accuracy named `top5` is maximised)."""
     from nntrain.config.callbacks import resolve_mode
 
+    log_names = setup.log_names()
     search = loaded.config.search
     validation = loaded.config.data.validation is not None
     names = [*log_names, *(f"val_{n}" for n in log_names if validation)]
@@ -233,7 +237,8 @@ def resolve_objective(loaded: LoadedConfig, log_names: list[str], positions: dic
         raise ConfigError([Issue(_where(loaded.source, positions, overrides, at),
                                  format_path(at), f"the epoch logs have no '{metric}'{hint}; "
                                  f"they hold {', '.join(names)}", closest(metric, names))])
-    return metric, resolve_mode(metric, direction)
+    kind = setup.renamed_metrics().get(metric.removeprefix("val_"))
+    return metric, resolve_mode(kind or metric, direction)
 
 
 def _spawn(config_path: Path, overrides: list[str], runs_dir: Path, storage: str | None,
