@@ -126,7 +126,8 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
             column(f"{prefix}true")
     if top > 1 and not any(column[2] and not column[3] for column in columns):
         one = "one sigmoid probability, whose class the table shows" if any(
-            column[3] for column in columns) else "not class probabilities"
+            column[3] for column in columns) else "a class per step of a sequence" if any(
+            column[4] for column in columns) else "not class probabilities"
         raise UserError(f"--top {top} ranks the classes of a softmax output; this model's "
                         f"output is {one}", "drop --top")
     for row in range(len(next(iter(outputs.values())))):

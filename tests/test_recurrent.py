@@ -409,6 +409,9 @@ def test_fit_a_tagger_of_padded_sequences_from_the_cli(tmp_path):
     # predict names a class per step, in the table and in the CSV
     shown = nntrain("predict", str(run), "--split", "test", "--limit", "2")
     assert shown.exit_code == 0 and "class per step" in shown.output, shown.output
+    ranked = nntrain("predict", str(run), "--split", "test", "--limit", "2", "--top", "2")
+    assert ranked.exit_code == 2
+    assert "this model's output is a class per step of a sequence" in ranked.output
     written = nntrain("predict", str(run), "--split", "test", "-o", str(tmp_path / "p.csv"))
     assert written.exit_code == 0, written.output
     with open(tmp_path / "p.csv") as f:
