@@ -142,11 +142,28 @@ def _learning_rate(value: Any) -> float | optax.Schedule:
     return build_schedule(value)
 
 
+def _decay_weights(rate: float, learning_rate: Any) -> optax.GradientTransformation:
+    """Keras 3's `weight_decay` on any optimizer: every weight also moves by
+    `-learning_rate * rate * weight`, apart from the gradient's step (decoupled, as in
+    AdamW), so momentum and adaptive scaling never see it."""
+
+    def decay(updates, params=None):
+        return jax.tree.map(lambda u, p: u - learning_rate * rate * p, updates, params)
+
+    return optax.stateless(decay)
+
+
 def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformation:
     name = OPTIMIZERS.canonical(name)
     a = args
 
     def make(learning_rate):
+        step = direction(learning_rate)
+        if a.weight_decay and name != "adamw":  # adamw decays inside its own chain
+            return optax.chain(step, _decay_weights(a.weight_decay, learning_rate))
+        return step
+
+    def direction(learning_rate):
         if name == "sgd":
             # Keras accumulates the velocity of lr-scaled gradients, so a new learning rate
             # does not rescale what was already built up (optax.sgd scales after the trace)
@@ -155,7 +172,8 @@ def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformat
             return optax.chain(optax.scale_by_learning_rate(learning_rate),
                                optax.trace(decay=a.momentum, nesterov=a.nesterov))
         if name in ("adam", "adamw"):  # adamw: Keras decays each weight by lr * weight_decay
-            decay = [optax.add_decayed_weights(a.weight_decay)] if name == "adamw" else []
+            decay = [optax.add_decayed_weights(a.weight_decay)] if name == "adamw" and \
+                a.weight_decay else []
             return optax.chain(
                 scale_by_keras_adam(a.beta_1, a.beta_2, a.epsilon, getattr(a, "amsgrad", False)),
                 *decay, optax.scale_by_learning_rate(learning_rate))

@@ -805,6 +805,56 @@ def test_keras_class_names_and_serialized_entries_are_read_as_nntrain_names(tmp_
     assert entry_args(config.fit.callbacks[0]).patience == 2
 
 
+@pytest.mark.parametrize("optimizer", [
+    # keras.saving.serialize_keras_object(keras.optimizers.AdamW()), Keras 3.15
+    """{class_name: AdamW, module: keras.optimizers, registered_name: null,
+        config: {amsgrad: false, beta_1: 0.9, beta_2: 0.999, clipnorm: null, clipvalue: null,
+        ema_momentum: 0.99, ema_overwrite_frequency: null, epsilon: 1.0e-07,
+        global_clipnorm: null, gradient_accumulation_steps: null,
+        learning_rate: 0.0010000000474974513, loss_scale_factor: null, name: adam_w,
+        use_ema: false, weight_decay: 0.004}}""",
+    # ... of SGD(ExponentialDecay(0.01, 100, 0.9), momentum=0.9, weight_decay=0.001)
+    """{class_name: SGD, module: keras.optimizers, registered_name: null,
+        config: {clipnorm: null, clipvalue: null, ema_momentum: 0.99,
+        ema_overwrite_frequency: null, global_clipnorm: null,
+        gradient_accumulation_steps: null, loss_scale_factor: null, momentum: 0.9,
+        name: sgd, nesterov: false, use_ema: false, weight_decay: 0.001,
+        learning_rate: {class_name: ExponentialDecay, module: keras.optimizers.schedules,
+          registered_name: null, config: {decay_rate: 0.9, decay_steps: 100,
+          initial_learning_rate: 0.01, name: ExponentialDecay, staircase: false}}}}""",
+    # the schedules' own serialized forms as an optimizer's learning rate
+    """{adam: {learning_rate: {class_name: CosineDecay, module: keras.optimizers.schedules,
+        registered_name: null, config: {alpha: 0.0, decay_steps: 1000,
+        initial_learning_rate: 0.0, name: CosineDecay, warmup_steps: 100,
+        warmup_target: 0.01}}}}""",
+    """{adam: {learning_rate: {class_name: PiecewiseConstantDecay,
+        module: keras.optimizers.schedules, registered_name: null,
+        config: {boundaries: [10, 20], name: PiecewiseConstant,
+        values: [0.1, 0.01, 0.001]}}}}""",
+], ids=["adamw", "sgd_exponential_decay", "cosine_decay", "piecewise_constant"])
+def test_kerass_saved_optimizers_and_schedules_are_read(tmp_path, optimizer):
+    from nntrain.config.compile import schedule_of
+
+    source = write(tmp_path, f"""\
+        name: t
+        data: {{dataset: synthetic}}
+        model: {{input: [4], layers: [{{dense: {{units: 3, activation: softmax}}}}]}}
+        compile:
+          loss: sparse_categorical_crossentropy
+          optimizer: {optimizer}
+        """)
+    args = entry_args(load_config(source).config.compile.optimizer)
+    schedule = schedule_of(args.learning_rate)
+    if "AdamW" in optimizer:
+        assert (args.weight_decay, args.amsgrad, schedule) == (0.004, False, None)
+    elif "SGD" in optimizer:
+        assert (args.weight_decay, args.momentum) == (0.001, 0.9)
+        assert schedule[0] == "exponential_decay"
+        assert (schedule[1].initial_learning_rate, schedule[1].decay_steps) == (0.01, 100)
+    else:
+        assert schedule[0] in ("cosine_decay", "piecewise_constant")
+
+
 def test_kerass_saved_loss_and_metric_configs_are_read(tmp_path):
     """What keras.saving.serialize_keras_object writes for losses, metrics and optimizers
     (Keras 3.15): its fixed values are accepted, and a metric's `name` is the name it is

@@ -69,6 +69,39 @@ def test_sgd_nesterov_follows_keras():
     assert_tree_close(u2, tmap(lambda v, g: 0.9 * v - 0.01 * g, v2, G2))
 
 
+def test_weight_decay_on_sgd_momentum_follows_keras():
+    """Keras 3 (optimizers/base_optimizer.py): `w -= w * weight_decay * lr` before each
+    step, apart from the velocity (v = momentum * v - lr * g; w += v)."""
+    opt = build_optimizer("sgd", SGDArgs(learning_rate=0.1, momentum=0.9, weight_decay=0.05))
+    p = params()
+    state = opt.init(p)
+    w = {k: np.asarray(x, np.float64) for k, x in p.items()}
+    v = {k: np.zeros_like(x) for k, x in w.items()}
+    for g in (G1, G2, G1):
+        updates, state = opt.update(tmap(jnp.asarray, g), state, p)
+        p = optax.apply_updates(p, updates)
+        for k in w:
+            w[k] = w[k] - w[k] * 0.05 * 0.1
+            v[k] = 0.9 * v[k] - 0.1 * g[k]
+            w[k] = w[k] + v[k]
+        assert_tree_close(p, w)
+    # the velocity never holds the decay: the same run without it differs by the decay only
+    plain, _ = steps(build_optimizer("sgd", SGDArgs(learning_rate=0.1, momentum=0.9)), [G1])
+    decayed, _ = steps(opt, [G1])
+    assert_tree_close(decayed[0], tmap(lambda u, x: u - 0.1 * 0.05 * x, plain[0],
+                                       {k: np.asarray(x) for k, x in params().items()}))
+
+
+@pytest.mark.parametrize(("key", "value"), [("use_ema", True),
+                                            ("gradient_accumulation_steps", 4),
+                                            ("loss_scale_factor", 128.0)])
+def test_keras_options_nntrain_lacks_are_refused_by_name(key, value):
+    with pytest.raises(ValidationError) as info:
+        AdamArgs(**{key: value})
+    assert f"nntrain does not support Keras's {key}; leave it out" in str(info.value)
+    AdamArgs(**{key: False if key == "use_ema" else None})  # Keras's saved default
+
+
 def test_adam_first_step_is_minus_lr_times_sign():
     (u1,), _ = steps(build_optimizer("adam", AdamArgs(learning_rate=0.002)), [G1])
     assert_tree_close(u1, tmap(lambda g: -0.002 * np.sign(g), G1), rtol=1e-5)
@@ -225,6 +258,8 @@ def test_nadam_follows_keras_momentum_schedule():
     ("adam", AdamArgs(learning_rate=0.002)),
     ("adam", AdamArgs(learning_rate=0.002, amsgrad=True)),
     ("adamw", AdamWArgs(learning_rate=0.002, weight_decay=0.1)),
+    ("adamw", AdamWArgs(learning_rate=0.002, weight_decay=0.1, amsgrad=True)),
+    ("adam", AdamArgs(learning_rate=0.002, weight_decay=0.1)),  # Keras 3: any optimizer
 ])
 def test_adam_family_follows_keras_step_by_step(name, args):
     """Keras 3's Adam (keras/src/optimizers/adam.py) in NumPy: epsilon is added to sqrt(v)
@@ -244,8 +279,8 @@ def test_adam_family_follows_keras_step_by_step(name, args):
         p = optax.apply_updates(p, updates)
         alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         for k in expected:
-            if name == "adamw":
-                expected[k] = expected[k] - expected[k] * 0.1 * lr
+            if args.weight_decay:  # Keras's _apply_weight_decay, before the step
+                expected[k] = expected[k] - expected[k] * args.weight_decay * lr
             m[k] = m[k] + (g[k] - m[k]) * (1 - b1)
             v[k] = v[k] + (g[k] ** 2 - v[k]) * (1 - b2)
             v_max[k] = np.maximum(v_max[k], v[k])

@@ -170,8 +170,12 @@ class AUCArgs(MetricArgs):
 # `count`). In `learning_rate_scheduler`, the same schedules take the epoch (from 0) instead.
 
 
+class ScheduleArgs(Args):
+    name: str | None = keras_only(None)  # Keras's saved schedules name themselves
+
+
 @SCHEDULES.register("constant")
-class ConstantArgs(Args):
+class ConstantArgs(ScheduleArgs):
     """The same rate at every step; in an optimizer, the same as writing the number."""
 
     positional = "value"
@@ -179,7 +183,7 @@ class ConstantArgs(Args):
 
 
 @SCHEDULES.register("exponential_decay", "ExponentialDecay")
-class ExponentialDecayArgs(Args):
+class ExponentialDecayArgs(ScheduleArgs):
     """Keras's ExponentialDecay: `initial_learning_rate * decay_rate ** (step / decay_steps)`,
     the exponent floored with `staircase`."""
 
@@ -190,7 +194,7 @@ class ExponentialDecayArgs(Args):
 
 
 @SCHEDULES.register("piecewise_constant", "piecewise_constant_decay", "PiecewiseConstantDecay")
-class PiecewiseConstantArgs(Args):
+class PiecewiseConstantArgs(ScheduleArgs):
     """Keras's PiecewiseConstantDecay: `values[0]` while step <= boundaries[0], `values[i]`
     while boundaries[i-1] < step <= boundaries[i], `values[-1]` after the last boundary."""
 
@@ -209,7 +213,7 @@ class PiecewiseConstantArgs(Args):
 
 
 @SCHEDULES.register("cosine_decay", "CosineDecay")
-class CosineDecayArgs(Args):
+class CosineDecayArgs(ScheduleArgs):
     """Keras's CosineDecay: from `initial_learning_rate` down to `alpha` times it over
     `decay_steps`; with `warmup_target`, first a linear warmup to it over `warmup_steps`."""
 
@@ -229,7 +233,7 @@ class CosineDecayArgs(Args):
 
 
 @SCHEDULES.register("warmup_cosine_decay")
-class WarmupCosineDecayArgs(Args):
+class WarmupCosineDecayArgs(ScheduleArgs):
     """optax's warmup_cosine_decay_schedule: linear from `init_value` to `peak_value` over
     `warmup_steps`, then cosine down to `end_value`; `decay_steps` counts the warmup too."""
 
@@ -249,7 +253,7 @@ class WarmupCosineDecayArgs(Args):
 
 
 @SCHEDULES.register("one_cycle", "cosine_onecycle")
-class OneCycleArgs(Args):
+class OneCycleArgs(ScheduleArgs):
     """optax's cosine_onecycle_schedule (Smith's 1cycle): from `peak_value / div_factor` up to
     `peak_value` over the first `pct_start` of `transition_steps` (the cycle's total steps),
     then down to `peak_value / (div_factor * final_div_factor)`."""
@@ -286,12 +290,15 @@ def schedule_type(scalar_tag: str, scalar: Any) -> Any:
     def expand(value: Any) -> Any:
         if not isinstance(value, dict):
             return value
+        if SCHEDULES.is_serialized(value):  # serialize_keras_object's own form
+            value = {SCHEDULES.spelled(value["class_name"]): value.get("config") or {}}
         if len(value) != 1:
             raise ValueError(
                 f"a schedule is one name mapped to its arguments, e.g. {{exponential_decay: "
                 f"{{initial_learning_rate: 0.01, decay_steps: 1000, decay_rate: 0.9}}}}; found "
                 f"{len(value)} keys ({', '.join(map(str, value))})")
         (name, args), = value.items()
+        name = SCHEDULES.spelled(name)
         if not isinstance(name, str) or name not in SCHEDULES.names:
             close = difflib.get_close_matches(str(name), SCHEDULES.names, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else \
@@ -338,14 +345,25 @@ class OptimizerArgs(Args):
     clipnorm: PositiveFloat | None = None
     clipvalue: PositiveFloat | None = None
     global_clipnorm: PositiveFloat | None = None
+    # Keras 3's decoupled decay, on every optimizer: each weight -= lr * weight_decay * weight
+    weight_decay: NonNegativeFloat | None = None
     # what Keras's saved optimizer configs hold besides: accepted at its defaults
     name: str | None = keras_only(None)
-    weight_decay: None = keras_only(None)  # adamw's own
-    use_ema: Literal[False] = keras_only(False)
+    use_ema: bool = keras_only(False)
     ema_momentum: float = keras_only(0.99)
-    ema_overwrite_frequency: None = keras_only(None)
-    loss_scale_factor: None = keras_only(None)
-    gradient_accumulation_steps: None = keras_only(None)
+    ema_overwrite_frequency: PositiveInt | None = keras_only(None)
+    loss_scale_factor: float | None = keras_only(None)
+    gradient_accumulation_steps: PositiveInt | None = keras_only(None)
+
+    @field_validator("use_ema", "ema_overwrite_frequency", "loss_scale_factor",
+                     "gradient_accumulation_steps")
+    @classmethod
+    def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
+        if value not in (None, False):
+            raise ValueError(f"nntrain does not support Keras's {info.field_name}; leave it "
+                             f"out (Keras's default, {'false' if value is True else 'null'}, "
+                             "is accepted)")
+        return value
 
     @model_validator(mode="after")
     def _one_clipping(self, info: ValidationInfo) -> OptimizerArgs:
@@ -379,6 +397,7 @@ class AdamArgs(AdamFamilyArgs):
 @OPTIMIZERS.register("adamw", "AdamW")
 class AdamWArgs(AdamFamilyArgs):
     weight_decay: NonNegativeFloat = 0.004
+    amsgrad: bool = False
 
 
 @OPTIMIZERS.register("nadam")
