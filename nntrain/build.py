@@ -99,6 +99,9 @@ def prepare(loaded: LoadedConfig) -> Setup:
     if isinstance(config.data.sample_weight, dict):
         _check_names(loaded, ("data", "sample_weight"), config.data.sample_weight, outputs,
                      issues)
+    _check_names(loaded, ("data", "outputs"), config.data.outputs or {}, outputs, issues)
+    _check_names(loaded, ("data", "inputs"), config.data.inputs or {}, list(graph.inputs),
+                 issues, "input")
     if config.data.one_hot and not loaded.saved and not any(LOSSES.canonical(entry_name(e)) ==
                                        "categorical_crossentropy" for e in loss_entries.values()):
         issues.append(loaded.issue(("data", "one_hot"), "one_hot makes one-hot targets for "
@@ -116,6 +119,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
             for err in (e.errors if isinstance(e, ShapeErrors) else [e])]) from None
 
     _check_from_logits(loaded, model, loss_entries)
+    _check_single_unit_softmax(loaded, graph, model)
     losses = {}
     for out in outputs:
         entry = loss_entries[out]
@@ -129,6 +133,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
         outputs=dict(model.output_shapes),
         sparse_outputs=frozenset(o for o, loss in losses.items() if loss.sparse_labels),
         one_hot_outputs=_one_hot_outputs(loss_entries),
+        losses={o: loss.name for o, loss in losses.items()},
         metrics={out: tuple((section, entry_name(e)) for section, entries in (
             ("metrics", metric_entries), ("weighted_metrics", weighted_entries))
             for e in entries.get(out, [])) for out in outputs},
@@ -235,6 +240,22 @@ def _check_from_logits(loaded: LoadedConfig, model: Model, loss_entries: dict) -
         raise ConfigError(issues)
 
 
+def _check_single_unit_softmax(loaded: LoadedConfig, graph: Graph, model: Model) -> None:
+    """A softmax over one unit is 1 whatever its input: such an output learns nothing (the
+    classic slip for a yes/no output, which wants a sigmoid)."""
+    if loaded.saved:
+        return
+    issues = [loaded.issue(
+        ("model", "layers", graph.node(out).index),
+        f"output '{out}' is a softmax over one unit, which is always 1, so it can learn "
+        "nothing: for a yes/no output use activation: sigmoid (with binary_crossentropy); for "
+        "classes give units the number of classes")
+        for out in graph.outputs if model.output_activation(out) == "softmax"
+        and model.output_shapes[out][-1:] == (1,)]
+    if issues:
+        raise ConfigError(issues)
+
+
 def _one_hot_outputs(loss_entries: dict) -> frozenset[str]:
     """The outputs data.one_hot converts: those trained with categorical_crossentropy; where
     none is (a run an older nntrain trained, which converted every output), all of them."""
@@ -292,11 +313,11 @@ def _keras_names(plain: list[Metric], weighted: list[Metric]) -> list[Metric]:
                                            else f"weighted_{m.name}")) for m in weighted]
 
 
-def _check_names(loaded, path, mapping, outputs, issues) -> None:
+def _check_names(loaded, path, mapping, outputs, issues, what: str = "output") -> None:
     for key in mapping:
         if key not in outputs:
             issues.append(loaded.issue(
-                (*path, key), f"'{key}' is not an output of the model (outputs: "
+                (*path, key), f"'{key}' is not an {what} of the model ({what}s: "
                 f"{', '.join(outputs)})", closest(key, outputs)))
 
 

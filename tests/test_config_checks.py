@@ -57,6 +57,25 @@ REFUSED = {
             {"dense": {"units": 2, "name": "b", "inputs": "input"}}], "outputs": ["val", "b"]},
             compile__loss={"val": "mse", "b": "mse"}),
         "output 'val': its figures (val_loss) would be taken for validation figures"),
+    "a softmax over one unit": (
+        _with(model__layers=[{"dense": {"units": 1, "activation": "softmax"}}],
+              compile__loss="binary_crossentropy"),
+        "model.layers[0]: output 'dense' is a softmax over one unit, which is always 1, so it "
+        "can learn nothing: for a yes/no output use activation: sigmoid"),
+    "a data.outputs key that is no output": (
+        _with(model={**TWO_OUTPUTS, "outputs": ["a", "b"]}, compile__loss="mse",
+              data={"dataset": "california_housing", "targets": "median_house_value",
+                    "outputs": {"a": "median_house_value", "B": "median_income"}}),
+        "data.outputs.B: 'B' is not an output of the model (outputs: a, b); did you mean "
+        "'b'?"),
+    "a data.inputs key that is no input": (
+        _with(model={"inputs": {"wide": {"shape": [2]}, "deep": {"shape": [2]}},
+                     "layers": [{"concatenate": {"inputs": ["wide", "deep"]}}, {"dense": 1}]},
+              compile__loss="mse",
+              data={"dataset": "california_housing",
+                    "inputs": {"wide": "0:2", "Deep": "2:4"}}),
+        "data.inputs.Deep: 'Deep' is not an input of the model (inputs: deep, wide); did you "
+        "mean 'deep'?"),
     "table keys for arrays": (
         _with(data={"dataset": "synthetic", "features": "0:3"}),
         "data: features: for tables only (.csv files, the california_housing, iris, xor "

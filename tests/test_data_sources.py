@@ -1011,3 +1011,77 @@ compile:
   loss: categorical_crossentropy
 """)
     np.testing.assert_array_equal(ds.train.y["dense"], np.eye(2)[[[0, 1, 1], [1, 0, 0]]])
+
+
+# -- what users get wrong in their own tables and targets -------------------------------------
+def test_a_held_out_csv_lacking_a_filled_column_is_a_data_error(tmp_path: Path):
+    """With data.missing: mean the fill came before the check that every split has the
+    column, and a validation file without it raised a KeyError."""
+    write_csv(tmp_path / "t.csv", ["a", "b", "y"], [[1, None, 0], [2, 5, 1], [3, 6, 2]] * 4)
+    write_csv(tmp_path / "v.csv", ["a", "y"], [[1, 0], [2, 1]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n"
+                                   "validation: {path: v.csv}\n", classifier(2))
+    assert "v.csv: column 'b' is missing" in message
+
+
+def test_missing_value_markers_and_empty_text_cells_are_missing_values(tmp_path: Path):
+    rows = [[1, "NA", "red", "cat"], [2, "4", "", "dog"], [3, "null", "blue", ""],
+            [4, "N/A", "red", "dog"], [5, "7", "blue", "cat"]]
+    write_csv(tmp_path / "t.csv", ["a", "b", "color", "y"], rows)
+    data = "train: t.csv\ntargets: y\ncategorical: [color]\n"
+    message = data_error(tmp_path, data, classifier(4, 2))
+    assert "missing values in b (3 rows), color (1 row), y (1 row)" in message
+    ds, _ = load(tmp_path, data + "missing: drop\n", classifier(4, 2))
+    np.testing.assert_array_equal(x_of(ds.train)[:, 0], [5])  # the only complete row
+    # mean fills numbers; a missing category is none of them; a missing label is refused
+    message = data_error(tmp_path, data + "missing: mean\n", classifier(4, 2))
+    assert "missing target values in y" in message
+    write_csv(tmp_path / "t.csv", ["a", "b", "color", "y"], [r[:3] + ["cat"] for r in rows])
+    ds, _ = load(tmp_path, data + "missing: mean\n", classifier(4, 2))
+    np.testing.assert_allclose(x_of(ds.train)[:, 1], [5.5, 4, 5.5, 5.5, 7])
+    np.testing.assert_array_equal(x_of(ds.train)[1, 2:], [0, 0])  # color=blue, color=red
+
+
+def test_a_category_the_training_data_lacks_is_a_data_error(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "city", "y"], [[1, "Lyon", 0], [2, "Nice", 1]] * 3)
+    write_csv(tmp_path / "test.csv", ["a", "city", "y"], [[1, "Lille", 0], [2, "Nice", 1]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\ncategorical: [city]\n"
+                                   "test: {path: test.csv}\n", classifier(3, 2))
+    assert "test.csv: column 'city' has categories the training data lacks: Lille" in message
+
+
+def test_text_labels_for_a_regression_output_are_refused(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "grade"], [[1, "cheap"], [2, "lux"], [3, "mid"]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: grade\n", regressor(1))
+    assert "column 'grade' holds text labels (cheap, lux, mid), and output 'dense' is " \
+        "trained with mean_squared_error" in message
+    # two text labels are classes 0 and 1 for a sigmoid unit
+    write_csv(tmp_path / "t.csv", ["a", "ok"], [[1, "no"], [2, "yes"], [3, "no"]])
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: ok\n",
+                 classifier(1, 1, "binary_crossentropy").replace("softmax", "sigmoid"))
+    np.testing.assert_array_equal(y_of(ds.train), [[0], [1], [0]])
+
+
+@pytest.mark.parametrize(("y", "ok"), [([0, 1, 1, 0], True), ([0.25, 1, 0.5, 0], True),
+                                       ([0, 1, 2, 1], False), ([0, 255, 128, 3], False)])
+def test_binary_crossentropy_takes_targets_in_0_to_1(tmp_path: Path, y: list, ok: bool):
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 2), np.float32), y=np.array(y))
+    model = classifier(2, 1, "binary_crossentropy").replace("softmax", "sigmoid")
+    if ok:
+        load(tmp_path, "train: d.npz\n", model)
+        return
+    message = data_error(tmp_path, "train: d.npz\n", model)
+    assert f"range over 0..{max(y)}, and binary_crossentropy takes targets in 0..1" in message
+
+
+@pytest.mark.parametrize(("model", "y_shape", "hint"), [
+    # class indices on a 3-unit output trained with mse: the classifier's loss, not one_hot
+    (regressor(2, 3), (6,), "class indices need sparse_categorical_crossentropy"),
+    (classifier(2, 3, "categorical_crossentropy"), (6,), "set data.one_hot: true"),
+    # a label per step for an output of one prediction per sequence
+    (classifier(2, 3), (6, 4), "return_sequences: true on the recurrent layer before it"),
+])
+def test_shape_hints_name_the_fix(tmp_path: Path, model: str, y_shape: tuple, hint: str):
+    np.savez(tmp_path / "d.npz", x=np.ones((6, 2), np.float32),
+             y=np.zeros(y_shape, np.int32))
+    assert hint in data_error(tmp_path, "train: d.npz\n", model)

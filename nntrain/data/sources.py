@@ -14,6 +14,7 @@ from nntrain.data.arrays import ArraySet, aligned_empty, native_byte_order, read
 from nntrain.data.tabular import (
     Table,
     category_values,
+    missing,
     missing_counts,
     one_hot_columns,
     read_csv,
@@ -49,6 +50,7 @@ class ModelIO:
     sparse_outputs: frozenset[str] = frozenset()  # outputs whose targets are class indices
     # outputs trained with categorical_crossentropy: the ones data.one_hot converts
     one_hot_outputs: frozenset[str] = frozenset()
+    losses: dict[str, str] = field(default_factory=dict)  # by output: the loss's name
     # by output: (compile section, metric name as written)
     metrics: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     # by input: (embedding layer, its input_dim) for embeddings the input feeds directly
@@ -408,6 +410,19 @@ class _TablePlan:
         # text target columns (cat/dog) become class indices in sorted order
         self.label_levels = {c: sorted(set(table.text[c].tolist()) - {""})
                              for c in self._all_targets() if c in table.text}
+        for out in io.outputs:
+            texts = [c for c in self.targets_of(out) if c in self.label_levels]
+            loss = io.losses.get(out)
+            if texts and loss and out not in io.sparse_outputs and loss not in (
+                    "categorical_crossentropy", "binary_crossentropy"):
+                levels = self.label_levels[texts[0]]
+                shown = ", ".join(levels[:3]) + (", ..." if len(levels) > 3 else "")
+                raise DataError(
+                    f"{table.source}: column '{texts[0]}' holds text labels ({shown}), and "
+                    f"output '{out}' "
+                    f"is trained with {loss}, a loss of values, not classes",
+                    f"give '{out}' a numeric target column, or make it a classifier: "
+                    "sparse_categorical_crossentropy on a softmax with a unit per class")
 
     def targets_of(self, output: str) -> list[str]:
         spec = (self.config.outputs or {}).get(output)
@@ -419,17 +434,22 @@ class _TablePlan:
         columns = dict(table.numeric)
         for name, levels in self.categories.items():
             values = category_values(table, name)
+            unknown = sorted(set(values.tolist()) - set(levels) - {""}, key=str)
+            if unknown:  # the model has no input for them
+                raise DataError(f"{table.source}: column '{name}' has categories the training "
+                                f"data lacks: {', '.join(map(str, unknown[:5]))}",
+                                "map them to categories the training data has, or drop those "
+                                "rows")
             for level in levels:
                 columns[f"{name}={level}"] = (values == level).astype(np.float32)
         return columns
 
     def handle_missing_rows(self, table: Table) -> Table:
-        needed = [c for c in self.used + self._all_targets() if c in table.numeric]
-        counts = missing_counts({c: table.numeric[c] for c in needed})
+        counts = missing_counts(table, self.used + self._all_targets())
         if not counts:
             return table
         policy = self.config.missing
-        listing = ", ".join(f"{c} ({n:,} rows)" for c, n in counts.items())
+        listing = ", ".join(f"{c} ({n:,} row{'' if n == 1 else 's'})" for c, n in counts.items())
         if policy == "error":
             raise DataError(f"{table.source}: missing values in {listing}",
                             "set data.missing to drop (remove those rows) or mean (fill with "
@@ -437,13 +457,15 @@ class _TablePlan:
         if policy == "drop":
             bad = np.zeros(len(table), bool)
             for c in counts:
-                bad |= np.isnan(table.numeric[c])
+                bad |= missing(table, c)
             return table.take(np.flatnonzero(~bad))
         target_gaps = [c for c in counts if c in self._all_targets()]
         if target_gaps:
             raise DataError(f"{table.source}: missing target values in {', '.join(target_gaps)}",
                             "set data.missing to drop")
-        return table  # "mean": filled per split from the training split's means
+        # "mean": numbers filled per split from the training split's means; a missing
+        # category is none of the categories (zeros in its one-hot columns)
+        return table
 
     def _all_targets(self) -> list[str]:
         return sorted({t for out in self.io.outputs for t in self.targets_of(out)})
@@ -466,7 +488,8 @@ class _TablePlan:
                                     f"data lacks: {', '.join(map(str, unknown[:5]))}")
                 columns[name] = np.array([index[v] for v in table.text[name]], np.float32)
         for name, value in fill.items():
-            columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
+            if name in columns:  # a split that lacks the column is reported below
+                columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
 
         def column(name: str) -> np.ndarray:
             if name not in columns:
@@ -507,6 +530,15 @@ class _TablePlan:
             own = {out: weights(name) for out, name in setting.items()}
             return ArraySet(x, y, None, {out: w for out, w in own.items() if w is not None})
         return ArraySet(x, y, weights(setting) if setting else None)
+
+
+def _labels_hint(name: str, io: ModelIO) -> str:
+    """What to change when class indices meet an output of class scores."""
+    if io.losses.get(name) == "categorical_crossentropy":
+        return "for class indices with categorical_crossentropy set data.one_hot: true, or " \
+            "use sparse_categorical_crossentropy"
+    return "class indices need sparse_categorical_crossentropy on a softmax output (for a " \
+        "yes/no target: one sigmoid unit with binary_crossentropy)"
 
 
 def _blocks(array: np.ndarray, rows: int = 1 << 16):
@@ -591,10 +623,15 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
         if name in io.sparse_outputs:
             classes = shape[-1]
             if int(np.prod(y.shape[1:])) != int(np.prod(shape[:-1])):
+                one_hot = tuple(y.shape[1:]) == (*shape[:-1], classes)
+                per_step = y.ndim > 1 and int(np.prod(shape[:-1])) == 1
                 raise DataError(
                     f"{what}: targets of '{name}' have shape {tuple(y.shape[1:])} per example; "
                     f"the loss takes class indices, {int(np.prod(shape[:-1]))} per example",
-                    "for one-hot targets use categorical_crossentropy (and no data.one_hot)")
+                    "for one-hot targets use categorical_crossentropy (and no data.one_hot)"
+                    if one_hot else "a label per step needs an output per step: "
+                    "return_sequences: true on the recurrent layer before it" if per_step
+                    else "give one class index per prediction of the output")
             if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
                 raise DataError(f"{what}: targets of '{name}' must be class indices (integers)")
             low, high = (y.min(), y.max()) if y.size else (0, 0)
@@ -608,16 +645,30 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                        "loss leaves them out" if per_step else ""),
                 )
         else:
-            if y.dtype.kind == "f" and not np.isfinite(y).all():
+            if y.dtype.kind == "f" and not _all_finite(y):
                 raise DataError(f"{what}: targets of '{name}' contain NaN or infinite values")
             if int(np.prod(y.shape[1:])) != int(np.prod(shape)):
-                labels = int(np.prod(y.shape[1:])) == 1 and shape[-1:] != (1,)
+                # one class index per prediction, where the output gives class scores
+                labels = shape[-1] > 1 and tuple(y.shape[1:]) in (shape[:-1], (*shape[:-1], 1))
+                per_step = len(shape) > 1 and int(np.prod(y.shape[1:])) == shape[-1]
                 raise DataError(
                     f"{what}: targets of '{name}' have shape {tuple(y.shape[1:])} per example, "
                     f"the output has {shape}",
-                    "for class indices with categorical_crossentropy set data.one_hot: true, "
-                    "or use sparse_categorical_crossentropy" if labels else
+                    _labels_hint(name, io) if labels else
+                    "the output gives a value per step; for one per sequence set "
+                    "return_sequences: false on the last recurrent layer" if per_step else
                     "give targets of the output's shape, or change the last layer's units")
+            if io.losses.get(name) == "binary_crossentropy" and y.size:
+                low = min(float(b.min()) for b in _blocks(y))
+                high = max(float(b.max()) for b in _blocks(y))
+                if low < 0 or high > 1:
+                    raise DataError(
+                        f"{what}: targets of '{name}' range over {low:g}..{high:g}, and "
+                        "binary_crossentropy takes targets in 0..1 (class 0 or 1, or a "
+                        "probability)",
+                        "scale the targets to 0..1 (uint8 pixels: save them divided by 255), "
+                        "or train class indices with sparse_categorical_crossentropy, values "
+                        "with mse")
         for section, metric in io.metrics.get(name, ()):
             problem = target_problem(metric, tuple(y.shape[1:]), tuple(shape))
             if problem is not None:

@@ -41,9 +41,15 @@ class Table:
                         "list it under data.categorical to one-hot encode it")
 
 
+# cells read as a missing value, as pandas reads them by default
+MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null",
+                     "None", "#N/A", "<NA>"})
+
+
 def read_csv(path: Path) -> Table:
-    """Read a CSV with a header row (Python's csv module); numbers become float32 columns,
-    empty cells NaN; columns that are not numbers stay text."""
+    """Read a CSV with a header row (Python's csv module); numbers become float32 columns;
+    columns that are not numbers stay text. Empty cells and markers such as `NA` are missing
+    values: NaN in a number column, '' in a text column."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
@@ -66,7 +72,7 @@ def read_csv(path: Path) -> Table:
                         "value: see data.missing); quote values that contain commas")
     numeric, text = {}, {}
     for j, name in enumerate(header):
-        cells = [row[j].strip() for row in body]
+        cells = ["" if row[j].strip() in MISSING else row[j].strip() for row in body]
         try:
             numeric[name] = np.array([float(c) if c else math.nan for c in cells], np.float32)
         except ValueError:
@@ -130,6 +136,14 @@ def _level_order(level: str) -> tuple[int, float, str]:
         return (1, 0.0, level)
 
 
-def missing_counts(columns: dict[str, np.ndarray]) -> dict[str, int]:
-    return {name: int(np.isnan(v).sum()) for name, v in columns.items()
-            if v.dtype.kind == "f" and np.isnan(v).any()}
+def missing(table: Table, name: str) -> np.ndarray:
+    """Which rows lack a value in the column: NaN numbers, empty text."""
+    if name in table.numeric:
+        return np.isnan(table.numeric[name])
+    return table.text[name] == ""
+
+
+def missing_counts(table: Table, names: list[str]) -> dict[str, int]:
+    counts = {name: int(missing(table, name).sum()) for name in names
+              if name in table.numeric or name in table.text}
+    return {name: n for name, n in counts.items() if n}
