@@ -373,16 +373,16 @@ def test_a_loss_over_masked_steps_is_keras_s(tmp_path):
     ids, rows = jnp.asarray(IDS[:, :5]), jnp.ones(3)
     for weights, expected in [([1.0, 1.0, 1.0], 1.1078482), ([1.0, 2.0, 0.5], 1.2911042)]:
         loss, (sums, _) = programs._batch(
-            params, state, {"ids": ids}, {"tags": jnp.asarray(TAGS)}, jnp.asarray(weights),
-            jnp.asarray(3), training=False, rng=None, mask=rows)
+            params, state, {"ids": ids}, {"tags": jnp.asarray(TAGS)},
+            {"tags": jnp.asarray(weights)}, jnp.asarray(3), training=False, rng=None, mask=rows)
         assert float(loss) == pytest.approx(expected, abs=1e-6)
         np.testing.assert_allclose(np.asarray(sums)[-2:], [3, 9])  # 3 of the 9 real steps
     # a padded row of the last batch counts for nothing
     padded = programs._batch(params, state, {"ids": ids}, {"tags": jnp.asarray(TAGS)},
-                             jnp.asarray([1.0, 1.0, 0.0]), jnp.asarray(2), training=False,
-                             rng=None, mask=jnp.asarray([1.0, 1.0, 0.0]))
+                             {"tags": jnp.asarray([1.0, 1.0, 0.0])}, jnp.asarray(2),
+                             training=False, rng=None, mask=jnp.asarray([1.0, 1.0, 0.0]))
     alone = programs._batch(params, state, {"ids": ids[:2]}, {"tags": jnp.asarray(TAGS[:2])},
-                            jnp.ones(2), jnp.asarray(2), training=False, rng=None,
+                            {"tags": jnp.ones(2)}, jnp.asarray(2), training=False, rng=None,
                             mask=jnp.ones(2))
     assert float(padded[0]) == pytest.approx(float(alone[0]), abs=1e-6)
 
