@@ -636,7 +636,9 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
 
     if not (math.isfinite(min_lr) and min_lr > 0):
         raise UserError(f"--min-lr {min_lr}: give a positive learning rate", "e.g. --min-lr 1e-5")
-    if not (math.isfinite(max_lr) and max_lr > min_lr):
+    if not math.isfinite(max_lr):
+        raise UserError(f"--max-lr {max_lr}: give a finite learning rate", "e.g. --max-lr 10")
+    if not max_lr > min_lr:
         raise UserError(f"--max-lr {max_lr} must be greater than --min-lr {min_lr}",
                         "e.g. --min-lr 1e-5 --max-lr 10")
     if steps < 10:
@@ -651,11 +653,18 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                   f"({steps} steps of {loaded.config.fit.batch_size}, learning rate "
                   f"{min_lr:.3g} to {max_lr:.3g}, growing every step)", soft_wrap=True)
     start = time.perf_counter()
-    result = finder.run_range_test(setup, dataset, min_lr=min_lr, max_lr=max_lr, steps=steps)
-    seconds = time.perf_counter() - start
-    finder.write_csv(run.path / "lr_find.csv", result)
-    finder.plot(run.path / "lr_find.png", result, title=f"{loaded.config.name}: learning rate "
-                "finder")
+    try:
+        result = finder.run_range_test(setup, dataset, min_lr=min_lr, max_lr=max_lr,
+                                       steps=steps)
+        seconds = time.perf_counter() - start
+        finder.write_csv(run.path / "lr_find.csv", result)
+        finder.plot(run.path / "lr_find.png", result, title=f"{loaded.config.name}: learning "
+                    "rate finder")
+    except BaseException:  # Ctrl-C, a full disk: no half-made folder (the test is short)
+        shutil.rmtree(run.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run.path.parent.rmdir()  # runs/<name>-lr-find/, when this was its only test
+        raise
     best = result.best_index
     atomic_write_json(run.path / "lr_find.json", {
         "name": loaded.config.name, "config_source": str(loaded.source), "start": now_text(),

@@ -164,14 +164,15 @@ class Run:
         return data if isinstance(data, dict) and type_problem(name, data) is None else None
 
     def try_read_config(self) -> dict[str, Any] | None:
-        """config.yaml as plain data: {} when missing, None when damaged."""
-        import yaml
+        """config.yaml as plain data: {} when missing, None when damaged (with the guards a
+        CONFIG gets: too deep or too big, an alias bomb, is damaged too)."""
+        from nntrain.config.loader import read_yaml
 
-        try:
-            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        if not self.config_path.is_file():
             return {}
-        except (OSError, ValueError, yaml.YAMLError):
+        try:
+            data, _ = read_yaml(self.config_path)
+        except UserError:
             return None
         return data if isinstance(data, dict) else None
 

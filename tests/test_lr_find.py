@@ -96,6 +96,7 @@ def test_a_schedule_in_the_config_is_replaced_by_the_ramp(tmp_path: Path):
     (("--min-lr", "0"), "positive"),
     (("--min-lr", "-1"), "positive"),
     (("--steps", "3"), "at least 10"),
+    (("--max-lr", "inf"), "--max-lr inf: give a finite learning rate"),
 ])
 def test_bad_arguments_exit_2_without_touching_the_disk(tmp_path: Path, args, message):
     result = nntrain("lr-find", str(TINY), *args, cwd=tmp_path)
@@ -145,3 +146,15 @@ def test_a_loss_that_does_not_fall_gets_no_suggestion(tmp_path: Path):
     assert out.output.count("hardly fell") == 1
     (found,) = (tmp_path / "runs" / "xor-lr-find").iterdir()  # the curve, to look at
     assert json.loads((found / "lr_find.json").read_text())["suggestion"] is None
+
+
+def test_an_interrupted_test_leaves_no_half_made_folder(tmp_path: Path, monkeypatch):
+    from nntrain import lr_find
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lr_find, "run_range_test", interrupted)
+    result = nntrain("lr-find", str(TINY), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 130, result.output
+    assert not (tmp_path / "runs" / "tiny_mlp-lr-find").exists()

@@ -453,3 +453,24 @@ def test_test_columns_do_not_depend_on_the_order_of_the_figures(work: Path):
     finally:
         shutil.rmtree(other.parent)
     assert "test accuracy" in out and "loss 0." not in out
+
+
+@pytest.mark.parametrize("config", [
+    "name: x\na: " + "[" * 20000 + "]" * 20000,  # deeper than the YAML parser's recursion
+    "name: x\n" + "\n".join(  # a billion laughs: nine levels of ten aliases
+        [f"a: &a [{', '.join(['x'] * 10)}]"]
+        + [f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]"
+           for a, b in zip("abcdefgh", "bcdefghi", strict=True)]),
+], ids=["deep", "alias_bomb"])
+def test_a_hostile_config_in_a_run_leaves_the_listing_usable(work: Path, tmp_path: Path,
+                                                             config: str):
+    runs = tmp_path / "runs"
+    shutil.copytree(work / "runs" / "tiny_mlp", runs / "tiny_mlp")
+    (first,) = (runs / "tiny_mlp").iterdir()
+    hostile = clone(first, "tiny_mlp", "20200101-100000")
+    (hostile / "config.yaml").write_text(config)
+    for args in (["runs"], ["runs", "tiny_mlp"], ["runs", "show", str(hostile)],
+                 ["runs", "compare", str(first), str(hostile)]):
+        result = nntrain(*args, "--runs-dir", str(runs), cwd=tmp_path)
+        assert result.exit_code == 0, (args, result.output)
+        assert "Traceback" not in result.output

@@ -61,6 +61,9 @@ def resolve_mode(monitor: str, mode: str) -> str:
 
 
 RESERVED_CHECKPOINTS = ("best", "last", "last.prev")  # nntrain's own, in checkpoints/
+# the longest file or folder name a config may ask for: 255 bytes on most file systems, less
+# room for the suffixes of files being written
+NAME_BYTES = 200
 
 
 def checkpoint_fields(filepath: str) -> list[str]:
@@ -102,6 +105,10 @@ def _checkpoint_filepath(value: str) -> str:
         if not is_checkpoint_name(other):  # `{epoch:c}` makes '/' of epoch 47
             raise ValueError(f"it makes {other!r} at epoch {epoch}, which is not a plain "
                              "folder name: format {epoch} as a number, e.g. {epoch:03d}")
+        if len(other.encode()) > NAME_BYTES:
+            raise ValueError(f"it makes a name of {len(other.encode())} bytes at epoch {epoch}, "
+                             f"more than a file system takes ({NAME_BYTES} here, leaving room "
+                             "for the suffix of a folder being written): shorten it")
     return value
 
 
@@ -182,6 +189,10 @@ def _relative_to_run(value: str, what: str, example: str) -> str:
         raise ValueError(f"expected a {what} name inside the run directory (e.g. {example})")
     if path.parts[0] in RUN_FILES:
         raise ValueError(f"{path.parts[0]} is the run's own; choose another name")
+    long = next((part for part in path.parts if len(part.encode()) > NAME_BYTES), None)
+    if long is not None:
+        raise ValueError(f"'{long[:20]}...' is {len(long.encode())} bytes long, more than a "
+                         f"file system takes in one name ({NAME_BYTES} here): shorten it")
     return value
 
 

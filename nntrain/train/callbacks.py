@@ -80,11 +80,23 @@ class Callback:
     def on_epoch_end(self, epoch: int, logs: dict[str, float], trainer: Trainer) -> None: ...
     def on_train_end(self, trainer: Trainer) -> None: ...
 
+    numeric_state = False  # nntrain's own: every state value is a number or None
+
     def state(self) -> dict[str, Any]:
         return {}
 
     def load_state(self, state: dict[str, Any]) -> None:
         pass
+
+    def check_state(self) -> None:
+        """Raises ValueError for a loaded state this callback cannot have had (a record
+        changed by hand)."""
+        if not self.numeric_state:
+            return
+        for key, value in self.state().items():
+            if value is not None and (isinstance(value, bool) or
+                                      not isinstance(value, int | float)):
+                raise ValueError(f"{key} is {value!r}, not a number")
 
 
 class Monitor:
@@ -111,6 +123,8 @@ class Monitor:
 
 
 class EarlyStopping(Callback):
+    numeric_state = True
+
     def __init__(self, args: EarlyStoppingArgs) -> None:
         self.args = args
         self.tracker = Monitor(args.monitor, args.mode, args.min_delta)
@@ -160,6 +174,8 @@ class ModelCheckpoint(Callback):
     `save_best_only`, also keeps each epoch's weights under `filepath`. A further
     model_checkpoint writes under its `filepath` only: each epoch, or with `save_best_only`
     when its own figure improves, as Keras's does."""
+
+    numeric_state = True
 
     def __init__(self, args: ModelCheckpointArgs, keeps_best: bool = True,
                  follows: EarlyStopping | None = None) -> None:
@@ -243,6 +259,8 @@ class ReduceLROnPlateau(Callback):
     """Keras's ReduceLROnPlateau, step for step: its `wait`, `cooldown_counter` and best value
     are its state, so `--resume` continues the count; the rate itself is in the optimizer's
     state, which the checkpoint keeps."""
+
+    numeric_state = True
 
     def __init__(self, args: ReduceLROnPlateauArgs) -> None:
         self.args = args
@@ -330,6 +348,8 @@ class CSVLogger(Callback):
     `epoch` from 0, written and flushed at each epoch's end. The file is relative to the run
     directory and stays inside it. Its state is how many lines the file had at the last
     checkpoint, so `--resume` drops rows of epochs it is about to redo."""
+
+    numeric_state = True
 
     def __init__(self, args: CSVLoggerArgs, run_dir: Path) -> None:
         self.args = args

@@ -71,6 +71,10 @@ def make_programs(setup: Setup, steps_per_epoch: int | None = None,
                     placement=placement)
 
 
+_REWRITTEN_HINT = ("the record was changed after it was written: restore it from a backup, "
+                   "or train the config anew")
+
+
 class Fitter:
     """Owns the train state while fitting; callbacks talk to it (Keras's `model`)."""
 
@@ -200,6 +204,7 @@ class Fitter:
                                highlight=False)
         arrays, meta = resumed.arrays, resumed.meta
         where = str(self.run.checkpoints / "last")
+        self._check_record(meta, arrays, where)
         for name in ("params", "state", "opt_state"):
             try:
                 restored = checkpoint.unflatten(self.carry[name], checkpoint.subtree(arrays, name),
@@ -223,7 +228,13 @@ class Fitter:
                 f"config has {len(self.callbacks)}",
                 "the checkpoint does not belong to this config: train the config anew")
         for callback, state in zip(self.callbacks, meta["callbacks"], strict=True):
-            callback.load_state(state)
+            try:
+                callback.load_state(state)
+                callback.check_state()
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise checkpoint.CheckpointError(
+                    f"{where}: the state of {type(callback).__name__} is damaged ({e})",
+                    _REWRITTEN_HINT) from None
         template = {"params": self.carry["params"], "state": self.carry["state"]}
         for i, stopper in enumerate(self._stoppers()):
             # `early_stopping_best`: a checkpoint from before each stopper had its own slot
@@ -249,6 +260,39 @@ class Fitter:
             # previous checkpoint) leaves them out of step with it: the checkpoint decides
             self._write_records()
         return int(meta["epoch"])
+
+    def _check_record(self, meta: dict, arrays: dict, where: str) -> None:
+        """What `--resume` reads of the checkpoint's record, checked for type and range: the
+        digests say the files are as written, not that what was written makes sense."""
+        def bad(what: str) -> checkpoint.CheckpointError:
+            return checkpoint.CheckpointError(f"{where}: damaged checkpoint record: {what}",
+                                              _REWRITTEN_HINT)
+
+        epoch = meta.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise bad(f"epoch {epoch!r} is not a count of epochs")
+        history = meta.get("history")
+        if not isinstance(history, list) or len(history) != epoch or not all(
+                isinstance(row, dict) and all(isinstance(v, int | float) and
+                                              not isinstance(v, bool) for v in row.values())
+                for row in history):
+            raise bad(f"its history is not {epoch} rows of figures")
+        if [row.get("epoch") for row in history] != list(range(1, epoch + 1)):
+            raise bad("its history's epochs are not 1, 2, ...")
+        if not isinstance(meta.get("callbacks"), list):
+            raise bad("no callback states")
+        if "step" not in arrays:
+            raise bad("no step count")
+        step = meta.get("step_in_epoch") or 0
+        if not isinstance(step, int) or not 0 <= step < self.steps_per_epoch:
+            raise bad(f"step_in_epoch {step!r} is not a step of an epoch of "
+                      f"{self.steps_per_epoch}")
+        if step:
+            sums = meta.get("partial_sums")
+            size = len(self.programs.layout.zeros())
+            if not isinstance(sums, list) or len(sums) != size or not all(
+                    isinstance(v, int | float) for v in sums):
+                raise bad(f"partial_sums is not {size} numbers")
 
     def request_stop(self, signum: int) -> None:
         """Stop after the chunk running now (Ctrl-C, SIGTERM): checkpoint, then return."""
