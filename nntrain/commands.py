@@ -29,7 +29,7 @@ from rich.table import Table
 
 import nntrain
 from nntrain.config.loader import LoadedConfig, load_config
-from nntrain.consoles import make_console
+from nntrain.consoles import make_console, shell
 from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
@@ -162,6 +162,13 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if resume is not None:
         run = resolve_run(resume, runs_dir)
         run.require_config()
+        from nntrain.runs_view import is_trial
+
+        if is_trial(run):  # its checkpoint also holds the search's reporting callback
+            raise UserError(f"{run.path} is a trial of the search in {run.path.parent}: the "
+                            "search trains it, not fit --resume",
+                            "run the search's `nntrain tune CONFIG` command again: an "
+                            "interrupted or killed trial is trained anew")
         info = run.info()
         reason = info.get("stop_reason") or ""
         if info.get("status") == "stopped" and reason.startswith(
@@ -290,7 +297,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                 _emit_end(run, status, result, None)
             console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
                           f"{result.stop_reason}.[/]" + (  # a tune trial: tune says what next
-                              f" Continue with: nntrain fit --resume {run.path}"
+                              f" Continue with: {shell('nntrain', 'fit', '--resume', run.path)}"
                               if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
         with _interrupt_on_signals(fitter):  # nothing left to checkpoint: stop at once
@@ -314,11 +321,11 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         if as_json:
             _emit_end(run, status, None, None)
         console.print(f"[yellow]Interrupted.[/] Continue from the last finished epoch with: "
-                      f"nntrain fit --resume {run.path}", soft_wrap=True)
+                      f"{shell('nntrain', 'fit', '--resume', run.path)}", soft_wrap=True)
         return 130
     except DiskFull as e:
-        raise DiskFull(e.message, f"{e.hint}; then continue with: nntrain fit --resume "
-                       f"{run.path}") from None
+        raise DiskFull(e.message, f"{e.hint}; then continue with: "
+                       f"{shell('nntrain', 'fit', '--resume', run.path)}") from None
     except UserError as e:
         from nntrain import checkpoint
 
@@ -329,8 +336,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             status = "removed"
             raise
         if isinstance(e, UserCodeError):
+            again = shell("nntrain", "fit", "--resume", run.path, "--trust-code")
             raise UserCodeError(e.message, f"{e.hint}, then continue from the last finished "
-                                f"epoch: nntrain fit --resume {run.path} --trust-code") from None
+                                f"epoch: {again}") from None
         raise
     finally:
         if status == "failed":  # the run records why (`runs show`, the JSON end event)
@@ -380,7 +388,7 @@ def _complete_without_test(run: Run, result, console: Console, as_json: bool, co
     if as_json:
         _emit_end(run, result.status, result, None)
     console.print(f"[yellow]{what}[/] training is complete, the test split was not evaluated. "
-                  f"Test figures: nntrain evaluate {run.path}", soft_wrap=True)
+                  f"Test figures: {shell('nntrain', 'evaluate', run.path)}", soft_wrap=True)
     return code
 
 
@@ -524,7 +532,8 @@ def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | No
     what = f"{config_path} differs" if config_path is not None else "--set changes the run"
     raise UserError(f"{what} from the config the run started with:\n{diff}",
                     "a resume may only change fit.epochs (--epochs N); train a changed config "
-                    f"as a new run, or continue as started: nntrain fit --resume {run.path}")
+                    "as a new run, or continue as started: "
+                    f"{shell('nntrain', 'fit', '--resume', run.path)}")
 
 
 def _without_epochs(loaded: LoadedConfig) -> dict[str, Any]:
@@ -729,10 +738,11 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
         if not e.message.startswith("damaged checkpoint"):
             raise
         other = "last" if checkpoint_name == "best" else "best"
-        resume = f"remove {folder} and continue training with `nntrain fit --resume " \
-            f"{run.path}` (its next improvement saves new best weights)" \
+        resume = f"remove {folder} and continue training with " \
+            f"`{shell('nntrain', 'fit', '--resume', run.path)}` (its next improvement saves " \
+            "new best weights)" \
             if checkpoint_name == "best" else "continue training from the previous " \
-            f"checkpoint with `nntrain fit --resume {run.path}`"
+            f"checkpoint with `{shell('nntrain', 'fit', '--resume', run.path)}`"
         raise ckpt.CheckpointError(e.message, f"the file was changed or cut short: try "
                                    f"--checkpoint {other}, or {resume}") from None
     params, state = jax.eval_shape(setup.model.init, jax.random.key(0))

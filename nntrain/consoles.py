@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from typing import Any
 
@@ -21,6 +22,12 @@ def _to_devnull(stream: Any) -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, stream.fileno())  # print() from user code too
     os.close(devnull)
+
+
+def shell(*words: object) -> str:
+    """A command a user can paste into a shell: each word quoted where it needs it (a path
+    with spaces, say)."""
+    return shlex.join(str(word) for word in words)
 
 
 def write_stdout(text: str) -> None:

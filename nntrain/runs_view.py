@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from nntrain.consoles import make_console
+from nntrain.consoles import make_console, shell
 from nntrain.errors import UserError
 from nntrain.progress import MISSING, fmt_number
 from nntrain.runs import RUN_FILE, Run, parse_time, resolve_run, runs_newest_first
@@ -189,6 +189,19 @@ def fmt_time(value: datetime | None, seconds: bool = False) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S%z" if seconds else "%Y-%m-%d %H:%M")
 
 
+def is_trial(run: Run) -> bool:
+    """A trial of `nntrain tune` (trial-NNNN/ beside its study's lock file): the search, not
+    `fit --resume`, trains it again."""
+    return run.path.name.startswith("trial-") and (run.path.parent / "study.lock").exists()
+
+
+def _continue_note(views: list[RunView]) -> str:
+    trials = sum(1 for v in views if is_trial(v.run))
+    runs = "`nntrain fit --resume RUN` continues a run from its last finished epoch"
+    search = "the search's `nntrain tune` command trains a trial anew"
+    return search if trials == len(views) else f"{runs}; {search}" if trials else runs
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return MISSING
@@ -310,13 +323,12 @@ def list_runs(runs_dir: Path, pattern: str | None, console: Console) -> None:
         notes.append(f"running?: run.json says running, but {len(doubtful)} "
                      f"run{'s' if len(doubtful) > 1 else ''} wrote nothing for "
                      f"{fmt_duration(min(v.silent_for or 0 for v in doubtful))} or more: the "
-                     "process may be gone; `nntrain fit --resume RUN` continues one")
+                     f"process may be gone; {_continue_note(doubtful)}")
     killed = [v for v in views if v.status == "killed"]
     if killed:
         them = "them" if len(killed) > 1 else "it"
         notes.append(f"killed: run.json says running, but no process trains {them} (kill -9, "
-                     "a crash, power loss); `nntrain fit --resume RUN` continues from the last "
-                     "finished epoch")
+                     f"a crash, power loss); {_continue_note(killed)}")
     damaged = [v for v in views if v.problems]
     for view in damaged:
         notes.append(f"{view.run.label}: {', '.join(view.problems)}")
@@ -464,13 +476,14 @@ def show_run(spec: str, runs_dir: Path, console: Console) -> None:
     _add_row(table, "folder", str(run.path))
     for problem in view.problems:
         _add_row(table, "damaged", Text(problem, style="red"))
+    again = "run the search's `nntrain tune` command again, which trains it anew" \
+        if is_trial(run) else f"continue with {shell('nntrain', 'fit', '--resume', run.path)}"
     if view.status == "running?":
         _add_row(table, "note", f"run.json says running, but nothing was written for "
-                 f"{fmt_duration(view.silent_for)}: the process may be gone; continue with"
-                 f" nntrain fit --resume {run.path}")
+                 f"{fmt_duration(view.silent_for)}: the process may be gone; {again}")
     if view.status == "killed":
         _add_row(table, "note", "run.json says running, but no process trains it (kill -9, "
-                 f"a crash, power loss); continue with nntrain fit --resume {run.path}")
+                 f"a crash, power loss); {again}")
     if info.get("stop_reason"):
         _add_row(table, "stop reason", str(info["stop_reason"]))
     _add_row(table, "start", fmt_time(view.start, seconds=True))

@@ -168,13 +168,14 @@ def test_a_study_saved_before_a_new_setting_existed_is_the_same_search():
     assert in_current_form("not: [valid") == "not: [valid"
 
 
-def _search_in_its_second_trial(tmp_path: Path) -> tuple[Path, Path, subprocess.Popen]:
+def _search_in_its_second_trial(tmp_path: Path, *args: str
+                                ) -> tuple[Path, Path, subprocess.Popen]:
     """A two-trial search of 30 epochs a trial, started and now training trial 1: its
     config, its folder and its process."""
     config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 30").replace(
         "max_trials: 3", "max_trials: 2"))
     folder = tmp_path / "runs" / "tiny_tune"
-    process = subprocess_nntrain("tune", str(config), "-q", cwd=tmp_path)
+    process = subprocess_nntrain("tune", str(config), "-q", *args, cwd=tmp_path)
     deadline = time.monotonic() + 120
     while not (folder / "trial-0001" / "history.csv").exists():
         assert process.poll() is None, process.stdout.read()
@@ -187,6 +188,12 @@ def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Pat
     config, folder, process = _search_in_its_second_trial(tmp_path)
     process.kill()  # no chance to clean up: trial 1 stays "running" in the study
     process.wait()
+    # the search, not fit --resume, trains a killed trial again, and the listing says so
+    listing = nntrain("runs", "tiny_tune", cwd=tmp_path)
+    assert "the search's `nntrain tune` command trains a trial anew" in \
+        " ".join(listing.output.split())
+    resumed = nntrain("fit", "--resume", str(folder / "trial-0001"), cwd=tmp_path)
+    assert resumed.exit_code == 2 and "is a trial of the search" in resumed.output
     result = nntrain("tune", str(config), "-q", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     board = leaderboard(folder)
@@ -205,11 +212,14 @@ def test_killed_search_continues_and_retries_the_interrupted_trial(tmp_path: Pat
 
 
 def test_ctrl_c_stops_the_search_and_the_same_command_finishes_it(tmp_path: Path):
-    config, folder, process = _search_in_its_second_trial(tmp_path)
+    # an override that changes nothing: the command to continue with repeats it
+    config, folder, process = _search_in_its_second_trial(tmp_path, "--set",
+                                                          "fit.batch_size=50")
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 130, output
     assert "Trial 1: interrupted" in output and "Run the same command to continue" in output
+    assert f"nntrain tune {config} --set fit.batch_size=50" in " ".join(output.split())
     assert "Traceback" not in output
     board = leaderboard(folder)  # written on the way out, with what was done
     assert [(r["trial"], r["status"]) for r in board] == [("0", "complete"),
@@ -475,3 +485,44 @@ def test_set_reaches_a_search_parameters_settings_by_its_dotted_key(tmp_path: Pa
     assert objective.exit_code == 2
     assert "search.objective: the epoch logs have no 'val_acuracy'" in objective.output
     assert "did you mean 'val_accuracy'" in objective.output
+
+
+def test_a_full_disk_under_the_study_is_said_plainly(tmp_path: Path, monkeypatch):
+    """SQLite's 'database or disk is full', raised through optuna, is the full-disk message
+    fit gives, exit 2, not a traceback."""
+    import sqlite3
+
+    def full(self, value, step):
+        try:
+            raise sqlite3.OperationalError("database or disk is full")
+        except sqlite3.OperationalError as e:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the "
+                                                         "commit.") from e
+
+    monkeypatch.setattr(optuna.trial.Trial, "report", full)
+    config = write(tmp_path, TINY)
+    result = nntrain("tune", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "no space left on the device while writing the study in runs/tiny_tune" in \
+        " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_ctrl_c_in_a_trials_test_evaluation_keeps_the_finished_trial(tmp_path: Path,
+                                                                      monkeypatch):
+    """The trial had trained to its end: it counts, complete, and the search stops after
+    it (exit 130), instead of throwing it away to train it again."""
+    from nntrain.train.fit import Fitter
+
+    def interrupted(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        raise AssertionError("the signal did not stop the test evaluation")
+
+    monkeypatch.setattr(Fitter, "evaluate_test", interrupted)
+    config = write(tmp_path, TINY.replace("  validation: {last: 100}",
+                                          "  validation: {last: 100}\n  test: {last: 50}"))
+    result = nntrain("tune", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 130, result.output
+    board = leaderboard(tmp_path / "runs" / "tiny_tune")
+    assert [(r["trial"], r["status"]) for r in board] == [("0", "complete")]

@@ -9,6 +9,7 @@ runs/<name>/            the tune directory
 
 from __future__ import annotations
 
+import errno
 import signal
 import subprocess
 import sys
@@ -33,9 +34,9 @@ from nntrain.config.loader import (
     validate_config,
 )
 from nntrain.config.schema import Config
-from nntrain.consoles import make_console
+from nntrain.consoles import make_console, shell
 from nntrain.errors import UserError
-from nntrain.fsutil import atomic_write_json
+from nntrain.fsutil import DiskFull, atomic_write_json
 from nntrain.tune import space
 
 if TYPE_CHECKING:
@@ -58,9 +59,43 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
          worker: int = 0) -> int:
     """Run a search; returns the exit code (0, or 130/143 when stopped by a signal)."""
     try:
-        import optuna  # noqa: F401
+        import optuna
     except ImportError:
         raise UserError("nntrain tune needs optuna, which is not installed", TUNE_HINT) from None
+    try:
+        return _tune(config_path, overrides, runs_dir, console, workers=workers,
+                     storage=storage, quiet=quiet, worker=worker)
+    except optuna.exceptions.StorageInternalError as e:
+        where = storage or Path(runs_dir) / load_config(config_path, overrides).config.name
+        if _disk_full(e):
+            raise DiskFull(f"no space left on the device while writing the study in {where}",
+                           "free space on that disk, then run the same command to continue "
+                           "the search (finished trials are kept)") from None
+        raise UserError(f"the study storage in {where} failed: {_root(e)}",
+                        "run the same command to continue the search (finished trials are "
+                        "kept)") from None
+
+
+def _root(error: BaseException) -> BaseException:
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether a storage error comes from a full disk (SQLite says so in words)."""
+    found: BaseException | None = error
+    while found is not None:
+        if isinstance(found, OSError) and found.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "disk is full" in str(found) or "No space left" in str(found):
+            return True
+        found = found.__cause__ or found.__context__
+    return False
+
+
+def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Console, *,
+          workers: int, storage: str | None, quiet: bool, worker: int) -> int:
     from nntrain.commands import configure_jax
     from nntrain.tune import study as studies
     from nntrain.tune.trials import Search, run_trial
@@ -91,26 +126,30 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
     afresh = (f"delete the study {name} from {storage} and the folder {folder}" if storage
               else f"delete the folder {folder} (its study.db, trials and reports)")
     earlier = sorted(p.name for p in folder.glob("trial-*"))
-    if storage:  # a database elsewhere: reach it before creating anything here
-        opened = studies.open_storage(storage)
-    elif earlier and not (folder / "study.db").exists():
-        opened = None  # its study was deleted, not its trials: refused below, creating nothing
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        opened = studies.open_storage(studies.sqlite_url(folder / "study.db"))
-    if earlier and (opened is None or not studies.has_study(opened, name)):
-        raise UserError(f"{folder} holds trials of an earlier search ({', '.join(earlier[:3])}"
-                        f"{', ...' if len(earlier) > 3 else ''}) but no study of it",
-                        f"to start afresh, {afresh}; or give the config another name")
+    orphaned = UserError(f"{folder} holds trials of an earlier search "
+                         f"({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}) but "
+                         "no study of it", f"to start afresh, {afresh}; or give the config "
+                         "another name")
+    # a database elsewhere: reached before anything is created here
+    opened = studies.open_storage(storage) if storage else None
+    if earlier and not storage and not (folder / "study.db").exists():
+        raise orphaned  # its study was deleted, not its trials
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        study, created = studies.open_study(opened, name, direction, fingerprint(loaded), dims,
-                                            search, seed, worker, loaded.config.fit.epochs,
-                                            in_current_form)
-    except studies.SearchChanged as e:
-        raise UserError(e.message, f"to start this search afresh, {afresh} (or give the "
-                        "config another name); to continue the old one, undo the change"
-                        ) from None
+    # two commands started at once on a new study: one creates the database and the study
+    # (and queues the defaults' trial once), the other then finds them
+    with studies.locked(folder):
+        if opened is None:
+            opened = studies.open_storage(studies.sqlite_url(folder / "study.db"))
+        if earlier and not studies.has_study(opened, name):
+            raise orphaned
+        try:
+            study, created = studies.open_study(opened, name, direction, fingerprint(loaded),
+                                                dims, search, seed, worker,
+                                                loaded.config.fit.epochs, in_current_form)
+        except studies.SearchChanged as e:
+            raise UserError(e.message, f"to start this search afresh, {afresh} (or give the "
+                            "config another name); to continue the old one, undo the change"
+                            ) from None
     limit = studies.trial_limit(search, dims)
     prefix = f"[dim]worker {worker}:[/] " if worker else ""
     if worker == 0:
@@ -152,8 +191,17 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
         return code
     trials = _report(console, study, context, loaded, search, name, folder, raw, dims)
     if code:
+        again: list[object] = ["nntrain", "tune", config_path]
+        for assignment in overrides:
+            again += ["--set", assignment]
+        if Path(runs_dir) != Path("runs"):
+            again += ["--runs-dir", runs_dir]
+        if storage:
+            again += ["--storage", storage]
+        if workers > 1:
+            again += ["--workers", workers]
         console.print(f"[yellow]Stopped.[/] Run the same command to continue the search "
-                      f"(interrupted trials run again): nntrain tune {config_path}",
+                      f"(interrupted trials run again): {shell(*again)}",
                       soft_wrap=True, highlight=False)
     elif trials["failed"] and not trials["complete"] and not trials["pruned"]:
         console.print("[red]No trial completed[/]: each failed (above, and in the trials' "
@@ -337,7 +385,7 @@ def _report(console: Console, study: Any, context: Any, loaded: LoadedConfig, se
             f"The best trial of the search in {folder}: trial {best.number}, {objective} "
             f"{best.objective:.4f}",
             "  ".join(f"{k}={space.format_value(v)}" for k, v in best.values.items()),
-            f"Train it: nntrain fit {folder / 'best.yaml'}"])
+            f"Train it: {shell('nntrain', 'fit', folder / 'best.yaml')}"])
         written.insert(1, "best.yaml")
     atomic_write_json(folder / "tune.json", summary)
     # a file or pipe gets the whole table, not one squeezed into 80 columns
@@ -357,6 +405,6 @@ def _report(console: Console, study: Any, context: Any, loaded: LoadedConfig, se
                                   best.values.items()), soft_wrap=True, highlight=False)
     console.print(f"wrote {', '.join(written)} in {folder}", soft_wrap=True, highlight=False)
     if best is not None:
-        console.print(f"train the best config: nntrain fit {folder / 'best.yaml'}",
+        console.print(f"train the best config: {shell('nntrain', 'fit', folder / 'best.yaml')}",
                       soft_wrap=True, highlight=False)
     return summary["trials"]

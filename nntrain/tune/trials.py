@@ -105,6 +105,8 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, console:
         code = 130
     outcome.epochs = reporter.epochs
     outcome.value = reporter.best
+    if code and _trained(run_path):  # stopped in its test evaluation, after training ended:
+        outcome.exit_code, code = code, 0  # a finished trial; the search stops after it
     if code is None:
         trial.set_user_attr("failure", outcome.message.splitlines()[0][:500])
         study.tell(trial, state=TrialState.FAIL)
@@ -126,6 +128,12 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, console:
         outcome.state = "complete"
         study.tell(trial, reporter.best)
     return outcome
+
+
+def _trained(run_path: Path) -> bool:
+    from nntrain.runs import RUN_FILE, Run
+
+    return (Run(run_path).try_read_json(RUN_FILE) or {}).get("status") == "completed"
 
 
 def _note_pruned(run_path: Path, epoch: int) -> None:
