@@ -837,7 +837,17 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
                             "use --output FILE.csv or the table for this model")
         limit = show if limit is None else min(limit, show)
     targets, class_names = None, _class_names(setup, run)
-    if input_path is not None:
+    if input_path is not None and input_path.suffix.lower() == ".csv":
+        config = setup.loaded.config
+        if not config.data.is_table():
+            raise UserError(f"{input_path}: a CSV file of new rows needs a model trained on a "
+                            "table (a .csv file or a table dataset)",
+                            "give the inputs as an .npy or .npz file")
+        from nntrain.data.sources import table_inputs
+
+        data = table_inputs(config.data, setup.io, base_dir, config.seed, input_path)
+        check_arrays(data, setup.io, f"input {input_path}", targets=False)
+    elif input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
         _warn_if_scaled_already(setup, data, make_console(stderr=True))

@@ -1085,3 +1085,35 @@ def test_shape_hints_name_the_fix(tmp_path: Path, model: str, y_shape: tuple, hi
     np.savez(tmp_path / "d.npz", x=np.ones((6, 2), np.float32),
              y=np.zeros(y_shape, np.int32))
     assert hint in data_error(tmp_path, "train: d.npz\n", model)
+
+
+def test_predict_reads_new_rows_of_a_csv_as_the_training_table_was_encoded(tmp_path: Path):
+    """A model trained on a CSV predicts a CSV of new rows (no target column needed): the
+    same features, one-hot categories and fill values, so the rows of a split written out
+    as a file predict exactly as the split does."""
+    rng = np.random.default_rng(3)
+    header = ["size", "city", "age", "kind"]
+    rows = [[round(float(rng.normal()), 3), ["Lyon", "Nice", "Paris"][i % 3],
+             None if i % 7 == 0 else int(rng.integers(1, 50)), ["cat", "dog"][i % 2]]
+            for i in range(60)]
+    write_csv(tmp_path / "t.csv", header, rows)
+    write_csv(tmp_path / "new.csv", header[:3], [r[:3] for r in rows[-10:]])
+    config = write_config(tmp_path, "train: t.csv\ntargets: kind\ncategorical: [city]\n"
+                                    "missing: mean\nvalidation: {last: 10}\n",
+                          classifier(5, 2), extra="fit: {epochs: 2}\n")
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    (run,) = tmp_path.glob("runs/t/*")
+    split = nntrain("predict", str(run), "--split", "validation", "-o", str(tmp_path / "a.csv"))
+    new = nntrain("predict", str(run), str(tmp_path / "new.csv"), "-o", str(tmp_path / "b.csv"))
+    assert split.exit_code == 0 and new.exit_code == 0, split.output + new.output
+    a = list(csv.DictReader((tmp_path / "a.csv").open()))
+    b = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert [r["label"] for r in a] == [r["label"] for r in b]
+    assert [r["probability"] for r in a] == [r["probability"] for r in b]
+    assert {r["label"] for r in b} <= {"cat", "dog"}
+    # a column the model needs, missing from the file, is named
+    write_csv(tmp_path / "bad.csv", ["size", "age"], [[1, 2]])
+    bad = nntrain("predict", str(run), str(tmp_path / "bad.csv"))
+    assert bad.exit_code == 2 and "column 'city' is missing" in bad.output
+    assert "Traceback" not in bad.output

@@ -329,7 +329,8 @@ def _synthetic(config: DataConfig, io: ModelIO, seed: int) -> tuple[ArraySet, Ar
 
 
 # -- tables: CSV files, california_housing, iris, xor ----------------------------------------
-def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
+def _training_table(config, io, base_dir, seed, source, train_file):
+    """The training table's plan, its splits (missing rows handled) and the fill values."""
     if config.dataset == "california_housing":
         table = builtin.load_california_housing(source)
     elif config.dataset == "iris":
@@ -349,7 +350,30 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
         return plan.handle_missing_rows(read_csv(resolved))
 
     train, validation, test = _cut(table, config, seed, read_file)
-    fill = plan.fill_values(train)
+    return plan, (train, validation, test), plan.fill_values(train)
+
+
+def table_inputs(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
+                 path: Path) -> ArraySet:
+    """New rows of a CSV file (the targets may be left out) as the model's inputs, encoded
+    as the run's training data was: the same features, categories and fill values, which
+    come from reading that data again."""
+    source = resolve_path(config.source, base_dir, "data.source") if config.source else None
+    train_file = resolve_path(config.train, base_dir, "data.train") if config.train else None
+    plan, _, fill = _training_table(config, io, base_dir, seed, source, train_file)
+    table = read_csv(path)
+    gaps = missing_counts(table, plan.used)
+    if gaps and config.missing != "mean":
+        listing = ", ".join(f"{c} ({n:,} row{'' if n == 1 else 's'})" for c, n in gaps.items())
+        raise DataError(f"{path}: missing values in {listing}",
+                        "give every row a value: each row gets a prediction (data.missing: "
+                        "mean in the training config fills them with the training means)")
+    return ArraySet(plan.input_arrays(table, fill))
+
+
+def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
+    plan, (train, validation, test), fill = _training_table(config, io, base_dir, seed,
+                                                           source, train_file)
     parts = [None if t is None else plan.arrays(t, fill) for t in (train, validation, test)]
     class_names = {}  # the text labels of each output's target column
     for out in io.outputs:
@@ -433,6 +457,9 @@ class _TablePlan:
     def _numeric(self, table: Table) -> dict[str, np.ndarray]:
         columns = dict(table.numeric)
         for name, levels in self.categories.items():
+            if name not in table.numeric and name not in table.text:
+                raise DataError(f"{table.source}: column '{name}' is missing",
+                                "every split needs the training file's columns")
             values = category_values(table, name)
             unknown = sorted(set(values.tolist()) - set(levels) - {""}, key=str)
             if unknown:  # the model has no input for them
@@ -476,6 +503,22 @@ class _TablePlan:
         # every used column: a gap may appear only in validation or test rows
         return {c: float(np.nanmean(train.numeric[c])) for c in self.used
                 if c in train.numeric and c not in self.categories}
+
+    def input_arrays(self, table: Table, fill: dict[str, float]) -> dict[str, np.ndarray]:
+        """The model's inputs from a table's feature columns."""
+        columns = self._numeric(table)
+        for name, value in fill.items():
+            if name in columns:
+                columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
+        for cols in self.inputs.values():
+            for name in cols:
+                if name not in columns:
+                    kind = "holds text" if name in table.text else "is missing"
+                    raise DataError(f"{table.source}: column '{name}' {kind}",
+                                    "give the columns the model was trained on: "
+                                    f"{', '.join(self.used)}")
+        return {name: np.stack([columns[c] for c in cols], axis=1).astype(np.float32)
+                for name, cols in self.inputs.items()}
 
     def arrays(self, table: Table, fill: dict[str, float]) -> ArraySet:
         columns = self._numeric(table)
