@@ -942,8 +942,14 @@ def _read_inputs(path: Path, inputs: dict, x_name: str) -> dict[str, np.ndarray]
     if not path.exists():
         raise DataError(f"input file not found: {path}")
     names = ", ".join(f"{n}=..." for n in inputs)
-    loaded = read_numpy_file(path, "give an .npy array or an .npz archive (no pickled "
-                             f"objects), e.g. numpy.savez(FILE, {names})")
+    hint = "give an .npy array, an .npz archive or a folder of .npy files (no pickled " \
+        f"objects), e.g. numpy.savez(FILE, {names})"
+    if path.is_dir():  # a folder of .npy files, as training reads them
+        from nntrain.data.sources import read_npy_folder
+
+        loaded = read_npy_folder(path, hint)
+    else:
+        loaded = read_numpy_file(path, hint)
     if isinstance(loaded, np.ndarray):
         if len(inputs) != 1:
             raise DataError(f"{path}: the model has inputs {', '.join(inputs)}",

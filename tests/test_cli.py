@@ -127,6 +127,13 @@ def test_predict_writes_csv_npy_json(fitted: Path, tmp_path: Path):
     assert [int(r["class"]) for r in rows] == list(probs.argmax(1))
     records = json.loads((tmp_path / "pred.json").read_text())
     assert records[0]["probability"] == pytest.approx(probs[0].max(), rel=1e-6)
+    # a folder of .npy files, as training reads them
+    (tmp_path / "folder").mkdir()
+    np.save(tmp_path / "folder" / "x.npy", x)
+    result = nntrain("predict", str(fitted), str(tmp_path / "folder"), "--output",
+                     str(tmp_path / "folder.npy"))
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(np.load(tmp_path / "folder.npy"), probs, rtol=1e-6)
     # a split's predictions carry the true classes, as its table does
     out = tmp_path / "split.csv"
     result = nntrain("predict", str(fitted), "--split", "test", "--limit", "4", "--output",

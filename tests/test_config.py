@@ -753,16 +753,25 @@ def test_keras_arguments_that_live_elsewhere_say_where(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(source, ["fit.validation_split=0.1",
                              "fit.initial_epoch=3",
-                             "compile.metrics=[acuracy]"])
+                             "compile.metrics=[acuracy]",
+                             "model.input_shape=[4]"])
     text = str(info.value)
     assert "fit.validation_split: unknown key 'validation_split': Keras's validation_split " \
-        "is data.validation here" in text
+        "is data.validation here: {last: N} takes the last N rows, as Keras does" in text
+    assert "model.input_shape: unknown key 'input_shape': the input's shape is model.input " \
+        "here" in text
     assert "fit.initial_epoch: unknown key 'initial_epoch': continue a run with `nntrain " \
         "fit --resume RUN`" in text
     assert "did you mean 'validation_batch_size'" not in text
     # the list's one problem, not also the dict form's "input should be a valid dictionary"
     assert "unknown metric 'acuracy'; did you mean 'accuracy'?" in text
-    assert "valid dictionary" not in text and len(info.value.issues) == 3
+    assert "valid dictionary" not in text and len(info.value.issues) == 4
+
+
+def test_an_empty_config_lists_the_keys_it_needs(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "name: x\n"))
+    assert "missing required keys 'data', 'model' and 'compile'" in str(info.value)
 
 
 @pytest.mark.parametrize("written", ["1/255", "1./255", "1.0 / 255.", "2/510", "0.5/127.5"])

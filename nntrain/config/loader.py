@@ -511,7 +511,18 @@ def _merge_alternatives(issues: list[Issue]) -> list[Issue]:
         merged[key] = dataclasses.replace(
             first, message="; or ".join(parts) + (found[0] if found else ""),
             suggestion=first.suggestion or issue.suggestion)
-    return list(merged.values())
+    return [_missing_keys_together(issue) for issue in merged.values()]
+
+
+def _missing_keys_together(issue: Issue) -> Issue:
+    """The config's own required keys, several missing: all needed, not alternatives (deeper
+    down, a union's branches may each need another key)."""
+    keys = re.findall(r"missing required key '([^']+)'", issue.message)
+    if issue.path or len(keys) < 2 or issue.message != "; or ".join(
+            f"missing required key '{k}'" for k in keys):
+        return issue
+    listed = ", ".join(f"'{k}'" for k in keys[:-1]) + f" and '{keys[-1]}'"
+    return dataclasses.replace(issue, message=f"missing required keys {listed}")
 
 
 def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
@@ -593,8 +604,9 @@ def _step(tp: Any, part: str | int) -> Any:
 
 # Keras arguments that live elsewhere here, or do not exist: said instead of "did you mean"
 KERAS_ELSEWHERE = {
-    "validation_split": "Keras's validation_split is data.validation here: {fraction: 0.1} "
-                        "or {last: 5000}",
+    "validation_split": "Keras's validation_split is data.validation here: {last: N} takes "
+                        "the last N rows, as Keras does ({fraction: 0.1} draws them at random)",
+    "input_shape": "the input's shape is model.input here, e.g. input: [28, 28]",
     "validation_data": "validation data is data.validation here (a split, or a folder/file)",
     "steps_per_epoch": "an epoch is one pass over the training data here; data.limit takes "
                        "fewer examples",

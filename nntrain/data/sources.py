@@ -188,7 +188,7 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO, held_out: bool = Fals
                         "(numpy.savez), a folder of .npy files, or a .csv file with a header")
     hint = "expected an .npz file from numpy.savez, or a folder of .npy files (no pickled " \
         "objects)"
-    arrays = _read_npy_folder(path, hint) if path.is_dir() else read_numpy_file(path, hint)
+    arrays = read_npy_folder(path, hint) if path.is_dir() else read_numpy_file(path, hint)
     if isinstance(arrays, np.ndarray):
         raise DataError(f"{path}: a training file needs inputs and targets",
                         "save both with np.savez(path, x=..., y=...), or np.save them "
@@ -257,7 +257,7 @@ def _numpy_file(path: Path) -> bool:
     return head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY"))
 
 
-def _read_npy_folder(folder: Path, hint: str) -> dict[str, np.ndarray]:
+def read_npy_folder(folder: Path, hint: str) -> dict[str, np.ndarray]:
     """A folder of .npy files, one per array, memory-mapped: data bigger than memory is read
     as it is used."""
     arrays = {}
