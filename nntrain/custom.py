@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,10 @@ def load_object(target: str, search_dirs: Iterable[Path] = (), what: str = "clas
     except AttributeError:
         from nntrain.config.loader import closest
 
-        names = [n for n in vars(module) if not n.startswith("_")]
+        # what the module defines itself: not `np` or the names it imported
+        names = [n for n, v in vars(module).items() if not n.startswith("_")
+                 and not isinstance(v, types.ModuleType)
+                 and getattr(v, "__module__", module.__name__) == module.__name__]
         near = closest(attribute, names)
         raise UserError(f"module {module_name} has no {what} '{attribute}'",
                         f"did you mean '{module_name}:{near}'?" if near else

@@ -585,6 +585,12 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
         names = []
         for metric in metrics:
             name = metric[4:] if metric.startswith("val_") and metric[4:] in columns else metric
+            if name not in columns:  # another of the metric's names: rmse, mae, acc
+                from nntrain.config.compile import METRICS
+
+                kind = METRICS.canonical(METRICS.spelled(name.removeprefix("val_")))
+                names_of_kind = [kind, *(a for a, k in METRICS.aliases.items() if k == kind)]
+                name = next((n for n in names_of_kind if n in columns), name)
             if name not in columns or name == "epoch":
                 extra = [n for n in NOT_PLOTTED if n in columns and n != "epoch"]
                 raise UserError(f"--metric {metric}: no such figure in the runs' history",

@@ -77,6 +77,11 @@ def test_custom_layer_errors(example: Path, tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert "gated.yaml:" in said and "model.layers[" in said  # the place
     assert "has no class 'Gate' (did you mean 'my_layers:Gated'?)" in said
+    # what the module imported (jnp, Layer) is never offered
+    config.write_text(text.replace("my_layers:Gated", "my_layers:Layr"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2 and "has no class 'Layr'" in result.output
+    assert "did you mean" not in result.output
 
     config.write_text(text.replace("units: 32", "units: -3"))
     result = nntrain("validate", str(config), cwd=tmp_path)

@@ -217,6 +217,10 @@ def test_plot_overlays_runs_into_one_png(work: Path):
                      "--output", str(out), cwd=work)
     assert result.exit_code == 0, result.output
     assert png_size(out) == (700, 460)  # one panel, three runs in the legend
+    # a metric's other name finds the figure its runs logged
+    result = nntrain("plot", "tiny_mlp", "--metric", "val_acc", "--output",
+                     str(work / "figures" / "acc.png"), cwd=work)
+    assert result.exit_code == 0, result.output
 
 
 def test_plot_errors_exit_2(work: Path, tmp_path: Path):
