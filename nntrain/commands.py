@@ -868,16 +868,17 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         targets = None if targets is None else {k: v[:limit] for k, v in targets.items()}
     if len(data) == 0:
         raise UserError("no examples to predict", "the input or split is empty")
-    outputs = predict_arrays(setup, weights, data)
+    step_masks: dict[str, np.ndarray] = {}  # a tagger's real (not padded) steps
+    outputs = predict_arrays(setup, weights, data, step_masks)
     if show is not None:
         _show_images(run, setup, data, outputs, targets, class_names, output, console,
                      split or ("test" if input_path is None else str(input_path)))
         return
     if output is not None:
-        write_predictions(output, outputs, class_names, setup, targets)
+        write_predictions(output, outputs, class_names, setup, targets, step_masks)
         console.print(f"wrote {len(data):,} predictions to {output}", highlight=False)
     else:
-        console.print(prediction_table(outputs, class_names, top, targets, setup))
+        console.print(prediction_table(outputs, class_names, top, targets, setup, step_masks))
 
 
 def _show_images(run: Run, setup, data, outputs, targets, class_names, output: Path | None,

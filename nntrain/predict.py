@@ -21,29 +21,38 @@ from nntrain.fsutil import atomic_write_bytes, atomic_write_text
 PREDICT_BATCH = 1024
 
 
-def predict_arrays(setup: Setup, weights: dict[str, Any],
-                   data: ArraySet) -> dict[str, np.ndarray]:
+def predict_arrays(setup: Setup, weights: dict[str, Any], data: ArraySet,
+                   step_masks: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Outputs for every row, in fixed-size batches (the last one padded) so one program
-    serves any number of rows."""
+    serves any number of rows. A dict given as `step_masks` receives, for each output with
+    a mask over its steps (a tagger after `mask_zero`), which steps are real."""
     model = setup.model
     squash = {name: kind for name in model.output_names
               if (kind := probabilities_of(setup, name)) != model.output_activation(name)}
 
     @jax.jit
     def run(params, state, xb):  # weights as arguments: not constants baked into the program
-        outputs, _, _ = model.apply(params, state, xb, training=False)
+        masks: dict[str, jax.Array] = {}
+        outputs, _, _ = model.apply(params, state, xb, training=False, output_masks=masks)
         # an output trained on logits (from_logits: true) is shown as probabilities
         return {name: getattr(jax.nn, squash[name])(value) if name in squash else value
-                for name, value in outputs.items()}
+                for name, value in outputs.items()}, masks
 
     n = len(data)
     batch = min(PREDICT_BATCH, n)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in model.output_names}
+    mask_parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch):
         rows = np.arange(start, start + batch).clip(max=n - 1)
-        outputs = run(weights["params"], weights["state"], {k: v[rows] for k, v in data.x.items()})
+        outputs, masks = run(weights["params"], weights["state"],
+                             {k: v[rows] for k, v in data.x.items()})
         for name, value in outputs.items():
             parts[name].append(np.asarray(value)[: min(batch, n - start)])
+        for name, value in masks.items():
+            mask_parts.setdefault(name, []).append(
+                np.asarray(value, bool)[: min(batch, n - start)])
+    if step_masks is not None:
+        step_masks.update({name: np.concatenate(c) for name, c in mask_parts.items()})
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
@@ -91,7 +100,8 @@ def _label(index: int, names: list[str] | None) -> str:
 
 
 def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | None, top: int,
-                     targets: dict[str, np.ndarray] | None, setup) -> Table:
+                     targets: dict[str, np.ndarray] | None, setup,
+                     step_masks: dict[str, np.ndarray] | None = None) -> Table:
     """One row per example. With `top` over 1, a column per rank holds the class and its
     probability together, so the table stays readable at 80 columns; cells wrap, never cut."""
     table = Table(header_style="bold")
@@ -133,9 +143,10 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
     for row in range(len(next(iter(outputs.values())))):
         cells = [str(row)]
         for name, values, classifier, binary, tagger, ranks, names in columns:
+            real = (step_masks or {}).get(name)
+            real = None if real is None else real[row]
             if tagger:
-                cells.append(" ".join(_label(int(c), names)
-                                      for c in np.argmax(values[row], axis=-1)))
+                cells.append(_steps(np.argmax(values[row], axis=-1), real, names))
             elif binary:
                 cells += [_label(int(values[row, 0] > 0.5), names),
                           f"{values[row, 0]:.4f}"]
@@ -149,9 +160,8 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
             else:
                 cells.append(" ".join(f"{v:.4f}" for v in np.ravel(values[row])))
             if targets is not None and name in targets and tagger:
-                cells.append(" ".join(_label(int(c), names)
-                                      for c in _step_classes(targets[name][row:row + 1],
-                                                             values[row:row + 1])[0]))
+                cells.append(_steps(_step_classes(targets[name][row:row + 1],
+                                                  values[row:row + 1])[0], real, names))
             elif targets is not None and name in targets:
                 true = targets[name][row]
                 if (classifier or binary) and np.size(true) == 1:
@@ -162,9 +172,16 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
     return table
 
 
+def _steps(classes: np.ndarray, real: np.ndarray | None, names: list[str] | None) -> str:
+    """A class per step; a padded step (masked out of the loss and metrics) as '·'."""
+    return " ".join("·" if real is not None and not real[t] else _label(int(c), names)
+                    for t, c in enumerate(classes))
+
+
 def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                       class_names: ClassNames | None, setup,
-                      targets: dict[str, np.ndarray] | None = None) -> None:
+                      targets: dict[str, np.ndarray] | None = None,
+                      step_masks: dict[str, np.ndarray] | None = None) -> None:
     """`.npy`: the raw output (one output); `.npz`: one array per output; `.csv`/`.json`: one
     row per example with the predicted class, its name and probability, then every column,
     then (predicting a split) the true class and its name, or the true values."""
@@ -185,11 +202,16 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
         names = (class_names or {}).get(name)
         classifier = _is_classifier(setup, name, values)
         if _is_tagger(setup, name, values):  # a class per step; the probabilities: .npy
-            for row, classes in zip(rows, np.argmax(values, axis=-1), strict=True):
-                row.update({f"{prefix}class_{t}": int(c) for t, c in enumerate(classes)})
+            # a padded step (masked out of the loss and metrics) has no class: empty, null
+            real = (step_masks or {}).get(name, np.ones(values.shape[:2], bool))
+            for row, classes, kept in zip(rows, np.argmax(values, axis=-1), real, strict=True):
+                row.update({f"{prefix}class_{t}": int(c) if kept[t] else None
+                            for t, c in enumerate(classes)})
             if targets is not None and name in targets:
-                for row, true in zip(rows, _step_classes(targets[name], values), strict=True):
-                    row.update({f"{prefix}true_class_{t}": int(c) for t, c in enumerate(true)})
+                for row, true, kept in zip(rows, _step_classes(targets[name], values), real,
+                                           strict=True):
+                    row.update({f"{prefix}true_class_{t}": int(c) if kept[t] else None
+                                for t, c in enumerate(true)})
             continue
         flat = values.reshape(len(values), -1)
         if _is_binary(setup, name, values):  # one sigmoid unit: the probability of class 1

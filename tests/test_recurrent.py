@@ -412,14 +412,22 @@ def test_fit_a_tagger_of_padded_sequences_from_the_cli(tmp_path):
     ranked = nntrain("predict", str(run), "--split", "test", "--limit", "2", "--top", "2")
     assert ranked.exit_code == 2
     assert "this model's output is a class per step of a sequence" in ranked.output
+    # padded steps (masked out of the loss and metrics) get no class: '·' in the table
+    steps = [line.split("│")[2].split() for line in shown.output.splitlines()
+             if line.startswith("│") and line.split("│")[1].strip().isdigit()]
+    assert [s.count("·") for s in steps] == [8 - n for n in lengths[-100:-98]]
     written = nntrain("predict", str(run), "--split", "test", "-o", str(tmp_path / "p.csv"))
     assert written.exit_code == 0, written.output
     with open(tmp_path / "p.csv") as f:
         rows = list(csv.DictReader(f))
-    predicted = np.array([[int(r[f"class_{t}"]) for t in range(8)] for r in rows])
-    true = np.array([[int(r[f"true_class_{t}"]) for t in range(8)] for r in rows])
-    assert (true == tags[-100:]).all()
-    assert (predicted == true)[real[-100:]].mean() > 0.98
+    kept = real[-100:]
+    # ... and empty cells in the CSV
+    assert all((r[f"class_{t}"] == "") == (not kept[i, t]) for i, r in enumerate(rows)
+               for t in range(8))
+    predicted = np.array([[int(r[f"class_{t}"] or -1) for t in range(8)] for r in rows])
+    true = np.array([[int(r[f"true_class_{t}"] or -1) for t in range(8)] for r in rows])
+    assert (true == tags[-100:])[kept].all()
+    assert (predicted == true)[kept].mean() > 0.98
 
 
 def train_masked(tmp_path, layers) -> tuple[np.ndarray, dict]:
