@@ -104,6 +104,7 @@ def validate(config_path: Path, overrides: list[str], console: Console) -> None:
     setup = _prepare(loaded)
     if loaded.config.search is not None:  # and the figure the trials are ranked by
         resolve_objective(loaded, setup, positions, override_paths)
+    _check_data_files(loaded)
     model = setup.model
     console.print(
         f"[green]✓[/] {config_path} is valid: model '{loaded.config.name}', "
@@ -111,6 +112,19 @@ def validate(config_path: Path, overrides: list[str], console: Console) -> None:
         f"{model.trainable_count + model.non_trainable_count:,}"
         f" parameters, outputs {', '.join(setup.graph.outputs)}", highlight=False,
         soft_wrap=True)
+
+
+def _check_data_files(loaded: LoadedConfig) -> None:
+    """The data files a config names exist (they are not read: validate loads no data)."""
+    from nntrain.data.sources import resolve_path
+
+    data, base_dir = loaded.config.data, loaded.source.resolve().parent
+    named = [("data.train", data.train), ("data.source", data.source)] + [
+        (f"data.{split}.path", getattr(data, split).path)
+        for split in ("validation", "test") if getattr(data, split) is not None]
+    for key, path in named:
+        if path is not None:
+            resolve_path(path, base_dir, key)
 
 
 def _plural(n: int, noun: str) -> str:

@@ -229,6 +229,18 @@ def test_summary_and_validate_on_the_textbook_model():
     assert result.exit_code == 0 and "valid" in result.output
 
 
+def test_validate_finds_a_data_file_that_is_not_there(tmp_path: Path):
+    """validate reads no data, but a data file the config names must exist."""
+    config = ROOT / "configs" / "housing_mlp.yaml"
+    result = nntrain("validate", str(config), "--set", "data.source=nope.csv", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert f"data.source: file not found: {tmp_path / 'nope.csv'}" in \
+        " ".join(result.output.split())
+    (tmp_path / "here.csv").write_text("a,b\n1,2\n")  # there, not read
+    result = nntrain("validate", str(config), "--set", "data.source=here.csv", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+
+
 def test_set_overrides_and_shortcuts(tmp_path: Path):
     result = nntrain("fit", str(TINY), "--epochs", "2", "--set", "fit.batch_size=50",
                      "--set", "model.layers.1.dense.units=8", "-q", cwd=tmp_path)
