@@ -166,6 +166,8 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
                 true = targets[name][row]
                 if (classifier or binary) and np.size(true) == 1:
                     cells.append(_label(int(np.ravel(true)[0]), names))
+                elif classifier and np.size(true) == values.shape[-1]:  # a one-hot row
+                    cells.append(_label(int(np.argmax(true)), names))
                 else:
                     cells.append(" ".join(f"{v:.4g}" for v in np.ravel(true)))
         table.add_row(*cells)

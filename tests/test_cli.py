@@ -615,3 +615,15 @@ def test_fit_piped_into_head_trains_to_the_end(tmp_path: Path, options, first):
     info = json.loads((only_run(tmp_path) / "run.json").read_text())
     assert info["status"] == "completed" and info["epochs_completed"] == 4
     assert b"Traceback" not in process.stderr.read()
+
+
+def test_predict_shows_one_hot_targets_as_their_class(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "--epochs", "1", "-q", "--set", "data.one_hot=true",
+                     "--set", "compile.loss=categorical_crossentropy", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    table = nntrain("predict", str(only_run(tmp_path)), "--split", "test", "--limit", "3")
+    assert table.exit_code == 0, table.output
+    rows = [line.split("│")[1:-1] for line in table.output.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip().isdigit()]
+    assert len(rows) == 3 and all(row[-1].strip() in ("0", "1", "2") for row in rows), \
+        table.output

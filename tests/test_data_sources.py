@@ -514,6 +514,14 @@ compile:
     message = data_error(tmp_path, "train: ids.npz\n", model)
     assert "input 'input' holds indices 0..12, but the embedding 'embedding' has input_dim 10" \
         in message and "input_dim to at least 13" in message
+    # new examples to predict: the input, not the trained model, is what to change
+    from nntrain.data.sources import check_arrays
+
+    np.savez(tmp_path / "fine.npz", x=np.minimum(ids, 9), y=np.array([0, 1, 0, 1]))
+    _, setup = load(tmp_path, "train: fine.npz\n", model)
+    with pytest.raises(DataError) as info:
+        check_arrays(ArraySet({"input": ids}), setup.io, "input new.npy", targets=False)
+    assert "the trained model knows ids 0..9: map the others" in info.value.hint
     np.savez(tmp_path / "ok.npz", x=np.minimum(ids, 9), y=np.array([0, 1, 0, 1]))
     ds, _ = load(tmp_path, "train: ok.npz\n", model)
     assert len(ds.train) == 4

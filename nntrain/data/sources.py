@@ -628,7 +628,9 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
         if array.dtype.kind == "f" and not _all_finite(array):
             bad = sum(int(np.size(b) - np.isfinite(b).sum()) for b in _blocks(array))
             raise DataError(f"{what}: input '{name}' has {bad:,} NaN or infinite values",
-                            "clean the data, or set data.missing for CSV files")
+                            "clean the data, or set data.missing for CSV files" if targets
+                            else "give every value: the model has no use for a missing one "
+                            "(a .csv of new rows is filled as the training data was)")
         if io.embedded.get(name) and array.dtype.kind == "f" and \
                 not all(np.all(np.mod(b, 1) == 0) for b in _blocks(array)):
             layer = io.embedded[name][0][0]
@@ -643,7 +645,9 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                 raise DataError(f"{what}: input '{name}' holds indices {low}..{high}, but the "
                                 f"embedding '{layer}' has input_dim {rows} (0..{rows - 1})",
                                 f"set input_dim to at least {high + 1}, or map the values "
-                                "to 0..input_dim-1")
+                                "to 0..input_dim-1" if targets else
+                                f"the trained model knows ids 0..{rows - 1}: map the others "
+                                "as its training data did (to an out-of-vocabulary id, say)")
     if not targets:
         return
     for name, weight in data.weights().items():
