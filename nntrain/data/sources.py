@@ -504,26 +504,13 @@ class _TablePlan:
         return {c: float(np.nanmean(train.numeric[c])) for c in self.used
                 if c in train.numeric and c not in self.categories}
 
-    def input_arrays(self, table: Table, fill: dict[str, float]) -> dict[str, np.ndarray]:
-        """The model's inputs from a table's feature columns."""
-        columns = self._numeric(table)
-        for name, value in fill.items():
-            if name in columns:
-                columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
-        for cols in self.inputs.values():
-            for name in cols:
-                if name not in columns:
-                    kind = "holds text" if name in table.text else "is missing"
-                    raise DataError(f"{table.source}: column '{name}' {kind}",
-                                    "give the columns the model was trained on: "
-                                    f"{', '.join(self.used)}")
-        return {name: np.stack([columns[c] for c in cols], axis=1).astype(np.float32)
-                for name, cols in self.inputs.items()}
-
-    def arrays(self, table: Table, fill: dict[str, float]) -> ArraySet:
+    def _columns(self, table: Table, fill: dict[str, float],
+                 labels: bool = True) -> dict[str, np.ndarray]:
+        """Number columns by name, one-hot categories and (with `labels`) text labels as
+        numbers, gaps filled."""
         columns = self._numeric(table)
         for name, levels in self.label_levels.items():  # text labels -> class indices
-            if name in table.text:
+            if labels and name in table.text:
                 index = {level: i for i, level in enumerate(levels)}
                 unknown = sorted(set(table.text[name].tolist()) - set(index))
                 if unknown:
@@ -531,18 +518,34 @@ class _TablePlan:
                                     f"data lacks: {', '.join(map(str, unknown[:5]))}")
                 columns[name] = np.array([index[v] for v in table.text[name]], np.float32)
         for name, value in fill.items():
-            if name in columns:  # a split that lacks the column is reported below
+            if name in columns:  # a split that lacks the column is reported when used
                 columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
+        return columns
+
+    @staticmethod
+    def _column(table: Table, columns: dict[str, np.ndarray], name: str) -> np.ndarray:
+        if name not in columns:
+            kind = "holds text" if name in table.text else "is missing"
+            raise DataError(f"{table.source}: column '{name}' {kind}",
+                            "every split needs the training file's numeric columns")
+        return columns[name]
+
+    def input_arrays(self, table: Table, fill: dict[str, float],
+                     columns: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The model's inputs from a table's feature columns (new rows to predict: their
+        target columns, if any, are not read)."""
+        columns = self._columns(table, fill, labels=False) if columns is None else columns
+        return {name: np.stack([self._column(table, columns, c) for c in cols],
+                               axis=1).astype(np.float32)
+                for name, cols in self.inputs.items()}
+
+    def arrays(self, table: Table, fill: dict[str, float]) -> ArraySet:
+        columns = self._columns(table, fill)
 
         def column(name: str) -> np.ndarray:
-            if name not in columns:
-                kind = "holds text" if name in table.text else "is missing"
-                raise DataError(f"{table.source}: column '{name}' {kind}",
-                                "every split needs the training file's numeric columns")
-            return columns[name]
+            return self._column(table, columns, name)
 
-        x = {name: np.stack([column(c) for c in cols], axis=1).astype(np.float32)
-             for name, cols in self.inputs.items()}
+        x = self.input_arrays(table, fill, columns)
         y = {}
         for out, shape in self.io.outputs.items():
             cols = self.targets_of(out)
