@@ -889,7 +889,14 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
                      split or ("test" if input_path is None else str(input_path)))
         return
     if output is not None:
-        write_predictions(output, outputs, class_names, setup, targets, step_masks)
+        value_names = {}
+        if setup.loaded.config.data.is_table():
+            from nntrain.data.sources import target_columns
+
+            value_names = {out: target_columns(setup.loaded.config.data, out)
+                           for out in setup.graph.outputs}
+        write_predictions(output, outputs, class_names, setup, targets, step_masks,
+                          value_names)
         console.print(f"wrote {len(data):,} predictions to {output}", highlight=False)
     else:
         console.print(prediction_table(outputs, class_names, top, targets, setup, step_masks))

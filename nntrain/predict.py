@@ -183,7 +183,8 @@ def _steps(classes: np.ndarray, real: np.ndarray | None, names: list[str] | None
 def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                       class_names: ClassNames | None, setup,
                       targets: dict[str, np.ndarray] | None = None,
-                      step_masks: dict[str, np.ndarray] | None = None) -> None:
+                      step_masks: dict[str, np.ndarray] | None = None,
+                      value_names: dict[str, list[str]] | None = None) -> None:
     """`.npy`: the raw output (one output); `.npz`: one array per output; `.csv`/`.json`: one
     row per example with the predicted class, its name and probability, then every column,
     then (predicting a split) the true class and its name, or the true values."""
@@ -216,6 +217,9 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                                 for t, c in enumerate(true)})
             continue
         flat = values.reshape(len(values), -1)
+        # several values: named after their target columns (a table's), else numbered
+        columns = (value_names or {}).get(name) or []
+        columns = columns if len(columns) == flat.shape[1] else list(range(flat.shape[1]))
         if _is_binary(setup, name, values):  # one sigmoid unit: the probability of class 1
             flat = np.concatenate([1 - flat, flat], axis=1)
             classifier = True
@@ -230,7 +234,7 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
             else:
                 base = name if len(outputs) > 1 else "prediction"
                 for j, v in enumerate(flat[i]):
-                    row[f"{base}_{j}" if flat.shape[1] > 1 else base] = float(v)
+                    row[f"{base}_{columns[j]}" if flat.shape[1] > 1 else base] = float(v)
         if targets is not None and name in targets:
             true = targets[name].reshape(len(values), -1)
             for i, row in enumerate(rows):
@@ -242,8 +246,8 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                     row[f"{prefix}true_label"] = _label(int(np.argmax(true[i])), names)
                 else:
                     for j, v in enumerate(true[i]):
-                        row[f"{prefix}true_{j}" if true.shape[1] > 1 else f"{prefix}true"] = \
-                            float(v)
+                        row[f"{prefix}true_{columns[j]}" if true.shape[1] > 1
+                            else f"{prefix}true"] = float(v)
     if suffix == ".json":
         atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
         return

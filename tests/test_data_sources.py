@@ -1125,3 +1125,19 @@ def test_predict_reads_new_rows_of_a_csv_as_the_training_table_was_encoded(tmp_p
     bad = nntrain("predict", str(run), str(tmp_path / "bad.csv"))
     assert bad.exit_code == 2 and "column 'city' is missing" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_predictions_of_several_target_columns_are_named_after_them(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    write_csv(tmp_path / "t.csv", ["a", "b", "price", "age"],
+              [[*rng.normal(size=2).round(3), *rng.normal(size=2).round(3)] for _ in range(20)])
+    config = write_config(tmp_path, "train: t.csv\ntargets: [price, age]\n"
+                                    "validation: {last: 5}\n", regressor(2, 2),
+                          extra="fit: {epochs: 1}\n")
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    (run,) = tmp_path.glob("runs/t/*")
+    result = nntrain("predict", str(run), "--split", "validation", "-o",
+                     str(tmp_path / "p.csv"))
+    assert result.exit_code == 0, result.output
+    header = (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert header == "index,prediction_price,prediction_age,true_price,true_age"

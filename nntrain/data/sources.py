@@ -385,6 +385,15 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
     return Dataset(*parts, class_names=class_names or None)
 
 
+def target_columns(config: DataConfig, output: str) -> list[str]:
+    """A table's target columns for one output: data.outputs' own, else data.targets (or
+    the built-in dataset's)."""
+    spec = (config.outputs or {}).get(output)
+    if spec is None:
+        spec = config.targets or builtin.TABULAR_TARGETS.get(config.dataset or "")
+    return [spec] if isinstance(spec, str) else list(spec or [])
+
+
 class _TablePlan:
     """Which columns feed which input and output, decided once from the config and the
     training table, then applied to every split."""
@@ -449,10 +458,7 @@ class _TablePlan:
                     "sparse_categorical_crossentropy on a softmax with a unit per class")
 
     def targets_of(self, output: str) -> list[str]:
-        spec = (self.config.outputs or {}).get(output)
-        if spec is None:
-            return self.default_targets
-        return [spec] if isinstance(spec, str) else list(spec)
+        return target_columns(self.config, output)
 
     def _numeric(self, table: Table) -> dict[str, np.ndarray]:
         columns = dict(table.numeric)
