@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -17,7 +17,7 @@ from nntrain.config.layers import ActivationName
 from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
 from nntrain.custom import load_object
 from nntrain.data.sources import Dataset, ModelIO
-from nntrain.errors import UserError
+from nntrain.errors import DataError, UserError
 from nntrain.graph import Graph, build_graph
 from nntrain.layers import Layer, ShapeError
 from nntrain.layers.base import ShapeErrors
@@ -436,7 +436,8 @@ def _check_class_weight(setup: Setup) -> None:
             "binary_crossentropy on one unit; for other outputs give per-example weights in "
             "data.sample_weight")])
     classes = _class_count(setup)
-    bad = [c for c in class_weight if not 0 <= c < classes]
+    # class names are checked against the data's (class_weight_vector)
+    bad = [c for c in class_weight if isinstance(c, int) and not 0 <= c < classes]
     if bad:
         raise ConfigError([setup.loaded.issue(
             ("fit", "class_weight"), f"classes {bad} are outside 0..{classes - 1}")])
@@ -465,11 +466,29 @@ def _class_count(setup: Setup) -> int:
     return units if units > 1 else 2  # one sigmoid unit: classes 0 and 1
 
 
-def class_weight_vector(setup: Setup) -> np.ndarray | None:
+def output_class_names(setup: Setup, dataset: Any) -> list[str] | None:
+    """The data's names of the classes of a single-output model (class_weight's output)."""
+    names = getattr(dataset, "class_names", None) or {}
+    return names.get(setup.graph.outputs[0]) if len(setup.graph.outputs) == 1 else None
+
+
+def class_weight_vector(setup: Setup, class_names: list[str] | None = None
+                        ) -> np.ndarray | None:
+    """fit.class_weight as one weight per class index; a class given by name is looked up
+    in `class_names`, the data's names of the output's classes."""
     class_weight = setup.loaded.config.fit.class_weight
     if not class_weight:
         return None
     vector = np.ones(_class_count(setup), np.float32)
     for c, w in class_weight.items():
-        vector[c] = w
+        if isinstance(c, str) and c not in (class_names or []) and c.isdigit() and \
+                int(c) < len(vector):
+            c = int(c)  # an index written as a string ("1": 3.0)
+        if isinstance(c, str) and c not in (class_names or []):
+            raise DataError(
+                f"fit.class_weight: no class named '{c}'; "
+                + (f"the classes are {', '.join(class_names)}" if class_names else
+                   "this data has no class names (a CSV's text labels have)"),
+                "give each class by its name or its index (0, 1, ...)")
+        vector[class_names.index(c) if isinstance(c, str) else c] = w
     return vector

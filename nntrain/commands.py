@@ -246,9 +246,14 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             setup = _prepare(loaded)
             dataset = _load_data(setup, base_dir, console, quiet)
             interrupts.check()
-            from nntrain.build import check_generated_validation
+            from nntrain.build import (
+                check_generated_validation,
+                class_weight_vector,
+                output_class_names,
+            )
 
             check_generated_validation(setup, dataset)
+            class_weight_vector(setup, output_class_names(setup, dataset))  # classes by name
             if run is not None and not quiet:
                 _warn_if_data_changed(run, dataset, console)
             if run is None:  # only now, with config, model and data all checked, touch the disk

@@ -107,7 +107,7 @@ def run_range_test(setup: Setup, dataset: Dataset, *, min_lr: float, max_lr: flo
     import jax
     import jax.numpy as jnp
 
-    from nntrain.build import class_weight_vector
+    from nntrain.build import class_weight_vector, output_class_names
     from nntrain.config.entries import entry_args, entry_name
     from nntrain.optimizers import build_optimizer, set_learning_rate
     from nntrain.train.programs import Programs, epoch_order, initialize, to_device
@@ -118,7 +118,9 @@ def run_range_test(setup: Setup, dataset: Dataset, *, min_lr: float, max_lr: flo
     setup = dataclasses.replace(setup, built_optimizer=build_optimizer(entry_name(entry), args))
     batch_size = config.fit.batch_size
     programs = Programs(setup, batch_size=batch_size, eval_batch_size=batch_size,
-                        steps_per_call=1, class_weight=class_weight_vector(setup))
+                        steps_per_call=1,
+                        class_weight=class_weight_vector(setup, output_class_names(setup,
+                                                                                   dataset)))
     step_program = programs.train_chunk(1)
     keys, params, state, opt_state = initialize(setup, config.seed)
     state = setup.model.adapt(params, state, dataset.train.x)

@@ -1141,3 +1141,29 @@ def test_predictions_of_several_target_columns_are_named_after_them(tmp_path: Pa
     assert result.exit_code == 0, result.output
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert header == "index,prediction_price,prediction_age,true_price,true_age"
+
+
+def test_class_weight_takes_the_datas_class_names(tmp_path: Path):
+    """{lux: 3} on a CSV of text labels trains exactly as {1: 3} (lux is class 1, the labels
+    sorted); a name the data lacks is a data error naming the classes."""
+    rng = np.random.default_rng(2)
+    write_csv(tmp_path / "t.csv", ["a", "b", "grade"],
+              [[*rng.normal(size=2).round(3), ["cheap", "lux", "mid"][i % 3]] for i in range(30)])
+    histories = []
+    for weights in ("{lux: 3.0}", "{1: 3.0}", "{'1': 3.0}"):
+        work = tmp_path / f"w{len(histories)}"
+        work.mkdir()
+        config = write_config(tmp_path, "train: t.csv\ntargets: grade\n", WEIGHTED, seed=1,
+                              extra=f"fit:\n  epochs: 2\n  batch_size: 8\n  class_weight: "
+                                    f"{weights}\n", file=f"c{len(histories)}.yaml")
+        result = nntrain("fit", str(config), "-q", cwd=work)
+        assert result.exit_code == 0, result.output
+        histories.append(_history(work))
+    assert histories[0] == histories[1] == histories[2]
+    config = write_config(tmp_path, "train: t.csv\ntargets: grade\n", WEIGHTED,
+                          extra="fit:\n  class_weight: {posh: 3.0}\n", file="bad.yaml")
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "fit.class_weight: no class named 'posh'; the classes are cheap, lux, mid" in \
+        result.output
+    assert not (tmp_path / "runs").exists()

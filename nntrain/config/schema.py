@@ -171,7 +171,8 @@ class FitConfig(Strict):
     batch_size: PositiveInt = 32
     validation_batch_size: PositiveInt | None = None
     shuffle: bool = True
-    class_weight: dict[int, float] | None = None
+    # by class index, or by class name where the data names its classes (a CSV's text labels)
+    class_weight: dict[int | str, float] | None = None
     callbacks: list[CallbackEntry] = []
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     devices: PositiveInt | Literal["all"] | None = None  # 1, or all in a multi-process run

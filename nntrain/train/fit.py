@@ -22,7 +22,7 @@ import numpy as np
 from rich.console import Console
 
 from nntrain import checkpoint
-from nntrain.build import Setup, class_weight_vector
+from nntrain.build import Setup, class_weight_vector, output_class_names
 from nntrain.config.entries import entry_args, entry_name
 from nntrain.consoles import write_stdout
 from nntrain.data.generator import GeneratorSplit
@@ -61,14 +61,15 @@ class FitResult:
 
 def make_programs(setup: Setup, steps_per_epoch: int | None = None,
                   placement: Placement | None = None,
-                  max_steps_per_call: int | None = None) -> Programs:
+                  max_steps_per_call: int | None = None,
+                  class_weight: np.ndarray | None = None) -> Programs:
     fit = setup.loaded.config.fit
     k, rolled = chunking(setup, steps_per_epoch or 1 << 30, fit.steps_per_execution)
     k = min(k, max_steps_per_call or k)
     return Programs(setup, batch_size=fit.batch_size,
                     eval_batch_size=fit.validation_batch_size or fit.batch_size,
-                    steps_per_call=k, rolled=rolled, class_weight=class_weight_vector(setup),
-                    placement=placement)
+                    steps_per_call=k, rolled=rolled, placement=placement,
+                    class_weight=class_weight)
 
 
 _REWRITTEN_HINT = ("the record was changed after it was written: restore it from a backup, "
@@ -97,7 +98,9 @@ class Fitter:
         cap = None if isinstance(dataset.train, GeneratorSplit) else max(
             1, self.budget // (2 * row_bytes(dataset.train) * self.config.fit.batch_size))
         self.programs = make_programs(setup, self.steps_per_epoch, self.placement,
-                                      cap if self.streaming else None)
+                                      cap if self.streaming else None,
+                                      class_weight_vector(setup,
+                                                          output_class_names(setup, dataset)))
         self.generated = isinstance(dataset.train, GeneratorSplit)
         self.stop_training = False
         # why training ended (early stopping, a callback), once it has: kept in
