@@ -99,9 +99,10 @@ def prepare(loaded: LoadedConfig) -> Setup:
     if isinstance(config.data.sample_weight, dict):
         _check_names(loaded, ("data", "sample_weight"), config.data.sample_weight, outputs,
                      issues)
-    _check_names(loaded, ("data", "outputs"), config.data.outputs or {}, outputs, issues)
-    _check_names(loaded, ("data", "inputs"), config.data.inputs or {}, list(graph.inputs),
-                 issues, "input")
+    if not loaded.saved:  # a run an older nntrain trained, which let them pass: read back
+        _check_names(loaded, ("data", "outputs"), config.data.outputs or {}, outputs, issues)
+        _check_names(loaded, ("data", "inputs"), config.data.inputs or {}, list(graph.inputs),
+                     issues, "input")
     if config.data.one_hot and not loaded.saved and not any(LOSSES.canonical(entry_name(e)) ==
                                        "categorical_crossentropy" for e in loss_entries.values()):
         issues.append(loaded.issue(("data", "one_hot"), "one_hot makes one-hot targets for "

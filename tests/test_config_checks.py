@@ -179,6 +179,21 @@ def test_a_runs_own_config_from_an_older_nntrain_is_read_back_as_it_was(tmp_path
         prepare(load_config(tmp_path / "config.yaml"))
 
 
+def test_a_saved_config_with_a_data_key_for_no_input_is_read_back(tmp_path: Path):
+    """Before data.inputs keys were checked, a one-input model ignored one naming no input:
+    its runs stay readable."""
+    from nntrain.build import prepare
+    from nntrain.config.loader import ConfigError, load_config
+
+    older = _with(data={"dataset": "iris", "inputs": {"features": "0:4"}},
+                  model={"input": [4], "layers": [{"dense": {"units": 3,
+                                                              "activation": "softmax"}}]})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(older))
+    prepare(load_config(tmp_path / "config.yaml", saved=True))
+    with pytest.raises(ConfigError, match="'features' is not an input of the model"):
+        prepare(load_config(tmp_path / "config.yaml"))
+
+
 def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path):
     (tmp_path / "c.yaml").write_text(
         "name: loop\ndata: {dataset: synthetic}\n"

@@ -1167,3 +1167,16 @@ def test_class_weight_takes_the_datas_class_names(tmp_path: Path):
     assert "fit.class_weight: no class named 'posh'; the classes are cheap, lux, mid" in \
         result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_none_and_na_are_categories_in_text_columns(tmp_path: Path):
+    """Markers like NA are missing values among numbers only: in a text column, "None" (no
+    damage) or "NA" (North America) are a category or a class like any other."""
+    rows = [[1.0, ["None", "NA", "EU"][i % 3], ["None", "Minor", "Major"][i % 3]]
+            for i in range(9)]
+    write_csv(tmp_path / "t.csv", ["a", "region", "damage"], rows)
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: damage\ncategorical: [region]\n",
+                 classifier(4, 3))
+    assert ds.class_names == {"dense": ["Major", "Minor", "None"]}
+    np.testing.assert_array_equal(y_of(ds.train), [2, 1, 0] * 3)
+    np.testing.assert_array_equal(x_of(ds.train)[:3, 1:], [[0, 0, 1], [0, 1, 0], [1, 0, 0]])

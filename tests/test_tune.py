@@ -526,3 +526,11 @@ def test_ctrl_c_in_a_trials_test_evaluation_keeps_the_finished_trial(tmp_path: P
     assert result.exit_code == 130, result.output
     board = leaderboard(tmp_path / "runs" / "tiny_tune")
     assert [(r["trial"], r["status"]) for r in board] == [("0", "complete")]
+
+
+def test_the_stop_hint_prints_a_storage_url_without_its_password():
+    from nntrain.tune.command import _without_password
+
+    assert _without_password("postgresql://ann:s3cret@db.lab:5432/studies") == \
+        "postgresql://ann:***@db.lab:5432/studies"
+    assert _without_password("sqlite:///runs/x/study.db") == "sqlite:///runs/x/study.db"

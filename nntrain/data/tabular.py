@@ -41,15 +41,16 @@ class Table:
                         "list it under data.categorical to one-hot encode it")
 
 
-# cells read as a missing value, as pandas reads them by default
+# in a column of numbers, cells read as a missing value (pandas' default markers); in a text
+# column only an empty cell is missing: "None" or "NA" (North America) may be a category
 MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL", "null",
                      "None", "#N/A", "<NA>"})
 
 
 def read_csv(path: Path) -> Table:
     """Read a CSV with a header row (Python's csv module); numbers become float32 columns;
-    columns that are not numbers stay text. Empty cells and markers such as `NA` are missing
-    values: NaN in a number column, '' in a text column."""
+    columns that are not numbers stay text. Missing values: empty cells, and in a column of
+    numbers markers such as `NA` (NaN); in a text column, empty cells ('')."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
@@ -72,9 +73,10 @@ def read_csv(path: Path) -> Table:
                         "value: see data.missing); quote values that contain commas")
     numeric, text = {}, {}
     for j, name in enumerate(header):
-        cells = ["" if row[j].strip() in MISSING else row[j].strip() for row in body]
+        cells = [row[j].strip() for row in body]
         try:
-            numeric[name] = np.array([float(c) if c else math.nan for c in cells], np.float32)
+            numeric[name] = np.array([math.nan if c in MISSING else float(c) for c in cells],
+                                     np.float32)
         except ValueError:
             text[name] = np.array(cells, dtype=object)
     return Table(header, numeric, text, str(path))

@@ -349,8 +349,6 @@ class CSVLogger(Callback):
     directory and stays inside it. Its state is how many lines the file had at the last
     checkpoint, so `--resume` drops rows of epochs it is about to redo."""
 
-    numeric_state = True
-
     def __init__(self, args: CSVLoggerArgs, run_dir: Path) -> None:
         self.args = args
         self.path = run_dir / args.filename
@@ -396,6 +394,11 @@ class CSVLogger(Callback):
 
     def load_state(self, state):
         self.resume_lines = state["lines"]
+
+    def check_state(self) -> None:
+        lines = self.resume_lines
+        if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
+            raise ValueError(f"lines is {lines!r}, not a count of lines")
 
 
 TENSORBOARD_HINT = "pip install 'nntrain[tensorboard]'"

@@ -288,8 +288,11 @@ class Fitter:
             raise bad("no step count")
         step = meta.get("step_in_epoch") or 0
         if not isinstance(step, int) or not 0 <= step < self.steps_per_epoch:
-            raise bad(f"step_in_epoch {step!r} is not a step of an epoch of "
-                      f"{self.steps_per_epoch}")
+            raise checkpoint.CheckpointError(
+                f"{where}: the run stopped at step {step!r} of an epoch, and its epochs now "
+                f"have {self.steps_per_epoch} steps",
+                "the training data has fewer examples than when the run stopped (resume on "
+                "the data it had), or the record was changed after it was written")
         if step:
             sums = meta.get("partial_sums")
             size = len(self.programs.layout.zeros())

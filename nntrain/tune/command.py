@@ -76,6 +76,17 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
                         "kept)") from None
 
 
+def _without_password(url: str) -> str:
+    """A storage URL fit to print: its password, if any, as ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _root(error: BaseException) -> BaseException:
     while error.__cause__ is not None or error.__context__ is not None:
         error = error.__cause__ or error.__context__
@@ -197,7 +208,7 @@ def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Cons
         if Path(runs_dir) != Path("runs"):
             again += ["--runs-dir", runs_dir]
         if storage:
-            again += ["--storage", storage]
+            again += ["--storage", _without_password(storage)]
         if workers > 1:
             again += ["--workers", workers]
         console.print(f"[yellow]Stopped.[/] Run the same command to continue the search "

@@ -76,7 +76,8 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str,
         study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
                                     direction="maximize" if direction == "max" else "minimize")
         study.set_user_attr("config", fingerprint)
-        if search.algorithm != "grid":
+        # a worker elsewhere (a shared --storage) may have created it a moment before
+        if search.algorithm != "grid" and not study.get_trials(deepcopy=False):
             from nntrain.tune.space import defaults
 
             study.enqueue_trial(to_params(dims, defaults(dims)), user_attrs={"defaults": True})
