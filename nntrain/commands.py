@@ -267,7 +267,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
 
                 atomic_write_text(run.path / "summary.txt",
                                   summary_text(setup.model, f'Model: "{loaded.config.name}"'))
-                run.update_info(**_run_record(loaded, dataset, base_dir))
+                # running from here: a kill while the programs are made lists as killed
+                run.update_info(**_run_record(loaded, dataset, base_dir), status="running",
+                                host=socket.gethostname(), pid=os.getpid())
             fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format,
                             placement=placement)
             if fitter.streaming and not quiet:

@@ -290,3 +290,23 @@ def test_ctrl_c_while_jax_is_imported_is_not_lost(tmp_path: Path, monkeypatch):
     assert result.exit_code == 130, result.output
     assert "Interrupted before training started" in result.output
     assert not list(tmp_path.glob("runs/*/*"))
+
+
+def test_a_run_is_marked_running_before_its_programs_are_made(tmp_path: Path, monkeypatch):
+    """A kill -9 while the Fitter is made (compiling, placing data) leaves a run that
+    `runs` can tell is killed: run.json already says running, with this process's id."""
+    from clirunner import nntrain
+
+    from nntrain.train import fit
+
+    seen = {}
+
+    class Killed(fit.Fitter):
+        def __init__(self, setup, dataset, run, *args, **kwargs):
+            seen.update(json.loads((run.path / "run.json").read_text()))
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit, "Fitter", Killed)
+    result = nntrain("fit", str(TINY), cwd=tmp_path)
+    assert result.exit_code == 130, result.output
+    assert seen["status"] == "running" and seen["pid"] == os.getpid()
