@@ -176,9 +176,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if resume is not None:
         run = resolve_run(resume, runs_dir)
         run.require_config()
-        from nntrain.runs_view import is_trial
-
-        if is_trial(run):  # its checkpoint also holds the search's reporting callback
+        if run.is_trial:  # its checkpoint also holds the search's reporting callback
             raise UserError(f"{run.path} is a trial of the search in {run.path.parent}: the "
                             "search trains it, not fit --resume",
                             "run the search's `nntrain tune CONFIG` command again: an "

@@ -130,6 +130,12 @@ class Run:
             raise UserError(f"cannot read {path}: {problem}", _damaged(name))
         return data
 
+    @property
+    def is_trial(self) -> bool:
+        """A trial of `nntrain tune` (trial-NNNN/ beside its study's lock file): the search,
+        not `fit --resume`, trains it again."""
+        return self.path.name.startswith("trial-") and (self.path.parent / "study.lock").exists()
+
     def info(self) -> dict[str, Any]:
         return self.read_json(RUN_FILE)
 

@@ -189,14 +189,8 @@ def fmt_time(value: datetime | None, seconds: bool = False) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S%z" if seconds else "%Y-%m-%d %H:%M")
 
 
-def is_trial(run: Run) -> bool:
-    """A trial of `nntrain tune` (trial-NNNN/ beside its study's lock file): the search, not
-    `fit --resume`, trains it again."""
-    return run.path.name.startswith("trial-") and (run.path.parent / "study.lock").exists()
-
-
 def _continue_note(views: list[RunView]) -> str:
-    trials = sum(1 for v in views if is_trial(v.run))
+    trials = sum(1 for v in views if v.run.is_trial)
     runs = "`nntrain fit --resume RUN` continues a run from its last finished epoch"
     search = "the search's `nntrain tune` command trains a trial anew"
     return search if trials == len(views) else f"{runs}; {search}" if trials else runs
@@ -477,7 +471,7 @@ def show_run(spec: str, runs_dir: Path, console: Console) -> None:
     for problem in view.problems:
         _add_row(table, "damaged", Text(problem, style="red"))
     again = "run the search's `nntrain tune` command again, which trains it anew" \
-        if is_trial(run) else f"continue with {shell('nntrain', 'fit', '--resume', run.path)}"
+        if run.is_trial else f"continue with {shell('nntrain', 'fit', '--resume', run.path)}"
     if view.status == "running?":
         _add_row(table, "note", f"run.json says running, but nothing was written for "
                  f"{fmt_duration(view.silent_for)}: the process may be gone; {again}")

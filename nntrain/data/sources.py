@@ -364,8 +364,7 @@ def table_inputs(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
     table = read_csv(path)
     gaps = missing_counts(table, plan.used)
     if gaps and config.missing != "mean":
-        listing = ", ".join(f"{c} ({n:,} row{'' if n == 1 else 's'})" for c, n in gaps.items())
-        raise DataError(f"{path}: missing values in {listing}",
+        raise DataError(f"{path}: missing values in {_gaps(gaps)}",
                         "give every row a value: each row gets a prediction (data.missing: "
                         "mean in the training config fills them with the training means)")
     return ArraySet(plan.input_arrays(table, fill))
@@ -482,9 +481,8 @@ class _TablePlan:
         if not counts:
             return table
         policy = self.config.missing
-        listing = ", ".join(f"{c} ({n:,} row{'' if n == 1 else 's'})" for c, n in counts.items())
         if policy == "error":
-            raise DataError(f"{table.source}: missing values in {listing}",
+            raise DataError(f"{table.source}: missing values in {_gaps(counts)}",
                             "set data.missing to drop (remove those rows) or mean (fill with "
                             "the training mean)")
         if policy == "drop":
@@ -582,6 +580,11 @@ class _TablePlan:
             own = {out: weights(name) for out, name in setting.items()}
             return ArraySet(x, y, None, {out: w for out, w in own.items() if w is not None})
         return ArraySet(x, y, weights(setting) if setting else None)
+
+
+def _gaps(counts: dict[str, int]) -> str:
+    """Missing values by column, as messages list them: `age (17 rows), city (1 row)`."""
+    return ", ".join(f"{c} ({n:,} row{'' if n == 1 else 's'})" for c, n in counts.items())
 
 
 def _labels_hint(name: str, io: ModelIO) -> str:
