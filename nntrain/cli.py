@@ -259,7 +259,8 @@ def lr_find(
     min_lr: Annotated[float, typer.Option("--min-lr", help="The first learning rate.")] = 1e-5,
     max_lr: Annotated[float, typer.Option("--max-lr", help="The last learning rate.")] = 10.0,
     steps: Annotated[int, typer.Option(
-        help="Training steps, the rate growing exponentially from --min-lr to --max-lr.")] = 300,
+        help="Training steps (optimizer updates), the rate growing exponentially from "
+             "--min-lr to --max-lr.")] = 300,
     runs_dir: RunsDirOpt = Path("runs"),
 ) -> None:
     """Find a learning rate: a short run with a growing rate, a plot and a suggestion.

@@ -133,14 +133,18 @@ def run_range_test(setup: Setup, dataset: Dataset, *, min_lr: float, max_lr: flo
     zeros = jnp.asarray(programs.layout.zeros())
     result = LRFindResult()
     best, avg, order, order_epoch = math.inf, 0.0, None, -1
+    every = args.gradient_accumulation_steps or 1  # batches an update takes
     for i in range(steps):
-        epoch, in_epoch = divmod(i, per_epoch)
-        if epoch != order_epoch:  # the data order `fit` would use, epoch after epoch
-            order = epoch_order(keys["order"], epoch, n, padded, config.fit.shuffle)
-            order_epoch = epoch
         lr = rate_at(i, steps, min_lr, max_lr)
         carry = {**carry, "opt_state": set_learning_rate(carry["opt_state"], lr)}
-        carry, sums = step_program(carry, zeros, train, order, in_epoch, keys["dropout"], n, 1)
+        sums = zeros  # an accumulating update's loss is its batches' mean (same weights)
+        for batch in range(i * every, (i + 1) * every):
+            epoch, in_epoch = divmod(batch, per_epoch)
+            if epoch != order_epoch:  # the data order `fit` would use, epoch after epoch
+                order = epoch_order(keys["order"], epoch, n, padded, config.fit.shuffle)
+                order_epoch = epoch
+            carry, sums = step_program(carry, sums, train, order, in_epoch, keys["dropout"],
+                                       n, 1)
         loss = programs.layout.result(np.asarray(jax.device_get(sums)))["loss"]
         if not math.isfinite(loss):
             result.stop_reason = f"the loss became {loss} at learning rate {lr:.3g}"

@@ -195,16 +195,35 @@ def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformat
         clipping.append(_clip_each_by_norm(a.clipnorm))
     if a.global_clipnorm is not None:
         clipping.append(optax.clip_by_global_norm(a.global_clipnorm))
-    optimizer = optax.inject_hyperparams(make)(learning_rate=_learning_rate(a.learning_rate))
-    return optax.chain(*clipping, optimizer) if clipping else optimizer
+    learning_rate = _learning_rate(a.learning_rate)
+    every = a.gradient_accumulation_steps
+    if every and callable(learning_rate):
+        # Keras evaluates a schedule at its count of batches, not of updates: the k-th update
+        # (from 0) comes after batch k * every + every - 1
+        learning_rate = _at_batches(learning_rate, every)
+    optimizer = optax.inject_hyperparams(make)(learning_rate=learning_rate)
+    optimizer = optax.chain(*clipping, optimizer) if clipping else optimizer
+    if every:
+        # Keras's accumulation: every `every` batches, one update with the mean of their
+        # gradients, clipped and decayed then; in between the weights stay as they are
+        return optax.MultiSteps(optimizer, every_k_schedule=every).gradient_transformation()
+    return optimizer
 
 
-def _hyperparams_state(opt_state) -> optax.InjectHyperparamsState:
-    states = opt_state if isinstance(opt_state, tuple) and not hasattr(opt_state, "hyperparams") \
-        else (opt_state,)
-    for s in states:
-        if hasattr(s, "hyperparams"):
-            return s
+def _at_batches(schedule: optax.Schedule, every: int) -> optax.Schedule:
+    return lambda update: schedule(update * every + every - 1)
+
+
+def _hyperparams_state(opt_state: Any) -> optax.InjectHyperparamsState:
+    """The state holding the learning rate, wherever a chain or MultiSteps put it."""
+    if hasattr(opt_state, "hyperparams"):
+        return opt_state
+    if isinstance(opt_state, tuple):
+        for part in opt_state:
+            try:
+                return _hyperparams_state(part)
+            except ValueError:
+                pass
     raise ValueError("optimizer state has no injected hyperparameters")
 
 
@@ -231,12 +250,16 @@ def set_learning_rate(opt_state: Any, value: float) -> Any:
             "the learning rate follows a schedule, which sets it at every step")
 
     def swap(state):
-        if not hasattr(state, "hyperparams"):
-            return state
         old = state.hyperparams["learning_rate"]
         rate = jnp.asarray(value, dtype=jnp.asarray(old).dtype)
         return state._replace(hyperparams={**state.hyperparams, "learning_rate": rate})
 
-    if hasattr(opt_state, "hyperparams"):
-        return swap(opt_state)
-    return type(opt_state)(swap(s) for s in opt_state)
+    def walk(state):
+        if hasattr(state, "hyperparams"):
+            return swap(state)
+        if isinstance(state, tuple):
+            parts = [walk(part) for part in state]
+            return state._make(parts) if hasattr(state, "_make") else type(state)(parts)
+        return state
+
+    return walk(opt_state)

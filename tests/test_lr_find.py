@@ -158,3 +158,24 @@ def test_an_interrupted_test_leaves_no_half_made_folder(tmp_path: Path, monkeypa
     result = nntrain("lr-find", str(TINY), "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 130, result.output
     assert not (tmp_path / "runs" / "tiny_mlp-lr-find").exists()
+
+
+def test_with_gradient_accumulation_a_step_is_one_update_of_several_batches(tmp_path: Path):
+    """Two accumulated batches of 16 make the same steps as one batch of 32: the same
+    gradient, and a loss that is the mean of the two (taken with the same weights)."""
+    for name, batch_size, every in (("big", 32, "null"), ("small", 16, "2")):
+        text = TINY.read_text().replace("name: tiny_mlp", f"name: {name}").replace(
+            "    - dropout: 0.1\n", "").replace(
+            "optimizer: {adam: {learning_rate: 0.01}}",
+            f"optimizer: {{adam: {{gradient_accumulation_steps: {every}}}}}").replace(
+            "batch_size: 32", f"batch_size: {batch_size}\n  shuffle: false")
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(text)
+        result = nntrain("lr-find", str(config), "--steps", "12", "--max-lr", "0.1",
+                         cwd=tmp_path)
+        assert result.exit_code in (0, 2), result.output  # 12 steps may suggest nothing
+    big, small = (read_rows(the_run(tmp_path, f"{n}-lr-find")) for n in ("big", "small"))
+    assert len(small) == len(big) == 12
+    np.testing.assert_allclose([r["loss"] for r in small], [r["loss"] for r in big],
+                               rtol=1e-5)
+    assert len({r["loss"] for r in small}) == 12  # a new loss every step

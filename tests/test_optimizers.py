@@ -3,11 +3,16 @@ learning rate without recompiling."""
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import yaml
+from clirunner import nntrain
 from pydantic import ValidationError
 
 from nntrain.config.compile import AdamArgs, AdamWArgs, RMSpropArgs, SGDArgs
@@ -92,14 +97,55 @@ def test_weight_decay_on_sgd_momentum_follows_keras():
                                        {k: np.asarray(x) for k, x in params().items()}))
 
 
-@pytest.mark.parametrize(("key", "value"), [("use_ema", True),
-                                            ("gradient_accumulation_steps", 4),
-                                            ("loss_scale_factor", 128.0)])
+@pytest.mark.parametrize(("key", "value"), [("use_ema", True), ("loss_scale_factor", 128.0)])
 def test_keras_options_nntrain_lacks_are_refused_by_name(key, value):
     with pytest.raises(ValidationError) as info:
         AdamArgs(**{key: value})
     assert f"nntrain does not support Keras's {key}; leave it out" in str(info.value)
     AdamArgs(**{key: False if key == "use_ema" else None})  # Keras's saved default
+
+
+def test_gradient_accumulation_follows_keras():
+    """Keras 3 (optimizers/base_optimizer.py): gradients add up over N batches; the N-th
+    applies their mean, clipped, with the learning rate the schedule gives at that batch's
+    count; in between the weights and the momentum stay as they are."""
+    every, lr0 = 3, 0.1
+    schedule = {"exponential_decay": {"initial_learning_rate": lr0, "decay_steps": 2,
+                                      "decay_rate": 0.5}}
+    opt = build_optimizer("sgd", SGDArgs(learning_rate=schedule, momentum=0.9, clipnorm=2.0,
+                                         gradient_accumulation_steps=every))
+    grads = [G1, G2, G1, G1, G2, G2, G1]
+    got, _ = steps(opt, grads)
+    w = {k: np.asarray(x, np.float64) for k, x in params().items()}
+    velocity = {k: np.zeros_like(x) for k, x in w.items()}
+    total = {k: np.zeros_like(x) for k, x in w.items()}
+    for batch, (g, update) in enumerate(zip(grads, got, strict=True)):
+        total = {k: total[k] + g[k] for k in w}
+        if (batch + 1) % every:
+            assert_tree_close(update, tmap(np.zeros_like, w))  # nothing moves in between
+            continue
+        lr = lr0 * 0.5 ** (batch / 2)  # the schedule at the batch count, not the update count
+        for k in w:
+            mean = total[k] / every
+            mean = mean * min(1.0, 2.0 / np.linalg.norm(mean))
+            velocity[k] = 0.9 * velocity[k] - lr * mean
+            np.testing.assert_allclose(update[k], velocity[k], rtol=1e-5, atol=1e-7, err_msg=k)
+        total = {k: np.zeros_like(x) for k, x in w.items()}
+
+
+def test_gradient_accumulation_takes_two_batches_or_more_as_keras():
+    with pytest.raises(ValidationError, match="greater than or equal to 2"):
+        SGDArgs(gradient_accumulation_steps=1)
+    assert SGDArgs(gradient_accumulation_steps=None).gradient_accumulation_steps is None
+
+
+def test_the_learning_rate_is_read_and_set_through_accumulation():
+    opt = build_optimizer("adam", AdamArgs(learning_rate=0.01, gradient_accumulation_steps=2))
+    state = opt.init(params())
+    changed = set_learning_rate(state, 0.5)
+    assert get_learning_rate(changed) == pytest.approx(0.5)
+    assert get_learning_rate(state) == pytest.approx(0.01)
+    assert jax.tree.structure(changed) == jax.tree.structure(state)
 
 
 def test_adam_first_step_is_minus_lr_times_sign():
@@ -287,3 +333,49 @@ def test_adam_family_follows_keras_step_by_step(name, args):
             denominator = np.sqrt(v_max[k] if args.model_dump().get("amsgrad") else v[k]) + eps
             expected[k] = expected[k] - alpha * m[k] / denominator
         assert_tree_close(p, expected, rtol=2e-5)
+
+
+# -- through the CLI ----------------------------------------------------------------------------
+def accumulating_config(tmp_path: Path, name: str, batch_size: int, every: int | None) -> Path:
+    data = yaml.safe_load((Path(__file__).parent / "configs" / "tiny_mlp.yaml").read_text())
+    data["name"] = name
+    data["model"]["layers"] = [layer for layer in data["model"]["layers"] if layer != {
+        "dropout": 0.1}]
+    data["compile"]["optimizer"] = {"adam": {"learning_rate": 0.01,
+                                             "gradient_accumulation_steps": every}}
+    data["fit"].update(batch_size=batch_size, shuffle=False, epochs=3, callbacks=[],
+                       steps_per_execution=4)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def history(run: Path) -> np.ndarray:
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    return np.array([[float(r[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")]
+                     for r in rows])
+
+
+def test_four_accumulated_batches_of_25_train_as_one_batch_of_100(tmp_path: Path):
+    """The weights stay put within a window, so even the epoch's loss is the big batch's."""
+    for name, batch_size, every in (("big", 100, None), ("small", 25, 4)):
+        config = accumulating_config(tmp_path, name, batch_size, every)
+        result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+    big, = tmp_path.glob("runs/big/*")
+    small, = tmp_path.glob("runs/small/*")
+    np.testing.assert_allclose(history(small), history(big), rtol=1e-5, atol=1e-6)
+    assert history(big)[-1, 0] < history(big)[0, 0]
+
+
+def test_a_resume_carries_the_gradients_of_an_unfinished_window(tmp_path: Path):
+    """20 batches an epoch in windows of 3: each epoch ends with gradients still pending."""
+    config = accumulating_config(tmp_path, "whole", 25, 3)
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    config = accumulating_config(tmp_path, "parts", 25, 3)
+    assert nntrain("fit", str(config), "--epochs", "1", "-q", cwd=tmp_path).exit_code == 0
+    parts, = tmp_path.glob("runs/parts/*")
+    resumed = nntrain("fit", "--resume", str(parts), "--epochs", "3", "-q", cwd=tmp_path)
+    assert resumed.exit_code == 0, resumed.output
+    whole, = tmp_path.glob("runs/whole/*")
+    np.testing.assert_allclose(history(parts), history(whole), rtol=1e-6)

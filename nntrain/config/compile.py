@@ -353,10 +353,10 @@ class OptimizerArgs(Args):
     ema_momentum: float = keras_only(0.99)
     ema_overwrite_frequency: PositiveInt | None = keras_only(None)
     loss_scale_factor: float | None = keras_only(None)
-    gradient_accumulation_steps: PositiveInt | None = keras_only(None)
+    # update every N batches with the mean of their gradients (Keras requires N >= 2)
+    gradient_accumulation_steps: Annotated[int, Field(ge=2)] | None = None
 
-    @field_validator("use_ema", "ema_overwrite_frequency", "loss_scale_factor",
-                     "gradient_accumulation_steps")
+    @field_validator("use_ema", "ema_overwrite_frequency", "loss_scale_factor")
     @classmethod
     def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
         if value not in (None, False):
