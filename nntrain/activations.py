@@ -31,6 +31,19 @@ def _activations() -> dict[str, Activation]:
         "relu6": nn.relu6,
         "hard_sigmoid": nn.hard_sigmoid,
         "exponential": jnp.exp,
+        # Keras's formulas, with its default arguments (thresholds 0.5, squareplus's b 4)
+        "mish": lambda x: x * jnp.tanh(nn.softplus(x)),
+        "celu": nn.celu,
+        "hard_silu": nn.hard_swish,
+        "hard_swish": nn.hard_swish,
+        "hard_tanh": nn.hard_tanh,
+        "log_sigmoid": nn.log_sigmoid,
+        "tanh_shrink": lambda x: x - jnp.tanh(x),
+        "soft_shrink": lambda x: jnp.where(x > 0.5, x - 0.5, jnp.where(x < -0.5, x + 0.5, 0.0)),
+        "hard_shrink": lambda x: jnp.where(jnp.abs(x) > 0.5, x, 0.0),
+        "squareplus": lambda x: (x + jnp.sqrt(jnp.square(x) + 4.0)) / 2,
+        "sparse_plus": nn.sparse_plus,
+        "sparse_sigmoid": nn.sparse_sigmoid,
     }
 
 

@@ -44,6 +44,19 @@ REFERENCES = {
     "relu6": lambda x: np.clip(x, 0, 6),
     "hard_sigmoid": lambda x: np.clip(x + 3, 0, 6) / 6,
     "exponential": np.exp,
+    # Keras 3's formulas (keras/src/activations/activations.py) at their default arguments
+    "mish": lambda x: x * np.tanh(np.log1p(np.exp(x))),
+    "celu": lambda x: np.maximum(x, 0) + np.minimum(0, np.expm1(x)),
+    "hard_silu": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "hard_swish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
+    "hard_tanh": lambda x: np.clip(x, -1, 1),
+    "log_sigmoid": lambda x: -np.log1p(np.exp(-x)),
+    "tanh_shrink": lambda x: x - np.tanh(x),
+    "soft_shrink": lambda x: np.sign(x) * np.maximum(np.abs(x) - 0.5, 0),
+    "hard_shrink": lambda x: np.where(np.abs(x) > 0.5, x, 0),
+    "squareplus": lambda x: (x + np.sqrt(x * x + 4)) / 2,
+    "sparse_plus": lambda x: np.where(x <= -1, 0, np.where(x >= 1, x, (x + 1) ** 2 / 4)),
+    "sparse_sigmoid": lambda x: np.clip((x + 1) / 2, 0, 1),
 }
 
 

@@ -619,3 +619,47 @@ def test_mismatched_concatenate_is_a_config_error(tmp_path):
     assert issue.path == "model.layers[1]"
     assert "'joined'" in issue.message
     assert "(4,), (5, 3)" in issue.message
+
+
+def test_group_normalization_normalizes_each_group_of_channels():
+    """Keras's GroupNormalization: 8 channels in 4 groups of 2, statistics over the steps and
+    the group's channels of each example."""
+    layer, params, state, out = build("group_normalization", (5, 8), groups=4)
+    assert out == (5, 8) and state == {}
+    assert {k: v.shape for k, v in params.items()} == {"gamma": (8,), "beta": (8,)}
+    params = {"gamma": jnp.arange(1.0, 9.0), "beta": jnp.full(8, 0.5)}
+    x = RNG.normal(size=(3, 5, 8)).astype(np.float32) * 3 + 1
+    grouped = x.reshape(3, 5, 4, 2)
+    mean = grouped.mean((1, 3), keepdims=True)
+    var = grouped.var((1, 3), keepdims=True)
+    expected = ((grouped - mean) / np.sqrt(var + 1e-3)).reshape(3, 5, 8) * np.arange(1, 9) + 0.5
+    y, _ = run(layer, params, state, x, training=True)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    # groups: -1 is instance normalization: each channel of each example on its own
+    layer, params, _, _ = build("group_normalization", (5, 8), groups=-1, center=False,
+                                scale=False)
+    assert params == {}
+    y, _ = run(layer, params, {}, x)
+    np.testing.assert_allclose(y, (x - x.mean(1, keepdims=True)) /
+                               np.sqrt(x.var(1, keepdims=True) + 1e-3), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("groups", "message"), [
+    (3, "8 channels do not split into 3 groups"), (16, "16 groups but only 8 channels")])
+def test_group_normalization_needs_groups_that_divide_the_channels(groups, message):
+    with pytest.raises(ShapeError, match=message):
+        build("group_normalization", (5, 8), groups=groups)
+
+
+def test_unit_normalization_and_the_softmax_layer():
+    x = RNG.normal(size=(3, 4, 5)).astype(np.float32)
+    layer, params, _, out = build("unit_normalization", (4, 5))
+    assert out == (4, 5) and params == {}
+    y, _ = run(layer, params, {}, x)
+    np.testing.assert_allclose(y, x / np.linalg.norm(x, axis=-1, keepdims=True), rtol=1e-5)
+    y, _ = run(layer, params, {}, np.zeros_like(x))  # no division by zero
+    assert np.all(y == 0)
+    layer, params, _, _ = build("softmax", (4, 5), axis=[1, 2])
+    y, _ = run(layer, params, {}, x)
+    e = np.exp(x - x.max((1, 2), keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum((1, 2), keepdims=True), rtol=1e-5)

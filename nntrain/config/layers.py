@@ -14,6 +14,8 @@ LAYERS = Registry("layer")
 ActivationName = Literal[
     "linear", "relu", "sigmoid", "tanh", "softmax", "softplus", "softsign", "selu", "elu",
     "gelu", "swish", "silu", "leaky_relu", "relu6", "hard_sigmoid", "exponential", "log_softmax",
+    "mish", "celu", "hard_silu", "hard_swish", "hard_tanh", "log_sigmoid", "tanh_shrink",
+    "soft_shrink", "hard_shrink", "squareplus", "sparse_plus", "sparse_sigmoid",
 ]
 InitializerName = Literal[
     "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
@@ -562,6 +564,37 @@ class LayerNormalizationArgs(ScaleCenterArgs):
     scale: bool = True
     beta_initializer: InitializerName = "zeros"
     gamma_initializer: InitializerName = "ones"
+
+
+@LAYERS.register("group_normalization")
+class GroupNormalizationArgs(LayerNormalizationArgs):
+    """Keras's GroupNormalization: each example's channels in `groups` groups, each group
+    normalized over its channels and every other axis; -1 makes a group of each channel
+    (instance normalization)."""
+
+    positional = "groups"
+    groups: Annotated[int, Field(ge=-1)] = 32
+    axis: int = -1  # the channels
+
+    @model_validator(mode="after")
+    def _some_groups(self) -> GroupNormalizationArgs:
+        if self.groups == 0:
+            raise ValueError("groups must be positive, or -1 for a group per channel")
+        return self
+
+
+@LAYERS.register("unit_normalization")
+class UnitNormalizationArgs(LayerArgs):
+    """Keras's UnitNormalization: each example scaled to unit L2 norm over `axis`."""
+
+    axis: Axis = -1
+
+
+@LAYERS.register("softmax")
+class SoftmaxArgs(LayerArgs):
+    """Keras's Softmax layer: a softmax over `axis` (several axes: over them together)."""
+
+    axis: Axis = -1
 
 
 # -- merging several inputs ----------------------------------------------------------------

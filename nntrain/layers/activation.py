@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from nntrain.layers.base import Built, Layer, Weight, as_float, register
-from nntrain.layers.normalization import resolve_axes
-from nntrain.lazy import jnp
+from nntrain.layers.normalization import OverAxes, resolve_axes
+from nntrain.lazy import jax, jnp
 
 
 class ElementWiseActivation(Layer):
@@ -53,3 +53,11 @@ class PReLU(ElementWiseActivation):
     def call(self, params, state, x, *, training, rng, **_):
         x = as_float(x)
         return jnp.maximum(x, 0.0) + params["alpha"] * jnp.minimum(x, 0.0), state
+
+
+@register("softmax")
+class Softmax(OverAxes):
+    """Keras's Softmax layer: over `axis`, or over several axes together."""
+
+    def call(self, params, state, x, *, training, rng, **_):
+        return jax.nn.softmax(as_float(x), axis=self.axes(x)), state

@@ -1,4 +1,5 @@
-"""Normalization layers: normalization (adapted statistics), batch and layer normalization.
+"""Normalization layers: normalization (adapted statistics), batch, layer, group and unit
+normalization.
 
 Axes are Keras's: they count the batch axis as 0, so `-1` is the last axis; shapes here and
 in `state` exclude the batch axis.
@@ -181,3 +182,65 @@ class LayerNormalization(Layer):
         var = jnp.square(x - mean).mean(axes, keepdims=True)
         shape = _broadcast_shape(x.shape[1:], kept)
         return _normalize(x, mean, var, params, shape, self.args.epsilon).astype(dtype), state
+
+
+@register("group_normalization")
+class GroupNormalization(Layer):
+    """Keras's GroupNormalization: statistics per example and group of channels, over the
+    group's channels and every other axis; the same in training and inference."""
+
+    def _groups(self, channels: int) -> int:
+        groups = channels if self.args.groups == -1 else self.args.groups
+        if groups > channels:
+            raise ShapeError(f"{groups} groups but only {channels} channels: give groups of "
+                             f"at most {channels}")
+        if channels % groups:
+            raise ShapeError(f"{channels} channels do not split into {groups} groups: give "
+                             f"groups that divide {channels}")
+        return groups
+
+    def build(self, input_shape):
+        channel, = resolve_axes(self.args.axis, input_shape)
+        channels = input_shape[channel]
+        self._groups(channels)
+        return Built(_scale_and_center(self.args, (channels,)), {}, input_shape)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        x, dtype = _in_float32(x)
+        channel = resolve_axes(self.args.axis, x.shape[1:])[0] + 1
+        channels = x.shape[channel]
+        groups = self._groups(channels)
+        grouped = x.reshape(*x.shape[:channel], groups, channels // groups,
+                            *x.shape[channel + 1:])
+        axes = tuple(i for i in range(1, grouped.ndim) if i != channel)
+        mean = grouped.mean(axes, keepdims=True)
+        var = jnp.square(grouped - mean).mean(axes, keepdims=True)
+        y = ((grouped - mean) * lax.rsqrt(var + self.args.epsilon)).reshape(x.shape)
+        shape = _broadcast_shape(x.shape[1:], (channel - 1,))
+        if "gamma" in params:
+            y = y * jnp.reshape(params["gamma"], shape)
+        if "beta" in params:
+            y = y + jnp.reshape(params["beta"], shape)
+        return y.astype(dtype), state
+
+
+class OverAxes(Layer):
+    """A layer that works on each example over Keras's `axis` (an int or a list)."""
+
+    def build(self, input_shape):
+        resolve_axes(self.args.axis, input_shape)
+        return Built({}, {}, input_shape)
+
+    def axes(self, x: jax.Array) -> tuple[int, ...]:
+        """`axis` as indices into the batch `x`."""
+        return tuple(i + 1 for i in resolve_axes(self.args.axis, x.shape[1:]))
+
+
+@register("unit_normalization")
+class UnitNormalization(OverAxes):
+    """Keras's UnitNormalization: `x / ||x||` over `axis`, the norm at least 1e-12."""
+
+    def call(self, params, state, x, *, training, rng, **_):
+        x, dtype = _in_float32(x)
+        squares = jnp.square(x).sum(self.axes(x), keepdims=True)
+        return (x * jnp.minimum(lax.rsqrt(squares), 1e12)).astype(dtype), state
