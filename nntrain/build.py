@@ -391,7 +391,8 @@ def check_generated_validation(setup: Setup, dataset: Dataset) -> None:
 
 def _check_metric_args(setup: Setup) -> None:
     """`class_id` and `top_k` within the output's units: JAX would clamp an index past the
-    last class and score another class without a word."""
+    last class and score another class without a word. On an output trained from logits, no
+    metric that reads its values as probabilities."""
     compile_config = setup.loaded.config.compile
     issues = []
     for section in ("metrics", "weighted_metrics"):
@@ -399,16 +400,21 @@ def _check_metric_args(setup: Setup) -> None:
         for out in setup.graph.outputs:
             listed = entries.get(out, []) if isinstance(entries, dict) else entries
             units = setup.io.outputs[out][-1] if setup.io.outputs[out] else 1
-            issues += _metric_arg_issues(setup, listed, units, (
+            loss = compile_config.loss.get(out) if isinstance(compile_config.loss, dict) \
+                else compile_config.loss
+            logits = bool(getattr(entry_args(loss), "from_logits", False)) and \
+                not setup.loaded.saved  # a run an older nntrain trained so: read it back
+            issues += _metric_arg_issues(setup, listed, units, logits, (
                 "compile", section, *((out,) if isinstance(entries, dict) else ())))
     if issues:
         raise ConfigError(issues)
 
 
-def _metric_arg_issues(setup: Setup, listed: list, units: int, place: tuple) -> list[Issue]:
+def _metric_arg_issues(setup: Setup, listed: list, units: int, logits: bool,
+                       place: tuple) -> list[Issue]:
     issues = []
     for i, entry in enumerate(listed):
-        args = entry_args(entry)
+        name, args = METRICS.canonical(entry_name(entry)), entry_args(entry)
         for key in ("class_id", "top_k"):
             value = getattr(args, key, None)
             limit = units - 1 if key == "class_id" else units
@@ -416,7 +422,30 @@ def _metric_arg_issues(setup: Setup, listed: list, units: int, place: tuple) -> 
                 issues.append(setup.loaded.issue(
                     (*place, i, entry_name(entry), key),
                     f"{key} {value} is past the output's {units} units (at most {limit})"))
+        fix = _probability_metric_fix(name, args, units) if logits else None
+        if fix:
+            issues.append(setup.loaded.issue(
+                (*place, i, entry_name(entry)),
+                f"the output gives logits (its loss has from_logits: true), but "
+                f"{entry_name(entry)} reads its values as probabilities: {fix[0]} (Keras "
+                f"does the same, silently); give {fix[1]}"))
     return issues
+
+
+def _probability_metric_fix(name: str, args: Any, units: int) -> tuple[str, str] | None:
+    """Why a metric that reads probabilities misreads logits, and the entry that scores them
+    as it means to: a threshold of 0 (the logit of probability 0.5), or AUC told of them."""
+    above = "it counts a value above 0.5 as positive, and a logit of 0.5 is a probability " \
+            "of 0.62"
+    if name in ("accuracy", "binary_accuracy") and units == 1 and \
+            getattr(args, "threshold", 0.5) == 0.5:
+        return above, "binary_accuracy: {threshold: 0}"
+    if name in ("precision", "recall") and args.thresholds is None and args.top_k is None:
+        return above, f"{name}: {{thresholds: 0}}"
+    if name == "auc" and not args.from_logits:
+        return ("its thresholds span 0..1, so logits outside that range all fall at its "
+                "ends", "auc: {from_logits: true}")
+    return None
 
 
 def _check_class_weight(setup: Setup) -> None:

@@ -165,7 +165,7 @@ def prediction_table(outputs: dict[str, np.ndarray], class_names: ClassNames | N
             elif targets is not None and name in targets:
                 true = targets[name][row]
                 if (classifier or binary) and np.size(true) == 1:
-                    cells.append(_label(int(np.ravel(true)[0]), names))
+                    cells.append(_label(_true_class(np.ravel(true)[0]), names))
                 elif classifier and np.size(true) == values.shape[-1]:  # a one-hot row
                     cells.append(_label(int(np.argmax(true)), names))
                 else:
@@ -178,6 +178,11 @@ def _steps(classes: np.ndarray, real: np.ndarray | None, names: list[str] | None
     """A class per step; a padded step (masked out of the loss and metrics) as '·'."""
     return " ".join("·" if real is not None and not real[t] else _label(int(c), names)
                     for t, c in enumerate(classes))
+
+
+def _true_class(target: float) -> int:
+    """A target's class: soft binary targets (0.8) round, as class_weight reads them."""
+    return int(np.round(target))
 
 
 def write_predictions(path: Path, outputs: dict[str, np.ndarray],
@@ -239,8 +244,8 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
             true = targets[name].reshape(len(values), -1)
             for i, row in enumerate(rows):
                 if classifier and true.shape[1] == 1:
-                    row[f"{prefix}true_class"] = int(true[i, 0])
-                    row[f"{prefix}true_label"] = _label(int(true[i, 0]), names)
+                    row[f"{prefix}true_class"] = _true_class(true[i, 0])
+                    row[f"{prefix}true_label"] = _label(_true_class(true[i, 0]), names)
                 elif classifier:  # one-hot targets
                     row[f"{prefix}true_class"] = int(np.argmax(true[i]))
                     row[f"{prefix}true_label"] = _label(int(np.argmax(true[i])), names)

@@ -161,12 +161,14 @@ def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
     assert "Traceback" not in bad.output
 
 
-@pytest.mark.parametrize(("loss", "units"), [("sparse_categorical_crossentropy", 3),
-                                            ("binary_crossentropy", 1)])
+@pytest.mark.parametrize(("loss", "units", "metric"), [
+    ("sparse_categorical_crossentropy", 3, "accuracy"),
+    ("binary_crossentropy", 1, "{binary_accuracy: 0}")])  # the logit of probability 0.5
 def test_a_model_trained_on_logits_predicts_probabilities(tmp_path: Path, loss: str,
-                                                           units: int):
+                                                           units: int, metric: str):
     result = nntrain("fit", str(TINY), "-q", "--epochs", "2",
                      "--set", f"compile.loss={{{loss}: {{from_logits: true}}}}",
+                     "--set", f"compile.metrics=[{metric}]",
                      "--set", f"model.layers.3.dense={{units: {units}}}",
                      "--set", f"data.synthetic.classes={max(units, 2)}", cwd=tmp_path)
     assert result.exit_code == 0, result.output
@@ -180,6 +182,10 @@ def test_a_model_trained_on_logits_predicts_probabilities(tmp_path: Path, loss: 
     assert (probabilities >= 0).all() and (probabilities <= 1).all()
     np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
     assert [int(r["class"]) for r in rows] == list(probabilities.argmax(1))
+    # the accuracy evaluate reports is the share of the classes predict gives that are right
+    result = nntrain("evaluate", str(only_run(tmp_path)), "--split", "test", "--json")
+    accuracy = next(v for k, v in json.loads(result.output).items() if k.endswith("accuracy"))
+    assert accuracy == pytest.approx(np.mean([r["class"] == r["true_class"] for r in rows]))
 
 
 def test_predict_top_of_a_regression_model_is_refused(tmp_path: Path):
@@ -507,21 +513,26 @@ def test_predict_names_the_classes_of_a_binary_model_with_text_labels(tmp_path: 
     assert [r["label"] for r in csv.DictReader((tmp_path / "two.csv").open())] == ["dog", "cat"]
 
 
+def fit_npz(work: Path, name: str, x: np.ndarray, y: np.ndarray, dense: str, loss: str) -> None:
+    """One epoch of a one-layer model on `name`.npz, its last 10 rows for validation."""
+    np.savez(work / f"{name}.npz", x=x, y=y)
+    (work / f"{name}.yaml").write_text(
+        f"name: {name}\ndata: {{train: {name}.npz, validation: {{last: 10}}}}\n"
+        f"model: {{input: [3], layers: [{{dense: {dense}}}]}}\n"
+        f"compile: {{loss: {loss}, optimizer: sgd}}\nfit: {{epochs: 1, batch_size: 8}}\n")
+    assert nntrain("fit", f"{name}.yaml", "-q", cwd=work).exit_code == 0
+
+
 def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
-    np.savez(tmp_path / "data.npz", x=x, y=y)
-    (tmp_path / "c.yaml").write_text(
-        "name: changing\ndata: {train: data.npz, validation: {last: 10}}\n"
-        "model: {input: [3], layers: [{dense: {units: 2, activation: softmax}}]}\n"
-        "compile: {loss: sparse_categorical_crossentropy, optimizer: sgd}\n"
-        "fit: {epochs: 1, batch_size: 8}\n")
-    assert nntrain("fit", "c.yaml", "-q", cwd=tmp_path).exit_code == 0
+    fit_npz(tmp_path, "changing", x, y, "{units: 2, activation: softmax}",
+            "sparse_categorical_crossentropy")
     run = only_run(tmp_path)
     same = nntrain("fit", "--resume", str(run), "--epochs", "2", cwd=tmp_path)
     assert same.exit_code == 0 and "warning" not in same.output
     x[0, 0] += 1.0
-    np.savez(tmp_path / "data.npz", x=x, y=y)
+    np.savez(tmp_path / "changing.npz", x=x, y=y)
     changed = nntrain("fit", "--resume", str(run), "--epochs", "3", cwd=tmp_path)
     assert changed.exit_code == 0, changed.output
     assert "warning: the train data differ from what" in " ".join(changed.output.split())
@@ -627,3 +638,16 @@ def test_predict_shows_one_hot_targets_as_their_class(tmp_path: Path):
             if line.startswith("│") and line.split("│")[1].strip().isdigit()]
     assert len(rows) == 3 and all(row[-1].strip() in ("0", "1", "2") for row in rows), \
         table.output
+
+
+def test_predict_rounds_soft_binary_targets_to_their_class(tmp_path: Path):
+    """A target of 0.8 is class 1 (as class_weight reads it), not 0 by truncation."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).astype(np.float32)
+    y = np.where(x[:, 0] > 0, 0.8, 0.2).astype(np.float32)
+    fit_npz(tmp_path, "soft", x, y, "{units: 1, activation: sigmoid}", "binary_crossentropy")
+    result = nntrain("predict", "soft", "--split", "validation", "--output", "p.csv",
+                     cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert [int(r["true_class"]) for r in rows] == [int(v > 0.5) for v in y[-10:]]

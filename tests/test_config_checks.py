@@ -95,6 +95,20 @@ REFUSED = {
               fit={"callbacks": [{"early_stopping": {"monitor": "hits"}}]}),
         "fit.callbacks[0].early_stopping.monitor: mode auto reads the direction from a "
         "figure's name, and 'hits' is accuracy by another name: give mode: max"),
+    "accuracy of a logit at 0.5": (
+        _with(model__layers=[{"dense": 1}],
+              compile__loss={"binary_crossentropy": {"from_logits": True}},
+              compile__metrics=["accuracy", {"recall": {"thresholds": 0}}]),
+        "compile.metrics[0].accuracy: the output gives logits (its loss has from_logits: "
+        "true), but accuracy reads its values as probabilities: it counts a value above 0.5 "
+        "as positive, and a logit of 0.5 is a probability of 0.62 (Keras does the same, "
+        "silently); give binary_accuracy: {threshold: 0}"),
+    "auc of logits": (
+        _with(model__layers=[{"dense": 1}],
+              compile__loss={"binary_crossentropy": {"from_logits": True}},
+              compile__metrics=["auc"]),
+        "compile.metrics[0].auc: the output gives logits (its loss has from_logits: true), "
+        "but auc reads its values as probabilities: its thresholds span 0..1"),
     "negative variance": (
         _with(model__layers=[{"normalization": {"mean": 0.5, "variance": -1}}, {"dense": 3}]),
         "a variance is never negative"),
