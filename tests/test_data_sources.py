@@ -1127,6 +1127,37 @@ def test_predict_reads_new_rows_of_a_csv_as_the_training_table_was_encoded(tmp_p
     assert "Traceback" not in bad.output
 
 
+def test_predict_reads_new_housing_rows_in_the_layout_the_model_was_trained_from(
+        tmp_path: Path):
+    """california_housing from handson-ml2's raw columns: new rows in that layout (without
+    the price) are derived into the 8 features as the training rows were."""
+    rng = np.random.default_rng(4)
+    header = ["longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
+              "population", "households", "median_income", "median_house_value",
+              "ocean_proximity"]
+    rows = [[round(-122 + rng.normal(), 2), round(37 + rng.normal(), 2), int(rng.integers(1, 52)),
+             int(rng.integers(500, 5000)), int(rng.integers(100, 900)),
+             int(rng.integers(300, 3000)), int(rng.integers(100, 900)),
+             round(float(rng.uniform(1, 10)), 4), int(rng.integers(50_000, 500_000)), "INLAND"]
+            for _ in range(40)]
+    write_csv(tmp_path / "housing.csv", header, rows)
+    new = [r[:8] + r[9:] for r in rows[-10:]]  # no median_house_value
+    write_csv(tmp_path / "new.csv", header[:8] + header[9:], new)
+    config = write_config(tmp_path, "dataset: california_housing\nsource: housing.csv\n"
+                                    "validation: {last: 10}\n", regressor(8),
+                          extra="fit: {epochs: 1}\n")
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    (run,) = tmp_path.glob("runs/t/*")
+    split = nntrain("predict", str(run), "--split", "validation", "-o", str(tmp_path / "a.csv"))
+    fresh = nntrain("predict", str(run), str(tmp_path / "new.csv"), "-o",
+                    str(tmp_path / "b.csv"))
+    assert split.exit_code == 0 and fresh.exit_code == 0, split.output + fresh.output
+    a = list(csv.DictReader((tmp_path / "a.csv").open()))
+    b = list(csv.DictReader((tmp_path / "b.csv").open()))
+    assert len(b) == 10
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
+
+
 def test_predictions_of_several_target_columns_are_named_after_them(tmp_path: Path):
     rng = np.random.default_rng(1)
     write_csv(tmp_path / "t.csv", ["a", "b", "price", "age"],

@@ -54,36 +54,45 @@ def load_mnist(source: Path | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                         "expected Keras's mnist.npz (x_train, y_train, x_test, y_test)") from None
 
 
+RAW_HOUSING = ("longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
+               "population", "households", "median_income", "median_house_value")
+
+
 def load_california_housing(source: Path | None) -> Table:
     """The 8 features and the target (in $100,000) of scikit-learn's version, from the
     StatLib archive or from the handson-ml2 `housing.csv` (same rows, raw totals)."""
     local = source or next((p for p in (cache_root() / "california_housing" / "housing.csv",)
                             if p.is_file()), None)
     if local is not None and local.suffix == ".csv":
-        raw = read_csv(local)
-        pick = {k: raw.column(k) for k in (
-            "longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms",
-            "population", "households", "median_income", "median_house_value")
-            if k in raw.numeric}
-        if len(pick) != 9:
+        derived = housing_features(read_csv(local))
+        if HOUSING_TARGET not in derived.numeric:
             raise DataError(f"{local}: not the California housing CSV layout",
                             "expected handson-ml2's housing.csv columns")
-        columns = [pick[k] for k in ("longitude", "latitude", "housing_median_age",
-                                     "total_rooms", "total_bedrooms", "population",
-                                     "households", "median_income", "median_house_value")]
-        origin = str(local)
-    else:
-        path = _cached("california_housing", "cal_housing.tgz", HOUSING_URL, HOUSING_SHA256,
-                       local)
-        columns = _read_statlib(path)
-        origin = str(path)
-    lon, lat, age, rooms, bedrooms, population, households, income, value = columns
+        return derived
+    path = _cached("california_housing", "cal_housing.tgz", HOUSING_URL, HOUSING_SHA256, local)
+    return _derived(dict(zip(RAW_HOUSING, _read_statlib(path), strict=True)), str(path))
+
+
+def housing_features(table: Table) -> Table:
+    """Rows in handson-ml2's layout (raw totals; the target may be left out) as
+    scikit-learn's features, as training derives them; any other table as it is."""
+    if not all(k in table.numeric for k in RAW_HOUSING[:-1]):  # all but the target
+        return table
+    return _derived({k: table.numeric[k] for k in RAW_HOUSING if k in table.numeric},
+                    table.source)
+
+
+def _derived(raw: dict[str, np.ndarray], origin: str) -> Table:
+    households = raw["households"]
     numeric = {
-        "MedInc": income, "HouseAge": age, "AveRooms": rooms / households,
-        "AveBedrms": bedrooms / households, "Population": population,
-        "AveOccup": population / households, "Latitude": lat, "Longitude": lon,
-        HOUSING_TARGET: value / 100_000,
+        "MedInc": raw["median_income"], "HouseAge": raw["housing_median_age"],
+        "AveRooms": raw["total_rooms"] / households,
+        "AveBedrms": raw["total_bedrooms"] / households, "Population": raw["population"],
+        "AveOccup": raw["population"] / households, "Latitude": raw["latitude"],
+        "Longitude": raw["longitude"],
     }
+    if "median_house_value" in raw:
+        numeric[HOUSING_TARGET] = raw["median_house_value"] / 100_000
     numeric = {k: v.astype(np.float32) for k, v in numeric.items()}
     return Table(list(numeric), numeric, {}, origin)
 

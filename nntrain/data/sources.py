@@ -362,6 +362,8 @@ def table_inputs(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
     train_file = resolve_path(config.train, base_dir, "data.train") if config.train else None
     plan, _, fill = _training_table(config, io, base_dir, seed, source, train_file)
     table = read_csv(path)
+    if config.dataset == "california_housing":  # handson-ml2's columns, derived as in training
+        table = builtin.housing_features(table)
     gaps = missing_counts(table, plan.used)
     if gaps and config.missing != "mean":
         raise DataError(f"{path}: missing values in {_gaps(gaps)}",
