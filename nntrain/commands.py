@@ -834,6 +834,9 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     if show is not None and top > 1:
         raise UserError(f"--top {top} ranks classes in the table; --show draws each image "
                         "with its most likely class", "drop one of --top and --show")
+    if output is not None and show is None and top > 1:
+        raise UserError(f"--top {top} ranks classes in the table; --output writes every "
+                        "class's probability", "drop --top, or --output to see the table")
     if show is not None:
         if output is not None and output.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise UserError(f"--output {output}: --show draws an image",

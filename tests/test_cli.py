@@ -154,6 +154,12 @@ def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
     result = nntrain("predict", str(fitted), "--split", "test", "--limit", "3", "--top", "5")
     assert "#3 (probability)" in result.output and "#4" not in result.output
     assert "…" not in result.output  # nothing cut at 80 columns
+    # a file holds every class's probability: ranking them there is refused, not ignored
+    ranked = nntrain("predict", str(fitted), "--split", "test", "--top", "2", "--output",
+                     str(tmp_path / "p.csv"))
+    assert ranked.exit_code == 2 and not (tmp_path / "p.csv").exists()
+    assert "--top 2 ranks classes in the table; --output writes every class's probability" \
+        in " ".join(ranked.output.split())
     np.save(tmp_path / "bad.npy", np.zeros((2, 5, 5), np.float32))
     bad = nntrain("predict", str(fitted), str(tmp_path / "bad.npy"))
     assert bad.exit_code == 2
