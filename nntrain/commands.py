@@ -776,6 +776,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
              trust_code: bool = False) -> None:
     import jax
 
+    from nntrain.data.generator import GeneratorSplit
     from nntrain.data.stream import memory_budget, nbytes
     from nntrain.progress import fmt_number
     from nntrain.train.fit import make_programs
@@ -788,7 +789,8 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
                           "these figures are on the new data")
     data = dataset.split(split)
     budget = memory_budget(setup.loaded.config.data.device_memory, jax.devices()[0])
-    programs = make_programs(setup)
+    programs = make_programs(setup, eval_rows=None if isinstance(data, GeneratorSplit)
+                             else len(data))
     figures = programs.evaluate(weights["params"], weights["state"],
                                 place(data, None, nbytes(data) > budget), len(data))
     try:

@@ -110,13 +110,14 @@ def run_range_test(setup: Setup, dataset: Dataset, *, min_lr: float, max_lr: flo
     from nntrain.build import class_weight_vector, output_class_names
     from nntrain.config.entries import entry_args, entry_name
     from nntrain.optimizers import build_optimizer, set_learning_rate
+    from nntrain.train.fit import batch_for
     from nntrain.train.programs import Programs, epoch_order, initialize, to_device
 
     config = setup.loaded.config
     entry = config.compile.optimizer
     args = entry_args(entry).model_copy(update={"learning_rate": min_lr})  # no schedule
     setup = dataclasses.replace(setup, built_optimizer=build_optimizer(entry_name(entry), args))
-    batch_size = config.fit.batch_size
+    batch_size = batch_for(config.fit.batch_size, len(dataset.train))
     programs = Programs(setup, batch_size=batch_size, eval_batch_size=batch_size,
                         steps_per_call=1,
                         class_weight=class_weight_vector(setup, output_class_names(setup,

@@ -519,14 +519,17 @@ def test_predict_names_the_classes_of_a_binary_model_with_text_labels(tmp_path: 
     assert [r["label"] for r in csv.DictReader((tmp_path / "two.csv").open())] == ["dog", "cat"]
 
 
-def fit_npz(work: Path, name: str, x: np.ndarray, y: np.ndarray, dense: str, loss: str) -> None:
-    """One epoch of a one-layer model on `name`.npz, its last 10 rows for validation."""
+def fit_npz(work: Path, name: str, x: np.ndarray, y: np.ndarray, dense: str, loss: str,
+            *args: str) -> None:
+    """A one-layer model trained on `name`.npz (one epoch, batches of 8, unless `args` say
+    otherwise), its last 10 rows for validation."""
     np.savez(work / f"{name}.npz", x=x, y=y)
     (work / f"{name}.yaml").write_text(
         f"name: {name}\ndata: {{train: {name}.npz, validation: {{last: 10}}}}\n"
         f"model: {{input: [3], layers: [{{dense: {dense}}}]}}\n"
         f"compile: {{loss: {loss}, optimizer: sgd}}\nfit: {{epochs: 1, batch_size: 8}}\n")
-    assert nntrain("fit", f"{name}.yaml", "-q", cwd=work).exit_code == 0
+    result = nntrain("fit", f"{name}.yaml", "-q", *args, cwd=work)
+    assert result.exit_code == 0, result.output
 
 
 def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path):
@@ -657,3 +660,31 @@ def test_predict_rounds_soft_binary_targets_to_their_class(tmp_path: Path):
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert [int(r["true_class"]) for r in rows] == [int(v > 0.5) for v in y[-10:]]
+
+
+def test_a_batch_larger_than_the_data_is_the_data_in_one_batch(tmp_path: Path):
+    """As Keras: no padding out to 100 million rows, the same history as a batch of exactly
+    the 30 training rows; the split evaluated is one batch of itself too."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
+    histories = []
+    for size in ("30", "100000000"):
+        fit_npz(tmp_path, f"b{size}", x, y, "{units: 2, activation: softmax}",
+                "sparse_categorical_crossentropy", "--batch-size", size, "--epochs", "3")
+        run, = tmp_path.glob(f"runs/b{size}/*")
+        histories.append([{k: v for k, v in row.items() if k != "seconds"}
+                          for row in csv.DictReader((run / "history.csv").open())])
+    assert histories[0] == histories[1]
+    evaluated = nntrain("evaluate", str(run), "--split", "validation", "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    too_big = nntrain("fit", "b30.yaml", "--batch-size", str(2**31), cwd=tmp_path)
+    assert too_big.exit_code == 2 and "input should be less than 2147483648" in too_big.output
+
+
+def test_the_batch_of_a_small_split_is_the_split_split_evenly_over_the_devices():
+    from nntrain.train.fit import batch_for
+
+    assert batch_for(100_000_000, 30) == 30
+    assert batch_for(8, 30) == 8
+    assert batch_for(32, 10, devices=4) == 12  # 3 rows a device, the last 2 padding
+    assert batch_for(32, 0) == 1

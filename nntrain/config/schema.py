@@ -168,8 +168,9 @@ class CompileConfig(Strict):
 
 class FitConfig(Strict):
     epochs: PositiveInt = 1
-    batch_size: PositiveInt = 32
-    validation_batch_size: PositiveInt | None = None
+    # a batch's rows are indexed by int32 on the device
+    batch_size: Annotated[int, Field(gt=0, lt=2**31)] = 32
+    validation_batch_size: Annotated[int, Field(gt=0, lt=2**31)] | None = None
     shuffle: bool = True
     # by class index, or by class name where the data names its classes (a CSV's text labels)
     class_weight: dict[int | str, float] | None = None

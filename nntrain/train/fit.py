@@ -59,15 +59,29 @@ class FitResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def batch_for(size: int, rows: int, devices: int = 1) -> int:
+    """The batch a split of `rows` examples is fed in: as Keras does, a split smaller than
+    the batch is one batch of itself (rounded up to split over the devices), not padded."""
+    return min(size, -(-max(rows, 1) // devices) * devices)
+
+
 def make_programs(setup: Setup, steps_per_epoch: int | None = None,
                   placement: Placement | None = None,
                   max_steps_per_call: int | None = None,
-                  class_weight: np.ndarray | None = None) -> Programs:
+                  class_weight: np.ndarray | None = None, *, train_rows: int | None = None,
+                  eval_rows: int | None = None) -> Programs:
+    """The compiled programs; `train_rows` and `eval_rows` (the largest split evaluated)
+    bound the batch sizes."""
     fit = setup.loaded.config.fit
+    devices = 1 if placement is None else placement.count
     k, rolled = chunking(setup, steps_per_epoch or 1 << 30, fit.steps_per_execution)
     k = min(k, max_steps_per_call or k)
-    return Programs(setup, batch_size=fit.batch_size,
-                    eval_batch_size=fit.validation_batch_size or fit.batch_size,
+    eval_batch = fit.validation_batch_size or fit.batch_size
+    return Programs(setup,
+                    batch_size=fit.batch_size if train_rows is None else
+                    batch_for(fit.batch_size, train_rows, devices),
+                    eval_batch_size=eval_batch if eval_rows is None else
+                    batch_for(eval_batch, eval_rows, devices),
                     steps_per_call=k, rolled=rolled, placement=placement,
                     class_weight=class_weight)
 
@@ -89,19 +103,24 @@ class Fitter:
         self.config = setup.loaded.config
         self.n_train = len(dataset.train)
         self.n_validation = 0 if dataset.validation is None else len(dataset.validation)
-        self.steps_per_epoch = math.ceil(self.n_train / self.config.fit.batch_size)
+        generated = isinstance(dataset.train, GeneratorSplit)  # its batches are the user's
+        self.batch_size = self.config.fit.batch_size if generated else \
+            batch_for(self.config.fit.batch_size, self.n_train, self.placement.count)
+        self.steps_per_epoch = math.ceil(self.n_train / self.batch_size)
         # over the device memory budget, the data streams in chunks; two chunks are on the
         # device at once (the one running and the next)
         self.budget = memory_budget(self.config.data.device_memory, self.placement.devices[0])
         self.streaming = isinstance(dataset.train, GeneratorSplit) or \
             nbytes(dataset.train) + nbytes(dataset.validation) > self.budget
         cap = None if isinstance(dataset.train, GeneratorSplit) else max(
-            1, self.budget // (2 * row_bytes(dataset.train) * self.config.fit.batch_size))
-        self.programs = make_programs(setup, self.steps_per_epoch, self.placement,
-                                      cap if self.streaming else None,
-                                      class_weight_vector(setup,
-                                                          output_class_names(setup, dataset)))
-        self.generated = isinstance(dataset.train, GeneratorSplit)
+            1, self.budget // (2 * row_bytes(dataset.train) * self.batch_size))
+        evaluated = max(self.n_validation, 0 if dataset.test is None else len(dataset.test))
+        self.programs = make_programs(
+            setup, self.steps_per_epoch, self.placement, cap if self.streaming else None,
+            class_weight_vector(setup, output_class_names(setup, dataset)),
+            train_rows=None if generated else self.n_train,
+            eval_rows=None if generated else evaluated)
+        self.generated = generated
         self.stop_training = False
         # why training ended (early stopping, a callback), once it has: kept in
         # checkpoints/last, so a run killed in its last moments resumes to its end, not on
@@ -441,7 +460,7 @@ class Fitter:
         if not self.streaming:  # on the device now: let the host's copies go (on a CPU the
             # device's memory is the same RAM, and both copies doubled the data's share)
             self.dataset = dataclasses.replace(self.dataset, train=None, validation=None)
-        padded = self.steps_per_epoch * config.fit.batch_size
+        padded = self.steps_per_epoch * self.batch_size
         status, reason = ("stopped", self.ended) if self.ended else ("completed", "")
         if self.placement.is_primary:
             self._drawer.start()  # matplotlib's import while the first programs compile
@@ -465,7 +484,7 @@ class Fitter:
             order = self.placement.replicate(epoch_order(
                 self.keys["order"], epoch, self.n_train, padded, config.fit.shuffle))
             with EpochProgress(self.console, epoch, epochs, self.steps_per_epoch,
-                               config.fit.batch_size, self.quiet,
+                               self.batch_size, self.quiet,
                                json_lines=self.log_format == "json",
                                compiling=epoch == initial_epoch) as progress:
                 def on_chunk(done: int, sums: np.ndarray, epoch=epoch, progress=progress):
