@@ -485,6 +485,27 @@ def test_infinite_and_nan_numbers_are_refused(tmp_path):
     assert "finite number" in issue_at(issues, "fit.callbacks[0].early_stopping.baseline").message
 
 
+def test_yaml_1_1_base_60_numbers_stay_text(tmp_path):
+    """PyYAML reads `5:00` as 300 (YAML 1.1's base 60); a config refuses it as a number, in
+    the file and in --set alike."""
+    source = write(tmp_path, BASE + "fit: {epochs: 5:00}\n")
+    issues = config_issues(source)
+    assert "found '5:00'" in issue_at(issues, "fit.epochs").message
+    issues = config_issues(write(tmp_path, BASE), ("fit.epochs=1:30",))
+    assert "found '1:30'" in issue_at(issues, "fit.epochs").message
+    config = load_config(write(tmp_path, BASE + "fit: {epochs: 1_000, batch_size: 0x10}\n"))
+    assert (config.config.fit.epochs, config.config.fit.batch_size) == (1000, 16)
+
+
+def test_a_config_past_a_mebibyte_is_refused_without_reading_it_all(tmp_path):
+    source = tmp_path / "huge.yaml"
+    source.write_text(BASE + "# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(UserError, match="huge.yaml is over 1 MiB, too big for a config"):
+        load_config(source)
+    with pytest.raises(UserError, match="/dev/zero is over 1 MiB"):
+        load_config(Path("/dev/zero"))
+
+
 def test_small_aliases_are_fine(tmp_path):
     source = write(tmp_path, """\
         name: t

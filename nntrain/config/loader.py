@@ -27,6 +27,28 @@ REGISTRIES: dict[str, Registry] = {
 }
 # A YAML document whose aliases expand past this many nodes is refused ("billion laughs").
 MAX_NODES = 100_000
+# A config is a few kilobytes; past this it is data given where a config was meant.
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers, which read `5:00` as 300:
+    YAML 1.2 dropped them, and in a config they are a slip, not a number."""
+
+
+# PyYAML's own patterns (resolver.py) less their base-60 alternatives
+_NUMBERS = {
+    "tag:yaml.org,2002:int": (r"""^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)
+                                  |[-+]?0x[0-9a-fA-F_]+)$""", "-+0123456789"),
+    "tag:yaml.org,2002:float": (r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+                                    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)
+                                    |\.(?:nan|NaN|NAN))$""", "-+0123456789."),
+}
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _NUMBERS]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _tag, (_pattern, _first) in _NUMBERS.items():
+    ConfigLoader.add_implicit_resolver(_tag, re.compile(_pattern, re.X), list(_first))
 
 
 @dataclass(frozen=True)
@@ -125,7 +147,13 @@ def _where(source: Path, positions, overrides, path: Path_) -> str:
 def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     """Parse one YAML document safely, returning data and the line:col of every value."""
     try:
-        text = source.read_text(encoding="utf-8")
+        with source.open("rb") as f:  # not read_text: a device or a huge file never ends
+            data = f.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise UserError(f"{source} is over {MAX_CONFIG_BYTES // 2**20} MiB, too big for a "
+                            "config", "a config names its data files (data.train, "
+                            "data.source) rather than holding the data")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"config file not found: {source}", "check the path") from None
     except IsADirectoryError:
@@ -137,7 +165,7 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         raise UserError(f"cannot read config file {source}: {e.strerror or e}",
                         "check the path and its permissions") from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = ConfigLoader(text)
     except yaml.reader.ReaderError as e:  # a control character, found before parsing starts
         raise _reader_error(source, text, e) from None
     try:
@@ -289,7 +317,7 @@ def apply_override(data: dict, assignment: str) -> Path_:
     if not sep or not key.strip():
         raise UserError(f"--set {assignment}: expected KEY.PATH=VALUE", "e.g. --set fit.epochs=5")
     try:
-        value = yaml.safe_load(value_text) if value_text.strip() else None
+        value = yaml.load(value_text, ConfigLoader) if value_text.strip() else None
     except yaml.YAMLError as e:
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise UserError(f"--set {assignment}: value is not valid YAML: {problem}",
