@@ -825,6 +825,21 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     console.print(table)
 
 
+def _check_output_path(output: Path, run_folder: Path, input_path: Path | None) -> None:
+    """Predictions never overwrite what they are read from: the input file, or the run's
+    own records (inside the run directory, only its predictions/ folder is for them)."""
+    target = output.resolve()
+    if input_path is not None and input_path.exists() and target == input_path.resolve():
+        raise UserError(f"--output {output} is the input file: writing it would replace the "
+                        "examples with their predictions", "give another file name")
+    run_folder = run_folder.resolve()
+    if target.is_relative_to(run_folder) and \
+            not target.is_relative_to(run_folder / "predictions"):
+        raise UserError(f"--output {output} is inside the run directory, where the run keeps "
+                        "its own records", f"write under {run_folder / 'predictions'}/, or "
+                        "outside the run directory")
+
+
 def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path | None,
             split: str | None, limit: int | None, top: int, output: Path | None,
             checkpoint_name: str = "best", trust_code: bool = False,
@@ -852,6 +867,8 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     if output is not None and output.suffix.lower() == ".npy" and len(setup.graph.outputs) > 1:
         raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
                         "use .npz (one array per output), .csv or .json")
+    if output is not None:
+        _check_output_path(output, run.path, input_path)
     if show is not None:
         from nntrain.predict import image_shape_problem
 

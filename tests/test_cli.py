@@ -532,11 +532,17 @@ def fit_npz(work: Path, name: str, x: np.ndarray, y: np.ndarray, dense: str, los
     assert result.exit_code == 0, result.output
 
 
-def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path):
-    rng = np.random.default_rng(0)
+def fit_classifier(work: Path, name: str, seed: int, *args: str) -> tuple[np.ndarray, ...]:
+    """fit_npz of a softmax over two classes on 40 random rows; returns the rows."""
+    rng = np.random.default_rng(seed)
     x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
-    fit_npz(tmp_path, "changing", x, y, "{units: 2, activation: softmax}",
-            "sparse_categorical_crossentropy")
+    fit_npz(work, name, x, y, "{units: 2, activation: softmax}",
+            "sparse_categorical_crossentropy", *args)
+    return x, y
+
+
+def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path):
+    x, y = fit_classifier(tmp_path, "changing", 0)
     run = only_run(tmp_path)
     same = nntrain("fit", "--resume", str(run), "--epochs", "2", cwd=tmp_path)
     assert same.exit_code == 0 and "warning" not in same.output
@@ -665,12 +671,9 @@ def test_predict_rounds_soft_binary_targets_to_their_class(tmp_path: Path):
 def test_a_batch_larger_than_the_data_is_the_data_in_one_batch(tmp_path: Path):
     """As Keras: no padding out to 100 million rows, the same history as a batch of exactly
     the 30 training rows; the split evaluated is one batch of itself too."""
-    rng = np.random.default_rng(1)
-    x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
     histories = []
     for size in ("30", "100000000"):
-        fit_npz(tmp_path, f"b{size}", x, y, "{units: 2, activation: softmax}",
-                "sparse_categorical_crossentropy", "--batch-size", size, "--epochs", "3")
+        fit_classifier(tmp_path, f"b{size}", 1, "--batch-size", size, "--epochs", "3")
         run, = tmp_path.glob(f"runs/b{size}/*")
         histories.append([{k: v for k, v in row.items() if k != "seconds"}
                           for row in csv.DictReader((run / "history.csv").open())])
@@ -688,3 +691,20 @@ def test_the_batch_of_a_small_split_is_the_split_split_evenly_over_the_devices()
     assert batch_for(8, 30) == 8
     assert batch_for(32, 10, devices=4) == 12  # 3 rows a device, the last 2 padding
     assert batch_for(32, 0) == 1
+
+
+def test_predict_never_writes_over_its_input_or_the_runs_records(tmp_path: Path):
+    x, _ = fit_classifier(tmp_path, "guarded", 2)
+    run = only_run(tmp_path)
+    np.save(tmp_path / "new.npy", x[:4])
+    before = {p: p.read_bytes() for p in (tmp_path / "new.npy", run / "run.json")}
+    same = nntrain("predict", str(run), "new.npy", "--output", "./new.npy", cwd=tmp_path)
+    assert same.exit_code == 2 and "is the input file" in same.output
+    record = nntrain("predict", str(run), "new.npy", "--output", str(run / "run.json"),
+                     cwd=tmp_path)
+    assert record.exit_code == 2 and "inside the run directory" in record.output
+    assert {p: p.read_bytes() for p in before} == before
+    kept = nntrain("predict", str(run), "new.npy", "--output",
+                   str(run / "predictions" / "new.csv"), cwd=tmp_path)
+    assert kept.exit_code == 0, kept.output
+    assert len(list(csv.DictReader((run / "predictions" / "new.csv").open()))) == 4
