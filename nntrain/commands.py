@@ -666,6 +666,8 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
         raise UserError(f"--min-lr {min_lr}: give a positive learning rate", "e.g. --min-lr 1e-5")
     if not math.isfinite(max_lr):
         raise UserError(f"--max-lr {max_lr}: give a finite learning rate", "e.g. --max-lr 10")
+    if max_lr > 1e6:  # float32 weights diverge long before; past 3e38 the rate itself is inf
+        raise UserError(f"--max-lr {max_lr:g}: give at most 1e6", "e.g. --max-lr 10")
     if not max_lr > min_lr:
         raise UserError(f"--max-lr {max_lr} must be greater than --min-lr {min_lr}",
                         "e.g. --min-lr 1e-5 --max-lr 10")
@@ -681,6 +683,11 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                   f"({steps} steps of {loaded.config.fit.batch_size}, learning rate "
                   f"{min_lr:.3g} to {max_lr:.3g}, growing every step)", soft_wrap=True)
     start = time.perf_counter()
+
+    def terminated(signum, _frame):  # a SIGTERM (a timeout, a scheduler) cleans up as Ctrl-C
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         result = finder.run_range_test(setup, dataset, min_lr=min_lr, max_lr=max_lr,
                                        steps=steps)
@@ -693,6 +700,8 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
         with contextlib.suppress(OSError):
             run.path.parent.rmdir()  # runs/<name>-lr-find/, when this was its only test
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     best = result.best_index
     atomic_write_json(run.path / "lr_find.json", {
         "name": loaded.config.name, "config_source": str(loaded.source), "start": now_text(),

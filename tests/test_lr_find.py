@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import signal
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +100,7 @@ def test_a_schedule_in_the_config_is_replaced_by_the_ramp(tmp_path: Path):
     (("--min-lr", "-1"), "positive"),
     (("--steps", "3"), "at least 10"),
     (("--max-lr", "inf"), "--max-lr inf: give a finite learning rate"),
+    (("--max-lr", "1e308"), "--max-lr 1e+308: give at most 1e6"),
 ])
 def test_bad_arguments_exit_2_without_touching_the_disk(tmp_path: Path, args, message):
     result = nntrain("lr-find", str(TINY), *args, cwd=tmp_path)
@@ -158,6 +162,22 @@ def test_an_interrupted_test_leaves_no_half_made_folder(tmp_path: Path, monkeypa
     result = nntrain("lr-find", str(TINY), "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 130, result.output
     assert not (tmp_path / "runs" / "tiny_mlp-lr-find").exists()
+
+
+def test_a_terminated_test_leaves_no_half_made_folder(tmp_path: Path, monkeypatch):
+    """SIGTERM (a timeout, a scheduler) cleans up as Ctrl-C does, and exits 143."""
+    from nntrain import lr_find
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+
+    monkeypatch.setattr(lr_find, "run_range_test", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    result = nntrain("lr-find", str(TINY), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 143, result.output
+    assert not (tmp_path / "runs" / "tiny_mlp-lr-find").exists()
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_with_gradient_accumulation_a_step_is_one_update_of_several_batches(tmp_path: Path):
