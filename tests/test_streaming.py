@@ -124,3 +124,13 @@ def test_an_empty_npy_folder_is_a_data_error(tmp_path: Path):
     result = nntrain("fit", str(config), cwd=tmp_path)
     assert result.exit_code == 2
     assert "no .npy files in this folder" in result.output
+
+
+def test_a_file_in_an_npy_folder_that_is_no_npy_is_named_without_numpys_pickle_advice(
+        tmp_path: Path):
+    config = _config(tmp_path, DENSE)
+    (tmp_path / "arrays" / "x.npy").write_text("pixel,values\n1,2\n")
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "x.npy: not an .npy or .npz file numpy wrote" in " ".join(result.output.split())
+    assert "allow_pickle" not in result.output and "Traceback" not in result.output

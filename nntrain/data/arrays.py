@@ -73,6 +73,15 @@ def native_byte_order(array: np.ndarray) -> np.ndarray:
     return array.astype(array.dtype.newbyteorder("="))
 
 
+def unreadable(path: Path, error: Exception, hint: str) -> DataError:
+    """numpy's error for a file it cannot load, said for a user: numpy takes what is not an
+    .npy or .npz for a pickle, and its message is about allow_pickle."""
+    reason = "object arrays need pickle, which nntrain never uses" if "Object" in str(error) \
+        else "not an .npy or .npz file numpy wrote" if "pickle" in str(error) \
+        else str(error) or "empty file"
+    return DataError(f"cannot read {path}: {reason}", hint)
+
+
 def read_numpy_file(path: Path, hint: str) -> np.ndarray | dict[str, np.ndarray]:
     """An .npy file's array, or an .npz archive's arrays by name (its members that are not
     arrays skipped), in native byte order; never unpickles. Anything unreadable (not a file
@@ -85,11 +94,7 @@ def read_numpy_file(path: Path, hint: str) -> np.ndarray | dict[str, np.ndarray]
             with loaded:
                 found = {key: loaded[key] for key in loaded.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        # numpy takes what is not an .npy or .npz for a pickle, and says so
-        reason = "object arrays need pickle, which nntrain never uses" if "Object" in str(e) \
-            else "not an .npy or .npz file numpy wrote" if "pickle" in str(e) \
-            else str(e) or "empty file"
-        raise DataError(f"cannot read {path}: {reason}", hint) from None
+        raise unreadable(path, e, hint) from None
     # an .npz member that is not an .npy (a README, a JSON file) comes back as bytes
     return {key: native_byte_order(value) for key, value in found.items()
             if isinstance(value, np.ndarray)}

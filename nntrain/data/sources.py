@@ -10,7 +10,13 @@ import numpy as np
 
 from nntrain.config.schema import DataConfig, SplitConfig
 from nntrain.data import builtin, fashion_mnist
-from nntrain.data.arrays import ArraySet, aligned_empty, native_byte_order, read_numpy_file
+from nntrain.data.arrays import (
+    ArraySet,
+    aligned_empty,
+    native_byte_order,
+    read_numpy_file,
+    unreadable,
+)
 from nntrain.data.tabular import (
     Table,
     category_values,
@@ -266,7 +272,7 @@ def read_npy_folder(folder: Path, hint: str) -> dict[str, np.ndarray]:
             arrays[path.stem] = native_byte_order(np.load(path, mmap_mode="r",
                                                           allow_pickle=False))
         except (OSError, ValueError, EOFError) as e:
-            raise DataError(f"cannot read {path}: {e}", hint) from None
+            raise unreadable(path, e, hint) from None
     if not arrays:
         raise DataError(f"{folder}: no .npy files in this folder",
                         "save each array with np.save(folder / 'x.npy', x), likewise y")
