@@ -258,6 +258,18 @@ def test_rows_with_the_wrong_number_of_values(tmp_path: Path):
     assert "2 rows do not have 3 values" in message and "line 3" in message
 
 
+def test_infinite_values_are_refused_with_their_column_and_line(tmp_path: Path):
+    """`inf`, or a number float32 cannot hold, would poison the training (and a `mean`
+    fill): refused where it is, blank lines counted."""
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n\n3,1e39,1\n5,6,1\n")
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n",
+                         classifier(2))
+    assert "t.csv: column 'b' has 1 infinite values (first at line 4: '1e39')" in message
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n-inf,4,1\n")
+    assert "column 'a' has 1 infinite values (first at line 3: '-inf')" in data_error(
+        tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+
+
 def test_blank_trailing_line_is_ignored(tmp_path: Path):
     (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,4,1\n\n")
     ds, _ = load(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))

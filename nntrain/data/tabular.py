@@ -60,12 +60,13 @@ def read_csv(path: Path) -> Table:
     if len(rows) < 2:
         raise DataError(f"{path}: no data rows", "expected a header row and at least one row")
     header = [h.strip() for h in rows[0]]
-    body = [row for row in rows[1:] if any(cell.strip() for cell in row)]  # skip blank lines
+    kept = [i for i, row in enumerate(rows) if i and any(cell.strip() for cell in row)]
+    body = [rows[i] for i in kept]  # blank lines skipped; `kept` has their rows' numbers
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
         raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than "
                         "once", "give each column its own name")
-    bad = [i + 2 for i, row in enumerate(body) if len(row) != len(header)]
+    bad = [i + 1 for i, row in zip(kept, body, strict=True) if len(row) != len(header)]
     if bad:
         raise DataError(f"{path}: {len(bad)} rows do not have {len(header)} values "
                         f"(first at line {bad[0]})",
@@ -75,10 +76,18 @@ def read_csv(path: Path) -> Table:
     for j, name in enumerate(header):
         cells = [row[j].strip() for row in body]
         try:
-            numeric[name] = np.array([math.nan if c in MISSING else float(c) for c in cells],
-                                     np.float32)
+            with np.errstate(over="ignore"):  # past float32's range: inf, refused below
+                numeric[name] = np.array([math.nan if c in MISSING else float(c)
+                                          for c in cells], np.float32)
         except ValueError:
             text[name] = np.array(cells, dtype=object)
+            continue
+        infinite = np.flatnonzero(np.isinf(numeric[name]))
+        if len(infinite):  # `inf`, or a number past float32's 3.4e38
+            raise DataError(f"{path}: column '{name}' has {len(infinite)} infinite values "
+                            f"(first at line {kept[infinite[0]] + 1}: '{cells[infinite[0]]}')",
+                            "give finite numbers; an empty cell is a missing value (see "
+                            "data.missing)")
     return Table(header, numeric, text, str(path))
 
 
