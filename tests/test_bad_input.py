@@ -53,22 +53,28 @@ def _classifier(folder: Path, x: np.ndarray, y: np.ndarray, batch: int = 8) -> P
 
 BAD_DATA = {
     "wrong shape": (np.zeros((4, 3), np.float32), GOOD_Y,
-                    ["train data: input 'input' has examples of shape (3,), the model expects "
-                     "(2,)"]),
+                    ["train data (d.npz): input 'input' has examples of shape (3,), the model "
+                     "expects (2,)"]),
     "text inputs": (np.full((4, 2), "a"), GOOD_Y,
-                    ["train data: input 'input' has dtype <U1; expected numbers"]),
+                    ["train data (d.npz): input 'input' has dtype <U1; expected numbers"]),
     "complex inputs": (np.zeros((4, 2), np.complex64), GOOD_Y, ["has dtype complex64"]),
     "text labels": (GOOD_X, np.array(["a", "b", "c", "a"]),
-                    ["train data: targets of 'dense' have dtype <U1; expected numbers"]),
+                    ["train data (d.npz): targets of 'dense' have dtype <U1; expected numbers"]),
     "labels outside the classes": (GOOD_X, np.array([0, 1, 5, 0]),
                                    ["labels of 'dense' range over 0..5, but the output has 3 "
                                     "classes (0..2)"]),
     "negative labels": (GOOD_X, np.array([0, -1, 2, 0]), ["range over -1..2"]),
-    "empty dataset": (np.zeros((0, 2), np.float32), np.zeros(0, int), ["train data is empty"]),
+    "empty dataset": (np.zeros((0, 2), np.float32), np.zeros(0, int),
+                      ["train data (d.npz) is empty"]),
+    "fractional labels": (GOOD_X, np.array([0, 1.5, 2, 0]), [
+        "targets of 'dense' must be class indices (integers), found 1.5", "for values use"]),
     "NaN input": (np.array([[0, np.nan]] * 4, np.float32), GOOD_Y,
                   ["input 'input' has 4 NaN or infinite values"]),
     "infinite input": (np.array([[0, np.inf]] * 4, np.float32), GOOD_Y,
                        ["input 'input' has 4 NaN or infinite values"]),
+    "NaN targets": (GOOD_X, np.array([0, np.nan, 2, 0]), [
+        "train data (d.npz): targets of 'dense' hold 1 NaN or infinite values",
+        "give every example a finite target"]),
     "fewer labels than inputs": (GOOD_X, GOOD_Y[:3], [
         "the arrays have different numbers of rows: 'input' 4, 'dense' 3"]),
 }
@@ -110,7 +116,7 @@ def test_metrics_that_cannot_score_the_targets_are_refused(tmp_path: Path, metri
     text = config.read_text().replace("compile:\n", f"compile:\n  metrics: [{metric}]\n")
     config.write_text(text)
     _rejected(nntrain("fit", str(config), cwd=tmp_path),
-              f"train data: metric {metric} of 'dense'", *BAD_METRICS[metric])
+              f"train data (d.npz): metric {metric} of 'dense'", *BAD_METRICS[metric])
     assert not (tmp_path / "runs").exists()
 
 

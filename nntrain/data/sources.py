@@ -84,8 +84,18 @@ def load_dataset(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
     for name in ("train", "validation", "test"):
         part = getattr(dataset, name)
         if part is not None:
-            check_arrays(part, io, f"{name} data")
+            check_arrays(part, io, f"{name} data ({_origin(config, name)})")
     return dataset
+
+
+def _origin(config: DataConfig, split: str) -> str:
+    """Where a split's rows come from, as the config names it."""
+    own = getattr(config, split, None) if split != "train" else None
+    if own is not None and own.path:
+        return own.path
+    if config.train or config.source:
+        return config.train or config.source
+    return f"dataset {config.dataset}"
 
 
 def _generated(config: DataConfig, io: ModelIO, base_dir: Path, batch_size: int) -> Dataset:
@@ -687,6 +697,11 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             raise DataError(f"{what}: targets of '{name}' have dtype {y.dtype}; expected numbers",
                             "store class indices or values (text labels become classes only "
                             "in CSV files)")
+        if y.dtype.kind == "f" and not _all_finite(y):
+            bad = int(np.size(y) - np.isfinite(y).sum())
+            raise DataError(f"{what}: targets of '{name}' hold {bad:,} NaN or infinite "
+                            "values", "give every example a finite target, or leave the "
+                            "example out (for a CSV, data.missing: drop does)")
         if name in io.sparse_outputs:
             classes = shape[-1]
             if int(np.prod(y.shape[1:])) != int(np.prod(shape[:-1])):
@@ -699,8 +714,12 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                     if one_hot else "a label per step needs an output per step: "
                     "return_sequences: true on the recurrent layer before it" if per_step
                     else "give one class index per prediction of the output")
-            if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
-                raise DataError(f"{what}: targets of '{name}' must be class indices (integers)")
+            fractions = y[np.mod(y, 1) != 0] if y.dtype.kind == "f" else ()
+            if len(fractions):
+                raise DataError(f"{what}: targets of '{name}' must be class indices "
+                                f"(integers), found {fractions[0]:g}",
+                                "its loss takes class indices 0, 1, ...; for values use a "
+                                "regression loss such as mse")
             low, high = (y.min(), y.max()) if y.size else (0, 0)
             if low < 0 or high >= classes:
                 per_step = len(shape) > 1  # a label per step: a tagger's padded steps too
@@ -712,8 +731,6 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                        "loss leaves them out" if per_step else ""),
                 )
         else:
-            if y.dtype.kind == "f" and not _all_finite(y):
-                raise DataError(f"{what}: targets of '{name}' contain NaN or infinite values")
             if int(np.prod(y.shape[1:])) != int(np.prod(shape)):
                 # one class index per prediction, where the output gives class scores
                 labels = shape[-1] > 1 and tuple(y.shape[1:]) in (shape[:-1], (*shape[:-1], 1))
