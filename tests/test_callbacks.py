@@ -185,6 +185,8 @@ def test_csv_logger_append_and_resume_truncation(tmp_path: Path):
     ("logs/../../train.csv", "inside the run directory"),
     ("history.csv", "history.csv is the run's own"),
     ("checkpoints/log.csv", "checkpoints is the run's own"),
+    ("HISTORY.CSV", "HISTORY.CSV is the run's own"),  # one file where case is folded
+    (".metrics.json.lock", "hidden names (starting with '.') are the run's own"),
 ])
 def test_csv_logger_stays_inside_the_run_directory(tmp_path: Path, filename, message):
     config = tiny(tmp_path, [{"csv_logger": filename}])
@@ -210,6 +212,7 @@ def test_model_checkpoint_filepath_takes_keras_fields(tmp_path: Path):
     ("best", "a name nntrain keeps for itself"),
     ("last.prev", "a name nntrain keeps for itself"),
     (".old-best", "a name nntrain keeps for itself"),
+    ("last.damaged", "a name nntrain keeps for itself"),
     ("e{0}", "'{0}' is not a field name"),
     ("e{val_los:.2f}", "'val_los' is not a logged figure"),
     ("e{val_loss:03d}", "a format spec does not fit its value"),

@@ -97,10 +97,11 @@ def _checkpoint_filepath(value: str) -> str:
     except (TypeError, ValueError) as e:
         raise ValueError(f"a format spec does not fit its value ({e}): {{epoch}} is an "
                          "integer, the figures are floats") from None
-    if name in RESERVED_CHECKPOINTS or name.endswith(".prev") or name.startswith("."):
+    if name in RESERVED_CHECKPOINTS or name.endswith((".prev", ".damaged")) or \
+            name.startswith("."):
         raise ValueError(f"'{name}' is a name nntrain keeps for itself in checkpoints/ "
-                         f"({', '.join(RESERVED_CHECKPOINTS)}, *.prev, hidden files): "
-                         "choose another, e.g. epoch-{epoch:03d}")
+                         f"({', '.join(RESERVED_CHECKPOINTS)}, *.prev, *.damaged, hidden "
+                         "files): choose another, e.g. epoch-{epoch:03d}")
     for (epoch, _), other in zip(SAMPLE_VALUES, [name, *others], strict=True):
         if not is_checkpoint_name(other):  # `{epoch:c}` makes '/' of epoch 47
             raise ValueError(f"it makes {other!r} at epoch {epoch}, which is not a plain "
@@ -187,8 +188,11 @@ def _relative_to_run(value: str, what: str, example: str) -> str:
         raise ValueError(f"the {what} must stay inside the run directory (no '..')")
     if not value.strip() or not path.parts:
         raise ValueError(f"expected a {what} name inside the run directory (e.g. {example})")
-    if path.parts[0] in RUN_FILES:
+    # (case folded: CONFIG.YAML is config.yaml on macOS's and Windows's file systems)
+    if path.parts[0].lower() in RUN_FILES:
         raise ValueError(f"{path.parts[0]} is the run's own; choose another name")
+    if any(part.startswith(".") for part in path.parts):  # the run's locks and temporaries
+        raise ValueError("hidden names (starting with '.') are the run's own; choose another")
     long = next((part for part in path.parts if len(part.encode()) > NAME_BYTES), None)
     if long is not None:
         raise ValueError(f"'{long[:20]}...' is {len(long.encode())} bytes long, more than a "
