@@ -754,6 +754,9 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
                 if ckpt.find(last) is None else "the best weights were removed or moved: "
                 "restore them, or use --checkpoint last for the last epoch's weights")
         folder = run.checkpoints / "last"  # no epoch improved on the monitored figure
+        substituted = "the run keeps no best checkpoint"
+    else:
+        substituted = None
     if ckpt.find(folder) is None and info.get("status") == "failed":
         raise ckpt.CheckpointError(
             f"{run.path} failed before it finished an epoch"
@@ -773,11 +776,18 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
             f"checkpoint with `{shell('nntrain', 'fit', '--resume', run.path)}`"
         raise ckpt.CheckpointError(e.message, f"the file was changed or cut short: try "
                                    f"--checkpoint {other}, or {resume}") from None
+    read = ckpt.find(folder) or folder
+    if read != folder:  # a save cut short between its renames, or the folder removed
+        substituted = f"{folder.name} is missing, so the one saved before it"
+        make_console(stderr=True).print(f"[yellow]warning:[/] {folder} is missing; read "
+                                        f"{read.name}, the checkpoint saved before it "
+                                        f"(epoch {meta.get('epoch')})", soft_wrap=True)
     params, state = jax.eval_shape(setup.model.init, jax.random.key(0))
     weights = ckpt.unflatten({"params": params, "state": state},
                              {k: v for k, v in arrays.items()
                               if k.startswith(("params/", "state/"))}, str(folder))
-    return run, setup, jax.device_put(weights), {**meta, "checkpoint": folder.name}, base_dir
+    return run, setup, jax.device_put(weights), \
+        {**meta, "checkpoint": read.name, "substituted": substituted}, base_dir
 
 
 def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "test",
@@ -819,8 +829,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     if as_json:
         print(json.dumps(figures))
         return
-    substitute = "; the run keeps no best checkpoint" if meta["checkpoint"] != checkpoint_name \
-        else ""
+    substitute = f"; {meta['substituted']}" if meta["substituted"] else ""
     # a checkpoint made inside an epoch (training interrupted) says how far it got
     when = f"epoch {meta.get('epoch')}" if "step_in_epoch" not in meta else \
         f"epoch {meta.get('epoch')} and {meta['step_in_epoch']} steps of the next"

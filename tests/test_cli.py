@@ -708,3 +708,19 @@ def test_predict_never_writes_over_its_input_or_the_runs_records(tmp_path: Path)
                    str(run / "predictions" / "new.csv"), cwd=tmp_path)
     assert kept.exit_code == 0, kept.output
     assert len(list(csv.DictReader((run / "predictions" / "new.csv").open()))) == 4
+
+
+def test_evaluate_says_when_it_reads_the_checkpoint_before_the_one_asked_for(tmp_path: Path):
+    """A save cut short between its renames leaves last.prev and no last: evaluate reads it,
+    and says so on screen and in metrics.json, instead of passing it off as `last`."""
+    fit_classifier(tmp_path, "cut", 3, "--epochs", "2")
+    run = only_run(tmp_path)
+    shutil.rmtree(run / "checkpoints" / "last.prev", ignore_errors=True)
+    (run / "checkpoints" / "last").rename(run / "checkpoints" / "last.prev")
+    result = nntrain("evaluate", str(run), "--checkpoint", "last", "--split", "validation")
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "last is missing; read last.prev, the checkpoint saved before it (epoch 2)" in said
+    assert "last.prev weights (epoch 2; last is missing, so the one saved before it)" in said
+    recorded = json.loads((run / "metrics.json").read_text())["evaluations"][-1]
+    assert recorded["checkpoint"] == "last.prev"
