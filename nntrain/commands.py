@@ -166,7 +166,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     `nntrain tune` runs each trial through here: `loaded` is the trial's config (instead of
     reading `config_path`), `run_path` the trial's run directory (instead of a new one under
     `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
-    from nntrain.train.fit import Fitter
+    with _deferred_interrupts(enabled=run_path is None) as importing:  # JAX's import runs
+        from nntrain.train.fit import Fitter  # garbage-collector callbacks (see _Interrupts)
+    importing.check()
 
     began = time.perf_counter()
     as_json = log_format == "json"
