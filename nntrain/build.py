@@ -3,6 +3,7 @@ optimizer. Anything that does not fit together is a config error here, before co
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
@@ -119,6 +120,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
                          else ("model",), str(err))
             for err in (e.errors if isinstance(e, ShapeErrors) else [e])]) from None
 
+    _check_weights_fit_in_memory(loaded, graph, model)
     _check_from_logits(loaded, model, loss_entries)
     _check_single_unit_softmax(loaded, graph, model)
     losses = {}
@@ -239,6 +241,29 @@ def _check_from_logits(loaded: LoadedConfig, model: Model, loss_entries: dict) -
                 "output with a linear activation"))
     if issues:
         raise ConfigError(issues)
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return None
+
+
+def _check_weights_fit_in_memory(loaded: LoadedConfig, graph: Graph, model: Model) -> None:
+    """Weights that would not fit in this machine's memory even once, never mind with
+    their gradients and optimizer state: refused here, where allocating them would fail
+    deep in XLA or leave the machine swapping."""
+    memory = _memory_bytes()
+    count = model.trainable_count + model.non_trainable_count
+    if memory is None or count * 4 <= memory:
+        return
+    largest = max(model.summary_rows(), key=lambda info: info.params + info.non_trainable)
+    raise ConfigError([loaded.issue(
+        ("model", "layers", graph.node(largest.name).index),
+        f"the model has {count:,} weights, {count * 4 / 2**30:,.1f} GiB in float32, more than "
+        f"this machine's {memory / 2**30:,.1f} GiB of memory; layer '{largest.name}' alone "
+        f"has {largest.params + largest.non_trainable:,}: make it smaller")])
 
 
 def _check_single_unit_softmax(loaded: LoadedConfig, graph: Graph, model: Model) -> None:

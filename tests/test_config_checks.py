@@ -109,6 +109,10 @@ REFUSED = {
               compile__metrics=["auc"]),
         "compile.metrics[0].auc: the output gives logits (its loss has from_logits: true), "
         "but auc reads its values as probabilities: its thresholds span 0..1"),
+    "weights past the machine's memory": (  # 6 TB: no test machine holds them
+        _with(model__layers=[{"dense": 100_000_000_000}, {"dense": 3}]),
+        "model.layers[0]: the model has 1,000,000,000,003 weights, 3,725.3 GiB in float32, "
+        "more than this machine's"),
     "negative variance": (
         _with(model__layers=[{"normalization": {"mean": 0.5, "variance": -1}}, {"dense": 3}]),
         "a variance is never negative"),
