@@ -46,6 +46,23 @@ def snake_case(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
+def _shared_issues(loaded: LoadedConfig, index: int, written: str, name: str, target: str,
+                   entries: list, inputs: dict) -> list[Issue]:
+    """`shared: NAME` takes the weights of a layer listed before it."""
+    before = {n for i, _, _, _, n in entries if i < index}
+    place = ("model", "layers", index, written, "layer")
+    if target in before:
+        return []
+    if target in inputs:
+        return [loaded.issue(place, f"'{target}' is an input, not a layer: a shared layer "
+                             "calls a layer again")]
+    later = {n for _, _, _, _, n in entries} - before
+    why = "it is listed after this one (list the layer first)" if target in later - {name} \
+        else "a layer cannot share its own weights" if target == name else "no such layer"
+    return [loaded.issue(place, f"'{target}' is not a layer listed before '{name}': {why}",
+                         closest(target, list(before)))]
+
+
 def build_graph(loaded: LoadedConfig) -> Graph:
     """Name every node (Keras's `dense`, `dense_1`, ...), resolve edges, order and check them."""
     model = loaded.config.model
@@ -101,6 +118,9 @@ def build_graph(loaded: LoadedConfig) -> Graph:
                     f"unknown node '{source}' in inputs of '{name}'",
                     closest(source, [k for k in known if k != name]),
                 ))
+        if layer_type == "shared":
+            issues += _shared_issues(loaded, index, entry_name(_entry), name, args.layer,
+                                     entries, inputs)
         nodes[name] = Node(name, layer_type, args, sources, index)
         previous = name
 

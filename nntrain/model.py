@@ -31,6 +31,7 @@ class LayerInfo:
     params: int
     non_trainable: int
     inputs: tuple[str, ...]
+    shares: str | None = None  # a shared node: the layer whose weights it uses
 
 
 class Model:
@@ -48,7 +49,13 @@ class Model:
         self.graph = graph
         self.compute_dtype = compute_dtype
         types = {**LAYER_TYPES, **(custom or {})}
-        self.layers: dict[str, Layer] = {n.name: types[n.type](n.args) for n in graph.nodes}
+        # `shared` nodes call another layer again: node -> the layer whose weights they use
+        self.shared: dict[str, str] = {n.name: _root(graph, n) for n in graph.nodes
+                                       if n.type == "shared"}
+        self.layers: dict[str, Layer] = {n.name: types[n.type](n.args) for n in graph.nodes
+                                         if n.name not in self.shared}
+        self.layers.update({name: self.layers[root] for name, root in self.shared.items()})
+        self._shared_weights: dict[str, tuple[Pytree, Pytree]] = {}
         # shapes and parameter counts, before (and without) creating any weight
         self._infos: list[LayerInfo] = []
         self.output_shapes: dict[str, tuple[int, ...]] = {}
@@ -68,6 +75,16 @@ class Model:
                 self._add_regularization(node, declared.get(node.name, {}))
             except ShapeError as e:
                 problems.append(e)
+        for name, root in self.shared.items():
+            if root in self.activity_penalties:  # Keras: the layer's penalty, at each call
+                self.activity_penalties[name] = self.activity_penalties[root]
+            if name in self._shared_weights:
+                problem = _sharing_problem(root, declared.get(root, {}),
+                                           declared_state.get(root, {}),
+                                           *self._shared_weights[name])
+                if problem:
+                    problems.append(ShapeError(f"layer '{name}' (shared: {root}) {problem}",
+                                               graph.node(name).index))
         self.mask_origins = self._time_masks(problems)
         if problems:
             raise ShapeErrors(sorted(problems, key=lambda e: -1 if e.node_index is None
@@ -196,8 +213,9 @@ class Model:
             try:
                 if not multi and len(in_shapes) != 1:
                     raise ShapeError(f"it takes one input, got {len(in_shapes)}")
-                with _user_code(node, "init"):
-                    p, s, out = make(layer, i, in_shape)
+                with _user_code(node, "init"):  # a shared node's weights are its layer's
+                    p, s, out = _layer_shapes(layer, in_shape) if node.name in self.shared \
+                        else make(layer, i, in_shape)
             except ShapeError as e:
                 problem = ShapeError(f"layer '{node.name}' ({node.type}) cannot take input "
                                      f"shape {format_shape(in_shape)}: {e}", node.index)
@@ -206,12 +224,17 @@ class Model:
                 problems.append(problem)
                 continue
             shapes[node.name] = tuple(out)
+            if node.name in self.shared:  # weights it must match, none of its own
+                self._shared_weights[node.name] = (p, s)
+                p, s = {}, {}
             if p:
                 params[node.name] = p
             if s:
                 state[node.name] = s
-            infos.append(LayerInfo(node.name, node.type, tuple(out), _count(p), _count(s),
-                                   node.inputs))
+            owner = self.shared.get(node.name)
+            infos.append(LayerInfo(node.name, node.type if owner is None else
+                                   self.graph.node(owner).type, tuple(out), _count(p),
+                                   _count(s), node.inputs, owner))
         self.node_shapes = shapes
         self.output_shapes = {name: shapes[name] for name in self.graph.outputs
                               if name in shapes}
@@ -257,7 +280,8 @@ class Model:
             x = [values[s] for s in node.inputs]
             x = x if getattr(layer, "multi_input", False) else x[0]
             layer_rng = None if rng is None else jax.random.fold_in(rng, i)
-            p, s = params.get(node.name, {}), state.get(node.name, {})
+            owner = self.shared.get(node.name, node.name)
+            p, s = params.get(owner, {}), state.get(owner, {})
             if mixed:
                 p, x = _cast(p, self.compute_dtype), _cast(x, self.compute_dtype)
                 s_dtypes = jax.tree.map(lambda v: v.dtype, s)
@@ -358,6 +382,35 @@ class Model:
     @property
     def non_trainable_count(self) -> int:
         return sum(info.non_trainable for info in self._infos)
+
+
+def _root(graph: Graph, node: Any) -> str:
+    """The layer a `shared` node calls, through shared nodes that share shared ones."""
+    while node.type == "shared":
+        node = graph.node(node.args.layer)
+    return node.name
+
+
+def _shapes(tree: Any) -> Any:
+    """Weights (declared or traced) as their shapes, in the same nesting."""
+    if isinstance(tree, dict):
+        return {k: _shapes(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_shapes(v) for v in tree]
+    return tuple(tree.shape)
+
+
+def _sharing_problem(root: str, params: Pytree, state: Pytree, wanted: Pytree,
+                     wanted_state: Pytree) -> str | None:
+    """Why a layer cannot be called on a shared node's input with its own weights."""
+    if state or wanted_state:
+        return (f"shares '{root}', which keeps state ({', '.join(state or wanted_state)}) "
+                "that each call would update: only layers without state can be shared")
+    if _shapes(params) != _shapes(wanted):
+        return (f"would need weights of other shapes than '{root}' has: "
+                f"{_shapes(wanted)} for this input, {_shapes(params)} for its own; give "
+                "the shared layer inputs of the same shape")
+    return None
 
 
 def _makes_time_mask(layer: Any) -> bool:

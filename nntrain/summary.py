@@ -34,7 +34,8 @@ def summary_table(model: Model, title: str = "") -> Table:
         for name, spec in graph.inputs.items():
             table.add_row(f"{name} (InputLayer)", format_shape(tuple(spec.shape)), "0", "-")
     for row in model.summary_rows():
-        cells = [f"{row.name} ({_type_name(row.type)})", format_shape(row.output_shape),
+        shares = f", shares {row.shares}" if row.shares else ""
+        cells = [f"{row.name} ({_type_name(row.type)}{shares})", format_shape(row.output_shape),
                  f"{row.params + row.non_trainable:,}"]
         if show_links:
             cells.append(", ".join(row.inputs))

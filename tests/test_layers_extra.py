@@ -663,3 +663,78 @@ def test_unit_normalization_and_the_softmax_layer():
     y, _ = run(layer, params, {}, x)
     e = np.exp(x - x.max((1, 2), keepdims=True))
     np.testing.assert_allclose(y, e / e.sum((1, 2), keepdims=True), rtol=1e-5)
+
+
+# -- shared layers -----------------------------------------------------------------------------
+SIAMESE = """
+model:
+  inputs: {left: {shape: [6]}, right: {shape: [6]}}
+  layers:
+    - dense: {units: 4, activation: tanh, name: encoder, inputs: left}
+    - SECOND
+    - subtract: {inputs: [encoder, right_code]}
+    - dense: {units: 1, name: out}
+"""
+
+
+def test_a_shared_layer_calls_the_same_weights_and_sums_their_gradients(tmp_path):
+    """Keras's one layer called on two inputs: one set of weights, whose gradient is the
+    sum of what both calls give, as two separate layers holding equal weights would."""
+    shared = setup_of(tmp_path, SIAMESE.replace(
+        "SECOND", "shared: {layer: encoder, inputs: right, name: right_code}")).model
+    twins = setup_of(tmp_path, SIAMESE.replace(
+        "SECOND", "dense: {units: 4, activation: tanh, name: right_code, inputs: right}")).model
+    params, state = shared.init(jax.random.key(0))
+    assert set(params) == {"encoder", "out"}
+    assert shared.trainable_count == 6 * 4 + 4 + 5
+    twin_params = {**params, "right_code": params["encoder"]}
+    x = {"left": jnp.asarray(RNG.normal(size=(5, 6)), jnp.float32),
+         "right": jnp.asarray(RNG.normal(size=(5, 6)), jnp.float32)}
+
+    def total(model, p):
+        return model.apply(p, state, x)[0]["out"].sum()
+
+    np.testing.assert_allclose(total(shared, params), total(twins, twin_params), rtol=1e-6)
+    w, b = (np.asarray(params["encoder"][k]) for k in ("kernel", "bias"))
+    codes = np.tanh(np.asarray(x["left"]) @ w + b) - np.tanh(np.asarray(x["right"]) @ w + b)
+    expected = codes @ np.asarray(params["out"]["kernel"]) + np.asarray(params["out"]["bias"])
+    np.testing.assert_allclose(shared.apply(params, state, x)[0]["out"], expected, rtol=1e-5)
+    grads = jax.grad(lambda p: total(shared, p))(params)
+    twin_grads = jax.grad(lambda p: total(twins, p))(twin_params)
+    for k in ("kernel", "bias"):
+        np.testing.assert_allclose(grads["encoder"][k], twin_grads["encoder"][k] +
+                                   twin_grads["right_code"][k], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(("second", "message"), [
+    ("shared: {layer: right, inputs: right, name: right_code}",
+     "'right' is an input, not a layer"),
+    ("shared: {layer: out, inputs: right, name: right_code}",
+     "'out' is not a layer listed before 'right_code': it is listed after this one"),
+    ("shared: {layer: encodr, inputs: right, name: right_code}",
+     "'encodr' is not a layer listed before 'right_code': no such layer"),
+    ("shared: {layer: encoder, inputs: right, name: right_code, activity_regularizer: l2}",
+     "a shared layer's activity_regularizer is the layer's"),
+])
+def test_a_shared_layer_names_a_layer_listed_before_it(tmp_path, second, message):
+    with pytest.raises(ConfigError) as info:
+        setup_of(tmp_path, SIAMESE.replace("SECOND", second))
+    assert message in str(info.value)
+
+
+def test_a_shared_layer_needs_inputs_its_weights_fit_and_no_state(tmp_path):
+    wider = SIAMESE.replace("right: {shape: [6]}", "right: {shape: [8]}").replace(
+        "SECOND", "shared: {layer: encoder, inputs: right, name: right_code}")
+    with pytest.raises(ConfigError) as info:
+        setup_of(tmp_path, wider)
+    assert "layer 'right_code' (shared: encoder) would need weights of other shapes than " \
+        "'encoder' has" in str(info.value)
+    normalized = SIAMESE.replace(
+        "- dense: {units: 4, activation: tanh, name: encoder, inputs: left}",
+        "- batch_normalization: {name: encoder, inputs: left}").replace(
+        "SECOND", "shared: {layer: encoder, inputs: right, name: right_code}").replace(
+        "subtract: {inputs: [encoder, right_code]}", "add: {inputs: [encoder, right_code]}")
+    with pytest.raises(ConfigError) as info:
+        setup_of(tmp_path, normalized)
+    assert "shares 'encoder', which keeps state (moving_mean, moving_variance)" in \
+        str(info.value)

@@ -597,6 +597,22 @@ class SoftmaxArgs(LayerArgs):
     axis: Axis = -1
 
 
+@LAYERS.register("shared")
+class SharedArgs(LayerArgs):
+    """Another layer called again, on this node's input, with the same weights: Keras's one
+    layer object called on several inputs (a siamese encoder, a shared embedding)."""
+
+    positional = "layer"
+    layer: NodeName
+
+    @model_validator(mode="after")
+    def _no_penalty_of_its_own(self) -> SharedArgs:
+        if self.activity_regularizer is not None:
+            raise ValueError("a shared layer's activity_regularizer is the layer's: give it "
+                             "there (it applies to each call)")
+        return self
+
+
 # -- merging several inputs ----------------------------------------------------------------
 @LAYERS.register("concatenate")
 class ConcatenateArgs(LayerArgs):
