@@ -206,6 +206,13 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             raise UserError(f"{run.path} has trained {done} epochs; fit.epochs {epochs} would "
                             "be fewer", f"to train longer give --epochs N with N > {done}; its "
                             "weights are read back with nntrain evaluate and predict")
+        tested = "test" in run.read_json("metrics.json") or "test" not in info.get("data", {})
+        if epochs == done and info.get("status") == "completed" and tested:  # whole: its
+            # record stays as it is (a Ctrl-C after the last epoch leaves the test to do)
+            console.print(f"{run.path} has trained all {epochs} epochs: nothing to train (to "
+                          f"train longer: --epochs N, N > {epochs})", highlight=False,
+                          soft_wrap=True)
+            return 0
     else:
         if config_path is None and loaded is None:
             raise UserError("fit needs a CONFIG file (or --resume RUN)",

@@ -724,3 +724,13 @@ def test_evaluate_says_when_it_reads_the_checkpoint_before_the_one_asked_for(tmp
     assert "last.prev weights (epoch 2; last is missing, so the one saved before it)" in said
     recorded = json.loads((run / "metrics.json").read_text())["evaluations"][-1]
     assert recorded["checkpoint"] == "last.prev"
+
+
+def test_resuming_a_finished_run_for_no_more_epochs_leaves_its_record_alone(tmp_path: Path):
+    fit_classifier(tmp_path, "done", 4, "--epochs", "2")
+    run = only_run(tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    result = nntrain("fit", "--resume", str(run), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "has trained all 2 epochs: nothing to train" in " ".join(result.output.split())
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
