@@ -166,59 +166,61 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     `nntrain tune` runs each trial through here: `loaded` is the trial's config (instead of
     reading `config_path`), `run_path` the trial's run directory (instead of a new one under
     `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
-    with _deferred_interrupts(enabled=run_path is None) as importing:  # JAX's import runs
-        from nntrain.train.fit import Fitter  # garbage-collector callbacks (see _Interrupts)
-    importing.check()
+    # from JAX's import on, a Ctrl-C can land in its garbage-collector callbacks and be lost
+    # (see _Interrupts): noted until the run's own handling takes over
+    with _deferred_interrupts(enabled=run_path is None) as early:
+        from nntrain.train.fit import Fitter
 
-    began = time.perf_counter()
-    as_json = log_format == "json"
-    if as_json:
-        console = make_console(stderr=True)
-    run: Run | None = None
-    if resume is not None:
-        run = resolve_run(resume, runs_dir)
-        run.require_config()
-        if run.is_trial:  # its checkpoint also holds the search's reporting callback
-            raise UserError(f"{run.path} is a trial of the search in {run.path.parent}: the "
-                            "search trains it, not fit --resume",
-                            "run the search's `nntrain tune CONFIG` command again: an "
-                            "interrupted or killed trial is trained anew")
-        info = run.info()
-        reason = info.get("stop_reason") or ""
-        if info.get("status") == "stopped" and reason.startswith(
-                ("early stopping", "a callback stopped")):  # it ended, it was not cut short
-            console.print(f"{run.path} ended by {reason}: nothing to resume (--resume continues"
-                          " an interrupted run; to train on, train the config again, e.g. "
-                          "with more patience)", highlight=False, soft_wrap=True)
-            return 0
-        base_dir = Path(info.get("config_dir", run.path))
-        loaded = load_config(run.config_path, overrides, search_dir=base_dir, saved=True)
-        if config_path is None:  # a CONFIG given with --resume is the user's own code
-            require_trust(loaded.config, trust_code, run.path)
-        epochs = _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir,
-                                                         saved=True),
-                                        config_path, overrides, loaded)
-        if epochs != loaded.config.fit.epochs:  # the CONFIG's, the one thing it may change
-            loaded = load_config(run.config_path, [*overrides, f"fit.epochs={epochs}"],
-                                 search_dir=base_dir, saved=True)
-        done = info.get("epochs_completed") or 0
-        if epochs < done:
-            raise UserError(f"{run.path} has trained {done} epochs; fit.epochs {epochs} would "
-                            "be fewer", f"to train longer give --epochs N with N > {done}; its "
-                            "weights are read back with nntrain evaluate and predict")
-        tested = "test" in run.read_json("metrics.json") or "test" not in info.get("data", {})
-        if epochs == done and info.get("status") == "completed" and tested:  # whole: its
-            # record stays as it is (a Ctrl-C after the last epoch leaves the test to do)
-            console.print(f"{run.path} has trained all {epochs} epochs: nothing to train (to "
-                          f"train longer: --epochs N, N > {epochs})", highlight=False,
-                          soft_wrap=True)
-            return 0
-    else:
-        if config_path is None and loaded is None:
-            raise UserError("fit needs a CONFIG file (or --resume RUN)",
-                            "e.g. nntrain fit configs/fashion_mlp.yaml")
-        loaded = loaded or load_config(config_path, overrides)
-        base_dir = loaded.source.resolve().parent
+        began = time.perf_counter()
+        as_json = log_format == "json"
+        if as_json:
+            console = make_console(stderr=True)
+        run: Run | None = None
+        if resume is not None:
+            run = resolve_run(resume, runs_dir)
+            run.require_config()
+            if run.is_trial:  # its checkpoint also holds the search's reporting callback
+                raise UserError(f"{run.path} is a trial of the search in {run.path.parent}: the "
+                                "search trains it, not fit --resume",
+                                "run the search's `nntrain tune CONFIG` command again: an "
+                                "interrupted or killed trial is trained anew")
+            info = run.info()
+            reason = info.get("stop_reason") or ""
+            if info.get("status") == "stopped" and reason.startswith(
+                    ("early stopping", "a callback stopped")):  # it ended, it was not cut short
+                console.print(f"{run.path} ended by {reason}: nothing to resume (--resume continues"
+                              " an interrupted run; to train on, train the config again, e.g. "
+                              "with more patience)", highlight=False, soft_wrap=True)
+                return 0
+            base_dir = Path(info.get("config_dir", run.path))
+            loaded = load_config(run.config_path, overrides, search_dir=base_dir, saved=True)
+            if config_path is None:  # a CONFIG given with --resume is the user's own code
+                require_trust(loaded.config, trust_code, run.path)
+            epochs = _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir,
+                                                             saved=True),
+                                            config_path, overrides, loaded)
+            if epochs != loaded.config.fit.epochs:  # the CONFIG's, the one thing it may change
+                loaded = load_config(run.config_path, [*overrides, f"fit.epochs={epochs}"],
+                                     search_dir=base_dir, saved=True)
+            done = info.get("epochs_completed") or 0
+            if epochs < done:
+                raise UserError(f"{run.path} has trained {done} epochs; fit.epochs {epochs} would "
+                                "be fewer", f"to train longer give --epochs N with N > {done}; its "
+                                "weights are read back with nntrain evaluate and predict")
+            tested = "test" in run.read_json("metrics.json") or "test" not in info.get("data", {})
+            if epochs == done and info.get("status") == "completed" and tested:  # whole: its
+                # record stays as it is (a Ctrl-C after the last epoch leaves the test to do)
+                console.print(f"{run.path} has trained all {epochs} epochs: nothing to train (to "
+                              f"train longer: --epochs N, N > {epochs})", highlight=False,
+                              soft_wrap=True)
+                return 0
+        else:
+            if config_path is None and loaded is None:
+                raise UserError("fit needs a CONFIG file (or --resume RUN)",
+                                "e.g. nntrain fit configs/fashion_mlp.yaml")
+            loaded = loaded or load_config(config_path, overrides)
+            base_dir = loaded.source.resolve().parent
+    early.check()
     created: Run | None = None  # a new run's folder: removed if setting up fails
     try:
         with _deferred_interrupts(enabled=run_path is None) as interrupts:

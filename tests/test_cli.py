@@ -734,3 +734,14 @@ def test_resuming_a_finished_run_for_no_more_epochs_leaves_its_record_alone(tmp_
     assert result.exit_code == 0, result.output
     assert "has trained all 2 epochs: nothing to train" in " ".join(result.output.split())
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_runs_damaged_config_gets_a_hint_about_the_run_not_about_new_configs(tmp_path):
+    fit_classifier(tmp_path, "emptied", 5)
+    run = only_run(tmp_path)
+    (run / "config.yaml").write_text("")
+    result = nntrain("evaluate", str(run))
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "config file is empty" in said and "configs/" not in said
+    assert "the run's config.yaml was changed or damaged after nntrain wrote it" in said

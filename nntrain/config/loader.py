@@ -368,10 +368,17 @@ def load_config(source: str | Path, overrides: Sequence[str] = (),
     the rules added since (one kind of gradient clipping, finite numbers) do not refuse it,
     so the run can still be evaluated, predicted with and resumed."""
     source = Path(source)
-    data, positions = read_yaml(source)
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: a config is a mapping (name:, data:, model:, ...)",
-                        "start from one in configs/, or see `nntrain schema`")
+    try:
+        data, positions = read_yaml(source)
+        if not isinstance(data, dict):
+            raise UserError(f"{source}: a config is a mapping (name:, data:, model:, ...)",
+                            "start from one in configs/, or see `nntrain schema`")
+    except UserError as e:
+        if saved and source.exists():  # nntrain wrote it: the fix is not a new config
+            raise UserError(e.message, "the run's config.yaml was changed or damaged after "
+                            "nntrain wrote it: restore it from a backup, or train the config "
+                            "anew") from None
+        raise
     override_paths: dict[Path_, str] = {}
     for assignment in overrides:
         override_paths[apply_override(data, assignment)] = assignment
