@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -348,6 +349,26 @@ def test_non_finite_sample_weight_is_a_data_error(tmp_path: Path, table: Path):
     write_csv(tmp_path / "t.csv", ["a", "w", "y"], [[1, 1, 0], [2, None, 1]])
     assert "sample weights" in data_error(
         tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", classifier(1))
+
+
+def test_negative_sample_weights_are_a_data_error(tmp_path: Path, table: Path):
+    write_csv(tmp_path / "t.csv", ["a", "w", "y"], [[1, 1, 0], [2, -0.5, 1], [3, -2, 1]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n",
+                         classifier(1))
+    assert "sample weights hold 2 negative values (the first -0.5)" in message
+
+
+def test_negative_or_infinite_class_and_loss_weights_are_config_errors(tmp_path: Path):
+    from nntrain.config.loader import ConfigError
+
+    config = write_config(tmp_path, "dataset: iris\n", classifier(4, 3))
+    for assignment, message in (
+            ("fit.class_weight={0: -5}", "greater than or equal to 0, found -5"),
+            ("fit.class_weight={0: .inf}", "input should be a finite number"),
+            ("fit.class_weight={0: 1e300}", "less than or equal to 1000000"),
+            ("compile.loss_weights={dense: -1}", "greater than or equal to 0, found -1")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(config, [assignment])
 
 
 # -- splits -----------------------------------------------------------------------------------

@@ -37,6 +37,10 @@ Shape = Annotated[list[PositiveInt], Field(min_length=1)]
 FilePath = Annotated[str, Field(min_length=1)]
 
 
+# a loss weight or class weight: a negative one trains the model to make that loss worse
+Weight = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+
+
 class SplitConfig(Strict):
     """Where a validation or test split comes from: exactly one of the keys."""
 
@@ -160,7 +164,7 @@ Metrics = list[MetricEntry] | dict[NodeName, list[MetricEntry]]
 
 class CompileConfig(Strict):
     loss: Losses
-    loss_weights: dict[NodeName, float] | None = None
+    loss_weights: dict[NodeName, Weight] | None = None
     optimizer: OptimizerEntry = "rmsprop"
     metrics: Metrics = []  # as in Keras 3, not weighted by sample or class weights ...
     weighted_metrics: Metrics = []  # ... these are
@@ -173,7 +177,7 @@ class FitConfig(Strict):
     validation_batch_size: Annotated[int, Field(gt=0, lt=2**31)] | None = None
     shuffle: bool = True
     # by class index, or by class name where the data names its classes (a CSV's text labels)
-    class_weight: dict[int | str, float] | None = None
+    class_weight: dict[int | str, Weight] | None = None
     callbacks: list[CallbackEntry] = []
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     devices: PositiveInt | Literal["all"] | None = None  # 1, or all in a multi-process run

@@ -688,6 +688,10 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                             "example (weights per step of a sequence are not supported)")
         if len(weight) != len(data) or not np.isfinite(weight).all():
             raise DataError(f"{what}: {which} must be one finite number per example")
+        if (weight < 0).any():  # it would train the model to make those examples worse
+            raise DataError(f"{what}: {which} hold {int((weight < 0).sum()):,} negative "
+                            f"values (the first {float(weight[weight < 0][0]):g})",
+                            "give weights of 0 or more (0 leaves an example out)")
     for name, shape in io.outputs.items():
         y = data.y[name]
         if len(y) != len(data):
