@@ -127,12 +127,19 @@ def main_options(
     _state["debug"] = debug
 
 
-def _shortcuts(overrides: list[str] | None, epochs: int | None, batch_size: int | None):
+def _shortcuts(overrides: list[str] | None, epochs: int | None, batch_size: int | None,
+               devices: str | None = None):
+    """--set with the shortcut options added; one key set both ways is a contradiction."""
     overrides = list(overrides or [])
-    if epochs is not None:
-        overrides.append(f"fit.epochs={epochs}")
-    if batch_size is not None:
-        overrides.append(f"fit.batch_size={batch_size}")
+    for option, key, value in (("--epochs", "fit.epochs", epochs),
+                               ("--batch-size", "fit.batch_size", batch_size),
+                               ("--devices", "fit.devices", devices)):
+        if value is None:
+            continue
+        both = next((o for o in overrides if o.partition("=")[0].strip() == key), None)
+        if both is not None:
+            _usage(f"{option} {value} and --set {both} both set {key}: give one")
+        overrides.append(f"{key}={value}")
     return overrides
 
 
@@ -174,11 +181,9 @@ def fit(
     from nntrain import commands
 
     _check_choice("--log-format", log_format, ("rich", "json"))
-    overrides = _shortcuts(set_, epochs, batch_size)
-    if devices is not None:
-        if devices != "all" and not (devices.isdigit() and int(devices) > 0):
-            _usage(f"--devices {devices!r}: expected a positive number or 'all'")
-        overrides.append(f"fit.devices={devices}")
+    if devices is not None and devices != "all" and not (devices.isdigit() and int(devices) > 0):
+        _usage(f"--devices {devices!r}: expected a positive number or 'all'")
+    overrides = _shortcuts(set_, epochs, batch_size, devices)
     explicit = (coordinator, num_processes, process_id)
     if any(v is not None for v in explicit) and any(v is None for v in explicit):
         _usage("--coordinator, --num-processes and --process-id go together (or "
@@ -219,7 +224,8 @@ def evaluate(
 def predict(
     run: RunArg,
     input: Annotated[Path | None, typer.Argument(
-        help="An .npy array (or .npz with one array per input) of examples.",
+        help="Examples: an .npy array, an .npz with one array per input, a folder of .npy "
+        "files, or (a model trained on a table) a .csv of new rows.",
         show_default=False)] = None,
     split: Annotated[str | None, typer.Option(
         help="Predict a split of the run's data instead: test, validation or train.")] = None,
@@ -230,7 +236,7 @@ def predict(
         "--show: the grid image, default predictions/show.png in the run directory).")] = None,
     show: Annotated[int | None, typer.Option(
         help="Draw the first N images with their predicted and true classes (wrong ones in "
-        "red) as a grid PNG; image models only.", metavar="N")] = None,
+        "red) as a grid PNG; image models only.", metavar="N", min=1, max=400)] = None,
     checkpoint: CheckpointOpt = "best",
     runs_dir: RunsDirOpt = Path("runs"),
     trust_code: TrustOpt = False,

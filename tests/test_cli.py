@@ -745,3 +745,15 @@ def test_a_runs_damaged_config_gets_a_hint_about_the_run_not_about_new_configs(t
     said = " ".join(result.output.split())
     assert "config file is empty" in said and "configs/" not in said
     assert "the run's config.yaml was changed or damaged after nntrain wrote it" in said
+
+
+def test_a_shortcut_and_a_set_of_the_same_key_are_a_contradiction(tmp_path: Path):
+    result = nntrain("fit", str(TINY), "--epochs", "3", "--set", "fit.epochs=7", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "--epochs 3 and --set fit.epochs=7 both set fit.epochs: give one" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_predict_show_draws_at_most_400_images(tmp_path: Path):
+    result = nntrain("predict", "whatever", "--show", "100000", cwd=tmp_path)
+    assert result.exit_code == 2 and "less than or equal to 400" in result.output

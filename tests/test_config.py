@@ -506,6 +506,13 @@ def test_a_config_past_a_mebibyte_is_refused_without_reading_it_all(tmp_path):
         load_config(Path("/dev/zero"))
 
 
+def test_repeat_makes_at_most_a_thousand_copies(tmp_path):
+    source = write(tmp_path, BASE)
+    issues = config_issues(source, ("model.layers.0.repeat=1000000",))
+    assert "expected a number of copies, 0 to 1,000, found 1000000" in issue_at(
+        issues, "model.layers[0].repeat").message
+
+
 def test_small_aliases_are_fine(tmp_path):
     source = write(tmp_path, """\
         name: t

@@ -27,6 +27,8 @@ REGISTRIES: dict[str, Registry] = {
 }
 # A YAML document whose aliases expand past this many nodes is refused ("billion laughs").
 MAX_NODES = 100_000
+# `repeat:` beyond this many copies of a layer is a slip (and would take minutes to check).
+MAX_REPEAT = 1000
 # A config is a few kilobytes; past this it is data given where a config was meant.
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -456,11 +458,12 @@ def expand_repeats(data: dict, source: Path, positions: dict[Path_, tuple[int, i
         if isinstance(entry, dict) and "repeat" in entry and len(entry) > 1:
             entry = {k: v for k, v in entry.items() if k != "repeat"}
             count = layers[index]["repeat"]
-            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            if isinstance(count, bool) or not isinstance(count, int) or \
+                    not 0 <= count <= MAX_REPEAT:
                 path = ("model", "layers", index, "repeat")
                 issues.append(Issue(_where(source, positions, overrides, path),
-                                    format_path(path), "expected a number of copies, 0 or "
-                                    f"more, found {count!r}"))
+                                    format_path(path), "expected a number of copies, 0 to "
+                                    f"{MAX_REPEAT:,}, found {count!r}"))
                 count = 1
         for copy in range(count):
             expanded.append(_layer_copy(entry, copy, count))
