@@ -351,6 +351,13 @@ def test_non_finite_sample_weight_is_a_data_error(tmp_path: Path, table: Path):
         tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", classifier(1))
 
 
+def test_a_feature_listed_twice_is_a_data_error(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "b", "y"], [[1, 2, 0], [3, 4, 1]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nfeatures: [a, 1, 0]\n",
+                         classifier(3))
+    assert "data.features: 'a' listed more than once" in message
+
+
 def test_negative_sample_weights_are_a_data_error(tmp_path: Path, table: Path):
     write_csv(tmp_path / "t.csv", ["a", "w", "y"], [[1, 1, 0], [2, -0.5, 1], [3, -2, 1]])
     message = data_error(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n",

@@ -116,6 +116,10 @@ def select(names: list[str], spec: str | list[str | int] | None, what: str) -> l
             out.append(item)
         else:
             raise DataError(f"{what}: no column '{item}'", f"columns: {', '.join(names)}")
+    twice = sorted({name for name in out if out.count(name) > 1})
+    if twice:
+        raise DataError(f"{what}: {', '.join(map(repr, twice))} listed more than once",
+                        "list each column once")
     return out
 
 
