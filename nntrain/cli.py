@@ -100,7 +100,8 @@ def _os_hint(e: OSError) -> str:
         return f"{e.filename} (or a folder above it) is a file, where a folder is needed: " \
             "choose another path (--runs-dir, --output)"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "you may not write there: choose another path (--runs-dir, --output)"
+        return f"you may not write {e.filename or 'there'}: make it writable (chmod u+w), " \
+            "or for a new run or file choose another path (--runs-dir, --output)"
     return ("check that the path exists and that you may read and write there "
             "(--runs-dir, --output)")
 

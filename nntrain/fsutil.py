@@ -29,9 +29,10 @@ def disk_space(what: str, path: Path) -> Iterator[None]:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         where = Path(path).parent
+        kept = "; the previous version of the file is kept" if Path(path).exists() else ""
         raise DiskFull(f"no space left on the device while writing {what} {path}",
-                       f"free space on the disk that holds {where} (see `df -h {where}`); "
-                       "the previous version of the file is kept") from None
+                       f"free space on the disk that holds {where} (see `df -h {where}`)"
+                       + kept) from None
 
 
 def _umask() -> int:
