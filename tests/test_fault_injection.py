@@ -207,6 +207,13 @@ def test_resume_rewrites_records_behind_the_checkpoint(tmp_path: Path):
     assert (info["status"], info["epochs_completed"]) == ("completed", 4)
 
 
+def _as_killed(run: Path) -> None:
+    """run.json as a kill in the last moments leaves it: still `running`, by a dead process
+    (resuming a run recorded as complete, for no more epochs, reads nothing)."""
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "status": "running", "pid": 99999999}))
+
+
 def _flip_last_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01
@@ -221,6 +228,7 @@ def test_resume_falls_back_from_a_damaged_checkpoint_and_ends_the_same(tmp_path:
     run = only_run(damaged)
     arrays = run / "checkpoints" / "last" / "arrays.safetensors"
     _flip_last_byte(arrays)
+    _as_killed(run)
 
     result = nntrain("fit", "--resume", str(run), "-q", cwd=damaged)
     assert result.exit_code == 0, result.output
@@ -276,6 +284,7 @@ def test_resume_with_a_damaged_best_checkpoint_says_what_to_do(tmp_path: Path):
     run = only_run(tmp_path)
     arrays = run / "checkpoints" / "best" / "arrays.safetensors"
     _flip_last_byte(arrays)
+    _as_killed(run)
     result = nntrain("fit", "--resume", str(run), "-q", cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert f"damaged checkpoint {arrays}: checksum mismatch" in result.output
