@@ -327,6 +327,15 @@ class _ListByDefault(_Group):
 
     def parse_args(self, ctx, args):
         if not args or (args[0] not in self.commands and args[0] != "--help"):
+            import difflib
+
+            # `runs shwo RUN`: two words, where listing takes one name: a mistyped command
+            positional = [a for i, a in enumerate(args) if not a.startswith("-") and
+                          (i == 0 or args[i - 1] != "--runs-dir")]
+            close = difflib.get_close_matches(args[0], list(self.commands), n=1) \
+                if len(positional) > 1 and positional[0] == args[0] else []
+            if close:
+                _usage(f"unknown command 'runs {args[0]}'; did you mean 'runs {close[0]}'?")
             args = ["list", *args]
         return super().parse_args(ctx, args)
 

@@ -478,3 +478,11 @@ def test_a_hostile_config_in_a_run_leaves_the_listing_usable(work: Path, tmp_pat
         result = nntrain(*args, "--runs-dir", str(runs), cwd=tmp_path)
         assert result.exit_code == 0, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_a_mistyped_runs_command_is_named_not_listed_as_a_run(tmp_path: Path):
+    result = nntrain("runs", "shwo", "some_run", "--runs-dir", str(tmp_path))
+    assert result.exit_code == 2
+    assert "unknown command 'runs shwo'; did you mean 'runs show'?" in result.output
+    listed = nntrain("runs", "shows", "--runs-dir", str(tmp_path))  # a name: listed
+    assert "unknown command" not in listed.output
