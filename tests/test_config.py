@@ -485,7 +485,7 @@ def test_infinite_and_nan_numbers_are_refused(tmp_path):
     assert "finite number" in issue_at(issues, "fit.callbacks[0].early_stopping.baseline").message
 
 
-def test_yaml_1_1_base_60_numbers_stay_text(tmp_path):
+def test_yaml_1_1_base_60_numbers_and_dates_stay_text(tmp_path):
     """PyYAML reads `5:00` as 300 (YAML 1.1's base 60); a config refuses it as a number, in
     the file and in --set alike."""
     source = write(tmp_path, BASE + "fit: {epochs: 5:00}\n")
@@ -493,6 +493,8 @@ def test_yaml_1_1_base_60_numbers_stay_text(tmp_path):
     assert "found '5:00'" in issue_at(issues, "fit.epochs").message
     issues = config_issues(write(tmp_path, BASE), ("fit.epochs=1:30",))
     assert "found '1:30'" in issue_at(issues, "fit.epochs").message
+    issues = config_issues(write(tmp_path, BASE + "seed: 2001-01-01\n"))
+    assert "found '2001-01-01'" in issue_at(issues, "seed").message  # not datetime.date(...)
     config = load_config(write(tmp_path, BASE + "fit: {epochs: 1_000, batch_size: 0x10}\n"))
     assert (config.config.fit.epochs, config.config.fit.batch_size) == (1000, 16)
 

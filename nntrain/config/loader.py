@@ -34,8 +34,9 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader without YAML 1.1's base-60 numbers, which read `5:00` as 300:
-    YAML 1.2 dropped them, and in a config they are a slip, not a number."""
+    """PyYAML's safe loader without YAML 1.1's base-60 numbers, which read `5:00` as 300
+    (YAML 1.2 dropped them; in a config they are a slip, not a number), and without its
+    dates: no config value is one, and `2001-01-01` stays text a message can quote."""
 
 
 # PyYAML's own patterns (resolver.py) less their base-60 alternatives
@@ -47,7 +48,8 @@ _NUMBERS = {
                                     |\.(?:nan|NaN|NAN))$""", "-+0123456789."),
 }
 ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, pattern) for tag, pattern in resolvers if tag not in _NUMBERS]
+    first: [(tag, pattern) for tag, pattern in resolvers
+            if tag not in _NUMBERS and tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 for _tag, (_pattern, _first) in _NUMBERS.items():
     ConfigLoader.add_implicit_resolver(_tag, re.compile(_pattern, re.X), list(_first))
