@@ -113,6 +113,10 @@ REFUSED = {
         _with(model__layers=[{"dense": 100_000_000_000}, {"dense": 3}]),
         "model.layers[0]: the model has 1,000,000,000,003 weights, 3,725.3 GiB in float32, "
         "more than this machine's"),
+    "table keys for a file of another kind": (
+        _with(data={"train": "t.csv.gz", "targets": "y"}),
+        "data: train: t.csv.gz is not a file nntrain reads (a .csv table, an .npz of arrays, "
+        "or a folder of .npy files)"),
     "negative variance": (
         _with(model__layers=[{"normalization": {"mean": 0.5, "variance": -1}}, {"dense": 3}]),
         "a variance is never negative"),

@@ -108,6 +108,11 @@ class DataConfig(Strict):
         table_keys = [k for k in ("features", "targets", "categorical", "inputs", "outputs")
                       if getattr(self, k)] + (["missing"] if self.missing != "error" else [])
         saved = bool((info.context or {}).get("saved"))  # an older nntrain ignored them
+        suffix = Path(self.train).suffix.lower() if self.train else ""
+        if table_keys and suffix not in ("", ".csv", ".npz", ".npy") and not saved:
+            raise ValueError(f"train: {self.train} is not a file nntrain reads (a .csv table, "
+                             "an .npz of arrays, or a folder of .npy files): convert it, or "
+                             "decompress it")
         if table_keys and not self.is_table() and not saved:
             raise ValueError(f"{', '.join(table_keys)}: for tables only (.csv files, the "
                              f"{', '.join(TABULAR_DATASETS)} datasets), and this data is not "
