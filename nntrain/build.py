@@ -208,15 +208,18 @@ def _embedded_inputs(graph: Graph) -> dict[str, tuple[tuple[str, int], ...]]:
     by_name = {node.name: node for node in graph.nodes}
     found: dict[str, list[tuple[str, int]]] = {name: [] for name in graph.inputs}
     for node in graph.nodes:
-        wrapped = entry_args(node.args.layer) if node.type == "time_distributed" else None
-        if node.type != "embedding" and not (
-                wrapped is not None and entry_name(node.args.layer) == "embedding"):
+        owner = node
+        while owner.type == "shared":  # a shared embedding indexes its own input too
+            owner = by_name[owner.args.layer]
+        wrapped = entry_args(owner.args.layer) if owner.type == "time_distributed" else None
+        if owner.type != "embedding" and not (
+                wrapped is not None and entry_name(owner.args.layer) == "embedding"):
             continue
         source = node.inputs[0]
         while source in by_name and by_name[source].type in ("flatten", "reshape"):
             source = by_name[source].inputs[0]
         if source in found:
-            found[source].append((node.name, (wrapped or node.args).input_dim))
+            found[source].append((node.name, (wrapped or owner.args).input_dim))
     return {name: tuple(layers) for name, layers in found.items() if layers}
 
 

@@ -180,6 +180,7 @@ class Model:
 
     def _mask_source(self, origin: str) -> tuple[str, str]:
         """What made a mask, and how to do without it, for messages."""
+        origin = self.shared.get(origin, origin)  # a shared embedding's mask is its layer's
         kind = next(n.type for n in self.graph.nodes if n.name == origin)
         if kind == "embedding":
             return f"mask_zero on embedding '{origin}'", "drop mask_zero"

@@ -265,10 +265,14 @@ def test_infinite_values_are_refused_with_their_column_and_line(tmp_path: Path):
     (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n\n3,1e39,1\n5,6,1\n")
     message = data_error(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n",
                          classifier(2))
-    assert "t.csv: column 'b' has 1 infinite values (first at line 4: '1e39')" in message
-    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n-inf,4,1\n")
-    assert "column 'a' has 1 infinite values (first at line 3: '-inf')" in data_error(
-        tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+    assert "t.csv: column 'b' has 1 infinite values (first at line 4: inf)" in message
+    (tmp_path / "t.csv").write_text('a,b,c,y\n1,2,"x\ny",0\n-inf,4,z,1\n')  # a 2-line cell
+    assert "column 'a' has 1 infinite values (first at line 4: -inf)" in data_error(
+        tmp_path, "train: t.csv\ntargets: y\nfeatures: [a, b]\n", classifier(2))
+    # a column the model does not use may hold anything
+    (tmp_path / "t.csv").write_text("a,b,y\n1,inf,0\n2,4,1\n3,5,1\n")
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nfeatures: [a]\n", classifier(1))
+    assert len(ds.train) == 3
 
 
 def test_blank_trailing_line_is_ignored(tmp_path: Path):
@@ -370,12 +374,13 @@ def test_negative_or_infinite_class_and_loss_weights_are_config_errors(tmp_path:
 
     config = write_config(tmp_path, "dataset: iris\n", classifier(4, 3))
     for assignment, message in (
-            ("fit.class_weight={0: -5}", "greater than or equal to 0, found -5"),
-            ("fit.class_weight={0: .inf}", "input should be a finite number"),
-            ("fit.class_weight={0: 1e300}", "less than or equal to 1000000"),
-            ("compile.loss_weights={dense: -1}", "greater than or equal to 0, found -1")):
+            ("fit.class_weight={0: -5}", "a weight is a number from 0 to 1e6, found -5"),
+            ("fit.class_weight={0: .inf}", "from 0 to 1e6, found inf"),
+            ("fit.class_weight={0: 1.0e300}", "from 0 to 1e6, found '1.0e300'"),
+            ("compile.loss_weights={dense: -1}", "from 0 to 1e6, found -1")):
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_config(config, [assignment])
+        load_config(config, [assignment], saved=True)  # a run an older nntrain trained so
 
 
 # -- splits -----------------------------------------------------------------------------------

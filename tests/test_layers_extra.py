@@ -738,3 +738,34 @@ def test_a_shared_layer_needs_inputs_its_weights_fit_and_no_state(tmp_path):
         setup_of(tmp_path, normalized)
     assert "shares 'encoder', which keeps state (moving_mean, moving_variance)" in \
         str(info.value)
+
+
+def test_a_shared_embedding_checks_the_ids_of_its_own_input_too(tmp_path):
+    setup = setup_of(tmp_path, """
+model:
+  inputs: {left: {shape: [5], dtype: int32}, right: {shape: [5], dtype: int32}}
+  layers:
+    - embedding: {input_dim: 10, output_dim: 3, name: enc, inputs: left}
+    - shared: {layer: enc, inputs: right, name: renc}
+    - concatenate: {inputs: [enc, renc]}
+    - flatten
+    - dense: 2
+""")
+    assert setup.io.embedded == {"left": (("enc", 10),), "right": (("renc", 10),)}
+
+
+def test_a_softmax_layer_over_the_last_axis_is_the_softmax_activation(tmp_path):
+    """So a cross-entropy after it takes the values before it, `from_logits` after it is
+    refused as after `activation: softmax`, and predict reads class probabilities."""
+    setup = setup_of(tmp_path, "model:\n  input: [4]\n  layers: [{dense: 3}, softmax]\n")
+    assert setup.model.output_activation("softmax") == "softmax"
+    other = setup_of(tmp_path, "model:\n  input: [2, 4]\n  layers: [{dense: 3}, "
+                               "{softmax: {axis: 1}}]\n")
+    assert other.model.output_activation("softmax") is None
+    with pytest.raises(ConfigError, match="from_logits: true, but output 'softmax' ends in "
+                                          "softmax"):
+        path = tmp_path / "logits.yaml"
+        path.write_text(HEAD + "model:\n  input: [4]\n  layers: [{dense: 3}, softmax]\n"
+                        "compile: {loss: {sparse_categorical_crossentropy: {from_logits: "
+                        "true}}}\n")
+        prepare(load_config(path))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     Discriminator,
     Field,
     PositiveInt,
@@ -37,8 +38,17 @@ Shape = Annotated[list[PositiveInt], Field(min_length=1)]
 FilePath = Annotated[str, Field(min_length=1)]
 
 
-# a loss weight or class weight: a negative one trains the model to make that loss worse
-Weight = Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)]
+def _weight(value: float, info: ValidationInfo) -> float:
+    """A loss weight or class weight: a negative one trains the model to make that loss
+    worse. (A run an older nntrain trained with one is read back as it was.)"""
+    if (info.context or {}).get("saved"):
+        return value
+    if not 0 <= value <= 1e6:  # NaN too
+        raise ValueError("a weight is a number from 0 to 1e6")
+    return value
+
+
+Weight = Annotated[float, AfterValidator(_weight)]
 
 
 class SplitConfig(Strict):

@@ -20,6 +20,7 @@ from nntrain.data.arrays import (
 from nntrain.data.tabular import (
     Table,
     category_values,
+    check_finite,
     missing,
     missing_counts,
     one_hot_columns,
@@ -380,6 +381,7 @@ def table_inputs(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
     table = read_csv(path)
     if config.dataset == "california_housing":  # handson-ml2's columns, derived as in training
         table = builtin.housing_features(table)
+    check_finite(table, plan.used)
     gaps = missing_counts(table, plan.used)
     if gaps and config.missing != "mean":
         raise DataError(f"{path}: missing values in {_gaps(gaps)}",
@@ -495,6 +497,7 @@ class _TablePlan:
         return columns
 
     def handle_missing_rows(self, table: Table) -> Table:
+        check_finite(table, self.used + self._all_targets())
         counts = missing_counts(table, self.used + self._all_targets())
         if not counts:
             return table

@@ -23,6 +23,7 @@ class Table:
     numeric: dict[str, np.ndarray]
     text: dict[str, np.ndarray]
     source: str
+    lines: list[int] | None = None  # each row's line in its file, where it has one
 
     def __len__(self) -> int:
         column = next(iter(self.numeric.values()), None)
@@ -32,7 +33,8 @@ class Table:
 
     def take(self, rows: np.ndarray) -> Table:
         return Table(self.names, {k: v[rows] for k, v in self.numeric.items()},
-                     {k: v[rows] for k, v in self.text.items()}, self.source)
+                     {k: v[rows] for k, v in self.text.items()}, self.source,
+                     None if self.lines is None else list(np.asarray(self.lines)[rows]))
 
     def column(self, name: str) -> np.ndarray:
         if name in self.numeric:
@@ -53,7 +55,12 @@ def read_csv(path: Path) -> Table:
     numbers markers such as `NA` (NaN); in a text column, empty cells ('')."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f))
+            reader = csv.reader(f)
+            rows, starts, line = [], [], 0  # each row's first line (a quoted cell may span
+            for row in reader:  # several)
+                starts.append(line + 1)
+                line = reader.line_num
+                rows.append(row)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"cannot read {path}: {e}", "expected a UTF-8 CSV file with a header") \
             from None
@@ -66,7 +73,7 @@ def read_csv(path: Path) -> Table:
     if repeated:
         raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than "
                         "once", "give each column its own name")
-    bad = [i + 1 for i, row in zip(kept, body, strict=True) if len(row) != len(header)]
+    bad = [starts[i] for i, row in zip(kept, body, strict=True) if len(row) != len(header)]
     if bad:
         raise DataError(f"{path}: {len(bad)} rows do not have {len(header)} values "
                         f"(first at line {bad[0]})",
@@ -81,14 +88,21 @@ def read_csv(path: Path) -> Table:
                                           for c in cells], np.float32)
         except ValueError:
             text[name] = np.array(cells, dtype=object)
-            continue
-        infinite = np.flatnonzero(np.isinf(numeric[name]))
-        if len(infinite):  # `inf`, or a number past float32's 3.4e38
-            raise DataError(f"{path}: column '{name}' has {len(infinite)} infinite values "
-                            f"(first at line {kept[infinite[0]] + 1}: '{cells[infinite[0]]}')",
+    return Table(header, numeric, text, str(path), [starts[i] for i in kept])
+
+
+def check_finite(table: Table, names: list[str]) -> None:
+    """The columns a model uses hold no infinite number (`inf`, or one past float32's
+    3.4e38): it would poison the training, and a `mean` fill."""
+    for name in names:
+        column = table.numeric.get(name)
+        infinite = np.flatnonzero(np.isinf(column)) if column is not None else ()
+        if len(infinite):
+            line = f"line {table.lines[infinite[0]]}" if table.lines else f"row {infinite[0]}"
+            raise DataError(f"{table.source}: column '{name}' has {len(infinite)} infinite "
+                            f"values (first at {line}: {float(column[infinite[0]])})",
                             "give finite numbers; an empty cell is a missing value (see "
                             "data.missing)")
-    return Table(header, numeric, text, str(path))
 
 
 def select(names: list[str], spec: str | list[str | int] | None, what: str) -> list[str]:

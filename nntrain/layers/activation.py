@@ -57,7 +57,15 @@ class PReLU(ElementWiseActivation):
 
 @register("softmax")
 class Softmax(OverAxes):
-    """Keras's Softmax layer: over `axis`, or over several axes together."""
+    """Keras's Softmax layer: over `axis`, or over several axes together. Over the last axis
+    it is the `softmax` activation, so that a cross-entropy after it takes the values before
+    it (stable log-softmax) and predict reads it as class probabilities."""
+
+    @property
+    def activation(self) -> str | None:
+        return "softmax" if self.args.axis in (-1, [-1]) else None
 
     def call(self, params, state, x, *, training, rng, **_):
+        if self.activation:  # applied by `apply`, after this
+            return as_float(x), state
         return jax.nn.softmax(as_float(x), axis=self.axes(x)), state
