@@ -465,7 +465,7 @@ def _probability_metric_fix(name: str, args: Any, units: int) -> tuple[str, str]
     as it means to: a threshold of 0 (the logit of probability 0.5), or AUC told of them."""
     above = "it counts a value above 0.5 as positive, and a logit of 0.5 is a probability " \
             "of 0.62"
-    if name in ("accuracy", "binary_accuracy") and units == 1 and \
+    if (name == "binary_accuracy" or name == "accuracy" and units == 1) and \
             getattr(args, "threshold", 0.5) == 0.5:
         return above, "binary_accuracy: {threshold: 0}"
     if name in ("precision", "recall") and args.thresholds is None and args.top_k is None:

@@ -690,9 +690,15 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
     dataset = _load_data(setup, config_path.resolve().parent, console, quiet=False)
     run = create_run(runs_dir, f"{loaded.config.name}-lr-find")
     atomic_write_text(run.config_path, dump_config(loaded))
+    from nntrain.config.entries import entry_args
+    from nntrain.train.fit import batch_for
+
+    batch = batch_for(loaded.config.fit.batch_size, len(dataset.train))
+    every = entry_args(loaded.config.compile.optimizer).gradient_accumulation_steps
     console.print(f"Learning-rate range test for {loaded.config.name} -> {run.path}  "
-                  f"({steps} steps of {loaded.config.fit.batch_size}, learning rate "
-                  f"{min_lr:.3g} to {max_lr:.3g}, growing every step)", soft_wrap=True)
+                  f"({steps} steps of " + (f"{every} batches of {batch}" if every else
+                                           f"{batch}") + f", learning rate {min_lr:.3g} to "
+                  f"{max_lr:.3g}, growing every step)", soft_wrap=True)
     start = time.perf_counter()
 
     def terminated(signum, _frame):  # a SIGTERM (a timeout, a scheduler) cleans up as Ctrl-C
@@ -854,13 +860,21 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     console.print(table)
 
 
-def _check_output_path(output: Path, run_folder: Path, input_path: Path | None) -> None:
-    """Predictions never overwrite what they are read from: the input file, or the run's
-    own records (inside the run directory, only its predictions/ folder is for them)."""
+def _check_output_path(output: Path, run_folder: Path, input_path: Path | None,
+                       data: Any, base_dir: Path) -> None:
+    """Predictions never overwrite what they are read from: the input, the run's data
+    files, or the run's own records (inside the run directory, only its predictions/ folder
+    is for them)."""
     target = output.resolve()
-    if input_path is not None and input_path.exists() and target == input_path.resolve():
-        raise UserError(f"--output {output} is the input file: writing it would replace the "
-                        "examples with their predictions", "give another file name")
+    sources = [input_path] + [base_dir / name for name in (
+        data.train, data.source, data.validation and data.validation.path,
+        data.test and data.test.path) if name]
+    for source in sources:
+        if source is not None and source.exists() and (
+                target == source.resolve() or target.is_relative_to(source.resolve())):
+            raise UserError(f"--output {output} is {'in ' if target != source.resolve() else ''}"
+                            f"{source}, which the predictions are read from: writing it would "
+                            "replace examples with their predictions", "give another file name")
     run_folder = run_folder.resolve()
     if target.is_relative_to(run_folder) and \
             not target.is_relative_to(run_folder / "predictions"):
@@ -897,7 +911,7 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
                         "use .npz (one array per output), .csv or .json")
     if output is not None:
-        _check_output_path(output, run.path, input_path)
+        _check_output_path(output, run.path, input_path, setup.loaded.config.data, base_dir)
     if show is not None:
         from nntrain.predict import image_shape_problem
 

@@ -398,7 +398,7 @@ def _shapes(tree: Any) -> Any:
         return {k: _shapes(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
         return [_shapes(v) for v in tree]
-    return tuple(tree.shape)
+    return None if tree is None else tuple(tree.shape)
 
 
 def _sharing_problem(root: str, params: Pytree, state: Pytree, wanted: Pytree,

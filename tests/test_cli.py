@@ -697,9 +697,13 @@ def test_predict_never_writes_over_its_input_or_the_runs_records(tmp_path: Path)
     x, _ = fit_classifier(tmp_path, "guarded", 2)
     run = only_run(tmp_path)
     np.save(tmp_path / "new.npy", x[:4])
-    before = {p: p.read_bytes() for p in (tmp_path / "new.npy", run / "run.json")}
+    before = {p: p.read_bytes() for p in (tmp_path / "new.npy", run / "run.json",
+                                          tmp_path / "guarded.npz")}
     same = nntrain("predict", str(run), "new.npy", "--output", "./new.npy", cwd=tmp_path)
-    assert same.exit_code == 2 and "is the input file" in same.output
+    assert same.exit_code == 2 and "which the predictions are read from" in same.output
+    data = nntrain("predict", str(run), "--split", "validation", "--output", "guarded.npz",
+                   cwd=tmp_path)  # the run's training file
+    assert data.exit_code == 2 and "which the predictions are read from" in data.output
     record = nntrain("predict", str(run), "new.npy", "--output", str(run / "run.json"),
                      cwd=tmp_path)
     assert record.exit_code == 2 and "inside the run directory" in record.output

@@ -769,3 +769,9 @@ def test_a_softmax_layer_over_the_last_axis_is_the_softmax_activation(tmp_path):
                         "compile: {loss: {sparse_categorical_crossentropy: {from_logits: "
                         "true}}}\n")
         prepare(load_config(path))
+
+
+@pytest.mark.parametrize("name", ["softmax", "unit_normalization"])
+def test_an_empty_axis_list_is_refused(name):
+    with pytest.raises(ShapeError, match="axis is an empty list"):
+        build(name, (4, 6), axis=[])

@@ -228,7 +228,8 @@ class OverAxes(Layer):
     """A layer that works on each example over Keras's `axis` (an int or a list)."""
 
     def build(self, input_shape):
-        resolve_axes(self.args.axis, input_shape)
+        if not resolve_axes(self.args.axis, input_shape):
+            raise ShapeError("axis is an empty list: give the axis (or axes) to work over")
         return Built({}, {}, input_shape)
 
     def axes(self, x: jax.Array) -> tuple[int, ...]:
