@@ -687,6 +687,10 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
     loaded = load_config(config_path, overrides)
     configure_jax()
     setup = _prepare(loaded)
+    if loaded.config.data.generator:
+        raise UserError("lr-find reads its batches from data in memory, and this config's "
+                        f"come from a generator ({loaded.config.data.generator})",
+                        "run it on a config whose data.train names files of the same data")
     dataset = _load_data(setup, config_path.resolve().parent, console, quiet=False)
     run = create_run(runs_dir, f"{loaded.config.name}-lr-find")
     atomic_write_text(run.config_path, dump_config(loaded))

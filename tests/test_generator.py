@@ -215,3 +215,11 @@ def test_a_layer_that_adapts_to_the_data_is_refused_before_training(tmp_path: Pa
     given = config.read_text().replace("- normalization", "- normalization: {mean: 0, variance: 1}")
     config.write_text(given)
     assert nntrain("validate", str(config), cwd=tmp_path).exit_code == 0
+
+
+def test_lr_find_on_generated_data_says_it_needs_data_in_memory(tmp_path: Path):
+    config = _setup(tmp_path)
+    result = nntrain("lr-find", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "lr-find reads its batches from data in memory" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
