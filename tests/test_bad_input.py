@@ -159,7 +159,8 @@ def _snapshot(folder: Path) -> dict[str, str]:
 COMMANDS = {
     "evaluate": ["evaluate", "{run}"],
     "predict": ["predict", "{run}", "--limit", "2"],
-    "resume": ["fit", "--resume", "{run}", "-q"],
+    # to train longer: a finished run resumed for no more epochs reads nothing
+    "resume": ["fit", "--resume", "{run}", "-q", "--epochs", "5"],
 }
 DAMAGE = {
     "no config.yaml": (["config.yaml"], {c: ["{run} has no config.yaml", "copy config.yaml"]
