@@ -215,13 +215,10 @@ class GroupNormalization(Layer):
         axes = tuple(i for i in range(1, grouped.ndim) if i != channel)
         mean = grouped.mean(axes, keepdims=True)
         var = jnp.square(grouped - mean).mean(axes, keepdims=True)
-        y = ((grouped - mean) * lax.rsqrt(var + self.args.epsilon)).reshape(x.shape)
-        shape = _broadcast_shape(x.shape[1:], (channel - 1,))
-        if "gamma" in params:
-            y = y * jnp.reshape(params["gamma"], shape)
-        if "beta" in params:
-            y = y + jnp.reshape(params["beta"], shape)
-        return y.astype(dtype), state
+        # gamma and beta, one per channel, laid out as the channels are: (groups, per group)
+        shape = _broadcast_shape(grouped.shape[1:], (channel - 1, channel))
+        y = _normalize(grouped, mean, var, params, shape, self.args.epsilon)
+        return y.reshape(x.shape).astype(dtype), state
 
 
 class OverAxes(Layer):
