@@ -1,5 +1,5 @@
 """Activation layers (relu, leaky_relu, prelu, elu), noise layers (alpha_dropout,
-gaussian_noise, gaussian_dropout, spatial_dropout1d/2d), repeat_vector and permute: Keras's
+gaussian_noise, gaussian_dropout, spatial_dropout1d/2d/3d), repeat_vector and permute: Keras's
 values, training-only behaviour and the statistics the noise must keep."""
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def test_alpha_dropout_keeps_a_selu_networks_mean_and_variance():
 
 
 @pytest.mark.parametrize(("name", "shape"), [("spatial_dropout1d", (64, 10, 8)),
-                                             ("spatial_dropout2d", (64, 4, 5, 8))])
+                                             ("spatial_dropout2d", (64, 4, 5, 8)),
+                                             ("spatial_dropout3d", (64, 2, 3, 4, 8))])
 def test_spatial_dropout_drops_whole_channels(name, shape):
     x = np.ones(shape, np.float32)
     y = _apply(name, x, training=True, rng=jax.random.key(3), rate=0.25)

@@ -111,8 +111,19 @@ def test_bilinear_up_sampling_interpolates_between_pixels():
     ({"conv2d_transpose": {"filters": 1, "kernel_size": 3, "strides": 2,
                            "output_padding": 2}},
      "output_padding 2 must be smaller than the strides 2"),
+    ({"conv2d": {"filters": 4, "kernel_size": 3, "groups": 3}},
+     "filters (4) must be a multiple of groups (3)"),
+    ({"conv2d": {"filters": 4, "kernel_size": 3, "groups": 4}},
+     "2 input channels do not split into 4 groups"),
+    ({"conv3d": {"filters": 4, "kernel_size": 3}},
+     "conv3d takes 4-d examples (depth, height, width, channels)"),
+    ({"max_pooling3d": 2}, "max_pooling3d takes 4-d examples (depth, height, width, channels)"),
+    ({"conv2d_transpose": {"filters": 1, "kernel_size": 3, "strides": 2,
+                           "output_padding": [1, 1, 1]}},
+     "output_padding [1, 1, 1] needs one size for each of the 2 spatial axes"),
+    ({"conv3d_transpose": {"filters": 1, "kernel_size": [3, 3]}}, "kernel_size"),
 ])
-def test_bad_resizing_configs_are_refused(tmp_path, layer, message):
+def test_bad_resizing_and_convolution_configs_are_refused(tmp_path, layer, message):
     config = {"name": "resize", "data": {"dataset": "synthetic"},
               "model": {"input": [3, 4, 2], "layers": [layer, "flatten", {"dense": 1}]},
               "compile": {"loss": "mse", "optimizer": "adam"}}

@@ -272,6 +272,7 @@ class GaussianDropoutArgs(LayerArgs):
 
 @LAYERS.register("spatial_dropout1d")
 @LAYERS.register("spatial_dropout2d")
+@LAYERS.register("spatial_dropout3d")
 class SpatialDropoutArgs(LayerArgs):
     """Drops whole channels (feature maps), the same ones at every step or pixel."""
 
@@ -309,6 +310,7 @@ class ReshapeArgs(LayerArgs):
 # A size is an int for every spatial axis, or one int per axis (Keras's int-or-tuple).
 Size1 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=1, max_length=1)]
 Size2 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
+Size3 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 Padding = Literal["valid", "same"]
 
@@ -338,8 +340,22 @@ def _refuse_strides_with_dilation(args: Args) -> None:
         raise ValueError("strides > 1 cannot be combined with dilation_rate > 1 (as in Keras)")
 
 
+class GroupedConvArgs(ConvArgs):
+    """Keras's Conv1D/2D/3D: `groups` splits the channels into groups convolved on their
+    own, each by `filters // groups` filters (ResNeXt's grouped convolutions)."""
+
+    groups: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _filters_split_into_groups(self) -> GroupedConvArgs:
+        if self.filters % self.groups:
+            raise ValueError(f"filters ({self.filters}) must be a multiple of groups "
+                             f"({self.groups}): each group gets filters / groups of them")
+        return self
+
+
 @LAYERS.register("conv1d", "convolution1d")
-class Conv1DArgs(ConvArgs):
+class Conv1DArgs(GroupedConvArgs):
     kernel_size: Size1
     strides: Size1 = 1
     # causal: padded on the left only, so no step sees the steps after it (WaveNet's)
@@ -348,8 +364,17 @@ class Conv1DArgs(ConvArgs):
 
 
 @LAYERS.register("conv2d", "convolution2d")
-class Conv2DArgs(ConvArgs):
+class Conv2DArgs(GroupedConvArgs):
     pass
+
+
+@LAYERS.register("conv3d", "convolution3d")
+class Conv3DArgs(GroupedConvArgs):
+    """Over (depth, height, width, channels) volumes: video clips, CT and MRI scans."""
+
+    kernel_size: Size3
+    strides: Size3 = 1
+    dilation_rate: Size3 = 1
 
 
 class DepthwiseConv2DArgs(LayerArgs):
@@ -391,25 +416,49 @@ class SeparableConv2DArgs(DepthwiseConv2DArgs):
     pointwise_constraint: Constraint | None = None
 
 
-@LAYERS.register("conv2d_transpose", "convolution2d_transpose")
-class Conv2DTransposeArgs(ConvArgs):
-    """Keras's Conv2DTranspose: the gradient of a convolution, which grows the image by the
-    strides (a decoder's or a generator's upsampling)."""
+class ConvTransposeArgs(ConvArgs):
+    """Keras's Conv1D/2D/3DTranspose: the gradient of a convolution, which grows the input by
+    the strides (a decoder's or a generator's upsampling)."""
 
-    # the output's extra rows and columns past what the strides give (below the strides)
-    output_padding: NonNegativeInt | Annotated[list[NonNegativeInt], Field(
-        min_length=2, max_length=2)] | None = None
+    rank: ClassVar[int] = 2
+    # the output's extra steps, rows, columns past what the strides give (below the strides)
+    output_padding: NonNegativeInt | list[NonNegativeInt] | None = None
 
     @model_validator(mode="after")
-    def _output_padding_below_strides(self) -> Conv2DTransposeArgs:
-        if self.output_padding is not None:
-            strides = [self.strides] * 2 if isinstance(self.strides, int) else self.strides
-            padding = [self.output_padding] * 2 if isinstance(self.output_padding, int) \
-                else self.output_padding
-            if any(p >= s for p, s in zip(padding, strides, strict=True)):
-                raise ValueError(f"output_padding {self.output_padding} must be smaller than "
-                                 f"the strides {self.strides}")
+    def _output_padding_below_strides(self) -> ConvTransposeArgs:
+        if self.output_padding is None:
+            return self
+        strides = [self.strides] * self.rank if isinstance(self.strides, int) else self.strides
+        padding = [self.output_padding] * self.rank \
+            if isinstance(self.output_padding, int) else self.output_padding
+        if len(padding) != self.rank:
+            raise ValueError(f"output_padding {self.output_padding} needs one size for each "
+                             f"of the {self.rank} spatial axes, or one for all")
+        if any(p >= s for p, s in zip(padding, strides, strict=True)):
+            raise ValueError(f"output_padding {self.output_padding} must be smaller than "
+                             f"the strides {self.strides}")
         return self
+
+
+@LAYERS.register("conv1d_transpose", "convolution1d_transpose")
+class Conv1DTransposeArgs(ConvTransposeArgs):
+    rank: ClassVar[int] = 1
+    kernel_size: Size1
+    strides: Size1 = 1
+    dilation_rate: Size1 = 1
+
+
+@LAYERS.register("conv2d_transpose", "convolution2d_transpose")
+class Conv2DTransposeArgs(ConvTransposeArgs):
+    pass
+
+
+@LAYERS.register("conv3d_transpose", "convolution3d_transpose")
+class Conv3DTransposeArgs(ConvTransposeArgs):
+    rank: ClassVar[int] = 3
+    kernel_size: Size3
+    strides: Size3 = 1
+    dilation_rate: Size3 = 1
 
 
 # -- resizing the spatial axes: Keras's UpSampling, ZeroPadding and Cropping layers ----------
@@ -418,6 +467,9 @@ Pair = Annotated[list[NonNegativeInt], Field(min_length=2, max_length=2)]
 # (each for both ends), or [[top, bottom], [left, right]]
 Amount1 = NonNegativeInt | Pair
 Amount2 = NonNegativeInt | Pair | Annotated[list[Pair], Field(min_length=2, max_length=2)]
+# 3-d: an int for every side, one int per axis (for both its ends), or a pair per axis
+Triple = Annotated[list[NonNegativeInt], Field(min_length=3, max_length=3)]
+Amount3 = NonNegativeInt | Triple | Annotated[list[Pair], Field(min_length=3, max_length=3)]
 
 
 @LAYERS.register("repeat_vector")
@@ -454,6 +506,14 @@ class UpSampling2DArgs(LayerArgs):
     interpolation: Literal["nearest", "bilinear"] = "nearest"
 
 
+@LAYERS.register("up_sampling3d")
+class UpSampling3DArgs(LayerArgs):
+    """Each slice, row and column repeated."""
+
+    positional = "size"
+    size: Size3 = 2
+
+
 @LAYERS.register("zero_padding1d")
 class ZeroPadding1DArgs(LayerArgs):
     positional = "padding"
@@ -464,6 +524,12 @@ class ZeroPadding1DArgs(LayerArgs):
 class ZeroPadding2DArgs(LayerArgs):
     positional = "padding"
     padding: Amount2 = 1
+
+
+@LAYERS.register("zero_padding3d")
+class ZeroPadding3DArgs(LayerArgs):
+    positional = "padding"
+    padding: Amount3 = 1
 
 
 @LAYERS.register("cropping1d")
@@ -478,6 +544,12 @@ class Cropping2DArgs(LayerArgs):
     cropping: Amount2 = 0
 
 
+@LAYERS.register("cropping3d")
+class Cropping3DArgs(LayerArgs):
+    positional = "cropping"
+    cropping: Amount3 = 1
+
+
 class PoolArgs(LayerArgs):
     positional = "pool_size"
     pool_size: Size2 = 2
@@ -490,10 +562,17 @@ class Pool1DArgs(PoolArgs):
     strides: Size1 | None = None
 
 
+class Pool3DArgs(PoolArgs):
+    pool_size: Size3 = 2
+    strides: Size3 | None = None
+
+
 LAYERS.register("max_pooling1d", "max_pool1d")(Pool1DArgs)
 LAYERS.register("average_pooling1d", "avg_pool1d")(Pool1DArgs)
 LAYERS.register("max_pooling2d", "max_pool2d")(PoolArgs)
 LAYERS.register("average_pooling2d", "avg_pool2d")(PoolArgs)
+LAYERS.register("max_pooling3d", "max_pool3d")(Pool3DArgs)
+LAYERS.register("average_pooling3d", "avg_pool3d")(Pool3DArgs)
 
 
 class GlobalPoolArgs(LayerArgs):
@@ -503,7 +582,9 @@ class GlobalPoolArgs(LayerArgs):
 for _name, _alias in [("global_average_pooling1d", "global_avg_pool1d"),
                       ("global_average_pooling2d", "global_avg_pool2d"),
                       ("global_max_pooling1d", "global_max_pool1d"),
-                      ("global_max_pooling2d", "global_max_pool2d")]:
+                      ("global_max_pooling2d", "global_max_pool2d"),
+                      ("global_average_pooling3d", "global_avg_pool3d"),
+                      ("global_max_pooling3d", "global_max_pool3d")]:
     LAYERS.register(_name, _alias)(GlobalPoolArgs)
 
 

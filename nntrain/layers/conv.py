@@ -1,14 +1,23 @@
 """Convolutions over channels-last inputs: conv1d (steps, channels), conv2d (h, w, channels),
-conv2d_transpose, depthwise_conv2d and separable_conv2d.
+conv3d (d, h, w, channels), their transposes, depthwise_conv2d and separable_conv2d.
 
-Kernels are laid out like Keras's, (kh, kw, in, filters) and for conv2d_transpose (kh, kw,
-filters, in), so weights and parameter counts line up with a Keras model's.
+Kernels are laid out like Keras's, (kh, kw, in / groups, filters) and for the transposes (kh,
+kw, filters, in), so weights and parameter counts line up with a Keras model's.
 """
 
 from __future__ import annotations
 
 from nntrain.layers.base import Built, Layer, Shape, ShapeError, Weight, register
 from nntrain.lazy import lax
+
+SPATIAL_AXES = {1: "steps", 2: "height, width", 3: "depth, height, width"}
+
+
+def check_rank(layer: Layer, shape: Shape, rank: int) -> None:
+    """A channels-last layer's examples: `rank` spatial axes, then the channels."""
+    if len(shape) != rank + 1:
+        raise ShapeError(f"{layer.type_name} takes {rank + 1}-d examples "
+                         f"({SPATIAL_AXES[rank]}, channels)")
 
 
 def as_tuple(size: int | list[int], rank: int) -> tuple[int, ...]:
@@ -48,14 +57,16 @@ class Conv(Layer):
                 as_tuple(a.dilation_rate, self.rank))
 
     def build(self, input_shape):
-        if len(input_shape) != self.rank + 1:
-            raise ShapeError(f"{self.type_name} takes {self.rank + 1}-d examples "
-                             f"({'steps' if self.rank == 1 else 'height, width'}, channels)")
+        check_rank(self, input_shape, self.rank)
+        groups = self.args.groups
+        if input_shape[-1] % groups:
+            raise ShapeError(f"{input_shape[-1]} input channels do not split into {groups} "
+                             f"groups: give groups that divide the channels")
         kernel_size, strides, dilation = self._sizes()
         spatial = spatial_output_shape(input_shape[:-1], kernel_size, strides, self.args.padding,
                                        dilation)
-        return Built(self._weights((*kernel_size, input_shape[-1], self.args.filters)), {},
-                     (*spatial, self.args.filters))
+        kernel = (*kernel_size, input_shape[-1] // groups, self.args.filters)
+        return Built(self._weights(kernel), {}, (*spatial, self.args.filters))
 
     def _weights(self, kernel_shape: tuple[int, ...]) -> dict[str, Weight]:
         a = self.args
@@ -77,6 +88,7 @@ class Conv(Layer):
             x.astype(kernel.dtype), kernel, window_strides=strides,
             padding=padding, rhs_dilation=dilation,
             dimension_numbers=self.dimension_numbers,
+            feature_group_count=self.args.groups,
         )
         if "bias" in params:
             y = y + params["bias"]
@@ -93,6 +105,12 @@ class Conv1D(Conv):
 class Conv2D(Conv):
     rank = 2
     dimension_numbers = ("NHWC", "HWIO", "NHWC")
+
+
+@register("conv3d")
+class Conv3D(Conv):
+    rank = 3
+    dimension_numbers = ("NDHWC", "DHWIO", "NDHWC")
 
 
 def transpose_output_size(size: int, kernel: int, stride: int, padding: str,
@@ -119,17 +137,13 @@ def transpose_padding(kernel: int, stride: int, padding: str, output_padding: in
     return before, total - before
 
 
-@register("conv2d_transpose")
-class Conv2DTranspose(Conv):
-    rank = 2
-
+class ConvTranspose(Conv):
     def _output_padding(self) -> tuple[int | None, ...]:
         given = self.args.output_padding
-        return (None, None) if given is None else as_tuple(given, 2)
+        return (None,) * self.rank if given is None else as_tuple(given, self.rank)
 
     def build(self, input_shape):
-        if len(input_shape) != 3:
-            raise ShapeError("conv2d_transpose takes 3-d examples (height, width, channels)")
+        check_rank(self, input_shape, self.rank)
         kernel_size, strides, dilation = self._sizes()
         a = self.args
         spatial = tuple(transpose_output_size(n, k, s, a.padding, p, d) for n, k, s, p, d in zip(
@@ -146,11 +160,29 @@ class Conv2DTranspose(Conv):
         # (kh, kw, filters, in) read as HWIO and transposed: in -> filters, flipped in space
         y = lax.conv_transpose(x.astype(kernel.dtype), kernel, strides, padding,
                                rhs_dilation=dilation,
-                               dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                               dimension_numbers=self.dimension_numbers,
                                transpose_kernel=True)
         if "bias" in params:
             y = y + params["bias"]
         return y, state
+
+
+@register("conv1d_transpose")
+class Conv1DTranspose(ConvTranspose):
+    rank = 1
+    dimension_numbers = Conv1D.dimension_numbers
+
+
+@register("conv2d_transpose")
+class Conv2DTranspose(ConvTranspose):
+    rank = 2
+    dimension_numbers = Conv2D.dimension_numbers
+
+
+@register("conv3d_transpose")
+class Conv3DTranspose(ConvTranspose):
+    rank = 3
+    dimension_numbers = Conv3D.dimension_numbers
 
 
 @register("depthwise_conv2d")

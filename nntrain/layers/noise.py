@@ -1,12 +1,12 @@
 """Keras's noise layers, which act only while training: alpha_dropout (for SELU networks),
-gaussian_noise, gaussian_dropout, and spatial_dropout1d/2d (whole channels)."""
+gaussian_noise, gaussian_dropout, and spatial_dropout1d/2d/3d (whole channels)."""
 
 from __future__ import annotations
 
 import math
 
 from nntrain.layers.base import Layer, as_float, register
-from nntrain.layers.pooling import check_rank
+from nntrain.layers.conv import check_rank
 from nntrain.lazy import jax, jnp
 
 # SELU's constants: its negative saturation is -ALPHA * SCALE
@@ -71,6 +71,6 @@ class SpatialDropout(Noise):
         return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
-for _rank in (1, 2):
+for _rank in (1, 2, 3):
     register(f"spatial_dropout{_rank}d")(type(f"SpatialDropout{_rank}D", (SpatialDropout,),
                                               {"rank": _rank}))

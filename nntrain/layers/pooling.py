@@ -1,18 +1,12 @@
 """Pooling over channels-last inputs: windowed max/average (lax.reduce_window) and global
-pooling, in 1-d (steps, channels) and 2-d (height, width, channels)."""
+pooling, in 1-d (steps, channels), 2-d (height, width, channels) and 3-d (depth, height,
+width, channels)."""
 
 from __future__ import annotations
 
-from nntrain.layers.base import Layer, Shape, ShapeError, as_float, register
-from nntrain.layers.conv import as_tuple, spatial_output_shape
+from nntrain.layers.base import Layer, as_float, register
+from nntrain.layers.conv import as_tuple, check_rank, spatial_output_shape
 from nntrain.lazy import jax, jnp, lax
-
-
-def check_rank(layer: Layer, shape: Shape, rank: int) -> None:
-    """A channels-last layer's examples: `rank` spatial axes, then the channels."""
-    if len(shape) != rank + 1:
-        axes = "steps" if rank == 1 else "height, width"
-        raise ShapeError(f"{layer.type_name} takes {rank + 1}-d examples ({axes}, channels)")
 
 
 class Pool(Layer):
@@ -115,6 +109,16 @@ class AveragePooling2D(AveragePool):
     rank = 2
 
 
+@register("max_pooling3d")
+class MaxPooling3D(MaxPool):
+    rank = 3
+
+
+@register("average_pooling3d")
+class AveragePooling3D(AveragePool):
+    rank = 3
+
+
 @register("global_average_pooling1d")
 class GlobalAveragePooling1D(GlobalPool):
     """With a time mask (an embedding's mask_zero), the mean of the unmasked steps, as in
@@ -149,3 +153,13 @@ class GlobalMaxPooling1D(GlobalPool):
 @register("global_max_pooling2d")
 class GlobalMaxPooling2D(GlobalPool):
     rank, reduce = 2, "max"
+
+
+@register("global_average_pooling3d")
+class GlobalAveragePooling3D(GlobalPool):
+    rank, reduce = 3, "mean"
+
+
+@register("global_max_pooling3d")
+class GlobalMaxPooling3D(GlobalPool):
+    rank, reduce = 3, "max"

@@ -1,11 +1,11 @@
 """Layers that reshape examples: Keras's RepeatVector and Permute, and those that resize the
-spatial axes of channels-last inputs, UpSampling1D/2D, ZeroPadding1D/2D and Cropping1D/2D."""
+spatial axes of channels-last inputs, UpSampling1D/2D/3D, ZeroPadding1D/2D/3D and
+Cropping1D/2D/3D."""
 
 from __future__ import annotations
 
 from nntrain.layers.base import Layer, ShapeError, as_float, register
-from nntrain.layers.conv import as_tuple
-from nntrain.layers.pooling import check_rank
+from nntrain.layers.conv import as_tuple, check_rank
 from nntrain.lazy import jax, jnp
 
 
@@ -92,8 +92,8 @@ class Cropping(Layer):
         return x[(slice(None), *index)], state
 
 
-# the 1-d and 2-d layers: `up_sampling1d` is UpSampling with rank 1, and so on
-for _rank in (1, 2):
+# `up_sampling1d` is UpSampling with rank 1, and so on
+for _rank in (1, 2, 3):
     for _name, _base in (("up_sampling", UpSampling), ("zero_padding", ZeroPadding),
                          ("cropping", Cropping)):
         register(f"{_name}{_rank}d")(type(f"{_base.__name__}{_rank}D", (_base,), {"rank": _rank}))
