@@ -64,6 +64,12 @@ class Setup:
             names += [prefix + m.name for m in metrics]
         return names
 
+    def monitor_mode(self, monitor: str, mode: str) -> str:
+        """`mode` with `auto` resolved as Keras resolves it, by the monitored metric's kind:
+        a metric given a name of its own (`auc: {name: roc}`) is maximised as an AUC."""
+        kind = self.renamed_metrics().get(monitor.removeprefix("val_"))
+        return resolve_mode(kind or monitor, mode)
+
     def renamed_metrics(self) -> dict[str, str]:
         """Logged name -> metric kind, for the metrics given a `name` of their own (whose
         direction their name may not tell)."""
@@ -363,7 +369,6 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
         " (there is no validation data: add data.validation)"
     train_names = setup.log_names()
     names = train_names + ([f"val_{n}" for n in train_names] if has_validation else [])
-    renamed = setup.renamed_metrics()
     issues = []
     for i, entry in enumerate(config.fit.callbacks):
         args = entry_args(entry)
@@ -372,13 +377,6 @@ def _check_monitors(setup: Setup, has_validation: bool | None = None) -> None:
         if isinstance(args, ModelCheckpointArgs):
             named += [("filepath", f) for f in checkpoint_fields(args.filepath) if f != "epoch"]
         for key, name in named:
-            kind = renamed.get(name.removeprefix("val_"))
-            if key == "monitor" and kind and args.mode == "auto" and \
-                    resolve_mode(kind, "auto") != resolve_mode(name, "auto"):
-                issues.append(setup.loaded.issue(
-                    ("fit", "callbacks", i, entry_name(entry), "monitor"),
-                    f"mode auto reads the direction from a figure's name, and '{name}' is "
-                    f"{kind} by another name: give mode: {resolve_mode(kind, 'auto')}"))
             if name in names:
                 continue
             hint = "" if has_validation or not name.startswith("val_") else missing

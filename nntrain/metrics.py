@@ -155,8 +155,9 @@ def _auc(log_name: str, args: Args) -> Metric:
     n = len(thresholds)
 
     def update(y, pred, weight):
-        if args.from_logits:
-            pred = jax.nn.sigmoid(pred)
+        # Keras clips to 0..1: a value past either end still counts at the end thresholds
+        # (-epsilon and 1 + epsilon), so a linear output's curve reaches (0, 0) and (1, 1)
+        pred = jax.nn.sigmoid(pred) if args.from_logits else jnp.clip(pred, 0.0, 1.0)
         truth = (match_targets(y, pred) != 0).reshape(-1).astype(jnp.float32)
         w = _weights_like(weight, pred).reshape(-1)
         above = (pred.reshape(-1, 1) > jnp.asarray(thresholds)).astype(jnp.float32)

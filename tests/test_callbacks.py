@@ -297,6 +297,25 @@ def test_a_second_model_checkpoint_writes_its_own_folder_not_best(tmp_path: Path
     assert lowest["epoch"] == losses.index(min(losses)) + 1
 
 
+def test_mode_auto_maximises_a_renamed_accuracy_as_keras_does(tmp_path: Path):
+    """Keras asks the metric object its direction: `accuracy: {name: hits}` is maximised,
+    though its name does not say so."""
+    config = tiny(tmp_path, [
+        {"model_checkpoint": {"monitor": "val_hits", "save_best_only": True}},
+        {"reduce_lr_on_plateau": {"monitor": "val_hits", "patience": 1, "factor": 0.5}}],
+        epochs=4)
+    data = yaml.safe_load(config.read_text())
+    data["compile"]["metrics"] = [{"accuracy": {"name": "hits"}}]
+    config.write_text(yaml.safe_dump(data))
+    result = nntrain("fit", str(config), "-q", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("runs/cb/*"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["monitor"], metrics["mode"]) == ("val_hits", "max")
+    hits = [float(r["val_hits"]) for r in history(run)]
+    assert metrics["best_epoch"] == hits.index(max(hits)) + 1
+
+
 def test_each_early_stopping_keeps_its_own_best_weights_in_the_resume_checkpoint(tmp_path: Path):
     from nntrain import checkpoint
 

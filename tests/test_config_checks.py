@@ -90,11 +90,6 @@ REFUSED = {
         _with(compile__metrics=[{"accuracy": {"name": "val_accuracy"}}]),
         "compile.metrics[0].accuracy.name: 'val_accuracy' is a name the logs use for another "
         "figure"),
-    "a renamed metric monitored with mode auto": (
-        _with(compile__metrics=[{"accuracy": {"name": "hits"}}],
-              fit={"callbacks": [{"early_stopping": {"monitor": "hits"}}]}),
-        "fit.callbacks[0].early_stopping.monitor: mode auto reads the direction from a "
-        "figure's name, and 'hits' is accuracy by another name: give mode: max"),
     "accuracy of a logit at 0.5": (
         _with(model__layers=[{"dense": 1}],
               compile__loss={"binary_crossentropy": {"from_logits": True}},

@@ -333,6 +333,15 @@ def test_auc_of_perfect_inverted_and_tied_scores():
     assert batched("auc", y, np.full((4, 1), 0.5)) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("curve", ["ROC", "PR"])
+def test_auc_of_values_past_0_and_1_clips_them_as_keras_does(curve):
+    """A linear output trained with mse gives values outside 0..1; Keras 3.15 clips them
+    into its thresholds' range: perfectly separated scores have an area of 1 (0.5 unclipped)."""
+    y = np.array([[1.0], [0.0], [1.0], [0.0]])
+    p = np.array([[1.0], [0.0], [1.2], [-0.3]])
+    assert batched("auc", y, p, curve=curve) == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(("name", "args", "keras"), [
     # Keras 3.15.1 (JAX backend) on the same seeded data: keras.metrics.Precision(), ...
     ("precision", {}, (0.729927, 0.721037, 0.493827, 0.4974)),

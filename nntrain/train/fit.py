@@ -165,6 +165,10 @@ class Fitter:
         made: list[cb.Callback] = []
         for i, entry in enumerate(self.config.fit.callbacks):
             name, args = entry_name(entry), entry_args(entry)
+            monitors = (cb.EarlyStoppingArgs, cb.ModelCheckpointArgs, cb.ReduceLROnPlateauArgs)
+            if isinstance(args, monitors) and args.mode == "auto":
+                args = args.model_copy(update={
+                    "mode": self.setup.monitor_mode(args.monitor, "auto")})
             if isinstance(args, cb.EarlyStoppingArgs):
                 made.append(cb.EarlyStopping(args))
             elif isinstance(args, cb.ModelCheckpointArgs):  # the first keeps checkpoints/best
