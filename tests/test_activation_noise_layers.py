@@ -93,6 +93,20 @@ def test_spatial_dropout_drops_whole_channels(name, shape):
     assert abs((per_channel[:, 0] == 0).mean() - 0.25) < 0.05
 
 
+def test_dropout_noise_shape_shares_draws_along_its_1_axes():
+    """Keras's noise_shape: [null, 1, null] drops the same features at every step of an
+    example; [1, null, null] drops the same values in every example of the batch."""
+    x = np.ones((64, 10, 8), np.float32)
+    y = _apply("dropout", x, training=True, rng=jax.random.key(2), rate=0.25,
+               noise_shape=[None, 1, None])
+    np.testing.assert_allclose(np.unique(y), [0.0, 4.0 / 3.0])
+    assert (y.min(axis=1) == y.max(axis=1)).all()  # each step: the same mask
+    assert abs((y[:, 0] == 0).mean() - 0.25) < 0.05
+    y = _apply("dropout", x, training=True, rng=jax.random.key(2), rate=0.25,
+               noise_shape=[1, None, None])
+    assert (y == y[:1]).all() and 0 < (y == 0).mean() < 0.5
+
+
 def test_repeat_vector_and_permute_match_numpy():
     x = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(_apply("repeat_vector", x, n=4),
@@ -109,6 +123,13 @@ def test_repeat_vector_and_permute_match_numpy():
                                  "channels)"),
     ({"prelu": {"shared_axes": 0}}, "axis 0 is the batch axis"),
     ({"relu": {"threshold": -1}}, "threshold"),  # Keras's ReLU refuses it too
+    ({"dropout": {"rate": 0.5, "noise_shape": [None, 1]}},
+     "noise_shape [null, 1] has 2 sizes; the input has 3 axes, the batch's first: "
+     "[null, 4, 3]"),
+    ({"dropout": {"rate": 0.5, "noise_shape": [32, 1, None]}},
+     "noise_shape's first size is the batch's: give null"),
+    ({"dropout": {"rate": 0.5, "noise_shape": [None, 2, None]}},
+     "axis 1 has 4 values, so its size is null, 4 or 1"),
 ])
 def test_bad_configs_are_refused(tmp_path, layer, message):
     config = {"name": "bad", "data": {"dataset": "synthetic"},

@@ -204,6 +204,9 @@ class ActivationArgs(LayerArgs):
 class DropoutArgs(LayerArgs):
     positional = "rate"
     rate: Annotated[float, Field(ge=0.0, lt=1.0)]
+    # Keras's: the mask's shape, batch axis first; null takes the input's size, 1 shares one
+    # draw along that axis ([null, 1, null]: the same features dropped at every step)
+    noise_shape: list[PositiveInt | None] | None = Field(default=None, min_length=1)
 
 
 @LAYERS.register("masking")

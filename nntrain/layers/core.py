@@ -54,11 +54,32 @@ class Dropout(Layer):
 
     time_mask_mode = "keeps"
 
+    def output_shape(self, input_shape):
+        given = self.args.noise_shape
+        if given is None:
+            return input_shape
+        written = str(given).replace("None", "null")  # as the config writes it
+        if len(given) != len(input_shape) + 1:
+            raise ShapeError(f"noise_shape {written} has {len(given)} sizes; the input has "
+                             f"{len(input_shape) + 1} axes, the batch's first: "
+                             f"{str([None, *input_shape]).replace('None', 'null')}")
+        if given[0] not in (None, 1):
+            raise ShapeError(f"noise_shape's first size is the batch's: give null (a mask "
+                             f"per example) or 1 (one for the batch), not {given[0]}")
+        for axis, (size, n) in enumerate(zip(given[1:], input_shape, strict=True), start=1):
+            if size not in (None, 1, n):
+                raise ShapeError(f"noise_shape {written}: axis {axis} has {n} values, so its "
+                                 f"size is null, {n} or 1 (one draw shared along it)")
+        return input_shape
+
     def call(self, params, state, x, *, training, rng, **_):
         rate = self.args.rate
         if not training or rate == 0.0:
             return x, state
-        keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+        given = self.args.noise_shape
+        shape = x.shape if given is None else tuple(
+            n if size is None else size for size, n in zip(given, x.shape, strict=True))
+        keep = jax.random.bernoulli(rng, 1.0 - rate, shape)
         return jnp.where(keep, x / (1.0 - rate), 0.0), state
 
 
