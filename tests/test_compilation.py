@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from pathlib import Path
 
@@ -60,15 +61,25 @@ def test_the_validation_program_compiles_once_while_the_first_epoch_trains(
     fitter = Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True), True)
     order: list[str] = []
     evaluate, compile_evaluate = fitter.programs.evaluate, fitter.programs.compile_evaluate
-    fitter.programs.compile_evaluate = lambda *a: (order.append("compile"),
-                                                   compile_evaluate(*a))[1]
+    threads: list[threading.Thread] = []
+    fitter.programs.compile_evaluate = lambda *a: (
+        order.append("compile"), threads.append(threading.current_thread()),
+        compile_evaluate(*a))[2]
     fitter.programs.evaluate = lambda *a: (order.append("evaluate"), evaluate(*a))[1]
-    with caplog.at_level(logging.WARNING), jax.log_compiles(True):
-        fitter.fit()
+    # for every thread (jax.log_compiles() is the calling thread's): the validation program
+    # compiles on a thread of its own, beside the training program
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            fitter.fit()
+    finally:
+        jax.config.update("jax_log_compiles", False)
     compiled = [r.getMessage() for r in caplog.records
                 if r.getMessage().startswith("Finished XLA compilation of jit(_eval_chunk)")]
     assert order == ["compile", "evaluate", "evaluate"]  # during epoch 1, before its figures
     assert len(compiled) == 1, compiled
+    # beside the training program's compile, not after it
+    assert threads[0] is not threading.main_thread()
 
 
 def test_host_copies_of_the_data_are_let_go_once_on_the_device(tmp_path: Path):

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from rich.console import Console
@@ -38,7 +39,6 @@ from nntrain.train.devices import Placement, fetch
 from nntrain.train.drawing import CLOSE_TIMEOUT, HistoryDrawer
 from nntrain.train.memory import release_freed_memory
 from nntrain.train.programs import (
-    Carry,
     Programs,
     chunking,
     epoch_order,
@@ -506,13 +506,19 @@ class Fitter:
 
                 start_step, sums = self._resume_at or (0, None)
                 self._resume_at = None
+                validation_compiled = self._compile_validation_ahead(validation) \
+                    if epoch == initial_epoch else None
                 self.carry, sums, done = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
                     should_stop=lambda: self._stop_agreed() or (
                         batch_hooks and self._stop_training_agreed()),
                     epoch=epoch, report_late=not batch_hooks,
-                    meanwhile=self._after_first_call(validation, epoch == initial_epoch))
+                    # the training compiler's scratch back to the OS while the chunk runs
+                    meanwhile=(lambda _: release_freed_memory()) if epoch == initial_epoch
+                    else None)
+                if validation_compiled is not None:
+                    validation_compiled.result()
             if done < self.steps_per_epoch and self.stop_signal is not None:
                 # interrupted: keep the place in the epoch (a callback's stop_training
                 # instead ends the epoch here, as in Keras: validation, on_epoch_end)
@@ -560,19 +566,24 @@ class Fitter:
             callback.on_train_end(self)
         return self._result(status, reason)
 
-    def _after_first_call(self, validation, first: bool) -> Callable[[Carry], None] | None:
-        """For the first epoch, while its first chunk runs: compile the validation program,
-        then hand the compilers' scratch memory back."""
-        if not first:
+    def _compile_validation_ahead(self, validation) -> Future | None:
+        """The validation program, compiled on a thread of its own while the training program
+        compiles and the first chunk runs. One after the other, the two compiles added up:
+        on a GPU an epoch can take less time than either (fashion_mlp at batch 256 on an
+        H100: 6.3 s and 5.0 s of compiling and autotuning, 0.02 s an epoch)."""
+        if validation is None or self.streaming:
             return None
-
-        def meanwhile(carry: Carry) -> None:
-            if validation is not None and not self.streaming:
-                self.programs.compile_evaluate(carry["params"], carry["state"], validation,
-                                               self.n_validation)
-            release_freed_memory()
-
-        return meanwhile
+        # as the carry's arrays will be passed (an uncommitted array leaves the placement to
+        # jit), so that the program evaluate calls is the one compiled here
+        shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=a.sharding if a.committed else None,
+            weak_type=a.weak_type), (self.carry["params"], self.carry["state"]))
+        pool = ThreadPoolExecutor(1, thread_name_prefix="compile-validation")
+        try:  # the shapes, not the carry: the first chunk donates its buffers
+            return pool.submit(self.programs.compile_evaluate, *shapes, validation,
+                               self.n_validation)
+        finally:
+            pool.shutdown(wait=False)
 
     def _record_epoch(self, epoch: int) -> None:
         self._save_last(epoch)
