@@ -220,7 +220,10 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                                 "e.g. nntrain fit configs/fashion_mlp.yaml")
             loaded = loaded or load_config(config_path, overrides)
             base_dir = loaded.source.resolve().parent
-    early.check()
+    if early.signum is not None:  # while JAX was imported or the config read: nothing made
+        console.print("[yellow]Interrupted before training started[/]: nothing was kept",
+                      soft_wrap=True)
+        return 128 + early.signum
     created: Run | None = None  # a new run's folder: removed if setting up fails
     try:
         with _deferred_interrupts(enabled=run_path is None) as interrupts:

@@ -292,6 +292,29 @@ def test_ctrl_c_while_jax_is_imported_is_not_lost(tmp_path: Path, monkeypatch):
     assert not list(tmp_path.glob("runs/*/*"))
 
 
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_while_the_config_is_read_stops_with_its_code(tmp_path: Path, monkeypatch,
+                                                                signum, code):
+    """The first seconds (JAX imported, the config read): SIGTERM exits 143 as it does later,
+    with the same message, and nothing is made."""
+    from clirunner import nntrain
+
+    from nntrain import commands
+
+    read = commands.load_config
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(commands, "load_config", signalled)
+    result = nntrain("fit", str(TINY), cwd=tmp_path)
+    assert result.exit_code == code, result.output
+    assert "Interrupted before training started: nothing was kept" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_run_is_marked_running_before_its_programs_are_made(tmp_path: Path, monkeypatch):
     """A kill -9 while the Fitter is made (compiling, placing data) leaves a run that
     `runs` can tell is killed: run.json already says running, with this process's id."""
