@@ -72,6 +72,11 @@ BAD_DATA = {
                   ["input 'input' has 4 NaN or infinite values"]),
     "infinite input": (np.array([[0, np.inf]] * 4, np.float32), GOOD_Y,
                        ["input 'input' has 4 NaN or infinite values"]),
+    "inputs past float32's range": (np.array([[0, 1e39]] * 4), GOOD_Y,
+                                    ["input 'input' has 4 NaN or infinite values (or past "
+                                     "float32's ±3.4e38)"]),
+    "targets past float32's range": (GOOD_X, np.array([0, 1, -1e300, 0]), [
+        "targets of 'dense' hold 1 NaN or infinite values (or past float32's ±3.4e38)"]),
     "NaN targets": (GOOD_X, np.array([0, np.nan, 2, 0]), [
         "train data (d.npz): targets of 'dense' hold 1 NaN or infinite values",
         "give every example a finite target"]),
@@ -251,6 +256,8 @@ BAD_PREDICT_INPUT = {
                     "hint: one example needs a batch axis: save it as shape (1, 4, 4)"),
     "one value": (np.float32(3), "the input 'input' is a single value, not examples"),
     "NaN": (np.full((2, 4, 4), np.nan, np.float32), "has 32 NaN or infinite values"),
+    "past float32": (np.full((2, 4, 4), -4e38), "has 32 NaN or infinite values (or past "
+                     "float32's ±3.4e38)"),
     "text": (np.full((2, 4, 4), "a"), "has dtype <U1; expected numbers"),
 }
 

@@ -622,8 +622,19 @@ def _blocks(array: np.ndarray, rows: int = 1 << 16):
     return (array[i:i + rows] for i in range(0, len(array), rows))
 
 
-def _all_finite(array: np.ndarray) -> bool:
-    return all(np.isfinite(block).all() for block in _blocks(array))
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite(block: np.ndarray) -> np.ndarray:
+    """Finite as the model reads it, in float32: a float64 past ±3.4e38 becomes infinite."""
+    finite = np.isfinite(block)
+    if block.dtype.itemsize > 4:
+        finite &= np.abs(block, where=finite, out=np.zeros(block.shape)) <= FLOAT32_MAX
+    return finite
+
+
+def _count_not_finite(array: np.ndarray) -> int:
+    return sum(int(np.size(b) - _finite(b).sum()) for b in _blocks(array))
 
 
 def _shape_hint(given: tuple[int, ...], expected: tuple[int, ...]) -> str:
@@ -658,9 +669,9 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
                 _shape_hint(array.shape, shape) if not targets else
                 "change the model's input shape to match the data, or reshape the data",
             )
-        if array.dtype.kind == "f" and not _all_finite(array):
-            bad = sum(int(np.size(b) - np.isfinite(b).sum()) for b in _blocks(array))
-            raise DataError(f"{what}: input '{name}' has {bad:,} NaN or infinite values",
+        if array.dtype.kind == "f" and (bad := _count_not_finite(array)):
+            raise DataError(f"{what}: input '{name}' has {bad:,} NaN or infinite values "
+                            "(or past float32's ±3.4e38)",
                             "clean the data, or set data.missing for CSV files" if targets
                             else "give every value: the model has no use for a missing one "
                             "(a .csv of new rows is filled as the training data was)")
@@ -704,11 +715,11 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             raise DataError(f"{what}: targets of '{name}' have dtype {y.dtype}; expected numbers",
                             "store class indices or values (text labels become classes only "
                             "in CSV files)")
-        if y.dtype.kind == "f" and not _all_finite(y):
-            bad = int(np.size(y) - np.isfinite(y).sum())
+        if y.dtype.kind == "f" and (bad := _count_not_finite(y)):
             raise DataError(f"{what}: targets of '{name}' hold {bad:,} NaN or infinite "
-                            "values", "give every example a finite target, or leave the "
-                            "example out (for a CSV, data.missing: drop does)")
+                            "values (or past float32's ±3.4e38)",
+                            "give every example a finite target, or leave the example out "
+                            "(for a CSV, data.missing: drop does)")
         if name in io.sparse_outputs:
             classes = shape[-1]
             if int(np.prod(y.shape[1:])) != int(np.prod(shape[:-1])):
