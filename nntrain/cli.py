@@ -3,6 +3,7 @@ only by the commands that need it, so `nntrain --help` starts fast."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -256,7 +257,8 @@ def predict(
     if show is not None and show < 1:
         _usage(f"--show {show}: give the number of images to draw, 1 or more")
     _run(commands.predict, run, runs_dir, out, input_path=input, split=split, limit=limit,
-         top=top, output=output, checkpoint_name=checkpoint, trust_code=trust_code, show=show)
+         top=top, output=_output_file(output), checkpoint_name=checkpoint,
+         trust_code=trust_code, show=show)
 
 
 @app.command("lr-find", cls=_Command)
@@ -393,7 +395,7 @@ def plot(
     """Overlay runs' learning curves in one image: a panel per figure, a colour per run."""
     from nntrain import runs_view
 
-    _run(runs_view.plot, runs, runs_dir, out, output, metric)
+    _run(runs_view.plot, runs, runs_dir, out, _output_file(output), metric)
 
 
 @app.command(cls=_Command)
@@ -405,12 +407,26 @@ def schema(
     """Print the config's JSON Schema, for YAML editors' completion and checks."""
     from nntrain import runs_view
 
-    _run(runs_view.schema, output, out)
+    _run(runs_view.schema, _output_file(output), out)
 
 
-def _usage(message: str) -> None:
-    _print_error("error", message, None)
+def _usage(message: str, hint: str | None = None) -> None:
+    _print_error("error", message, hint)
     raise typer.Exit(2)
+
+
+def _output_file(path: Path | None) -> Path | None:
+    """Where --output writes: through a symbolic link to its file, as a shell's `>` does, and
+    never over a device, a pipe or a folder, which the atomic replace would swap for a file."""
+    if path is None:
+        return None
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        kind = "a folder" if path.is_dir() else "not a regular file (a device or a pipe)"
+        _usage(f"--output {path} is {kind}: the output is written as a file of its own",
+               "give a file's path (it is replaced whole once written)")
+    return path
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

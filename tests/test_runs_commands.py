@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -316,6 +317,26 @@ def test_schema_is_json_schema_for_editors(tmp_path: Path, work: Path):
     config["fit"]["epoch"] = 3
     where = sorted(tuple(e.absolute_path) for e in validator.iter_errors(config))
     assert where == [("compile", "optimizer"), ("fit",), ("model", "layers", 1)]
+
+def test_an_output_is_written_through_a_link_and_never_over_a_device_pipe_or_folder(
+        tmp_path: Path):
+    """--output replaces its file whole (written beside it, then renamed): a symbolic link's
+    file is the one replaced, as a shell's `>` writes it, and a pipe or folder is refused
+    rather than swapped for a file."""
+    (tmp_path / "target.json").write_text("old")
+    (tmp_path / "link.json").symlink_to("target.json")
+    result = nntrain("schema", "--output", str(tmp_path / "link.json"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "link.json").is_symlink()
+    assert json.loads((tmp_path / "target.json").read_text())["title"] == "nntrain config"
+    os.mkfifo(tmp_path / "pipe")
+    for path, kind in [(tmp_path / "pipe", "not a regular file"), (tmp_path, "a folder")]:
+        for command in (["schema"], ["plot", "latest"], ["predict", "latest"]):
+            result = nntrain(*command, "--output", str(path))
+            assert result.exit_code == 2, (command, result.output)
+            assert f"--output {path} is {kind}" in " ".join(result.output.split())
+    assert stat.S_ISFIFO((tmp_path / "pipe").lstat().st_mode)
+
 
 
 def test_reading_commands_do_not_import_jax(work: Path):
