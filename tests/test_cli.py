@@ -253,6 +253,22 @@ def test_validate_finds_a_data_file_that_is_not_there(tmp_path: Path):
     assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize(("config", "hint"), [
+    ("fashion_mlp.yaml", "fashion_mnist reads its four IDX files from $NNTRAIN_DATA/"),
+    ("iris.yaml", "iris is built in and reads no file: drop source"),
+])
+def test_a_source_the_dataset_would_not_read_is_refused(tmp_path: Path, config, hint):
+    """data.source is a local copy of mnist's or california_housing's file: given to another
+    dataset it would be ignored, and the run would train on other data without a word."""
+    (tmp_path / "mine.npz").write_bytes(b"")
+    result = nntrain("fit", str(ROOT / "configs" / config), "--set", "data.source=mine.npz",
+                     cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "data: source" in message and "would not be read" in message and hint in message
+    assert not (tmp_path / "runs").exists()
+
+
 def test_set_overrides_and_shortcuts(tmp_path: Path):
     result = nntrain("fit", str(TINY), "--epochs", "2", "--set", "fit.batch_size=50",
                      "--set", "model.layers.1.dense.units=8", "-q", cwd=tmp_path)

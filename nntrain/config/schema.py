@@ -30,6 +30,9 @@ CallbackEntry = CALLBACKS.entry_type()
 
 DATASETS = ("fashion_mnist", "mnist", "california_housing", "iris", "xor", "synthetic")
 TABULAR_DATASETS = ("california_housing", "iris", "xor")  # read as tables, as .csv files are
+# the built-in datasets read from one file, which data.source may give (a local copy)
+SOURCE_DATASETS = {"mnist": "Keras's mnist.npz", "california_housing": "handson-ml2's "
+                   "housing.csv, or scikit-learn's cal_housing.tgz"}
 # columns of a table: "0:5" (an index range, as in Python), a column name, or a list of either
 Columns = str | list[str | int]
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -118,6 +121,17 @@ class DataConfig(Strict):
         table_keys = [k for k in ("features", "targets", "categorical", "inputs", "outputs")
                       if getattr(self, k)] + (["missing"] if self.missing != "error" else [])
         saved = bool((info.context or {}).get("saved"))  # an older nntrain ignored them
+        if self.source is not None and self.dataset not in SOURCE_DATASETS and not saved:
+            reads = "; ".join(f"{k}: {v}" for k, v in SOURCE_DATASETS.items())
+            if self.dataset == "fashion_mnist":
+                how = ("fashion_mnist reads its four IDX files from $NNTRAIN_DATA/fashion_mnist/"
+                       " or /usr/share/datasets/fashion-mnist/: put them there and drop source")
+            elif self.dataset is not None:
+                how = f"{self.dataset} is built in and reads no file: drop source"
+            else:
+                how = "your own file is data.train: drop source"
+            raise ValueError(f"source {self.source} would not be read: it is a local copy of "
+                             f"a built-in dataset's file ({reads}). {how}")
         suffix = Path(self.train).suffix.lower() if self.train else ""
         if table_keys and suffix not in ("", ".csv", ".npz", ".npy") and not saved:
             raise ValueError(f"train: {self.train} is not a file nntrain reads (a .csv table, "
