@@ -12,7 +12,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import ModelCheckpointArgs, checkpoint_fields, resolve_mode
-from nntrain.config.compile import LOSSES, METRICS
+from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
 from nntrain.config.entries import entry_args, entry_name, is_custom
 from nntrain.config.layers import ActivationName
 from nntrain.config.loader import ConfigError, Issue, LoadedConfig, closest, format_path
@@ -259,20 +259,35 @@ def _memory_bytes() -> int | None:
         return None
 
 
+def _optimizer_copies(loaded: LoadedConfig) -> tuple[str, int]:
+    """The optimizer's name and how many arrays the size of the weights its state holds."""
+    entry = loaded.config.compile.optimizer
+    name, args = OPTIMIZERS.canonical(entry_name(entry)), entry_args(entry)
+    copies = {"sgd": int(getattr(args, "momentum", 0) > 0), "adagrad": 1,
+              "rmsprop": 1 + int(getattr(args, "momentum", 0) > 0)
+              + int(getattr(args, "centered", False))}.get(
+        name, 2 + int(getattr(args, "amsgrad", False)))  # adam's kin: two moments
+    return name, copies
+
+
 def _check_weights_fit_in_memory(loaded: LoadedConfig, graph: Graph, model: Model) -> None:
-    """Weights that would not fit in this machine's memory even once, never mind with
-    their gradients and optimizer state: refused here, where allocating them would fail
-    deep in XLA or leave the machine swapping."""
+    """A model whose weights, gradients and optimizer state would not fit in this machine's
+    memory: refused here, where allocating them would fail deep in XLA or leave the machine
+    swapping (the activations come on top)."""
     memory = _memory_bytes()
     count = model.trainable_count + model.non_trainable_count
-    if memory is None or count * 4 <= memory:
+    optimizer, copies = _optimizer_copies(loaded)
+    needed = 4 * (count + model.trainable_count * (1 + copies))
+    if memory is None or needed <= memory:
         return
     largest = max(model.summary_rows(), key=lambda info: info.params + info.non_trainable)
     raise ConfigError([loaded.issue(
         ("model", "layers", graph.node(largest.name).index),
-        f"the model has {count:,} weights, {count * 4 / 2**30:,.1f} GiB in float32, more than "
-        f"this machine's {memory / 2**30:,.1f} GiB of memory; layer '{largest.name}' alone "
-        f"has {largest.params + largest.non_trainable:,}: make it smaller")])
+        f"the model has {count:,} weights; with their gradients"
+        f"{f' and {optimizer} state ({copies} more of each)' if copies else ''} training "
+        f"holds {needed / 2**30:,.1f} GiB in float32, more than this machine's "
+        f"{memory / 2**30:,.1f} GiB of memory; layer '{largest.name}' alone has "
+        f"{largest.params + largest.non_trainable:,} weights: make it smaller")])
 
 
 def _check_single_unit_softmax(loaded: LoadedConfig, graph: Graph, model: Model) -> None:

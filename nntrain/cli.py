@@ -14,7 +14,7 @@ from typer.core import TyperCommand, TyperGroup
 
 import nntrain
 from nntrain.consoles import make_console
-from nntrain.errors import TrainingFailed, UserError
+from nntrain.errors import TrainingFailed, UserError, out_of_memory
 
 
 class _UnlabelledFlags:
@@ -89,6 +89,12 @@ def _run(action, *args, **kwargs) -> None:
             raise
         where = f"{e.filename}: " if e.filename else ""
         _print_error("error", f"{where}{e.strerror or e}", _os_hint(e))
+        raise typer.Exit(2) from None
+    except Exception as e:  # XLA out of memory (evaluate, predict, setting a run up)
+        error = out_of_memory(e)
+        if error is None or _state["debug"]:
+            raise
+        _print_error("error", error.message, error.hint)
         raise typer.Exit(2) from None
     if code:
         raise typer.Exit(code)

@@ -33,7 +33,7 @@ from nntrain.consoles import make_console, shell
 from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
-from nntrain.errors import DataError, TrainingFailed, UserCodeError, UserError
+from nntrain.errors import DataError, TrainingFailed, UserCodeError, UserError, out_of_memory
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text, exclusive
 from nntrain.runs import (
     Run,
@@ -315,7 +315,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         fitter.request_stop(interrupts.signum)
     status, result, test = "failed", None, None
     try:
-        with _stop_on_signals(fitter, console):
+        with _stop_on_signals(fitter, console), _out_of_memory_is_a_user_error():
             result = fitter.fit(initial_epoch)
         status = result.status
         if fitter.stop_signal is not None and (status == "completed" or fitter.ended):
@@ -333,8 +333,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                               f" Continue with: {shell('nntrain', 'fit', '--resume', run.path)}"
                               if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
-        with _interrupt_on_signals(fitter):  # nothing left to checkpoint: stop at once
-            test = fitter.evaluate_test()
+        with _interrupt_on_signals(fitter), _out_of_memory_is_a_user_error():
+            test = fitter.evaluate_test()  # nothing left to checkpoint: a signal stops at once
         with exclusive(run.path / "metrics.json"):
             metrics = run.read_json("metrics.json")
             if test is not None:  # the best weights, or the last where no epoch was best
@@ -478,6 +478,19 @@ def _emit_end(run: Run, status: str, result, test: dict[str, float] | None) -> N
                       best_value=significant(result.best_value),
                       stop_reason=result.stop_reason or None)
     emit_json(record)
+
+
+@contextlib.contextmanager
+def _out_of_memory_is_a_user_error():
+    """An allocation XLA could not make: the model or the batch is too big for the device,
+    said as such (a run that trained no epoch is then not kept)."""
+    try:
+        yield
+    except Exception as e:
+        error = out_of_memory(e)
+        if error is None:
+            raise
+        raise error from None
 
 
 class _Interrupts:

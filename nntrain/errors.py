@@ -28,6 +28,18 @@ class UserCodeError(UserError):
     """The user's own code (a custom layer or callback) raised: reported as theirs."""
 
 
+def out_of_memory(error: BaseException) -> UserError | None:
+    """XLA's RESOURCE_EXHAUSTED (an allocation the device or host could not make) as what the
+    user changes, the model's or the batch's size; None for any other error."""
+    text = str(error)
+    if type(error).__name__ not in ("JaxRuntimeError", "XlaRuntimeError") or \
+            "RESOURCE_EXHAUSTED" not in text:
+        return None
+    return UserError(f"out of memory: {text.strip().splitlines()[0]}",
+                     "make the model's layers or fit.batch_size smaller (on a GPU or TPU, "
+                     "fit.precision: bfloat16 halves the activations)")
+
+
 class TrainingFailed(Exception):
     """Training itself failed (non-finite loss): exit code 1."""
 

@@ -106,8 +106,9 @@ REFUSED = {
         "but auc reads its values as probabilities: its thresholds span 0..1"),
     "weights past the machine's memory": (  # 6 TB: no test machine holds them
         _with(model__layers=[{"dense": 100_000_000_000}, {"dense": 3}]),
-        "model.layers[0]: the model has 1,000,000,000,003 weights, 3,725.3 GiB in float32, "
-        "more than this machine's"),
+        "model.layers[0]: the model has 1,000,000,000,003 weights; with their gradients and "
+        "rmsprop state (1 more of each) training holds 11,175.9 GiB in float32, more than this "
+        "machine's"),
     "table keys for a file of another kind": (
         _with(data={"train": "t.csv.gz", "targets": "y"}),
         "data: train: t.csv.gz is not a file nntrain reads (a .csv table, an .npz of arrays, "
@@ -209,6 +210,24 @@ def test_a_saved_config_with_a_data_key_for_no_input_is_read_back(tmp_path: Path
     prepare(load_config(tmp_path / "config.yaml", saved=True))
     with pytest.raises(ConfigError, match="'features' is not an input of the model"):
         prepare(load_config(tmp_path / "config.yaml"))
+
+
+def test_the_optimizer_state_counts_towards_the_memory_a_model_needs(tmp_path: Path):
+    """Weights taking 30% of this machine's memory fit once, and with their gradients (SGD),
+    but not with Adam's two moments as well (4 x 30%)."""
+    import os
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    units = int(0.3 * memory / 4 / 10)  # 6 inputs, a bias and 3 outputs a unit
+    config = _with(model__layers=[{"dense": units}, {"dense": 3}])
+    for optimizer, refused in [("sgd", False), ({"sgd": {"momentum": 0.9}}, False),
+                               ("adam", True)]:
+        config["compile"]["optimizer"] = optimizer
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+        result = nntrain("validate", str(tmp_path / "c.yaml"))
+        assert result.exit_code == (2 if refused else 0), (optimizer, result.output)
+    assert "with their gradients and adam state (2 more of each) training holds" in \
+        " ".join(result.output.split())
 
 
 def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path):

@@ -291,3 +291,33 @@ def test_resume_with_a_damaged_best_checkpoint_says_what_to_do(tmp_path: Path):
     assert f"remove {run / 'checkpoints' / 'best'} to continue without them" in result.output
     shutil.rmtree(run / "checkpoints" / "best")
     assert nntrain("fit", "--resume", str(run), "-q", cwd=tmp_path).exit_code == 0
+
+
+def _out_of_memory(*args, **kwargs):
+    import jax
+
+    raise jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Out of memory allocating 36002321732 bytes.")
+
+
+def test_out_of_memory_is_said_as_a_size_to_change_and_keeps_no_untrained_run(
+        tmp_path: Path, monkeypatch):
+    """XLA's allocation failure, in training or in `evaluate`: one message naming the fix,
+    exit 2, no traceback; a run that trained no epoch is not kept."""
+    from nntrain.train.fit import Fitter
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Fitter, "fit", _out_of_memory)
+        result = nntrain("fit", str(TINY), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "out of memory: RESOURCE_EXHAUSTED: Out of memory allocating 36002321732 bytes" \
+        in result.output and "fit.batch_size smaller" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.glob("runs/*/*"))
+    assert nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
+    run = only_run(tmp_path)
+    with monkeypatch.context() as patch:
+        patch.setattr("nntrain.train.programs.Programs.evaluate", _out_of_memory)
+        result = nntrain("evaluate", str(run), "--split", "validation", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "out of memory" in result.output and "Traceback" not in result.output
