@@ -384,7 +384,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if as_json:
         _emit_end(run, status, result, test)
     if not quiet:
-        _print_fit_result(console, run, result, test, began, initial_epoch)
+        _print_fit_result(console, run, loaded.config.name, result, test, began,
+                          initial_epoch)
     return 0
 
 
@@ -644,13 +645,13 @@ def _git_commit(folder: Path) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def _print_fit_result(console: Console, run: Run, result, test, began: float,
+def _print_fit_result(console: Console, run: Run, name: str, result, test, began: float,
                       first_epoch: int = 0) -> None:
     """The end of `fit`: what happened, then the figures as a table (train, validation and
     test side by side), then where the run is."""
     from nntrain.progress import fmt_number
 
-    console.print(f"[bold]{run.name}: {result.status}[/]"
+    console.print(f"[bold]{name}: {result.status}[/]"
                   + (f" ({result.stop_reason})" if result.stop_reason else ""), soft_wrap=True)
     history = result.history
     epoch = result.best_epoch or len(history)

@@ -461,6 +461,17 @@ def test_resume_refuses_a_changed_config_and_shows_the_difference(fitted: Path, 
     assert json.loads((copy / "metrics.json").read_text())["epochs_completed"] == epochs + 1
 
 
+def test_a_run_moved_elsewhere_resumes_under_its_own_name(tmp_path: Path):
+    """A run copied out of runs/<name>/ (to a scratch folder, say) is still the config's run:
+    the end of fit names it so, not the folder it now lies in."""
+    assert nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
+    moved = tmp_path / "scratch" / "copy"
+    shutil.copytree(only_run(tmp_path), moved)
+    result = nntrain("fit", "--resume", str(moved), "--epochs", "2", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "tiny_mlp: completed" in result.output and "scratch: completed" not in result.output
+
+
 def test_resume_with_set_may_only_train_longer(tmp_path: Path):
     assert nntrain("fit", str(TINY), "-q", cwd=tmp_path).exit_code == 0
     fitted = only_run(tmp_path)

@@ -136,7 +136,7 @@ class Fitter:
         self._states_at_stop: list[dict[str, Any]] | None = None  # a mid-epoch resume's
         self._host_weights: tuple[Any, Any, dict[str, Any]] | None = None  # get_weights
         # history.png is drawn by a process of its own, never holding up training
-        self._drawer = HistoryDrawer(run.path, run.name)
+        self._drawer = HistoryDrawer(run.path, setup.loaded.config.name)  # wherever it lies
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="nntrain-checkpoint")
         self._writes: collections.deque[Future] = collections.deque()  # in order
         # the last batch of writes queued, with its calls by target, until the writer starts it
