@@ -523,8 +523,11 @@ def show_run(spec: str, runs_dir: Path, console: Console) -> None:
                  fmt_figures(metrics["test"]))
     for record in metrics.get("evaluations") or []:
         if isinstance(record, dict):
+            # the epoch says which weights: a resumed run's best may have moved on since
+            epoch = f", epoch {record['epoch']}" if isinstance(record.get("epoch"), int) else ""
             _add_row(
-                figures, f"evaluate {record.get('split', '?')} ({record.get('checkpoint', '?')})",
+                figures,
+                f"evaluate {record.get('split', '?')} ({record.get('checkpoint', '?')}{epoch})",
                 fmt_figures(record, skip=("time", "split", "checkpoint", "epoch", "examples"))
                 + f"  [{record.get('time', '')}]")
     console.print(figures)

@@ -496,6 +496,9 @@ def test_resume_with_set_may_only_train_longer(tmp_path: Path):
     assert longer.exit_code == 0, longer.output
     metrics = json.loads((fitted / "metrics.json").read_text())
     assert metrics["evaluations"] == evaluated and metrics["epochs_completed"] == epochs + 1
+    # the evaluation says which epoch's weights it had: the best may have moved on since
+    shown = nntrain("runs", "show", str(fitted))
+    assert f"evaluate validation (best, epoch {evaluated[0]['epoch']})" in shown.output
     # the run's own config says how long it trained
     assert yaml.safe_load((fitted / "config.yaml").read_text())["fit"]["epochs"] == epochs + 1
     with open(fitted / "history.csv") as f:
