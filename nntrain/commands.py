@@ -960,12 +960,12 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         dataset = _load_data(setup, base_dir, console, quiet=False)
         _warn_if_data_changed(run, dataset, make_console(stderr=True), (split or "test",),
                               "these predictions are for the new data")
-        data = dataset.split(split or "test")
-        if not isinstance(data, ArraySet):
+        if dataset.generator is not None:
             raise UserError("predict reads a split's examples from files, and this run's "
                             "data comes from a generator",
                             f"give the inputs as a file: nntrain predict {run_spec} "
                             "INPUTS.npz (or .npy)")
+        data = dataset.split(split or "test")
         targets = data.y
         class_names = class_names or dataset.class_names
     if limit is not None:

@@ -133,6 +133,25 @@ def test_reading_a_generator_run_back_needs_trust(tmp_path: Path):
     assert figures["loss"] == pytest.approx(metrics["test"]["loss"], rel=1e-5)
 
 
+def test_reading_back_a_split_the_generator_does_not_give_says_whose_it_is(tmp_path: Path):
+    """The hints name the generator (data.validation and data.test are refused with one),
+    and predict, which reads splits from files only, says so first."""
+    config = _setup(tmp_path, "no_validation")
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    run = next(tmp_path.glob("runs/*/*"))
+    result = nntrain("evaluate", str(run), "--split", "validation", "--trust-code",
+                     cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "no validation split: my_data:no_validation('validation', 0) returned None" in said
+    assert "add data.validation" not in said
+    result = nntrain("predict", str(run), "--split", "validation", "--trust-code",
+                     cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "predict reads a split's examples from files, and this run's data comes from a " \
+        "generator" in " ".join(result.output.split())
+
+
 def test_resume_mid_run_gives_the_same_weights(tmp_path: Path):
     config = _setup(tmp_path)
     assert nntrain("fit", str(config), "-q", "--runs-dir", "whole", cwd=tmp_path).exit_code == 0

@@ -39,9 +39,14 @@ class Dataset:
     validation: ArraySet | None
     test: ArraySet | None
     class_names: dict[str, list[str]] | None = None  # by output: each class index's name
+    generator: str | None = None  # the user's batch function the splits come from, if any
 
     def split(self, name: str) -> ArraySet:
         found = {"train": self.train, "validation": self.validation, "test": self.test}[name]
+        if found is None and self.generator is not None:
+            raise DataError(f"this run's data has no {name} split: {self.generator}('{name}', "
+                            "0) returned None", f"return {name} batches from it for split "
+                            f"'{name}', or use --split train")
         if found is None:
             raise DataError(f"this run's data has no {name} split",
                             f"add data.{name} to the config, or use --split train")
@@ -117,7 +122,8 @@ def _generated(config: DataConfig, io: ModelIO, base_dir: Path, batch_size: int)
     if splits["train"] is None:
         raise DataError(f"data.generator: {config.generator}('train', 0) returned None",
                         "return the training batches for split 'train'")
-    return Dataset(splits["train"], splits["validation"], splits["test"])
+    return Dataset(splits["train"], splits["validation"], splits["test"],
+                   generator=config.generator)
 
 
 def resolve_path(path: str, base_dir: Path, key: str) -> Path:
