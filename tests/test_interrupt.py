@@ -63,6 +63,10 @@ def test_signal_stops_saves_and_resumes_bit_identically(tmp_path: Path, signum, 
     resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
                               "-q"], cwd=stopped, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
+    if meta.get("step_in_epoch"):  # stopped inside an epoch: its time counts both parts
+        seconds = float(list(csv.DictReader((run / "history.csv").open()))[meta["epoch"]]
+                        ["seconds"])
+        assert 0 < meta["seconds_in_epoch"] <= seconds
 
     def history(folder):
         return [{k: v for k, v in row.items() if k != "seconds"}
@@ -146,7 +150,7 @@ def test_resume_inside_an_epoch_applies_its_learning_rate_schedule_once(tmp_path
     assert done.returncode == 130, done.stdout + done.stderr
     run = _run(stopped)
     meta = json.loads((run / "checkpoints/last/checkpoint.json").read_text())
-    assert meta["epoch"] == 1 and meta["step_in_epoch"] > 0
+    assert meta["epoch"] == 1 and meta["step_in_epoch"] > 0 and meta["seconds_in_epoch"] > 0
     evaluated = subprocess.run([sys.executable, "-m", "nntrain", "evaluate", str(run),
                                 "--checkpoint", "last", "--trust-code"], cwd=stopped,
                                capture_output=True, text=True)
@@ -164,6 +168,9 @@ def test_resume_inside_an_epoch_applies_its_learning_rate_schedule_once(tmp_path
     assert [float(row["learning_rate"]) for row in history(stopped)] == \
         pytest.approx([0.01, 0.005, 0.0025])
     assert history(stopped) == history(whole)
+    # the interrupted epoch's seconds count the time before the stop as well
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert float(rows[1]["seconds"]) >= meta["seconds_in_epoch"]
     # the resumed epoch's on_epoch_begin ran again, from the state before its first run; the
     # batches counted before the stop stay counted
     begins, batches = (whole / "counts").read_text().split()

@@ -128,7 +128,8 @@ class Fitter:
         self.history: list[dict[str, float]] = []
         self.best_weights: dict[str, Any] | None = None
         self.stop_signal: int | None = None
-        self._resume_at: tuple[int, np.ndarray] | None = None  # mid-epoch resume point
+        # mid-epoch resume point: steps done, the epoch's running sums, its seconds so far
+        self._resume_at: tuple[int, np.ndarray, float] | None = None
         # the rate before this epoch's on_epoch_begin hooks: a mid-epoch resume runs them
         # again, from it, so a schedule like `lr * 0.9` is applied once, not twice
         self._rate_before_hooks: float | None = None
@@ -274,7 +275,8 @@ class Fitter:
             self.best_weights = checkpoint.unflatten(template, best_arrays, str(best))
         if meta.get("step_in_epoch"):
             self._resume_at = (int(meta["step_in_epoch"]),
-                               np.asarray(meta["partial_sums"], np.float32))
+                               np.asarray(meta["partial_sums"], np.float32),
+                               float(meta.get("seconds_in_epoch") or 0.0))
             # on_epoch_begin runs again from the states before it; then the callbacks go on
             # from where they were, their batch hooks' counts and all
             self._states_at_stop = meta.get("callbacks_at_stop")
@@ -348,9 +350,10 @@ class Fitter:
             self.stop_signal = signum
         return bool(signum)
 
-    def _save_last(self, epoch: int, partial: tuple[int, np.ndarray] | None = None) -> None:
+    def _save_last(self, epoch: int,
+                   partial: tuple[int, np.ndarray, float] | None = None) -> None:
         """The resume checkpoint after `epoch`, or inside it: `partial` is (steps done, the
-        epoch's running sums) when training stops mid-epoch."""
+        epoch's running sums, its seconds so far) when training stops mid-epoch."""
         trees: dict[str, Any] = {k: self.carry[k] for k in ("params", "state", "opt_state")}
         trees["step"] = self.carry["step"]
         for i, stopper in enumerate(self._stoppers()):
@@ -362,6 +365,7 @@ class Fitter:
             meta.update(epoch=epoch, step_in_epoch=partial[0],
                         callbacks=self._states_before_hooks, callbacks_at_stop=meta["callbacks"],
                         partial_sums=[float(v) for v in partial[1]],
+                        seconds_in_epoch=round(partial[2], 3),
                         rate_before_hooks=self._rate_before_hooks)
         self._save("last", trees, meta, keep_previous=True)
 
@@ -504,8 +508,9 @@ class Fitter:
                         if hook is not None:
                             hook(done - 1, logs, self)
 
-                start_step, sums = self._resume_at or (0, None)
+                start_step, sums, seconds_before = self._resume_at or (0, None, 0.0)
                 self._resume_at = None
+                start -= seconds_before  # an epoch's seconds: both sessions' parts
                 validation_compiled = self._compile_validation_ahead(validation) \
                     if epoch == initial_epoch else None
                 self.carry, sums, done = programs.train_epoch(
@@ -522,7 +527,7 @@ class Fitter:
             if done < self.steps_per_epoch and self.stop_signal is not None:
                 # interrupted: keep the place in the epoch (a callback's stop_training
                 # instead ends the epoch here, as in Keras: validation, on_epoch_end)
-                self._save_last(epoch, (done, sums))
+                self._save_last(epoch, (done, sums, time.perf_counter() - start))
                 status = "stopped"
                 reason = f"interrupted in epoch {epoch + 1} at step {done}"
                 break
