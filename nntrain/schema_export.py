@@ -7,8 +7,9 @@ bare name (`flatten`), a name and its main argument (`dropout: 0.2`, `sgd: 0.01`
 `rescaling: 1/255` as fractions. This module rewrites pydantic's schema so that every form the
 loader accepts validates, and emits draft-07, the draft YAML editors support best.
 
-The schema is a guide for editors, looser in places (Keras's `type:` form, custom layers'
-arguments): `nntrain validate` stays the authority.
+The schema is a guide for editors, looser in places (Keras's `type:` form and class names,
+its serialized `{class_name, config}` form, custom layers' arguments): `nntrain validate`
+stays the authority.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from nntrain.config.entries import CUSTOM, CUSTOM_NAME, Registry
 DRAFT = "http://json-schema.org/draft-07/schema#"
 DEFS = "definitions"
 FRACTION = r"^\s*[-+]?\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*$"
+# Keras's class names (Dense, SparseCategoricalCrossentropy, Adam): read as their snake_case
+# names; any such name here, `validate` knows which are real
+CLASS_NAME = r"^[A-Z][A-Za-z0-9]*$"
 FORMS = {
     "layer": "a layer: a bare name (`flatten`), `name: {arguments}`, `name: main argument` "
              "(`dense: 10`, `dropout: 0.2`), Keras's `{type: name, ...}`, or your own "
@@ -153,6 +157,8 @@ def _entry_schema(registry: Registry, defs: dict[str, Any]) -> dict[str, Any]:
     mapping: dict[str, Any] = {
         "type": "object", "properties": by_name, "additionalProperties": False,
         "minProperties": 1, "maxProperties": 1,
+        "patternProperties": {CLASS_NAME: {"description": f"a Keras {registry.kind} class's "
+                                                          "name and its arguments"}},
     }
     if registry.kind == "layer":  # `repeat: n` beside a layer (nntrain.config.loader)
         mapping["properties"]["repeat"] = {
@@ -162,10 +168,10 @@ def _entry_schema(registry: Registry, defs: dict[str, Any]) -> dict[str, Any]:
     keras_names: Any = {"enum": list(registry.names)}
     if registry.custom_args is not None:
         custom = defs[f"{_title(registry)}_{CUSTOM}"]["properties"]["args"]
-        mapping["patternProperties"] = {CUSTOM_NAME.pattern: {
+        mapping["patternProperties"][CUSTOM_NAME.pattern] = {
             "anyOf": [custom, {"type": "null"}],
             "description": f"your own {registry.kind} class, found next to the config or "
-                           "on the Python path"}}
+                           "on the Python path"}
         keras_names = {"anyOf": [keras_names, {"type": "string",
                                                "pattern": CUSTOM_NAME.pattern}]}
     return {
@@ -173,8 +179,15 @@ def _entry_schema(registry: Registry, defs: dict[str, Any]) -> dict[str, Any]:
         "description": FORMS.get(registry.kind, registry.kind),
         "anyOf": [
             {"type": "string", "enum": bare},
+            {"type": "string", "pattern": CLASS_NAME},
             mapping,
             {"type": "object", "required": ["type"], "properties": {"type": keras_names}},
+            {"type": "object", "required": ["class_name"], "additionalProperties": False,
+             "properties": {"class_name": {"type": "string"},
+                            "config": {"type": ["object", "null"]},
+                            "module": {"type": ["string", "null"]},
+                            "registered_name": {"type": ["string", "null"]}},
+             "description": "Keras's serialized form (keras.saving.serialize_keras_object)"},
         ],
     }
 

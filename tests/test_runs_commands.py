@@ -311,6 +311,19 @@ def test_schema_is_json_schema_for_editors(tmp_path: Path, work: Path):
         errors = [f"{list(e.absolute_path)}: {e.message}"
                   for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
         assert not errors, (path, errors)
+    # Keras's class names and serialized entries, which validate reads: the schema takes them
+    keras_forms = yaml.safe_load(TINY.read_text())
+    keras_forms["model"]["layers"] = ["Flatten", {"Dense": {"units": 8}}, "BatchNormalization",
+                                      {"dense": {"units": 3, "activation": "softmax"}}]
+    keras_forms["compile"].update(
+        loss="SparseCategoricalCrossentropy", metrics=["SparseCategoricalAccuracy"],
+        optimizer={"class_name": "Adam", "config": {"learning_rate": 0.01},
+                   "module": "keras.optimizers", "registered_name": None})
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(keras_forms)]
+    assert not errors, errors
+    (tmp_path / "keras_forms.yaml").write_text(yaml.safe_dump(keras_forms))
+    result = nntrain("validate", str(tmp_path / "keras_forms.yaml"), cwd=tmp_path)
+    assert result.exit_code == 0, result.output
     config = yaml.safe_load(TINY.read_text())
     config["model"]["layers"][1]["dense"]["unit"] = 16
     config["compile"]["optimizer"] = "sgdd"
