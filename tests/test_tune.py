@@ -534,3 +534,17 @@ def test_the_stop_hint_prints_a_storage_url_without_its_password():
     assert _without_password("postgresql://ann:s3cret@db.lab:5432/studies") == \
         "postgresql://ann:***@db.lab:5432/studies"
     assert _without_password("sqlite:///runs/x/study.db") == "sqlite:///runs/x/study.db"
+
+
+def test_a_damaged_local_study_file_is_named_with_what_to_do(tmp_path: Path):
+    """A study.db that is not an SQLite database: the file and the fix, not a server's."""
+    from nntrain.errors import UserError
+    from nntrain.tune.study import open_storage, sqlite_url
+
+    damaged = tmp_path / "study.db"
+    damaged.write_bytes(b"not a database " * 20)
+    with pytest.raises(UserError) as caught:
+        open_storage(sqlite_url(damaged))
+    assert caught.value.message.startswith(f"cannot open the study storage {damaged}: ")
+    assert caught.value.hint == f"{damaged} is damaged or not an SQLite database: restore " \
+        "it, or move it away to start the search afresh"

@@ -56,6 +56,12 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             raise UserError(f"--storage {url}: {e}", "give a database URL optuna accepts, "
                             "e.g. sqlite:///study.db or postgresql://user@host/db") from None
         except Exception as e:  # sqlalchemy's errors: unreachable server, bad credentials
+            if url.startswith("sqlite:///"):  # a local file: damaged, or not a database
+                path = url.removeprefix("sqlite:///")
+                raise UserError(f"cannot open the study storage {path}: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0]}",
+                                f"{path} is damaged or not an SQLite database: restore it, or "
+                                "move it away to start the search afresh") from None
             raise UserError(f"cannot open the study storage {url}: {type(e).__name__}: {e}",
                             "check the URL, and that the database server is reachable") from None
 
