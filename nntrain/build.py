@@ -82,8 +82,9 @@ class Setup:
             for e in entries if (args := entry_args(e)).name}
 
 
-def prepare(loaded: LoadedConfig) -> Setup:
-    """Build and cross-check everything in the config; raises ConfigError listing problems."""
+def prepare(loaded: LoadedConfig, training: bool = True) -> Setup:
+    """Build and cross-check everything in the config; raises ConfigError listing problems.
+    `training` false: a run's model read back for inference, which holds only its weights."""
     config = loaded.config
     graph = build_graph(loaded)
     outputs = list(graph.outputs)
@@ -126,7 +127,7 @@ def prepare(loaded: LoadedConfig) -> Setup:
                          else ("model",), str(err))
             for err in (e.errors if isinstance(e, ShapeErrors) else [e])]) from None
 
-    _check_weights_fit_in_memory(loaded, graph, model)
+    _check_weights_fit_in_memory(loaded, graph, model, training)
     _check_from_logits(loaded, model, loss_entries)
     _check_single_unit_softmax(loaded, graph, model)
     losses = {}
@@ -270,24 +271,25 @@ def _optimizer_copies(loaded: LoadedConfig) -> tuple[str, int]:
     return name, copies
 
 
-def _check_weights_fit_in_memory(loaded: LoadedConfig, graph: Graph, model: Model) -> None:
-    """A model whose weights, gradients and optimizer state would not fit in this machine's
-    memory: refused here, where allocating them would fail deep in XLA or leave the machine
-    swapping (the activations come on top)."""
+def _check_weights_fit_in_memory(loaded: LoadedConfig, graph: Graph, model: Model,
+                                 training: bool = True) -> None:
+    """A model whose weights (in training: with their gradients and optimizer state) would
+    not fit in this machine's memory: refused here, where allocating them would fail deep in
+    XLA or leave the machine swapping (the activations come on top)."""
     memory = _memory_bytes()
     count = model.trainable_count + model.non_trainable_count
     optimizer, copies = _optimizer_copies(loaded)
-    needed = 4 * (count + model.trainable_count * (1 + copies))
+    needed = 4 * (count + (model.trainable_count * (1 + copies) if training else 0))
     if memory is None or needed <= memory:
         return
     largest = max(model.summary_rows(), key=lambda info: info.params + info.non_trainable)
+    state = f" and {optimizer} state ({copies} more of each)" if copies else ""
+    held = f"with their gradients{state} training holds" if training else "that is"
     raise ConfigError([loaded.issue(
         ("model", "layers", graph.node(largest.name).index),
-        f"the model has {count:,} weights; with their gradients"
-        f"{f' and {optimizer} state ({copies} more of each)' if copies else ''} training "
-        f"holds {needed / 2**30:,.1f} GiB in float32, more than this machine's "
-        f"{memory / 2**30:,.1f} GiB of memory; layer '{largest.name}' alone has "
-        f"{largest.params + largest.non_trainable:,} weights: make it smaller")])
+        f"the model has {count:,} weights; {held} {needed / 2**30:,.1f} GiB in float32, more "
+        f"than this machine's {memory / 2**30:,.1f} GiB of memory; layer '{largest.name}' "
+        f"alone has {largest.params + largest.non_trainable:,} weights: make it smaller")])
 
 
 def _check_single_unit_softmax(loaded: LoadedConfig, graph: Graph, model: Model) -> None:

@@ -74,10 +74,10 @@ def dump_config(loaded: LoadedConfig) -> str:
                           width=100)
 
 
-def _prepare(loaded: LoadedConfig):
+def _prepare(loaded: LoadedConfig, training: bool = True):
     from nntrain.build import prepare
 
-    return prepare(loaded)
+    return prepare(loaded, training)
 
 
 def _load_data(setup, base_dir: Path, console: Console, quiet: bool):
@@ -778,7 +778,7 @@ def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: b
     loaded = load_config(run.config_path, search_dir=base_dir, saved=True)
     require_trust(loaded.config, trust_code, run.path)  # before anything is imported
     configure_jax()
-    setup = _prepare(loaded)
+    setup = _prepare(loaded, training=False)  # evaluate and predict hold the weights alone
     folder = run.checkpoints / checkpoint_name
     if checkpoint_name == "best" and ckpt.find(folder) is None:
         if isinstance(run.read_json("metrics.json").get("best_epoch"), int):

@@ -230,6 +230,28 @@ def test_the_optimizer_state_counts_towards_the_memory_a_model_needs(tmp_path: P
         " ".join(result.output.split())
 
 
+def test_a_trained_run_is_read_back_where_its_weights_fit(tmp_path: Path, monkeypatch):
+    """evaluate and predict hold the weights alone: a machine that could not train the model
+    (gradients, Adam's moments) still reads its run back."""
+    from nntrain import build
+
+    tiny = Path(__file__).parent / "configs" / "tiny_mlp.yaml"  # 323 weights, adam
+    assert nntrain("fit", str(tiny), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
+    (run,) = (tmp_path / "runs" / "tiny_mlp").iterdir()
+    monkeypatch.setattr(build, "_memory_bytes", lambda: 2000)  # 1,292 B of weights fit
+    evaluated = nntrain("evaluate", str(run), "--split", "validation", cwd=tmp_path)
+    assert evaluated.exit_code == 0, evaluated.output
+    refused = nntrain("validate", str(tiny), cwd=tmp_path)
+    assert refused.exit_code == 2
+    assert "with their gradients and adam state (2 more of each) training holds" in \
+        " ".join(refused.output.split())
+    monkeypatch.setattr(build, "_memory_bytes", lambda: 1000)
+    evaluated = nntrain("evaluate", str(run), "--split", "validation", cwd=tmp_path)
+    assert evaluated.exit_code == 2
+    assert "the model has 323 weights; that is 0.0 GiB in float32, more than this machine's" \
+        in " ".join(evaluated.output.split())
+
+
 def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path):
     (tmp_path / "c.yaml").write_text(
         "name: loop\ndata: {dataset: synthetic}\n"
