@@ -72,14 +72,20 @@ class Setup:
 
     def renamed_metrics(self) -> dict[str, str]:
         """Logged name -> metric kind, for the metrics given a `name` of their own (whose
-        direction their name may not tell)."""
+        direction their name may not tell), as logged: a repeated name with its suffix
+        (`hits_1`)."""
         config = self.loaded.config
-        return {
-            (f"{out}_" if self.multi_output else "") + args.name: METRICS.canonical(
-                entry_name(e))
-            for section in (config.compile.metrics, config.compile.weighted_metrics)
-            for out, entries in _per_output(section, list(self.graph.outputs)).items()
-            for e in entries if (args := entry_args(e)).name}
+        outputs = list(self.graph.outputs)
+        plain = _per_output(config.compile.metrics, outputs)
+        weighted = _per_output(config.compile.weighted_metrics, outputs)
+        renamed = {}
+        for out, metrics in self.metrics.items():  # built from these entries, in this order
+            entries = [*plain.get(out, []), *weighted.get(out, [])]
+            for entry, metric in zip(entries, metrics, strict=True):
+                if entry_args(entry).name:
+                    renamed[(f"{out}_" if self.multi_output else "") + metric.name] = \
+                        METRICS.canonical(entry_name(entry))
+        return renamed
 
 
 def prepare(loaded: LoadedConfig, training: bool = True) -> Setup:

@@ -316,6 +316,22 @@ def test_mode_auto_maximises_a_renamed_accuracy_as_keras_does(tmp_path: Path):
     assert metrics["best_epoch"] == hits.index(max(hits)) + 1
 
 
+def test_mode_auto_knows_a_repeated_renamed_metric_by_its_suffixed_name():
+    """Two metrics named `hits` log as hits and hits_1 (Keras's suffix): each keeps its own
+    kind's direction, and a loss-like figure stays minimised."""
+    from nntrain.build import prepare
+    from nntrain.config.loader import load_config
+
+    loaded = load_config(TINY, ["compile.metrics=[{accuracy: {name: hits}}, "
+                                "{sparse_top_k_categorical_accuracy: {name: hits, k: 2}}, "
+                                "{mae: {name: gap}}]"])
+    setup = prepare(loaded)
+    assert setup.log_names() == ["loss", "hits", "hits_1", "gap"]
+    assert [setup.monitor_mode(m, "auto") for m in ("val_hits", "val_hits_1", "hits_1",
+                                                     "val_gap", "val_loss")] == \
+        ["max", "max", "max", "min", "min"]
+
+
 def test_each_early_stopping_keeps_its_own_best_weights_in_the_resume_checkpoint(tmp_path: Path):
     from nntrain import checkpoint
 
