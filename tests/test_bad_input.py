@@ -417,6 +417,6 @@ def test_an_output_path_that_is_a_folder_is_named_as_given(tmp_path: Path, runs)
     (tmp_path / "out.csv").mkdir()
     result = nntrain("predict", str(runs["tiny"]), "--split", "test", "-o", "out.csv",
                      cwd=tmp_path)
-    _rejected(result, "out.csv: Is a directory")
+    _rejected(result, "--output out.csv is a folder: the output is written as a file of its own")
     assert ".tmp" not in result.output
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temporary file left

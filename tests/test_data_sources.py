@@ -1256,3 +1256,28 @@ def test_none_and_na_are_categories_in_text_columns(tmp_path: Path):
     assert ds.class_names == {"dense": ["Major", "Minor", "None"]}
     np.testing.assert_array_equal(y_of(ds.train), [2, 1, 0] * 3)
     np.testing.assert_array_equal(x_of(ds.train)[:3, 1:], [[0, 0, 1], [0, 1, 0], [1, 0, 0]])
+
+
+def test_checking_wide_float64_data_holds_a_small_part_of_it_at_a_time(tmp_path: Path):
+    """The NaN/infinity/float32-range check over a memory-mapped file works block by block,
+    blocks of a bounded size however wide the rows: a 128 MiB float64 file is checked with a
+    few MiB of temporaries, not copies of the file."""
+    import tracemalloc
+
+    from nntrain.data.sources import check_arrays
+
+    wide = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float64,
+                                     shape=(4096, 4096))
+    wide[:] = 1.0
+    wide[-1, -1] = 1e39  # past float32's range: found in the last block
+    np.savez(tmp_path / "tiny.npz", x=np.zeros((2, 4096), np.float32), y=np.zeros(2))
+    _, setup = load(tmp_path, "train: tiny.npz\n", regressor(4096))
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="1 NaN or infinite values"):
+            check_arrays(ArraySet({"input": np.load(tmp_path / "x.npy", mmap_mode="r")}),
+                         setup.io, "input x.npy", targets=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * 2**20, peak / 2**20

@@ -623,8 +623,10 @@ def _labels_hint(name: str, io: ModelIO) -> str:
         "yes/no target: one sigmoid unit with binary_crossentropy)"
 
 
-def _blocks(array: np.ndarray, rows: int = 1 << 16):
-    """Row blocks: a check over a memory-mapped file never holds all of it in memory."""
+def _blocks(array: np.ndarray, size: int = 64 << 20):
+    """Row blocks of about `size` bytes: a check over a memory-mapped file never holds all of
+    it in memory, however wide its rows."""
+    rows = max(1, size // max(1, array[:1].nbytes))
     return (array[i:i + rows] for i in range(0, len(array), rows))
 
 
@@ -632,10 +634,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _finite(block: np.ndarray) -> np.ndarray:
-    """Finite as the model reads it, in float32: a float64 past ±3.4e38 becomes infinite."""
-    finite = np.isfinite(block)
-    if block.dtype.itemsize > 4:
-        finite &= np.abs(block, where=finite, out=np.zeros(block.shape)) <= FLOAT32_MAX
+    """Finite as the model reads it, in float32: a float64 past ±3.4e38 becomes infinite.
+    (NaN and the infinities compare false; the temporaries are booleans.)"""
+    if block.dtype.itemsize <= 4:
+        return np.isfinite(block)
+    finite = block <= FLOAT32_MAX
+    finite &= block >= -FLOAT32_MAX
     return finite
 
 
