@@ -426,12 +426,16 @@ def _output_file(path: Path | None) -> Path | None:
     never over a device, a pipe or a folder, which the atomic replace would swap for a file."""
     if path is None:
         return None
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file():
+    if path.exists() and not path.is_file():  # through any links: /dev/stdout is a pipe
         kind = "a folder" if path.is_dir() else "not a regular file (a device or a pipe)"
         _usage(f"--output {path} is {kind}: the output is written as a file of its own",
                "give a file's path (it is replaced whole once written)")
+    if path.is_symlink():
+        target = Path(os.path.realpath(path))
+        if target.is_symlink():  # a link that leads back to itself
+            _usage(f"--output {path}: a loop of symbolic links",
+                   "give a file's path, or a link to one")
+        path = target
     return path
 
 
