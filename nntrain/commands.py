@@ -208,8 +208,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                                 "be fewer", f"to train longer give --epochs N with N > {done}; its "
                                 "weights are read back with nntrain evaluate and predict")
             tested = "test" in run.read_json("metrics.json") or "test" not in info.get("data", {})
-            if epochs == done and info.get("status") == "completed" and tested:  # whole: its
-                # record stays as it is (a Ctrl-C after the last epoch leaves the test to do)
+            if epochs == done and info.get("status") == "completed" and tested and \
+                    early.signum is None:  # whole: its record stays as it is (a Ctrl-C after
+                # the last epoch leaves the test to do)
                 console.print(f"{run.path} has trained all {epochs} epochs: nothing to train (to "
                               f"train longer: --epochs N, N > {epochs})", highlight=False,
                               soft_wrap=True)
@@ -221,8 +222,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             loaded = loaded or load_config(config_path, overrides)
             base_dir = loaded.source.resolve().parent
     if early.signum is not None:  # while JAX was imported or the config read: nothing made
-        console.print("[yellow]Interrupted before training started[/]: nothing was kept",
-                      soft_wrap=True)
+        console.print("[yellow]Interrupted before training started[/]: " + (
+            "nothing was kept" if run is None else f"{run.path} is as it was"), soft_wrap=True)
         return 128 + early.signum
     created: Run | None = None  # a new run's folder: removed if setting up fails
     try:

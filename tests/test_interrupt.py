@@ -309,10 +309,13 @@ def test_a_signal_while_the_config_is_read_stops_with_its_code(tmp_path: Path, m
     from nntrain import commands
 
     read = commands.load_config
+    sent = []
 
     def signalled(*args, **kwargs):
-        os.kill(os.getpid(), signum)
-        time.sleep(0.05)
+        if not sent:  # once: a second Ctrl-C stops at once, by design
+            sent.append(signum)
+            os.kill(os.getpid(), signum)
+            time.sleep(0.05)
         return read(*args, **kwargs)
 
     monkeypatch.setattr(commands, "load_config", signalled)
@@ -320,6 +323,18 @@ def test_a_signal_while_the_config_is_read_stops_with_its_code(tmp_path: Path, m
     assert result.exit_code == code, result.output
     assert "Interrupted before training started: nothing was kept" in result.output
     assert not (tmp_path / "runs").exists()
+    # resuming a finished run (nothing to train): the signal still decides the exit code
+    monkeypatch.setattr(commands, "load_config", read)
+    assert nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
+    run = _run(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    sent.clear()
+    monkeypatch.setattr(commands, "load_config", signalled)
+    result = nntrain("fit", "--resume", str(run), cwd=tmp_path)
+    assert result.exit_code == code, result.output
+    assert f"Interrupted before training started: {run} is as it was" in \
+        " ".join(result.output.split())
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 
 def test_a_run_is_marked_running_before_its_programs_are_made(tmp_path: Path, monkeypatch):
