@@ -386,7 +386,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         _emit_end(run, status, result, test)
     if not quiet:
         _print_fit_result(console, run, loaded.config.name, result, test, began,
-                          initial_epoch)
+                          initial_epoch, fitter.seconds_before_resume)
     return 0
 
 
@@ -647,7 +647,7 @@ def _git_commit(folder: Path) -> str | None:
 
 
 def _print_fit_result(console: Console, run: Run, name: str, result, test, began: float,
-                      first_epoch: int = 0) -> None:
+                      first_epoch: int = 0, earlier: float = 0.0) -> None:
     """The end of `fit`: what happened, then the figures as a table (train, validation and
     test side by side), then where the run is."""
     from nntrain.progress import fmt_number
@@ -660,7 +660,8 @@ def _print_fit_result(console: Console, run: Run, name: str, result, test, began
     if result.best_epoch is not None:
         facts.append(f"best epoch {result.best_epoch} ({result.monitor} "
                      f"{fmt_number(result.best_value)})")
-    trained = sum(r["seconds"] for r in history[first_epoch:])  # this command's epochs
+    # this command's epochs (a resumed epoch's seconds include the earlier session's part)
+    trained = sum(r["seconds"] for r in history[first_epoch:]) - earlier
     facts.append(f"{trained:.1f}s training, {time.perf_counter() - began:.1f}s in all")
     console.print(", ".join(facts), highlight=False)
     figures = {k: v for k, v in history[epoch - 1].items()

@@ -169,3 +169,18 @@ def test_accelerators_run_four_steps_an_iteration_unless_the_model_has_windows()
     assert steps_per_iteration(mlp, "gpu") == steps_per_iteration(mlp, "tpu") == 4
     assert steps_per_iteration(cnn, "gpu") == 1  # long steps: compile time would grow most
     assert steps_per_iteration(mlp, "cpu") == steps_per_iteration(cnn, "cpu") == 1
+
+
+def test_a_resumed_epoch_counts_the_seconds_before_its_interruption(tmp_path: Path):
+    """An epoch stopped mid-way and resumed: its seconds are both sessions' parts (the
+    checkpoint's seconds so far, 100 here, plus the rest), and the fitter keeps the earlier
+    part apart for `fit`'s "trained this command" line."""
+    loaded = load_config(TINY, ["fit.epochs=2", "fit.callbacks=[]"])
+    setup = prepare(loaded)
+    dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+    fitter = Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True), True)
+    fitter._resume_at = (0, None, 100.0)  # as restore() reads it from a mid-epoch checkpoint
+    result = fitter.fit()
+    assert 100.0 < result.history[0]["seconds"] < 160.0
+    assert result.history[1]["seconds"] < 60.0  # the next epoch: its own time alone
+    assert fitter.seconds_before_resume == 100.0

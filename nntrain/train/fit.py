@@ -130,6 +130,7 @@ class Fitter:
         self.stop_signal: int | None = None
         # mid-epoch resume point: steps done, the epoch's running sums, its seconds so far
         self._resume_at: tuple[int, np.ndarray, float] | None = None
+        self.seconds_before_resume = 0.0  # of those seconds, the earlier session's
         # the rate before this epoch's on_epoch_begin hooks: a mid-epoch resume runs them
         # again, from it, so a schedule like `lr * 0.9` is applied once, not twice
         self._rate_before_hooks: float | None = None
@@ -510,7 +511,9 @@ class Fitter:
 
                 start_step, sums, seconds_before = self._resume_at or (0, None, 0.0)
                 self._resume_at = None
-                start -= seconds_before  # an epoch's seconds: both sessions' parts
+                if seconds_before:  # an epoch's seconds: both sessions' parts
+                    start -= seconds_before
+                    self.seconds_before_resume = seconds_before
                 validation_compiled = self._compile_validation_ahead(validation) \
                     if epoch == initial_epoch else None
                 self.carry, sums, done = programs.train_epoch(
