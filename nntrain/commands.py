@@ -569,9 +569,11 @@ def _stop_signals_handled_by(handle: Callable[[int, Any], None]):
 def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | None,
                            overrides: list[str], resumed: LoadedConfig) -> int:
     """A resume continues the run as it started: a CONFIG given with it, or `--set`, may
-    change `fit.epochs` (to train longer) and nothing else. Returns the epochs asked for."""
+    change `fit.epochs` (to train longer) and `fit.devices` (a preempted run resumed on
+    another machine: the same training, split otherwise), nothing else. Returns the epochs
+    asked for."""
     given = load_config(config_path, overrides) if config_path is not None else resumed
-    if _without_epochs(saved) == _without_epochs(given):
+    if _resumable(saved) == _resumable(given):
         return given.config.fit.epochs
     before, after = dump_config(saved), dump_config(given)
     diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
@@ -579,14 +581,17 @@ def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | No
                                         str(config_path or "with --set")))
     what = f"{config_path} differs" if config_path is not None else "--set changes the run"
     raise UserError(f"{what} from the config the run started with:\n{diff}",
-                    "a resume may only change fit.epochs (--epochs N); train a changed config "
+                    "a resume may only change fit.epochs (--epochs N) and fit.devices "
+                    "(--devices N); train a changed config "
                     "as a new run, or continue as started: "
                     f"{shell('nntrain', 'fit', '--resume', run.path)}")
 
 
-def _without_epochs(loaded: LoadedConfig) -> dict[str, Any]:
+def _resumable(loaded: LoadedConfig) -> dict[str, Any]:
+    """The config without what a resume may change."""
     data = _config_data(loaded)
-    data.get("fit", {}).pop("epochs", None)
+    for key in ("epochs", "devices"):
+        data.get("fit", {}).pop(key, None)
     return data
 
 

@@ -232,3 +232,17 @@ def test_bad_multi_process_flags_exit_2(tmp_path: Path, flags, message):
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()) and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_resumes_on_another_number_of_devices(tmp_path: Path):
+    """A preempted job resumed on another machine: `--devices` may change on --resume (the
+    same training, split otherwise), and the history matches one device's throughout."""
+    one = fit(CONFIGS / "tiny_mlp.yaml", tmp_path / "one", "--epochs", "3")
+    run = fit(CONFIGS / "tiny_mlp.yaml", tmp_path / "four", "--epochs", "2", "--devices", "all",
+              env=FOUR)
+    resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
+                              "--epochs", "3", "--devices", "2", "-q"], cwd=tmp_path,
+                             env={**os.environ, **FOUR}, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((run / "run.json").read_text())["placement"]["count"] == 2
+    assert_same_history(one, run)
