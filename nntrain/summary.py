@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 from rich.table import Table
@@ -18,8 +19,8 @@ ACRONYMS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "relu": "ReLU", "prelu":
 def _type_name(layer_type: str) -> str:
     if ":" in layer_type:  # a user's class: module:Class
         return layer_type.rpartition(":")[2]
-    return "".join(ACRONYMS.get(part, part.capitalize()) for part in layer_type.split("_")) \
-        .replace("2d", "2D").replace("1d", "1D")
+    name = "".join(ACRONYMS.get(part, part.capitalize()) for part in layer_type.split("_"))
+    return re.sub(r"([123])d", r"\1D", name)  # Conv1D, MaxPooling2D, Conv3DTranspose
 
 
 def summary_table(model: Model, title: str = "") -> Table:

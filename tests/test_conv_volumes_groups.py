@@ -165,6 +165,9 @@ def test_a_volume_classifier_trains_evaluates_and_predicts_from_the_cli(tmp_path
                      str(tmp_path / "runs"))
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "runs" / "volumes").iterdir()
+    summary = (run / "summary.txt").read_text()  # Keras's class names
+    assert "(Conv3D)" in summary and "(MaxPooling3D)" in summary
+    assert "(GlobalAveragePooling3D)" in summary
     with (run / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
