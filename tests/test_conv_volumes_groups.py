@@ -133,6 +133,9 @@ def test_pooling_3d_matches_numpy():
      lambda x: np.pad(x, ((0, 0), (1, 1), (0, 0), (2, 2), (0, 0)))),
     ("zero_padding3d", {"padding": [[1, 0], [0, 2], [3, 1]]},
      lambda x: np.pad(x, ((0, 0), (1, 0), (0, 2), (3, 1), (0, 0)))),
+    ("zero_padding3d", {"padding": [1, [1, 2], 0]},  # Keras's mixed form
+     lambda x: np.pad(x, ((0, 0), (1, 1), (1, 2), (0, 0), (0, 0)))),
+    ("cropping3d", {"cropping": [[0, 1], 1, [2, 0]]}, lambda x: x[:, :-1, 1:-1, 2:]),
     ("cropping3d", {}, lambda x: x[:, 1:-1, 1:-1, 1:-1]),
     ("cropping3d", {"cropping": [[1, 0], [0, 2], [3, 1]]}, lambda x: x[:, 1:, :-2, 3:-1]),
 ])

@@ -90,6 +90,8 @@ def test_conv2d_transpose_counts_keras_parameters():
     ("cropping1d", STEPS, {"cropping": [1, 2]}, lambda x: x[:, 1:-2]),
     ("cropping2d", IMAGES, {"cropping": [[1, 0], [0, 2]]}, lambda x: x[:, 1:, :-2]),
     ("cropping2d", IMAGES, {"cropping": 1}, lambda x: x[:, 1:-1, 1:-1]),
+    ("zero_padding2d", IMAGES, {"padding": [1, [0, 2]]},  # Keras's mixed form
+     lambda x: np.pad(x, ((0, 0), (1, 1), (0, 2), (0, 0)))),
     ("cropping2d", IMAGES, {}, lambda x: x),
 ])
 def test_resizing_layers_match_numpy(name, x, args, reference):
@@ -122,6 +124,9 @@ def test_bilinear_up_sampling_interpolates_between_pixels():
                            "output_padding": [1, 1, 1]}},
      "output_padding [1, 1, 1] needs one size for each of the 2 spatial axes"),
     ({"conv3d_transpose": {"filters": 1, "kernel_size": [3, 3]}}, "kernel_size"),
+    ({"cropping3d": [1, 1]}, "cropping3d.cropping: give one int for every side, or one entry "
+                             "per axis (depth, rows, columns), each an int or [before, after]; "
+                             "[1, 1] has 2"),
 ])
 def test_bad_resizing_and_convolution_configs_are_refused(tmp_path, layer, message):
     config = {"name": "resize", "data": {"dataset": "synthetic"},

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    model_validator,
+)
 
 from nntrain.config.entries import Args, CustomEntry, Registry, entry_args
 
@@ -466,13 +473,27 @@ class Conv3DTransposeArgs(ConvTransposeArgs):
 
 # -- resizing the spatial axes: Keras's UpSampling, ZeroPadding and Cropping layers ----------
 Pair = Annotated[list[NonNegativeInt], Field(min_length=2, max_length=2)]
-# 1-d: an int for both ends, or [before, after]; 2-d: an int for every side, [rows, columns]
-# (each for both ends), or [[top, bottom], [left, right]]
+Side = NonNegativeInt | Pair  # one axis: both ends alike, or [before, after]
+
+
+def _per_axis(axes: tuple[str, ...]) -> AfterValidator:
+    """A list gives one entry per spatial axis (Keras's tuple of int-or-pair): checked after
+    the union, so a wrong length is one message, not one per member of the union."""
+    def check(value: int | list) -> int | list:
+        if isinstance(value, list) and len(value) != len(axes):
+            raise ValueError(f"give one int for every side, or one entry per axis "
+                             f"({', '.join(axes)}), each an int or [before, after]; "
+                             f"{value} has {len(value)}")
+        return value
+    return AfterValidator(check)
+
+
+# 1-d: an int for both ends, or [before, after]; 2-d and 3-d: an int for every side, or an
+# entry per axis, each an int (both its ends) or [before, after] ([[top, bottom], [left,
+# right]], [1, [0, 2]], [depth, rows, columns])
 Amount1 = NonNegativeInt | Pair
-Amount2 = NonNegativeInt | Pair | Annotated[list[Pair], Field(min_length=2, max_length=2)]
-# 3-d: an int for every side, one int per axis (for both its ends), or a pair per axis
-Triple = Annotated[list[NonNegativeInt], Field(min_length=3, max_length=3)]
-Amount3 = NonNegativeInt | Triple | Annotated[list[Pair], Field(min_length=3, max_length=3)]
+Amount2 = Annotated[NonNegativeInt | list[Side], _per_axis(("rows", "columns"))]
+Amount3 = Annotated[NonNegativeInt | list[Side], _per_axis(("depth", "rows", "columns"))]
 
 
 @LAYERS.register("repeat_vector")
