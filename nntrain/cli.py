@@ -48,7 +48,7 @@ app = typer.Typer(
 )
 out = make_console()
 err = make_console(stderr=True)
-_state = {"debug": False}
+_state: dict = {"debug": False, "shortcuts": {}}  # shortcuts: `--set k=v` -> the option typed
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="A YAML model config.", show_default=False)]
@@ -73,7 +73,10 @@ def _run(action, *args, **kwargs) -> None:
     except UserError as e:
         if _state["debug"]:
             raise
-        _print_error("error", e.message, e.hint)
+        message = e.message
+        for assignment, option in _state["shortcuts"].items():  # the place as the user typed it
+            message = message.replace(f"--set {assignment}:", f"{option}:")
+        _print_error("error", message, e.hint)
         raise typer.Exit(2) from None
     except TrainingFailed as e:
         if _state["debug"]:
@@ -139,6 +142,7 @@ def _shortcuts(overrides: list[str] | None, epochs: int | None, batch_size: int 
                devices: str | None = None):
     """--set with the shortcut options added; one key set both ways is a contradiction."""
     overrides = list(overrides or [])
+    _state["shortcuts"] = {}  # this command's own (tests run many commands in one process)
     for option, key, value in (("--epochs", "fit.epochs", epochs),
                                ("--batch-size", "fit.batch_size", batch_size),
                                ("--devices", "fit.devices", devices)):
@@ -148,6 +152,7 @@ def _shortcuts(overrides: list[str] | None, epochs: int | None, batch_size: int 
         if both is not None:
             _usage(f"{option} {value} and --set {both} both set {key}: give one")
         overrides.append(f"{key}={value}")
+        _state["shortcuts"][f"{key}={value}"] = f"{option} {value}"
     return overrides
 
 

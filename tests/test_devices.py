@@ -191,8 +191,12 @@ def test_bad_device_settings_exit_2(tmp_path: Path):
     config = CONFIGS / "tiny_mlp.yaml"
     result = nntrain("fit", str(config), "--devices", "8", cwd=tmp_path)
     assert result.exit_code == 2
-    assert "fit.devices: 8 devices asked for, but only 1 cpu device" in result.output
+    # the place is the option as typed, not the --set it stands for
+    assert "--devices 8: fit.devices: 8 devices asked for, but only 1 cpu device" in \
+        " ".join(result.output.split())
     assert "--xla_force_host_platform_device_count=8" in result.output
+    result = nntrain("fit", str(config), "--set", "fit.devices=8", cwd=tmp_path)
+    assert result.exit_code == 2 and "--set fit.devices=8: fit.devices" in result.output
     result = nntrain("fit", str(config), "--devices", "many", cwd=tmp_path)
     assert result.exit_code == 2 and "--devices 'many'" in result.output
     result = nntrain("fit", str(config), "--coordinator", "localhost:1", cwd=tmp_path)
