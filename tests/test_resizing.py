@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import csv
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import yaml
 from clirunner import nntrain
-
-from nntrain.config.layers import LAYERS
-from nntrain.layers import LAYER_TYPES
+from layerrun import run_layer as _run
 
 IMAGES = np.sin(np.arange(2 * 3 * 4 * 2).reshape(2, 3, 4, 2) * 0.7).astype(np.float32)
 STEPS = np.sin(np.arange(2 * 5 * 2).reshape(2, 5, 2) * 0.7).astype(np.float32)
-
-
-def _run(name: str, x: np.ndarray, params: dict | None = None, **args):
-    layer = LAYER_TYPES[name](LAYERS.args[name](**args))
-    made, state, shape = layer.init(jax.random.key(0), x.shape[1:])
-    y, _ = layer.apply(made if params is None else params, state, jnp.asarray(x))
-    assert y.shape[1:] == shape  # build's shape is the one apply gives
-    return np.asarray(y), made
 
 
 def test_conv2d_transpose_places_the_kernel_at_every_stride():
