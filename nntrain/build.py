@@ -291,11 +291,13 @@ def _check_weights_fit_in_memory(loaded: LoadedConfig, graph: Graph, model: Mode
     largest = max(model.summary_rows(), key=lambda info: info.params + info.non_trainable)
     state = f" and {optimizer} state ({copies} more of each)" if copies else ""
     held = f"with their gradients{state} training holds" if training else "that is"
+    fix = f"layer '{largest.name}' alone has {largest.params + largest.non_trainable:,} " \
+        "weights: make it smaller" if training else \
+        "read the run back on a machine with more memory"
     raise ConfigError([loaded.issue(
         ("model", "layers", graph.node(largest.name).index),
         f"the model has {count:,} weights; {held} {needed / 2**30:,.1f} GiB in float32, more "
-        f"than this machine's {memory / 2**30:,.1f} GiB of memory; layer '{largest.name}' "
-        f"alone has {largest.params + largest.non_trainable:,} weights: make it smaller")])
+        f"than this machine's {memory / 2**30:,.1f} GiB of memory; {fix}")])
 
 
 def _check_single_unit_softmax(loaded: LoadedConfig, graph: Graph, model: Model) -> None:

@@ -69,6 +69,13 @@ TrustOpt = Annotated[bool, typer.Option(
 def _run(action, *args, **kwargs) -> None:
     """Call a command; user errors become one message and exit 2, never a traceback."""
     try:
+        _call(action, *args, **kwargs)
+    finally:
+        _state["shortcuts"] = {}  # this command's: tests run many in one process
+
+
+def _call(action, *args, **kwargs) -> None:
+    try:
         code = action(*args, **kwargs)
     except UserError as e:
         if _state["debug"]:
@@ -142,7 +149,6 @@ def _shortcuts(overrides: list[str] | None, epochs: int | None, batch_size: int 
                devices: str | None = None):
     """--set with the shortcut options added; one key set both ways is a contradiction."""
     overrides = list(overrides or [])
-    _state["shortcuts"] = {}  # this command's own (tests run many commands in one process)
     for option, key, value in (("--epochs", "fit.epochs", epochs),
                                ("--batch-size", "fit.batch_size", batch_size),
                                ("--devices", "fit.devices", devices)):
@@ -431,7 +437,12 @@ def _output_file(path: Path | None) -> Path | None:
     never over a device, a pipe or a folder, which the atomic replace would swap for a file."""
     if path is None:
         return None
-    if path.exists() and not path.is_file():  # through any links: /dev/stdout is a pipe
+    if Path(os.path.realpath(path)).is_relative_to("/proc") or \
+            path.absolute().is_relative_to("/dev"):
+        _usage(f"--output {path} is a stream or a device: the output is written as a file of "
+               "its own, replaced whole", "give a file's path (without --output, schema and "
+               "predict print to the terminal)")
+    if path.exists() and not path.is_file():  # through any links: a pipe, a folder
         kind = "a folder" if path.is_dir() else "not a regular file (a device or a pipe)"
         _usage(f"--output {path} is {kind}: the output is written as a file of its own",
                "give a file's path (it is replaced whole once written)")

@@ -186,7 +186,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                                 "interrupted or killed trial is trained anew")
             info = run.info()
             reason = info.get("stop_reason") or ""
-            if info.get("status") == "stopped" and reason.startswith(
+            if info.get("status") == "stopped" and early.signum is None and reason.startswith(
                     ("early stopping", "a callback stopped")):  # it ended, it was not cut short
                 console.print(f"{run.path} ended by {reason}: nothing to resume (--resume continues"
                               " an interrupted run; to train on, train the config again, e.g. "
@@ -196,12 +196,16 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             loaded = load_config(run.config_path, overrides, search_dir=base_dir, saved=True)
             if config_path is None:  # a CONFIG given with --resume is the user's own code
                 require_trust(loaded.config, trust_code, run.path)
-            epochs = _refuse_changed_config(run, load_config(run.config_path, search_dir=base_dir,
-                                                             saved=True),
-                                            config_path, overrides, loaded)
-            if epochs != loaded.config.fit.epochs:  # the CONFIG's, the one thing it may change
-                loaded = load_config(run.config_path, [*overrides, f"fit.epochs={epochs}"],
-                                     search_dir=base_dir, saved=True)
+            given = _refuse_changed_config(
+                run, load_config(run.config_path, search_dir=base_dir, saved=True),
+                config_path, overrides, loaded).config.fit
+            epochs = given.epochs
+            if (epochs, given.devices) != (loaded.config.fit.epochs, loaded.config.fit.devices):
+                # the CONFIG's: the two things it may change
+                loaded = load_config(run.config_path, [
+                    *overrides, f"fit.epochs={epochs}",
+                    f"fit.devices={'null' if given.devices is None else given.devices}"],
+                    search_dir=base_dir, saved=True)
             done = info.get("epochs_completed") or 0
             if epochs < done:
                 raise UserError(f"{run.path} has trained {done} epochs; fit.epochs {epochs} would "
@@ -294,8 +298,11 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                 atomic_write_text(run.config_path, dump_config(loaded))  # trained longer: say so
             interrupts.check()  # the last place where stopping leaves the run as it was
             # a session's time adds to the earlier ones' (`runs` shows the sum)
+            import jax  # imported by configure_jax
+
             run.update_info(status="running", command=sys.argv, resumed=resume is not None,
                             end=None, stop_reason=None, placement=placement.describe(),
+                            devices=[str(d) for d in jax.devices()],  # this session's machine
                             session_start=now_text(), seconds_before=round(earlier, 1),
                             host=socket.gethostname(), pid=os.getpid())  # `runs`: alive?
             if fitter.ended and not quiet:  # stopped in its last moments (a kill)
@@ -567,14 +574,14 @@ def _stop_signals_handled_by(handle: Callable[[int, Any], None]):
 
 
 def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | None,
-                           overrides: list[str], resumed: LoadedConfig) -> int:
+                           overrides: list[str], resumed: LoadedConfig) -> LoadedConfig:
     """A resume continues the run as it started: a CONFIG given with it, or `--set`, may
     change `fit.epochs` (to train longer) and `fit.devices` (a preempted run resumed on
-    another machine: the same training, split otherwise), nothing else. Returns the epochs
+    another machine: the same training, split otherwise), nothing else. Returns the config
     asked for."""
     given = load_config(config_path, overrides) if config_path is not None else resumed
     if _resumable(saved) == _resumable(given):
-        return given.config.fit.epochs
+        return given
     before, after = dump_config(saved), dump_config(given)
     diff = "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True),
                                         str(run.config_path),

@@ -1280,4 +1280,5 @@ def test_checking_wide_float64_data_holds_a_small_part_of_it_at_a_time(tmp_path:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 40 * 2**20, peak / 2**20
+    # blocks of 64 MiB: two boolean temporaries of 8 MiB (one block of the whole file: 32 MiB)
+    assert peak < 24 * 2**20, peak / 2**20

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from clirunner import nntrain
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -197,6 +198,13 @@ def test_bad_device_settings_exit_2(tmp_path: Path):
     assert "--xla_force_host_platform_device_count=8" in result.output
     result = nntrain("fit", str(config), "--set", "fit.devices=8", cwd=tmp_path)
     assert result.exit_code == 2 and "--set fit.devices=8: fit.devices" in result.output
+    # a later command in the same process is not told of an option it was not given
+    assert nntrain("fit", str(config), "--batch-size", "3000000000", cwd=tmp_path) \
+        .exit_code == 2
+    result = nntrain("validate", str(config), "--set", "fit.batch_size=3000000000",
+                     cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "--set fit.batch_size=3000000000: fit.batch_size" in result.output
     result = nntrain("fit", str(config), "--devices", "many", cwd=tmp_path)
     assert result.exit_code == 2 and "--devices 'many'" in result.output
     result = nntrain("fit", str(config), "--coordinator", "localhost:1", cwd=tmp_path)
@@ -238,15 +246,33 @@ def test_bad_multi_process_flags_exit_2(tmp_path: Path, flags, message):
     assert not (tmp_path / "runs").exists()
 
 
+def _resume(run: Path, *args: str, devices: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run), *args,
+                           "-q"], cwd=run.parents[2], env=env, capture_output=True, text=True)
+
+
 def test_a_run_resumes_on_another_number_of_devices(tmp_path: Path):
     """A preempted job resumed on another machine: `--devices` may change on --resume (the
     same training, split otherwise), and the history matches one device's throughout."""
-    one = fit(CONFIGS / "tiny_mlp.yaml", tmp_path / "one", "--epochs", "3")
+    one = fit(CONFIGS / "tiny_mlp.yaml", tmp_path / "one", "--epochs", "4")
     run = fit(CONFIGS / "tiny_mlp.yaml", tmp_path / "four", "--epochs", "2", "--devices", "all",
               env=FOUR)
-    resumed = subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run),
-                              "--epochs", "3", "--devices", "2", "-q"], cwd=tmp_path,
-                             env={**os.environ, **FOUR}, capture_output=True, text=True)
+    # a machine of 3: the run's batches of 32 do not split over 3, and the batch stays
+    refused = _resume(run, "--epochs", "3", "--devices", "3", devices=3)
+    assert refused.returncode == 2
+    assert "--devices 3: fit.devices: the run's batch_size of 32 cannot be split evenly over 3 " \
+        "devices: give a device count that divides 32" in " ".join(refused.stderr.split())
+    resumed = _resume(run, "--epochs", "3", "--devices", "2", devices=2)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert json.loads((run / "run.json").read_text())["placement"]["count"] == 2
+    info = json.loads((run / "run.json").read_text())
+    assert info["placement"]["count"] == 2 and len(info["devices"]) == 2  # this machine's
+    # a CONFIG given with --resume may change the devices too
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["fit"].update(epochs=4, devices=4)
+    (tmp_path / "again.yaml").write_text(yaml.safe_dump(config))
+    resumed = _resume(run, str(tmp_path / "again.yaml"), devices=4)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((run / "run.json").read_text())["placement"]["count"] == 4
+    assert yaml.safe_load((run / "config.yaml").read_text())["fit"]["devices"] == 4
     assert_same_history(one, run)

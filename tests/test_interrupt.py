@@ -335,6 +335,20 @@ def test_a_signal_while_the_config_is_read_stops_with_its_code(tmp_path: Path, m
     assert f"Interrupted before training started: {run} is as it was" in \
         " ".join(result.output.split())
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    # a run early stopping ended (nothing to resume either)
+    info = json.loads((run / "run.json").read_text())
+    info.update(status="stopped", stop_reason="early stopping: val_loss did not improve")
+    (run / "run.json").write_text(json.dumps(info))
+    found = commands.resolve_run
+
+    def found_then_signalled(*args, **kwargs):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)
+        return found(*args, **kwargs)
+
+    monkeypatch.setattr(commands, "resolve_run", found_then_signalled)
+    result = nntrain("fit", "--resume", str(run), cwd=tmp_path)
+    assert result.exit_code == code, result.output
 
 
 def test_a_run_is_marked_running_before_its_programs_are_made(tmp_path: Path, monkeypatch):

@@ -349,6 +349,10 @@ def test_an_output_is_written_through_a_link_and_never_over_a_device_pipe_or_fol
             assert result.exit_code == 2, (command, result.output)
             assert f"--output {path} is {kind}" in " ".join(result.output.split())
     assert stat.S_ISFIFO((tmp_path / "pipe").lstat().st_mode)
+    # /dev/stdout may lead to a file the shell appends to (`>> log`): never replaced
+    result = nntrain("schema", "--output", "/dev/stdout")
+    assert result.exit_code == 2 and "--output /dev/stdout is a stream or a device" in \
+        " ".join(result.output.split())
     (tmp_path / "loop").symlink_to("loop")
     result = nntrain("schema", "--output", str(tmp_path / "loop"))
     assert result.exit_code == 2 and "a loop of symbolic links" in result.output

@@ -548,3 +548,12 @@ def test_a_damaged_local_study_file_is_named_with_what_to_do(tmp_path: Path):
     assert caught.value.message.startswith(f"cannot open the study storage {damaged}: ")
     assert caught.value.hint == f"{damaged} is damaged or not an SQLite database: restore " \
         "it, or move it away to start the search afresh"
+    # not there at all: a folder to make, not a file to mend
+    with pytest.raises(UserError) as caught:
+        open_storage(sqlite_url(tmp_path / "studies" / "study.db"))
+    assert caught.value.hint == f"{tmp_path / 'studies'} is not a folder that exists: create " \
+        "it, or give another path"
+    with pytest.raises(UserError) as caught:
+        open_storage(sqlite_url(tmp_path))  # a folder where the file would be
+    assert caught.value.hint == f"{tmp_path} is not a file nntrain can create there: give " \
+        "another path"

@@ -69,6 +69,9 @@ class Placement:
                          f"--xla_force_host_platform_device_count={count}")
         for key in ("batch_size", "validation_batch_size"):
             size = getattr(fit, key)
+            if size is not None and size % count and loaded.saved:  # a run's: its batch stays
+                raise refuse("devices", f"the run's {key} of {size} cannot be split evenly "
+                             f"over {count} devices: give a device count that divides {size}")
             if size is not None and size % count:
                 raise refuse(key, f"a batch of {size} cannot be split evenly over {count} "
                              f"devices: use a multiple of {count}")

@@ -57,11 +57,14 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                             "e.g. sqlite:///study.db or postgresql://user@host/db") from None
         except Exception as e:  # sqlalchemy's errors: unreachable server, bad credentials
             if url.startswith("sqlite:///"):  # a local file: damaged, or not a database
-                path = url.removeprefix("sqlite:///")
+                path = Path(url.removeprefix("sqlite:///"))
+                hint = f"{path} is damaged or not an SQLite database: restore it, or move it " \
+                    "away to start the search afresh" if path.is_file() else \
+                    f"{path.parent} is not a folder that exists: create it, or give another " \
+                    "path" if not path.parent.is_dir() else \
+                    f"{path} is not a file nntrain can create there: give another path"
                 raise UserError(f"cannot open the study storage {path}: {type(e).__name__}: "
-                                f"{str(e).splitlines()[0]}",
-                                f"{path} is damaged or not an SQLite database: restore it, or "
-                                "move it away to start the search afresh") from None
+                                f"{str(e).splitlines()[0]}", hint) from None
             raise UserError(f"cannot open the study storage {url}: {type(e).__name__}: {e}",
                             "check the URL, and that the database server is reachable") from None
 
