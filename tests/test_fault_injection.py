@@ -123,18 +123,16 @@ def _killed_chain(config: Path, work: Path, rng: random.Random, phases: list[str
     all or the run completes; then resume once more, to the end."""
     fit = [sys.executable, "-m", "nntrain", "fit"]
     command = [*fit, str(config), "-q"]
-    kills = 0
     while len(phases) < KILLS:
         process = subprocess.Popen(command, cwd=work, env=ENV, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True)
         phase = _wait_and_kill(process, work, rng, in_write=len(phases) % 2 == 1, span=span)
         errors = process.stderr.read()
         process.stderr.close()
-        if phase is None:  # it finished between kills: a fast machine; a new chain goes on
+        if phase is None:  # it finished between kills (a fast moment, or a write missed on
+            # a loaded machine): a whole run, checked as the others are; a new chain goes on
             assert process.returncode == 0, errors
-            assert kills > 0, "the run finished before it could be killed"
             return
-        kills += 1
         phases.append(phase)
         command = [*fit, "--resume", str(only_run(work)), "-q"]  # every later start resumes
     resumed = subprocess.run(command, cwd=work, env=ENV, capture_output=True, text=True)
@@ -162,6 +160,7 @@ def test_sigkill_at_20_random_moments_then_resume_is_bit_identical(tmp_path: Pat
     chains = 0
     while len(phases) < KILLS:
         chains += 1
+        assert chains <= 3 * KILLS, f"runs kept finishing before they could be killed: {phases}"
         killed = tmp_path / f"killed-{chains}"
         killed.mkdir()
         _killed_chain(config, killed, rng, phases, span)
