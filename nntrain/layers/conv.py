@@ -167,22 +167,11 @@ class ConvTranspose(Conv):
         return y, state
 
 
-@register("conv1d_transpose")
-class Conv1DTranspose(ConvTranspose):
-    rank = 1
-    dimension_numbers = Conv1D.dimension_numbers
-
-
-@register("conv2d_transpose")
-class Conv2DTranspose(ConvTranspose):
-    rank = 2
-    dimension_numbers = Conv2D.dimension_numbers
-
-
-@register("conv3d_transpose")
-class Conv3DTranspose(ConvTranspose):
-    rank = 3
-    dimension_numbers = Conv3D.dimension_numbers
+# conv1d_transpose is ConvTranspose with conv1d's rank and layouts, and so on
+for _conv in (Conv1D, Conv2D, Conv3D):
+    register(f"conv{_conv.rank}d_transpose")(type(
+        f"{_conv.__name__}Transpose", (ConvTranspose,),
+        {"rank": _conv.rank, "dimension_numbers": _conv.dimension_numbers}))
 
 
 @register("depthwise_conv2d")

@@ -4,7 +4,7 @@ width, channels)."""
 
 from __future__ import annotations
 
-from nntrain.layers.base import Layer, as_float, register
+from nntrain.layers.base import LAYER_TYPES, Layer, as_float, register
 from nntrain.layers.conv import as_tuple, check_rank, spatial_output_shape
 from nntrain.lazy import jax, jnp, lax
 
@@ -89,36 +89,6 @@ class GlobalPool(Layer):
         return reduce(as_float(x), axis=axes, keepdims=self.args.keepdims), state
 
 
-@register("max_pooling1d")
-class MaxPooling1D(MaxPool):
-    rank = 1
-
-
-@register("max_pooling2d")
-class MaxPooling2D(MaxPool):
-    rank = 2
-
-
-@register("average_pooling1d")
-class AveragePooling1D(AveragePool):
-    rank = 1
-
-
-@register("average_pooling2d")
-class AveragePooling2D(AveragePool):
-    rank = 2
-
-
-@register("max_pooling3d")
-class MaxPooling3D(MaxPool):
-    rank = 3
-
-
-@register("average_pooling3d")
-class AveragePooling3D(AveragePool):
-    rank = 3
-
-
 @register("global_average_pooling1d")
 class GlobalAveragePooling1D(GlobalPool):
     """With a time mask (an embedding's mask_zero), the mean of the unmasked steps, as in
@@ -140,26 +110,11 @@ class GlobalAveragePooling1D(GlobalPool):
         return total / jnp.maximum(count, 1.0), state
 
 
-@register("global_average_pooling2d")
-class GlobalAveragePooling2D(GlobalPool):
-    rank, reduce = 2, "mean"
-
-
-@register("global_max_pooling1d")
-class GlobalMaxPooling1D(GlobalPool):
-    rank, reduce = 1, "max"
-
-
-@register("global_max_pooling2d")
-class GlobalMaxPooling2D(GlobalPool):
-    rank, reduce = 2, "max"
-
-
-@register("global_average_pooling3d")
-class GlobalAveragePooling3D(GlobalPool):
-    rank, reduce = 3, "mean"
-
-
-@register("global_max_pooling3d")
-class GlobalMaxPooling3D(GlobalPool):
-    rank, reduce = 3, "max"
+# max_pooling1d is MaxPool with rank 1, and so on (global_average_pooling1d has its own class)
+for _rank in (1, 2, 3):
+    for _name, _base, _extra in (("max_pooling", MaxPool, {}), ("average_pooling", AveragePool, {}),
+                                 ("global_max_pooling", GlobalPool, {"reduce": "max"}),
+                                 ("global_average_pooling", GlobalPool, {"reduce": "mean"})):
+        if f"{_name}{_rank}d" not in LAYER_TYPES:
+            register(f"{_name}{_rank}d")(type(f"{_base.__name__}{_rank}D", (_base,),
+                                              {"rank": _rank, **_extra}))
