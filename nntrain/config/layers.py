@@ -882,6 +882,31 @@ class MultiHeadAttentionArgs(KernelArgs):
         return self
 
 
+class _AttentionArgs(LayerArgs):
+    """Arguments of Keras's Attention and AdditiveAttention."""
+
+    dropout: Rate = 0.0  # of the attention weights, while training
+    use_causal_mask: bool = False  # Keras's call argument: step i sees the steps up to i
+
+
+@LAYERS.register("attention")
+class AttentionArgs(_AttentionArgs):
+    """Keras's Attention (Luong-style): `inputs: [query, value]` or `[query, value, key]`,
+    each (steps, features). Scores are query-key dot products (`score_mode: dot`) or the
+    summed tanh of their sums (`concat`); `use_scale` learns a scalar that scales them."""
+
+    use_scale: bool = False
+    score_mode: Literal["dot", "concat"] = "dot"
+
+
+@LAYERS.register("additive_attention")
+class AdditiveAttentionArgs(_AttentionArgs):
+    """Keras's AdditiveAttention (Bahdanau-style): scores are tanh(query + key) summed over
+    the features, weighted by a learned vector when `use_scale`."""
+
+    use_scale: bool = True
+
+
 # -- last, so that it can wrap every layer above --------------------------------------------
 @LAYERS.register("time_distributed")
 class TimeDistributedArgs(WrapperArgs):

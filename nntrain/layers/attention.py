@@ -1,5 +1,6 @@
-"""Keras's MultiHeadAttention over (steps, features) sequences: its weight layouts, query
-scaling, masks and dropout of the attention weights."""
+"""Keras's attention layers over (steps, features) sequences: MultiHeadAttention (its weight
+layouts, query scaling, masks and dropout of the attention weights), and the projection-free
+Attention and AdditiveAttention."""
 
 from __future__ import annotations
 
@@ -134,3 +135,93 @@ class MultiHeadAttention(Layer):
         for part in parts[1:]:
             allowed = allowed & part
         return allowed
+
+
+@register("attention")
+class Attention(Layer):
+    """Keras's Attention: inputs `[query, value]` or `[query, value, key]` (the key is the
+    value when not given), each (steps, features); no projections. Scores (query steps, key
+    steps) are dot products (`score_mode: dot`, scaled by the learned scalar `scale` when
+    `use_scale`) or `concat_score_weight * sum(tanh(scale * (query + key)))`; their softmax
+    weighs the value's steps. The output has the query's steps and the value's features."""
+
+    multi_input = True
+    # Keras's masks: the value's mask hides padded keys, the query's zeroes its padded steps'
+    # outputs and stays on them
+    time_mask_mode = "uses"
+
+    def keeps_time_mask(self) -> bool:
+        return True
+
+    def build(self, input_shape):
+        shapes = [tuple(s) for s in input_shape] if isinstance(input_shape, list) else []
+        if not 2 <= len(shapes) <= 3:
+            raise ShapeError(f"takes 2 or 3 inputs ([query, value] or [query, value, key]), "
+                             f"got {len(shapes) or 1}; for self-attention give one node "
+                             "twice: inputs: [x, x]")
+        for role, shape in zip(("query", "value", "key"), shapes, strict=False):
+            if len(shape) != 2:
+                raise ShapeError(f"the {role} must be a sequence, (steps, features); got "
+                                 f"{shape}")
+        query, value = shapes[0], shapes[1]
+        key = shapes[2] if len(shapes) == 3 else value
+        if key[0] != value[0]:
+            raise ShapeError(f"the key has {key[0]} steps, the value {value[0]}: they must "
+                             "have the same number")
+        if key[1] != query[1]:
+            named = "key" if len(shapes) == 3 else "value (the key when no key is given)"
+            raise ShapeError(f"the query has {query[1]} features, the {named} {key[1]}: "
+                             "scores compare them feature by feature, so they must match")
+        return Built(self.weights(query[1]), {}, (query[0], value[1]))
+
+    def weights(self, features: int) -> dict[str, Weight]:
+        made = {"scale": Weight((), "ones")} if self.args.use_scale else {}
+        if self.args.score_mode == "concat":
+            made["concat_score_weight"] = Weight((), "ones")
+        return made
+
+    def scores(self, params, query: jax.Array, key: jax.Array) -> jax.Array:
+        """(batch, query steps, key steps)."""
+        if self.args.score_mode == "dot":
+            scores = jnp.einsum("bqf,bkf->bqk", query, key)
+            return scores * params["scale"] if "scale" in params else scores
+        summed = query[:, :, None] + key[:, None]
+        if "scale" in params:
+            summed = params["scale"] * summed
+        return params["concat_score_weight"] * jnp.tanh(summed).sum(-1)
+
+    def call(self, params, state, x, *, training, rng, time_mask=None, **_):
+        x = [as_float(v) for v in x]
+        query, value = x[0], x[1]
+        key = x[2] if len(x) == 3 else value
+        masks = list(time_mask) if isinstance(time_mask, list | tuple) else [None] * len(x)
+        query_mask, value_mask = masks[0], masks[1]
+        scores = self.scores(params, query, key)
+        allowed = None if value_mask is None else value_mask[:, None, :]
+        if self.args.use_causal_mask:
+            steps = jnp.arange(scores.shape[-2])[:, None] >= jnp.arange(scores.shape[-1])
+            allowed = steps[None] if allowed is None else allowed & steps
+        if allowed is not None:  # Keras's bias: masked keys' scores lowered by 1e9
+            scores = jnp.where(allowed, scores, scores - 1e9)
+        weights = jax.nn.softmax(scores, axis=-1)
+        rate = self.args.dropout
+        if training and rate > 0.0 and rng is not None:
+            keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+            weights = jnp.where(keep, weights / (1.0 - rate), 0.0)
+        y = jnp.einsum("bqk,bkf->bqf", weights, value)
+        if query_mask is not None:
+            y = jnp.where(query_mask[:, :, None], y, 0.0)
+        return y, state
+
+
+@register("additive_attention")
+class AdditiveAttention(Attention):
+    """Keras's AdditiveAttention: scores `sum(scale * tanh(query + key))` over the features,
+    `scale` a learned vector of the query's features (glorot_uniform) when `use_scale`."""
+
+    def weights(self, features: int) -> dict[str, Weight]:
+        return {"scale": Weight((features,), "glorot_uniform")} if self.args.use_scale else {}
+
+    def scores(self, params, query: jax.Array, key: jax.Array) -> jax.Array:
+        summed = jnp.tanh(query[:, :, None] + key[:, None])
+        return (params["scale"] * summed if "scale" in params else summed).sum(-1)
