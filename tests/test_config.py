@@ -824,16 +824,19 @@ def test_keras_class_names_and_serialized_entries_are_read_as_nntrain_names(tmp_
         data: {dataset: synthetic}
         model:
           input: [4]
-          layers: [{Dense: {units: 8}}, {class_name: Dropout, config: {rate: 0.5}}, Flatten]
+          layers: [{Dense: {units: 8}}, {class_name: Dropout, config: {rate: 0.5}}, Flatten,
+                   {type: Dense, units: 3}]
         compile:
           loss: {class_name: SparseCategoricalCrossentropy, config: {from_logits: true}}
-          optimizer: {Adam: {learning_rate: 0.01}}
+          optimizer: {type: Adam, learning_rate: 0.01}
           metrics: [SparseCategoricalAccuracy, {class_name: SparseTopKCategoricalAccuracy}]
         fit:
           callbacks: [{EarlyStopping: {patience: 2}}]
         """)
     config = load_config(source).config
-    assert [entry_name(e) for e in config.model.layers] == ["dense", "dropout", "flatten"]
+    assert [entry_name(e) for e in config.model.layers] == ["dense", "dropout", "flatten",
+                                                             "dense"]
+    assert entry_args(config.model.layers[3]).units == 3
     assert entry_args(config.model.layers[1]).rate == 0.5
     assert entry_name(config.compile.loss) == "sparse_categorical_crossentropy"
     assert entry_args(config.compile.loss).from_logits is True

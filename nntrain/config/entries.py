@@ -198,7 +198,8 @@ class Registry:
                 return {self.spelled(value["class_name"]): value.get("config") or {}}
             if isinstance(value, dict) and isinstance(value.get("type"), str):
                 rest = {k: v for k, v in value.items() if k != "type"}
-                return {value["type"]: rest}  # Keras-style {type: dense, units: 10}
+                # Keras-style {type: dense, units: 10}, or {type: Dense, ...}
+                return expand({value["type"]: rest})
             if isinstance(value, dict) and len(value) == 1:
                 (name, args), = value.items()
                 if self.spelled(name) != name:
