@@ -910,12 +910,14 @@ def _check_output_path(output: Path, run_folder: Path, input_path: Path | None,
             raise UserError(f"--output {output} is {'in ' if target != source.resolve() else ''}"
                             f"{source}, which the predictions are read from: writing it would "
                             "replace examples with their predictions", "give another file name")
-    run_folder = run_folder.resolve()
-    if target.is_relative_to(run_folder) and \
-            not target.is_relative_to(run_folder / "predictions"):
-        raise UserError(f"--output {output} is inside the run directory, where the run keeps "
-                        "its own records", f"write under {run_folder / 'predictions'}/, or "
-                        "outside the run directory")
+    # this run's directory, or any other run's (a folder with a run.json)
+    runs = [run_folder.resolve(), *(f for f in target.parents if (f / "run.json").is_file())]
+    for folder in runs:
+        if target.is_relative_to(folder) and not target.is_relative_to(folder / "predictions"):
+            which = "the run directory" if folder == runs[0] else f"the run directory {folder}"
+            raise UserError(f"--output {output} is inside {which}, where the run keeps its own "
+                            f"records", f"write under {folder / 'predictions'}/, or outside "
+                            "the run directory")
 
 
 def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path | None,
@@ -966,6 +968,11 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
 
         data = table_inputs(config.data, setup.io, base_dir, config.seed, input_path)
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
+        # the rows are encoded (categories, fill values) from the training file as it is now
+        _warn_if_data_changed(run, _load_data(setup, base_dir, console, quiet=True),
+                              make_console(stderr=True), ("train",),
+                              "the new rows are encoded (categories, fill values) as the "
+                              "training file is now, not as when the run trained")
     elif input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
@@ -989,6 +996,12 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         raise UserError("no examples to predict", "the input or split is empty")
     step_masks: dict[str, np.ndarray] = {}  # a tagger's real (not padded) steps
     outputs = predict_arrays(setup, weights, data, step_masks)
+    broken = sum(int((~np.isfinite(v)).any(axis=tuple(range(1, v.ndim))).sum())
+                 for v in outputs.values() if np.issubdtype(v.dtype, np.floating))
+    if broken:
+        console.print(f"[yellow]warning:[/] {broken:,} predictions are NaN or infinite (null in "
+                      "a .json file): their inputs may be far outside the training data's range",
+                      highlight=False)
     if show is not None:
         _show_images(run, setup, data, outputs, targets, class_names, output, console,
                      split or ("test" if input_path is None else str(input_path)))

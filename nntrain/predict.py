@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -200,8 +201,12 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
         buffer = io.BytesIO()
         if suffix == ".npy":
             np.save(buffer, next(iter(outputs.values())), allow_pickle=False)
-        else:
-            np.savez(buffer, **outputs)
+        else:  # np.savez's layout; its keyword arguments would refuse an output named `file`
+            with zipfile.ZipFile(buffer, "w") as archive:
+                for name, values in outputs.items():
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asarray(values),
+                                                  allow_pickle=False)
         atomic_write_bytes(path, buffer.getvalue())
         return
     rows: list[dict] = [{"index": i} for i in range(len(next(iter(outputs.values()))))]
@@ -254,7 +259,10 @@ def write_predictions(path: Path, outputs: dict[str, np.ndarray],
                         row[f"{prefix}true_{columns[j]}" if true.shape[1] > 1
                             else f"{prefix}true"] = float(v)
     if suffix == ".json":
-        atomic_write_text(path, json.dumps(rows, indent=1) + "\n")
+        # strict JSON: a NaN or infinite prediction is null
+        rows = [{k: v if not isinstance(v, float) or math.isfinite(v) else None
+                 for k, v in row.items()} for row in rows]
+        atomic_write_text(path, json.dumps(rows, indent=1, allow_nan=False) + "\n")
         return
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")

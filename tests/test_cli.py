@@ -737,11 +737,46 @@ def test_predict_never_writes_over_its_input_or_the_runs_records(tmp_path: Path)
     record = nntrain("predict", str(run), "new.npy", "--output", str(run / "run.json"),
                      cwd=tmp_path)
     assert record.exit_code == 2 and "inside the run directory" in record.output
+    other = tmp_path / "elsewhere" / "other_run"  # another run's records: not this one's either
+    (other / "checkpoints" / "best").mkdir(parents=True)
+    (other / "run.json").write_text("{}")
+    before[other / "run.json"] = b"{}"
+    for target in (other / "metrics.json", other / "checkpoints" / "best" / "x.npz"):
+        foreign = nntrain("predict", str(run), "new.npy", "--output", str(target), cwd=tmp_path)
+        assert foreign.exit_code == 2 and "is inside the run directory" in foreign.output
+        assert "other_run/predictions" in "".join(foreign.output.split())
+        assert not target.exists()
     assert {p: p.read_bytes() for p in before} == before
     kept = nntrain("predict", str(run), "new.npy", "--output",
                    str(run / "predictions" / "new.csv"), cwd=tmp_path)
     assert kept.exit_code == 0, kept.output
     assert len(list(csv.DictReader((run / "predictions" / "new.csv").open()))) == 4
+
+
+def test_predictions_are_written_whatever_the_output_is_named_and_json_stays_strict(
+        tmp_path: Path):
+    """An output named `file` (np.savez's own argument) gets its array; a prediction that is
+    NaN (inputs far past float32's range) is null in strict JSON, and said on screen."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)).astype(np.float32), rng.integers(0, 2, 40)
+    fit_npz(tmp_path, "named", x, y, "{units: 2, activation: softmax, name: file}",
+            "sparse_categorical_crossentropy")
+    run = only_run(tmp_path)
+    far = np.array([[3e38] * 3, [-3e38] * 3], np.float32)  # a logit of +-inf: inf - inf
+    np.save(tmp_path / "new.npy", np.concatenate([x[:2], far]))
+    npz = nntrain("predict", str(run), "new.npy", "--output", "out.npz", cwd=tmp_path)
+    assert npz.exit_code == 0, npz.output
+    with np.load(tmp_path / "out.npz") as saved:
+        assert list(saved) == ["file"] and saved["file"].shape == (4, 2)
+        broken = int((~np.isfinite(saved["file"])).any(axis=1).sum())
+    assert broken and f"warning: {broken} predictions are NaN or infinite" in " ".join(
+        npz.output.split())
+    written = nntrain("predict", str(run), "new.npy", "--output", "out.json", cwd=tmp_path)
+    assert written.exit_code == 0, written.output
+    rows = json.loads((tmp_path / "out.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
+    assert sum(row["p_0"] is None for row in rows[2:]) == broken
+    assert rows[0]["p_0"] is not None and rows[1]["p_0"] is not None
 
 
 def test_evaluate_says_when_it_reads_the_checkpoint_before_the_one_asked_for(tmp_path: Path):
