@@ -8,6 +8,7 @@ import csv
 import json
 import re
 import textwrap
+import warnings
 from pathlib import Path
 
 import jax
@@ -225,6 +226,34 @@ def test_numeric_categorical_levels_sort_by_value(tmp_path: Path):
     np.testing.assert_array_equal(x_of(ds.train), [[1, 0, 0], [0, 0, 1], [0, 1, 0]])
 
 
+def test_numeric_categories_keep_every_digit(tmp_path: Path):
+    """Store ids past float32's precision and past six digits stay apart; 1, 1.0 and 01 are
+    one category, by value."""
+    write_csv(tmp_path / "t.csv", ["store", "y"], [[1000001, 0], [1000002, 1], [16777217, 0],
+                                                  [16777216, 1], ["1.0", 0], ["01", 1]])
+    ds, setup = load(tmp_path, "train: t.csv\ntargets: y\ncategorical: [store]\n",
+                     classifier(5))
+    # store=1, 1000001, 1000002, 16777216, 16777217
+    np.testing.assert_array_equal(x_of(ds.train), [[0, 1, 0, 0, 0], [0, 0, 1, 0, 0],
+                                                   [0, 0, 0, 0, 1], [0, 0, 0, 1, 0],
+                                                   [1, 0, 0, 0, 0], [1, 0, 0, 0, 0]])
+
+
+def test_a_stray_word_in_a_column_of_numbers_is_named_with_its_line(tmp_path: Path):
+    rows = [[i, i % 2] for i in range(30)]
+    rows[20][0] = "1.2.3"
+    write_csv(tmp_path / "t.csv", ["a", "y"], rows)
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(1, classes=2))
+    assert "column 'a' holds text ('1.2.3' at line 22; the other values are numbers)" in message
+    assert "write those cells as numbers" in message
+    write_csv(tmp_path / "t.csv", ["a", "y"], [[i, i % 2] for i in range(30)])
+    rows[5][0] = "n/a?"
+    write_csv(tmp_path / "val.csv", ["a", "y"], rows)
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nvalidation: {path: val.csv}\n",
+                         classifier(1, classes=2))
+    assert "column 'a' holds text ('n/a?' at line 7 and 1 more; the other values" in message
+
+
 def test_text_column_not_declared_categorical_is_named(tmp_path: Path):
     write_csv(tmp_path / "t.csv", ["size", "color", "y"], [[1, "red", 0], [2, "blue", 1]])
     message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
@@ -336,6 +365,16 @@ def test_missing_mean_fills_gaps_that_only_validation_has(tmp_path: Path):
     np.testing.assert_array_equal(x_of(ds.validation), [[3.0]])
 
 
+def test_missing_mean_refuses_a_column_with_no_values(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "b", "y"], [[i, None, i % 2] for i in range(8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the way
+        message = data_error(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n",
+                             classifier(2, classes=2))
+    assert "column 'b' has no values in the training rows, so data.missing: mean has no " \
+        "mean to fill it with" in message
+
+
 def test_missing_mean_refuses_missing_targets(tmp_path: Path):
     write_csv(tmp_path / "t.csv", ["a", "y"], [[1, 0], [3, None], [5, 2]])
     message = data_error(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n", classifier(1))
@@ -436,6 +475,20 @@ def test_split_from_another_csv(tmp_path: Path, ids: Path):
     assert ids_of(ds.validation) == [100, 101]  # the missing policy applies to it too
     np.testing.assert_array_equal(y_of(ds.validation), [1, 2])
     assert len(ds.test) == 5 and len(ds.train) == 45
+
+
+def test_text_labels_that_read_as_numbers_in_another_file_keep_their_classes(tmp_path: Path):
+    """Training labels 1, 2 and 3+ are text (classes 0, 1, 2); a validation file holding only
+    1 and 2 reads them as numbers, which name the same classes, not class indices."""
+    write_csv(tmp_path / "t.csv", ["a", "grade"], [[1, 1], [2, 2], [3, "3+"], [4, 2]])
+    write_csv(tmp_path / "val.csv", ["a", "grade"], [[5, 2], [6, 1], [7, "2.0"]])
+    data = "train: t.csv\ntargets: grade\nvalidation: {path: val.csv}\n"
+    ds, _ = load(tmp_path, data, classifier(1))
+    assert ds.class_names == {"dense": ["1", "2", "3+"]}
+    np.testing.assert_array_equal(y_of(ds.validation), [1, 0, 1])
+    write_csv(tmp_path / "val.csv", ["a", "grade"], [[5, 2], [6, 4]])
+    assert "val.csv: column 'grade' has labels the training data lacks: 4" in data_error(
+        tmp_path, data, classifier(1))
 
 
 def test_split_csv_missing_a_column_is_a_data_error(tmp_path: Path, ids: Path):
@@ -591,6 +644,16 @@ def test_npz_sample_weight(tmp_path: Path):
              w=np.array([1, 2, 3]))
     assert "sample weights" in data_error(tmp_path, "train: d.npz\nsample_weight: w\n",
                                           classifier(2))
+
+
+@pytest.mark.parametrize("weights", [np.array(["1"] * 4), np.ones(4, np.complex64)])
+def test_sample_weights_that_are_not_real_numbers_are_a_data_error(tmp_path: Path, weights):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 2, 0]),
+             w=weights, v=weights)
+    for setting in ("w", "{dense: v}"):
+        message = data_error(tmp_path, f"train: d.npz\nsample_weight: {setting}\n",
+                             classifier(2))
+        assert "values, not numbers" in message and "d.npz" in message
 
 
 class _OpensAFile:
@@ -1165,6 +1228,15 @@ def test_predict_reads_new_rows_of_a_csv_as_the_training_table_was_encoded(tmp_p
     assert [r["label"] for r in a] == [r["label"] for r in b]
     assert [r["probability"] for r in a] == [r["probability"] for r in b]
     assert {r["label"] for r in b} <= {"cat", "dog"}
+    assert "warning" not in new.output
+    # the training file changed since: the encoding of the new rows may have too
+    rows[0][0] = 9.0
+    write_csv(tmp_path / "t.csv", header, rows)
+    changed = nntrain("predict", str(run), str(tmp_path / "new.csv"))
+    assert changed.exit_code == 0, changed.output
+    assert "warning: the train data differ from what" in " ".join(changed.output.split())
+    assert "encoded (categories, fill values) as the training file is now" in " ".join(
+        changed.output.split())
     # a column the model needs, missing from the file, is named
     write_csv(tmp_path / "bad.csv", ["size", "age"], [[1, 2]])
     bad = nntrain("predict", str(run), str(tmp_path / "bad.csv"))

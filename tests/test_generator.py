@@ -53,6 +53,16 @@ def wider_later(split, epoch):
     yield np.hstack([X[32:64], X[32:64]]), Y[32:64]
 
 
+def bad_labels_later(split, epoch):
+    yield X[:32], Y[:32]
+    yield X[32:64], np.full(32, 7, np.int32)
+
+
+def nan_in_epoch_2(split, epoch):
+    for batch in batches(split, epoch):
+        yield (batch[0] * np.nan if epoch == 1 and split == "train" else batch[0]), batch[1]
+
+
 def no_validation(split, epoch):
     return None if split == "validation" else batches(split, epoch)
 
@@ -177,6 +187,8 @@ def test_resume_mid_run_gives_the_same_weights(tmp_path: Path):
                       "dense_1 () int32, with sample weights, the first input (8,) float32, "
                       "dense_1 () int32, without sample weights"),
     ("wider_later", "batch 2 of 'train' differs from the first batch: input (16,) float32"),
+    ("bad_labels_later", "my_data:bad_labels_later: batch 2 of 'train': labels of 'dense_1' "
+                         "range over 7..7, but the output has 3 classes"),
 ])
 def test_broken_generators_are_data_errors(tmp_path: Path, function: str, message: str):
     config = _setup(tmp_path, function)
@@ -184,6 +196,18 @@ def test_broken_generators_are_data_errors(tmp_path: Path, function: str, messag
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_bad_batch_in_a_later_epoch_is_a_data_error_that_keeps_the_epochs_done(
+        tmp_path: Path):
+    config = _setup(tmp_path, "nan_in_epoch_2")
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "my_data:nan_in_epoch_2: batch 1 of 'train': input 'input' has 256 NaN" in said
+    assert "Traceback" not in result.output
+    (run,) = (tmp_path / "runs" / "generated").iterdir()
+    assert len(history_rows(run)) == 1  # the first epoch, trained and recorded
 
 
 def test_generator_with_validation_split_is_a_config_error(tmp_path: Path):

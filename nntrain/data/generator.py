@@ -53,10 +53,8 @@ class GeneratorSplit:
         batches = made._batches(0)
         if batches is None:
             return None
-        for i, batch in enumerate(batches):
+        for batch in batches:  # each checked as it is read (_arrays)
             rows = len(batch)
-            if i == 0:
-                check(batch, f"{split} data (first batch from {name})")
             made.steps, made.examples = made.steps + 1, made.examples + rows
         if made.steps == 0:
             raise DataError(f"{name}('{split}', 0) gave no batches",
@@ -112,6 +110,8 @@ class GeneratorSplit:
                             f"first {_describe(self._form)}",
                             "yield batches of one form: the same arrays, shapes per example "
                             "and dtypes, with sample weights in all or none")
+        # every batch's values too (labels past the classes, NaN): epochs may differ
+        self.check(made, where)
         return made
 
     # -- chunks for the device -------------------------------------------------------------

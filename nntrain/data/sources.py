@@ -3,6 +3,8 @@ and checks that the arrays fit the model."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +25,11 @@ from nntrain.data.tabular import (
     check_finite,
     missing,
     missing_counts,
+    number_text,
     one_hot_columns,
     read_csv,
     select,
+    stray_text,
 )
 from nntrain.errors import DataError
 from nntrain.metrics import target_problem
@@ -253,8 +257,18 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO, held_out: bool = Fals
     if len(set(rows.values())) > 1:
         raise DataError(f"{path}: the arrays have different numbers of rows: " + ", ".join(
             f"{name} {n:,}" for name, n in rows.items()), "give one row per example in each")
-    return ArraySet(x, y, None if weight is None else weight.astype(np.float32),
-                    {out: v.astype(np.float32) for out, v in per_output.items()})
+    return ArraySet(x, y, None if weight is None else _weights(weight, path, "the sample weights"),
+                    {out: _weights(v, path, f"output '{out}''s sample weights")
+                     for out, v in per_output.items()})
+
+
+def _weights(array: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """Sample weights as float32, from real numbers only (booleans count as 0 and 1)."""
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or \
+            np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{path}: {what} are {array.dtype} values, not numbers",
+                        "save the weights as an array of numbers, one per example")
+    return array.astype(np.float32)
 
 
 def _weight_array(arrays: dict[str, np.ndarray], key: str, path: Path, output: str,
@@ -361,7 +375,7 @@ def _training_table(config, io, base_dir, seed, source, train_file):
     elif config.dataset == "xor":
         table = builtin.load_xor()
     else:
-        table = read_csv(train_file)
+        table = read_csv(train_file, config.categorical)
     plan = _TablePlan(config, io, table)
     table = plan.handle_missing_rows(table)
 
@@ -370,7 +384,7 @@ def _training_table(config, io, base_dir, seed, source, train_file):
         if resolved.suffix.lower() != ".csv":
             raise DataError(f"{key}: {resolved} is not a .csv file, and the training data is "
                             "a table", "give the split as a CSV file with the same columns")
-        return plan.handle_missing_rows(read_csv(resolved))
+        return plan.handle_missing_rows(read_csv(resolved, config.categorical))
 
     train, validation, test = _cut(table, config, seed, read_file)
     return plan, (train, validation, test), plan.fill_values(train)
@@ -384,7 +398,7 @@ def table_inputs(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
     source = resolve_path(config.source, base_dir, "data.source") if config.source else None
     train_file = resolve_path(config.train, base_dir, "data.train") if config.train else None
     plan, _, fill = _training_table(config, io, base_dir, seed, source, train_file)
-    table = read_csv(path)
+    table = read_csv(path, config.categorical)
     if config.dataset == "california_housing":  # handson-ml2's columns, derived as in training
         table = builtin.housing_features(table)
     check_finite(table, plan.used)
@@ -446,9 +460,11 @@ class _TablePlan:
         features = select(base, config.features, "data.features") if config.features else base
         unknown = [n for n in features if n in table.text and n not in config.categorical]
         if unknown:
-            raise DataError(f"{table.source}: column '{unknown[0]}' holds text",
-                            "list it under data.categorical to one-hot encode it, or leave it "
-                            "out of data.features")
+            stray = stray_text(table, unknown[0])
+            raise DataError(f"{table.source}: column '{unknown[0]}' holds text{stray}",
+                            ("write those cells as numbers (an empty cell is a missing value)"
+                             ", or " if stray else "") + "list it under data.categorical to "
+                            "one-hot encode it, or leave it out of data.features")
         _, self.categories = one_hot_columns(table, [c for c in config.categorical
                                                      if c in features])
         self.features: list[str] = []  # after one-hot expansion
@@ -532,8 +548,13 @@ class _TablePlan:
         if self.config.missing != "mean":
             return {}
         # every used column: a gap may appear only in validation or test rows
-        return {c: float(np.nanmean(train.numeric[c])) for c in self.used
-                if c in train.numeric and c not in self.categories}
+        used = [c for c in self.used if c in train.numeric and c not in self.categories]
+        empty = [c for c in used if np.isnan(train.numeric[c]).all()]
+        if empty:
+            raise DataError(f"{train.source}: column '{empty[0]}' has no values in the "
+                            "training rows, so data.missing: mean has no mean to fill it with",
+                            "give it values, or leave it out of data.features")
+        return {c: float(np.nanmean(train.numeric[c])) for c in used}
 
     def _columns(self, table: Table, fill: dict[str, float],
                  labels: bool = True) -> dict[str, np.ndarray]:
@@ -548,15 +569,42 @@ class _TablePlan:
                     raise DataError(f"{table.source}: column '{name}' has labels the training "
                                     f"data lacks: {', '.join(map(str, unknown[:5]))}")
                 columns[name] = np.array([index[v] for v in table.text[name]], np.float32)
+            elif labels and name in table.numeric:  # this file's labels all read as numbers
+                columns[name] = self._numbers_as_labels(table, name, levels)
         for name, value in fill.items():
             if name in columns:  # a split that lacks the column is reported when used
                 columns[name] = np.where(np.isnan(columns[name]), value, columns[name])
         return columns
 
     @staticmethod
+    def _numbers_as_labels(table: Table, name: str, levels: list[str]) -> np.ndarray:
+        """Class indices of a label column that reads as numbers in this file, where the
+        training file's labels are text (1, 2 and 3+): each number is the label that reads
+        as its value, not a class index."""
+        by_value: dict[float, list[int]] = {}
+        for i, level in enumerate(levels):
+            with contextlib.suppress(ValueError):
+                by_value.setdefault(float(np.float32(level)), []).append(i)
+        values = table.numeric[name]
+        found = {v: by_value.get(v, []) for v in map(float, np.unique(values[~np.isnan(values)]))}
+        unknown = [number_text(v) for v, i in found.items() if not i]
+        if unknown:
+            raise DataError(f"{table.source}: column '{name}' has labels the training data "
+                            f"lacks: {', '.join(unknown[:5])}")
+        twice = next(([levels[j] for j in i] for i in found.values() if len(i) > 1), None)
+        if twice:
+            raise DataError(f"{table.source}: column '{name}' holds numbers, and the training "
+                            f"data writes one of them as {' and as '.join(twice)}",
+                            "write each label the same way in every file")
+        index = {v: i[0] for v, i in found.items()}
+        return np.array([math.nan if np.isnan(v) else index[float(v)] for v in values],
+                        np.float32)
+
+    @staticmethod
     def _column(table: Table, columns: dict[str, np.ndarray], name: str) -> np.ndarray:
         if name not in columns:
-            kind = "holds text" if name in table.text else "is missing"
+            kind = f"holds text{stray_text(table, name)}" if name in table.text \
+                else "is missing"
             raise DataError(f"{table.source}: column '{name}' {kind}",
                             "every split needs the training file's numeric columns")
         return columns[name]

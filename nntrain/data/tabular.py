@@ -49,10 +49,11 @@ MISSING = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "-NaN", "-nan", "NULL
                      "None", "#N/A", "<NA>"})
 
 
-def read_csv(path: Path) -> Table:
+def read_csv(path: Path, categorical: list[str] | tuple[str, ...] = ()) -> Table:
     """Read a CSV with a header row (Python's csv module); numbers become float32 columns;
-    columns that are not numbers stay text. Missing values: empty cells, and in a column of
-    numbers markers such as `NA` (NaN); in a text column, empty cells ('')."""
+    columns that are not numbers, and the `categorical` ones, stay text. Missing values:
+    empty cells, and in a column of numbers markers such as `NA` (NaN); in a text column,
+    empty cells ('')."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
@@ -82,6 +83,9 @@ def read_csv(path: Path) -> Table:
     numeric, text = {}, {}
     for j, name in enumerate(header):
         cells = [row[j].strip() for row in body]
+        if name in categorical:  # as text: float32 would merge ids such as 16777217 and
+            text[name] = _category_cells(cells)  # 16777216
+            continue
         try:
             with np.errstate(over="ignore"):  # past float32's range: inf, refused below
                 numeric[name] = np.array([math.nan if c in MISSING else float(c)
@@ -89,6 +93,51 @@ def read_csv(path: Path) -> Table:
         except ValueError:
             text[name] = np.array(cells, dtype=object)
     return Table(header, numeric, text, str(path), [starts[i] for i in kept])
+
+
+def stray_text(table: Table, name: str) -> str:
+    """Where a text column is a column of numbers but for a few cells: the first of them,
+    "('1.2.3' at line 50, the other values are numbers)"; else ''."""
+    cells = table.text.get(name)
+    if cells is None:
+        return ""
+    words = []
+    for i, cell in enumerate(cells):
+        if cell in MISSING:
+            continue
+        try:
+            float(cell)
+        except ValueError:
+            words.append(i)
+            if len(words) * 10 > len(cells):  # text, not a few stray cells
+                return ""
+    if not words:
+        return ""
+    where = f"line {table.lines[words[0]]}" if table.lines else f"row {words[0] + 1}"
+    others = f" and {len(words) - 1} more" if len(words) > 1 else ""
+    return f" ({cells[words[0]]!r} at {where}{others}; the other values are numbers)"
+
+
+def _category_cells(cells: list[str]) -> np.ndarray:
+    """A categorical column's cells: a column of numbers by value, at full precision ('1',
+    '1.0' and '01' are one category, 1000001 and 1000002 two), its missing markers ''; any
+    other column as written."""
+    numbers = []
+    for cell in cells:
+        if cell in MISSING:
+            numbers.append("")
+            continue
+        try:
+            numbers.append(number_text(float(cell)))
+        except ValueError:
+            return np.array(cells, dtype=object)
+    return np.array(numbers, dtype=object)
+
+
+def number_text(value: float) -> str:
+    """The shortest text that reads back as `value`, without a needless `.0`: 3, 0.1, 1e+20."""
+    text = repr(float(value) + 0.0)  # + 0.0: -0.0 is 0
+    return text[:-2] if text.endswith(".0") else text
 
 
 def check_finite(table: Table, names: list[str]) -> None:
@@ -154,8 +203,9 @@ def category_values(table: Table, name: str) -> np.ndarray:
     """A categorical column as strings: numbers without a needless `.0`, missing as ''."""
     if name in table.text:
         return table.text[name]
-    column = table.numeric[name]
-    return np.array(["" if np.isnan(v) else f"{v:g}" for v in column], dtype=object)
+    column = table.numeric[name]  # a built-in table's float32 numbers, each as it reads
+    return np.array(["" if np.isnan(v) else np.format_float_positional(v, trim="-")
+                     for v in column], dtype=object)
 
 
 def _level_order(level: str) -> tuple[int, float, str]:
