@@ -304,6 +304,28 @@ def test_infinite_values_are_refused_with_their_column_and_line(tmp_path: Path):
     assert len(ds.train) == 3
 
 
+def test_cells_and_columns_a_spreadsheet_would_not_read_as_numbers(tmp_path: Path):
+    """1_000 and other scripts' digits are text, as a spreadsheet has them; a trailing
+    comma's unnamed empty column is nothing; an unnamed column of values is refused; a
+    column whose name holds '=' is not taken for a one-hot column."""
+    (tmp_path / "t.csv").write_text("a,b,y,\n1_000,1,0,\n" + "5,2,1,\n" * 10)
+    assert "column 'a' holds text ('1_000' at line 2;" in data_error(
+        tmp_path, "train: t.csv\ntargets: y\n", classifier(2, classes=2))
+    (tmp_path / "t.csv").write_text("a,b,y,\n\u0661,1,0,\n5,2,1,\n")
+    assert "column 'a' holds text" in data_error(tmp_path, "train: t.csv\ntargets: y\n",
+                                                 classifier(2, classes=2))
+    (tmp_path / "t.csv").write_text("a,b,y,\n1,1,0,\n5,2,1,\n")
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\n", classifier(2, classes=2))
+    np.testing.assert_array_equal(x_of(ds.train), [[1, 1], [5, 2]])
+    (tmp_path / "t.csv").write_text("a,b,y,\n1,1,0,7\n5,2,1,\n")
+    assert "t.csv: column 4 has values but no name in the header" in data_error(
+        tmp_path, "train: t.csv\ntargets: y\n", classifier(2, classes=2))
+    (tmp_path / "t.csv").write_text("a=1,b,y\n1,,0\n5,2,1\n3,4,0\n")
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n",
+                 classifier(2, classes=2))
+    np.testing.assert_array_equal(x_of(ds.train), [[1, 3], [5, 2], [3, 4]])
+
+
 def test_blank_trailing_line_is_ignored(tmp_path: Path):
     (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,4,1\n\n")
     ds, _ = load(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))

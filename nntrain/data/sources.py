@@ -468,9 +468,12 @@ class _TablePlan:
         _, self.categories = one_hot_columns(table, [c for c in config.categorical
                                                      if c in features])
         self.features: list[str] = []  # after one-hot expansion
+        column_of: dict[str, str] = {}  # each feature's column (a one-hot one: its category's)
         for name in features:
             if name in self.categories:
-                self.features += [f"{name}={level}" for level in self.categories[name]]
+                one_hot = [f"{name}={level}" for level in self.categories[name]]
+                column_of.update(dict.fromkeys(one_hot, name))
+                self.features += one_hot
             else:
                 self.features.append(name)
         self.inputs = {}
@@ -480,7 +483,7 @@ class _TablePlan:
                 raise DataError(f"the model has inputs {', '.join(io.inputs)}: say which "
                                 f"features feed '{name}'", f"e.g. data.inputs: {{{name}: 0:5}}")
             self.inputs[name] = select(self.features, spec, f"data.inputs.{name}")
-        self.used = sorted({c.split("=")[0] for cols in self.inputs.values() for c in cols})
+        self.used = sorted({column_of.get(c, c) for cols in self.inputs.values() for c in cols})
         # text target columns (cat/dog) become class indices in sorted order
         self.label_levels = {c: sorted(set(table.text[c].tolist()) - {""})
                              for c in self._all_targets() if c in table.text}

@@ -70,7 +70,7 @@ def read_csv(path: Path, categorical: list[str] | tuple[str, ...] = ()) -> Table
     header = [h.strip() for h in rows[0]]
     kept = [i for i, row in enumerate(rows) if i and any(cell.strip() for cell in row)]
     body = [rows[i] for i in kept]  # blank lines skipped; `kept` has their rows' numbers
-    repeated = sorted({h for h in header if header.count(h) > 1})
+    repeated = sorted({h for h in header if h and header.count(h) > 1})
     if repeated:
         raise DataError(f"{path}: the header names {', '.join(map(repr, repeated))} more than "
                         "once", "give each column its own name")
@@ -83,16 +83,29 @@ def read_csv(path: Path, categorical: list[str] | tuple[str, ...] = ()) -> Table
     numeric, text = {}, {}
     for j, name in enumerate(header):
         cells = [row[j].strip() for row in body]
+        if not name:  # a trailing comma's empty column is nothing; a column of values is
+            if any(cells):  # one nobody can name in a config
+                raise DataError(f"{path}: column {j + 1} has values but no name in the header",
+                                "name every column in the header row")
+            continue
         if name in categorical:  # as text: float32 would merge ids such as 16777217 and
             text[name] = _category_cells(cells)  # 16777216
             continue
         try:
             with np.errstate(over="ignore"):  # past float32's range: inf, refused below
-                numeric[name] = np.array([math.nan if c in MISSING else float(c)
+                numeric[name] = np.array([math.nan if c in MISSING else _number(c)
                                           for c in cells], np.float32)
         except ValueError:
             text[name] = np.array(cells, dtype=object)
-    return Table(header, numeric, text, str(path), [starts[i] for i in kept])
+    return Table([h for h in header if h], numeric, text, str(path), [starts[i] for i in kept])
+
+
+def _number(cell: str) -> float:
+    """A cell as a number, as a spreadsheet reads one: not Python's 1_000, nor other
+    scripts' digits."""
+    if "_" in cell or not cell.isascii():
+        raise ValueError(cell)
+    return float(cell)
 
 
 def stray_text(table: Table, name: str) -> str:
@@ -106,7 +119,7 @@ def stray_text(table: Table, name: str) -> str:
         if cell in MISSING:
             continue
         try:
-            float(cell)
+            _number(cell)
         except ValueError:
             words.append(i)
             if len(words) * 10 > len(cells):  # text, not a few stray cells
@@ -128,7 +141,7 @@ def _category_cells(cells: list[str]) -> np.ndarray:
             numbers.append("")
             continue
         try:
-            numbers.append(number_text(float(cell)))
+            numbers.append(number_text(_number(cell)))
         except ValueError:
             return np.array(cells, dtype=object)
     return np.array(numbers, dtype=object)
