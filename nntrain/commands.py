@@ -80,10 +80,19 @@ def _prepare(loaded: LoadedConfig, training: bool = True):
     return prepare(loaded, training)
 
 
-def _load_data(setup, base_dir: Path, console: Console, quiet: bool):
+def _load_data(setup, base_dir: Path, console: Console, quiet: bool,
+               split: str | None = None):
+    """The config's data; with `split` (evaluate, predict), the other held-out splits read
+    from files of their own are left unread: a moved validation file does not stop a test
+    evaluation (splits cut from the training rows are cut as in training)."""
     from nntrain.data.sources import load_dataset
 
     config = setup.loaded.config
+    if split is not None:
+        unread = {name: None for name in ("validation", "test") if name != split
+                  and getattr(config.data, name) is not None
+                  and getattr(config.data, name).path is not None}
+        config = config.model_copy(update={"data": config.data.model_copy(update=unread)})
     status = console.status("Loading data...") if not quiet and console.is_terminal else None
     if status:
         status.start()
@@ -855,7 +864,7 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
 
     run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
                                                     trust_code)
-    dataset = _load_data(setup, base_dir, console, quiet=as_json)
+    dataset = _load_data(setup, base_dir, console, quiet=as_json, split=split)
     _warn_if_data_changed(run, dataset, make_console(stderr=True), (split,),
                           "these figures are on the new data")
     data = dataset.split(split)
@@ -969,7 +978,8 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         data = table_inputs(config.data, setup.io, base_dir, config.seed, input_path)
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
         # the rows are encoded (categories, fill values) from the training file as it is now
-        _warn_if_data_changed(run, _load_data(setup, base_dir, console, quiet=True),
+        _warn_if_data_changed(run, _load_data(setup, base_dir, console, quiet=True,
+                                              split="train"),
                               make_console(stderr=True), ("train",),
                               "the new rows are encoded (categories, fill values) as the "
                               "training file is now, not as when the run trained")
@@ -978,7 +988,7 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
         _warn_if_scaled_already(setup, data, make_console(stderr=True))
     else:
-        dataset = _load_data(setup, base_dir, console, quiet=False)
+        dataset = _load_data(setup, base_dir, console, quiet=False, split=split or "test")
         _warn_if_data_changed(run, dataset, make_console(stderr=True), (split or "test",),
                               "these predictions are for the new data")
         if dataset.generator is not None:

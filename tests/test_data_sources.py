@@ -1122,6 +1122,25 @@ compile:
     assert {r["kind_label"] for r in rows} <= {"cat", "dog"}
 
 
+def test_evaluate_and_predict_read_only_the_held_out_file_they_are_asked_for(
+        tmp_path: Path, ids: Path):
+    write_csv(tmp_path / "val.csv", ["id", "label"], [[100, 1], [101, 2]])
+    write_csv(tmp_path / "test.csv", ["id", "label"], [[200, 0], [201, 1], [202, 2]])
+    config = write_config(tmp_path, "train: ids.csv\ntargets: label\nvalidation: {path: "
+                                    "val.csv}\ntest: {path: test.csv}\n", classifier(1),
+                          extra="fit: {epochs: 1}\n")
+    assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0
+    (run,) = tmp_path.glob("runs/t/*")
+    (tmp_path / "val.csv").unlink()  # moved away after training
+    evaluated = nntrain("evaluate", str(run), "--split", "test")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "test split (3 examples)" in evaluated.output
+    predicted = nntrain("predict", str(run), "--split", "test")
+    assert predicted.exit_code == 0, predicted.output
+    gone = nntrain("evaluate", str(run), "--split", "validation")
+    assert gone.exit_code == 2 and "val.csv" in gone.output
+
+
 def test_a_held_out_file_without_sample_weights_is_evaluated_unweighted(tmp_path: Path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 2)).astype(np.float32), rng.integers(0, 3, 40)
