@@ -16,6 +16,7 @@ directory, so local workers never overshoot `max_trials`.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
 import os
 import socket
@@ -218,6 +219,7 @@ def next_trial(study: optuna.Study, limit: int, folder: Path) -> optuna.Trial | 
         with warnings.catch_warnings():  # nntrain runs the heartbeat itself (see `heartbeat`)
             warnings.filterwarnings("ignore", "Heartbeat of storage")
             trial = study.ask()
+        # a worker killed before these two lines leaves a trial of no one's: `_unclaimed`
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         return trial
@@ -229,7 +231,8 @@ def reap(study: optuna.Study) -> list[int]:
     running = {t.number: t for t in study.get_trials(deepcopy=False,
                                                       states=(TrialState.RUNNING,))}
     dead = [t for t in running.values()
-            if t.user_attrs.get("host") == host and not _alive(t.user_attrs.get("pid"))]
+            if t.user_attrs.get("host") == host and not _alive(t.user_attrs.get("pid"))
+            or _unclaimed(t)]
     for trial in dead:
         with contextlib.suppress(RuntimeError, ValueError):  # another worker got there first
             study.tell(trial.number, state=TrialState.FAIL)
@@ -248,6 +251,14 @@ def reap(study: optuna.Study) -> list[int]:
 def retry(study: optuna.Study, trial: optuna.trial.FrozenTrial | optuna.Trial) -> None:
     """Queue an interrupted trial's values for the next worker."""
     study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
+
+
+def _unclaimed(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial its worker never said it owns (killed between asking for it and naming
+    itself, milliseconds) and never beat for: abandoned once the grace period is past."""
+    started = trial.datetime_start
+    return "host" not in trial.user_attrs and started is not None and \
+        (datetime.datetime.now() - started).total_seconds() > GRACE_SECONDS
 
 
 def _alive(pid: Any) -> bool:
