@@ -29,6 +29,14 @@ TWO_OUTPUTS = {"input": [6], "layers": [
     {"dense": {"units": 2, "name": "a"}},
     {"dense": {"units": 2, "name": "b", "inputs": "input"}}]}
 REFUSED = {
+    "arguments beside the layer's name": (
+        _with(model__layers=[{"dense": 3, "activation": "softmax"}]),
+        "expected one layer name as the only key, found 2 keys (activation, dense): the "
+        "arguments go inside the layer's mapping: {dense: {units: 3, activation: softmax}}"),
+    "arguments beside the optimizer's name": (
+        _with(compile__optimizer={"sgd": {"learning_rate": 0.1}, "momentum": 0.9}),
+        "the arguments go inside the optimizer's mapping: {sgd: {learning_rate: 0.1, "
+        "momentum: 0.9}}"),
     "negative reshape size": (
         _with(model__layers=[{"reshape": [-1, -3]}, "flatten", {"dense": 3}]),
         "model.layers[0].reshape.target_shape[1]: input should be greater than or equal "

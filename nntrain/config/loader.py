@@ -671,6 +671,27 @@ def _args_fields(class_name: str) -> str:
     return "keys and values"
 
 
+def _arguments_beside_the_name(registry, found: dict) -> str | None:
+    """`{dense: 3, activation: softmax}` written as meant, `{dense: {units: 3, activation:
+    softmax}}`, when the keys after the first are all its arguments; else None."""
+    def takes_the_rest(key: Any) -> bool:
+        args = registry.args.get(registry.canonical(registry.spelled(str(key))))
+        return args is not None and all(k in args.model_fields for k in found if k != key)
+
+    names = [k for k in found if takes_the_rest(k)]  # in any order: {activation: ..., dense: 3}
+    if len(names) != 1:
+        return None
+    first, rest = names[0], [k for k in found if k != names[0]]
+    args = registry.args[registry.canonical(registry.spelled(str(first)))]
+    value = found[first]
+    inner = dict(value) if isinstance(value, dict) else {} if value is None else \
+        {args.positional: value} if args.positional else None
+    if inner is None:
+        return None
+    inner.update({k: found[k] for k in rest})
+    return yaml.safe_dump({first: inner}, default_flow_style=True, sort_keys=False).strip()
+
+
 def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
     kind, loc, found = err["type"], _clean_loc(err["loc"], data), err.get("input")
     where = _where(source, positions, overrides, loc)
@@ -692,8 +713,11 @@ def _issue(err: dict, data: Any, source: Path, positions, overrides) -> Issue:
             names = ", ".join(map(str, found))
             message = f"expected one {registry.kind} name as the only key, found {len(found)} " \
                 f"keys ({names})"
+            nested = _arguments_beside_the_name(registry, found)
             if registry is REGULARIZERS and set(found) <= {"l1", "l2"}:
                 message += ": l1 and l2 together are l1_l2: {l1: ..., l2: ...}"
+            elif nested:  # Keras's Dense(3, activation="softmax") as {dense: 3, activation: ...}
+                message += f": the arguments go inside the {registry.kind}'s mapping: {nested}"
             elif len(found) == 2 and all(registry.canonical(str(k)) in registry.args
                                          for k in found):
                 # `--set compile.optimizer.sgd.learning_rate=...` added a second name
