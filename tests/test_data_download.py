@@ -284,18 +284,23 @@ def test_tiny_dataset_download_then_cache(tmp_path: Path, isolated: Path, serve,
 
 
 def test_compressed_system_files_leave_a_plain_copy_in_the_cache(tmp_path: Path, isolated,
-                                                                 monkeypatch):
+                                                                 monkeypatch, capsys):
     dataset = tiny_dataset(tmp_path / "sys" / "tiny-sys")
     monkeypatch.setenv("NNTRAIN_SYSTEM_DATA_DIRS", str(tmp_path / "sys"))
     first = fm.load_dataset(dataset)
     assert sorted(p.name for p in (isolated / "tiny").iterdir()) == sorted(
         f.stem for f in dataset.files)
+    # the copy is verified like any file: a damaged one is never used, but made again from
+    # its source, and said so
+    bad = isolated / "tiny" / "t10k-labels-idx1-ubyte"
+    bad.write_bytes(idx_bytes(np.array([1, 1], np.uint8)))
+    np.testing.assert_array_equal(fm.load_dataset(dataset)["test"][1], first["test"][1])
+    assert "is damaged" in capsys.readouterr().err
+    assert sha256_of(bad) == dataset.test_labels.sha256
     shutil.rmtree(tmp_path / "sys")  # from now on the cache alone serves
     second = fm.load_dataset(dataset)
     np.testing.assert_array_equal(first["train"][0], second["train"][0])
-    # the copy is verified like any file: a damaged one is named, never used
-    bad = isolated / "tiny" / "t10k-labels-idx1-ubyte"
-    bad.write_bytes(idx_bytes(np.array([1, 1], np.uint8)))
+    bad.write_bytes(idx_bytes(np.array([1, 1], np.uint8)))  # with no source left: named
     with pytest.raises(DataError, match="wrong contents") as info:
         fm.load_dataset(dataset)
     assert str(bad) in info.value.message

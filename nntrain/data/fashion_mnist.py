@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nntrain.consoles import make_console
 from nntrain.data.download import fetch, sha256_of
 from nntrain.data.idx import parse_idx, read_bytes
 from nntrain.errors import DataError
@@ -152,11 +153,13 @@ def _mirrors(dataset: IdxDataset) -> tuple[str, ...]:
     return (override,) if override else dataset.mirrors
 
 
-def _find_local(file: IdxFile, dirs: list[Path]) -> Path | None:
+def _find_local(file: IdxFile, dirs: list[Path],
+                besides: frozenset[Path] = frozenset()) -> Path | None:
+    """The first copy of `file` in `dirs`, other than those `besides`."""
     for folder in dirs:
         for name in (file.stem, file.stem + ".gz"):
             path = folder / name
-            if path.is_file():
+            if path.is_file() and path not in besides:
                 return path
     return None
 
@@ -193,9 +196,22 @@ def locate(dataset: IdxDataset) -> dict[str, Path]:
     return found
 
 
-def _read_verified(dataset: IdxDataset, file: IdxFile, path: Path) -> np.ndarray:
+def _read_verified(dataset: IdxDataset, file: IdxFile, path: Path,
+                   damaged: frozenset[Path] = frozenset()) -> np.ndarray:
     data = read_bytes(path)
     actual = sha256_of(data)
+    if actual != file.sha256 and path.parent == cache_dir(dataset):
+        # a damaged copy in the cache, where a good source is also at hand (the system's
+        # package): read from that, and the cache's copy is written again from it
+        other = _find_local(file, search_dirs(dataset), besides=damaged | {path})
+        if other is not None:
+            make_console(stderr=True).print(
+                f"[yellow]warning:[/] {path} is damaged (SHA-256 {actual[:12]}...); read from "
+                f"{other} instead, which replaces it", soft_wrap=True)
+            images = _read_verified(dataset, file, other, damaged | {path})
+            if other.name == file.stem:  # (a .gz source rewrites the cache's copy itself)
+                _keep_decompressed(dataset, file, read_bytes(other))
+            return images
     if actual != file.sha256:
         if path.parent == cache_dir(dataset):
             fix = f"Delete {path}; it is downloaded again when missing."
