@@ -48,7 +48,8 @@ app = typer.Typer(
 )
 out = make_console()
 err = make_console(stderr=True)
-_state: dict = {"debug": False, "shortcuts": {}}  # shortcuts: `--set k=v` -> the option typed
+# shortcuts: `--set k=v` -> the option typed; json_errors: errors as JSON too (--log-format)
+_state: dict = {"debug": False, "shortcuts": {}, "json_errors": False}
 
 
 ConfigArg = Annotated[Path, typer.Argument(help="A YAML model config.", show_default=False)]
@@ -70,8 +71,8 @@ def _run(action, *args, **kwargs) -> None:
     """Call a command; user errors become one message and exit 2, never a traceback."""
     try:
         _call(action, *args, **kwargs)
-    finally:
-        _state["shortcuts"] = {}  # this command's: tests run many in one process
+    finally:  # this command's: tests run many in one process
+        _state["shortcuts"], _state["json_errors"] = {}, False
 
 
 def _call(action, *args, **kwargs) -> None:
@@ -89,7 +90,7 @@ def _call(action, *args, **kwargs) -> None:
         if _state["debug"]:
             raise
         _print_error("training failed", str(e),
-                     "try a lower learning rate, or check the data for extreme values")
+                     "try a lower learning rate, or check the data for extreme values", 1)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("[yellow]Interrupted.[/]")
@@ -123,11 +124,16 @@ def _os_hint(e: OSError) -> str:
             "(--runs-dir, --output)")
 
 
-def _print_error(title: str, message: str, hint: str | None) -> None:
+def _print_error(title: str, message: str, hint: str | None, exit_code: int = 2) -> None:
     # plain lines, not a box: file:line:col locations stay whole and copyable
     err.print(f"[bold red]{title}:[/] {escape(message)}", soft_wrap=True)
     if hint:
         err.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
+    if _state["json_errors"]:  # a program reading stdout learns why it ends, too
+        from nntrain.progress import emit_json
+
+        emit_json({"event": "error", "error": title, "message": message, "hint": hint,
+                   "exit_code": exit_code})
 
 
 def _version(value: bool) -> None:
@@ -217,6 +223,7 @@ def fit(
     cluster = {"coordinator": coordinator, "num_processes": num_processes,
                "process_id": process_id} if coordinator is not None else \
         ({} if distributed else None)
+    _state["json_errors"] = log_format == "json"
     _run(commands.fit, config, overrides, runs_dir, out, resume=resume, quiet=quiet,
          trust_code=trust_code, log_format=log_format, cluster=cluster)
 
@@ -262,8 +269,8 @@ def predict(
 ) -> None:
     """Model outputs for new examples or a data split: a table, --output FILE, or --show.
 
-    Without --output, a table of the first examples; with --show N, a grid of images with
-    the predicted (and true) classes."""
+    Without --output, a table of the first 20 examples (--limit N for more); with --show N,
+    a grid of images with the predicted (and true) classes."""
     from nntrain import commands
 
     if input is not None and split is not None:

@@ -33,7 +33,14 @@ from nntrain.consoles import make_console, shell
 from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
-from nntrain.errors import DataError, TrainingFailed, UserCodeError, UserError, out_of_memory
+from nntrain.errors import (
+    DataError,
+    DataModelMismatch,
+    TrainingFailed,
+    UserCodeError,
+    UserError,
+    out_of_memory,
+)
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text, exclusive
 from nntrain.runs import (
     Run,
@@ -98,6 +105,13 @@ def _load_data(setup, base_dir: Path, console: Console, quiet: bool,
         status.start()
     try:
         return load_dataset(config.data, setup.io, base_dir, config.seed, config.fit.batch_size)
+    except DataModelMismatch as e:
+        if split is None:
+            raise
+        raise DataModelMismatch(e.message, "the run's model was trained on data of another "
+                                "form: the data files changed since it trained (a new "
+                                "category adds a column); give it data like its training "
+                                "data") from None
     finally:
         if status:
             status.stop()
@@ -209,6 +223,10 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                 run, load_config(run.config_path, search_dir=base_dir, saved=True),
                 config_path, overrides, loaded).config.fit
             epochs = given.epochs
+            if config_path is not None and epochs != loaded.config.fit.epochs and not quiet:
+                console.print(f"{run.path} was started with fit.epochs: "
+                              f"{loaded.config.fit.epochs}; {config_path} trains it to epoch "
+                              f"{epochs}", highlight=False, soft_wrap=True)
             if (epochs, given.devices) != (loaded.config.fit.epochs, loaded.config.fit.devices):
                 # the CONFIG's: the two things it may change
                 loaded = load_config(run.config_path, [
@@ -309,7 +327,10 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             # a session's time adds to the earlier ones' (`runs` shows the sum)
             import jax  # imported by configure_jax
 
-            run.update_info(status="running", command=sys.argv, resumed=resume is not None,
+            if resume is not None and dataset.encoding is not None:  # the data trained on now
+                run.update_info(table_encoding=dataset.encoding)
+            run.update_info(status="running", command=_command_line(),
+                            resumed=resume is not None,
                             end=None, stop_reason=None, placement=placement.describe(),
                             devices=[str(d) for d in jax.devices()],  # this session's machine
                             session_start=now_text(), seconds_before=round(earlier, 1),
@@ -350,8 +371,12 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                               f" Continue with: {shell('nntrain', 'fit', '--resume', run.path)}"
                               if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
-        with _interrupt_on_signals(fitter), _out_of_memory_is_a_user_error():
-            test = fitter.evaluate_test()  # nothing left to checkpoint: a signal stops at once
+        with _skip_test_on_signals(fitter, console), _out_of_memory_is_a_user_error():
+            test = fitter.evaluate_test()  # nothing left to checkpoint: a signal skips it
+        if fitter.stop_signal is not None:
+            return _complete_without_test(
+                run, result, console, as_json, 128 + fitter.stop_signal,
+                f"Stopped ({signal.Signals(fitter.stop_signal).name}) in the test evaluation:")
         with exclusive(run.path / "metrics.json"):
             metrics = run.read_json("metrics.json")
             if test is not None:  # the best weights, or the last where no epoch was best
@@ -560,12 +585,16 @@ def _stop_on_signals(fitter, console: Console):
 
 
 @contextlib.contextmanager
-def _interrupt_on_signals(fitter):
-    """Ctrl-C or SIGTERM raise KeyboardInterrupt (the signal kept in `fitter.stop_signal`)."""
+def _skip_test_on_signals(fitter, console: Console):
+    """Ctrl-C or SIGTERM in the test evaluation: noted in `fitter.stop_signal`, which stops
+    it after the part running now. Raised from the handler instead, a KeyboardInterrupt
+    could land inside JAX's callbacks (swallowed) or leave device work running as Python
+    exits (a crash). A second Ctrl-C stops at once."""
 
     def handle(signum, frame):
-        fitter.stop_signal = signum
-        raise KeyboardInterrupt
+        if fitter.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        fitter.request_stop(signum)
 
     with _stop_signals_handled_by(handle):
         yield
@@ -634,6 +663,14 @@ def _warn_if_data_changed(run: Run, dataset, console: Console,
                       soft_wrap=True, highlight=False)
 
 
+def _command_line() -> list[str]:
+    """The command as it can be typed again: `python -m nntrain` runs nntrain/__main__.py,
+    which is what sys.argv holds."""
+    if Path(sys.argv[0]).name == "__main__.py":
+        return [Path(sys.executable).name, "-m", "nntrain", *sys.argv[1:]]
+    return list(sys.argv)
+
+
 def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]:
     import jax
     import optax
@@ -649,6 +686,8 @@ def _run_record(loaded: LoadedConfig, dataset, base_dir: Path) -> dict[str, Any]
         "devices": [str(d) for d in jax.devices()],
         "data": _data_record(dataset),
     }
+    if dataset.encoding is not None:  # predict's new rows, without the training file
+        record["table_encoding"] = dataset.encoding
     if dataset.class_names is not None:  # for predict's labels, whatever the input
         record["class_names"] = {out: [str(name) for name in names]
                                  for out, names in dataset.class_names.items()}
@@ -904,6 +943,9 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     console.print(table)
 
 
+TABLE_ROWS = 20  # predict's table, without --limit or --output
+
+
 def _check_output_path(output: Path, run_folder: Path, input_path: Path | None,
                        data: Any, base_dir: Path) -> None:
     """Predictions never overwrite what they are read from: the input, the run's data
@@ -975,14 +1017,16 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
                             "give the inputs as an .npy or .npz file")
         from nntrain.data.sources import table_inputs
 
-        data = table_inputs(config.data, setup.io, base_dir, config.seed, input_path)
+        recorded = run.info().get("table_encoding")
+        data = table_inputs(config.data, setup.io, base_dir, config.seed, input_path,
+                            None if recorded is None else (recorded, str(run.path / "run.json")))
+        if recorded is None:  # a run of an older nntrain: encoded from the training file now
+            _warn_if_data_changed(run, _load_data(setup, base_dir, console, quiet=True,
+                                                  split="train"),
+                                  make_console(stderr=True), ("train",),
+                                  "the new rows are encoded (categories, fill values) as the "
+                                  "training file is now, not as when the run trained")
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
-        # the rows are encoded (categories, fill values) from the training file as it is now
-        _warn_if_data_changed(run, _load_data(setup, base_dir, console, quiet=True,
-                                              split="train"),
-                              make_console(stderr=True), ("train",),
-                              "the new rows are encoded (categories, fill values) as the "
-                              "training file is now, not as when the run trained")
     elif input_path is not None:
         data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
@@ -999,6 +1043,9 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         data = dataset.split(split or "test")
         targets = data.y
         class_names = class_names or dataset.class_names
+    total = len(data)
+    if limit is None and output is None and show is None and total > TABLE_ROWS:
+        limit = TABLE_ROWS  # a table on screen: its first rows, not thousands
     if limit is not None:
         data = data.take(slice(0, limit))
         targets = None if targets is None else {k: v[:limit] for k, v in targets.items()}
@@ -1028,6 +1075,9 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         console.print(f"wrote {len(data):,} predictions to {output}", highlight=False)
     else:
         console.print(prediction_table(outputs, class_names, top, targets, setup, step_masks))
+        if len(data) < total:
+            console.print(f"the first {len(data):,} of {total:,} examples: --limit N for more, "
+                          "--output FILE for all", highlight=False)
 
 
 def _show_images(run: Run, setup, data, outputs, targets, class_names, output: Path | None,

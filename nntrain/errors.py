@@ -24,6 +24,11 @@ class DataError(UserError):
     """A dataset could not be found, read, verified or matched to the model."""
 
 
+class DataModelMismatch(DataError):
+    """Data of another form than the model takes (input shape, classes, ids): for a new
+    config the model or the data is changed; for a trained run, the data changed since."""
+
+
 class UserCodeError(UserError):
     """The user's own code (a custom layer or callback) raised: reported as theirs."""
 

@@ -147,6 +147,17 @@ def test_predict_writes_csv_npy_json(fitted: Path, tmp_path: Path):
 
 
 def test_predict_split_table_and_wrong_shape(fitted: Path, tmp_path: Path):
+    x = np.random.default_rng(0).standard_normal((25, 4, 4)).astype(np.float32)
+    np.save(tmp_path / "many.npy", x)
+    shown = nntrain("predict", str(fitted), str(tmp_path / "many.npy"))
+    assert shown.exit_code == 0, shown.output
+    rows = [line for line in shown.output.splitlines() if line.startswith("│")]
+    assert len(rows) == 20  # a screenful, then where the rest are
+    assert "the first 20 of 25 examples: --limit N for more, --output FILE for all" in \
+        shown.output
+    every = nntrain("predict", str(fitted), str(tmp_path / "many.npy"), "--limit", "25")
+    assert len([line for line in every.output.splitlines() if line.startswith("│")]) == 25
+    assert "the first" not in every.output
     result = nntrain("predict", str(fitted), "--split", "test", "--limit", "3", "--top", "2")
     assert result.exit_code == 0, result.output
     assert "#2 (probability)" in result.output and "true" in result.output
@@ -456,9 +467,11 @@ def test_resume_refuses_a_changed_config_and_shows_the_difference(fitted: Path, 
     longer = tmp_path / "longer.yaml"  # and one that trains longer is followed
     longer.write_text(TINY.read_text().replace(f"epochs: {epochs}", f"epochs: {epochs + 1}"))
     copy = shutil.copytree(fitted, tmp_path / "runs" / "tiny" / fitted.name)  # fitted is shared
-    result = nntrain("fit", str(longer), "--resume", str(copy), "-q")
+    result = nntrain("fit", str(longer), "--resume", str(copy))
     assert result.exit_code == 0, result.output
     assert json.loads((copy / "metrics.json").read_text())["epochs_completed"] == epochs + 1
+    assert f"was started with fit.epochs: {epochs}; {longer} trains it to epoch {epochs + 1}" \
+        in "".join(result.output.split("\n"))
 
 
 def test_a_run_moved_elsewhere_resumes_under_its_own_name(tmp_path: Path):

@@ -397,6 +397,22 @@ def test_missing_mean_refuses_a_column_with_no_values(tmp_path: Path):
         "mean to fill it with" in message
 
 
+def test_missing_sample_weights_follow_data_missing_as_targets_do(tmp_path: Path):
+    write_csv(tmp_path / "t.csv", ["a", "w", "y"], [[1, 1, 0], [2, None, 1], [3, 1, None],
+                                                    [4, 2, 0], [5, 1, 1]])
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n",
+                         classifier(1, classes=2))
+    assert "missing values in y (1 row), w (1 row)" in message
+    assert "set data.missing to drop (remove those rows)" in message and "mean" not in message
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\nmissing: drop\n",
+                 classifier(1, classes=2))
+    np.testing.assert_array_equal(x_of(ds.train)[:, 0], [1, 4, 5])
+    np.testing.assert_array_equal(ds.train.sample_weight, [1, 2, 1])
+    assert "missing target and sample weight values in y, w" in data_error(
+        tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\nmissing: mean\n",
+        classifier(1, classes=2))
+
+
 def test_missing_mean_refuses_missing_targets(tmp_path: Path):
     write_csv(tmp_path / "t.csv", ["a", "y"], [[1, 0], [3, None], [5, 2]])
     message = data_error(tmp_path, "train: t.csv\ntargets: y\nmissing: mean\n", classifier(1))
@@ -411,8 +427,8 @@ def test_dropped_gaps_in_a_categorical_column_add_no_level(tmp_path: Path):
 
 
 def test_non_finite_sample_weight_is_a_data_error(tmp_path: Path, table: Path):
-    write_csv(tmp_path / "t.csv", ["a", "w", "y"], [[1, 1, 0], [2, None, 1]])
-    assert "sample weights" in data_error(
+    write_csv(tmp_path / "t.csv", ["a", "w", "y"], [[1, 1, 0], [2, "inf", 1]])
+    assert "column 'w' has 1 infinite values (first at line 3" in data_error(
         tmp_path, "train: t.csv\ntargets: y\nsample_weight: w\n", classifier(1))
 
 
@@ -1270,14 +1286,43 @@ def test_predict_reads_new_rows_of_a_csv_as_the_training_table_was_encoded(tmp_p
     assert [r["probability"] for r in a] == [r["probability"] for r in b]
     assert {r["label"] for r in b} <= {"cat", "dog"}
     assert "warning" not in new.output
-    # the training file changed since: the encoding of the new rows may have too
-    rows[0][0] = 9.0
+    # the run recorded the encoding: a training file changed since (other fill means, a
+    # new category), or gone, changes nothing
+    original = [list(row) for row in rows]
+    for row in rows[:20]:
+        row[1], row[2] = "Brest", 99
     write_csv(tmp_path / "t.csv", header, rows)
-    changed = nntrain("predict", str(run), str(tmp_path / "new.csv"))
-    assert changed.exit_code == 0, changed.output
-    assert "warning: the train data differ from what" in " ".join(changed.output.split())
+    changed = nntrain("predict", str(run), str(tmp_path / "new.csv"), "-o",
+                      str(tmp_path / "c.csv"))
+    (tmp_path / "t.csv").unlink()
+    gone = nntrain("predict", str(run), str(tmp_path / "new.csv"), "-o",
+                   str(tmp_path / "d.csv"))
+    assert changed.exit_code == 0 and gone.exit_code == 0, changed.output + gone.output
+    for name in ("c.csv", "d.csv"):
+        assert list(csv.DictReader((tmp_path / name).open())) == b
+    write_csv(tmp_path / "t.csv", header, rows)
+    info = json.loads((run / "run.json").read_text())
+    info["table_encoding"] = {"inputs": "size"}
+    (run / "run.json").write_text(json.dumps(info))
+    damaged = nntrain("predict", str(run), str(tmp_path / "new.csv"))
+    assert damaged.exit_code == 2 and "the table encoding is damaged" in damaged.output
+    del info["table_encoding"]  # an older nntrain's run: encoded from the training file now
+    (run / "run.json").write_text(json.dumps(info))
+    older = nntrain("predict", str(run), str(tmp_path / "new.csv"))
+    assert older.exit_code == 2  # a new category: one more input column than the model's
+    assert "has examples of shape (6,), the model expects (5,)" in older.output
+    assert "the data files changed since it trained (a new category adds a column)" in \
+        " ".join(older.output.split())
+    write_csv(tmp_path / "t.csv", header, original)
+    same = nntrain("predict", str(run), str(tmp_path / "new.csv"), "-o", str(tmp_path / "e.csv"))
+    assert same.exit_code == 0 and "warning" not in same.output, same.output
+    assert list(csv.DictReader((tmp_path / "e.csv").open())) == b
+    original[0][0] = 5.0  # changed, same form: said, and encoded from the file as it is now
+    write_csv(tmp_path / "t.csv", header, original)
+    warned = nntrain("predict", str(run), str(tmp_path / "new.csv"))
+    assert warned.exit_code == 0, warned.output
     assert "encoded (categories, fill values) as the training file is now" in " ".join(
-        changed.output.split())
+        warned.output.split())
     # a column the model needs, missing from the file, is named
     write_csv(tmp_path / "bad.csv", ["size", "age"], [[1, 2]])
     bad = nntrain("predict", str(run), str(tmp_path / "bad.csv"))

@@ -46,7 +46,11 @@ def test_json_log_format_prints_only_json_lines(tmp_path: Path):
     assert epochs == rows and epochs[0]["learning_rate"] == 0.01
     # the end event's best value is the best epoch's figure as its line gave it
     assert end["best_value"] == epochs[end["best_epoch"] - 1][end["monitor"]]
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed"
+    # `python -m nntrain` recorded as typed, not as nntrain/__main__.py
+    assert info["command"] == [Path(sys.executable).name, "-m", "nntrain", "fit", str(TINY),
+                               "--epochs", "3", "--log-format", "json"]
     assert "Training tiny_mlp" in done.stderr  # the people's messages went to stderr
 
 
@@ -72,10 +76,13 @@ def test_rich_is_the_default_and_a_bad_format_exits_2(tmp_path: Path):
     assert "--log-format" in bad.output and "json" in bad.output
 
 
-def test_a_config_error_in_json_mode_leaves_stdout_empty(tmp_path: Path):
+def test_a_config_error_in_json_mode_is_one_error_object_on_stdout(tmp_path: Path):
     config = tmp_path / "bad.yaml"
     config.write_text(TINY.read_text().replace("units: 16", "unit: 16"))
     done = run_cli("fit", str(config), "--log-format", "json", cwd=tmp_path)
     assert done.returncode == 2
-    assert done.stdout == ""
+    (line,) = done.stdout.splitlines()  # no epoch ran: no run, no end object; only why
+    error = json.loads(line)
+    assert error["event"] == "error" and error["exit_code"] == 2
+    assert "unknown key 'unit'" in error["message"] and error["hint"]
     assert "did you mean 'units'" in done.stderr and "Traceback" not in done.stderr

@@ -7,6 +7,7 @@ import contextlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from nntrain.data.tabular import (
     select,
     stray_text,
 )
-from nntrain.errors import DataError
+from nntrain.errors import DataError, DataModelMismatch
 from nntrain.metrics import target_problem
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist")
@@ -44,6 +45,9 @@ class Dataset:
     test: ArraySet | None
     class_names: dict[str, list[str]] | None = None  # by output: each class index's name
     generator: str | None = None  # the user's batch function the splits come from, if any
+    # a table's: how its rows become inputs (features, categories, fill values), recorded in
+    # the run so that predicting new rows needs no training file
+    encoding: dict[str, Any] | None = None
 
     def split(self, name: str) -> ArraySet:
         found = {"train": self.train, "validation": self.validation, "test": self.test}[name]
@@ -391,13 +395,19 @@ def _training_table(config, io, base_dir, seed, source, train_file):
 
 
 def table_inputs(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
-                 path: Path) -> ArraySet:
+                 path: Path, encoding: tuple[Any, str] | None = None) -> ArraySet:
     """New rows of a CSV file (the targets may be left out) as the model's inputs, encoded
-    as the run's training data was: the same features, categories and fill values, which
-    come from reading that data again."""
-    source = resolve_path(config.source, base_dir, "data.source") if config.source else None
-    train_file = resolve_path(config.train, base_dir, "data.train") if config.train else None
-    plan, _, fill = _training_table(config, io, base_dir, seed, source, train_file)
+    as the run's training data was: the same features, categories and fill values, from
+    the run's record of them (`encoding`: the record and where it is), else from reading
+    the training data again."""
+    if encoding is not None:
+        plan, fill = _TablePlan.from_encoding(config, io, *encoding)
+    else:
+        source = resolve_path(config.source, base_dir, "data.source") if config.source \
+            else None
+        train_file = resolve_path(config.train, base_dir, "data.train") if config.train \
+            else None
+        plan, _, fill = _training_table(config, io, base_dir, seed, source, train_file)
     table = read_csv(path, config.categorical)
     if config.dataset == "california_housing":  # handson-ml2's columns, derived as in training
         table = builtin.housing_features(table)
@@ -421,7 +431,7 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
             class_names[out] = list(builtin.IRIS_CLASSES)
         elif len(targets) == 1 and targets[0] in plan.label_levels:
             class_names[out] = plan.label_levels[targets[0]]
-    return Dataset(*parts, class_names=class_names or None)
+    return Dataset(*parts, class_names=class_names or None, encoding=plan.encoding(fill))
 
 
 def target_columns(config: DataConfig, output: str) -> list[str]:
@@ -504,6 +514,35 @@ class _TablePlan:
     def targets_of(self, output: str) -> list[str]:
         return target_columns(self.config, output)
 
+    def encoding(self, fill: dict[str, float]) -> dict[str, Any]:
+        """What `input_arrays` needs, as JSON."""
+        return {"inputs": self.inputs, "categories": self.categories, "used": self.used,
+                "fill": fill}
+
+    @classmethod
+    def from_encoding(cls, config: DataConfig, io: ModelIO, encoding: Any,
+                      where: str) -> tuple[_TablePlan, dict[str, float]]:
+        """A plan for new rows from a run's recorded encoding; `where` names the record."""
+        def names(value: Any) -> bool:
+            return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+        ok = isinstance(encoding, dict) and isinstance(encoding.get("inputs"), dict) and \
+            set(encoding["inputs"]) == set(io.inputs) and \
+            all(names(v) for v in encoding["inputs"].values()) and \
+            isinstance(encoding.get("categories"), dict) and \
+            all(names(v) for v in encoding["categories"].values()) and \
+            names(encoding.get("used")) and isinstance(encoding.get("fill"), dict) and \
+            all(isinstance(v, int | float) and math.isfinite(v)
+                for v in encoding["fill"].values())
+        if not ok:
+            raise DataError(f"{where}: the table encoding is damaged",
+                            "restore run.json from a backup")
+        plan = cls.__new__(cls)
+        plan.config, plan.io, plan.label_levels = config, io, {}
+        plan.inputs, plan.categories = encoding["inputs"], encoding["categories"]
+        plan.used = encoding["used"]
+        return plan, {k: float(v) for k, v in encoding["fill"].items()}
+
     def _numeric(self, table: Table) -> dict[str, np.ndarray]:
         columns = dict(table.numeric)
         for name, levels in self.categories.items():
@@ -521,25 +560,35 @@ class _TablePlan:
                 columns[f"{name}={level}"] = (values == level).astype(np.float32)
         return columns
 
+    def _weight_columns(self) -> list[str]:
+        weights = self.config.sample_weight
+        return [weights] if isinstance(weights, str) else sorted(set((weights or {}).values()))
+
     def handle_missing_rows(self, table: Table) -> Table:
-        check_finite(table, self.used + self._all_targets())
-        counts = missing_counts(table, self.used + self._all_targets())
+        unfillable = self._all_targets() + [c for c in self._weight_columns()
+                                            if c in table.names]
+        check_finite(table, self.used + unfillable)
+        counts = missing_counts(table, self.used + unfillable)
         if not counts:
             return table
         policy = self.config.missing
         if policy == "error":
+            fillable = [c for c in counts if c not in unfillable]
             raise DataError(f"{table.source}: missing values in {_gaps(counts)}",
-                            "set data.missing to drop (remove those rows) or mean (fill with "
-                            "the training mean)")
+                            "set data.missing to drop (remove those rows)" + (
+                                " or mean (fill with the training mean)" if fillable and
+                                len(fillable) == len(counts) else ""))
         if policy == "drop":
             bad = np.zeros(len(table), bool)
             for c in counts:
                 bad |= missing(table, c)
             return table.take(np.flatnonzero(~bad))
-        target_gaps = [c for c in counts if c in self._all_targets()]
+        target_gaps = [c for c in counts if c in unfillable]
         if target_gaps:
-            raise DataError(f"{table.source}: missing target values in {', '.join(target_gaps)}",
-                            "set data.missing to drop")
+            kinds = {"target" if c in self._all_targets() else "sample weight"
+                     for c in target_gaps}
+            raise DataError(f"{table.source}: missing {' and '.join(sorted(kinds, reverse=True))}"
+                            f" values in {', '.join(target_gaps)}", "set data.missing to drop")
         # "mean": numbers filled per split from the training split's means; a missing
         # category is none of the categories (zeros in its one-hot columns)
         return table
@@ -724,7 +773,7 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             raise DataError(f"{what}: input '{name}' has dtype {array.dtype}; expected numbers",
                             "store the inputs as integer or float arrays")
         if tuple(array.shape[1:]) != shape:
-            raise DataError(
+            raise DataModelMismatch(
                 f"{what}: input '{name}' has examples of shape {tuple(array.shape[1:])}, "
                 f"the model expects {shape}",
                 _shape_hint(array.shape, shape) if not targets else
@@ -747,12 +796,13 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             low = min(int(np.floor(b.min())) for b in _blocks(array)) if array.size else 0
             high = max(int(np.floor(b.max())) for b in _blocks(array)) if array.size else 0
             if low < 0 or high >= rows:
-                raise DataError(f"{what}: input '{name}' holds indices {low}..{high}, but the "
-                                f"embedding '{layer}' has input_dim {rows} (0..{rows - 1})",
-                                f"set input_dim to at least {high + 1}, or map the values "
-                                "to 0..input_dim-1" if targets else
-                                f"the trained model knows ids 0..{rows - 1}: map the others "
-                                "as its training data did (to an out-of-vocabulary id, say)")
+                raise DataModelMismatch(
+                    f"{what}: input '{name}' holds indices {low}..{high}, but the embedding "
+                    f"'{layer}' has input_dim {rows} (0..{rows - 1})",
+                    f"set input_dim to at least {high + 1}, or map the values to "
+                    "0..input_dim-1" if targets else f"the trained model knows ids "
+                    f"0..{rows - 1}: map the others as its training data did (to an "
+                    "out-of-vocabulary id, say)")
     if not targets:
         return
     for name, weight in data.weights().items():
@@ -802,7 +852,7 @@ def check_arrays(data: ArraySet, io: ModelIO, what: str, targets: bool = True) -
             low, high = (y.min(), y.max()) if y.size else (0, 0)
             if low < 0 or high >= classes:
                 per_step = len(shape) > 1  # a label per step: a tagger's padded steps too
-                raise DataError(
+                raise DataModelMismatch(
                     f"{what}: labels of '{name}' range over {low}..{high}, but the output has "
                     f"{classes} classes (0..{classes - 1})",
                     "set the last layer's units to the number of classes"

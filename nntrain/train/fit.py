@@ -640,7 +640,8 @@ class Fitter:
                          tracker.monitor, tracker.best, stop_reason=reason)
 
     def evaluate_test(self) -> dict[str, float] | None:
-        """Test figures for the weights `evaluate` uses by default: the best checkpoint's."""
+        """Test figures for the weights `evaluate` uses by default: the best checkpoint's.
+        None without a test set, or when a signal (`stop_signal`) stopped it."""
         if self.dataset.test is None:
             return None
         weights = self.placement.replicate(self.best_weights or self.get_weights())
@@ -648,7 +649,8 @@ class Fitter:
         return self.programs.evaluate(weights["params"], weights["state"],
                                       place(self.dataset.test, self.placement,
                                             self.streaming),
-                                      len(self.dataset.test))
+                                      len(self.dataset.test),
+                                      should_stop=lambda: self.stop_signal is not None)
 
 
 def write_history_csv(path, history: list[dict[str, float]]) -> None:

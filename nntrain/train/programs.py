@@ -335,12 +335,18 @@ class Programs:
                                              static_argnums=() if self.rolled else (6,))
         return self._eval_chunks[key]
 
-    def evaluate(self, params: Any, state: Any, data: DeviceData,
-                 n_total: int) -> dict[str, float]:
+    def evaluate(self, params: Any, state: Any, data: DeviceData, n_total: int,
+                 should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:
+        """Loss and metrics over `data`; None if `should_stop()` said so after a chunk (each
+        chunk is then waited for, so that a stop is seen while the device still works)."""
         n_steps = math.ceil(n_total / self.eval_batch_size)
         sums = self.placement.replicate(self.layout.zeros())
         for first, k, chunk, _ in self._feed(data, None, self.eval_batch_size, 0, n_steps):
             sums = self.eval_chunk(k)(params, state, sums, chunk, first, n_total, k)
+            if should_stop is not None:
+                jax.block_until_ready(sums)
+                if should_stop():
+                    return None
         return self.layout.result(fetch(sums))
 
     def _feed(self, data: DeviceData | Stream | GeneratorSplit, order, batch_size: int,
