@@ -88,10 +88,12 @@ def _prepare(loaded: LoadedConfig, training: bool = True):
 
 
 def _load_data(setup, base_dir: Path, console: Console, quiet: bool,
-               split: str | None = None):
+               split: str | None = None, trained: bool = False):
     """The config's data; with `split` (evaluate, predict), the other held-out splits read
     from files of their own are left unread: a moved validation file does not stop a test
-    evaluation (splits cut from the training rows are cut as in training)."""
+    evaluation (splits cut from the training rows are cut as in training). For a run that
+    has trained (`trained`, or a `split` to read back), data that does not fit the model is
+    said to have changed, not the model to be changed."""
     from nntrain.data.sources import load_dataset
 
     config = setup.loaded.config
@@ -106,7 +108,7 @@ def _load_data(setup, base_dir: Path, console: Console, quiet: bool,
     try:
         return load_dataset(config.data, setup.io, base_dir, config.seed, config.fit.batch_size)
     except DataModelMismatch as e:
-        if split is None:
+        if split is None and not trained:
             raise
         raise DataModelMismatch(e.message, "the run's model was trained on data of another "
                                 "form: the data files changed since it trained (a new "
@@ -288,7 +290,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                     # epoch's collectives, with this process taking part.
                     run = Run(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
             setup = _prepare(loaded)
-            dataset = _load_data(setup, base_dir, console, quiet)
+            dataset = _load_data(setup, base_dir, console, quiet, trained=resume is not None)
             interrupts.check()
             from nntrain.build import (
                 check_generated_validation,

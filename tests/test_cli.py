@@ -602,6 +602,14 @@ def test_resume_warns_when_the_data_changed_since_the_run_started(tmp_path: Path
                                     cwd=tmp_path).output
     predicted = nntrain("predict", str(run), "--split", "train", "--limit", "2", cwd=tmp_path)
     assert "these predictions are for the new data" in " ".join(predicted.output.split())
+    # data of another form: the run's model stays as it is; the data is what changed
+    np.savez(tmp_path / "changing.npz", x=np.hstack([x, x[:, :1]]), y=y)
+    for command in (["fit", "--resume", str(run), "--epochs", "4"], ["evaluate", str(run)]):
+        other = nntrain(*command, cwd=tmp_path)
+        assert other.exit_code == 2, other.output
+        said = " ".join(other.output.split())
+        assert "has examples of shape (4,), the model expects (3,)" in said
+        assert "the run's model was trained on data of another form" in said
 
 
 def test_a_runs_saved_config_from_before_newer_rules_still_reads_back(tmp_path: Path):
