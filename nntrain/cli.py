@@ -4,6 +4,7 @@ only by the commands that need it, so `nntrain --help` starts fast."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -129,11 +130,12 @@ def _print_error(title: str, message: str, hint: str | None, exit_code: int = 2)
     err.print(f"[bold red]{title}:[/] {escape(message)}", soft_wrap=True)
     if hint:
         err.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
-    if _state["json_errors"]:  # a program reading stdout learns why it ends, too
-        from nntrain.progress import emit_json
+    if _state["json_errors"]:  # a program reading stdout learns why it ends, too (a run
+        from nntrain import progress  # that failed has said so in its end object, the last)
 
-        emit_json({"event": "error", "error": title, "message": message, "hint": hint,
-                   "exit_code": exit_code})
+        if "end" not in progress.emitted:
+            progress.emit_json({"event": "error", "error": title, "message": message,
+                                "hint": hint, "exit_code": exit_code})
 
 
 def _version(value: bool) -> None:
@@ -206,6 +208,11 @@ def fit(
     from nntrain import commands
 
     _check_choice("--log-format", log_format, ("rich", "json"))
+    _state["json_errors"] = log_format == "json"  # reset by _run, or by _usage's exit
+    if _state["json_errors"]:
+        from nntrain import progress
+
+        progress.emitted.clear()  # this command's events (tests run many in one process)
     if devices is not None and devices != "all" and not (devices.isdigit() and int(devices) > 0):
         _usage(f"--devices {devices!r}: expected a positive number or 'all'")
     overrides = _shortcuts(set_, epochs, batch_size, devices)
@@ -223,7 +230,6 @@ def fit(
     cluster = {"coordinator": coordinator, "num_processes": num_processes,
                "process_id": process_id} if coordinator is not None else \
         ({} if distributed else None)
-    _state["json_errors"] = log_format == "json"
     _run(commands.fit, config, overrides, runs_dir, out, resume=resume, quiet=quiet,
          trust_code=trust_code, log_format=log_format, cluster=cluster)
 
@@ -436,6 +442,7 @@ def schema(
 
 def _usage(message: str, hint: str | None = None) -> None:
     _print_error("error", message, hint)
+    _state["json_errors"] = False  # this command's
     raise typer.Exit(2)
 
 
@@ -472,6 +479,8 @@ def main() -> None:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    finally:  # the command is done, its records written: a late Ctrl-C would only break
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the interpreter's (JAX's) clean-up
 
 
 if __name__ == "__main__":

@@ -375,7 +375,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
         with _skip_test_on_signals(fitter, console), _out_of_memory_is_a_user_error():
             test = fitter.evaluate_test()  # nothing left to checkpoint: a signal skips it
-        if fitter.stop_signal is not None:
+        if fitter.stop_signal is not None and test is None:  # (a signal during its last
+            # part came too late to skip it: the figures are kept)
             return _complete_without_test(
                 run, result, console, as_json, 128 + fitter.stop_signal,
                 f"Stopped ({signal.Signals(fitter.stop_signal).name}) in the test evaluation:")
@@ -430,7 +431,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     if not quiet:
         _print_fit_result(console, run, loaded.config.name, result, test, began,
                           initial_epoch, fitter.seconds_before_resume)
-    return 0
+    return 0 if fitter.stop_signal is None else 128 + fitter.stop_signal  # nothing skipped
 
 
 def _say_streaming(fitter, loaded: LoadedConfig, dataset, console: Console) -> None:
@@ -597,6 +598,8 @@ def _skip_test_on_signals(fitter, console: Console):
         if fitter.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         fitter.request_stop(signum)
+        console.print(f"[yellow]{signal.Signals(signum).name}: skipping the rest of the test "
+                      "evaluation (Ctrl-C again to stop at once)[/]", soft_wrap=True)
 
     with _stop_signals_handled_by(handle):
         yield

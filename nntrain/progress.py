@@ -59,9 +59,13 @@ def significant(value, digits: int = 6):
     return float(f"{value:.{digits}g}") if isinstance(value, float) else value
 
 
+emitted: list[str] = []  # the events written in this command (the CLI resets it)
+
+
 def emit_json(record: dict) -> None:
     """One JSON object on one line of stdout, flushed at once (a reader may be waiting)."""
     write_stdout(json.dumps(json_value(record), allow_nan=False) + "\n")
+    emitted.append(str(record.get("event", "epoch")))
 
 
 class EpochProgress:

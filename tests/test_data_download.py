@@ -306,6 +306,19 @@ def test_compressed_system_files_leave_a_plain_copy_in_the_cache(tmp_path: Path,
     assert str(bad) in info.value.message
 
 
+def test_a_damaged_gzip_in_the_cache_is_read_from_the_system_copy_instead(
+        tmp_path: Path, isolated, monkeypatch, capsys):
+    dataset = tiny_dataset(tmp_path / "sys" / "tiny-sys")
+    monkeypatch.setenv("NNTRAIN_SYSTEM_DATA_DIRS", str(tmp_path / "sys"))
+    (isolated / "tiny").mkdir(parents=True)
+    bad = isolated / "tiny" / "train-images-idx3-ubyte.gz"  # a download cut short, say
+    bad.write_bytes(gzip.compress(b"x" * 100)[:-12])
+    assert fm.load_dataset(dataset)["train"][0].shape == (3, 2, 3)
+    assert f"{bad} is damaged" in " ".join(capsys.readouterr().err.split())
+    assert sha256_of(isolated / "tiny" / "train-images-idx3-ubyte") == \
+        dataset.train_images.sha256  # the next load reads the good copy first
+
+
 def test_a_read_only_cache_only_costs_the_copy(tmp_path: Path, isolated, monkeypatch):
     dataset = tiny_dataset(tmp_path / "sys" / "tiny-sys")
     monkeypatch.setenv("NNTRAIN_SYSTEM_DATA_DIRS", str(tmp_path / "sys"))

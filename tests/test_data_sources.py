@@ -254,6 +254,16 @@ def test_a_stray_word_in_a_column_of_numbers_is_named_with_its_line(tmp_path: Pa
     assert "column 'a' holds text ('n/a?' at line 7 and 1 more; the other values" in message
 
 
+def test_a_target_listed_as_categorical_keeps_its_class_indices(tmp_path: Path):
+    """Labels 0..11 of a target also listed under categorical stay class indices (10 is
+    class 10, not the third of the sorted texts)."""
+    write_csv(tmp_path / "t.csv", ["a", "lab"], [[i, i % 12] for i in range(24)])
+    ds, _ = load(tmp_path, "train: t.csv\ntargets: lab\ncategorical: [lab]\n",
+                 classifier(1, classes=12))
+    assert ds.class_names is None
+    np.testing.assert_array_equal(y_of(ds.train), [i % 12 for i in range(24)])
+
+
 def test_text_column_not_declared_categorical_is_named(tmp_path: Path):
     write_csv(tmp_path / "t.csv", ["size", "color", "y"], [[1, "red", 0], [2, "blue", 1]])
     message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
@@ -1302,10 +1312,15 @@ def test_predict_reads_new_rows_of_a_csv_as_the_training_table_was_encoded(tmp_p
         assert list(csv.DictReader((tmp_path / name).open())) == b
     write_csv(tmp_path / "t.csv", header, rows)
     info = json.loads((run / "run.json").read_text())
-    info["table_encoding"] = {"inputs": "size"}
-    (run / "run.json").write_text(json.dumps(info))
-    damaged = nntrain("predict", str(run), str(tmp_path / "new.csv"))
-    assert damaged.exit_code == 2 and "the table encoding is damaged" in damaged.output
+    good = info["table_encoding"]
+    for damage in ({"inputs": "size"}, {"inputs": {"input": []}},
+                   {"fill": {"age": int("9" * 400)}}, {"fill": {"age": None}},
+                   {"categories": {"city": [1]}}):
+        info["table_encoding"] = {**good, **damage}
+        (run / "run.json").write_text(json.dumps(info))
+        damaged = nntrain("predict", str(run), str(tmp_path / "new.csv"))
+        assert damaged.exit_code == 2, (damage, damaged.output)
+        assert "the table encoding is damaged" in damaged.output
     del info["table_encoding"]  # an older nntrain's run: encoded from the training file now
     (run / "run.json").write_text(json.dumps(info))
     older = nntrain("predict", str(run), str(tmp_path / "new.csv"))

@@ -240,6 +240,42 @@ def test_a_signal_in_the_test_evaluation_keeps_the_completed_run(tmp_path: Path,
     assert (run / "checkpoints" / "best").is_dir() and (run / "checkpoints" / "last").is_dir()
 
 
+def test_a_ctrl_c_after_the_command_finished_breaks_no_clean_up():
+    """Once the command is done, Ctrl-C is ignored: JAX's exit handlers run whole (a
+    KeyboardInterrupt in them printed a traceback after a finished run)."""
+    late = ("import atexit, os, signal, sys; from nntrain.cli import main; "
+            "atexit.register(lambda: os.kill(os.getpid(), signal.SIGINT)); "
+            "sys.argv = ['nntrain', '--version']; main()")
+    done = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt" not in done.stderr and "Exception ignored" not in done.stderr
+
+
+def test_a_signal_in_the_last_part_of_the_test_evaluation_keeps_its_figures(
+        tmp_path: Path, monkeypatch):
+    """A test split evaluated in one part: a Ctrl-C that comes while it runs is too late to
+    skip anything, so the figures are kept; the exit code still says it came."""
+    from clirunner import nntrain
+
+    from nntrain.train.fit import Fitter
+
+    evaluate_test = Fitter.evaluate_test
+
+    def interrupted(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        return evaluate_test(self)
+
+    monkeypatch.setattr(Fitter, "evaluate_test", interrupted)
+    config = tmp_path / "short.yaml"
+    config.write_text(TINY.read_text().replace("epochs: 4", "epochs: 1"))
+    result = nntrain("fit", str(config), "--set", "data.synthetic.test_samples=8", cwd=tmp_path)
+    assert result.exit_code == 130, result.output
+    assert "SIGINT: skipping the rest of the test evaluation" in result.output
+    metrics = json.loads((_run(tmp_path) / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"loss", "accuracy"}
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_while_the_run_is_set_up_leaves_nothing(tmp_path: Path, monkeypatch, signum,
                                                           code):

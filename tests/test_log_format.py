@@ -86,3 +86,6 @@ def test_a_config_error_in_json_mode_is_one_error_object_on_stdout(tmp_path: Pat
     assert error["event"] == "error" and error["exit_code"] == 2
     assert "unknown key 'unit'" in error["message"] and error["hint"]
     assert "did you mean 'units'" in done.stderr and "Traceback" not in done.stderr
+    usage = run_cli("fit", str(TINY), "--log-format", "json", "--devices", "two", cwd=tmp_path)
+    assert usage.returncode == 2
+    assert "--devices 'two'" in json.loads(usage.stdout)["message"]

@@ -198,20 +198,28 @@ def locate(dataset: IdxDataset) -> dict[str, Path]:
 
 def _read_verified(dataset: IdxDataset, file: IdxFile, path: Path,
                    damaged: frozenset[Path] = frozenset()) -> np.ndarray:
-    data = read_bytes(path)
-    actual = sha256_of(data)
+    try:
+        data = read_bytes(path)
+        actual = sha256_of(data)
+        problem = f"SHA-256 {actual[:12]}..."
+    except DataError as e:  # not gzip data, or cut short
+        if path.parent != cache_dir(dataset):
+            raise
+        data, actual, problem, unreadable = None, None, e.message, e
     if actual != file.sha256 and path.parent == cache_dir(dataset):
         # a damaged copy in the cache, where a good source is also at hand (the system's
         # package): read from that, and the cache's copy is written again from it
         other = _find_local(file, search_dirs(dataset), besides=damaged | {path})
         if other is not None:
             make_console(stderr=True).print(
-                f"[yellow]warning:[/] {path} is damaged (SHA-256 {actual[:12]}...); read from "
-                f"{other} instead, which replaces it", soft_wrap=True)
+                f"[yellow]warning:[/] {path} is damaged ({problem}); read from {other} "
+                "instead, which replaces it", soft_wrap=True)
             images = _read_verified(dataset, file, other, damaged | {path})
             if other.name == file.stem:  # (a .gz source rewrites the cache's copy itself)
                 _keep_decompressed(dataset, file, read_bytes(other))
             return images
+        if data is None:
+            raise unreadable
     if actual != file.sha256:
         if path.parent == cache_dir(dataset):
             fix = f"Delete {path}; it is downloaded again when missing."

@@ -379,7 +379,7 @@ def _training_table(config, io, base_dir, seed, source, train_file):
     elif config.dataset == "xor":
         table = builtin.load_xor()
     else:
-        table = read_csv(train_file, config.categorical)
+        table = read_csv(train_file, _text_features(config))
     plan = _TablePlan(config, io, table)
     table = plan.handle_missing_rows(table)
 
@@ -388,7 +388,7 @@ def _training_table(config, io, base_dir, seed, source, train_file):
         if resolved.suffix.lower() != ".csv":
             raise DataError(f"{key}: {resolved} is not a .csv file, and the training data is "
                             "a table", "give the split as a CSV file with the same columns")
-        return plan.handle_missing_rows(read_csv(resolved, config.categorical))
+        return plan.handle_missing_rows(read_csv(resolved, _text_features(config)))
 
     train, validation, test = _cut(table, config, seed, read_file)
     return plan, (train, validation, test), plan.fill_values(train)
@@ -408,7 +408,7 @@ def table_inputs(config: DataConfig, io: ModelIO, base_dir: Path, seed: int,
         train_file = resolve_path(config.train, base_dir, "data.train") if config.train \
             else None
         plan, _, fill = _training_table(config, io, base_dir, seed, source, train_file)
-    table = read_csv(path, config.categorical)
+    table = read_csv(path, _text_features(config))
     if config.dataset == "california_housing":  # handson-ml2's columns, derived as in training
         table = builtin.housing_features(table)
     check_finite(table, plan.used)
@@ -432,6 +432,16 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
         elif len(targets) == 1 and targets[0] in plan.label_levels:
             class_names[out] = plan.label_levels[targets[0]]
     return Dataset(*parts, class_names=class_names or None, encoding=plan.encoding(fill))
+
+
+def _text_features(config: DataConfig) -> list[str]:
+    """The categorical columns read as text: the features'. A target listed there stays a
+    column of numbers (class indices), as it always was."""
+    targets = config.targets or builtin.TABULAR_TARGETS.get(config.dataset or "")
+    taken = {targets} if isinstance(targets, str) else set(targets or [])
+    for spec in (config.outputs or {}).values():
+        taken |= {spec} if isinstance(spec, str) else set(spec)
+    return [c for c in config.categorical if c not in taken]
 
 
 def target_columns(config: DataConfig, output: str) -> list[str]:
@@ -516,31 +526,39 @@ class _TablePlan:
 
     def encoding(self, fill: dict[str, float]) -> dict[str, Any]:
         """What `input_arrays` needs, as JSON."""
-        return {"inputs": self.inputs, "categories": self.categories, "used": self.used,
-                "fill": fill}
+        return {"inputs": self.inputs, "categories": self.categories, "fill": fill}
 
     @classmethod
     def from_encoding(cls, config: DataConfig, io: ModelIO, encoding: Any,
                       where: str) -> tuple[_TablePlan, dict[str, float]]:
-        """A plan for new rows from a run's recorded encoding; `where` names the record."""
-        def names(value: Any) -> bool:
-            return isinstance(value, list) and all(isinstance(v, str) for v in value)
+        """A plan for new rows from a run's recorded encoding (untrusted: checked whole);
+        `where` names the record."""
+        def names(value: Any, empty: bool = True) -> bool:
+            return isinstance(value, list) and (empty or bool(value)) and \
+                all(isinstance(v, str) for v in value)
+
+        def number(value: Any) -> bool:
+            try:
+                return not isinstance(value, bool) and math.isfinite(float(value))
+            except (TypeError, ValueError, OverflowError):
+                return False
 
         ok = isinstance(encoding, dict) and isinstance(encoding.get("inputs"), dict) and \
             set(encoding["inputs"]) == set(io.inputs) and \
-            all(names(v) for v in encoding["inputs"].values()) and \
+            all(names(v, empty=False) for v in encoding["inputs"].values()) and \
             isinstance(encoding.get("categories"), dict) and \
             all(names(v) for v in encoding["categories"].values()) and \
-            names(encoding.get("used")) and isinstance(encoding.get("fill"), dict) and \
-            all(isinstance(v, int | float) and math.isfinite(v)
-                for v in encoding["fill"].values())
+            isinstance(encoding.get("fill"), dict) and \
+            all(number(v) for v in encoding["fill"].values())
         if not ok:
             raise DataError(f"{where}: the table encoding is damaged",
                             "restore run.json from a backup")
         plan = cls.__new__(cls)
         plan.config, plan.io, plan.label_levels = config, io, {}
         plan.inputs, plan.categories = encoding["inputs"], encoding["categories"]
-        plan.used = encoding["used"]
+        one_hot = {f"{name}={level}": name for name, levels in plan.categories.items()
+                   for level in levels}  # each one-hot feature's column
+        plan.used = sorted({one_hot.get(c, c) for cols in plan.inputs.values() for c in cols})
         return plan, {k: float(v) for k, v in encoding["fill"].items()}
 
     def _numeric(self, table: Table) -> dict[str, np.ndarray]:

@@ -650,7 +650,7 @@ class Fitter:
                                       place(self.dataset.test, self.placement,
                                             self.streaming),
                                       len(self.dataset.test),
-                                      should_stop=lambda: self.stop_signal is not None)
+                                      should_stop=self._stop_agreed)
 
 
 def write_history_csv(path, history: list[dict[str, float]]) -> None:

@@ -337,23 +337,28 @@ class Programs:
 
     def evaluate(self, params: Any, state: Any, data: DeviceData, n_total: int,
                  should_stop: Callable[[], bool] | None = None) -> dict[str, float] | None:
-        """Loss and metrics over `data`; None if `should_stop()` said so after a chunk (each
-        chunk is then waited for, so that a stop is seen while the device still works)."""
+        """Loss and metrics over `data`; None if `should_stop()` said so before the last
+        part was evaluated. It is asked between parts (a rolled program's set in about ten,
+        so that a stop lands soon), each waited for first; with several processes it must
+        be a collective decision, asked as often in each."""
         n_steps = math.ceil(n_total / self.eval_batch_size)
         sums = self.placement.replicate(self.layout.zeros())
-        for first, k, chunk, _ in self._feed(data, None, self.eval_batch_size, 0, n_steps):
-            sums = self.eval_chunk(k)(params, state, sums, chunk, first, n_total, k)
-            if should_stop is not None:
+        parts = math.ceil(n_steps / 10) if should_stop is not None else None
+        for i, (first, k, chunk, _) in enumerate(
+                self._feed(data, None, self.eval_batch_size, 0, n_steps, rolled_per_call=parts)):
+            if should_stop is not None and i > 0:
                 jax.block_until_ready(sums)
                 if should_stop():
                     return None
+            sums = self.eval_chunk(k)(params, state, sums, chunk, first, n_total, k)
         return self.layout.result(fetch(sums))
 
     def _feed(self, data: DeviceData | Stream | GeneratorSplit, order, batch_size: int,
-              start_step: int, n_steps: int,
-              epoch: int = 0) -> Iterator[tuple[int, int, Any, Any]]:
+              start_step: int, n_steps: int, epoch: int = 0,
+              rolled_per_call: int | None = None) -> Iterator[tuple[int, int, Any, Any]]:
         """(first step, steps, data, order) for each compiled call: the device-resident set
-        in chunks of `steps_per_call`, or a stream's chunks."""
+        in chunks of `steps_per_call` (a rolled evaluation: all at once, or
+        `rolled_per_call` steps a call), or a stream's chunks."""
         if isinstance(data, Stream | GeneratorSplit):
             rows = self.steps_per_call * batch_size
             host_order = None if order is None or isinstance(data, GeneratorSplit) \
@@ -363,7 +368,8 @@ class Programs:
                 yield first, k, chunk, data.local_order(rows)
             return
         # a rolled loop compiles once whatever its length: a whole eval set in one call
-        per_call = n_steps if self.rolled and order is None else self.steps_per_call
+        per_call = (rolled_per_call or n_steps) if self.rolled and order is None \
+            else self.steps_per_call
         for first in range(start_step, n_steps, per_call):
             k = min(per_call, n_steps - first)
             if k < per_call and not self.rolled:
