@@ -1061,9 +1061,9 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     broken = sum(int((~np.isfinite(v)).any(axis=tuple(range(1, v.ndim))).sum())
                  for v in outputs.values() if np.issubdtype(v.dtype, np.floating))
     if broken:
-        console.print(f"[yellow]warning:[/] {broken:,} predictions are NaN or infinite (null in "
-                      "a .json file): their inputs may be far outside the training data's range",
-                      highlight=False)
+        make_console(stderr=True).print(
+            f"[yellow]warning:[/] {broken:,} predictions are NaN or infinite (null in a .json "
+            "file): their inputs may be far outside the training data's range")
     if show is not None:
         _show_images(run, setup, data, outputs, targets, class_names, output, console,
                      split or ("test" if input_path is None else str(input_path)))
