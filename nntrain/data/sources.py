@@ -434,14 +434,36 @@ def _tabular(config, io, base_dir, seed, source, train_file) -> Dataset:
     return Dataset(*parts, class_names=class_names or None, encoding=plan.encoding(fill))
 
 
+def _default_targets(config: DataConfig) -> list[str]:
+    """data.targets, or the built-in table's."""
+    targets = config.targets or builtin.TABULAR_TARGETS.get(config.dataset or "")
+    return [targets] if isinstance(targets, str) else list(targets or [])
+
+
+def _any_targets(config: DataConfig) -> set[str]:
+    """Every column some output takes as its targets."""
+    taken = set(_default_targets(config))
+    for spec in (config.outputs or {}).values():
+        taken |= {spec} if isinstance(spec, str) else set(spec)
+    return taken
+
+
+def _weight_columns(config: DataConfig) -> list[str]:
+    weights = config.sample_weight
+    return [weights] if isinstance(weights, str) else sorted(set((weights or {}).values()))
+
+
 def _text_features(config: DataConfig) -> list[str]:
     """The categorical columns read as text: the features'. A target listed there stays a
     column of numbers (class indices), as it always was."""
-    targets = config.targets or builtin.TABULAR_TARGETS.get(config.dataset or "")
-    taken = {targets} if isinstance(targets, str) else set(targets or [])
-    for spec in (config.outputs or {}).values():
-        taken |= {spec} if isinstance(spec, str) else set(spec)
-    return [c for c in config.categorical if c not in taken]
+    return [c for c in config.categorical if c not in _any_targets(config)]
+
+
+def _columns_used(inputs: dict[str, list[str]], categories: dict[str, list[str]]) -> list[str]:
+    """The table columns the inputs' features come from (a one-hot one's: its category's)."""
+    one_hot = {f"{name}={level}": name for name, levels in categories.items()
+               for level in levels}
+    return sorted({one_hot.get(c, c) for cols in inputs.values() for c in cols})
 
 
 def target_columns(config: DataConfig, output: str) -> list[str]:
@@ -449,8 +471,8 @@ def target_columns(config: DataConfig, output: str) -> list[str]:
     the built-in dataset's)."""
     spec = (config.outputs or {}).get(output)
     if spec is None:
-        spec = config.targets or builtin.TABULAR_TARGETS.get(config.dataset or "")
-    return [spec] if isinstance(spec, str) else list(spec or [])
+        return _default_targets(config)
+    return [spec] if isinstance(spec, str) else list(spec)
 
 
 class _TablePlan:
@@ -459,19 +481,12 @@ class _TablePlan:
 
     def __init__(self, config: DataConfig, io: ModelIO, table: Table) -> None:
         self.config, self.io = config, io
-        targets = config.targets or builtin.TABULAR_TARGETS.get(config.dataset or "")
-        if targets is None and config.outputs is None:
+        self.default_targets = _default_targets(config)
+        if not self.default_targets and config.outputs is None:
             raise DataError(f"{table.source}: which columns are the targets?",
                             "set data.targets (or data.outputs per output)")
-        self.default_targets = [targets] if isinstance(targets, str) else list(targets or [])
-        taken = set(self.default_targets) | set(builtin.TABULAR_EXCLUDE.get(config.dataset or "",
-                                                                              []))
-        for spec in (config.outputs or {}).values():
-            taken |= {spec} if isinstance(spec, str) else set(spec)
-        if isinstance(config.sample_weight, str):
-            taken.add(config.sample_weight)
-        elif config.sample_weight:
-            taken |= set(config.sample_weight.values())
+        taken = _any_targets(config) | set(_weight_columns(config)) | \
+            set(builtin.TABULAR_EXCLUDE.get(config.dataset or "", []))
         for name in sorted(taken | set(config.categorical)):
             if name not in table.names:
                 raise DataError(f"{table.source}: no column '{name}'",
@@ -488,12 +503,9 @@ class _TablePlan:
         _, self.categories = one_hot_columns(table, [c for c in config.categorical
                                                      if c in features])
         self.features: list[str] = []  # after one-hot expansion
-        column_of: dict[str, str] = {}  # each feature's column (a one-hot one: its category's)
         for name in features:
             if name in self.categories:
-                one_hot = [f"{name}={level}" for level in self.categories[name]]
-                column_of.update(dict.fromkeys(one_hot, name))
-                self.features += one_hot
+                self.features += [f"{name}={level}" for level in self.categories[name]]
             else:
                 self.features.append(name)
         self.inputs = {}
@@ -503,7 +515,7 @@ class _TablePlan:
                 raise DataError(f"the model has inputs {', '.join(io.inputs)}: say which "
                                 f"features feed '{name}'", f"e.g. data.inputs: {{{name}: 0:5}}")
             self.inputs[name] = select(self.features, spec, f"data.inputs.{name}")
-        self.used = sorted({column_of.get(c, c) for cols in self.inputs.values() for c in cols})
+        self.used = _columns_used(self.inputs, self.categories)
         # text target columns (cat/dog) become class indices in sorted order
         self.label_levels = {c: sorted(set(table.text[c].tolist()) - {""})
                              for c in self._all_targets() if c in table.text}
@@ -556,9 +568,7 @@ class _TablePlan:
         plan = cls.__new__(cls)
         plan.config, plan.io, plan.label_levels = config, io, {}
         plan.inputs, plan.categories = encoding["inputs"], encoding["categories"]
-        one_hot = {f"{name}={level}": name for name, levels in plan.categories.items()
-                   for level in levels}  # each one-hot feature's column
-        plan.used = sorted({one_hot.get(c, c) for cols in plan.inputs.values() for c in cols})
+        plan.used = _columns_used(plan.inputs, plan.categories)
         return plan, {k: float(v) for k, v in encoding["fill"].items()}
 
     def _numeric(self, table: Table) -> dict[str, np.ndarray]:
@@ -578,12 +588,8 @@ class _TablePlan:
                 columns[f"{name}={level}"] = (values == level).astype(np.float32)
         return columns
 
-    def _weight_columns(self) -> list[str]:
-        weights = self.config.sample_weight
-        return [weights] if isinstance(weights, str) else sorted(set((weights or {}).values()))
-
     def handle_missing_rows(self, table: Table) -> Table:
-        unfillable = self._all_targets() + [c for c in self._weight_columns()
+        unfillable = self._all_targets() + [c for c in _weight_columns(self.config)
                                             if c in table.names]
         check_finite(table, self.used + unfillable)
         counts = missing_counts(table, self.used + unfillable)
