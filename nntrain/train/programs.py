@@ -32,6 +32,7 @@ from nntrain.data.arrays import ArraySet, aligned_empty
 from nntrain.data.generator import GeneratorSplit
 from nntrain.data.stream import Stream
 from nntrain.train.devices import Placement, fetch
+from nntrain.train.kernel_layout import KernelLayout
 
 Carry = dict[str, Any]  # params, state, opt_state, step
 # {"x": {name: array}, "y": {name: array}, "w": array, "wo": {output: array}} (w, wo optional)
@@ -148,6 +149,9 @@ class Programs:
         self.rolled = rolled
         self.unroll = unroll or steps_per_iteration(setup)
         self.placement = placement or Placement(tuple(jax.devices()[:1]))
+        self.kernels = KernelLayout(setup.model, setup.optimizer,
+                                    self.placement.devices[0].platform,
+                                    batch_size // len(self.placement.devices))
         self.class_weight = None if class_weight is None else jnp.asarray(class_weight)
         self.logits_for = frozenset(o for o, loss in setup.losses.items() if loss.takes_logits)
         self._train_chunks: dict[int, Callable] = {}
@@ -225,25 +229,34 @@ class Programs:
             out = self.layout.outputs[0]
             w = {out: w[out] * self.class_weight[class_indices(yb[out])]}
         step_rng = jax.random.fold_in(rng, carry["step"])
-        grad_fn = jax.value_and_grad(self._batch, has_aux=True)
-        (_, (batch_sums, new_state)), grads = grad_fn(
+        # the carry holds the kernels in the chunk's layout (kernel_layout.py): the batch
+        # sees Keras's, and the gradients come back in the carry's
+        def held(params, *args, **kwargs):
+            return self._batch(self.kernels.params(params), *args, **kwargs)
+
+        (_, (batch_sums, new_state)), grads = jax.value_and_grad(held, has_aux=True)(
             carry["params"], carry["state"], xb, yb, w, n, training=True, rng=step_rng,
             mask=mask,
         )
         updates, opt_state = self.setup.optimizer.update(grads, carry["opt_state"], carry["params"])
-        params = self.model.constrain(optax.apply_updates(carry["params"], updates))
+        params = optax.apply_updates(carry["params"], updates)
+        if self.model.constraints:  # Keras's axes: on the kernels as Keras holds them
+            params = self.kernels.params(self.model.constrain(self.kernels.params(params)))
         state = {**carry["state"], **new_state}
         return {"params": params, "state": state, "opt_state": opt_state,
                 "step": carry["step"] + 1}, sums + batch_sums
 
     def _train_chunk(self, carry, sums, data, order, first_step, rng, n_total, steps):
+        carry = self.kernels.carry(carry)
         if self.rolled:  # `steps` is traced: one program for every chunk length
             def step(i, c):
                 return self._train_step(*c, data, order, first_step + i, rng, n_total)
-            return rolled_loop(step, (carry, sums), steps, self.unroll)
-        for i in range(steps):  # unrolled on purpose: see the module docstring
-            carry, sums = self._train_step(carry, sums, data, order, first_step + i, rng, n_total)
-        return carry, sums
+            carry, sums = rolled_loop(step, (carry, sums), steps, self.unroll)
+        else:
+            for i in range(steps):  # unrolled on purpose: see the module docstring
+                carry, sums = self._train_step(carry, sums, data, order, first_step + i, rng,
+                                               n_total)
+        return self.kernels.carry(carry), sums
 
     def train_chunk(self, steps: int) -> Callable:
         """The compiled chunk that runs `steps` steps: `f(carry, sums, data, order,
