@@ -64,6 +64,8 @@ def train(setup, ds, platform: str):
     "{adagrad: 0.1}",
     "{sgd: {learning_rate: 0.1, momentum: 0.5, clipnorm: 0.05, weight_decay: 0.01}}",
     "{adam: {learning_rate: 0.01, gradient_accumulation_steps: 2, global_clipnorm: 0.1}}",
+    "{sgd: {learning_rate: {exponential_decay: {initial_learning_rate: 0.1, decay_steps: 2, "
+    "decay_rate: 0.5}}, momentum: 0.9, clipvalue: 0.01}}",
 ])
 def test_training_with_kernels_held_transposed_matches_keras_layout(tmp_path: Path,
                                                                    optimizer: str):
