@@ -21,7 +21,8 @@ from nntrain.train.programs import Programs, epoch_order, initialize, to_device
 N, BATCH, STEPS = 40, 8, 5
 
 
-def setup_for(tmp_path: Path, optimizer: str, dense_extra: str = ""):
+def setup_for(tmp_path: Path, optimizer: str, dense_extra: str = "",
+              middle: str = "dense: {units: 5, activation: tanh}"):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(N, 6)).astype(np.float32)
     np.savez(tmp_path / "d.npz", x=x, y=(x[:, 0] + x[:, 1] > 0).astype(np.int32) + (x[:, 2] > 1))
@@ -32,7 +33,7 @@ def setup_for(tmp_path: Path, optimizer: str, dense_extra: str = ""):
           input: [6]
           layers:
             - dense: {{units: 9, activation: relu{dense_extra}}}
-            - dense: {{units: 5, activation: tanh}}
+            - {middle}
             - dense: {{units: 3, activation: softmax}}
         compile:
           loss: sparse_categorical_crossentropy
@@ -109,3 +110,42 @@ def test_off_the_cpu_and_at_large_batches_keras_layout_stays(tmp_path: Path):
                     placement=Placement(tuple(jax.devices()) * 4)).kernels.swapped
     assert not Programs(setup, batch_size=256, eval_batch_size=256,
                         steps_per_call=1).kernels.swapped
+
+
+NESTED = '''
+import jax
+import jax.numpy as jnp
+from pydantic import BaseModel, PositiveInt
+
+from nntrain.layers import Layer
+
+
+class Nested(Layer):
+    """Params as a nested dict and a list: any pytree a user's layer may return."""
+
+    class Args(BaseModel):
+        units: PositiveInt
+        activation: str | None = None
+        name: str | None = None
+        inputs: str | list[str] | None = None
+
+    def init(self, rng, input_shape):
+        kernel = jax.nn.initializers.glorot_uniform()(rng, (input_shape[-1], self.args.units))
+        params = {"proj": {"kernel": kernel}, "biases": [jnp.zeros(self.args.units)]}
+        return params, {}, (*input_shape[:-1], self.args.units)
+
+    def call(self, params, state, x, *, training, rng, **_):
+        return x @ params["proj"]["kernel"] + params["biases"][0], state
+'''
+
+
+def test_a_custom_layer_with_nested_params_trains_beside_dense_layers(tmp_path: Path):
+    (tmp_path / "nested_params_layers.py").write_text(NESTED)
+    setup, ds = setup_for(tmp_path, "{adam: 0.01}",
+                          middle="nested_params_layers:Nested: {units: 5, activation: tanh}")
+    held, carry, figures = train(setup, ds, "cpu")
+    assert held.kernels.swapped == {"dense": "kernel", "dense_1": "kernel"}
+    _, reference, reference_figures = train(setup, ds, "gpu")
+    assert figures == pytest.approx(reference_figures, rel=1e-5)
+    for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-6)

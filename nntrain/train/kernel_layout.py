@@ -42,8 +42,11 @@ class KernelLayout:
             name: "kernel" for name, layer in model.layers.items() if type(layer) is Dense}
 
     def _flags(self, params: Pytree) -> Pytree:
-        return {layer: {name: self.swapped.get(layer) == name and w.ndim == 2
-                        for name, w in weights.items()}
+        """`params`' structure with True at the kernels held transposed (a custom layer's
+        params may be any pytree: all False)."""
+        return {layer: {name: self.swapped[layer] == name and w.ndim == 2
+                        for name, w in weights.items()} if layer in self.swapped
+                else jax.tree.map(lambda _: False, weights)
                 for layer, weights in params.items()}
 
     def params(self, params: Pytree) -> Pytree:
