@@ -336,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--variants: unknown {k!r}")
 
     out = [f"Machine: {machine()}",
-           f"nntrain package: {NNTRAIN_SRC / 'nntrain'}",
+           "nntrain package: " + ("this checkout's nntrain/" if NNTRAIN_SRC == ROOT
+                                  else str(NNTRAIN_SRC / "nntrain")),
            f"Command: python bench/{Path(__file__).name} {' '.join(argv or sys.argv[1:])}",
            f"{args.repeats} run(s) per variant, interleaved; medians over runs.", "",
            "- epoch s: each framework's own epoch timer (nntrain: history.csv `seconds`; peers: "
