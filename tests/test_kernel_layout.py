@@ -45,8 +45,9 @@ def setup_for(tmp_path: Path, optimizer: str, dense_extra: str = "",
     return setup, load_dataset(loaded.config.data, setup.io, tmp_path, 0)
 
 
-def train(setup, ds, platform: str):
-    programs = Programs(setup, batch_size=BATCH, eval_batch_size=BATCH, steps_per_call=STEPS)
+def train(setup, ds, platform: str, rolled: bool = False):
+    programs = Programs(setup, batch_size=BATCH, eval_batch_size=BATCH, steps_per_call=STEPS,
+                        rolled=rolled)
     programs.kernels = KernelLayout(setup.model, setup.optimizer, platform, BATCH)
     _, params, state, opt_state = initialize(setup, 3)
     carry = {"params": params, "state": state, "opt_state": opt_state, "step": jnp.int32(0)}
@@ -82,6 +83,16 @@ def test_training_with_kernels_held_transposed_matches_keras_layout(tmp_path: Pa
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-6)
     initial = initialize(setup, 3)[1]["dense"]["kernel"]
     assert not np.allclose(carry["params"]["dense"]["kernel"], initial)  # it trained
+
+
+def test_a_rolled_chunk_holds_the_kernels_as_an_unrolled_one_does(tmp_path: Path):
+    """fit's rolled loop (MLPs) and unrolled steps (conv nets) both train as Keras's layout."""
+    setup, ds = setup_for(tmp_path, "{sgd: {learning_rate: 0.1, momentum: 0.9}}")
+    _, carry, figures = train(setup, ds, "cpu", rolled=True)
+    _, reference, reference_figures = train(setup, ds, "gpu")
+    assert figures == pytest.approx(reference_figures, rel=1e-5)
+    for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-5, atol=2e-6)
 
 
 def test_a_kernel_constraint_keeps_keras_axes(tmp_path: Path):

@@ -60,11 +60,9 @@ class KernelLayout:
         """Swap the params of a training carry and the optimizer state's copies of them."""
         if not self.swapped:
             return carry
-        flags = self._flags(carry["params"])
         opt_state = optax.tree_utils.tree_map_params(self.optimizer, _swap, carry["opt_state"],
-                                                     flags)
-        return {**carry, "params": jax.tree.map(_swap, carry["params"], flags),
-                "opt_state": opt_state}
+                                                     self._flags(carry["params"]))
+        return {**carry, "params": self.params(carry["params"]), "opt_state": opt_state}
 
 
 def _swap(leaf: Any, flag: bool) -> Any:
