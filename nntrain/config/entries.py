@@ -131,6 +131,7 @@ class Registry:
         self.args: dict[str, type[Args]] = {}
         self.aliases: dict[str, str] = {}
         self.custom_args = custom_args
+        self._entries: dict[str, type[Strict]] = {}  # by name: each model made once
 
     def register(self, name: str, *aliases: str):
         def decorate(cls: type[Args]) -> type[Args]:
@@ -167,13 +168,12 @@ class Registry:
         """The pydantic type of one entry: a union discriminated by the entry's name."""
         members = []
         for name in self.names:
-            args_cls = self.args[self.canonical(name)]
-            entry = create_model(
-                f"{self.kind.title()}_{name}",
-                __base__=Strict,
-                **{name: (args_cls, ...)},
-            )
-            members.append(Annotated[entry, Tag(name)])
+            if name not in self._entries:  # a second union (a wrapper's) reuses the models:
+                # each costs its schema's build at import, a millisecond
+                self._entries[name] = create_model(
+                    f"{self.kind.title()}_{name}", __base__=Strict,
+                    **{name: (self.args[self.canonical(name)], ...)})
+            members.append(Annotated[self._entries[name], Tag(name)])
         if self.custom_args is not None:
             custom = create_model(f"{self.kind.title()}_custom", __base__=CustomEntry,
                                   args=(self.custom_args, ...))
