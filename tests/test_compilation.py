@@ -53,6 +53,18 @@ def test_each_program_compiles_once_across_epochs_and_rate_changes(tmp_path: Pat
         assert chunk._cache_size() == 1
 
 
+def _compile_log(caplog: pytest.LogCaptureFixture, run) -> list[logging.LogRecord]:
+    """JAX's compile log records while `run()` runs, of every thread (jax.log_compiles()
+    would log the calling thread's alone)."""
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            run()
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    return [r for r in caplog.records if "ompil" in r.getMessage()]
+
+
 def test_the_validation_program_compiles_once_while_the_first_epoch_trains(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
     loaded = load_config(TINY, ["fit.epochs=2", "fit.callbacks=[]"])
@@ -66,20 +78,40 @@ def test_the_validation_program_compiles_once_while_the_first_epoch_trains(
         order.append("compile"), threads.append(threading.current_thread()),
         compile_evaluate(*a))[2]
     fitter.programs.evaluate = lambda *a: (order.append("evaluate"), evaluate(*a))[1]
-    # for every thread (jax.log_compiles() is the calling thread's): the validation program
-    # compiles on a thread of its own, beside the training program
-    jax.config.update("jax_log_compiles", True)
-    try:
-        with caplog.at_level(logging.WARNING):
-            fitter.fit()
-    finally:
-        jax.config.update("jax_log_compiles", False)
-    compiled = [r.getMessage() for r in caplog.records
+    # the validation program compiles on a thread of its own, beside the training program
+    compiled = [r.getMessage() for r in _compile_log(caplog, fitter.fit)
                 if r.getMessage().startswith("Finished XLA compilation of jit(_eval_chunk)")]
     assert order == ["compile", "evaluate", "evaluate"]  # during epoch 1, before its figures
     assert len(compiled) == 1, compiled
     # beside the training program's compile, not after it
     assert threads[0] is not threading.main_thread()
+
+
+def test_the_training_program_compiles_once_beside_the_init_program(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """Its compile starts, on a thread of its own, from the shapes of what it will be passed,
+    before the init program is compiled; the first chunk runs that program, not another."""
+    loaded = load_config(TINY, ["fit.epochs=2", "fit.callbacks=[]"])
+    setup = prepare(loaded)
+    dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+    made: list[Fitter] = []
+
+    def train():
+        made.append(Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True),
+                           True))
+        made[0].fit()
+
+    records = _compile_log(caplog, train)
+    messages = [r.getMessage() for r in records]
+    train = [r for r in records
+             if r.getMessage().startswith("Finished XLA compilation of jit(_train_chunk)")]
+    assert len(train) == 1, messages
+    assert train[0].threadName != threading.main_thread().name
+    started = next(i for i, m in enumerate(messages) if m.startswith("Compiling jit(_train_chunk)"))
+    init_done = next(i for i, m in enumerate(messages)
+                     if m.startswith("Finished XLA compilation of jit(_init)"))
+    assert started < init_done
+    assert len(made[0].history) == 2 and made[0].programs._compiling == {}
 
 
 def test_host_copies_of_the_data_are_let_go_once_on_the_device(tmp_path: Path):

@@ -3,10 +3,12 @@ jax.distributed, trains to the same history as one device; bad device settings e
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,7 +26,7 @@ FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
 def fit(config: Path, cwd: Path, *args: str, env: dict | None = None,
-        wait: bool = True) -> subprocess.Popen | Path:
+        wait: bool = True, output: list[str] | None = None) -> subprocess.Popen | Path:
     cwd.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "nntrain", "fit", str(config), "-q", *args]
     process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
@@ -33,7 +35,14 @@ def fit(config: Path, cwd: Path, *args: str, env: dict | None = None,
         return process
     out, _ = process.communicate(timeout=300)
     assert process.returncode == 0, out
+    if output is not None:
+        output.append(out)
     return next(cwd.glob("runs/*/*"))
+
+
+def compiles(output: str) -> collections.Counter:
+    """How many times each program was compiled, from JAX_LOG_COMPILES=1's log."""
+    return collections.Counter(re.findall(r"Finished XLA compilation of jit\((\w+)\)", output))
 
 
 def history(run: Path) -> dict[str, np.ndarray]:
@@ -52,8 +61,12 @@ def assert_same_history(a: Path, b: Path) -> None:
 @pytest.mark.parametrize("config", ["tiny_mlp.yaml", "tiny_cnn.yaml"])
 def test_four_devices_match_one(tmp_path: Path, config: str):
     one = fit(CONFIGS / config, tmp_path / "one")
-    four = fit(CONFIGS / config, tmp_path / "four", "--devices", "4", env=FOUR)
+    logged: list[str] = []
+    four = fit(CONFIGS / config, tmp_path / "four", "--devices", "4",
+               env={**FOUR, "JAX_LOG_COMPILES": "1"}, output=logged)
     assert_same_history(one, four)
+    # the programs compiled ahead, from shapes placed on the mesh, are the ones that run
+    assert set(compiles(logged[0]).values()) == {1}, compiles(logged[0])
     placement = json.loads((four / "run.json").read_text())["placement"]
     assert placement == {"platform": "cpu", "kind": "cpu", "count": 4, "processes": 1,
                          "ids": [0, 1, 2, 3]}

@@ -118,6 +118,14 @@ class Placement:
 
         return jax.tree.map(one, tree)
 
+    def as_replicated(self, shapes: Any) -> Any:
+        """What jit will see of arrays of these shapes once `replicate` has placed them:
+        for compiling ahead the programs they will be passed to, before they exist."""
+        sharding = None if self.mesh is None else jax.NamedSharding(self.mesh, jax.P())
+        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+            a.shape, a.dtype, sharding=sharding, weak_type=getattr(a, "weak_type", False)),
+            shapes)
+
     def shard_batch(self, tree: Any) -> Any:
         """Inside a compiled program: split the batch dimension over the `data` axis."""
         if self.mesh is None:
@@ -130,6 +138,15 @@ class Placement:
         first = self.devices[0]
         return {"platform": first.platform, "kind": first.device_kind, "count": self.count,
                 "processes": jax.process_count(), "ids": [d.id for d in self.devices]}
+
+
+def shapes_as_passed(tree: Any) -> Any:
+    """ShapeDtypeStructs of `tree`'s arrays as jit sees them when they are passed (an
+    uncommitted array leaves its placement to jit): lowered with these, a program is the
+    one a later call with the arrays finds compiled, even once the arrays are donated."""
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(
+        a.shape, a.dtype, sharding=a.sharding if a.committed else None,
+        weak_type=getattr(a, "weak_type", False)), tree)  # (a key array has none)
 
 
 def fetch(tree: Any) -> Any:

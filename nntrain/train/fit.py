@@ -35,13 +35,15 @@ from nntrain.optimizers import get_learning_rate, has_schedule, set_learning_rat
 from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
-from nntrain.train.devices import Placement, fetch
+from nntrain.train.devices import Placement, fetch, shapes_as_passed
 from nntrain.train.drawing import CLOSE_TIMEOUT, HistoryDrawer
 from nntrain.train.memory import release_freed_memory
 from nntrain.train.programs import (
     Programs,
     chunking,
+    device_shapes,
     epoch_order,
+    initial_shapes,
     initialize,
     place,
 )
@@ -147,6 +149,7 @@ class Fitter:
         self._write_failed = False
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
+        self._compile_training_ahead()
         keys, params, state, opt_state = initialize(setup, self.config.seed)
         # normalization layers learn their statistics from the training data, once
         state = setup.model.adapt(params, state, getattr(dataset.train, "x", None))
@@ -490,6 +493,8 @@ class Fitter:
                     callback.load_state(state)
                 self._states_at_stop = None
             start = time.perf_counter()
+            validation_compiled = self._compile_validation_ahead(validation) \
+                if epoch == initial_epoch else None
             order = self.placement.replicate(epoch_order(
                 self.keys["order"], epoch, self.n_train, padded, config.fit.shuffle))
             with EpochProgress(self.console, epoch, epochs, self.steps_per_epoch,
@@ -514,8 +519,6 @@ class Fitter:
                 if seconds_before:  # an epoch's seconds: both sessions' parts
                     start -= seconds_before
                     self.seconds_before_resume = seconds_before
-                validation_compiled = self._compile_validation_ahead(validation) \
-                    if epoch == initial_epoch else None
                 self.carry, sums, done = programs.train_epoch(
                     self.carry, train, order, self.n_train, self.keys["dropout"], on_chunk,
                     start_step=start_step, sums=sums,
@@ -574,18 +577,31 @@ class Fitter:
             callback.on_train_end(self)
         return self._result(status, reason)
 
+    def _compile_training_ahead(self) -> None:
+        """Start compiling the first epoch's training program on a thread of its own, from
+        the shapes of what it will be passed, while this thread compiles and runs the init
+        program and the first epoch's order: on 2 CPU cores, fashion_mlp's first epoch ended
+        0.6 s sooner than with the three compiles one after the other. A carry of other
+        types (a resumed checkpoint's) has its program compiled when it is first called."""
+        if self.streaming:
+            return
+        keys, params, state, opt_state = initial_shapes(self.setup, self.config.seed)
+        carry = {"params": params, "state": state, "opt_state": opt_state,
+                 "step": jax.ShapeDtypeStruct((), jnp.int32)}
+        order = jax.ShapeDtypeStruct((self.steps_per_epoch * self.batch_size,), jnp.int32)
+        self.programs.compile_train_ahead(
+            self.placement.as_replicated(carry), device_shapes(self.dataset.train, self.placement),
+            self.placement.as_replicated(order), self.n_train,
+            self.placement.as_replicated(keys["dropout"]))
+
     def _compile_validation_ahead(self, validation) -> Future | None:
-        """The validation program, compiled on a thread of its own while the training program
-        compiles and the first chunk runs. One after the other, the two compiles added up:
+        """The validation program, compiled on a thread of its own while the epoch's order
+        is drawn and the first chunk runs. One after the other, the two compiles added up:
         on a GPU an epoch can take less time than either (fashion_mlp at batch 256 on an
         H100: 6.3 s and 5.0 s of compiling and autotuning, 0.02 s an epoch)."""
         if validation is None or self.streaming:
             return None
-        # as the carry's arrays will be passed (an uncommitted array leaves the placement to
-        # jit), so that the program evaluate calls is the one compiled here
-        shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(
-            a.shape, a.dtype, sharding=a.sharding if a.committed else None,
-            weak_type=a.weak_type), (self.carry["params"], self.carry["state"]))
+        shapes = shapes_as_passed((self.carry["params"], self.carry["state"]))
         pool = ThreadPoolExecutor(1, thread_name_prefix="compile-validation")
         try:  # the shapes, not the carry: the first chunk donates its buffers
             return pool.submit(self.programs.compile_evaluate, *shapes, validation,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -154,8 +155,10 @@ class Programs:
                                     batch_size // len(self.placement.devices))
         self.class_weight = None if class_weight is None else jnp.asarray(class_weight)
         self.logits_for = frozenset(o for o, loss in setup.losses.items() if loss.takes_logits)
-        self._train_chunks: dict[int, Callable] = {}
-        self._eval_chunks: dict[int, Callable] = {}
+        self._train_chunks: dict[int | None, Callable] = {}
+        self._eval_chunks: dict[int | None, Callable] = {}
+        # training programs compiling on a thread (compile_train_ahead), by train_chunk key
+        self._compiling: dict[int | None, Future] = {}
 
     # -- one batch -------------------------------------------------------------------------
     def _batch(self, params, state, xb, yb, w, n, *, training: bool, rng, mask):
@@ -262,10 +265,38 @@ class Programs:
         """The compiled chunk that runs `steps` steps: `f(carry, sums, data, order,
         first_step, rng, n_total, steps)`."""
         key = None if self.rolled else steps
+        compiling = self._compiling.pop(key, None)
+        if compiling is not None:  # compiled ahead: wait for it rather than compile it again
+            compiling.result()
         if key not in self._train_chunks:
             self._train_chunks[key] = jax.jit(self._train_chunk, donate_argnums=(0,),
                                               static_argnums=() if self.rolled else (7,))
         return self._train_chunks[key]
+
+    def compile_train_ahead(self, carry: Any, data: DeviceData, order: Any, n_total: int,
+                            rng: Any, start_step: int = 0) -> None:
+        """Start compiling, on a thread of its own, the programs `train_epoch(carry, data,
+        order, n_total, rng, start_step=start_step)` will run, the first one first, from
+        ShapeDtypeStructs of the arguments as jit will see them (`shapes_as_passed`,
+        `device_shapes`, `Placement.as_replicated`): the Fitter starts it before the init
+        program compiles. `train_chunk` then waits for its program instead of compiling it
+        again; arguments of other types find no program and compile their own."""
+        n_steps = math.ceil(n_total / self.batch_size)
+        sums = self.placement.replicate(self.layout.zeros())
+        lengths: dict[int | None, int] = {}  # key: the chunk length to compile it with
+        for _, k, _, _ in self._feed(data, order, self.batch_size, start_step, n_steps):
+            lengths.setdefault(None if self.rolled else k, k)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="compile-training")
+        try:
+            for key, k in lengths.items():
+                if key in self._compiling:
+                    continue
+                program = self.train_chunk(k)  # the jit object, made on this thread
+                self._compiling[key] = pool.submit(
+                    lambda program=program, k=k: program.lower(
+                        carry, sums, data, order, start_step, rng, n_total, k).compile())
+        finally:
+            pool.shutdown(wait=False)
 
     def train_epoch(self, carry: Carry, data: DeviceData | Stream | GeneratorSplit,
                     order: jax.Array, n_total: int, rng: jax.Array,
@@ -418,17 +449,23 @@ def _derive_keys(seed: int) -> dict[str, jax.Array]:
             "dropout": jax.random.fold_in(root, 2)}
 
 
+def _init(setup: Setup, seed: int) -> tuple[dict[str, jax.Array], Any, Any, Any]:
+    keys = _derive_keys(seed)
+    params, state = setup.model.init(keys["init"])
+    return keys, params, state, setup.optimizer.init(params)
+
+
 def initialize(setup: Setup, seed: int) -> tuple[dict[str, jax.Array], Any, Any, Any]:
     """The run's keys (`init`, `order`, `dropout`), the model's params and state, and the
     optimizer's state for them, from one program with the seed compiled in (a seed may be
     over int32's range). The random bits are those of `model.init` compiled optimized; a
     scaled draw (random_uniform's) may round its last bit differently."""
-    def init(seed: int) -> tuple[dict[str, jax.Array], Any, Any, Any]:
-        keys = _derive_keys(seed)
-        params, state = setup.model.init(keys["init"])
-        return keys, params, state, setup.optimizer.init(params)
+    return run_once(partial(_init, setup), seed, static_argnums=(0,))
 
-    return run_once(init, seed, static_argnums=(0,))
+
+def initial_shapes(setup: Setup, seed: int) -> tuple[dict[str, Any], Any, Any, Any]:
+    """The shapes of what `initialize` returns, traced without compiling or drawing."""
+    return jax.eval_shape(partial(_init, setup, seed))
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4))
@@ -455,14 +492,26 @@ def place(data: ArraySet | GeneratorSplit, placement: Placement | None,
 def to_device(data: ArraySet, with_targets: bool = True,
               placement: Placement | None = None) -> DeviceData:
     """Move an ArraySet to the device(s), keeping compact dtypes (uint8 pixels)."""
-    out: DeviceData = {"x": {k: _in_memory(v) for k, v in data.x.items()},
-                       "y": {k: _in_memory(v) for k, v in data.y.items()}
-                       if with_targets else {}}
+    out = _device_tree(data, with_targets, _in_memory)
+    return jax.device_put(out) if placement is None else placement.replicate(out)
+
+
+def device_shapes(data: ArraySet, placement: Placement) -> DeviceData:
+    """What jit will see of `to_device(data, placement=placement)`, without moving it."""
+    return placement.as_replicated(jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, jax.dtypes.canonicalize_dtype(a.dtype)),
+        _device_tree(data, True, np.asarray)))
+
+
+def _device_tree(data: ArraySet, with_targets: bool,
+                 array: Callable[[np.ndarray], np.ndarray]) -> DeviceData:
+    out: DeviceData = {"x": {k: array(v) for k, v in data.x.items()},
+                       "y": {k: array(v) for k, v in data.y.items()} if with_targets else {}}
     if data.sample_weight is not None:
         out["w"] = np.asarray(data.sample_weight, np.float32)
     if data.output_weights:
         out["wo"] = {k: np.asarray(v, np.float32) for k, v in data.output_weights.items()}
-    return jax.device_put(out) if placement is None else placement.replicate(out)
+    return out
 
 
 def _in_memory(array: np.ndarray) -> np.ndarray:
