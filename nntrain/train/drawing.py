@@ -7,9 +7,8 @@ interval to get it back: on a GPU, where an epoch of fashion_mlp is 0.07 s of de
 the epochs a drawing overlapped took 2-5x as long. In a process of its own it costs the
 training process nothing but a line written to a pipe.
 
-The training process starts it as its first epoch ends (started before, matplotlib's import,
-0.8 s of CPU, took a core from the first programs' compiles on a 2-core machine), and asks
-for a drawing after each history.csv it writes (`request`); the
+The training process starts it before its first epoch, so that matplotlib's import overlaps
+the compiling, and asks for a drawing after each history.csv it writes (`request`); the
 drawing process reads history.csv when it draws, skips requests that pile up meanwhile, and
 spends at most ~3% of the time drawing (`BUDGET`): with epochs of milliseconds, drawing every
 epoch would keep a core busy. `close` asks for the last history and waits for it. A drawing
@@ -52,7 +51,7 @@ class HistoryDrawer:
         self._errors: Any = None
 
     def start(self) -> None:
-        """Start the drawing process (it imports matplotlib while training goes on); once."""
+        """Start the drawing process, which imports matplotlib while training compiles."""
         if self._process is not None:
             return
         # a file, not a pipe, which warnings could fill; closed by `close`

@@ -475,6 +475,8 @@ class Fitter:
             self.dataset = dataclasses.replace(self.dataset, train=None, validation=None)
         padded = self.steps_per_epoch * self.batch_size
         status, reason = ("stopped", self.ended) if self.ended else ("completed", "")
+        if self.placement.is_primary:
+            self._drawer.start()  # matplotlib's import while the first programs compile
         for callback in self.callbacks:
             callback.on_train_begin(self)
         batch_hooks = self._batch_hooks()
@@ -551,9 +553,6 @@ class Fitter:
                 release_freed_memory()
             logs["learning_rate"] = get_learning_rate(self.carry["opt_state"])
             best_before = self.checkpointer.tracker.best_epoch
-            if self.placement.is_primary:  # before this epoch's records ask for a drawing:
-                # not sooner, when matplotlib's import would take a core from the compiles
-                self._drawer.start()
             # what callbacks print comes after the epoch's line, as in Keras (the line says
             # whether a callback saved the best weights, so it waits for them)
             said = io.StringIO()
