@@ -317,7 +317,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                 run.update_info(**_run_record(loaded, dataset, base_dir), status="running",
                                 host=socket.gethostname(), pid=os.getpid())
             fitter = Fitter(setup, dataset, run, console, quiet, log_format=log_format,
-                            placement=placement)
+                            placement=placement, compile_ahead=resume is None)
             if fitter.streaming and not quiet:
                 _say_streaming(fitter, loaded, dataset, console)
             fitter.callbacks.extend(callbacks)

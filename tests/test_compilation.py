@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from concurrent.futures import Future
 from pathlib import Path
 
 import jax
@@ -101,6 +102,8 @@ def test_the_first_programs_compile_once_beside_the_init_program(
     def train():
         made.append(Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True),
                            True))
+        # started as the fitter was made, before its init program ran
+        assert made[0].programs._compiling and made[0]._order_compiled is not None
         made[0].fit()
 
     records = _compile_log(caplog, train)
@@ -110,11 +113,21 @@ def test_the_first_programs_compile_once_beside_the_init_program(
                 if r.getMessage().startswith(f"Finished XLA compilation of jit({program})")]
         assert len(done) == 1, messages
         assert done[0].threadName != threading.main_thread().name
-    started = next(i for i, m in enumerate(messages) if m.startswith("Compiling jit(_train_chunk)"))
-    init_done = next(i for i, m in enumerate(messages)
-                     if m.startswith("Finished XLA compilation of jit(_init)"))
-    assert started < init_done
     assert len(made[0].history) == 2 and made[0].programs._compiling == {}
+
+
+def test_a_failed_compile_ahead_leaves_the_call_to_compile_its_program(tmp_path: Path):
+    """An ahead compile that failed for a reason of its moment (a device short of memory)
+    does not fail the run: the first call compiles the program itself."""
+    loaded = load_config(TINY, ["fit.epochs=1", "fit.callbacks=[]"])
+    setup = prepare(loaded)
+    dataset = load_dataset(loaded.config.data, setup.io, TINY.parent, loaded.config.seed)
+    fitter = Fitter(setup, dataset, create_run(tmp_path, "tiny"), Console(quiet=True), True)
+    failed: Future = Future()
+    failed.set_exception(RuntimeError("RESOURCE_EXHAUSTED: out of memory while compiling"))
+    fitter.programs._compiling = dict.fromkeys(fitter.programs._compiling, failed)
+    fitter._order_compiled = failed
+    assert len(fitter.fit().history) == 1
 
 
 def test_host_copies_of_the_data_are_let_go_once_on_the_device(tmp_path: Path):

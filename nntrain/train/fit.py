@@ -46,6 +46,7 @@ from nntrain.train.programs import (
     initial_shapes,
     initialize,
     place,
+    wait_for_compile,
 )
 
 
@@ -97,7 +98,10 @@ class Fitter:
 
     def __init__(self, setup: Setup, dataset: Dataset, run: Run, console: Console,
                  quiet: bool = False, log_format: str = "rich",
-                 placement: Placement | None = None) -> None:
+                 placement: Placement | None = None, compile_ahead: bool = True) -> None:
+        """`compile_ahead`: start compiling the first epoch's programs now, beside the init
+        program (`_compile_ahead`); off for a resumed run, whose checkpoint may end it
+        before it trains."""
         self.setup, self.dataset, self.run, self.console, self.quiet = (
             setup, dataset, run, console, quiet)
         self.placement = placement or Placement.from_config(setup.loaded)
@@ -150,7 +154,8 @@ class Fitter:
         self.callbacks = self._make_callbacks()
         self.checkpointer = next(c for c in self.callbacks if isinstance(c, cb.ModelCheckpoint))
         self._order_compiled: Future | None = None  # by _compile_ahead
-        self._compile_ahead()
+        if compile_ahead:
+            self._compile_ahead()
         keys, params, state, opt_state = initialize(setup, self.config.seed)
         # normalization layers learn their statistics from the training data, once
         state = setup.model.adapt(params, state, getattr(dataset.train, "x", None))
@@ -497,7 +502,7 @@ class Fitter:
             validation_compiled = self._compile_validation_ahead(validation) \
                 if epoch == initial_epoch else None
             if self._order_compiled is not None:  # wait for it rather than compile it again
-                self._order_compiled.result()
+                wait_for_compile(self._order_compiled)
                 self._order_compiled = None
             order = self.placement.replicate(epoch_order(
                 self.keys["order"], epoch, self.n_train, padded, config.fit.shuffle))

@@ -16,6 +16,7 @@ example order. Everything per step stays on the device.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -267,7 +268,7 @@ class Programs:
         key = None if self.rolled else steps
         compiling = self._compiling.pop(key, None)
         if compiling is not None:  # compiled ahead: wait for it rather than compile it again
-            compiling.result()
+            wait_for_compile(compiling)
         if key not in self._train_chunks:
             self._train_chunks[key] = jax.jit(self._train_chunk, donate_argnums=(0,),
                                               static_argnums=() if self.rolled else (7,))
@@ -440,6 +441,14 @@ def run_once(fn: Callable, *args: Any, static_argnums: tuple[int, ...] = ()) -> 
     lowered = jax.jit(fn, static_argnums=static_argnums).lower(*args)
     options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
     return lowered.compile(options)(*(a for i, a in enumerate(args) if i not in static_argnums))
+
+
+def wait_for_compile(compiling: Future) -> None:
+    """Wait for a program compiling ahead. If that compile failed, the call compiles the
+    program itself, and raises the error again if it is the program's (a custom layer's);
+    one of the moment (a GPU short of memory while the init program ran) is left behind."""
+    with contextlib.suppress(Exception):
+        compiling.result()
 
 
 def _derive_keys(seed: int) -> dict[str, jax.Array]:
