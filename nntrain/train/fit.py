@@ -41,6 +41,7 @@ from nntrain.train.memory import release_freed_memory
 from nntrain.train.programs import (
     Programs,
     chunking,
+    compile_on_thread,
     device_shapes,
     epoch_order,
     initial_shapes,
@@ -596,13 +597,10 @@ class Fitter:
         other types (a resumed checkpoint's) has its program compiled when first called."""
         keys, params, state, opt_state = initial_shapes(self.setup, self.config.seed)
         padded = self.steps_per_epoch * self.batch_size
-        pool = ThreadPoolExecutor(1, thread_name_prefix="compile-order")
-        try:  # epoch_order's static arguments as _fit passes them
-            self._order_compiled = pool.submit(lambda: epoch_order.lower(
-                self.placement.as_replicated(keys["order"]), 0, self.n_train, padded,
-                self.config.fit.shuffle).compile())
-        finally:
-            pool.shutdown(wait=False)
+        # epoch_order's static arguments as _fit passes them
+        self._order_compiled = compile_on_thread("compile-order", lambda: epoch_order.lower(
+            self.placement.as_replicated(keys["order"]), 0, self.n_train, padded,
+            self.config.fit.shuffle).compile())
         if self.streaming:  # its chunks are made as it goes
             return
         carry = {"params": params, "state": state, "opt_state": opt_state,
@@ -620,12 +618,9 @@ class Fitter:
         if validation is None or self.streaming:
             return None
         shapes = shapes_as_passed((self.carry["params"], self.carry["state"]))
-        pool = ThreadPoolExecutor(1, thread_name_prefix="compile-validation")
-        try:  # the shapes, not the carry: the first chunk donates its buffers
-            return pool.submit(self.programs.compile_evaluate, *shapes, validation,
-                               self.n_validation)
-        finally:
-            pool.shutdown(wait=False)
+        # the shapes, not the carry: the first chunk donates its buffers
+        return compile_on_thread("compile-validation", lambda: self.programs.compile_evaluate(
+            *shapes, validation, self.n_validation))
 
     def _record_epoch(self, epoch: int) -> None:
         self._save_last(epoch)

@@ -275,9 +275,9 @@ class Programs:
         return self._train_chunks[key]
 
     def compile_train_ahead(self, carry: Any, data: DeviceData, order: Any, n_total: int,
-                            rng: Any, start_step: int = 0) -> None:
-        """Start compiling, on a thread of its own, the programs `train_epoch(carry, data,
-        order, n_total, rng, start_step=start_step)` will run, the first one first, from
+                            rng: Any) -> None:
+        """Start compiling, each on a thread of its own, the programs `train_epoch(carry,
+        data, order, n_total, rng)` will run from the epoch's first step, from
         ShapeDtypeStructs of the arguments as jit will see them (`shapes_as_passed`,
         `device_shapes`, `Placement.as_replicated`): the Fitter starts it before the init
         program compiles. `train_chunk` then waits for its program instead of compiling it
@@ -285,19 +285,14 @@ class Programs:
         n_steps = math.ceil(n_total / self.batch_size)
         sums = self.placement.replicate(self.layout.zeros())
         lengths: dict[int | None, int] = {}  # key: the chunk length to compile it with
-        for _, k, _, _ in self._feed(data, order, self.batch_size, start_step, n_steps):
+        for _, k, _, _ in self._feed(data, order, self.batch_size, 0, n_steps):
             lengths.setdefault(None if self.rolled else k, k)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="compile-training")
-        try:
-            for key, k in lengths.items():
-                if key in self._compiling:
-                    continue
+        for key, k in lengths.items():
+            if key not in self._compiling:
                 program = self.train_chunk(k)  # the jit object, made on this thread
-                self._compiling[key] = pool.submit(
-                    lambda program=program, k=k: program.lower(
-                        carry, sums, data, order, start_step, rng, n_total, k).compile())
-        finally:
-            pool.shutdown(wait=False)
+                self._compiling[key] = compile_on_thread(
+                    "compile-training", lambda program=program, k=k: program.lower(
+                        carry, sums, data, order, 0, rng, n_total, k).compile())
 
     def train_epoch(self, carry: Carry, data: DeviceData | Stream | GeneratorSplit,
                     order: jax.Array, n_total: int, rng: jax.Array,
@@ -441,6 +436,15 @@ def run_once(fn: Callable, *args: Any, static_argnums: tuple[int, ...] = ()) -> 
     lowered = jax.jit(fn, static_argnums=static_argnums).lower(*args)
     options = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else None
     return lowered.compile(options)(*(a for i, a in enumerate(args) if i not in static_argnums))
+
+
+def compile_on_thread(name: str, compile_: Callable[[], Any]) -> Future:
+    """`compile_()` on a thread of its own (XLA's compiler lets go of the GIL)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=name)
+    try:
+        return pool.submit(compile_)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def wait_for_compile(compiling: Future) -> None:
