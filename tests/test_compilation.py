@@ -10,7 +10,9 @@ from pathlib import Path
 
 import jax
 import pytest
+from clirunner import nntrain
 from rich.console import Console
+from runfiles import history_rows, only_run
 
 from nntrain.build import prepare
 from nntrain.config.loader import load_config
@@ -128,6 +130,22 @@ def test_a_failed_compile_ahead_leaves_the_call_to_compile_its_program(tmp_path:
     fitter.programs._compiling = dict.fromkeys(fitter.programs._compiling, failed)
     fitter._order_compiled = failed
     assert len(fitter.fit().history) == 1
+
+
+def test_a_new_run_compiles_ahead_and_a_resumed_one_on_first_use(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A resumed run's checkpoint may end it at once (nothing left to train, or damaged):
+    it must not wait for programs compiled ahead that it would never use."""
+    started: list[Fitter] = []
+    compile_ahead = Fitter._compile_ahead
+    monkeypatch.setattr(Fitter, "_compile_ahead",
+                        lambda self: (started.append(self), compile_ahead(self))[1])
+    assert nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
+    assert len(started) == 1
+    run = only_run(tmp_path)
+    resumed = nntrain("fit", "--resume", str(run), "--epochs", "2", "-q", cwd=tmp_path)
+    assert resumed.exit_code == 0, resumed.output
+    assert len(started) == 1 and len(history_rows(run)) == 2
 
 
 def test_host_copies_of_the_data_are_let_go_once_on_the_device(tmp_path: Path):
