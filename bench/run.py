@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(NNTRAIN_SRC))
     # nntrain's bytecode, as pip writes it for an installed package: a checkout or snapshot
     # may have none, and under PYTHONDONTWRITEBYTECODE each launch would compile its sources
-    # again (some 0.6 s on 2 cores), which the peers, imported from installed packages, never pay
+    # again (0.2-0.6 s on 2 cores), which the peers, imported from installed packages, never pay
     compileall.compile_dir(NNTRAIN_SRC / "nntrain", quiet=1)
     import jax
 

@@ -138,8 +138,12 @@ def test_a_new_run_compiles_ahead_and_a_resumed_one_on_first_use(
     it must not wait for programs compiled ahead that it would never use."""
     started: list[Fitter] = []
     compile_ahead = Fitter._compile_ahead
-    monkeypatch.setattr(Fitter, "_compile_ahead",
-                        lambda self: (started.append(self), compile_ahead(self))[1])
+
+    def recorded(self: Fitter) -> None:
+        started.append(self)
+        compile_ahead(self)
+
+    monkeypatch.setattr(Fitter, "_compile_ahead", recorded)
     assert nntrain("fit", str(TINY), "-q", "--epochs", "1", cwd=tmp_path).exit_code == 0
     assert len(started) == 1
     run = only_run(tmp_path)
