@@ -12,6 +12,7 @@ import functools
 import math
 import re
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import (
@@ -27,7 +28,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, core_schema
 
 BOOL_FOR_NUMBER = "bool_for_number"  # the error type of `units: yes`
 
@@ -88,8 +89,10 @@ def _takes_bool(annotation: Any) -> bool:
 
 
 class Args(Strict):
-    """Arguments of a named entry. `positional` names the field a bare value fills."""
+    """Arguments of a named entry. `positional` names the field a bare value fills. Its
+    validator is built on first use: a config names few of the registered entries."""
 
+    model_config = ConfigDict(defer_build=True)
     positional: ClassVar[str | None] = None
 
 
@@ -133,6 +136,14 @@ class Registry:
         self.custom_args = custom_args
         self._entries: dict[str, type[Strict]] = {}  # by name: each model made once
 
+    def entry_model(self, name: str) -> type[Strict]:
+        """The model of one entry, `{name: args}`, made on first use."""
+        if name not in self._entries:
+            self._entries[name] = create_model(
+                f"{self.kind.title()}_{name}", __base__=Strict,
+                **{name: (self.args[self.canonical(name)], ...)})
+        return self._entries[name]
+
     def register(self, name: str, *aliases: str):
         def decorate(cls: type[Args]) -> type[Args]:
             self.args[name] = cls
@@ -166,18 +177,18 @@ class Registry:
 
     def entry_type(self) -> Any:
         """The pydantic type of one entry: a union discriminated by the entry's name."""
-        members = []
-        for name in self.names:
-            if name not in self._entries:  # a second union (a wrapper's) reuses the models:
-                # each costs its schema's build at import, a millisecond
-                self._entries[name] = create_model(
-                    f"{self.kind.title()}_{name}", __base__=Strict,
-                    **{name: (self.args[self.canonical(name)], ...)})
-            members.append(Annotated[self._entries[name], Tag(name)])
+        # each member validates with its model, made the first time a config names it: a
+        # union of every model would build them all at import
+        members = [Annotated[Any, LazyEntry(name, functools.partial(self.entry_model, name)),
+                             Tag(name)] for name in self.names]
         if self.custom_args is not None:
-            custom = create_model(f"{self.kind.title()}_custom", __base__=CustomEntry,
-                                  args=(self.custom_args, ...))
-            members.append(Annotated[custom, Tag(CUSTOM)])
+            custom_args = self.custom_args
+
+            @functools.cache
+            def custom() -> type[Strict]:
+                return create_model(f"{self.kind.title()}_custom", __base__=CustomEntry,
+                                    args=(custom_args, ...))
+            members.append(Annotated[Any, LazyEntry(None, custom), Tag(CUSTOM)])
         custom_allowed = self.custom_args is not None
 
         def tag_of(value: Any) -> str | None:
@@ -220,6 +231,24 @@ class Registry:
             ),
             BeforeValidator(expand),
         ]
+
+
+class LazyEntry:
+    """A union member validated by `model()`, a model made on first use (`name`: the key
+    it has, None for a user's `module:Class` entry)."""
+
+    def __init__(self, name: str | None, model: Callable[[], type[BaseModel]]) -> None:
+        self.name, self.model = name, model
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        def validate(value: Any, info: ValidationInfo) -> Any:
+            return self.model().model_validate(value, context=info.context)
+
+        return core_schema.with_info_plain_validator_function(validate)
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
+        # the model's own schema, as a definition (`nntrain schema` rewrites those)
+        return handler.generate_json_schema.generate_inner(self.model().__pydantic_core_schema__)
 
 
 def snake_case(name: str) -> str:
