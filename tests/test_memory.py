@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nntrain.data.arrays import DEVICE_ALIGNMENT, ArraySet, aligned_empty
-from nntrain.data.idx import parse_idx
+from nntrain.data.idx import parse_idx, read_bytes, read_idx
 from nntrain.train.memory import release_freed_memory
 from nntrain.train.programs import to_device
 
@@ -41,6 +41,29 @@ def test_idx_images_are_aligned_writable_copies() -> None:
     assert parsed.ctypes.data % DEVICE_ALIGNMENT == 0
     parsed[0, 0, 0] = 7  # writable, and not a view of the file's bytes
     assert data[4 + 12] == images[0, 0, 0]
+
+
+@pytest.mark.parametrize("shape", [(60,), (50, 28, 28), (7, 3, 2, 5)])
+def test_a_plain_idx_file_is_read_once_into_aligned_memory(tmp_path, shape) -> None:
+    # the file's bytes land aligned and are the array itself: no second copy of the images
+    values = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
+    (tmp_path / "images").write_bytes(idx_bytes(values))
+    data = read_bytes(tmp_path / "images")
+    parsed = parse_idx(data)
+    np.testing.assert_array_equal(parsed, values)
+    assert parsed.ctypes.data % DEVICE_ALIGNMENT == 0 and parsed.flags.writeable
+    header = 4 + 4 * len(shape)
+    assert parsed.ctypes.data == np.frombuffer(data, np.uint8).ctypes.data + header
+    np.testing.assert_array_equal(read_idx(tmp_path / "images"), values)
+
+
+def test_a_big_endian_idx_file_is_copied_into_native_order(tmp_path) -> None:
+    values = np.arange(-6, 6, dtype=np.int32).reshape(3, 4) * 100_000
+    header = bytes([0, 0, 0x0C, 2]) + np.array(values.shape, ">u4").tobytes()
+    (tmp_path / "ints").write_bytes(header + values.astype(">i4").tobytes())
+    parsed = read_idx(tmp_path / "ints")
+    np.testing.assert_array_equal(parsed, values)
+    assert parsed.dtype == np.int32 and parsed.ctypes.data % DEVICE_ALIGNMENT == 0
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU device shares host memory")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nntrain.data.arrays import aligned_empty
+from nntrain.data.arrays import DEVICE_ALIGNMENT, aligned_empty
 from nntrain.errors import DataError
 
 __all__ = ["parse_idx", "read_bytes", "read_idx"]
@@ -34,17 +34,30 @@ _DAMAGED_HINT = (
 )
 
 
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
+def read_bytes(path: str | os.PathLike[str]) -> bytes | memoryview:
     """Contents of `path`, gunzipped if the file is gzip-compressed.
 
+    A plain file is read into a buffer placed so that its IDX values start on a
+    DEVICE_ALIGNMENT boundary: `parse_idx` then keeps its bytes in place instead of copying
+    them (one 47 MB copy and its page faults less for Fashion-MNIST's training images).
     Raises DataError naming the file if it cannot be read or its gzip data is damaged.
     """
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            if f.read(2) != _GZIP_MAGIC:
+            head = f.read(4)
+            if head[:2] != _GZIP_MAGIC:
+                size = os.fstat(f.fileno()).st_size
+                header = 4 + 4 * head[3] if len(head) == 4 else 0
+                buffer = np.empty(size + DEVICE_ALIGNMENT, np.uint8)
+                start = -(buffer.ctypes.data + header) % DEVICE_ALIGNMENT
+                view = memoryview(buffer[start:start + size])
                 f.seek(0)
-                return f.read()
+                read = f.readinto(view)
+                if read != size or f.read(1):  # changed while read: read it as it is now
+                    f.seek(0)
+                    return f.read()
+                return view
             f.seek(0)
             with gzip.GzipFile(fileobj=f) as unzipped:
                 return unzipped.read()
@@ -54,8 +67,9 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes:
         raise DataError(f"Cannot read {path}: {e.strerror or e}") from e
 
 
-def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode IDX `data` into a writable array in native byte order.
+def parse_idx(data: bytes | memoryview, source: str = "<bytes>") -> np.ndarray:
+    """Decode IDX `data` into a writable, aligned array in native byte order: `data`'s own
+    bytes where they already are that (`read_bytes` of a plain file of bytes), else a copy.
 
     `source` names the data (a file name) in the DataError raised when it is malformed.
     """
@@ -78,6 +92,9 @@ def parse_idx(data: bytes, source: str = "<bytes>") -> np.ndarray:
             _DAMAGED_HINT,
         )
     values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    if dtype.isnative and values.flags.writeable and \
+            values.ctypes.data % DEVICE_ALIGNMENT == 0:
+        return values
     # One copy: native byte order, writable (frombuffer over bytes is read-only), and
     # aligned so that the device can use it in place
     array = aligned_empty(shape, dtype.newbyteorder("="))
