@@ -3,6 +3,8 @@ graph checks that `validate` and `train` run before compiling anything."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -935,3 +937,25 @@ def test_kerass_saved_loss_and_metric_configs_are_read(tmp_path):
     assert setup.log_names() == ["loss", "pr_auc", "binary_accuracy"]
     with pytest.raises(ConfigError, match="reduction: expected one of 'sum_over_batch_size'"):
         load_config(source, ["compile.loss={binary_crossentropy: {reduction: sum}}"])
+
+
+def test_threads_validating_at_once_share_each_entry_model():
+    """Entry models are made on first use; threads that name one at the same moment must get
+    the same model, or entries made by the others would fail to validate again."""
+    code = """
+import sys, threading
+from nntrain.config.schema import ModelConfig
+sys.setswitchinterval(1e-6)
+go, made = threading.Barrier(8), []
+def work():
+    go.wait()
+    made.append(ModelConfig(input=[4], layers=["flatten", {"dense": 3}, "my_layers:Scale"]))
+threads = [threading.Thread(target=work) for _ in range(8)]
+[t.start() for t in threads]; [t.join() for t in threads]
+for model in made:
+    ModelConfig(input=[4], layers=model.layers)  # raises if an entry's model differs
+print(len(made))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["8"]

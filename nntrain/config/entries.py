@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import threading
 import typing
 from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -135,14 +136,20 @@ class Registry:
         self.aliases: dict[str, str] = {}
         self.custom_args = custom_args
         self._entries: dict[str, type[Strict]] = {}  # by name: each model made once
+        self._making = threading.RLock()
 
     def entry_model(self, name: str) -> type[Strict]:
-        """The model of one entry, `{name: args}`, made on first use."""
-        if name not in self._entries:
-            self._entries[name] = create_model(
-                f"{self.kind.title()}_{name}", __base__=Strict,
-                **{name: (self.args[self.canonical(name)], ...)})
-        return self._entries[name]
+        """The model of one entry, `{name: args}` (CUSTOM: a user's `module:Class` entry),
+        made on first use; under a lock, so that threads validating at once share one model
+        (an entry of another model of the same name would not validate again)."""
+        with self._making:
+            if name not in self._entries:
+                self._entries[name] = create_model(
+                    f"{self.kind.title()}_custom", __base__=CustomEntry,
+                    args=(self.custom_args, ...)) if name == CUSTOM else create_model(
+                    f"{self.kind.title()}_{name}", __base__=Strict,
+                    **{name: (self.args[self.canonical(name)], ...)})
+            return self._entries[name]
 
     def register(self, name: str, *aliases: str):
         def decorate(cls: type[Args]) -> type[Args]:
@@ -182,13 +189,8 @@ class Registry:
         members = [Annotated[Any, LazyEntry(name, functools.partial(self.entry_model, name)),
                              Tag(name)] for name in self.names]
         if self.custom_args is not None:
-            custom_args = self.custom_args
-
-            @functools.cache
-            def custom() -> type[Strict]:
-                return create_model(f"{self.kind.title()}_custom", __base__=CustomEntry,
-                                    args=(custom_args, ...))
-            members.append(Annotated[Any, LazyEntry(None, custom), Tag(CUSTOM)])
+            members.append(Annotated[
+                Any, LazyEntry(None, functools.partial(self.entry_model, CUSTOM)), Tag(CUSTOM)])
         custom_allowed = self.custom_args is not None
 
         def tag_of(value: Any) -> str | None:
