@@ -143,13 +143,16 @@ class Registry:
         made on first use; under a lock, so that threads validating at once share one model
         (an entry of another model of the same name would not validate again)."""
         with self._making:
-            if name not in self._entries:
-                self._entries[name] = create_model(
-                    f"{self.kind.title()}_custom", __base__=CustomEntry,
-                    args=(self.custom_args, ...)) if name == CUSTOM else create_model(
-                    f"{self.kind.title()}_{name}", __base__=Strict,
-                    **{name: (self.args[self.canonical(name)], ...)})
-            return self._entries[name]
+            if name in self._entries:
+                return self._entries[name]
+            model_name = f"{self.kind.title()}_{name}"
+            if name == CUSTOM:
+                model = create_model(model_name, __base__=CustomEntry, args=(self.custom_args, ...))
+            else:
+                model = create_model(model_name, __base__=Strict,
+                                     **{name: (self.args[self.canonical(name)], ...)})
+            self._entries[name] = model
+            return model
 
     def register(self, name: str, *aliases: str):
         def decorate(cls: type[Args]) -> type[Args]:
