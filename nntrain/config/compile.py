@@ -4,6 +4,7 @@ schedules, Keras's names and defaults (Keras's epsilon 1e-7, not optax's 1e-8)."
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
@@ -17,12 +18,11 @@ from pydantic import (
     PositiveInt,
     Tag,
     ValidationInfo,
-    create_model,
     field_validator,
     model_validator,
 )
 
-from nntrain.config.entries import Args, Registry, Strict
+from nntrain.config.entries import Args, LazyEntry, Registry
 
 LOSSES = Registry("loss")
 METRICS = Registry("metric")
@@ -265,20 +265,14 @@ class OneCycleArgs(ScheduleArgs):
     final_div_factor: PositiveFloat = 1e4
 
 
-_SCHEDULE_ENTRIES: dict[str, type[BaseModel]] = {}
-
-
 def schedule_type(scalar_tag: str, scalar: Any) -> Any:
     """A value that is either `scalar` (a number, a function name) or one schedule written
     `{name: {arguments}}`. `scalar_tag` is the field's own name, so that error locations read
     `learning_rate.exponential_decay.decay_steps`, never a union's internal tag."""
-    members = [Annotated[scalar, Tag(scalar_tag)]]
-    for name in SCHEDULES.names:
-        if name not in _SCHEDULE_ENTRIES:  # one model per name, shared by every field
-            _SCHEDULE_ENTRIES[name] = create_model(
-                f"Schedule_{name}", __base__=Strict,
-                **{name: (SCHEDULES.args[SCHEDULES.canonical(name)], ...)})
-        members.append(Annotated[_SCHEDULE_ENTRIES[name], Tag(name)])
+    # one model per name, shared by every field, made the first time a config names it
+    members = [Annotated[scalar, Tag(scalar_tag)]] + [
+        Annotated[Any, LazyEntry(name, functools.partial(SCHEDULES.entry_model, name)), Tag(name)]
+        for name in SCHEDULES.names]
 
     def tag_of(value: Any) -> str | None:
         if isinstance(value, dict):

@@ -82,6 +82,9 @@ def _takes_bool(annotation: Any) -> bool:
     validation (a mapping, Any). A config section never takes a bare bool."""
     if annotation in (bool, Any, dict):
         return True
+    if typing.get_origin(annotation) is Annotated and any(
+            isinstance(m, LazyEntry) for m in annotation.__metadata__):
+        return False  # an entry, `{name: args}`: a config section
     if typing.get_origin(annotation) is Literal:
         return any(isinstance(v, bool) for v in typing.get_args(annotation))
     if typing.get_origin(annotation) is dict:
