@@ -374,7 +374,6 @@ def test_help_validate_and_summary_do_not_import_jax():
     assert not jax_loaded and not optax_loaded
 
 
-
 def test_validate_builds_only_the_entry_models_a_config_names():
     """Each layer, loss, optimizer... model is built the first time a config names it
     (building all of them took 0.2 s of every start)."""
@@ -392,6 +391,7 @@ def test_validate_builds_only_the_entry_models_a_config_names():
     assert before == []
     assert layers == ["dense", "flatten", "rescaling"]
     assert optimizers == ["sgd"]
+
 
 def _command_paths() -> list[list[str]]:
     import typer

@@ -82,8 +82,7 @@ def _takes_bool(annotation: Any) -> bool:
     validation (a mapping, Any). A config section never takes a bare bool."""
     if annotation in (bool, Any, dict):
         return True
-    if typing.get_origin(annotation) is Annotated and any(
-            isinstance(m, LazyEntry) for m in annotation.__metadata__):
+    if lazy_entry(annotation) is not None:
         return False  # an entry, `{name: args}`: a config section
     if typing.get_origin(annotation) is Literal:
         return any(isinstance(v, bool) for v in typing.get_args(annotation))
@@ -257,6 +256,13 @@ class LazyEntry:
     def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
         # the model's own schema, as a definition (`nntrain schema` rewrites those)
         return handler.generate_json_schema.generate_inner(self.model().__pydantic_core_schema__)
+
+
+def lazy_entry(annotation: Any) -> LazyEntry | None:
+    """The LazyEntry an annotation is (a union member made by `Registry.entry_type`), if any."""
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    return next((m for m in annotation.__metadata__ if isinstance(m, LazyEntry)), None)
 
 
 def snake_case(name: str) -> str:

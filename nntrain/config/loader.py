@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS, SCHEDULES
-from nntrain.config.entries import BOOL_FOR_NUMBER, LazyEntry, Registry, snake_case
+from nntrain.config.entries import BOOL_FOR_NUMBER, Registry, lazy_entry, snake_case
 from nntrain.config.layers import CONSTRAINTS, LAYERS, RECURRENT, REGULARIZERS
 from nntrain.config.schema import CODE_PATTERN, RUN_NAME_PATTERN, SIZE_PATTERN, Config
 from nntrain.errors import UserError
@@ -614,12 +614,6 @@ def _fields_at(path: Path_) -> list[str]:
     return []
 
 
-def _lazy_entry(tp: Any) -> LazyEntry | None:
-    if get_origin(tp) is not None and get_origin(tp).__name__ == "Annotated":
-        return next((m for m in tp.__metadata__ if isinstance(m, LazyEntry)), None)
-    return None
-
-
 def _unwrap(tp: Any) -> Any:
     while get_origin(tp) is not None and get_origin(tp).__name__ == "Annotated":
         tp = get_args(tp)[0]
@@ -627,7 +621,7 @@ def _unwrap(tp: Any) -> Any:
 
 
 def _step(tp: Any, part: str | int) -> Any:
-    lazy = _lazy_entry(tp)
+    lazy = lazy_entry(tp)
     if lazy is not None:  # an entry's model has one key, its name: made only if it is that
         return _step(lazy.model(), part) if lazy.name in (None, part) else None
     tp = _unwrap(tp)

@@ -49,9 +49,9 @@ def read_bytes(path: str | os.PathLike[str]) -> bytes | memoryview:
             if head[:2] != _GZIP_MAGIC:
                 size = os.fstat(f.fileno()).st_size
                 header = 4 + 4 * head[3] if len(head) == 4 else 0
-                buffer = np.empty(size + DEVICE_ALIGNMENT, np.uint8)
-                start = -(buffer.ctypes.data + header) % DEVICE_ALIGNMENT
-                view = memoryview(buffer[start:start + size])
+                start = -header % DEVICE_ALIGNMENT  # past an aligned start: values aligned
+                buffer = aligned_empty((start + size,), np.uint8)
+                view = memoryview(buffer[start:])
                 f.seek(0)
                 read = f.readinto(view)
                 if read != size or f.read(1):  # changed while read: read it as it is now
