@@ -25,11 +25,17 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
+def cpu_env(extra: dict | None = None) -> dict:
+    """The environment of a child process on the CPU: the simulated devices are CPU devices,
+    and on a GPU machine two processes would otherwise share its one GPU."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu", **(extra or {})}
+
+
 def fit(config: Path, cwd: Path, *args: str, env: dict | None = None,
         wait: bool = True, output: list[str] | None = None) -> subprocess.Popen | Path:
     cwd.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "nntrain", "fit", str(config), "-q", *args]
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})},
+    process = subprocess.Popen(command, cwd=cwd, env=cpu_env(env),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
         return process
@@ -104,7 +110,7 @@ hlo = programs.train_chunk(2).lower(carry, sums, data, order, 0, rng, n, 2).comp
 text = hlo.as_text()
 print(len(placement.devices), "all-reduce" in text, "f32[8,16]" in text)
 """
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **FOUR},
+    out = subprocess.run([sys.executable, "-c", code], env=cpu_env(FOUR),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     # 4 devices; gradients all-reduced; a batch of 32 rows of 16 features is 8 per device
@@ -122,8 +128,9 @@ def _pair(cwd: Path, *args: str) -> list[subprocess.Popen]:
     cwd.mkdir(exist_ok=True)
     cluster = ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2"]
     return [subprocess.Popen([sys.executable, "-m", "nntrain", "fit", *args, "-q", *cluster,
-                              "--process-id", str(i)], cwd=cwd, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for i in (1, 0)]
+                              "--process-id", str(i)], cwd=cwd, env=cpu_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for i in (1, 0)]
 
 
 def _finish(workers: list[subprocess.Popen]) -> None:
@@ -208,8 +215,8 @@ def test_bad_device_settings_exit_2(tmp_path: Path):
     result = nntrain("fit", str(config), "--devices", "8", cwd=tmp_path)
     assert result.exit_code == 2
     # the place is the option as typed, not the --set it stands for
-    assert "--devices 8: fit.devices: 8 devices asked for, but only 1 cpu device" in \
-        " ".join(result.output.split())
+    assert re.search(r"--devices 8: fit\.devices: 8 devices asked for, but only 1 (cpu|gpu|tpu) "
+                     r"device", " ".join(result.output.split()))
     assert "--xla_force_host_platform_device_count=8" in result.output
     result = nntrain("fit", str(config), "--set", "fit.devices=8", cwd=tmp_path)
     assert result.exit_code == 2 and "--set fit.devices=8: fit.devices" in result.output
@@ -262,7 +269,7 @@ def test_bad_multi_process_flags_exit_2(tmp_path: Path, flags, message):
 
 
 def _resume(run: Path, *args: str, devices: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env = cpu_env({"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"})
     return subprocess.run([sys.executable, "-m", "nntrain", "fit", "--resume", str(run), *args,
                            "-q"], cwd=run.parents[2], env=env, capture_output=True, text=True)
 

@@ -116,11 +116,12 @@ def test_off_the_cpu_and_at_large_batches_keras_layout_stays(tmp_path: Path):
         assert not layout.swapped
         assert layout.params(params) is params
     assert KernelLayout(setup.model, setup.optimizer, "cpu", 255).swapped
-    # batch 256 over 4 devices: 64 rows a device
+    # batch 256 over 4 CPU devices: 64 rows a device
+    cpu = tuple(jax.devices("cpu"))
     assert Programs(setup, batch_size=256, eval_batch_size=256, steps_per_call=1,
-                    placement=Placement(tuple(jax.devices()) * 4)).kernels.swapped
-    assert not Programs(setup, batch_size=256, eval_batch_size=256,
-                        steps_per_call=1).kernels.swapped
+                    placement=Placement(cpu * 4)).kernels.swapped
+    assert not Programs(setup, batch_size=256, eval_batch_size=256, steps_per_call=1,
+                        placement=Placement(cpu)).kernels.swapped
 
 
 NESTED = '''
