@@ -126,7 +126,8 @@ def prepare(loaded: LoadedConfig, training: bool = True) -> Setup:
 
     custom = _custom_layers(loaded, graph)
     try:
-        model = Model(graph, custom, compute_dtype=loaded.config.fit.precision)
+        model = Model(graph, custom, compute_dtype=loaded.config.fit.precision,
+                      matmul_precision=loaded.config.fit.matmul_precision)
     except (ShapeError, ShapeErrors) as e:
         raise ConfigError([
             loaded.issue(("model", "layers", err.node_index) if err.node_index is not None

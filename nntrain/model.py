@@ -34,6 +34,20 @@ class LayerInfo:
     shares: str | None = None  # a shared node: the layer whose weights it uses
 
 
+def _in_matmul_precision(apply: Callable) -> Callable:
+    """`apply` traced under the model's matmul precision: the dot products and convolutions
+    it traces, and their gradients, keep it."""
+
+    @functools.wraps(apply)
+    def traced(self: Model, *args: Any, **kwargs: Any) -> Any:
+        if self.matmul_precision is None:
+            return apply(self, *args, **kwargs)
+        with jax.default_matmul_precision(self.matmul_precision):
+            return apply(self, *args, **kwargs)
+
+    return traced
+
+
 class Model:
     """`init(rng) -> (params, state)`; `apply(params, state, inputs, ...) -> (outputs, state)`.
 
@@ -41,13 +55,16 @@ class Model:
     """
 
     def __init__(self, graph: Graph, custom: dict[str, type] | None = None,
-                 compute_dtype: str = "float32") -> None:
+                 compute_dtype: str = "float32", matmul_precision: str | None = None) -> None:
         """`custom` maps `module:Class` layer types to the user's classes. With
         `compute_dtype` bfloat16 (mixed precision), each layer computes in bfloat16 on a
         bfloat16 copy of its float32 weights; gradients flow back through the cast to the
-        float32 params, and state (BatchNorm's statistics) and outputs stay float32."""
+        float32 params, and state (BatchNorm's statistics) and outputs stay float32.
+        `matmul_precision` (JAX's default, high, highest) sets how accelerators compute
+        float32 matrix products and convolutions; None leaves JAX's own setting."""
         self.graph = graph
         self.compute_dtype = compute_dtype
+        self.matmul_precision = matmul_precision
         types = {**LAYER_TYPES, **(custom or {})}
         # `shared` nodes call another layer again: node -> the layer whose weights they use
         self.shared: dict[str, str] = {n.name: _root(graph, n) for n in graph.nodes
@@ -246,6 +263,7 @@ class Model:
         """New weights: layer i's from key fold_in(rng, i)."""
         return self._walk(lambda layer, i, shape: layer.init(jax.random.fold_in(rng, i), shape))
 
+    @_in_matmul_precision
     def apply(
         self,
         params: Pytree,

@@ -93,3 +93,53 @@ def test_normalization_statistics_are_float32_under_bfloat16(name: str):
     np.testing.assert_allclose(np.asarray(y, np.float32), expected, atol=0.02)
     if name.startswith("batch"):
         np.testing.assert_allclose(new_state["moving_variance"], exact.var(0), rtol=1e-3)
+
+
+def _products(jaxpr) -> list[tuple[str, object]]:
+    """(primitive, precision) of every matrix product and convolution in `jaxpr`, nested
+    programs (jit, custom gradients, loops) included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            found.append((eqn.primitive.name, eqn.params["precision"]))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else [value]:
+                sub = getattr(sub, "jaxpr", sub)
+                if hasattr(sub, "eqns"):
+                    found += _products(sub)
+    return found
+
+
+@pytest.mark.parametrize("setting", ["highest", "default"])
+def test_matmul_precision_reaches_every_product_forward_and_backward(setting: str):
+    """`fit.matmul_precision` holds for the dense and convolution products and their
+    gradients, over JAX's own setting (the tests run under highest: conftest.py)."""
+    setup = prepare(load_config(CONFIGS / "tiny_cnn.yaml", [f"fit.matmul_precision={setting}"]))
+    model = setup.model
+    params, state = model.init(jax.random.key(0))
+
+    def loss(p):
+        outputs, _, _ = model.apply(p, state, {"input": jnp.ones((4, 8, 8, 1))}, training=True,
+                                    rng=jax.random.key(1), mask=jnp.ones(4))
+        return outputs[model.output_names[0]].sum()
+
+    products = _products(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    # the convolution and the dense layer, each forward and for its kernel's gradient
+    assert {name for name, _ in products} == {"dot_general", "conv_general_dilated"}
+    assert len(products) >= 4
+    wanted = getattr(jax.lax.Precision, setting.upper())
+    assert {precision for _, precision in products} == {(wanted, wanted)}
+
+
+def test_a_run_keeps_its_matmul_precision_for_evaluate(tmp_path: Path):
+    config = CONFIGS / "tiny_mlp.yaml"
+    result = nntrain("fit", str(config), "-q", "--set", "fit.matmul_precision=high",
+                     "--runs-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    run = next(tmp_path.glob("*/*"))
+    assert "matmul_precision: high" in (run / "config.yaml").read_text()
+    assert prepare(load_config(run / "config.yaml", [])).model.matmul_precision == "high"
+    assert nntrain("evaluate", str(run)).exit_code == 0
+    refused = nntrain("validate", str(config), "--set", "fit.matmul_precision=float64")
+    assert refused.exit_code == 2
+    assert "fit.matmul_precision" in refused.output and "'highest'" in refused.output

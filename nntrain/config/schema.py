@@ -211,6 +211,9 @@ class FitConfig(Strict):
     steps_per_execution: PositiveInt | Literal["auto"] = "auto"
     devices: PositiveInt | Literal["all"] | None = None  # 1, or all in a multi-process run
     precision: Literal["float32", "bfloat16"] = "float32"
+    # float32 products on accelerators: JAX's default is fast (TF32 on NVIDIA GPUs, one
+    # bfloat16 pass on TPUs); highest is full float32. None keeps JAX's own setting.
+    matmul_precision: Literal["default", "high", "highest"] | None = None
 
 
 class Config(Strict):
