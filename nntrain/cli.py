@@ -30,8 +30,23 @@ class _UnlabelledFlags:
         return params
 
 
+# click's UsageError, whichever click this typer parses with (its own since typer 0.22)
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 class _Command(_UnlabelledFlags, TyperCommand):
-    pass
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        """A bad option (`--epochs -3`, `--epoch 2`) is refused before the command runs: with
+        `--log-format json` its JSON error line is written here."""
+        given = list(args)  # the parser consumes `args`
+        try:
+            return super().parse_args(ctx, args)
+        except _UsageError as e:
+            pairs = zip(given, given[1:], strict=False)  # (option, the word after it)
+            if "--log-format=json" in given or ("--log-format", "json") in pairs:
+                _emit_json_error("error", e.format_message(),
+                                 f"see `{ctx.command_path} --help`", 2)
+            raise
 
 
 class _Group(_UnlabelledFlags, TyperGroup):
@@ -130,12 +145,16 @@ def _print_error(title: str, message: str, hint: str | None, exit_code: int = 2)
     err.print(f"[bold red]{title}:[/] {escape(message)}", soft_wrap=True)
     if hint:
         err.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
-    if _state["json_errors"]:  # a program reading stdout learns why it ends, too (a run
-        from nntrain import progress  # that failed has said so in its end object, the last)
+    if _state["json_errors"]:  # a program reading stdout learns why it ends, too
+        _emit_json_error(title, message, hint, exit_code)
 
-        if "end" not in progress.emitted:
-            progress.emit_json({"event": "error", "error": title, "message": message,
-                                "hint": hint, "exit_code": exit_code})
+
+def _emit_json_error(title: str, message: str, hint: str | None, exit_code: int) -> None:
+    from nntrain import progress
+
+    if "end" not in progress.emitted:  # a run that failed has said so in its end object
+        progress.emit_json({"event": "error", "error": title, "message": message,
+                            "hint": hint, "exit_code": exit_code})
 
 
 def _version(value: bool) -> None:

@@ -89,3 +89,22 @@ def test_a_config_error_in_json_mode_is_one_error_object_on_stdout(tmp_path: Pat
     usage = run_cli("fit", str(TINY), "--log-format", "json", "--devices", "two", cwd=tmp_path)
     assert usage.returncode == 2
     assert "--devices 'two'" in json.loads(usage.stdout)["message"]
+
+
+def test_an_option_the_parser_refuses_is_a_json_error_too(tmp_path: Path):
+    """Options typer refuses before `fit` runs (a range, a misspelt name) still end with the
+    error object a program reading stdout waits for; without json, stdout stays empty."""
+    for args, says in ((["--epochs", "-3"], "Invalid value for '--epochs'"),
+                       (["--epoch", "2"], "No such option: --epoch"),
+                       (["--batch-size=x"], "Invalid value for '--batch-size'")):
+        for form in (["--log-format", "json"], ["--log-format=json"]):
+            done = run_cli("fit", str(TINY), *form, *args, cwd=tmp_path)
+            assert done.returncode == 2
+            (line,) = done.stdout.splitlines()
+            error = json.loads(line)
+            assert error["event"] == "error" and error["exit_code"] == 2
+            assert says in error["message"] and "nntrain fit --help" in error["hint"]
+            assert says in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
+    plain = run_cli("fit", str(TINY), "--epochs", "-3", cwd=tmp_path)
+    assert plain.returncode == 2 and plain.stdout == ""
+    assert not (tmp_path / "runs").exists()
