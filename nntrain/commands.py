@@ -344,7 +344,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                 _say_start(run, loaded, dataset, resume is not None, initial_epoch, console)
     except BaseException as e:
         if created is not None:  # nothing trained yet: leave nothing half-made behind
-            shutil.rmtree(created.path, ignore_errors=True)
+            created.discard()
         if isinstance(e, KeyboardInterrupt):
             console.print("[yellow]Interrupted before training started[/]" + (
                 ": nothing was kept" if created is not None else ""), soft_wrap=True)
@@ -410,7 +410,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         if created is not None and checkpoint.find(run.checkpoints / "last") is None:
             # bad input found as training began (a user's layer, a generator's batch): a
             # run that never trained is not kept
-            shutil.rmtree(run.path, ignore_errors=True)
+            created.discard()
             status = "removed"
             raise
         if isinstance(e, UserCodeError):
@@ -801,9 +801,7 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
         finder.plot(run.path / "lr_find.png", result, title=f"{loaded.config.name}: learning "
                     "rate finder")
     except BaseException:  # Ctrl-C, a full disk: no half-made folder (the test is short)
-        shutil.rmtree(run.path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            run.path.parent.rmdir()  # runs/<name>-lr-find/, when this was its only test
+        run.discard()
         raise
     finally:
         signal.signal(signal.SIGTERM, previous)

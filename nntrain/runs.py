@@ -13,9 +13,10 @@ import json
 import math
 import os
 import re
+import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ class RunNotFound(UserError):
 @dataclass
 class Run:
     path: Path
+    # the folders above `path` that making it created, deepest first (`discard`)
+    new_parents: tuple[Path, ...] = field(default=(), compare=False)
 
     @property
     def name(self) -> str:
@@ -98,6 +101,16 @@ class Run:
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    def discard(self) -> None:
+        """Remove a new run that trained nothing, and the folders made for it that nothing
+        else has come into since."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        for folder in self.new_parents:
+            try:
+                folder.rmdir()
+            except OSError:  # another run's, or a file the user put there
+                break
 
     def claim(self) -> None:
         """Hold the run for this process's training (an OS lock on its folder, let go by
@@ -226,13 +239,14 @@ class Run:
 def create_run(runs_root: Path, name: str) -> Run:
     """A new, empty run directory `runs_root/name/<timestamp>` (suffixed if taken)."""
     parent = Path(runs_root) / name
+    new_parents = tuple(p for p in (parent, *parent.parents) if not p.exists())
     parent.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for suffix in range(1000):
         path = parent / (stamp if suffix == 0 else f"{stamp}-{suffix}")
         try:
             path.mkdir()
-            return Run(path)
+            return Run(path, new_parents)
         except FileExistsError:
             continue
     raise UserError(f"cannot create a run directory under {parent}")

@@ -298,7 +298,13 @@ def test_a_signal_while_the_run_is_set_up_leaves_nothing(tmp_path: Path, monkeyp
     result = nntrain("fit", str(TINY), cwd=tmp_path)
     assert result.exit_code == code, result.output
     assert "Interrupted before training started: nothing was kept" in result.output
-    assert not list(tmp_path.glob("runs/*/*"))
+    assert not (tmp_path / "runs").exists()  # nor the folders made for the run
+    kept = tmp_path / "runs" / "other" / "notes.txt"  # folders that hold more stay
+    kept.parent.mkdir(parents=True)
+    kept.write_text("mine")
+    assert nntrain("fit", str(TINY), cwd=tmp_path).exit_code == code
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == \
+        ["runs", "runs/other", "runs/other/notes.txt"]
 
 
 def test_a_run_is_trained_by_one_process_at_a_time(tmp_path: Path):
