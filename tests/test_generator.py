@@ -5,6 +5,7 @@ reports broken generators as data errors."""
 from __future__ import annotations
 
 import json
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import pytest
 from clirunner import nntrain
 from runfiles import history_rows
 from safetensors.numpy import load_file
+
+from nntrain.errors import DataError
 
 MODULE = '''
 import numpy as np
@@ -37,6 +40,10 @@ def batches(split, epoch):
 def broken(split, epoch):
     yield X[:32], Y[:32]
     raise RuntimeError("disk on fire")
+
+
+def fails_at_once(split, epoch):
+    raise OSError("no such share: //data/fashion")
 
 
 def too_big(split, epoch):
@@ -196,6 +203,24 @@ def test_broken_generators_are_data_errors(tmp_path: Path, function: str, messag
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("function, message", [
+    ("broken", "my_data:broken raised RuntimeError: disk on fire"),
+    ("fails_at_once", "my_data:fails_at_once('train', 0) failed: OSError: no such share"),
+])
+def test_an_error_in_the_generator_says_how_to_see_its_traceback(tmp_path: Path, function: str,
+                                                                 message: str):
+    config = _setup(tmp_path, function)
+    result = nntrain("fit", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert message in said and "Traceback" not in said
+    assert "hint: the error is in the generator's own code: `nntrain --debug fit ...`" in said
+    with pytest.raises(DataError) as raised:  # --debug lets it through, with the user's frame
+        nntrain("--debug", "fit", str(config), cwd=tmp_path)
+    frames = traceback.extract_tb(raised.value.__cause__.__traceback__)
+    assert frames[-1].filename.endswith("my_data.py") and frames[-1].name == function
 
 
 def test_a_bad_batch_in_a_later_epoch_is_a_data_error_that_keeps_the_epochs_done(

@@ -71,9 +71,9 @@ class GeneratorSplit:
     def _batches(self, epoch: int) -> Iterator[ArraySet] | None:
         try:
             made = self.fn(self.split, epoch)
-        except Exception as e:  # the user's code may raise anything
+        except Exception as e:  # the user's code may raise anything; --debug shows where
             raise DataError(f"{self.name}('{self.split}', {epoch}) failed: "
-                            f"{type(e).__name__}: {e}") from None
+                            f"{type(e).__name__}: {e}", _FIX_THE_GENERATOR) from e
         if made is None:
             return None
         return (self._arrays(b, i) for i, b in enumerate(_guarded(made, self.name)))
@@ -186,6 +186,10 @@ def _describe(form: tuple) -> str:
     return f"{shapes}, with sample weights for {named}"
 
 
+_FIX_THE_GENERATOR = "the error is in the generator's own code: `nntrain --debug fit ...` " \
+    "shows its traceback"
+
+
 def _guarded(batches: Iterable[Any], name: str) -> Iterator[Any]:
     """The user's iterable, with errors raised inside it reported as data errors."""
     try:
@@ -200,8 +204,8 @@ def _guarded(batches: Iterable[Any], name: str) -> Iterator[Any]:
             return
         except DataError:
             raise
-        except Exception as e:  # the user's code may raise anything
-            raise DataError(f"{name} raised {type(e).__name__}: {e}") from None
+        except Exception as e:  # the user's code may raise anything; --debug shows where
+            raise DataError(f"{name} raised {type(e).__name__}: {e}", _FIX_THE_GENERATOR) from e
 
 
 def _named(value: Any, names: list[str], where: str, what: str) -> dict[str, np.ndarray]:
