@@ -263,11 +263,11 @@ def evaluate(
     trust_code: TrustOpt = False,
 ) -> None:
     """Loss and metrics of a run's model on a data split; appended to its metrics.json."""
-    from nntrain import commands
+    from nntrain import read_back
 
     _check_choice("--split", split, ("test", "validation", "train"))
     _check_choice("--checkpoint", checkpoint, ("best", "last"))
-    _run(commands.evaluate, run, runs_dir, out, split=split, checkpoint_name=checkpoint,
+    _run(read_back.evaluate, run, runs_dir, out, split=split, checkpoint_name=checkpoint,
          as_json=json_, trust_code=trust_code)
 
 
@@ -296,7 +296,7 @@ def predict(
 
     Without --output, a table of the first 20 examples (--limit N for more); with --show N,
     a grid of images with the predicted (and true) classes."""
-    from nntrain import commands
+    from nntrain import read_back
 
     if input is not None and split is not None:
         _usage("give either INPUT or --split, not both")
@@ -305,7 +305,7 @@ def predict(
     _check_choice("--checkpoint", checkpoint, ("best", "last"))
     if show is not None and show < 1:
         _usage(f"--show {show}: give the number of images to draw, 1 or more")
-    _run(commands.predict, run, runs_dir, out, input_path=input, split=split, limit=limit,
+    _run(read_back.predict, run, runs_dir, out, input_path=input, split=split, limit=limit,
          top=top, output=_output_file(output), checkpoint_name=checkpoint,
          trust_code=trust_code, show=show)
 

@@ -6,7 +6,6 @@ import atexit
 import contextlib
 import difflib
 import functools
-import json
 import os
 import platform
 import shutil
@@ -15,13 +14,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import yaml
 from rich import box
 from rich.console import Console
@@ -31,10 +28,8 @@ import nntrain
 from nntrain.config.loader import LoadedConfig, load_config
 from nntrain.consoles import make_console, shell
 from nntrain.custom import require_trust
-from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
 from nntrain.errors import (
-    DataError,
     DataModelMismatch,
     TrainingFailed,
     UserCodeError,
@@ -42,6 +37,7 @@ from nntrain.errors import (
     out_of_memory,
 )
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text, exclusive
+from nntrain.interrupts import deferred_interrupts, skip_test_on_signals, stop_on_signals
 from nntrain.runs import (
     Run,
     create_run,
@@ -50,6 +46,10 @@ from nntrain.runs import (
     release_claims,
     resolve_run,
 )
+
+if TYPE_CHECKING:  # for the hints: each command imports what it needs when it runs
+    from nntrain.build import Setup
+    from nntrain.data.sources import Dataset
 
 
 def configure_jax() -> None:
@@ -81,14 +81,15 @@ def dump_config(loaded: LoadedConfig) -> str:
                           width=100)
 
 
-def _prepare(loaded: LoadedConfig, training: bool = True):
+def prepare_setup(loaded: LoadedConfig, training: bool = True) -> Setup:
+    """The config's model, losses, metrics and optimizer (nntrain.build imports JAX)."""
     from nntrain.build import prepare
 
     return prepare(loaded, training)
 
 
-def _load_data(setup, base_dir: Path, console: Console, quiet: bool,
-               split: str | None = None, trained: bool = False):
+def load_data(setup: Setup, base_dir: Path, console: Console, quiet: bool,
+              split: str | None = None, trained: bool = False) -> Dataset:
     """The config's data; with `split` (evaluate, predict), the other held-out splits read
     from files of their own are left unread: a moved validation file does not stop a test
     evaluation (splits cut from the training rows are cut as in training). For a run that
@@ -126,7 +127,7 @@ def validate(config_path: Path, overrides: list[str], console: Console) -> None:
         from nntrain.tune.command import check_search, resolve_objective
 
         _, positions, override_paths, _ = check_search(loaded, overrides)
-    setup = _prepare(loaded)
+    setup = prepare_setup(loaded)
     if loaded.config.search is not None:  # and the figure the trials are ranked by
         resolve_objective(loaded, setup, positions, override_paths)
     _check_data_files(loaded)
@@ -160,7 +161,7 @@ def summary(config_path: Path, overrides: list[str], console: Console) -> None:
     from nntrain.summary import print_summary
 
     loaded = load_config(config_path, overrides)
-    setup = _prepare(loaded)
+    setup = prepare_setup(loaded)
     print_summary(setup.model, console, title=f'Model: "{loaded.config.name}"')
 
 
@@ -192,8 +193,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     reading `config_path`), `run_path` the trial's run directory (instead of a new one under
     `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
     # from JAX's import on, a Ctrl-C can land in its garbage-collector callbacks and be lost
-    # (see _Interrupts): noted until the run's own handling takes over
-    with _deferred_interrupts(enabled=run_path is None) as early:
+    # (see Interrupts): noted until the run's own handling takes over
+    with deferred_interrupts(enabled=run_path is None) as early:
         from nntrain.train.fit import Fitter
 
         began = time.perf_counter()
@@ -260,7 +261,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         return 128 + early.signum
     created: Run | None = None  # a new run's folder: removed if setting up fails
     try:
-        with _deferred_interrupts(enabled=run_path is None) as interrupts:
+        with deferred_interrupts(enabled=run_path is None) as interrupts:
             # from here Ctrl-C is noted, and acted on where stopping leaves things whole: in
             # JAX's import, a KeyboardInterrupt can be swallowed by its gc callback
             configure_jax()
@@ -289,8 +290,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                     # cannot write a new checkpoint before this copy is done: that needs an
                     # epoch's collectives, with this process taking part.
                     run = Run(Path(shutil.copytree(run.path, runs_dir / run.path.name)))
-            setup = _prepare(loaded)
-            dataset = _load_data(setup, base_dir, console, quiet, trained=resume is not None)
+            setup = prepare_setup(loaded)
+            dataset = load_data(setup, base_dir, console, quiet, trained=resume is not None)
             interrupts.check()
             from nntrain.build import (
                 check_generated_validation,
@@ -301,7 +302,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             check_generated_validation(setup, dataset)
             class_weight_vector(setup, output_class_names(setup, dataset))  # classes by name
             if run is not None and not quiet:
-                _warn_if_data_changed(run, dataset, console)
+                warn_if_data_changed(run, dataset, console)
             if run is None:  # only now, with config, model and data all checked, touch the disk
                 run = create_run(runs_dir, loaded.config.name) if run_path is None else \
                     create_run_at(run_path)
@@ -355,7 +356,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         fitter.request_stop(interrupts.signum)
     status, result, test = "failed", None, None
     try:
-        with _stop_on_signals(fitter, console), _out_of_memory_is_a_user_error():
+        with stop_on_signals(fitter, console), _out_of_memory_is_a_user_error():
             result = fitter.fit(initial_epoch)
         status = result.status
         if fitter.stop_signal is not None and (status == "completed" or fitter.ended):
@@ -373,7 +374,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                               f" Continue with: {shell('nntrain', 'fit', '--resume', run.path)}"
                               if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
-        with _skip_test_on_signals(fitter, console), _out_of_memory_is_a_user_error():
+        with skip_test_on_signals(fitter, console), _out_of_memory_is_a_user_error():
             test = fitter.evaluate_test()  # nothing left to checkpoint: a signal skips it
         if fitter.stop_signal is not None and test is None:  # (a signal during its last
             # part came too late to skip it: the figures are kept)
@@ -539,83 +540,6 @@ def _out_of_memory_is_a_user_error():
         raise error from None
 
 
-class _Interrupts:
-    """Ctrl-C and SIGTERM noted while a run is set up, acted on at `check()`: raised at once,
-    a KeyboardInterrupt can land inside JAX's or the garbage collector's callbacks, which
-    swallow it, and training would go on. A second Ctrl-C raises at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def check(self) -> None:
-        if self.signum is not None:
-            raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _deferred_interrupts(enabled: bool = True):
-    interrupts = _Interrupts()
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield interrupts
-        return
-    previous = {s: signal.signal(s, interrupts.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield interrupts
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-@contextlib.contextmanager
-def _stop_on_signals(fitter, console: Console):
-    """Ctrl-C or SIGTERM (a cluster preempting the job): finish the chunk running now, save a
-    checkpoint, stop. A second Ctrl-C stops at once."""
-
-    def handle(signum, frame):
-        if fitter.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        fitter.request_stop(signum)
-        console.print(f"[yellow]{signal.Signals(signum).name}: stopping after the current "
-                      "steps (Ctrl-C again to stop at once)[/]", soft_wrap=True)
-
-    with _stop_signals_handled_by(handle):
-        yield
-
-
-@contextlib.contextmanager
-def _skip_test_on_signals(fitter, console: Console):
-    """Ctrl-C or SIGTERM in the test evaluation: noted in `fitter.stop_signal`, which stops
-    it after the part running now. Raised from the handler instead, a KeyboardInterrupt
-    could land inside JAX's callbacks (swallowed) or leave device work running as Python
-    exits (a crash). A second Ctrl-C stops at once."""
-
-    def handle(signum, frame):
-        if fitter.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        fitter.request_stop(signum)
-        console.print(f"[yellow]{signal.Signals(signum).name}: skipping the rest of the test "
-                      "evaluation (Ctrl-C again to stop at once)[/]", soft_wrap=True)
-
-    with _stop_signals_handled_by(handle):
-        yield
-
-
-@contextlib.contextmanager
-def _stop_signals_handled_by(handle: Callable[[int, Any], None]):
-    """Ctrl-C and SIGTERM go to `handle` inside the block."""
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def _refuse_changed_config(run: Run, saved: LoadedConfig, config_path: Path | None,
                            overrides: list[str], resumed: LoadedConfig) -> LoadedConfig:
     """A resume continues the run as it started: a CONFIG given with it, or `--set`, may
@@ -652,7 +576,7 @@ def _data_record(dataset) -> dict[str, dict[str, Any]]:
                                ("test", dataset.test)) if part is not None}
 
 
-def _warn_if_data_changed(run: Run, dataset, console: Console,
+def warn_if_data_changed(run: Run, dataset, console: Console,
                           splits: Sequence[str] = ("train", "validation", "test"),
                           consequence: str = "the resumed epochs train and report on the new "
                                              "data") -> None:
@@ -770,12 +694,12 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
         raise UserError(f"--steps {steps}: give at least 10 steps", "a few hundred is usual")
     loaded = load_config(config_path, overrides)
     configure_jax()
-    setup = _prepare(loaded)
+    setup = prepare_setup(loaded)
     if loaded.config.data.generator:
         raise UserError("lr-find reads its batches from data in memory, and this config's "
                         f"come from a generator ({loaded.config.data.generator})",
                         "run it on a config whose data.train names files of the same data")
-    dataset = _load_data(setup, config_path.resolve().parent, console, quiet=False)
+    dataset = load_data(setup, config_path.resolve().parent, console, quiet=False)
     run = create_run(runs_dir, f"{loaded.config.name}-lr-find")
     atomic_write_text(run.config_path, dump_config(loaded))
     from nntrain.config.entries import entry_args
@@ -826,355 +750,3 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"[bold]suggested learning rate: {result.suggestion:.3g}[/] (a tenth of the "
                   "rate at the lowest smoothed loss)", soft_wrap=True)
-
-
-# -- evaluate / predict ----------------------------------------------------------------------
-def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: bool):
-    """A run's setup, weights and their checkpoint.json (with `checkpoint`: the folder read,
-    `last` when the run keeps no `best`), read back from its directory."""
-    import jax
-
-    from nntrain import checkpoint as ckpt
-
-    run = resolve_run(run_spec, runs_dir)
-    run.require_config()
-    info = run.info()
-    base_dir = Path(info.get("config_dir", run.path))
-    loaded = load_config(run.config_path, search_dir=base_dir, saved=True)
-    require_trust(loaded.config, trust_code, run.path)  # before anything is imported
-    configure_jax()
-    setup = _prepare(loaded, training=False)  # evaluate and predict hold the weights alone
-    folder = run.checkpoints / checkpoint_name
-    if checkpoint_name == "best" and ckpt.find(folder) is None:
-        if isinstance(run.read_json("metrics.json").get("best_epoch"), int):
-            # a best epoch was saved: its checkpoint is gone, not merely never written
-            last = run.checkpoints / "last"
-            raise ckpt.CheckpointError(
-                f"no checkpoint at {folder}" + (f" or {last}" if ckpt.find(last) is None
-                                                else "")
-                + ", though metrics.json records a best epoch",
-                "the checkpoints were removed or moved: restore them, or train again"
-                if ckpt.find(last) is None else "the best weights were removed or moved: "
-                "restore them, or use --checkpoint last for the last epoch's weights")
-        folder = run.checkpoints / "last"  # no epoch improved on the monitored figure
-        substituted = "the run keeps no best checkpoint"
-    else:
-        substituted = None
-    if ckpt.find(folder) is None and info.get("status") == "failed":
-        raise ckpt.CheckpointError(
-            f"{run.path} failed before it finished an epoch"
-            + (f" ({info['stop_reason']})" if info.get("stop_reason") else ""),
-            "it has no weights to evaluate or predict with: fix the cause and train again")
-    try:
-        arrays, meta = ckpt.load(folder)
-    except ckpt.CheckpointError as e:
-        # no silent substitution: figures and predictions must come from the weights asked for
-        if not e.message.startswith("damaged checkpoint"):
-            raise
-        other = "last" if checkpoint_name == "best" else "best"
-        resume = f"remove {folder} and continue training with " \
-            f"`{shell('nntrain', 'fit', '--resume', run.path)}` (its next improvement saves " \
-            "new best weights)" \
-            if checkpoint_name == "best" else "continue training from the previous " \
-            f"checkpoint with `{shell('nntrain', 'fit', '--resume', run.path)}`"
-        raise ckpt.CheckpointError(e.message, f"the file was changed or cut short: try "
-                                   f"--checkpoint {other}, or {resume}") from None
-    read = ckpt.find(folder) or folder
-    if read != folder:  # a save cut short between its renames, or the folder removed
-        substituted = f"{folder.name} is missing, so the one saved before it"
-        make_console(stderr=True).print(f"[yellow]warning:[/] {folder} is missing; read "
-                                        f"{read.name}, the checkpoint saved before it "
-                                        f"(epoch {meta.get('epoch')})", soft_wrap=True)
-    params, state = jax.eval_shape(setup.model.init, jax.random.key(0))
-    weights = ckpt.unflatten({"params": params, "state": state},
-                             {k: v for k, v in arrays.items()
-                              if k.startswith(("params/", "state/"))}, str(folder))
-    return run, setup, jax.device_put(weights), \
-        {**meta, "checkpoint": read.name, "substituted": substituted}, base_dir
-
-
-def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "test",
-             checkpoint_name: str = "best", as_json: bool = False,
-             trust_code: bool = False) -> None:
-    import jax
-
-    from nntrain.data.generator import GeneratorSplit
-    from nntrain.data.stream import memory_budget, nbytes
-    from nntrain.progress import fmt_number
-    from nntrain.train.fit import make_programs
-    from nntrain.train.programs import place
-
-    run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
-                                                    trust_code)
-    dataset = _load_data(setup, base_dir, console, quiet=as_json, split=split)
-    _warn_if_data_changed(run, dataset, make_console(stderr=True), (split,),
-                          "these figures are on the new data")
-    data = dataset.split(split)
-    budget = memory_budget(setup.loaded.config.data.device_memory, jax.devices()[0])
-    programs = make_programs(setup, eval_rows=None if isinstance(data, GeneratorSplit)
-                             else len(data))
-    figures = programs.evaluate(weights["params"], weights["state"],
-                                place(data, None, nbytes(data) > budget), len(data))
-    try:
-        with exclusive(run.path / "metrics.json"):  # the run may be training now
-            metrics = run.read_json("metrics.json")
-            metrics.setdefault("evaluations", []).append({
-                "time": now_text(), "split": split, "checkpoint": meta["checkpoint"],
-                "epoch": meta.get("epoch"),
-                **({"step_in_epoch": meta["step_in_epoch"]} if "step_in_epoch" in meta
-                   else {}),
-                "examples": examples(data), **figures})
-            atomic_write_json(run.path / "metrics.json", metrics)
-    except OSError as e:  # a read-only run (an archive, a shared folder): the figures stand
-        make_console(stderr=True).print(f"[yellow]warning:[/] not recorded in "
-                                        f"{run.path / 'metrics.json'}: {e.strerror or e}",
-                                        soft_wrap=True)
-    if as_json:
-        print(json.dumps(figures))
-        return
-    substitute = f"; {meta['substituted']}" if meta["substituted"] else ""
-    # a checkpoint made inside an epoch (training interrupted) says how far it got
-    when = f"epoch {meta.get('epoch')}" if "step_in_epoch" not in meta else \
-        f"epoch {meta.get('epoch')} and {meta['step_in_epoch']} steps of the next"
-    console.print(f"{run.path}: {split} split ({examples(data):,} examples), "
-                  f"{meta['checkpoint']} weights ({when}{substitute})", soft_wrap=True)
-    table = Table()
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for name, value in figures.items():
-        table.add_row(name, fmt_number(value))  # as `runs` prints them
-    console.print(table)
-
-
-TABLE_ROWS = 20  # predict's table, without --limit or --output
-
-
-def _check_output_path(output: Path, run_folder: Path, input_path: Path | None,
-                       data: Any, base_dir: Path) -> None:
-    """Predictions never overwrite what they are read from: the input, the run's data
-    files, or the run's own records (inside the run directory, only its predictions/ folder
-    is for them)."""
-    target = output.resolve()
-    sources = [input_path] + [base_dir / name for name in (
-        data.train, data.source, data.validation and data.validation.path,
-        data.test and data.test.path) if name]
-    for source in sources:
-        if source is not None and source.exists() and (
-                target == source.resolve() or target.is_relative_to(source.resolve())):
-            raise UserError(f"--output {output} is {'in ' if target != source.resolve() else ''}"
-                            f"{source}, which the predictions are read from: writing it would "
-                            "replace examples with their predictions", "give another file name")
-    # this run's directory, or any other run's (a folder with a run.json)
-    runs = [run_folder.resolve(), *(f for f in target.parents if (f / "run.json").is_file())]
-    for folder in runs:
-        if target.is_relative_to(folder) and not target.is_relative_to(folder / "predictions"):
-            which = "the run directory" if folder == runs[0] else f"the run directory {folder}"
-            raise UserError(f"--output {output} is inside {which}, where the run keeps its own "
-                            f"records", f"write under {folder / 'predictions'}/, or outside "
-                            "the run directory")
-
-
-def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path | None,
-            split: str | None, limit: int | None, top: int, output: Path | None,
-            checkpoint_name: str = "best", trust_code: bool = False,
-            show: int | None = None) -> None:
-    from nntrain.data.arrays import ArraySet
-    from nntrain.data.sources import check_arrays
-    from nntrain.predict import predict_arrays, prediction_table, write_predictions
-
-    if show is not None and top > 1:
-        raise UserError(f"--top {top} ranks classes in the table; --show draws each image "
-                        "with its most likely class", "drop one of --top and --show")
-    if output is not None and show is None and top > 1:
-        raise UserError(f"--top {top} ranks classes in the table; --output writes every "
-                        "class's probability", "drop --top, or --output to see the table")
-    if show is not None:
-        if output is not None and output.suffix.lower() not in (".png", ".svg", ".pdf"):
-            raise UserError(f"--output {output}: --show draws an image",
-                            "give a .png (or .svg, .pdf) file name, or leave --output out "
-                            "for predictions/show.png in the run directory")
-    elif output is not None and output.suffix.lower() not in (".csv", ".npy", ".npz", ".json"):
-        raise UserError(f"--output {output}: unknown format '{output.suffix}'",
-                        "use a .csv, .npy, .npz or .json file name")
-    run, setup, weights, _meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
-                                                     trust_code)
-    if output is not None and output.suffix.lower() == ".npy" and len(setup.graph.outputs) > 1:
-        raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
-                        "use .npz (one array per output), .csv or .json")
-    if output is not None:
-        _check_output_path(output, run.path, input_path, setup.loaded.config.data, base_dir)
-    if show is not None:
-        from nntrain.predict import image_shape_problem
-
-        problem = image_shape_problem(setup)
-        if problem:
-            raise UserError(f"--show draws images: {problem}",
-                            "use --output FILE.csv or the table for this model")
-        limit = show if limit is None else min(limit, show)
-    targets, class_names = None, _class_names(setup, run)
-    if input_path is not None and input_path.suffix.lower() == ".csv":
-        config = setup.loaded.config
-        if not config.data.is_table():
-            raise UserError(f"{input_path}: a CSV file of new rows needs a model trained on a "
-                            "table (a .csv file or a table dataset)",
-                            "give the inputs as an .npy or .npz file")
-        from nntrain.data.sources import table_inputs
-
-        recorded = run.info().get("table_encoding")
-        data = table_inputs(config.data, setup.io, base_dir, config.seed, input_path,
-                            None if recorded is None else (recorded, str(run.path / "run.json")))
-        if recorded is None:  # a run of an older nntrain: encoded from the training file now
-            _warn_if_data_changed(run, _load_data(setup, base_dir, console, quiet=True,
-                                                  split="train"),
-                                  make_console(stderr=True), ("train",),
-                                  "the new rows are encoded (categories, fill values) as the "
-                                  "training file is now, not as when the run trained")
-        check_arrays(data, setup.io, f"input {input_path}", targets=False)
-    elif input_path is not None:
-        data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
-        check_arrays(data, setup.io, f"input {input_path}", targets=False)
-        _warn_if_scaled_already(setup, data, make_console(stderr=True))
-    else:
-        dataset = _load_data(setup, base_dir, console, quiet=False, split=split or "test")
-        _warn_if_data_changed(run, dataset, make_console(stderr=True), (split or "test",),
-                              "these predictions are for the new data")
-        if dataset.generator is not None:
-            raise UserError("predict reads a split's examples from files, and this run's "
-                            "data comes from a generator",
-                            f"give the inputs as a file: nntrain predict {run_spec} "
-                            "INPUTS.npz (or .npy)")
-        data = dataset.split(split or "test")
-        targets = data.y
-        class_names = class_names or dataset.class_names
-    total = len(data)
-    if limit is None and output is None and show is None and total > TABLE_ROWS:
-        limit = TABLE_ROWS  # a table on screen: its first rows, not thousands
-    if limit is not None:
-        data = data.take(slice(0, limit))
-        targets = None if targets is None else {k: v[:limit] for k, v in targets.items()}
-    if len(data) == 0:
-        raise UserError("no examples to predict", "the input or split is empty")
-    step_masks: dict[str, np.ndarray] = {}  # a tagger's real (not padded) steps
-    outputs = predict_arrays(setup, weights, data, step_masks)
-    broken = sum(int((~np.isfinite(v)).any(axis=tuple(range(1, v.ndim))).sum())
-                 for v in outputs.values() if np.issubdtype(v.dtype, np.floating))
-    if broken:
-        make_console(stderr=True).print(
-            f"[yellow]warning:[/] {broken:,} predictions are NaN or infinite (null in a .json "
-            "file): their inputs may be far outside the training data's range")
-    if show is not None:
-        _show_images(run, setup, data, outputs, targets, class_names, output, console,
-                     split or ("test" if input_path is None else str(input_path)))
-        return
-    if output is not None:
-        value_names = {}
-        if setup.loaded.config.data.is_table():
-            from nntrain.data.sources import target_columns
-
-            value_names = {out: target_columns(setup.loaded.config.data, out)
-                           for out in setup.graph.outputs}
-        write_predictions(output, outputs, class_names, setup, targets, step_masks,
-                          value_names)
-        console.print(f"wrote {len(data):,} predictions to {output}", highlight=False)
-    else:
-        console.print(prediction_table(outputs, class_names, top, targets, setup, step_masks))
-        if len(data) < total:
-            console.print(f"the first {len(data):,} of {total:,} examples: --limit N for more, "
-                          "--output FILE for all", highlight=False)
-
-
-def _show_images(run: Run, setup, data, outputs, targets, class_names, output: Path | None,
-                 console: Console, what: str) -> None:
-    from nntrain.predict import plot_image_grid, show_labels
-
-    name, predicted, true = show_labels(setup, outputs, targets, class_names)
-    if not predicted:
-        raise UserError("--show draws predicted classes: the model has no classifier output "
-                        "(softmax, sigmoid, or a sparse categorical loss)",
-                        "use --output FILE.csv or the table for this model")
-    path = output if output is not None else run.path / "predictions" / "show.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images = next(iter(data.x.values()))
-    title = f"{run.label}: {what}" + (f", output {name}" if len(outputs) > 1 else "")
-    wrong, shown = plot_image_grid(path, images, predicted, true, title)
-    figures = f"; {wrong} of {shown} wrong (in red)" if true is not None else ""
-    console.print(f"wrote {shown} images with predicted classes to {path}{figures}",
-                  soft_wrap=True, highlight=False)
-
-
-def _warn_if_scaled_already(setup, data, console: Console) -> None:
-    """Images scaled to [0, 1] given to a model that scales raw pixels itself (rescaling
-    1/255 first): every prediction would be made on nearly black images, without a word."""
-    for node in setup.graph.nodes:
-        if node.type != "rescaling" or node.inputs[0] not in data.x \
-                or abs(node.args.scale) > 0.01:
-            continue
-        values = data.x[node.inputs[0]]
-        if values.dtype.kind == "f" and values.size and values.min() >= 0.0 \
-                and values.max() <= 1.0:
-            console.print(f"[yellow]warning:[/] input '{node.inputs[0]}' holds values in "
-                          f"[0, 1], and the layer that takes it, '{node.name}', multiplies "
-                          f"them by {node.args.scale:.4g}: it takes raw values (pixels "
-                          "0..255), so give the inputs unscaled", soft_wrap=True,
-                          highlight=False)
-
-
-def _class_names(setup, run: Run) -> dict[str, list[str]] | None:
-    """The class names of each output the run recorded (a CSV file's text labels, a
-    built-in dataset's); for a run that recorded none, a built-in dataset's."""
-    from nntrain.data import fashion_mnist
-
-    outputs = list(setup.io.outputs)
-    recorded = run.info().get("class_names")
-    if isinstance(recorded, list):  # an older run's, of its one output
-        recorded = {outputs[0]: recorded}
-    if isinstance(recorded, dict) and all(
-            isinstance(names, list) and all(isinstance(n, str) for n in names)
-            for names in recorded.values()):
-        return recorded
-    dataset = setup.loaded.config.data.dataset
-    if dataset in fashion_mnist.DATASETS:
-        return {out: list(fashion_mnist.DATASETS[dataset].class_names) for out in outputs}
-    return None
-
-
-def _read_inputs(path: Path, inputs: dict, x_name: str) -> dict[str, np.ndarray]:
-    """The model's inputs from an .npy, or an .npz with one array per input name; a model
-    of one input also reads the array its training file names `data.x` (`x`), so the
-    training data's own .npz predicts as it is."""
-    if not path.exists():
-        raise DataError(f"input file not found: {path}")
-    names = ", ".join(f"{n}=..." for n in inputs)
-    hint = "give an .npy array, an .npz archive or a folder of .npy files (no pickled " \
-        f"objects), e.g. numpy.savez(FILE, {names})"
-    if path.is_dir():  # a folder of .npy files, as training reads them
-        from nntrain.data.sources import read_npy_folder
-
-        loaded = read_npy_folder(path, hint)
-    else:
-        loaded = read_numpy_file(path, hint)
-    if isinstance(loaded, np.ndarray):
-        if len(inputs) != 1:
-            raise DataError(f"{path}: the model has inputs {', '.join(inputs)}",
-                            f"give an .npz with one array per input name: numpy.savez(FILE, "
-                            f"{names})")
-        arrays = {next(iter(inputs)): loaded}
-    else:
-        found = list(loaded)
-        missing = [n for n in inputs if n not in found]
-        only = next(iter(inputs)) if len(inputs) == 1 else None
-        if only is not None and only not in found and (len(found) == 1 or x_name in found):
-            arrays = {only: loaded[found[0] if len(found) == 1 else x_name]}
-        elif missing:
-            raise DataError(f"{path}: no arrays for inputs {', '.join(missing)} "
-                            + (f"(found {', '.join(found)})" if found else "(it holds none)"),
-                            f"name the arrays after the model's inputs: numpy.savez(FILE, "
-                            f"{names})")
-        else:
-            arrays = {n: loaded[n] for n in inputs}
-    for name, array in arrays.items():
-        if array.ndim == 0:
-            shape = ", ".join(str(d) for d in inputs[name][0])
-            raise DataError(f"{path}: the input '{name}' is a single value, not examples",
-                            f"give an array of shape (N, {shape})")
-    return {name: native_byte_order(array) for name, array in arrays.items()}

@@ -391,12 +391,12 @@ def test_an_output_place_the_system_refuses_is_a_clear_error(tmp_path: Path, run
 
 
 def test_evaluate_of_a_read_only_run_still_prints_its_figures(runs, monkeypatch):
-    from nntrain import commands
+    from nntrain import read_back
 
     def read_only(path, data):
         raise OSError(30, "Read-only file system", str(path))
 
-    monkeypatch.setattr(commands, "atomic_write_json", read_only)
+    monkeypatch.setattr(read_back, "atomic_write_json", read_only)
     result = nntrain("evaluate", str(runs["tiny"]), "--json")
     assert result.exit_code == 0, result.output
     assert "not recorded in" in result.output and "Read-only file system" in result.output
