@@ -37,7 +37,7 @@ from nntrain.errors import (
     out_of_memory,
 )
 from nntrain.fsutil import DiskFull, atomic_write_json, atomic_write_text, exclusive
-from nntrain.interrupts import deferred_interrupts, skip_test_on_signals, stop_on_signals
+from nntrain.interrupts import deferred_interrupts, stop_on_signals
 from nntrain.runs import (
     Run,
     create_run,
@@ -374,7 +374,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
                               f" Continue with: {shell('nntrain', 'fit', '--resume', run.path)}"
                               if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
-        with skip_test_on_signals(fitter, console), _out_of_memory_is_a_user_error():
+        with stop_on_signals(fitter, console, "skipping the rest of the test evaluation"), \
+                _out_of_memory_is_a_user_error():
             test = fitter.evaluate_test()  # nothing left to checkpoint: a signal skips it
         if fitter.stop_signal is not None and test is None:  # (a signal during its last
             # part came too late to skip it: the figures are kept)

@@ -49,34 +49,19 @@ def deferred_interrupts(enabled: bool = True):
 
 
 @contextlib.contextmanager
-def stop_on_signals(fitter, console: Console):
-    """Ctrl-C or SIGTERM (a cluster preempting the job): finish the chunk running now, save a
-    checkpoint, stop. A second Ctrl-C stops at once."""
+def stop_on_signals(fitter, console: Console, doing: str = "stopping after the current steps"):
+    """Ctrl-C or SIGTERM (a cluster preempting the job): noted in `fitter.stop_signal`, which
+    stops training after the chunk running now (with a checkpoint), or the test evaluation
+    after its part running now (`doing` says which). Raised from the handler instead, a
+    KeyboardInterrupt could land inside JAX's callbacks (swallowed) or leave device work
+    running as Python exits (a crash). A second Ctrl-C stops at once."""
 
     def handle(signum, frame):
         if fitter.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         fitter.request_stop(signum)
-        console.print(f"[yellow]{signal.Signals(signum).name}: stopping after the current "
-                      "steps (Ctrl-C again to stop at once)[/]", soft_wrap=True)
-
-    with signals_handled_by(handle):
-        yield
-
-
-@contextlib.contextmanager
-def skip_test_on_signals(fitter, console: Console):
-    """Ctrl-C or SIGTERM in the test evaluation: noted in `fitter.stop_signal`, which stops
-    it after the part running now. Raised from the handler instead, a KeyboardInterrupt
-    could land inside JAX's callbacks (swallowed) or leave device work running as Python
-    exits (a crash). A second Ctrl-C stops at once."""
-
-    def handle(signum, frame):
-        if fitter.stop_signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        fitter.request_stop(signum)
-        console.print(f"[yellow]{signal.Signals(signum).name}: skipping the rest of the test "
-                      "evaluation (Ctrl-C again to stop at once)[/]", soft_wrap=True)
+        console.print(f"[yellow]{signal.Signals(signum).name}: {doing} (Ctrl-C again to stop "
+                      "at once)[/]", soft_wrap=True)
 
     with signals_handled_by(handle):
         yield
