@@ -82,7 +82,7 @@ def dump_config(loaded: LoadedConfig) -> str:
 
 
 def prepare_setup(loaded: LoadedConfig, training: bool = True) -> Setup:
-    """The config's model, losses, metrics and optimizer (nntrain.build imports JAX)."""
+    """The config's model, losses, metrics and optimizer, checked against one another."""
     from nntrain.build import prepare
 
     return prepare(loaded, training)
