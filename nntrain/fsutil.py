@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) sees the old version or the new, never half."""
+"""Atomic file writes: a reader (or a crash) sees the old version or the new, never half. And
+the check that a path given to be read is a file or a folder, not a pipe or a device."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +113,13 @@ def exclusive(path: Path) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def special_file(path: Path, pipes: bool = True) -> bool:
+    """Whether `path` (through its links) is a device or a socket, or with `pipes` a pipe:
+    /dev/zero never ends, and a FIFO that nothing writes to keeps its reader waiting."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False  # missing or unreadable: the reader says so
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or (stat.S_ISFIFO(mode) and not pipes))

@@ -18,7 +18,7 @@ from nntrain.custom import require_trust
 from nntrain.data.arrays import native_byte_order, read_numpy_file
 from nntrain.data.stream import examples
 from nntrain.errors import DataError, UserError
-from nntrain.fsutil import atomic_write_json, exclusive
+from nntrain.fsutil import atomic_write_json, exclusive, special_file
 from nntrain.runs import Run, now_text, resolve_run
 
 
@@ -337,6 +337,9 @@ def _read_inputs(path: Path, inputs: dict, x_name: str) -> dict[str, np.ndarray]
     training data's own .npz predicts as it is."""
     if not path.exists():
         raise DataError(f"input file not found: {path}")
+    if special_file(path):
+        raise DataError(f"input {path} is a pipe, a device or a socket, not a file",
+                        "give an .npy or .npz file, or a folder of .npy files")
     names = ", ".join(f"{n}=..." for n in inputs)
     hint = "give an .npy array, an .npz archive or a folder of .npy files (no pickled " \
         f"objects), e.g. numpy.savez(FILE, {names})"

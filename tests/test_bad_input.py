@@ -420,3 +420,66 @@ def test_an_output_path_that_is_a_folder_is_named_as_given(tmp_path: Path, runs)
     _rejected(result, "--output out.csv is a folder: the output is written as a file of its own")
     assert ".tmp" not in result.output
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]  # no temporary file left
+
+
+def _pipes_and_devices(folder: Path) -> None:
+    import os
+
+    for name in ("pipe.npz", "pipe.npy"):
+        os.mkfifo(folder / name)
+    (folder / "zeros.csv").symlink_to("/dev/zero")
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    (["fit", str(TINY), "--set", "data.dataset=null", "--set", "data.train=pipe.npz"],
+     "data.train: {}/pipe.npz is a pipe, a device or a socket, not a file"),
+    (["fit", str(TINY), "--set", "data.dataset=null", "--set", "data.train=zeros.csv"],
+     "data.train: {}/zeros.csv is a pipe, a device or a socket, not a file"),
+    (["validate", "/dev/zero"], "/dev/zero is a device or a socket, not a config file"),
+    (["predict", "RUN", "pipe.npy"], "input pipe.npy is a pipe, a device or a socket"),
+])
+def test_a_pipe_or_a_device_is_refused_not_read(tmp_path: Path, runs, command, says):
+    """Opening a FIFO waits for a writer forever and /dev/zero never ends: a path to either
+    is refused by its kind before it is opened (a child process, so a regression hangs
+    only until the timeout)."""
+    import os
+    import subprocess
+    import sys
+
+    _pipes_and_devices(tmp_path)
+    command = [str(runs["tiny"]) if word == "RUN" else word for word in command]
+    done = subprocess.run([sys.executable, "-m", "nntrain", *command], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert done.returncode == 2, done.stderr
+    assert says.format(tmp_path) in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_array_larger_than_memory_is_a_data_error(tmp_path: Path):
+    """An .npz member whose header declares 1.4 PiB: numpy's MemoryError, said as bad data."""
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (10**14, 4)})
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        archive.writestr("x.npy", header.getvalue())
+    result = nntrain("fit", str(TINY), "--set", "data.dataset=null", "--set",
+                     f"data.train={tmp_path / 'huge.npz'}", cwd=tmp_path)
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert f"cannot read {tmp_path / 'huge.npz'}: Unable to allocate" in said
+    assert "larger than this machine's memory" in said and not (tmp_path / "runs").exists()
+
+
+def test_a_config_read_from_a_pipe_validates(tmp_path: Path):
+    """`nntrain validate <(generate-config)`: a pipe with a writer is read once, to its end."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "nntrain", "validate", "/dev/stdin"],
+                          input=TINY.read_text(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "is valid: model 'tiny_mlp'" in " ".join(done.stdout.split())

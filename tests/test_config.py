@@ -468,6 +468,25 @@ def test_deep_nesting_is_refused_cleanly(tmp_path):
         load_config(source)
 
 
+@pytest.mark.parametrize(("value", "message"), [
+    ("[&a [l, l, l, l, l, l, l, l, l], " + ", ".join(  # 9**8 = 43 million strings
+        f"&{cur} [" + ", ".join([f"*{prev}"] * 9) + "]"
+        for prev, cur in zip("abcdefg", "bcdefgh", strict=True)) + "]",
+     "expands to more than 100,000 values"),
+    ("&r [*r]", "makes it endless"),
+    ("[" * 5000 + "]" * 5000, "nested too deeply to be a config value"),
+])
+def test_a_set_value_is_held_to_the_config_files_limits(tmp_path, value, message):
+    """A --set value is YAML as a config file is, with the same guards against alias bombs,
+    endless aliases and deep nesting: refused at once, naming the --set."""
+    source = write(tmp_path, BASE)
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=message) as info:
+        load_config(source, [f"compile.metrics={value}"])
+    assert time.perf_counter() - start < 2.0
+    assert info.value.message.startswith("--set compile.metrics=")
+
+
 def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path):
     source = write(tmp_path, BASE + "fit: {epochs: 3}\ncompile: {loss: mse}\n")
     with pytest.raises(UserError) as info:
@@ -506,8 +525,8 @@ def test_a_config_past_a_mebibyte_is_refused_without_reading_it_all(tmp_path):
     source.write_text(BASE + "# " + "x" * (1 << 20) + "\n")
     with pytest.raises(UserError, match="huge.yaml is over 1 MiB, too big for a config"):
         load_config(source)
-    with pytest.raises(UserError, match="/dev/zero is over 1 MiB"):
-        load_config(Path("/dev/zero"))
+    with pytest.raises(UserError, match="/dev/zero is a device or a socket, not a config"):
+        load_config(Path("/dev/zero"))  # by its kind, before a byte is read
 
 
 def test_repeat_makes_at_most_a_thousand_copies(tmp_path):

@@ -19,6 +19,7 @@ from nntrain.config.entries import BOOL_FOR_NUMBER, Registry, lazy_entry, snake_
 from nntrain.config.layers import CONSTRAINTS, LAYERS, RECURRENT, REGULARIZERS
 from nntrain.config.schema import CODE_PATTERN, RUN_NAME_PATTERN, SIZE_PATTERN, Config
 from nntrain.errors import UserError
+from nntrain.fsutil import special_file
 
 Path_ = tuple[str | int, ...]
 REGISTRIES: dict[str, Registry] = {
@@ -150,6 +151,10 @@ def _where(source: Path, positions, overrides, path: Path_) -> str:
 
 def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     """Parse one YAML document safely, returning data and the line:col of every value."""
+    # a pipe may be `nntrain validate <(...)`, read once to its end; a device may never end
+    if special_file(source, pipes=False):
+        raise UserError(f"{source} is a device or a socket, not a config file",
+                        "give a .yaml file, e.g. configs/fashion_mlp.yaml")
     try:
         with source.open("rb") as f:  # not read_text: a device or a huge file never ends
             data = f.read(MAX_CONFIG_BYTES + 1)
@@ -177,7 +182,7 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
         if node is None:
             raise UserError(f"config file is empty: {source}",
                             "start from one in configs/, or see `nntrain schema`")
-        _check_size(node)
+        _check_size(node, str(source))
         _check_unique_keys(node, source)
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
@@ -203,7 +208,7 @@ def read_yaml(source: Path) -> tuple[Any, dict[Path_, tuple[int, int]]]:
     return _unshared(data, source, ()), positions
 
 
-def _unshared(value: Any, source: Path, within: tuple[int, ...]) -> Any:
+def _unshared(value: Any, source: Path | str, within: tuple[int, ...]) -> Any:
     """The data with every YAML alias (`*h`) a copy of its anchor's value, not the same
     object: a `--set` on one place must change that place only. `within`: the containers
     around `value`, for an alias inside its own anchor (`&l [*l]`), which never ends."""
@@ -227,7 +232,7 @@ def _reader_error(source: Path, text: str, e: yaml.reader.ReaderError) -> UserEr
                      "allowed", "remove it, or save the file as text")
 
 
-def _check_size(root: yaml.Node) -> None:
+def _check_size(root: yaml.Node, where: str) -> None:
     sizes: dict[int, int] = {}
 
     def size(node: yaml.Node) -> int:
@@ -245,8 +250,8 @@ def _check_size(root: yaml.Node) -> None:
 
     if size(root) > MAX_NODES:
         raise UserError(
-            f"config expands to more than {MAX_NODES:,} values (YAML aliases?)",
-            "write the config out without deeply nested aliases",
+            f"{where}: expands to more than {MAX_NODES:,} values (YAML aliases?)",
+            "write it out without deeply nested aliases",
         )
 
 
@@ -320,13 +325,7 @@ def apply_override(data: dict, assignment: str) -> Path_:
     key, sep, value_text = assignment.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set {assignment}: expected KEY.PATH=VALUE", "e.g. --set fit.epochs=5")
-    try:
-        value = yaml.load(value_text, ConfigLoader) if value_text.strip() else None
-    except yaml.YAMLError as e:
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"--set {assignment}: value is not valid YAML: {problem}",
-                        "quote the value if it is text; close brackets and braces: "
-                        "--set 'compile.metrics=[accuracy]'") from None
+    value = _override_value(assignment, value_text) if value_text.strip() else None
     # `layers.1` or, as error messages write it, `layers[1]`
     dotted = re.sub(r"\[(-?\d+)\]", r".\1", key.strip())
     path: list[str | int] = [int(p) if p.lstrip("-").isdigit() else p for p in dotted.split(".")]
@@ -347,6 +346,30 @@ def apply_override(data: dict, assignment: str) -> Path_:
             _expand_shorthand(node, part, path[depth + 1])
             node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
     return tuple(path)
+
+
+def _override_value(assignment: str, text: str) -> Any:
+    """A --set value, read as a config file is: plain YAML, a bounded size (no alias bomb),
+    every alias a copy of its anchor's value."""
+    where = f"--set {assignment}"
+    loader = ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:  # a comment alone
+            return None
+        _check_size(node, where)
+        value = loader.construct_document(node)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{where}: value is not valid YAML: {problem}",
+                        "quote the value if it is text; close brackets and braces: "
+                        "--set 'compile.metrics=[accuracy]'") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to be a config value",
+                        "a config is a few levels of mappings and lists") from None
+    finally:
+        loader.dispose()
+    return _unshared(value, where, ())
 
 
 def _expand_shorthand(node: Any, part: str | int, inner: str | int) -> None:

@@ -95,6 +95,10 @@ def read_numpy_file(path: Path, hint: str) -> np.ndarray | dict[str, np.ndarray]
                 found = {key: loaded[key] for key in loaded.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise unreadable(path, e, hint) from None
+    except MemoryError as e:  # numpy's: a header that declares more than memory holds
+        raise DataError(f"cannot read {path}: {e}", "its arrays are larger than this "
+                        "machine's memory: check how the file was written; data this big "
+                        "trains from a folder of .npy files, read as it is needed") from None
     # an .npz member that is not an .npy (a README, a JSON file) comes back as bytes
     return {key: native_byte_order(value) for key, value in found.items()
             if isinstance(value, np.ndarray)}

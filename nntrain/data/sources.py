@@ -33,6 +33,7 @@ from nntrain.data.tabular import (
     stray_text,
 )
 from nntrain.errors import DataError, DataModelMismatch
+from nntrain.fsutil import special_file
 from nntrain.metrics import target_problem
 
 IMAGE_DATASETS = ("fashion_mnist", "mnist")
@@ -141,6 +142,9 @@ def resolve_path(path: str, base_dir: Path, key: str) -> Path:
         raise DataError(f"{key}: file not found: {resolved}",
                         "paths in a config are relative to the config file's folder, "
                         "paths given with --set to the current folder")
+    if special_file(resolved):
+        raise DataError(f"{key}: {resolved} is a pipe, a device or a socket, not a file",
+                        "give a data file (.npz, .npy, .csv) or a folder of .npy files")
     return resolved
 
 
