@@ -295,7 +295,13 @@ def test_no_targets_is_a_data_error(tmp_path: Path, table: Path):
 def test_rows_with_the_wrong_number_of_values(tmp_path: Path):
     (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,4\n5,6,1\n7,8,1,9\n")
     message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
-    assert "2 rows do not have 3 values" in message and "line 3" in message
+    assert "2 rows do not have 3 values (first at line 3)" in message
+    (tmp_path / "t.csv").write_text("a,b,y\n1,2,0\n3,4\n5,6,1\n")
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+    assert "1 row does not have 3 values (at line 3)" in message
+    (tmp_path / "t.csv").write_text("\n1,2,0\n3,4,1\n")  # the header line left empty
+    message = data_error(tmp_path, "train: t.csv\ntargets: y\n", classifier(2))
+    assert "t.csv: the first line, which names the columns, is empty" in message
 
 
 def test_infinite_values_are_refused_with_their_column_and_line(tmp_path: Path):

@@ -68,6 +68,9 @@ def read_csv(path: Path, categorical: list[str] | tuple[str, ...] = ()) -> Table
     if len(rows) < 2:
         raise DataError(f"{path}: no data rows", "expected a header row and at least one row")
     header = [h.strip() for h in rows[0]]
+    if not any(header):
+        raise DataError(f"{path}: the first line, which names the columns, is empty",
+                        "start the file with its header: the column names, comma-separated")
     kept = [i for i, row in enumerate(rows) if i and any(cell.strip() for cell in row)]
     body = [rows[i] for i in kept]  # blank lines skipped; `kept` has their rows' numbers
     repeated = sorted({h for h in header if h and header.count(h) > 1})
@@ -76,8 +79,9 @@ def read_csv(path: Path, categorical: list[str] | tuple[str, ...] = ()) -> Table
                         "once", "give each column its own name")
     bad = [starts[i] for i, row in zip(kept, body, strict=True) if len(row) != len(header)]
     if bad:
-        raise DataError(f"{path}: {len(bad)} rows do not have {len(header)} values "
-                        f"(first at line {bad[0]})",
+        rows_do = "1 row does" if len(bad) == 1 else f"{len(bad)} rows do"
+        raise DataError(f"{path}: {rows_do} not have {len(header)} values "
+                        f"({'at' if len(bad) == 1 else 'first at'} line {bad[0]})",
                         "give every row a value for each column (an empty cell is a missing "
                         "value: see data.missing); quote values that contain commas")
     numeric, text = {}, {}
