@@ -483,3 +483,18 @@ def test_a_config_read_from_a_pipe_validates(tmp_path: Path):
                           input=TINY.read_text(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "is valid: model 'tiny_mlp'" in " ".join(done.stdout.split())
+
+
+def test_a_npy_file_cut_short_in_a_folder_is_said_so(tmp_path: Path):
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "x.npy", np.zeros((40, 4, 4), np.float32))
+    np.save(data / "y.npy", np.zeros(40, np.int64))
+    whole = (data / "x.npy").read_bytes()
+    (data / "x.npy").write_bytes(whole[: len(whole) // 2])  # a copy interrupted halfway
+    result = nntrain("fit", str(TINY), "--set", "data.dataset=null", "--set",
+                     f"data.train={data}", cwd=tmp_path)
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert f"cannot read {data / 'x.npy'}: it holds fewer bytes than its header declares" in said
+    assert "the file was cut short" in said and not (tmp_path / "runs").exists()

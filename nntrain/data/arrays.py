@@ -76,6 +76,10 @@ def native_byte_order(array: np.ndarray) -> np.ndarray:
 def unreadable(path: Path, error: Exception, hint: str) -> DataError:
     """numpy's error for a file it cannot load, said for a user: numpy takes what is not an
     .npy or .npz for a pickle, and its message is about allow_pickle."""
+    if "mmap length is greater than file size" in str(error):  # a memory-mapped .npy
+        return DataError(f"cannot read {path}: it holds fewer bytes than its header declares",
+                         "the file was cut short (an interrupted copy or save?): write it "
+                         "again")
     reason = "object arrays need pickle, which nntrain never uses" if "Object" in str(error) \
         else "not an .npy or .npz file numpy wrote" if "pickle" in str(error) \
         else str(error) or "empty file"
