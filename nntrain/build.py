@@ -275,7 +275,7 @@ def _optimizer_copies(loaded: LoadedConfig) -> tuple[str, int]:
               "rmsprop": 1 + int(getattr(args, "momentum", 0) > 0)
               + int(getattr(args, "centered", False))}.get(
         name, 2 + int(getattr(args, "amsgrad", False)))  # adam's kin: two moments
-    return name, copies
+    return name, copies + int(args.use_ema)  # the weights' moving average
 
 
 def _check_weights_fit_in_memory(loaded: LoadedConfig, graph: Graph, model: Model,

@@ -206,8 +206,57 @@ def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformat
     if every:
         # Keras's accumulation: every `every` batches, one update with the mean of their
         # gradients, clipped and decayed then; in between the weights stay as they are
-        return optax.MultiSteps(optimizer, every_k_schedule=every).gradient_transformation()
+        optimizer = optax.MultiSteps(optimizer, every_k_schedule=every).gradient_transformation()
+    if a.use_ema:  # outermost: Keras averages after every batch, accumulating or not
+        optimizer = keras_ema(optimizer, a.ema_momentum, a.ema_overwrite_frequency)
     return optimizer
+
+
+class KerasEmaState(NamedTuple):
+    inner: Any  # the optimizer's own state
+    count: Any  # batches taken (Keras's `iterations`)
+    average: Any  # the moving average of the weights, shaped as they are
+
+
+def keras_ema(inner: optax.GradientTransformation, momentum: float,
+              overwrite_every: int | None = None) -> optax.GradientTransformation:
+    """Keras's `use_ema`: after each step, `average = momentum * average + (1 - momentum) *
+    weights` (the first step copies the weights), and with `overwrite_every` the step that
+    ends each N-th batch moves the weights onto the average. `finalize_weights` is Keras's
+    `finalize_variable_values`, at the end of training."""
+
+    def init(params):
+        return KerasEmaState(inner.init(params), jnp.zeros([], jnp.int32),
+                             jax.tree.map(jnp.array, params))
+
+    def update(updates, state, params=None):
+        step, inner_state = inner.update(updates, state.inner, params)
+        weights = optax.apply_updates(params, step)
+        kept = jnp.where(state.count == 0, jnp.float32(0), jnp.float32(momentum))
+        average = jax.tree.map(lambda a, w: (kept * a + (1 - kept) * w).astype(w.dtype),
+                               state.average, weights)
+        if overwrite_every:
+            now = (state.count + 1) % overwrite_every == 0
+            step = jax.tree.map(lambda s, a, p: jnp.where(now, a - p, s), step, average, params)
+        return step, KerasEmaState(inner_state, optax.safe_increment(state.count), average)
+
+    return optax.GradientTransformation(init, update)
+
+
+def uses_ema(opt_state: Any) -> bool:
+    return isinstance(opt_state, KerasEmaState)
+
+
+def finalize_weights(params: Any, opt_state: Any) -> Any:
+    """The weights training leaves: with `use_ema`, their moving average (as Keras's `fit`
+    ends), else the weights themselves."""
+    return opt_state.average if uses_ema(opt_state) else params
+
+
+def swap_ema(params: Any, opt_state: Any) -> tuple[Any, Any]:
+    """The weights and the average traded places (Keras's `SwapEMAWeights`): the average in
+    the model, the weights kept in its place, for the swap back."""
+    return opt_state.average, opt_state._replace(average=params)
 
 
 def _at_batches(schedule: optax.Schedule, every: int) -> optax.Schedule:

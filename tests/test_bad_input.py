@@ -81,7 +81,7 @@ BAD_DATA = {
         "train data (d.npz): targets of 'dense' hold 1 NaN or infinite values",
         "give every example a finite target"]),
     "fewer labels than inputs": (GOOD_X, GOOD_Y[:3], [
-        "the arrays have different numbers of rows: 'input' 4, 'dense' 3"]),
+        "the arrays have different numbers of rows: 'x' 4, 'y' 3"]),
 }
 
 

@@ -618,6 +618,23 @@ def test_big_endian_arrays_are_read_in_this_machines_byte_order(tmp_path: Path):
         np.testing.assert_array_equal(y_of(ds.train), np.arange(10) % 2)
 
 
+def test_uneven_arrays_are_named_as_the_user_saved_them(tmp_path: Path):
+    """The message names files in a folder and arrays in an .npz, weights included, so the
+    user knows which one to fix."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    np.save(folder / "x.npy", np.zeros((10, 4), np.float32))
+    np.save(folder / "y.npy", np.zeros(9, np.int64))
+    np.save(folder / "w.npy", np.ones(7, np.float32))
+    assert "different numbers of rows: x.npy 10, y.npy 9, w.npy 7" in data_error(
+        tmp_path, "train: folder\nsample_weight: w\n", classifier(4, 2))
+    np.savez(tmp_path / "d.npz", features=np.zeros((10, 4), np.float32),
+             labels=np.zeros(10, np.int64), w=np.ones(8, np.float32))
+    assert "different numbers of rows: 'features' 10, 'labels' 10, 'w' 8" in data_error(
+        tmp_path, "train: d.npz\nx: features\ny: labels\nsample_weight: {dense: w}\n",
+        classifier(4, 2))
+
+
 def test_one_hot_targets_for_a_sparse_loss_and_single_values_are_data_errors(tmp_path: Path):
     x = np.zeros((6, 4), np.float32)
     np.savez(tmp_path / "wide.npz", x=x, y=np.eye(2, dtype=np.int64)[np.arange(6) % 2])
@@ -643,7 +660,7 @@ def test_files_nntrain_does_not_read_get_their_own_message(tmp_path: Path):
     np.savez(tmp_path / "empty.npz")
     assert "holds no arrays" in data_error(tmp_path, "train: empty.npz\n", classifier(4, 2))
     np.savez(tmp_path / "uneven.npz", x=np.zeros((10, 4), np.float32), y=np.zeros(8, np.int64))
-    assert "different numbers of rows: 'input' 10, 'dense' 8" in data_error(
+    assert "different numbers of rows: 'x' 10, 'y' 8" in data_error(
         tmp_path, "train: uneven.npz\nvalidation: {last: 2}\n", classifier(4, 2))
     write_csv(tmp_path / "t.csv", ["a", "b", "c", "d", "y"], [[1, 2, 3, 4, 0]] * 6)
     assert "data.test.path: " in data_error(
@@ -696,8 +713,8 @@ def test_npz_sample_weight(tmp_path: Path):
     np.testing.assert_array_equal(ds.validation.sample_weight, [4])
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 2, 0]),
              w=np.array([1, 2, 3]))
-    assert "sample weights" in data_error(tmp_path, "train: d.npz\nsample_weight: w\n",
-                                          classifier(2))
+    assert "different numbers of rows: 'x' 4, 'y' 4, 'w' 3" in data_error(
+        tmp_path, "train: d.npz\nsample_weight: w\n", classifier(2))
 
 
 @pytest.mark.parametrize("weights", [np.array(["1"] * 4), np.ones(4, np.complex64)])

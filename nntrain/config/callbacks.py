@@ -135,6 +135,16 @@ class TerminateOnNaNArgs(Args):
     """Always on: a non-finite loss stops training. Listing it is allowed for Keras users."""
 
 
+@CALLBACKS.register("swap_ema_weights", "SwapEMAWeights")
+class SwapEMAWeightsArgs(Args):
+    """Keras's SwapEMAWeights, with an optimizer's `use_ema`: validation sees the weights'
+    moving average. With `swap_on_epoch`, so do the callbacks after this one at each epoch's
+    end (a model_checkpoint then keeps the average), while training goes on from the
+    weights themselves."""
+
+    swap_on_epoch: bool = False
+
+
 @CALLBACKS.register("reduce_lr_on_plateau", "ReduceLROnPlateau")
 class ReduceLROnPlateauArgs(MonitorArgs):
     """Keras's ReduceLROnPlateau: after `patience` epochs without an improvement of `monitor`

@@ -343,20 +343,21 @@ class OptimizerArgs(Args):
     weight_decay: NonNegativeFloat | None = None
     # what Keras's saved optimizer configs hold besides: accepted at its defaults
     name: str | None = keras_only(None)
-    use_ema: bool = keras_only(False)
-    ema_momentum: float = keras_only(0.99)
-    ema_overwrite_frequency: PositiveInt | None = keras_only(None)
     loss_scale_factor: float | None = keras_only(None)
     # update every N batches with the mean of their gradients (Keras requires N >= 2)
     gradient_accumulation_steps: Annotated[int, Field(ge=2)] | None = None
+    # a moving average of the weights after each step: the weights at the end of training,
+    # every N steps with ema_overwrite_frequency, and with swap_ema_weights for validation
+    use_ema: bool = False
+    ema_momentum: Annotated[float, Field(ge=0, le=1)] = 0.99
+    ema_overwrite_frequency: PositiveInt | None = None
 
-    @field_validator("use_ema", "ema_overwrite_frequency", "loss_scale_factor")
+    @field_validator("loss_scale_factor")
     @classmethod
     def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
-        if value not in (None, False):
+        if value is not None:
             raise ValueError(f"nntrain does not support Keras's {info.field_name}; leave it "
-                             f"out (Keras's default, {'false' if value is True else 'null'}, "
-                             "is accepted)")
+                             "out (Keras's default, null, is accepted)")
         return value
 
     @model_validator(mode="after")

@@ -233,6 +233,9 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO, held_out: bool = Fals
         raise DataError(f"{path}: holds no arrays", "save the data with numpy.savez(path, "
                         "x=..., y=...)")
 
+    rows: dict[str, int] = {}  # rows per array read, for the check below
+    label = "{}.npy" if path.is_dir() else "'{}'"  # how the user named each array
+
     def pick(name: str, setting: str, what: str, single: bool) -> np.ndarray:
         default = getattr(config, setting)
         key = default if single and default in arrays else name
@@ -240,6 +243,7 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO, held_out: bool = Fals
             if arrays[key].ndim == 0:
                 raise DataError(f"{path}: array '{key}' is a single value, not examples",
                                 "save one row per example (an array of shape (N, ...))")
+            rows[label.format(key)] = len(arrays[key])
             return arrays[key]
         if single:
             raise DataError(f"{path}: no array named '{default}' (data.{setting}) for the "
@@ -258,11 +262,8 @@ def _read_npz(path: Path, config: DataConfig, io: ModelIO, held_out: bool = Fals
         for out, key in config.sample_weight.items():
             if key in arrays or not held_out:
                 per_output[out] = _weight_array(arrays, key, path, out, found)
-    rows = {f"'{k}'": len(v) for k, v in {**x, **y}.items()}  # before any split is cut
-    if weight is not None:
-        rows["the sample weights"] = len(weight)
-    rows.update({f"'{out}' weights": len(v) for out, v in per_output.items()})
-    if len(set(rows.values())) > 1:
+                rows[label.format(key)] = len(per_output[out])
+    if len(set(rows.values())) > 1:  # before any split is cut
         raise DataError(f"{path}: the arrays have different numbers of rows: " + ", ".join(
             f"{name} {n:,}" for name, n in rows.items()), "give one row per example in each")
     return ArraySet(x, y, None if weight is None else _weights(weight, path, "the sample weights"),

@@ -30,6 +30,7 @@ from nntrain.config.callbacks import (
     LearningRateSchedulerArgs,
     ModelCheckpointArgs,
     ReduceLROnPlateauArgs,
+    SwapEMAWeightsArgs,
     TensorBoardArgs,
     TerminateOnNaNArgs,  # noqa: F401 - fit.py finds every callback's arguments here
     is_checkpoint_name,
@@ -253,6 +254,21 @@ def as_rate(value: Any, what: str) -> float:
 def _say(trainer: Trainer, text: str) -> None:
     if not trainer.quiet:
         trainer.console.print(text, highlight=False, soft_wrap=True)
+
+
+class SwapEMAWeights(Callback):
+    """Keras's SwapEMAWeights. Listed, it has the trainer validate on the optimizer's moving
+    average of the weights (`Trainer.validation_params`); with `swap_on_epoch`, the callbacks
+    after it at an epoch's end see the average as the model's weights (a checkpoint keeps
+    it). Training, and its resume checkpoint, go on from the weights themselves, which
+    Keras swaps back as the next epoch begins."""
+
+    def __init__(self, args: SwapEMAWeightsArgs) -> None:
+        self.args = args
+
+    def on_epoch_end(self, epoch, logs, trainer):
+        if self.args.swap_on_epoch:
+            trainer.ema_in_model = True
 
 
 class ReduceLROnPlateau(Callback):
@@ -806,6 +822,11 @@ def check_callbacks(loaded: LoadedConfig) -> dict[int, Any]:
                 f"{name} sets the learning rate, but compile.optimizer.{entry_name(optimizer)}"
                 f".learning_rate is a schedule ({schedule_of(learning_rate)[0]}) that sets it "
                 f"at every step; use one or the other")))
+        elif isinstance(args, SwapEMAWeightsArgs) and not entry_args(optimizer).use_ema:
+            issues.append(loaded.issue(path, (
+                "swap_ema_weights swaps in the weights' moving average, which the optimizer "
+                f"keeps only with compile.optimizer.{entry_name(optimizer)}.use_ema: true; "
+                "set it, or remove this callback")))
         elif isinstance(args, LearningRateSchedulerArgs) and isinstance(args.schedule, str):
             function = load(args.schedule, (*path, "schedule"), "function")
             if function is not None and not callable(function):

@@ -31,7 +31,12 @@ from nntrain.data.sources import Dataset
 from nntrain.data.stream import memory_budget, nbytes, row_bytes
 from nntrain.errors import TrainingFailed
 from nntrain.fsutil import atomic_write_json, atomic_write_text, exclusive
-from nntrain.optimizers import get_learning_rate, has_schedule, set_learning_rate
+from nntrain.optimizers import (
+    finalize_weights,
+    get_learning_rate,
+    has_schedule,
+    set_learning_rate,
+)
 from nntrain.progress import EpochProgress
 from nntrain.runs import Run
 from nntrain.train import callbacks as cb
@@ -129,6 +134,10 @@ class Fitter:
             eval_rows=None if generated else evaluated)
         self.generated = generated
         self.stop_training = False
+        # whether callbacks see the optimizer's moving average as the weights (SwapEMAWeights)
+        self.ema_in_model = False
+        self.validates_on_ema = any(isinstance(c, cb.SwapEMAWeightsArgs) for c in (
+            entry_args(e) for e in self.config.fit.callbacks))
         # why training ended (early stopping, a callback), once it has: kept in
         # checkpoints/last, so a run killed in its last moments resumes to its end, not on
         self.ended: str | None = None
@@ -194,6 +203,8 @@ class Fitter:
                 made.append(cb.CSVLogger(args, self.run.path))
             elif isinstance(args, cb.TensorBoardArgs):
                 made.append(cb.TensorBoard(args, self.run.path, self.config))
+            elif isinstance(args, cb.SwapEMAWeightsArgs):
+                made.append(cb.SwapEMAWeights(args))
             elif i in code:
                 made.append(cb.UserCallback.create(name, code[i], args, model))
             elif not isinstance(args, cb.TerminateOnNaNArgs):
@@ -218,11 +229,27 @@ class Fitter:
         however many ask (early stopping and the checkpoint both do in an improving epoch;
         for a large model each copy is the model's size)."""
         params, state = self.carry["params"], self.carry["state"]
+        if self.ema_in_model:  # a swap_ema_weights callback's view, at an epoch's end
+            params = self.carry["opt_state"].average
         cached = self._host_weights
         if cached is None or cached[0] is not params or cached[1] is not state:
             cached = self._host_weights = (params, state,
                                            fetch({"params": params, "state": state}))
         return cached[2]
+
+    def validation_params(self) -> Any:
+        """The weights validation runs on: the optimizer's moving average of them with a
+        swap_ema_weights callback, as Keras swaps it in for evaluation."""
+        return self.carry["opt_state"].average if self.validates_on_ema \
+            else self.carry["params"]
+
+    def _finalize_weights(self) -> None:
+        """As training ends (not when interrupted: a resume goes on where it was), Keras's
+        `finalize_variable_values`: with `use_ema`, the weights become their moving average,
+        and so does what the last checkpoint keeps."""
+        params = finalize_weights(self.carry["params"], self.carry["opt_state"])
+        if params is not self.carry["params"]:  # a copy: a chunk donates the carry's buffers
+            self.carry = {**self.carry, "params": jax.tree.map(jnp.copy, params)}
 
     def set_weights(self, weights: dict[str, Any]) -> None:
         self.carry = {**self.carry, **self.placement.replicate(weights)}
@@ -549,8 +576,8 @@ class Fitter:
                 break
             logs = programs.layout.result(sums)
             if validation is not None:
-                val = programs.evaluate(self.carry["params"], self.carry["state"], validation,
-                                        self.n_validation)
+                val = programs.evaluate(self.validation_params(), self.carry["state"],
+                                        validation, self.n_validation)
                 logs.update({f"val_{k}": v for k, v in val.items()})
             # the scratch of training and validation (and of their compilers, in the first
             # epoch) back to the OS; not after epochs under a second, which the page faults
@@ -565,10 +592,15 @@ class Fitter:
             try:
                 with self._writes_together():
                     with contextlib.redirect_stdout(said):
-                        for callback in self.callbacks:
-                            callback.on_epoch_end(epoch, logs, self)
+                        try:
+                            for callback in self.callbacks:
+                                callback.on_epoch_end(epoch, logs, self)
+                        finally:
+                            self.ema_in_model = False
                     if self.stop_training:
                         self.ended = self._stop_reason(epoch, done)
+                    if self.ended or epoch + 1 == epochs:
+                        self._finalize_weights()
                     seconds = time.perf_counter() - start
                     self.history.append({"epoch": epoch + 1, **logs,
                                          "seconds": round(seconds, 3)})
