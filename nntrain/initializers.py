@@ -1,11 +1,14 @@
-"""Weight initializers by Keras name, with Keras's scales (jax.nn.initializers underneath)."""
+"""Weight initializers: Keras's, by name and with their arguments and scales
+(jax.nn.initializers underneath)."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from typing import Any
 
-from nntrain.lazy import jax
+from nntrain.config.entries import entry_args
+from nntrain.config.layers import INITIALIZERS, initializer_name
+from nntrain.lazy import jax, jnp
 
 Initializer = Callable[..., "jax.Array"]
 
@@ -39,20 +42,57 @@ def _variance_scaling(scale: float, mode: str, distribution: str) -> Initializer
     return init
 
 
-@functools.cache
-def _initializers() -> dict[str, Initializer]:
+def get(entry: Any) -> Initializer:
+    """The `(key, shape, dtype) -> array` an initializer entry (or a bare Keras name) gives.
+    With a `seed`, the key passed in is set aside for the seed's own."""
+    name = name_of(entry)
+    args = INITIALIZERS.args[name]() if isinstance(entry, str) else entry_args(entry)
+    init = _made(name, args)
+    seed = getattr(args, "seed", None)
+    if seed is None:
+        return init
+    return lambda key, shape, dtype="float32": init(jax.random.key(seed), shape, dtype)
+
+
+# Keras's VarianceScaling distributions by JAX's names
+_DISTRIBUTIONS = {"truncated_normal": "truncated_normal", "untruncated_normal": "normal",
+                  "uniform": "uniform"}
+
+
+def _made(name: str, a: Any) -> Initializer:
     init = jax.nn.initializers
-    uniform = init.uniform(0.1)  # Keras: [-0.05, 0.05]; JAX's is [0, 0.1), shifted below
-    return {
-        **{name: _variance_scaling(*args) for name, args in VARIANCE_SCALING.items()},
-        "zeros": init.zeros,
-        "ones": init.ones,
-        "random_normal": init.normal(0.05),  # Keras: stddev 0.05
-        "random_uniform": lambda key, shape, dtype="float32": uniform(key, shape, dtype) - 0.05,
-        "truncated_normal": init.truncated_normal(0.05),
-        "orthogonal": init.orthogonal(),
-    }
+    if name in VARIANCE_SCALING:
+        return _variance_scaling(*VARIANCE_SCALING[name])
+    if name == "variance_scaling":
+        return _variance_scaling(a.scale, a.mode, _DISTRIBUTIONS[a.distribution])
+    if name == "zeros":
+        return init.zeros
+    if name == "ones":
+        return init.ones
+    if name == "constant":
+        return lambda key, shape, dtype="float32": jnp.full(shape, a.value, dtype)
+    if name == "random_normal":
+        return lambda key, shape, dtype="float32": \
+            a.mean + a.stddev * jax.random.normal(key, shape, dtype)
+    if name == "truncated_normal":  # redrawn past 2 stddev, as Keras's: no rescaling after
+        return lambda key, shape, dtype="float32": \
+            a.mean + a.stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+    if name == "random_uniform":
+        return lambda key, shape, dtype="float32": \
+            a.minval + (a.maxval - a.minval) * jax.random.uniform(key, shape, dtype)
+    if name == "orthogonal":
+        return init.orthogonal(a.gain)
+    if name == "identity":  # 2-dimensional weights only (the model checks)
+        return lambda key, shape, dtype="float32": a.gain * jnp.eye(*shape, dtype=dtype)
+    raise ValueError(f"unknown initializer {name}")
 
 
-def get(name: str) -> Initializer:
-    return _initializers()[name]
+def needs_matrix(entry: Any) -> str | None:
+    """What an initializer needs of a weight's shape beyond any: 'two or more' dimensions
+    (orthogonal), 'two' (identity), or None."""
+    return {"orthogonal": "2 or more", "identity": "exactly 2"}.get(name_of(entry))
+
+
+def name_of(entry: Any) -> str:
+    """The registered name of an initializer entry or of a bare Keras name."""
+    return INITIALIZERS.canonical(entry) if isinstance(entry, str) else initializer_name(entry)

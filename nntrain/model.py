@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from nntrain import regularizers
+from nntrain import initializers, regularizers
 from nntrain.config.entries import entry_name, is_custom
 from nntrain.errors import UserCodeError, UserError
 from nntrain.graph import Graph
@@ -505,11 +505,15 @@ def _user_code(node: Any, method: str) -> Iterator[None]:
 def _check_initializer(node: Any, name: str, weight: Any) -> None:
     """An initializer that cannot fill the weight's shape is a config error, not a crash in
     the first step."""
-    if isinstance(weight, Weight) and weight.initializer == "orthogonal" \
-            and len(weight.shape) < 2:
+    if not isinstance(weight, Weight) or callable(weight.initializer):
+        return
+    needs = initializers.needs_matrix(weight.initializer)
+    rank = len(weight.shape)
+    if needs and not (rank == 2 if needs == "exactly 2" else rank >= 2):
+        which = initializers.name_of(weight.initializer)
         raise ShapeError(f"layer '{node.name}' ({node.type}), weight '{name}' of shape "
-                         f"{weight.shape}: the orthogonal initializer needs 2 or more "
-                         "dimensions (use it for kernels; zeros for biases)", node.index)
+                         f"{weight.shape}: the {which} initializer needs {needs} dimensions "
+                         "(use it for kernels; zeros for biases)", node.index)
 
 
 def _layer_shapes(layer: Layer, input_shape: Any) -> tuple[Pytree, Pytree, Shape]:

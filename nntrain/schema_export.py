@@ -56,10 +56,10 @@ class _Generator(GenerateJsonSchema):
 
 def _registries() -> list[Registry]:
     from nntrain.config import schema
-    from nntrain.config.layers import CONSTRAINTS, RECURRENT, REGULARIZERS
+    from nntrain.config.layers import CONSTRAINTS, INITIALIZERS, RECURRENT, REGULARIZERS
 
     return [schema.LAYERS, schema.LOSSES, schema.METRICS, schema.OPTIMIZERS, schema.CALLBACKS,
-            REGULARIZERS, CONSTRAINTS, RECURRENT]
+            REGULARIZERS, CONSTRAINTS, INITIALIZERS, RECURRENT]
 
 
 def _title(registry: Registry) -> str:

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 
 from nntrain import initializers
 from nntrain.build import Setup, prepare
@@ -271,6 +272,100 @@ def test_variance_scaling_of_a_vector_uses_keras_fans(name, limit, std):
     assert np.abs(values).max() <= limit * (1 + 1e-6)
     np.testing.assert_allclose(values.std(), std, rtol=0.03)
     assert initializers.get(name)(jax.random.key(0), (), jnp.float32).shape == ()
+
+
+def _drawn(entry: str, shape=(400, 300), key: int = 0) -> np.ndarray:
+    """An initializer written as in a config, drawn from `key`."""
+    from nntrain.config.layers import DenseArgs
+
+    initializer = DenseArgs.model_validate({"units": 1, "kernel_initializer": yaml.safe_load(
+        entry)}).kernel_initializer
+    return np.asarray(initializers.get(initializer)(jax.random.key(key), shape, jnp.float32))
+
+
+@pytest.mark.parametrize(("entry", "low", "high", "mean", "std"), [
+    ("{random_normal: {mean: 1.0, stddev: 0.5}}", -np.inf, np.inf, 1.0, 0.5),
+    ("{class_name: RandomUniform, config: {minval: 2, maxval: 4, seed: null}}", 2, 4, 3,
+     2 / np.sqrt(12)),
+    ("{truncated_normal: {mean: -1, stddev: 0.1}}", -1.2, -0.8, -1, 0.1 * 0.87962566),
+    # He's initialization with fan_avg (Hands-On ML, ch. 11): limit sqrt(3 * 2 / 350)
+    ("{variance_scaling: {scale: 2.0, mode: fan_avg, distribution: uniform}}",
+     -np.sqrt(6 / 350), np.sqrt(6 / 350), 0, np.sqrt(2 / 350)),
+    ("{VarianceScaling: {distribution: untruncated_normal}}", -np.inf, np.inf, 0,
+     np.sqrt(1 / 400)),
+])
+def test_initializers_take_keras_arguments(entry, low, high, mean, std):
+    values = _drawn(entry)
+    assert values.min() >= low and values.max() <= high
+    assert abs(values.mean() - mean) < 0.02 * std + 1e-6
+    np.testing.assert_allclose(values.std(), std, rtol=0.02)
+
+
+def test_constant_identity_and_orthogonal_gain():
+    np.testing.assert_array_equal(_drawn("{constant: 0.25}", (2, 3)), np.full((2, 3), 0.25))
+    np.testing.assert_array_equal(_drawn("{Constant: {value: -2}}", (4,)), np.full(4, -2.0))
+    np.testing.assert_array_equal(_drawn("{identity: {gain: 3}}", (2, 3)), 3 * np.eye(2, 3))
+    rows = _drawn("{orthogonal: {gain: 2}}", (5, 5))
+    np.testing.assert_allclose(rows @ rows.T, 4 * np.eye(5), atol=1e-5)
+
+
+def test_a_seeded_initializer_draws_the_same_weights_from_any_key():
+    """Keras's `seed`: the weight is the seed's, whatever the config's seed gives the layer."""
+    seeded = "{glorot_uniform: {seed: 7}}"
+    np.testing.assert_array_equal(_drawn(seeded, key=0), _drawn(seeded, key=1))
+    assert not np.array_equal(_drawn(seeded), _drawn("{glorot_uniform: {seed: 8}}"))
+    assert not np.array_equal(_drawn("glorot_uniform", key=0), _drawn("glorot_uniform", key=1))
+
+
+def test_keras_initializer_defaults_keep_the_values_drawn_before_arguments():
+    """The defaults written out draw what the bare names did (a seed gives the weights it
+    always gave): random_normal 0.05, random_uniform ±0.05, truncated_normal 0.05."""
+    key, shape = jax.random.key(5), (30, 20)
+    np.testing.assert_array_equal(_drawn("random_normal", shape, 5),
+                                  np.asarray(jax.random.normal(key, shape)) * np.float32(0.05))
+    np.testing.assert_array_equal(
+        _drawn("uniform", shape, 5),
+        np.asarray(jax.random.uniform(key, shape)) * np.float32(0.1) - np.float32(0.05))
+    np.testing.assert_array_equal(
+        _drawn("truncated_normal", shape, 5),
+        np.asarray(jax.random.truncated_normal(key, -2.0, 2.0, shape)) * np.float32(0.05))
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ("{random_uniform: {minval: 1, maxval: 0}}", "minval 1.0 is above maxval 0.0"),
+    ("{random_normal: {stdev: 1}}", "unknown key 'stdev'"),
+    ("{variance_scaling: {mode: fan_out_avg}}", "'fan_in', 'fan_out' or 'fan_avg'"),
+    ("0.5", "name the initializer, e.g. {constant: 0.5}"),
+    ("{he_normal: {seed: -1}}", "greater than or equal to 0"),
+])
+def test_bad_initializer_arguments_are_config_errors(tmp_path, entry, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(HEAD + textwrap.dedent(f"""\
+        model:
+          input: [4]
+          layers: [dense: {{units: 3, kernel_initializer: {entry}}}]
+        compile: {{loss: mse}}
+        """), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (issue,) = info.value.issues
+    assert issue.path.startswith("model.layers[0].dense.kernel_initializer"), issue.path
+    assert message in issue.message, issue.message
+    if "stdev" in entry:
+        assert issue.suggestion == "stddev"
+
+
+def test_identity_needs_a_matrix(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(HEAD + textwrap.dedent("""\
+        model:
+          input: [8, 8, 1]
+          layers: [conv2d: {filters: 2, kernel_size: 3, kernel_initializer: identity}]
+        compile: {loss: mse}
+        """), encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        prepare(load_config(path))
+    assert "the identity initializer needs exactly 2 dimensions" in info.value.issues[0].message
 
 
 def test_orthogonal_bias_is_a_config_error(tmp_path):

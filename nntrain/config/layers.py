@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
+    NonNegativeFloat,
+    NonNegativeInt,
     PositiveInt,
     model_validator,
 )
 
-from nntrain.config.entries import Args, CustomEntry, Registry, entry_args
+from nntrain.config.entries import Args, CustomEntry, Registry, entry_args, entry_name
 
 LAYERS = Registry("layer")
 
@@ -23,11 +25,6 @@ ActivationName = Literal[
     "gelu", "swish", "silu", "leaky_relu", "relu6", "hard_sigmoid", "exponential", "log_softmax",
     "mish", "celu", "hard_silu", "hard_swish", "hard_tanh", "log_sigmoid", "tanh_shrink",
     "soft_shrink", "hard_shrink", "squareplus", "sparse_plus", "sparse_sigmoid",
-]
-InitializerName = Literal[
-    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform",
-    "lecun_normal", "zeros", "ones", "random_normal", "random_uniform", "truncated_normal",
-    "orthogonal",
 ]
 NodeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -139,6 +136,128 @@ Regularizer = REGULARIZERS.entry_type()
 Constraint = CONSTRAINTS.entry_type()
 
 
+# -- initializers: Keras's, with its arguments and defaults -----------------------------------
+INITIALIZERS = Registry("initializer")
+
+
+class SeededArgs(Args):
+    """`seed`: the weight is drawn from this seed alone, the same in every run whatever the
+    config's `seed` (as a seeded Keras initializer is; the values are not Keras's)."""
+
+    seed: NonNegativeInt | None = None
+
+
+class ScalingArgs(SeededArgs):
+    # Keras's EinsumDense fans: accepted as Keras saves them, unset
+    input_axes: None = Field(None, exclude=True)
+    output_axes: None = Field(None, exclude=True)
+
+
+@INITIALIZERS.register("glorot_uniform")
+class GlorotUniformArgs(ScalingArgs):
+    """Uniform in ±sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010); Keras's default."""
+
+
+@INITIALIZERS.register("glorot_normal")
+class GlorotNormalArgs(ScalingArgs):
+    """Truncated normal with stddev sqrt(2 / (fan_in + fan_out))."""
+
+
+@INITIALIZERS.register("he_uniform")
+class HeUniformArgs(ScalingArgs):
+    """Uniform in ±sqrt(6 / fan_in) (He et al. 2015): for ReLU layers."""
+
+
+@INITIALIZERS.register("he_normal")
+class HeNormalArgs(ScalingArgs):
+    """Truncated normal with stddev sqrt(2 / fan_in)."""
+
+
+@INITIALIZERS.register("lecun_uniform")
+class LecunUniformArgs(ScalingArgs):
+    """Uniform in ±sqrt(3 / fan_in)."""
+
+
+@INITIALIZERS.register("lecun_normal")
+class LecunNormalArgs(ScalingArgs):
+    """Truncated normal with stddev sqrt(1 / fan_in): for SELU layers."""
+
+
+@INITIALIZERS.register("variance_scaling")
+class VarianceScalingArgs(ScalingArgs):
+    """The family above: stddev sqrt(scale / n), n the fan `mode` names."""
+
+    scale: Annotated[float, Field(gt=0.0)] = 1.0
+    mode: Literal["fan_in", "fan_out", "fan_avg"] = "fan_in"
+    distribution: Literal["truncated_normal", "untruncated_normal", "uniform"] = \
+        "truncated_normal"
+
+
+@INITIALIZERS.register("zeros", "zero")
+class ZerosArgs(Args):
+    pass
+
+
+@INITIALIZERS.register("ones", "one")
+class OnesArgs(Args):
+    pass
+
+
+@INITIALIZERS.register("constant")
+class ConstantArgs(Args):
+    positional = "value"
+    value: float = 0.0
+
+
+@INITIALIZERS.register("random_normal", "normal")
+class RandomNormalArgs(SeededArgs):
+    mean: float = 0.0
+    stddev: NonNegativeFloat = 0.05
+
+
+@INITIALIZERS.register("truncated_normal")
+class TruncatedNormalArgs(SeededArgs):
+    """Normal, with values more than 2 stddev from the mean drawn again."""
+
+    mean: float = 0.0
+    stddev: NonNegativeFloat = 0.05
+
+
+@INITIALIZERS.register("random_uniform", "uniform")
+class RandomUniformArgs(SeededArgs):
+    minval: float = -0.05
+    maxval: float = 0.05
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RandomUniformArgs:
+        if self.minval > self.maxval:
+            raise ValueError(f"minval {self.minval} is above maxval {self.maxval}")
+        return self
+
+
+@INITIALIZERS.register("orthogonal", "orthogonal_initializer")
+class OrthogonalArgs(SeededArgs):
+    """An orthogonal matrix (of the weight flattened to 2 dimensions) times `gain`."""
+
+    gain: float = 1.0
+
+
+@INITIALIZERS.register("identity", "identity_initializer")
+class IdentityArgs(Args):
+    """`gain` times the identity matrix (ones on the diagonal of a 2-dimensional weight)."""
+
+    gain: float = 1.0
+
+
+Initializer = INITIALIZERS.entry_type()
+
+
+def initializer_name(entry: Any) -> str:
+    """An initializer's registered name (`he_normal` for `HeNormal`, `random_uniform` for
+    `uniform`)."""
+    return INITIALIZERS.canonical(entry_name(entry))
+
+
 class LayerArgs(Args):
     """Arguments every layer takes: its node name and (in graph models) where its input comes
     from. Without `inputs`, a layer takes the node listed before it."""
@@ -197,8 +316,8 @@ class DenseArgs(KernelArgs):
     units: PositiveInt
     activation: ActivationName | None = None
     use_bias: bool = True
-    kernel_initializer: InitializerName = "glorot_uniform"
-    bias_initializer: InitializerName = "zeros"
+    kernel_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
 
 
 @LAYERS.register("activation")
@@ -244,7 +363,7 @@ class PReLUArgs(LayerArgs):
     """A trained slope for negative inputs, one per input value unless `shared_axes` (1 is
     the first axis after the batch's) share it."""
 
-    alpha_initializer: InitializerName = "zeros"
+    alpha_initializer: Initializer = "zeros"
     alpha_regularizer: Regularizer | None = None
     alpha_constraint: Constraint | None = None
     shared_axes: Axis | None = None
@@ -321,7 +440,6 @@ class ReshapeArgs(LayerArgs):
 Size1 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=1, max_length=1)]
 Size2 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]
 Size3 = PositiveInt | Annotated[list[PositiveInt], Field(min_length=3, max_length=3)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
 Padding = Literal["valid", "same"]
 
 
@@ -333,8 +451,8 @@ class ConvArgs(KernelArgs):
     dilation_rate: Size2 = 1
     activation: ActivationName | None = None
     use_bias: bool = True
-    kernel_initializer: InitializerName = "glorot_uniform"
-    bias_initializer: InitializerName = "zeros"
+    kernel_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
 
     @model_validator(mode="after")
     def _strides_or_dilation(self) -> ConvArgs:
@@ -398,8 +516,8 @@ class DepthwiseConv2DArgs(LayerArgs):
     depth_multiplier: PositiveInt = 1
     activation: ActivationName | None = None
     use_bias: bool = True
-    depthwise_initializer: InitializerName = "glorot_uniform"
-    bias_initializer: InitializerName = "zeros"
+    depthwise_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
     depthwise_regularizer: Regularizer | None = None
     bias_regularizer: Regularizer | None = None
     depthwise_constraint: Constraint | None = None
@@ -421,7 +539,7 @@ class SeparableConv2DArgs(DepthwiseConv2DArgs):
     channels into `filters` (Xception's, MobileNet's: far fewer weights than conv2d)."""
 
     filters: PositiveInt
-    pointwise_initializer: InitializerName = "glorot_uniform"
+    pointwise_initializer: Initializer = "glorot_uniform"
     pointwise_regularizer: Regularizer | None = None
     pointwise_constraint: Constraint | None = None
 
@@ -655,10 +773,10 @@ class BatchNormalizationArgs(ScaleCenterArgs):
     epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
     center: bool = True
     scale: bool = True
-    beta_initializer: InitializerName = "zeros"
-    gamma_initializer: InitializerName = "ones"
-    moving_mean_initializer: InitializerName = "zeros"
-    moving_variance_initializer: InitializerName = "ones"
+    beta_initializer: Initializer = "zeros"
+    gamma_initializer: Initializer = "ones"
+    moving_mean_initializer: Initializer = "zeros"
+    moving_variance_initializer: Initializer = "ones"
 
 
 @LAYERS.register("layer_normalization")
@@ -667,8 +785,8 @@ class LayerNormalizationArgs(ScaleCenterArgs):
     epsilon: Annotated[float, Field(gt=0.0)] = 1e-3
     center: bool = True
     scale: bool = True
-    beta_initializer: InitializerName = "zeros"
-    gamma_initializer: InitializerName = "ones"
+    beta_initializer: Initializer = "zeros"
+    gamma_initializer: Initializer = "ones"
 
 
 @LAYERS.register("group_normalization")
@@ -738,7 +856,7 @@ class EmbeddingArgs(LayerArgs):
     input_dim: PositiveInt
     output_dim: PositiveInt
     # Keras's "uniform" here is random_uniform: [-0.05, 0.05]
-    embeddings_initializer: InitializerName | Literal["uniform"] = "uniform"
+    embeddings_initializer: Initializer = "uniform"
     embeddings_regularizer: Regularizer | None = None
     embeddings_constraint: Constraint | None = None
     # id 0 is padding: the layers after it skip those steps (input_dim counts it: vocabulary + 1)
@@ -751,7 +869,7 @@ class PositionEmbeddingArgs(LayerArgs):
 
     positional = "sequence_length"
     sequence_length: PositiveInt
-    initializer: InitializerName = "glorot_uniform"
+    initializer: Initializer = "glorot_uniform"
 
 
 # -- recurrent -------------------------------------------------------------------------------
@@ -765,9 +883,9 @@ class RecurrentArgs(KernelArgs):
     units: PositiveInt
     activation: ActivationName | None = "tanh"
     use_bias: bool = True
-    kernel_initializer: InitializerName = "glorot_uniform"
-    recurrent_initializer: InitializerName = "orthogonal"
-    bias_initializer: InitializerName = "zeros"
+    kernel_initializer: Initializer = "glorot_uniform"
+    recurrent_initializer: Initializer = "orthogonal"
+    bias_initializer: Initializer = "zeros"
     recurrent_regularizer: Regularizer | None = None
     recurrent_constraint: Constraint | None = None
     dropout: Rate = 0.0  # of the inputs: one mask per sequence
@@ -870,8 +988,8 @@ class MultiHeadAttentionArgs(KernelArgs):
     output_shape: PositiveInt | None = None  # features out; the query's if not given
     use_causal_mask: bool = False
     sliding_window: PositiveInt | None = None  # each step sees the steps fewer than this away
-    kernel_initializer: InitializerName = "glorot_uniform"
-    bias_initializer: InitializerName = "zeros"
+    kernel_initializer: Initializer = "glorot_uniform"
+    bias_initializer: Initializer = "zeros"
 
     @model_validator(mode="after")
     def _no_activity_regularizer(self) -> MultiHeadAttentionArgs:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS, SCHEDULES
 from nntrain.config.entries import BOOL_FOR_NUMBER, Registry, lazy_entry, snake_case
-from nntrain.config.layers import CONSTRAINTS, LAYERS, RECURRENT, REGULARIZERS
+from nntrain.config.layers import CONSTRAINTS, INITIALIZERS, LAYERS, RECURRENT, REGULARIZERS
 from nntrain.config.schema import CODE_PATTERN, RUN_NAME_PATTERN, SIZE_PATTERN, Config
 from nntrain.errors import UserError
 from nntrain.fsutil import special_file
@@ -24,7 +24,7 @@ from nntrain.fsutil import special_file
 Path_ = tuple[str | int, ...]
 REGISTRIES: dict[str, Registry] = {
     r.kind: r for r in (LAYERS, LOSSES, METRICS, OPTIMIZERS, CALLBACKS, REGULARIZERS,
-                        CONSTRAINTS, RECURRENT)
+                        CONSTRAINTS, INITIALIZERS, RECURRENT)
 }
 # A YAML document whose aliases expand past this many nodes is refused ("billion laughs").
 MAX_NODES = 100_000
@@ -683,7 +683,8 @@ KERAS_ELSEWHERE = {
 
 
 # where a bare number stands for an entry's main argument, the entry it most likely means
-NUMBER_EXAMPLES = {"regularizer": "l2", "constraint": "max_norm", "optimizer": "sgd"}
+NUMBER_EXAMPLES = {"regularizer": "l2", "constraint": "max_norm", "optimizer": "sgd",
+                   "initializer": "constant"}
 # Keras's per-weight arguments: on a layer without that weight they are refused as such
 WEIGHT_ARGUMENT = re.compile(r"^(kernel|bias|embeddings|gamma|beta|moving_mean|moving_variance)"
                              r"_(regularizer|constraint|initializer)$")

@@ -5,17 +5,19 @@ Attention and AdditiveAttention."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from nntrain import initializers
 from nntrain.layers.base import Built, Layer, ShapeError, Weight, as_float, register
 from nntrain.lazy import jax, jnp
 
 
-def _as_matrix(initializer: str, inputs: int):
+def _as_matrix(initializer: Any, inputs: int):
     """A variance-scaling initializer drawing a kernel as the matrix (its first `inputs` axes,
     the rest): the fans Keras's EinsumDense gives it (a query kernel of (features, heads,
     key_dim) has fan_in features, fan_out heads * key_dim). Others draw as Keras's do."""
-    if not initializer.startswith(("glorot", "he_", "lecun")):
+    name = initializers.name_of(initializer)
+    if name not in initializers.VARIANCE_SCALING and name != "variance_scaling":
         return initializer
 
     def draw(key, shape, dtype):

@@ -29,7 +29,8 @@ class Weight:
     and the config entries of its regularizer and constraint (`nntrain.regularizers`)."""
 
     shape: Shape
-    initializer: str | Callable[..., Any] = "zeros"  # a Keras name, or (key, shape, dtype) -> array
+    # an initializer entry, a Keras name, or (key, shape, dtype) -> array
+    initializer: Any = "zeros"
     dtype: str = "float32"
     regularizer: Any = None
     constraint: Any = None

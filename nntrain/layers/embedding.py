@@ -13,9 +13,8 @@ class Embedding(Layer):
 
     def build(self, input_shape):
         a = self.args
-        name = "random_uniform" if a.embeddings_initializer == "uniform" else \
-            a.embeddings_initializer
-        table = Weight((a.input_dim, a.output_dim), name, regularizer=a.embeddings_regularizer,
+        table = Weight((a.input_dim, a.output_dim), a.embeddings_initializer,
+                       regularizer=a.embeddings_regularizer,
                        constraint=a.embeddings_constraint)
         return Built({"embeddings": table}, {}, (*input_shape, a.output_dim))
 

@@ -11,7 +11,7 @@ to its `implementation=1`) each gate draws its own input and recurrent masks.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from nntrain import activations, initializers
 from nntrain.config.entries import entry_args, entry_name
@@ -128,11 +128,12 @@ class Recurrent(Layer):
         return (carry[0] if self.carries_cell else carry), state
 
 
-def _forget_bias_one(name: str, units: int):
-    """Keras's LSTM bias with unit_forget_bias: `name` for the i, c and o blocks, ones for f."""
+def _forget_bias_one(initializer: Any, units: int):
+    """Keras's LSTM bias with unit_forget_bias: `initializer` for the i, c and o blocks, ones
+    for f."""
 
     def init(key, shape, dtype):
-        base = initializers.get(name)  # here, not in build: reading a config needs no JAX
+        base = initializers.get(initializer)  # here, not in build: reading a config needs no JAX
         first, rest = jax.random.split(key)
         return jnp.concatenate([base(first, (units,), dtype), jnp.ones((units,), dtype),
                                 base(rest, (2 * units,), dtype)])
@@ -180,8 +181,8 @@ class LSTM(Recurrent):
     def build(self, input_shape):
         built = super().build(input_shape)
         a = self.args
-        # (an orthogonal bias stays named, for the model's "needs 2 dimensions" message)
-        if a.use_bias and a.unit_forget_bias and a.bias_initializer != "orthogonal":
+        # (an orthogonal bias stays as it is, for the model's "needs 2 dimensions" message)
+        if a.use_bias and a.unit_forget_bias and not initializers.needs_matrix(a.bias_initializer):
             bias = built.params["bias"]
             built.params["bias"] = Weight(bias.shape, _forget_bias_one(a.bias_initializer, a.units),
                                           regularizer=bias.regularizer, constraint=bias.constraint)
