@@ -513,7 +513,14 @@ def _check_initializer(node: Any, name: str, weight: Any) -> None:
         which = initializers.name_of(weight.initializer)
         raise ShapeError(f"layer '{node.name}' ({node.type}), weight '{name}' of shape "
                          f"{weight.shape}: the {which} initializer needs {needs} dimensions "
-                         "(use it for kernels; zeros for biases)", node.index)
+                         f"({_matrix_hint(len(weight.shape))})", node.index)
+
+
+def _matrix_hint(rank: int) -> str:
+    if rank < 2:
+        return "use it for kernels; zeros for biases"
+    return "use it for a dense layer's kernel or a recurrent kernel; glorot_uniform for " \
+        "convolution kernels"
 
 
 def _layer_shapes(layer: Layer, input_shape: Any) -> tuple[Pytree, Pytree, Shape]:

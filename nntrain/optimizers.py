@@ -208,22 +208,25 @@ def build_optimizer(name: str, args: OptimizerArgs) -> optax.GradientTransformat
         # gradients, clipped and decayed then; in between the weights stay as they are
         optimizer = optax.MultiSteps(optimizer, every_k_schedule=every).gradient_transformation()
     if a.use_ema:  # outermost: Keras averages after every batch, accumulating or not
-        optimizer = keras_ema(optimizer, a.ema_momentum, a.ema_overwrite_frequency)
+        optimizer = keras_ema(optimizer, a.ema_momentum, a.ema_overwrite_frequency, every or 1)
     return optimizer
 
 
 class KerasEmaState(NamedTuple):
     inner: Any  # the optimizer's own state
-    count: Any  # batches taken (Keras's `iterations`)
+    count: Any  # batches taken
     average: Any  # the moving average of the weights, shaped as they are
 
 
 def keras_ema(inner: optax.GradientTransformation, momentum: float,
-              overwrite_every: int | None = None) -> optax.GradientTransformation:
-    """Keras's `use_ema`: after each step, `average = momentum * average + (1 - momentum) *
-    weights` (the first step copies the weights), and with `overwrite_every` the step that
-    ends each N-th batch moves the weights onto the average. `finalize_weights` is Keras's
-    `finalize_variable_values`, at the end of training."""
+              overwrite_every: int | None = None,
+              accumulating: int = 1) -> optax.GradientTransformation:
+    """Keras's `use_ema`: after each batch, `average = momentum * average + (1 - momentum) *
+    weights`, and with `overwrite_every` the weights move onto the average. Both follow
+    Keras's `iterations`, which counts updates (with `accumulating` batches to an update,
+    batches // accumulating): the average copies the weights until the first update, and
+    the overwrite happens on every batch of each `overwrite_every`-th update.
+    `finalize_weights` is Keras's `finalize_variable_values`, at the end of training."""
 
     def init(params):
         return KerasEmaState(inner.init(params), jnp.zeros([], jnp.int32),
@@ -232,11 +235,12 @@ def keras_ema(inner: optax.GradientTransformation, momentum: float,
     def update(updates, state, params=None):
         step, inner_state = inner.update(updates, state.inner, params)
         weights = optax.apply_updates(params, step)
-        kept = jnp.where(state.count == 0, jnp.float32(0), jnp.float32(momentum))
+        iterations = state.count // accumulating
+        kept = jnp.where(iterations == 0, jnp.float32(0), jnp.float32(momentum))
         average = jax.tree.map(lambda a, w: (kept * a + (1 - kept) * w).astype(w.dtype),
                                state.average, weights)
         if overwrite_every:
-            now = (state.count + 1) % overwrite_every == 0
+            now = (iterations + 1) % overwrite_every == 0
             step = jax.tree.map(lambda s, a, p: jnp.where(now, a - p, s), step, average, params)
         return step, KerasEmaState(inner_state, optax.safe_increment(state.count), average)
 

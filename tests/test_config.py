@@ -85,7 +85,7 @@ def test_valid_config_loads_with_values_and_defaults(tmp_path):
         "rescaling", "flatten", "dense", "dense", "dense"]
     assert entry_args(config.model.layers[2]).units == 300
     assert entry_args(config.model.layers[2]).activation == "relu"
-    assert entry_args(config.model.layers[4]).kernel_initializer == "glorot_uniform"
+    assert entry_name(entry_args(config.model.layers[4]).kernel_initializer) == "glorot_uniform"
     assert entry_name(config.compile.optimizer) == "sgd"
     assert entry_args(config.compile.optimizer).learning_rate == 0.01
     assert entry_args(config.compile.optimizer).momentum == 0.0

@@ -87,6 +87,28 @@ def test_training_ends_on_the_moving_average_as_keras_fit_does(tmp_path: Path, o
     np.testing.assert_allclose(losses, expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("overwrite", "final", "losses"), [
+    (None, ([0.6060628890991211, 0.5742052793502808], [-0.2548610270023346]),
+     [3.0724360942840576, 0.8129129409790039]),
+    (3, ([0.7216516733169556, 0.6986274123191833], [-0.18419428169727325]),
+     [3.0724360942840576, 2.0254549980163574])])
+def test_accumulating_gradients_the_average_counts_updates_as_keras_does(
+        tmp_path: Path, overwrite, final, losses):
+    """Keras's EMA follows `iterations`, its count of updates: with 2 batches to an update
+    the average copies the weights for the first 2 batches, and an overwrite lasts both
+    batches of the update it falls on."""
+    config = _project(tmp_path)
+    sets = ["compile.optimizer.sgd.gradient_accumulation_steps=2"] + (
+        [f"compile.optimizer.sgd.ema_overwrite_frequency={overwrite}"] if overwrite else [])
+    result = nntrain("fit", str(config), "-q", *(a for s in sets for a in ("--set", s)),
+                     cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run = only_run(tmp_path)
+    _close(_weights(run, "last"), final)
+    np.testing.assert_allclose([float(row["loss"]) for row in history_rows(run)], losses,
+                               rtol=1e-5)
+
+
 def test_swap_ema_weights_validates_on_the_average(tmp_path: Path):
     config = _project(tmp_path, "    - swap_ema_weights\n")
     assert nntrain("fit", str(config), "-q", cwd=tmp_path).exit_code == 0

@@ -293,6 +293,9 @@ def _drawn(entry: str, shape=(400, 300), key: int = 0) -> np.ndarray:
      -np.sqrt(6 / 350), np.sqrt(6 / 350), 0, np.sqrt(2 / 350)),
     ("{VarianceScaling: {distribution: untruncated_normal}}", -np.inf, np.inf, 0,
      np.sqrt(1 / 400)),
+    # Keras reads the distribution in any case, and `normal` as the truncated one
+    ("{variance_scaling: {distribution: Normal}}", -2 / np.sqrt(400) / 0.87962566,
+     2 / np.sqrt(400) / 0.87962566, 0, np.sqrt(1 / 400)),
 ])
 def test_initializers_take_keras_arguments(entry, low, high, mean, std):
     values = _drawn(entry)
@@ -365,7 +368,9 @@ def test_identity_needs_a_matrix(tmp_path):
         """), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         prepare(load_config(path))
-    assert "the identity initializer needs exactly 2 dimensions" in info.value.issues[0].message
+    message = info.value.issues[0].message
+    assert "the identity initializer needs exactly 2 dimensions (use it for a dense layer's " \
+        "kernel or a recurrent kernel; glorot_uniform for convolution kernels)" in message
 
 
 def test_orthogonal_bias_is_a_config_error(tmp_path):

@@ -128,12 +128,27 @@ class CustomEntry(Strict):
         return {data["target"]: data["args"]}
 
 
+class _BareWhenDefault(Strict):
+    """An entry written back as its bare name while its arguments are the defaults
+    (`kernel_initializer: glorot_uniform`, not `{glorot_uniform: {}}`)."""
+
+    @model_serializer(mode="wrap")
+    def _bare(self, handler: Any) -> Any:
+        data = handler(self)
+        name = next(iter(type(self).model_fields))
+        args = getattr(self, name)
+        return name if args == type(args)() else data
+
+
 class Registry:
     """Names of one kind of entry (layer, loss, ...) mapped to their argument models.
-    With `custom_args`, `module:Class` names a user's class taking those (open) arguments."""
+    With `custom_args`, `module:Class` names a user's class taking those (open) arguments.
+    With `bare_defaults`, an entry at its defaults is written back as its name alone."""
 
-    def __init__(self, kind: str, custom_args: type[Args] | None = None) -> None:
+    def __init__(self, kind: str, custom_args: type[Args] | None = None,
+                 bare_defaults: bool = False) -> None:
         self.kind = kind
+        self.bare_defaults = bare_defaults
         self.args: dict[str, type[Args]] = {}
         self.aliases: dict[str, str] = {}
         self.custom_args = custom_args
@@ -151,8 +166,9 @@ class Registry:
             if name == CUSTOM:
                 model = create_model(model_name, __base__=CustomEntry, args=(self.custom_args, ...))
             else:
-                model = create_model(model_name, __base__=Strict,
-                                     **{name: (self.args[self.canonical(name)], ...)})
+                model = create_model(
+                    model_name, __base__=_BareWhenDefault if self.bare_defaults else Strict,
+                    **{name: (self.args[self.canonical(name)], ...)})
             self._entries[name] = model
             return model
 

@@ -137,7 +137,7 @@ Constraint = CONSTRAINTS.entry_type()
 
 
 # -- initializers: Keras's, with its arguments and defaults -----------------------------------
-INITIALIZERS = Registry("initializer")
+INITIALIZERS = Registry("initializer", bare_defaults=True)
 
 
 class SeededArgs(Args):
@@ -189,8 +189,11 @@ class VarianceScalingArgs(ScalingArgs):
 
     scale: Annotated[float, Field(gt=0.0)] = 1.0
     mode: Literal["fan_in", "fan_out", "fan_avg"] = "fan_in"
-    distribution: Literal["truncated_normal", "untruncated_normal", "uniform"] = \
-        "truncated_normal"
+    # as Keras reads it: any case, and `normal` for the truncated one
+    distribution: Annotated[
+        Literal["truncated_normal", "untruncated_normal", "uniform"],
+        BeforeValidator(lambda v: "truncated_normal" if str(v).lower() == "normal"
+                        else v.lower() if isinstance(v, str) else v)] = "truncated_normal"
 
 
 @INITIALIZERS.register("zeros", "zero")
