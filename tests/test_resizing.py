@@ -96,6 +96,23 @@ def test_bilinear_up_sampling_interpolates_between_pixels():
                                                [8, 9, 11, 12]])
 
 
+@pytest.mark.parametrize(("interpolation", "first_row"), [
+    # Keras 3.15 (JAX): UpSampling2D((2, 2), interpolation=...) of sin(0.7 * arange(12)),
+    # shaped (1, 3, 4, 1)
+    ("bicubic", [-0.096755, 0.105836, 0.534751, 0.873211, 1.091057, 1.150691, 1.058589,
+                 1.015188]),
+    ("Lanczos3", [-0.175134, 0.057002, 0.514739, 1.021155, 1.257475, 1.28284, 1.221439,
+                  1.146538]),
+    ("lanczos5", [-0.235652, 0.033965, 0.497886, 1.069584, 1.340844, 1.295954, 1.25321,
+                  1.24047]),
+])
+def test_up_sampling_interpolates_as_keras_on_jax(interpolation, first_row):
+    x = np.sin(np.arange(12).reshape(1, 3, 4, 1) * 0.7).astype(np.float32)
+    y, _ = _run("up_sampling2d", x, size=2, interpolation=interpolation)
+    assert y.shape == (1, 6, 8, 1)
+    np.testing.assert_allclose(y[0, 0, :, 0], first_row, atol=2e-6)
+
+
 @pytest.mark.parametrize(("layer", "message"), [
     ({"cropping2d": 2}, "cropping 2 leaves nothing of (3, 4)"),
     ({"up_sampling1d": 2}, "up_sampling1d takes 2-d examples (steps, channels)"),

@@ -644,11 +644,14 @@ class UpSampling1DArgs(LayerArgs):
 
 @LAYERS.register("up_sampling2d")
 class UpSampling2DArgs(LayerArgs):
-    """Rows and columns repeated (`nearest`) or interpolated (`bilinear`)."""
+    """Rows and columns repeated (`nearest`) or interpolated (`bilinear`, `bicubic`,
+    `lanczos3`, `lanczos5`: jax.image.resize's, as Keras on JAX computes them)."""
 
     positional = "size"
     size: Size2 = 2
-    interpolation: Literal["nearest", "bilinear"] = "nearest"
+    interpolation: Annotated[
+        Literal["nearest", "bilinear", "bicubic", "lanczos3", "lanczos5"],
+        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "nearest"
 
 
 @LAYERS.register("up_sampling3d")

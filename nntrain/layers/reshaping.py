@@ -54,9 +54,10 @@ class UpSampling(Layer):
                 input_shape[-1])
 
     def call(self, params, state, x, *, training, rng, **_):
-        if getattr(self.args, "interpolation", "nearest") == "bilinear":
+        method = getattr(self.args, "interpolation", "nearest")
+        if method != "nearest":
             shape = (x.shape[0], *self.output_shape(x.shape[1:]))
-            return jax.image.resize(as_float(x), shape, "bilinear", antialias=False), state
+            return jax.image.resize(as_float(x), shape, method, antialias=False), state
         for axis, size in enumerate(self._size(), start=1):
             x = jnp.repeat(x, size, axis=axis)
         return x, state
