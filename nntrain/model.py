@@ -16,7 +16,7 @@ from nntrain.config.entries import entry_name, is_custom
 from nntrain.errors import UserCodeError, UserError
 from nntrain.graph import Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
-from nntrain.layers.base import Shape, ShapeErrors, Weight
+from nntrain.layers.base import Shape, ShapeErrors, Weight, make_layer
 from nntrain.lazy import jax, jnp
 
 Pytree = Any
@@ -69,8 +69,8 @@ class Model:
         # `shared` nodes call another layer again: node -> the layer whose weights they use
         self.shared: dict[str, str] = {n.name: _root(graph, n) for n in graph.nodes
                                        if n.type == "shared"}
-        self.layers: dict[str, Layer] = {n.name: types[n.type](n.args) for n in graph.nodes
-                                         if n.name not in self.shared}
+        self.layers: dict[str, Layer] = {n.name: make_layer(types[n.type], n.args)
+                                         for n in graph.nodes if n.name not in self.shared}
         self.layers.update({name: self.layers[root] for name, root in self.shared.items()})
         self._shared_weights: dict[str, tuple[Pytree, Pytree]] = {}
         # shapes and parameter counts, before (and without) creating any weight

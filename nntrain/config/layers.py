@@ -27,6 +27,10 @@ ActivationName = Literal[
     "soft_shrink", "hard_shrink", "squareplus", "sparse_plus", "sparse_sigmoid",
 ]
 NodeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+# Keras's `data_format`: channels_first takes and gives examples as (channels, ...); null is
+# Keras's global default, channels_last
+DataFormat = Annotated[Literal["channels_last", "channels_first"],
+                       BeforeValidator(lambda v: "channels_last" if v is None else v)]
 
 
 def _number(value: object) -> object:
@@ -284,7 +288,7 @@ LAYERS.custom_args = CustomLayerArgs
 
 @LAYERS.register("flatten")
 class FlattenArgs(LayerArgs):
-    pass
+    data_format: DataFormat = "channels_last"
 
 
 def _refuse_unused(args: Args, switch: str, names: tuple[str, ...]) -> None:
@@ -410,6 +414,7 @@ class SpatialDropoutArgs(LayerArgs):
 
     positional = "rate"
     rate: Annotated[float, Field(ge=0.0, lt=1.0)]
+    data_format: DataFormat = "channels_last"
 
 
 @LAYERS.register("rescaling")
@@ -456,6 +461,7 @@ class ConvArgs(KernelArgs):
     use_bias: bool = True
     kernel_initializer: Initializer = "glorot_uniform"
     bias_initializer: Initializer = "zeros"
+    data_format: DataFormat = "channels_last"
 
     @model_validator(mode="after")
     def _strides_or_dilation(self) -> ConvArgs:
@@ -517,6 +523,7 @@ class DepthwiseConv2DArgs(LayerArgs):
     padding: Padding = "valid"
     dilation_rate: Size2 = 1
     depth_multiplier: PositiveInt = 1
+    data_format: DataFormat = "channels_last"
     activation: ActivationName | None = None
     use_bias: bool = True
     depthwise_initializer: Initializer = "glorot_uniform"
@@ -652,6 +659,7 @@ class UpSampling2DArgs(LayerArgs):
     interpolation: Annotated[
         Literal["nearest", "bilinear", "bicubic", "lanczos3", "lanczos5"],
         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = "nearest"
+    data_format: DataFormat = "channels_last"
 
 
 @LAYERS.register("up_sampling3d")
@@ -660,24 +668,28 @@ class UpSampling3DArgs(LayerArgs):
 
     positional = "size"
     size: Size3 = 2
+    data_format: DataFormat = "channels_last"
 
 
 @LAYERS.register("zero_padding1d")
 class ZeroPadding1DArgs(LayerArgs):
     positional = "padding"
     padding: Amount1 = 1
+    data_format: DataFormat = "channels_last"
 
 
 @LAYERS.register("zero_padding2d")
 class ZeroPadding2DArgs(LayerArgs):
     positional = "padding"
     padding: Amount2 = 1
+    data_format: DataFormat = "channels_last"
 
 
 @LAYERS.register("zero_padding3d")
 class ZeroPadding3DArgs(LayerArgs):
     positional = "padding"
     padding: Amount3 = 1
+    data_format: DataFormat = "channels_last"
 
 
 @LAYERS.register("cropping1d")
@@ -690,12 +702,14 @@ class Cropping1DArgs(LayerArgs):
 class Cropping2DArgs(LayerArgs):
     positional = "cropping"
     cropping: Amount2 = 0
+    data_format: DataFormat = "channels_last"
 
 
 @LAYERS.register("cropping3d")
 class Cropping3DArgs(LayerArgs):
     positional = "cropping"
     cropping: Amount3 = 1
+    data_format: DataFormat = "channels_last"
 
 
 class PoolArgs(LayerArgs):
@@ -703,6 +717,7 @@ class PoolArgs(LayerArgs):
     pool_size: Size2 = 2
     strides: Size2 | None = None  # None: the pool size
     padding: Padding = "valid"
+    data_format: DataFormat = "channels_last"
 
 
 class Pool1DArgs(PoolArgs):
@@ -725,6 +740,7 @@ LAYERS.register("average_pooling3d", "avg_pool3d")(Pool3DArgs)
 
 class GlobalPoolArgs(LayerArgs):
     keepdims: bool = False
+    data_format: DataFormat = "channels_last"
 
 
 for _name, _alias in [("global_average_pooling1d", "global_avg_pool1d"),

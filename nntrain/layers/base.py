@@ -149,3 +149,49 @@ class Layer:
     # Layers that learn from the data before training (normalization) define
     # `adapt(self, state, x: np.ndarray) -> state`, called once with the whole training input
     # of the node; the result is non-trainable state, saved with the weights.
+
+
+class ChannelsFirst(Layer):
+    """Keras's `data_format: channels_first`: examples come in, and go out, as (channels,
+    ...); the wrapped layer computes channels-last in between. Its weights are the same in
+    both formats, as Keras's are, so a checkpoint does not depend on the format."""
+
+    def __init__(self, inner: Layer) -> None:
+        super().__init__(inner.args)
+        self.inner = inner
+        self.type_name = inner.type_name
+        self.uses_mask = inner.uses_mask
+        self.time_mask_mode = inner.time_mask_mode
+
+    @property
+    def activation(self) -> str | None:
+        return self.inner.activation
+
+    def build(self, input_shape):
+        if len(input_shape) < 2:
+            raise ShapeError(f"data_format channels_first takes examples of (channels, ...); "
+                             f"got {tuple(input_shape)}")
+        last = (*input_shape[1:], input_shape[0])
+        try:
+            built = self.inner.build(last)
+        except ShapeError as e:
+            raise ShapeError(f"{e} (channels_first input {tuple(input_shape)}, seen "
+                             f"channels-last as {last})") from None
+        out = built.output_shape
+        if len(out) == len(input_shape):  # (a global pooling or flatten drops the layout)
+            out = (out[-1], *out[:-1])
+        return built._replace(output_shape=out)
+
+    def call(self, params, state, x, *, training, rng, **kwargs):
+        y, state = self.inner.call(params, state, jnp.moveaxis(x, 1, -1), training=training,
+                                   rng=rng, **kwargs)
+        return (jnp.moveaxis(y, -1, 1) if y.ndim == x.ndim else y), state
+
+
+def make_layer(kind: type[Layer], args: Any) -> Layer:
+    """A layer of `kind` for its config arguments, taking channels-first examples where its
+    `data_format` says so."""
+    layer = kind(args)
+    if getattr(args, "data_format", "channels_last") == "channels_first":
+        return ChannelsFirst(layer)
+    return layer

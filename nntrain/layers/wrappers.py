@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from nntrain.config.entries import entry_args, entry_name
-from nntrain.layers.base import LAYER_TYPES, Built, Layer, ShapeError, register
+from nntrain.layers.base import LAYER_TYPES, Built, Layer, ShapeError, make_layer, register
 from nntrain.lazy import jax, jnp
 
 
@@ -23,7 +23,7 @@ class TimeDistributed(Layer):
 
     def __init__(self, args) -> None:
         super().__init__(args)
-        self.inner = LAYER_TYPES[entry_name(args.layer)](entry_args(args.layer))
+        self.inner = make_layer(LAYER_TYPES[entry_name(args.layer)], entry_args(args.layer))
         self.uses_mask = self.inner.uses_mask
         if hasattr(self.inner, "adapt"):  # normalization: its statistics over every step
             self.adapt = lambda state, x: self.inner.adapt(
