@@ -118,6 +118,14 @@ def build_graph(loaded: LoadedConfig) -> Graph:
                     f"unknown node '{source}' in inputs of '{name}'",
                     closest(source, [k for k in known if k != name]),
                 ))
+        mask = getattr(args, "attention_mask", None)
+        if mask is not None:  # the layer's last input
+            if mask not in known or mask == name:
+                issues.append(loaded.issue(
+                    ("model", "layers", index, entry_name(_entry), "attention_mask"),
+                    f"unknown node '{mask}' for the attention_mask of '{name}'",
+                    closest(mask, [k for k in known if k != name])))
+            sources = (*sources, mask)
         if layer_type == "shared":
             issues += _shared_issues(loaded, index, entry_name(_entry), name, args.layer,
                                      entries, inputs)

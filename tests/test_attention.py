@@ -24,6 +24,7 @@ def _weight(shape: tuple[int, ...], k: int) -> np.ndarray:
 Q = np.sin(np.arange(2 * 4 * 3).reshape(2, 4, 3) * 0.7).astype(np.float32)
 V = np.cos(np.arange(2 * 5 * 2).reshape(2, 5, 2) * 0.3).astype(np.float32)
 K = np.sin(np.arange(2 * 5 * 3).reshape(2, 5, 3) * 0.45).astype(np.float32)
+MASK = (np.arange(2 * 4 * 5).reshape(2, 4, 5) % 3 != 1).astype(np.int32)  # (query, key)
 
 # Keras 3.15 (JAX backend) for the same weights, set with `layer.set_weights` in Keras's
 # order: query, key, value, attention_output; kernel before bias
@@ -48,6 +49,13 @@ KERAS = [
        [0.234143, -0.011237, -0.255096], [0.263105, -0.021119, -0.302485]],
       [[-0.15648, -0.412812, -0.613272], [0.103135, -0.071779, -0.236977],
        [0.164745, -0.093229, -0.338585], [0.105124, -0.12958, -0.346746]]]),
+    # the attention_mask is the layer's last input (Keras's call argument)
+    ("attention-mask", {"num_heads": 2, "key_dim": 2, "output_shape": 4,
+                        "attention_mask": "mask"}, [Q, V, MASK],
+     [[[-0.002408, -0.10734, -0.197744, -0.261384], [0.116586, 0.010147, -0.097666, -0.192261],
+       [0.171048, 0.043928, -0.089137, -0.210137], [-0.002652, -0.107458, -0.19772, -0.261222]],
+      [[0.255347, 0.12211, -0.027655, -0.173677], [0.263729, 0.113352, -0.052366, -0.210997],
+       [0.262778, 0.11625, -0.046012, -0.202046], [0.256816, 0.123324, -0.026859, -0.173408]]]),
     ("sliding-window", {"num_heads": 2, "key_dim": 2, "sliding_window": 2}, [Q],
      [[[0.143286, -0.162031, -0.445418], [0.175352, -0.054424, -0.276834],
        [0.232369, -0.013444, -0.257438], [0.477469, 0.227995, -0.052338]],
@@ -286,6 +294,13 @@ SEQ, PIXELS = {"seq": {"shape": [3, 4]}}, {"pixels": {"shape": [2, 3, 4]}}
     (SEQ, [{"multi_head_attention": {"num_heads": 1, "key_dim": 2,
                                      "inputs": ["seq", "seq", "seq", "seq"]}}],
      "takes 1 to 3 inputs ([query], [query, value] or [query, value, key]), got 4"),
+    ({"seq": {"shape": [6, 4]}, "m": {"shape": [6, 5]}},
+     [{"multi_head_attention": {"num_heads": 1, "key_dim": 2, "inputs": "seq",
+                                "attention_mask": "m"}}],
+     "the attention_mask 'm' must be (query steps, key steps) = (6, 6); got (6, 5)"),
+    (SEQ, [{"multi_head_attention": {"num_heads": 1, "key_dim": 2, "inputs": "seq",
+                                     "attention_mask": "mask"}}],
+     "unknown node 'mask' for the attention_mask of 'multi_head_attention'"),
 ])
 def test_shapes_it_cannot_take_are_refused(tmp_path, inputs, layers, message):
     config = {"name": "shapes", "data": {"dataset": "synthetic"},
@@ -362,3 +377,32 @@ def test_fit_an_attention_classifier_from_the_cli(tmp_path):
     layers = [{"multi_head_attention": {"num_heads": 2, "key_dim": 8, "dropout": 0.1}},
               "global_average_pooling1d"]
     assert fit_token_seven_task(tmp_path, layers, learning_rate=0.01, epochs=15) > 0.9
+
+
+def test_an_attention_mask_input_trains_as_the_causal_mask_it_spells(tmp_path: Path):
+    """A lower-triangular attention_mask given as data is the causal mask: the same history
+    as use_causal_mask, from files through fit."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4, 3)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=x.sum(axis=(1, 2))[:, None],
+             mask=np.broadcast_to(np.tril(np.ones((4, 4), np.int32)), (64, 4, 4)))
+    histories = []
+    for name, extra in (("given", {"attention_mask": "mask"}), ("causal",
+                                                                 {"use_causal_mask": True})):
+        inputs = {"x": {"shape": [4, 3]}}
+        if "attention_mask" in extra:
+            inputs["mask"] = {"shape": [4, 4], "dtype": "int32"}
+        config = {"name": name, "seed": 3, "data": {"train": "d.npz"},
+                  "model": {"inputs": inputs, "layers": [
+                      {"multi_head_attention": {"num_heads": 2, "key_dim": 2, "inputs": "x",
+                                                **extra}},
+                      "flatten", {"dense": 1}]},
+                  "compile": {"loss": "mse", "optimizer": "adam"},
+                  "fit": {"epochs": 2, "batch_size": 16}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(config))
+        result = nntrain("fit", f"{name}.yaml", "-q", cwd=tmp_path)
+        assert result.exit_code == 0, result.output
+        run = next((tmp_path / "runs" / name).iterdir())
+        histories.append([row.split(",")[1] for row in
+                          (run / "history.csv").read_text().splitlines()[1:]])
+    assert histories[0] == histories[1]

@@ -1010,6 +1010,9 @@ class MultiHeadAttentionArgs(KernelArgs):
     output_shape: PositiveInt | None = None  # features out; the query's if not given
     use_causal_mask: bool = False
     sliding_window: PositiveInt | None = None  # each step sees the steps fewer than this away
+    # Keras's call argument: a node of (query steps, key steps), nonzero where a query step
+    # may attend to a key step
+    attention_mask: NodeName | None = None
     kernel_initializer: Initializer = "glorot_uniform"
     bias_initializer: Initializer = "zeros"
 

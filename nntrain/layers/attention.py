@@ -48,6 +48,7 @@ class MultiHeadAttention(Layer):
 
     def build(self, input_shape):
         shapes = [tuple(s) for s in input_shape]
+        mask = shapes.pop() if self.args.attention_mask is not None else None
         if not 1 <= len(shapes) <= 3:
             raise ShapeError(f"takes 1 to 3 inputs ([query], [query, value] or [query, value, "
                              f"key]), got {len(shapes)}")
@@ -60,6 +61,9 @@ class MultiHeadAttention(Layer):
         if key[0] != value[0]:
             raise ShapeError(f"the key has {key[0]} steps, the value {value[0]}: they must "
                              "have the same number")
+        if mask is not None and mask != (query[0], key[0]):
+            raise ShapeError(f"the attention_mask '{self.args.attention_mask}' must be "
+                             f"(query steps, key steps) = {(query[0], key[0])}; got {mask}")
         a, heads = self.args, self.args.num_heads
         out = a.output_shape or query[-1]
 
@@ -82,11 +86,15 @@ class MultiHeadAttention(Layer):
         return Built(params, {}, (query[0], out))
 
     def call(self, params, state, x, *, training, rng, time_mask=None, **_):
+        x = list(x)
+        masks = list(time_mask) if isinstance(time_mask, list | tuple) else [time_mask]
+        masks += [None] * (len(x) - len(masks))
+        given = None
+        if self.args.attention_mask is not None:  # the last input, and its own step mask
+            given, masks = x.pop() != 0, masks[:-1]
         x = [as_float(v) for v in x]
         query, value = x[0], x[min(1, len(x) - 1)]
         key = x[2] if len(x) == 3 else value
-        masks = list(time_mask) if isinstance(time_mask, list | tuple) else [time_mask]
-        masks += [None] * (len(x) - len(masks))
 
         def project(name: str, v: jax.Array) -> jax.Array:
             y = jnp.einsum("btf,fnh->btnh", v, params[f"{name}_kernel"])
@@ -96,6 +104,8 @@ class MultiHeadAttention(Layer):
         k, v = project("key", key), project("value", value)
         scores = jnp.einsum("bsnh,btnh->bnts", k, q)  # (batch, heads, query step, key step)
         allowed = self._allowed(query.shape[1], key.shape[1], masks, len(x))
+        if given is not None:
+            allowed = given if allowed is None else allowed & given
         if allowed is None:
             weights = jax.nn.softmax(scores, axis=-1)
         else:
