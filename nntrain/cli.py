@@ -299,7 +299,8 @@ def predict(
     from nntrain import read_back
 
     if input is not None and split is not None:
-        _usage("give either INPUT or --split, not both")
+        _usage("give either INPUT or --split, not both",
+               "INPUT predicts a file's examples; --split one of the run's data splits")
     if split is not None:
         _check_choice("--split", split, ("test", "validation", "train"))
     _check_choice("--checkpoint", checkpoint, ("best", "last"))
@@ -490,7 +491,10 @@ def _output_file(path: Path | None) -> Path | None:
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        _usage(f"{option} {value!r}: expected one of {', '.join(choices)}")
+        close = [c for c in choices if c.lower() == value.lower()]
+        _usage(f"{option} {value!r}: expected one of {', '.join(choices)}",
+               f"did you mean {option} {close[0]}?" if close else
+               f"give {option} {' or '.join(choices)}")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from nntrain.fsutil import atomic_write_bytes
 
@@ -99,6 +100,19 @@ def plot_history(history: list[dict[str, float]], path: Path, title: str = "") -
     _save(fig, path)
 
 
+def _colours(count: int) -> list[Any]:
+    """A colour of its own for each run: matplotlib's 10, then tab20's 20, then as many
+    spread over a continuous colour map."""
+    import matplotlib
+
+    if count <= 10:
+        return [f"C{i}" for i in range(count)]
+    if count <= 20:
+        return list(matplotlib.colormaps["tab20"].colors[:count])
+    cmap = matplotlib.colormaps["turbo"]
+    return [cmap(i / (count - 1)) for i in range(count)]
+
+
 def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, float]]]], path: Path,
               names: Sequence[str]) -> tuple[int, int]:
     """Overlay several runs' learning curves: one panel per figure in `names`, one colour per
@@ -115,10 +129,10 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, float]]]], path: Path
     fig = _new_figure(width, height)
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
     any_validation = False
+    colours = _colours(len(runs))
     for ax, name in zip(axes, names, strict=False):
         all_epochs: list[int] = []
-        for index, (_label, history) in enumerate(runs):
-            colour = f"C{index % 10}"
+        for colour, (_label, history) in zip(colours, runs, strict=True):
             epochs, values = _series(history, name)
             all_epochs += epochs
             if values:
@@ -134,8 +148,8 @@ def plot_runs(runs: Sequence[tuple[str, Sequence[dict[str, float]]]], path: Path
         ax.set_title(name)
     for ax in axes[len(names):]:
         ax.set_visible(False)
-    handles = [Line2D([], [], color=f"C{i % 10}", linewidth=2.5, label=label)
-               for i, (label, _history) in enumerate(runs)]
+    handles = [Line2D([], [], color=colour, linewidth=2.5, label=label)
+               for colour, (label, _history) in zip(colours, runs, strict=True)]
     fig.legend(handles=handles, loc="lower center", ncols=legend_columns, frameon=False,
                bbox_to_anchor=(0.5, 0.25 / height))
     style = [Line2D([], [], color="0.3", label="train", **TRAIN_STYLE)]

@@ -224,7 +224,10 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
                                   "training file is now, not as when the run trained")
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
     elif input_path is not None:
-        data = ArraySet(_read_inputs(input_path, setup.io.inputs, setup.loaded.config.data.x))
+        data_config = setup.loaded.config.data
+        target_names = {data_config.y, *setup.io.outputs} | (
+            {data_config.sample_weight} if isinstance(data_config.sample_weight, str) else set())
+        data = ArraySet(_read_inputs(input_path, setup.io.inputs, data_config.x, target_names))
         check_arrays(data, setup.io, f"input {input_path}", targets=False)
         _warn_if_scaled_already(setup, data, make_console(stderr=True))
     else:
@@ -268,7 +271,8 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
                            for out in setup.graph.outputs}
         write_predictions(output, outputs, class_names, setup, targets, step_masks,
                           value_names)
-        console.print(f"wrote {len(data):,} predictions to {output}", highlight=False)
+        console.print(f"wrote {len(data):,} prediction{'s' if len(data) != 1 else ''} to "
+                      f"{output}", highlight=False)
     else:
         console.print(prediction_table(outputs, class_names, top, targets, setup, step_masks))
         if len(data) < total:
@@ -331,12 +335,15 @@ def _class_names(setup, run: Run) -> dict[str, list[str]] | None:
     return None
 
 
-def _read_inputs(path: Path, inputs: dict, x_name: str) -> dict[str, np.ndarray]:
+def _read_inputs(path: Path, inputs: dict, x_name: str,
+                 targets: set[str]) -> dict[str, np.ndarray]:
     """The model's inputs from an .npy, or an .npz with one array per input name; a model
     of one input also reads the array its training file names `data.x` (`x`), so the
-    training data's own .npz predicts as it is."""
+    training data's own .npz predicts as it is, or the one array of an .npz, unless that
+    is named as targets are (`targets`: `y`, the outputs, the sample weights)."""
     if not path.exists():
-        raise DataError(f"input file not found: {path}")
+        raise DataError(f"input file not found: {path}", "check the path: it is read from "
+                        "the current folder")
     if special_file(path):
         raise DataError(f"input {path} is a pipe, a device or a socket, not a file",
                         "give an .npy or .npz file, or a folder of .npy files")
@@ -359,6 +366,11 @@ def _read_inputs(path: Path, inputs: dict, x_name: str) -> dict[str, np.ndarray]
         found = list(loaded)
         missing = [n for n in inputs if n not in found]
         only = next(iter(inputs)) if len(inputs) == 1 else None
+        if only is not None and only not in found and x_name not in found and \
+                len(found) == 1 and found[0] in targets:
+            raise DataError(f"{path} holds only '{found[0]}', the name of the targets, not of "
+                            "inputs", f"save the inputs as {x_name} (numpy.savez(FILE, "
+                            f"{x_name}=...)) or as {only}")
         if only is not None and only not in found and (len(found) == 1 or x_name in found):
             arrays = {only: loaded[found[0] if len(found) == 1 else x_name]}
         elif missing:

@@ -123,6 +123,9 @@ def view_run(run: Run, now: float | None = None) -> RunView:
                         ("config.yaml", view.config)):
         if value is None:
             view.problems.append(f"{name} is damaged")
+    if info and not run.config_path.exists():  # written before run.json: removed since
+        view.config = None
+        view.problems.append("config.yaml is missing")
     if info is None:
         view.status = "damaged"
         return view
@@ -377,7 +380,7 @@ def compare_runs(spec_a: str, spec_b: str, runs_dir: Path, console: Console) -> 
 
     # the configs, key by key
     if va.config is None or vb.config is None:
-        console.print("config: cannot compare, a config.yaml is damaged")
+        console.print("config: cannot compare, a config.yaml is damaged or missing")
     else:
         flat_a, flat_b = flatten(va.config), flatten(vb.config)
         keys = list(flat_a) + [k for k in flat_b if k not in flat_a]
@@ -561,6 +564,7 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
         run = resolve_run(spec, runs_dir)
         if run.path.resolve() not in [r.path.resolve() for r in runs]:
             runs.append(run)
+    _check_plot_output(output, runs, metrics)
     curves = []
     for run in runs:
         history = run.history()
@@ -571,8 +575,11 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
             raise UserError(f"{run.path / 'history.csv'} {what}, though the run finished some",
                             f"the file was {how}: restore it from a copy of the run")
         if not history:
-            raise UserError(f"{run.path} has no history.csv yet",
-                            "it has not finished an epoch; plot it after its first epoch")
+            status = view_run(run).status
+            raise UserError(f"{run.path} has no history.csv: it has not finished an epoch",
+                            f"it {status} before its first epoch ended: there is nothing to "
+                            "plot" if status in ("failed", "stopped", "killed")
+                            else "plot it after its first epoch")
         curves.append((run.label, history))
     available: list[str] = []
     for _label, history in curves:
@@ -581,6 +588,10 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
     if metrics:
         names = []
         for metric in metrics:
+            if metric.startswith("val_") and metric[4:] in columns and metric not in columns:
+                raise UserError(f"--metric {metric}: the runs have no validation figures",
+                                f"give --metric {metric[4:]} for the training curve, or plot "
+                                "runs that validate (data.validation)")
             name = metric[4:] if metric.startswith("val_") and metric[4:] in columns else metric
             if name not in columns:  # another of the metric's names: rmse, mae, acc
                 from nntrain.config.compile import METRICS
@@ -614,6 +625,20 @@ def plot(specs: list[str], runs_dir: Path, console: Console, output: Path,
 
 
 # -- nntrain schema --------------------------------------------------------------------------
+def _check_plot_output(output: Path, runs: list[Run], metrics: list[str] | None) -> None:
+    """A plot never overwrites a run's records: inside a run directory it may only redraw
+    that run's own history.png (as training draws it: that run alone, every figure)."""
+    target = output.resolve()
+    for folder in (f for f in target.parents if (f / "run.json").is_file()):
+        redraw = target == folder / "history.png" and not metrics and \
+            [r.path.resolve() for r in runs] == [folder]
+        if not redraw:
+            raise UserError(f"--output {output} is inside the run directory {folder}, where "
+                            "the run keeps its own records",
+                            "write the plot outside run directories (or redraw a run's own "
+                            "history.png: nntrain plot RUN -o RUN/history.png)")
+
+
 def schema(output: Path | None, console: Console) -> None:
     from nntrain.fsutil import atomic_write_text
     from nntrain.schema_export import config_json_schema

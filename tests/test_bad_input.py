@@ -300,6 +300,18 @@ def test_unreadable_npz_files_are_named_with_the_fix(tmp_path: Path, runs):
     assert result.exit_code == 0, result.output
 
 
+def test_an_npz_of_only_targets_is_not_taken_for_inputs(tmp_path: Path, runs):
+    """One array of any name is the one input, unless it is named as the targets are."""
+    np.savez(tmp_path / "labels.npz", y=np.zeros((2, 4, 4), np.float32))
+    _rejected(nntrain("predict", str(runs["tiny"]), "labels.npz", cwd=tmp_path),
+              "labels.npz holds only 'y', the name of the targets, not of inputs",
+              "save the inputs as x (numpy.savez(FILE, x=...)) or as input")
+    np.savez(tmp_path / "arrays.npz", np.zeros((2, 4, 4), np.float32))  # arr_0
+    assert nntrain("predict", str(runs["tiny"]), "arrays.npz", cwd=tmp_path).exit_code == 0
+    _rejected(nntrain("predict", str(runs["tiny"]), "missing.npy", cwd=tmp_path),
+              "input file not found: missing.npy", "check the path")
+
+
 def test_inputs_of_different_lengths_are_refused(tmp_path: Path):
     two = (
         "name: two\ndata: {train: d.npz}\n"

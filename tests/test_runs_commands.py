@@ -240,6 +240,56 @@ def test_plot_errors_exit_2(work: Path, tmp_path: Path):
     assert not (tmp_path / "x.txt").exists()
 
 
+def test_plot_never_writes_over_a_runs_records(work: Path, tmp_path: Path):
+    (run,) = (work / "runs" / "tiny_mlp").iterdir()
+    (other,) = (work / "runs" / "tiny_b").iterdir()
+    before = (other / "history.png").read_bytes()
+    for target in (other / "history.png", run / "checkpoints" / "best" / "x.png",
+                   run / "curves.png"):
+        bad = nntrain("plot", "tiny_mlp", "-o", str(target), cwd=work)
+        assert bad.exit_code == 2, bad.output
+        assert "is inside the run directory" in " ".join(bad.output.split())
+    assert (other / "history.png").read_bytes() == before
+    assert not (run / "curves.png").exists()
+    assert not (run / "checkpoints" / "best" / "x.png").exists()
+    # redrawing a run's own history.png, as the warning of a failed drawing suggests
+    redraw = nntrain("plot", str(run), "-o", str(run / "history.png"), cwd=work)
+    assert redraw.exit_code == 0, redraw.output
+
+
+def test_plot_of_a_validation_figure_runs_never_logged_is_an_error(work: Path, tmp_path: Path):
+    bare = clone(next((work / "runs" / "tiny_mlp").iterdir()), "bare", "20200101-000000")
+    rows = (bare / "history.csv").read_text().splitlines()
+    keep = [i for i, c in enumerate(rows[0].split(",")) if not c.startswith("val_")]
+    (bare / "history.csv").write_text("\n".join(
+        ",".join(row.split(",")[i] for i in keep) for row in rows) + "\n")
+    bad = nntrain("plot", "bare", "--metric", "val_loss", "-o", str(tmp_path / "p.png"),
+                  cwd=work)
+    shutil.rmtree(bare.parent)
+    assert bad.exit_code == 2
+    assert "--metric val_loss: the runs have no validation figures" in bad.output
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_plot_gives_each_of_many_runs_its_own_colour():
+    from nntrain.plotting import _colours
+
+    for count in (3, 11, 20, 25):
+        assert len(set(map(str, _colours(count)))) == count
+
+
+def test_a_run_without_its_config_yaml_is_said_to_be_damaged(work: Path):
+    broken = clone(next((work / "runs" / "tiny_mlp").iterdir()), "noconfig", "20200101-000000")
+    (broken / "config.yaml").unlink()
+    listed = nntrain("runs", cwd=work)
+    compared = nntrain("runs", "compare", "tiny_mlp", "noconfig", cwd=work)
+    shown = nntrain("runs", "show", "noconfig", cwd=work)
+    shutil.rmtree(broken.parent)
+    assert "config.yaml is missing" in " ".join(listed.output.split())
+    assert "config: cannot compare, a config.yaml is damaged or missing" in compared.output
+    assert "config.yaml is missing" in " ".join(shown.output.split())
+
+
 def test_history_png_has_a_panel_per_figure_three_to_a_row(tmp_path: Path):
     names = ["loss", "out_loss", "aux_loss", "out_mae", "aux_mae"]
     history = [{"epoch": e, **{n: 1 / e for n in names}, **{f"val_{n}": 1.1 / e for n in names},
@@ -275,6 +325,7 @@ def test_latest_is_the_last_started_run_even_beside_a_tunes_trials(tmp_path: Pat
     for name, start in started.items():
         (root / name).mkdir(parents=True)
         (root / name / "run.json").write_text(json.dumps({"start": start}))
+        (root / name / "config.yaml").write_text(f"name: {name.split('/')[0]}\n")
     newest = root / "t" / "20260101-090100"  # 10:01 in +0100: after every trial
     assert resolve_run("latest", root).path == newest
     assert resolve_run("t", root).path == newest
