@@ -712,7 +712,7 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                   f"({steps} steps of " + (f"{every} batches of {batch}" if every else
                                            f"{batch}") + f", learning rate {min_lr:.3g} to "
                   f"{max_lr:.3g}, growing every step)", soft_wrap=True)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), now_text()
 
     def terminated(signum, _frame):  # a SIGTERM (a timeout, a scheduler) cleans up as Ctrl-C
         raise SystemExit(128 + signum)
@@ -732,7 +732,7 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
         signal.signal(signal.SIGTERM, previous)
     best = result.best_index
     atomic_write_json(run.path / "lr_find.json", {
-        "name": loaded.config.name, "config_source": str(loaded.source), "start": now_text(),
+        "name": loaded.config.name, "config_source": str(loaded.source), "start": started,
         "min_lr": min_lr, "max_lr": max_lr, "steps": steps,
         "steps_done": len(result.losses), "stop_reason": result.stop_reason,
         "lowest_smoothed_loss": None if best is None else result.smoothed[best],

@@ -85,6 +85,11 @@ def suggest(result: LRFindResult, min_lr: float, max_lr: float) -> None:
     start = min(SKIP_START, len(values) - 1)
     best = start + int(np.argmin(values[start:]))
     result.best_index = best
+    if best == start and len(values) > start + 1:
+        result.notes.append(
+            f"the smoothed loss only rose over the range (lowest at its start, "
+            f"{result.learning_rates[start]:.3g}): every rate tried is too high; lower --min-lr")
+        return
     if best > start and values[start] - values[best] < MIN_FALL * abs(values[start]):
         result.notes.append(
             f"the smoothed loss hardly fell over the range ({values[start]:.4g} at the start, "
@@ -133,7 +138,7 @@ def run_range_test(setup: Setup, dataset: Dataset, *, min_lr: float, max_lr: flo
     padded = per_epoch * batch_size
     zeros = jnp.asarray(programs.layout.zeros())
     result = LRFindResult()
-    best, avg, order, order_epoch = math.inf, 0.0, None, -1
+    best, first, avg, order, order_epoch = math.inf, math.nan, 0.0, None, -1
     every = args.gradient_accumulation_steps or 1  # batches an update takes
     for i in range(steps):
         lr = rate_at(i, steps, min_lr, max_lr)
@@ -157,14 +162,24 @@ def run_range_test(setup: Setup, dataset: Dataset, *, min_lr: float, max_lr: flo
         if on_step is not None:
             on_step(i + 1, lr, smoothed)
         if i >= SKIP_START:
-            best = min(best, smoothed)
-            if smoothed > DIVERGE * best:
-                result.stop_reason = (f"the smoothed loss exceeded {DIVERGE:g}x its lowest "
-                                      f"value at learning rate {lr:.3g}")
+            best, first = min(best, smoothed), smoothed if i == SKIP_START else first
+            if _diverged(smoothed, best, first):
+                how = f"exceeded {DIVERGE:g}x its lowest value" if best > 0 else \
+                    "rose back above its start by as much as it fell"
+                result.stop_reason = f"the smoothed loss {how} at learning rate {lr:.3g}"
                 break
     result.smoothed = centred(result.losses)
     suggest(result, min_lr, max_lr)
     return result
+
+
+def _diverged(smoothed: float, best: float, first: float) -> bool:
+    """Whether the loss has blown up: past DIVERGE times its lowest value, or for a loss
+    that goes below zero (cosine similarity), back above its first counted value by as much
+    again as it fell from there."""
+    if best > 0:
+        return smoothed > DIVERGE * best
+    return smoothed > first + max(first - best, abs(first))
 
 
 def write_csv(path: Path, result: LRFindResult) -> None:

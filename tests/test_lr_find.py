@@ -131,10 +131,25 @@ def test_ramp_smoothing_and_suggestion_rules():
     valley = [abs(i - 60) / 10 + 1 for i in range(100)]
     assert int(np.argmin(centred(valley))) == 60
     assert int(np.argmin(smooth(valley))) > 70
-    rising = [1 + i / 10 for i in range(50)]  # lowest at the very start
+    rising = [1 + i / 10 for i in range(50)]  # lowest at the very start: no rate is low enough
     early = LRFindResult(rates, rising, rising)
     suggest(early, 1e-4, 1.0)
-    assert early.suggestion == 1e-4 and any("lower --min-lr" in n for n in early.notes)
+    assert early.suggestion is None
+    assert any("only rose" in n and "lower --min-lr" in n for n in early.notes)
+    # a valley just after the start: the suggestion is kept within the range, with a note
+    soon = [abs(i - 7) / 10 + 1 for i in range(50)]
+    low = LRFindResult(rates, soon, soon)
+    suggest(low, 1e-4, 1.0)
+    assert low.suggestion == 1e-4 and any("lower --min-lr" in n for n in low.notes)
+
+
+def test_a_loss_below_zero_diverges_only_when_it_climbs_back():
+    """cosine_similarity falls from about 0 towards -1: never 4x its (negative) lowest."""
+    from nntrain.lr_find import _diverged
+
+    assert not _diverged(-0.5, best=-0.9, first=-0.1)
+    assert _diverged(0.75, best=-0.9, first=-0.1)  # above -0.1 + 0.8
+    assert not _diverged(3.9, best=1.0, first=2.3) and _diverged(4.1, best=1.0, first=2.3)
 
 
 def test_a_loss_that_does_not_fall_gets_no_suggestion(tmp_path: Path):

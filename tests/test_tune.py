@@ -549,12 +549,20 @@ def test_ctrl_c_in_a_trials_test_evaluation_keeps_the_finished_trial(tmp_path: P
     assert [(r["trial"], r["status"]) for r in board] == [("0", "complete")]
 
 
-def test_the_stop_hint_prints_a_storage_url_without_its_password():
-    from nntrain.tune.command import _without_password
+def test_a_storage_url_is_printed_without_its_password(tmp_path: Path):
+    from nntrain.tune.study import printable
 
-    assert _without_password("postgresql://ann:s3cret@db.lab:5432/studies") == \
+    assert printable("postgresql://ann:s3cret@db.lab:5432/studies") == \
         "postgresql://ann:***@db.lab:5432/studies"
-    assert _without_password("sqlite:///runs/x/study.db") == "sqlite:///runs/x/study.db"
+    assert printable("sqlite:///runs/x/study.db") == "sqlite:///runs/x/study.db"
+    assert printable("mysql://u:pw@h/db", "cannot reach mysql://u:pw@h/db (u:pw@h)") == \
+        "cannot reach mysql://u:***@h/db (u:***@h)"
+    # the driver is missing or the server unreachable: the error never shows the password
+    config = write(tmp_path, TINY)
+    for url in ("mysql://u:s3cret@127.0.0.1:1/db", "postgresql://u:s3cret@127.0.0.1:1/db"):
+        result = nntrain("tune", str(config), "--storage", url, cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert "s3cret" not in result.output and "u:***@127.0.0.1" in result.output
 
 
 def test_a_damaged_local_study_file_is_named_with_what_to_do(tmp_path: Path):
@@ -578,3 +586,29 @@ def test_a_damaged_local_study_file_is_named_with_what_to_do(tmp_path: Path):
         open_storage(sqlite_url(tmp_path))  # a folder where the file would be
     assert caught.value.hint == f"{tmp_path} is not a file nntrain can create there: give " \
         "another path"
+
+
+@pytest.mark.parametrize("layer_first", [True, False])
+def test_parameters_that_overlap_are_a_config_error(tmp_path: Path, layer_first: bool):
+    """A whole layer searched beside one of its arguments: one would undo the other."""
+    layer = ("    model.layers.1: {type: choice, values: [{dense: 3}, "
+             "{dense: {units: 3, activation: softmax}}]}\n")
+    argument = "    model.layers.1.dense.activation: {type: choice, values: [softmax, linear]}\n"
+    head, params = TINY.split("  parameters:\n")
+    text = head + "  parameters:\n" + (layer + argument if layer_first else argument + layer)
+    config = write(tmp_path, text)
+    for command in ("validate", "tune"):
+        result = nntrain(command, str(config), cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "model.layers.1 replaces the part of the config model.layers.1.dense.activation " \
+            "sets" in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
+
+
+def test_hyperband_that_could_never_prune_is_a_config_error(tmp_path: Path):
+    text = TINY.replace("algorithm: random", "algorithm: hyperband\n  hyperband: {min_epochs: 5}")
+    result = nntrain("validate", str(write(tmp_path, text)), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "search.hyperband.min_epochs: 5 epochs before a trial may be pruned, and " \
+        "fit.epochs is 2: no trial would ever be pruned" in " ".join(result.output.split())

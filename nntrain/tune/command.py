@@ -66,25 +66,18 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
         return _tune(config_path, overrides, runs_dir, console, workers=workers,
                      storage=storage, quiet=quiet, worker=worker)
     except optuna.exceptions.StorageInternalError as e:
-        where = storage or Path(runs_dir) / load_config(config_path, overrides).config.name
+        from nntrain.tune import study as studies
+
+        where = studies.printable(storage) if storage else \
+            Path(runs_dir) / load_config(config_path, overrides).config.name
         if _disk_full(e):
             raise DiskFull(f"no space left on the device while writing the study in {where}",
                            "free space on that disk, then run the same command to continue "
                            "the search (finished trials are kept)") from None
-        raise UserError(f"the study storage in {where} failed: {_root(e)}",
+        raise UserError(f"the study storage in {where} failed: "
+                        f"{studies.printable(storage or '', str(_root(e)))}",
                         "run the same command to continue the search (finished trials are "
                         "kept)") from None
-
-
-def _without_password(url: str) -> str:
-    """A storage URL fit to print: its password, if any, as ***."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _root(error: BaseException) -> BaseException:
@@ -134,7 +127,8 @@ def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Cons
     name = loaded.config.name
     folder = Path(runs_dir) / name
     seed = search.seed if search.seed is not None else loaded.config.seed
-    afresh = (f"delete the study {name} from {storage} and the folder {folder}" if storage
+    afresh = (f"delete the study {name} from {studies.printable(storage)} and the folder "
+              f"{folder}" if storage
               else f"delete the folder {folder} (its study.db, trials and reports)")
     earlier = sorted(p.name for p in folder.glob("trial-*"))
     orphaned = UserError(f"{folder} holds trials of an earlier search "
@@ -174,7 +168,8 @@ def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Cons
             + (f", {workers} workers" if workers > 1 else "") + ")",
             soft_wrap=True, highlight=False)
         if not created:
-            console.print(f"Continuing the study in {storage or folder / 'study.db'}: {done} "
+            where = studies.printable(storage) if storage else folder / "study.db"
+            console.print(f"Continuing the study in {where}: {done} "
                           f"of {limit} trials done or under way", soft_wrap=True,
                           highlight=False)
     context = Search(loaded.source, raw, positions, override_paths, dims, objective, direction,
@@ -208,7 +203,7 @@ def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Cons
         if Path(runs_dir) != Path("runs"):
             again += ["--runs-dir", runs_dir]
         if storage:
-            again += ["--storage", _without_password(storage)]
+            again += ["--storage", studies.printable(storage)]
         if workers > 1:
             again += ["--workers", workers]
         console.print(f"[yellow]Stopped.[/] Run the same command to continue the search "
@@ -237,6 +232,14 @@ def check_search(loaded: LoadedConfig, overrides: list[str]) -> tuple[dict, dict
         return []
 
     dims, problems = space.check(loaded.config.search, raw, validate)
+    search, epochs = loaded.config.search, loaded.config.fit.epochs
+    searched_epochs = any(d.path == ("fit", "epochs") for d in dims)
+    if search.pruner_name() != "none" and not searched_epochs and \
+            search.hyperband.min_epochs >= epochs:
+        problems.append((("search", "hyperband", "min_epochs"),
+                         f"{search.hyperband.min_epochs} epochs before a trial may be pruned, "
+                         f"and fit.epochs is {epochs}: no trial would ever be pruned; give "
+                         f"fewer than {epochs}"))
     if problems:
         raise ConfigError([Issue(_where(loaded.source, positions, override_paths,
                                         (*path, "<key>") if len(path) == 3 else path),

@@ -478,6 +478,12 @@ def check(search: SearchConfig, raw: dict,
                                          f"{value!r} is not one of {parent}'s values "
                                          f"{ref.choices()}"))
         names[dim.name] = dim.key
+        for other in dims[:dims.index(dim)]:
+            inner, outer = sorted((dim, other), key=lambda d: len(d.path))[::-1]
+            if inner.path[:len(outer.path)] == outer.path:
+                problems.append((at, f"{dim.key} and {other.key} overlap: {outer.key} "
+                                     f"replaces the part of the config {inner.key} sets, so "
+                                     f"one would undo the other; search one of them"))
         if search.algorithm == "grid" and dim.kind == "float" and dim.param.step is None:
             problems.append((at, "grid search needs a finite set: give this float a step, "
                                  "or make it a choice"))

@@ -42,6 +42,18 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
 
 
+def printable(url: str, text: str | None = None) -> str:
+    """A storage URL (or a `text` that may quote it) fit to print: its password as ***."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not a URL nntrain can split: print nothing of its credentials
+        password = None
+    text = url if text is None else text
+    return text.replace(f":{password}@", ":***@") if password else text
+
+
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage with heartbeats. SQLite waits up to a minute for another worker's
     write instead of failing at once ("database is locked")."""
@@ -54,7 +66,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
             return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS,
                                               grace_period=GRACE_SECONDS, **kwargs)
         except (ImportError, ValueError) as e:
-            raise UserError(f"--storage {url}: {e}", "give a database URL optuna accepts, "
+            raise UserError(printable(url, f"--storage {url}: {e}"), "give a database URL "
+                            "optuna accepts, "
                             "e.g. sqlite:///study.db or postgresql://user@host/db") from None
         except Exception as e:  # sqlalchemy's errors: unreachable server, bad credentials
             if url.startswith("sqlite:///"):  # a local file: damaged, or not a database
@@ -66,7 +79,8 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
                     f"{path} is not a file nntrain can create there: give another path"
                 raise UserError(f"cannot open the study storage {path}: {type(e).__name__}: "
                                 f"{str(e).splitlines()[0]}", hint) from None
-            raise UserError(f"cannot open the study storage {url}: {type(e).__name__}: {e}",
+            raise UserError(printable(url, f"cannot open the study storage {url}: "
+                                           f"{type(e).__name__}: {e}"),
                             "check the URL, and that the database server is reachable") from None
 
 
