@@ -612,3 +612,24 @@ def test_hyperband_that_could_never_prune_is_a_config_error(tmp_path: Path):
     assert result.exit_code == 2, result.output
     assert "search.hyperband.min_epochs: 5 epochs before a trial may be pruned, and " \
         "fit.epochs is 2: no trial would ever be pruned" in " ".join(result.output.split())
+
+
+def test_only_the_command_that_creates_a_study_draws_from_the_configs_seed(tmp_path: Path,
+                                                                          monkeypatch):
+    """Two commands started at once on a new study (or on machines sharing --storage) must
+    not draw the same trials: the second, finding the study made, seeds from fresh entropy."""
+    from nntrain.tune import study as studies
+    from nntrain.tune.space import dimensions
+
+    loaded = load_config(write(tmp_path, TINY))
+    search = loaded.config.search
+    dims = dimensions(search, yaml.safe_load(TINY))
+    storage = studies.open_storage(studies.sqlite_url(tmp_path / "study.db"))
+    seeds: list[int] = []
+    make = studies.make_sampler
+    monkeypatch.setattr(studies, "make_sampler",
+                        lambda search, dims, seed: seeds.append(seed) or make(search, dims, seed))
+    made = [studies.open_study(storage, "s", "max", "f", dims, search, 7, worker, 2)[1]
+            for worker in (0, 0, 1)]
+    assert made == [True, False, False]
+    assert seeds[0] == 7 and len(set(seeds)) == 3

@@ -111,8 +111,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, direction: str,
         saved = None if saved is None else current_form(saved)
         if saved is not None and saved != fingerprint:
             raise SearchChanged(saved, fingerprint)
-    started = len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(search, dims, _seed(seed, started, worker))
+    study.sampler = make_sampler(search, dims, _seed(seed, created and worker == 0))
     study.pruner = make_pruner(search, max_epochs)
     return study, created
 
@@ -127,14 +126,17 @@ class SearchChanged(UserError):
         self.saved, self.given = saved, given
 
 
-def _seed(seed: int, started: int, worker: int) -> int:
-    """The sampler's seed: the config's for a fresh single-worker study (reproducible); a
-    continued study or another worker draws other values than the first run did."""
+def _seed(seed: int, creator: bool) -> int:
+    """The sampler's seed: the config's for the command that creates the study (a search
+    run again afresh draws the same values); any other, a continued study, another worker
+    or another command on the same study (started at the same moment, or on another
+    machine), draws from fresh entropy, so no two draw the same values."""
     import numpy as np
 
-    if started == 0 and worker == 0:
+    if creator:
         return seed
-    return int(np.random.SeedSequence([seed, started, worker]).generate_state(1)[0])
+    return int(np.random.SeedSequence([seed, np.random.SeedSequence().entropy])
+               .generate_state(1)[0])
 
 
 class _Grid(optuna.samplers.BruteForceSampler):
