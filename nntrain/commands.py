@@ -194,7 +194,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
     `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
     # from JAX's import on, a Ctrl-C can land in its garbage-collector callbacks and be lost
     # (see Interrupts): noted until the run's own handling takes over
-    with deferred_interrupts(enabled=run_path is None) as early:
+    with deferred_interrupts() as early:
         from nntrain.train.fit import Fitter
 
         began = time.perf_counter()
@@ -261,7 +261,7 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         return 128 + early.signum
     created: Run | None = None  # a new run's folder: removed if setting up fails
     try:
-        with deferred_interrupts(enabled=run_path is None) as interrupts:
+        with deferred_interrupts() as interrupts:
             # from here Ctrl-C is noted, and acted on where stopping leaves things whole: in
             # JAX's import, a KeyboardInterrupt can be swallowed by its gc callback
             configure_jax()
@@ -400,8 +400,12 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         run.update_info(status=status, end=now_text(), stop_reason="interrupted")
         if as_json:
             _emit_end(run, status, None, None)
-        console.print(f"[yellow]Interrupted.[/] Continue from the last finished epoch with: "
-                      f"{shell('nntrain', 'fit', '--resume', run.path)}", soft_wrap=True)
+        if run_path is not None:  # a trial: the search runs it again when it continues
+            console.print("[yellow]Interrupted.[/]", soft_wrap=True)
+        else:
+            console.print(f"[yellow]Interrupted.[/] Continue from the last finished epoch "
+                          f"with: {shell('nntrain', 'fit', '--resume', run.path)}",
+                          soft_wrap=True)
         return 130
     except DiskFull as e:
         raise DiskFull(e.message, f"{e.hint}; then continue with: "
@@ -680,8 +684,6 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
     lr_find.csv, lr_find.png, lr_find.json and the config used. The config file is only read."""
     import math
 
-    from nntrain import lr_find as finder
-
     if not (math.isfinite(min_lr) and min_lr > 0):
         raise UserError(f"--min-lr {min_lr}: give a positive learning rate", "e.g. --min-lr 1e-5")
     if not math.isfinite(max_lr):
@@ -693,6 +695,20 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                         "e.g. --min-lr 1e-5 --max-lr 10")
     if steps < 10:
         raise UserError(f"--steps {steps}: give at least 10 steps", "a few hundred is usual")
+    with deferred_interrupts() as interrupts:  # acted on at the checks below, never lost
+        _lr_find(config_path, overrides, runs_dir, console, interrupts, min_lr=min_lr,
+                 max_lr=max_lr, steps=steps)
+
+
+def _lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Console,
+             interrupts: Any, *, min_lr: float, max_lr: float, steps: int) -> None:
+    from nntrain import lr_find as finder
+
+    def stop_if_signalled(*_step: Any) -> None:  # SIGTERM (a scheduler): quietly, as exit 143
+        if interrupts.signum == signal.SIGTERM:
+            raise SystemExit(128 + signal.SIGTERM)
+        interrupts.check()
+
     loaded = load_config(config_path, overrides)
     configure_jax()
     setup = prepare_setup(loaded)
@@ -701,6 +717,7 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                         f"come from a generator ({loaded.config.data.generator})",
                         "run it on a config whose data.train names files of the same data")
     dataset = load_data(setup, config_path.resolve().parent, console, quiet=False)
+    stop_if_signalled()
     run = create_run(runs_dir, f"{loaded.config.name}-lr-find")
     atomic_write_text(run.config_path, dump_config(loaded))
     from nntrain.config.entries import entry_args
@@ -713,23 +730,17 @@ def lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: Co
                                            f"{batch}") + f", learning rate {min_lr:.3g} to "
                   f"{max_lr:.3g}, growing every step)", soft_wrap=True)
     start, started = time.perf_counter(), now_text()
-
-    def terminated(signum, _frame):  # a SIGTERM (a timeout, a scheduler) cleans up as Ctrl-C
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         result = finder.run_range_test(setup, dataset, min_lr=min_lr, max_lr=max_lr,
-                                       steps=steps)
+                                       steps=steps, on_step=stop_if_signalled)
         seconds = time.perf_counter() - start
         finder.write_csv(run.path / "lr_find.csv", result)
         finder.plot(run.path / "lr_find.png", result, title=f"{loaded.config.name}: learning "
                     "rate finder")
-    except BaseException:  # Ctrl-C, a full disk: no half-made folder (the test is short)
+        stop_if_signalled()
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: no half-made folder (it is short)
         run.discard()
         raise
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     best = result.best_index
     atomic_write_json(run.path / "lr_find.json", {
         "name": loaded.config.name, "config_source": str(loaded.source), "start": started,

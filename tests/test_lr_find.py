@@ -8,7 +8,6 @@ import math
 import os
 import signal
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -183,9 +182,10 @@ def test_a_terminated_test_leaves_no_half_made_folder(tmp_path: Path, monkeypatc
     """SIGTERM (a timeout, a scheduler) cleans up as Ctrl-C does, and exits 143."""
     from nntrain import lr_find
 
-    def terminated(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler interrupts this
+    def terminated(*args, on_step, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # noted by the handler, acted on after the step
+        on_step(1, 1e-5, 1.0)
+        raise AssertionError("the step after a SIGTERM ran")
 
     monkeypatch.setattr(lr_find, "run_range_test", terminated)
     before = signal.getsignal(signal.SIGTERM)
@@ -214,3 +214,20 @@ def test_with_gradient_accumulation_a_step_is_one_update_of_several_batches(tmp_
     np.testing.assert_allclose([r["loss"] for r in small], [r["loss"] for r in big],
                                rtol=1e-5)
     assert len({r["loss"] for r in small}) == 12  # a new loss every step
+
+
+def test_a_ctrl_c_while_it_sets_up_is_acted_on_not_lost(tmp_path: Path, monkeypatch):
+    """Raised at once, a KeyboardInterrupt can land in a garbage-collector callback that
+    swallows it (JAX's import runs some): noted, it stops the command before the test."""
+    from nntrain import commands
+
+    configure = commands.configure_jax
+
+    def interrupted_while_configuring():
+        os.kill(os.getpid(), signal.SIGINT)
+        configure()
+
+    monkeypatch.setattr(commands, "configure_jax", interrupted_while_configuring)
+    result = nntrain("lr-find", str(TINY), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 130, result.output
+    assert not (tmp_path / "runs").exists()

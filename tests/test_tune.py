@@ -633,3 +633,18 @@ def test_only_the_command_that_creates_a_study_draws_from_the_configs_seed(tmp_p
             for worker in (0, 0, 1)]
     assert made == [True, False, False]
     assert seeds[0] == 7 and len(set(seeds)) == 3
+
+
+def test_a_ctrl_c_while_the_search_sets_up_is_acted_on_not_lost(tmp_path: Path, monkeypatch):
+    from nntrain import commands
+
+    configure = commands.configure_jax
+
+    def interrupted_while_configuring():
+        os.kill(os.getpid(), signal.SIGINT)  # raised at once, a gc callback could swallow it
+        configure()
+
+    monkeypatch.setattr(commands, "configure_jax", interrupted_while_configuring)
+    result = nntrain("tune", str(write(tmp_path, TINY)), cwd=tmp_path)
+    assert result.exit_code == 130, result.output
+    assert not (tmp_path / "runs").exists()

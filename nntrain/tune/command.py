@@ -62,9 +62,14 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
         import optuna
     except ImportError:
         raise UserError("nntrain tune needs optuna, which is not installed", TUNE_HINT) from None
+    from nntrain.interrupts import deferred_interrupts
+
     try:
-        return _tune(config_path, overrides, runs_dir, console, workers=workers,
-                     storage=storage, quiet=quiet, worker=worker)
+        # a signal is noted and acted on between trials (or inside one, by fit): raised at
+        # once, it can land in a garbage-collector callback, which swallows it
+        with deferred_interrupts() as interrupts:
+            return _tune(config_path, overrides, runs_dir, console, interrupts,
+                         workers=workers, storage=storage, quiet=quiet, worker=worker)
     except optuna.exceptions.StorageInternalError as e:
         from nntrain.tune import study as studies
 
@@ -98,8 +103,9 @@ def _disk_full(error: BaseException) -> bool:
     return False
 
 
-def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Console, *,
-          workers: int, storage: str | None, quiet: bool, worker: int) -> int:
+def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Console,
+          interrupts: Any, *, workers: int, storage: str | None, quiet: bool,
+          worker: int) -> int:
     from nntrain.commands import configure_jax
     from nntrain.tune import study as studies
     from nntrain.tune.trials import Search, run_trial
@@ -124,6 +130,7 @@ def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Cons
     objective, direction = resolve_objective(loaded, setup, positions, override_paths)
 
     studies.check_algorithm(search)
+    interrupts.check()  # a signal while JAX was imported and the config checked: nothing made
     name = loaded.config.name
     folder = Path(runs_dir) / name
     seed = search.seed if search.seed is not None else loaded.config.seed
@@ -181,6 +188,9 @@ def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Cons
         code = _join(_spawn(config_path, overrides, runs_dir, storage, workers), console)
     else:
         while search.timeout is None or time.monotonic() - start < search.timeout:
+            if interrupts.signum is not None:  # between trials
+                code = 128 + interrupts.signum
+                break
             trial = studies.next_trial(study, limit, folder)
             if trial is None:
                 break
