@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from clirunner import nntrain
@@ -648,3 +649,24 @@ def test_a_ctrl_c_while_the_search_sets_up_is_acted_on_not_lost(tmp_path: Path, 
     result = nntrain("tune", str(write(tmp_path, TINY)), cwd=tmp_path)
     assert result.exit_code == 130, result.output
     assert not (tmp_path / "runs").exists()
+
+
+def test_data_that_cannot_be_read_stops_the_search_without_using_it_up(tmp_path: Path):
+    """A missing data file would fail every trial alike: the search stops at the first,
+    exit 2, and once the file is there the same command runs all the trials."""
+    text = TINY.replace("  dataset: synthetic\n  synthetic: {samples: 300, test_samples: 50, "
+                        "classes: 3}\n", "  train: d.npz\n").replace("max_trials: 3",
+                                                                    "max_trials: 2")
+    config = write(tmp_path, text)
+    result = nntrain("tune", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "d.npz" in result.output and "Traceback" not in result.output
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(300, 4)).astype(np.float32),
+             y=rng.integers(0, 3, 300))
+    again = nntrain("tune", str(config), "-q", cwd=tmp_path)
+    assert again.exit_code == 0, again.output
+    assert "Trial 1 (again, for interrupted trial 0)" in again.output, again.output
+    board = leaderboard(tmp_path / "runs" / "tiny_tune")
+    assert sorted(r["status"] for r in board if r["status"] != "interrupted") == \
+        ["complete", "complete"]

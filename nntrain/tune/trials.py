@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from nntrain.config.loader import ConfigError, validate_config
-from nntrain.errors import TrainingFailed, UserError
+from nntrain.errors import DataError, DataModelMismatch, TrainingFailed, UserError
 from nntrain.train.callbacks import Callback
 from nntrain.tune import space
 from nntrain.tune import study as studies
@@ -96,6 +96,15 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, console:
                                          search.source, search.positions, search.overrides)
                 code = commands.fit(None, [], search.runs_dir, console, quiet=quiet,
                                     loaded=loaded, run_path=run_path, callbacks=[reporter])
+            except DataError as e:
+                if isinstance(e, DataModelMismatch) or any(d.path[:1] == ("data",)
+                                                           for d in search.dims):
+                    outcome.message, code = e.message, None  # the values' doing
+                else:  # the data itself (a file missing, damaged): every trial would fail
+                    trial.set_user_attr("interrupted", True)
+                    study.tell(trial, state=TrialState.FAIL)  # not counted, and run again
+                    studies.retry(study, trial)  # once the data is fixed
+                    raise
             except (ConfigError, TrainingFailed, UserError) as e:
                 # these values make a bad model (a shape that does not fit, a loss that
                 # diverges): a result of the search, not a reason to stop it
