@@ -757,7 +757,8 @@ def _lr_find(config_path: Path, overrides: list[str], runs_dir: Path, console: C
     console.print(f"wrote lr_find.csv, lr_find.png and lr_find.json in {run.path}",
                   soft_wrap=True)
     if result.suggestion is None:
-        raise UserError("no learning rate to suggest: " + "; ".join(result.notes))
+        raise UserError("no learning rate to suggest: " + "; ".join(result.notes),
+                        f"the curve is in {run.path / 'lr_find.png'} (and lr_find.csv) to look at")
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
     console.print(f"[bold]suggested learning rate: {result.suggestion:.3g}[/] (a tenth of the "
