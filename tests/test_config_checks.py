@@ -171,6 +171,11 @@ def test_several_target_columns_for_class_indices_are_refused(tmp_path: Path):
 @pytest.mark.parametrize(("assignment", "suggestion"), [
     ("compile.optimizer={adam: {lr: 0.1}}", "unknown key 'lr'; did you mean 'learning_rate'?"),
     ("model.layers.0.dense.activation=Relu", "found 'Relu'; did you mean 'relu'?"),
+    # Keras 1's names, from older books
+    ("model.layers.0.dense.output_dim=3", "unknown key 'output_dim'; did you mean 'units'?"),
+    ("fit.nb_epoch=3", "unknown key 'nb_epoch'; did you mean 'epochs'?"),
+    ("model.layers.0.dense.W_regularizer=l2",
+     "unknown key 'W_regularizer'; did you mean 'kernel_regularizer'?"),
 ])
 def test_suggestions_know_other_spellings(tmp_path: Path, assignment: str, suggestion: str):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(BASE))

@@ -111,7 +111,13 @@ def format_path(path: Iterable[str | int]) -> str:
 
 
 # names from other libraries (Keras 2, PyTorch) that mean one of nntrain's
-KNOWN_AS = {"lr": "learning_rate", "decay": "weight_decay", "betas": "beta_1"}
+KNOWN_AS = {"lr": "learning_rate", "decay": "weight_decay", "betas": "beta_1",
+            # Keras 1's names, still in older books and posts
+            "nb_epoch": "epochs", "output_dim": "units", "init": "kernel_initializer",
+            "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+            "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint",
+            "border_mode": "padding", "nb_filter": "filters", "subsample": "strides",
+            "dim_ordering": "data_format", "p": "rate"}
 
 
 def closest(name: object, choices: Iterable[str]) -> str | None:
