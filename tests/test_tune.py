@@ -377,6 +377,13 @@ def test_tune_needs_a_search_section_and_a_known_objective(tmp_path: Path):
     assert "search.objective: the epoch logs have no 'val_acc'" in result.output
     assert "did you mean 'val_accuracy'" in result.output
     assert not (tmp_path / "runs").exists()
+    # the place as the file has it, without the schema's class names
+    config = write(tmp_path, TINY.replace("algorithm: random",
+                                          "objective: {metric: val_loss, direction: up}"))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2
+    assert "search.objective.direction: expected one of 'max', 'min' or 'auto', found 'up'" \
+        in result.output
 
 
 def test_a_renamed_metric_as_objective_takes_its_kinds_direction(tmp_path: Path):

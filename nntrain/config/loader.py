@@ -624,6 +624,9 @@ def _clean_loc(loc: Sequence[str | int], data: Any) -> Path_:
             continue  # a union told apart by its `type:` value (search parameters)
         elif part == "layer" and out and out[-1] in WRAPPERS and isinstance(node, dict):
             continue  # a wrapper's short form, {lstm: 64}: no `layer:` in the file
+        elif isinstance(part, str) and part[:1].isupper() and part.isidentifier() \
+                and isinstance(node, dict):
+            continue  # a union's model member, by its class name (ObjectiveConfig)
         else:
             node = None
             out.append(part)
