@@ -584,7 +584,8 @@ def test_a_damaged_local_study_file_is_named_with_what_to_do(tmp_path: Path):
         open_storage(sqlite_url(damaged))
     assert caught.value.message.startswith(f"cannot open the study storage {damaged}: ")
     assert caught.value.hint == f"{damaged} is damaged or not an SQLite database: restore " \
-        "it, or move it away to start the search afresh"
+        "it from a copy, or to start the search afresh delete it and the trial-* folders " \
+        f"beside it in {tmp_path}"
     # not there at all: a folder to make, not a file to mend
     with pytest.raises(UserError) as caught:
         open_storage(sqlite_url(tmp_path / "studies" / "study.db"))

@@ -72,8 +72,9 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         except Exception as e:  # sqlalchemy's errors: unreachable server, bad credentials
             if url.startswith("sqlite:///"):  # a local file: damaged, or not a database
                 path = Path(url.removeprefix("sqlite:///"))
-                hint = f"{path} is damaged or not an SQLite database: restore it, or move it " \
-                    "away to start the search afresh" if path.is_file() else \
+                hint = f"{path} is damaged or not an SQLite database: restore it from a " \
+                    "copy, or to start the search afresh delete it and the trial-* folders " \
+                    f"beside it in {path.parent}" if path.is_file() else \
                     f"{path.parent} is not a folder that exists: create it, or give another " \
                     "path" if not path.parent.is_dir() else \
                     f"{path} is not a file nntrain can create there: give another path"
