@@ -678,3 +678,12 @@ def test_data_that_cannot_be_read_stops_the_search_without_using_it_up(tmp_path:
     board = leaderboard(tmp_path / "runs" / "tiny_tune")
     assert sorted(r["status"] for r in board if r["status"] != "interrupted") == \
         ["complete", "complete"]
+
+
+def test_choices_of_lists_and_mappings_are_shown_as_a_config_writes_them():
+    from nntrain.tune.space import format_value
+
+    assert format_value({"dense": {"units": 6, "activation": "elu"}}) == \
+        "{dense: {activation: elu, units: 6}}"
+    assert format_value([64, 32]) == "[64, 32]"
+    assert format_value(0.000123) == "0.000123" and format_value(True) == "True"

@@ -436,11 +436,16 @@ def label(value: Any) -> Any:
 
 
 def format_value(value: Any) -> str:
-    """A value for tables: short floats, plain text for the rest."""
+    """A value for tables: short floats, lists and mappings as YAML's flow style (as a config
+    writes them), plain text for the rest."""
     if isinstance(value, float) and not isinstance(value, bool):
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
             return f"{value:.3g}"
         return f"{value:.4g}"
+    if isinstance(value, list | dict):
+        import yaml
+
+        return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
     return str(value)
 
 
