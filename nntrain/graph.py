@@ -129,6 +129,12 @@ def build_graph(loaded: LoadedConfig) -> Graph:
         if layer_type == "shared":
             issues += _shared_issues(loaded, index, entry_name(_entry), name, args.layer,
                                      entries, inputs)
+            target = next((a for _, _, _, a, n in entries if n == args.layer), None)
+            if getattr(target, "attention_mask", None) is not None:
+                issues.append(loaded.issue(
+                    ("model", "layers", index, entry_name(_entry), "layer"),
+                    f"'{args.layer}' takes an attention_mask, which a shared call cannot "
+                    "give it: share a multi_head_attention without one"))
         nodes[name] = Node(name, layer_type, args, sources, index)
         previous = name
 

@@ -16,7 +16,7 @@ from nntrain.config.entries import entry_name, is_custom
 from nntrain.errors import UserCodeError, UserError
 from nntrain.graph import Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
-from nntrain.layers.base import Shape, ShapeErrors, Weight, make_layer
+from nntrain.layers.base import ChannelsFirst, Shape, ShapeErrors, Weight, make_layer
 from nntrain.lazy import jax, jnp
 
 Pytree = Any
@@ -162,7 +162,11 @@ class Model:
             source, undo = self._mask_source(masked[0][0])
             mode = getattr(layer, "time_mask_mode", "drops")  # a user's class may say too
             problem = None
-            if mode not in ("keeps", "uses"):
+            if mode not in ("keeps", "uses") and isinstance(layer, ChannelsFirst):
+                problem = (f"{where} reads its input channels-first, (channels, steps), and "
+                           f"cannot take the mask that {source} puts on the steps of a "
+                           f"(steps, features) sequence: drop data_format, or {undo}")
+            elif mode not in ("keeps", "uses"):
                 problem = (f"{where} cannot take the mask that {source} puts on padded steps: "
                            "put a recurrent layer (lstm, gru, simple_rnn, bidirectional) or "
                            f"global_average_pooling1d before it, or {undo}")

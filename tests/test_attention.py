@@ -406,3 +406,22 @@ def test_an_attention_mask_input_trains_as_the_causal_mask_it_spells(tmp_path: P
         histories.append([row.split(",")[1] for row in
                           (run / "history.csv").read_text().splitlines()[1:]])
     assert histories[0] == histories[1]
+
+
+def test_a_layer_with_an_attention_mask_cannot_be_shared(tmp_path: Path):
+    """A shared call gives the layer no mask input: refused rather than take an input for
+    one."""
+    config = {"name": "sh", "data": {"dataset": "synthetic"},
+              "model": {"inputs": {"q": {"shape": [5, 5]}, "m": {"shape": [5, 5]}},
+                        "layers": [
+                            {"multi_head_attention": {"name": "a", "num_heads": 1, "key_dim": 2,
+                                                      "attention_mask": "m", "inputs": "q"}},
+                            {"shared": {"name": "b", "layer": "a", "inputs": ["q", "q"]}},
+                            {"add": {"inputs": ["a", "b"]}}]},
+              "compile": {"loss": "mse"}}
+    path = tmp_path / "sh.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = nntrain("validate", str(path))
+    assert result.exit_code == 2
+    assert "'a' takes an attention_mask, which a shared call cannot give it" in \
+        " ".join(result.output.split())

@@ -100,3 +100,21 @@ def test_channels_first_shapes_in_validate_and_errors(tmp_path: Path):
                     "model.layers[0].conv2d.data_format=channels_middle", cwd=tmp_path)
     assert wrong.exit_code == 2
     assert "'channels_last' or 'channels_first'" in " ".join(wrong.output.split())
+
+
+def test_a_channels_first_layer_refuses_a_mask_over_steps(tmp_path: Path):
+    config = tmp_path / "m.yaml"
+    config.write_text(textwrap.dedent("""\
+        name: m
+        data: {dataset: synthetic}
+        model:
+          inputs: {x: {shape: [6], dtype: int32}}
+          layers:
+            - embedding: {input_dim: 9, output_dim: 8, mask_zero: true}
+            - global_average_pooling1d: {data_format: channels_first}
+        compile: {loss: mse}
+        """))
+    result = nntrain("validate", str(config), cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "reads its input channels-first, (channels, steps), and cannot take the mask" in \
+        " ".join(result.output.split())

@@ -161,7 +161,9 @@ class ChannelsFirst(Layer):
         self.inner = inner
         self.type_name = inner.type_name
         self.uses_mask = inner.uses_mask
-        self.time_mask_mode = inner.time_mask_mode
+        # a mask over steps comes from an embedding's (steps, features) output, which a
+        # channels-first layer reads as (channels, steps): refused, not applied to channels
+        self.time_mask_mode = "drops"
 
     @property
     def activation(self) -> str | None:
