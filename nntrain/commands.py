@@ -208,8 +208,10 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             if run.is_trial:  # its checkpoint also holds the search's reporting callback
                 raise UserError(f"{run.path} is a trial of the search in {run.path.parent}: the "
                                 "search trains it, not fit --resume",
-                                "run the search's `nntrain tune CONFIG` command again: an "
-                                "interrupted or killed trial is trained anew")
+                                "run the search's `nntrain tune CONFIG` command again: it "
+                                "trains an interrupted or killed trial anew (a pruned or "
+                                "finished one is a result, kept as it is); to train these "
+                                "values further, fit the trial's config.yaml")
             info = run.info()
             reason = info.get("stop_reason") or ""
             if info.get("status") == "stopped" and early.signum is None and reason.startswith(
