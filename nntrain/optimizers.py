@@ -251,16 +251,15 @@ def uses_ema(opt_state: Any) -> bool:
     return isinstance(opt_state, KerasEmaState)
 
 
+def moving_average(opt_state: Any) -> Any:
+    """The weights' moving average an optimizer with `use_ema` keeps."""
+    return opt_state.average
+
+
 def finalize_weights(params: Any, opt_state: Any) -> Any:
     """The weights training leaves: with `use_ema`, their moving average (as Keras's `fit`
     ends), else the weights themselves."""
-    return opt_state.average if uses_ema(opt_state) else params
-
-
-def swap_ema(params: Any, opt_state: Any) -> tuple[Any, Any]:
-    """The weights and the average traded places (Keras's `SwapEMAWeights`): the average in
-    the model, the weights kept in its place, for the swap back."""
-    return opt_state.average, opt_state._replace(average=params)
+    return moving_average(opt_state) if uses_ema(opt_state) else params
 
 
 def _at_batches(schedule: optax.Schedule, every: int) -> optax.Schedule:

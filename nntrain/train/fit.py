@@ -35,6 +35,7 @@ from nntrain.optimizers import (
     finalize_weights,
     get_learning_rate,
     has_schedule,
+    moving_average,
     set_learning_rate,
 )
 from nntrain.progress import EpochProgress
@@ -230,7 +231,7 @@ class Fitter:
         for a large model each copy is the model's size)."""
         params, state = self.carry["params"], self.carry["state"]
         if self.ema_in_model:  # a swap_ema_weights callback's view, at an epoch's end
-            params = self.carry["opt_state"].average
+            params = moving_average(self.carry["opt_state"])
         cached = self._host_weights
         if cached is None or cached[0] is not params or cached[1] is not state:
             cached = self._host_weights = (params, state,
@@ -240,7 +241,7 @@ class Fitter:
     def validation_params(self) -> Any:
         """The weights validation runs on: the optimizer's moving average of them with a
         swap_ema_weights callback, as Keras swaps it in for evaluation."""
-        return self.carry["opt_state"].average if self.validates_on_ema \
+        return moving_average(self.carry["opt_state"]) if self.validates_on_ema \
             else self.carry["params"]
 
     def _finalize_weights(self) -> None:
