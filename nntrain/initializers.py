@@ -88,8 +88,8 @@ def _made(name: str, a: Any) -> Initializer:
 
 
 def needs_matrix(entry: Any) -> str | None:
-    """What an initializer needs of a weight's shape beyond any: 'two or more' dimensions
-    (orthogonal), 'two' (identity), or None."""
+    """How many dimensions an initializer needs of a weight, for messages: '2 or more'
+    (orthogonal), 'exactly 2' (identity), or None for any."""
     return {"orthogonal": "2 or more", "identity": "exactly 2"}.get(name_of(entry))
 
 
