@@ -22,6 +22,15 @@ from nntrain.fsutil import atomic_write_json, exclusive, special_file
 from nntrain.runs import Run, now_text, resolve_run
 
 
+def _which_weights(meta: dict[str, Any]) -> str:
+    """The checkpoint read, for a reader: `best weights (epoch 12)`."""
+    substitute = f"; {meta['substituted']}" if meta["substituted"] else ""
+    # a checkpoint made inside an epoch (training interrupted) says how far it got
+    when = f"epoch {meta.get('epoch')}" if "step_in_epoch" not in meta else \
+        f"epoch {meta.get('epoch')} and {meta['step_in_epoch']} steps of the next"
+    return f"{meta['checkpoint']} weights ({when}{substitute})"
+
+
 def _open_run(run_spec: str, runs_dir: Path, checkpoint_name: str, trust_code: bool):
     """A run's setup, weights and their checkpoint.json (with `checkpoint`: the folder read,
     `last` when the run keeps no `best`), read back from its directory."""
@@ -125,12 +134,8 @@ def evaluate(run_spec: str, runs_dir: Path, console: Console, *, split: str = "t
     if as_json:
         print(json.dumps(figures))
         return
-    substitute = f"; {meta['substituted']}" if meta["substituted"] else ""
-    # a checkpoint made inside an epoch (training interrupted) says how far it got
-    when = f"epoch {meta.get('epoch')}" if "step_in_epoch" not in meta else \
-        f"epoch {meta.get('epoch')} and {meta['step_in_epoch']} steps of the next"
     console.print(f"{run.path}: {split} split ({examples(data):,} examples), "
-                  f"{meta['checkpoint']} weights ({when}{substitute})", soft_wrap=True)
+                  f"{_which_weights(meta)}", soft_wrap=True)
     table = Table()
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -189,7 +194,7 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
     elif output is not None and output.suffix.lower() not in (".csv", ".npy", ".npz", ".json"):
         raise UserError(f"--output {output}: unknown format '{output.suffix}'",
                         "use a .csv, .npy, .npz or .json file name")
-    run, setup, weights, _meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
+    run, setup, weights, meta, base_dir = _open_run(run_spec, runs_dir, checkpoint_name,
                                                      trust_code)
     if output is not None and output.suffix.lower() == ".npy" and len(setup.graph.outputs) > 1:
         raise UserError(f"--output {output}: the model has {len(setup.graph.outputs)} outputs",
@@ -272,12 +277,14 @@ def predict(run_spec: str, runs_dir: Path, console: Console, *, input_path: Path
         write_predictions(output, outputs, class_names, setup, targets, step_masks,
                           value_names)
         console.print(f"wrote {len(data):,} prediction{'s' if len(data) != 1 else ''} to "
-                      f"{output}", highlight=False)
+                      f"{output}, from the {_which_weights(meta)}", highlight=False,
+                      soft_wrap=True)
     else:
         console.print(prediction_table(outputs, class_names, top, targets, setup, step_masks))
-        if len(data) < total:
-            console.print(f"the first {len(data):,} of {total:,} examples: --limit N for more, "
-                          "--output FILE for all", highlight=False)
+        shown = f"the first {len(data):,} of {total:,} examples (--limit N for more, " \
+            "--output FILE for all), " if len(data) < total else ""
+        console.print(f"{shown}from the {_which_weights(meta)}", highlight=False,
+                      soft_wrap=True)
 
 
 def _show_images(run: Run, setup, data, outputs, targets, class_names, output: Path | None,
