@@ -334,10 +334,17 @@ def runs_newest_first(runs_root: Path, pattern: str | None = None) -> list[Run]:
     return [Run(p) for p in reversed(found)]
 
 
+def _check_runs_root(runs_root: Path) -> None:
+    if runs_root.exists() and not runs_root.is_dir():
+        raise RunNotFound(f"--runs-dir {runs_root} is a file, not a folder of runs",
+                          "give the folder runs are kept in (runs/ by default)")
+
+
 def resolve_run(spec: str, runs_root: Path) -> Run:
     """A run directory, `runs/<name>` (its latest run), a bare run name, or `latest`."""
     runs_root = Path(runs_root)
     if spec == "latest":
+        _check_runs_root(runs_root)
         found = all_runs(runs_root)
         if not found:
             raise RunNotFound(f"no runs under {runs_root}", "train one with `nntrain fit CONFIG`")
@@ -356,6 +363,7 @@ def resolve_run(spec: str, runs_root: Path) -> Run:
                 raise RunNotFound(f"{candidate} looks like a run directory but has no {RUN_FILE}",
                                   "the run directory is incomplete (copied in part?): copy "
                                   f"{RUN_FILE} from the original, or train again")
+    _check_runs_root(runs_root)
     names = sorted({p.parent.name for p in all_runs(runs_root)})
     hint = f"runs under {runs_root}: {', '.join(names)}" if names else \
         "train one with `nntrain fit CONFIG`"

@@ -126,6 +126,8 @@ def view_run(run: Run, now: float | None = None) -> RunView:
     if info and not run.config_path.exists():  # written before run.json: removed since
         view.config = None
         view.problems.append("config.yaml is missing")
+    if info and info.get("epochs_completed") and not (run.path / "history.csv").exists():
+        view.problems.append("history.csv is missing, though epochs were finished")
     if info is None:
         view.status = "damaged"
         return view

@@ -290,6 +290,14 @@ def test_a_run_without_its_config_yaml_is_said_to_be_damaged(work: Path):
     assert "config.yaml is missing" in " ".join(shown.output.split())
 
 
+def test_a_run_without_its_history_says_so(work: Path):
+    broken = clone(next((work / "runs" / "tiny_mlp").iterdir()), "nohistory", "20200101-000000")
+    (broken / "history.csv").unlink()
+    shown = nntrain("runs", "show", "nohistory", cwd=work)
+    shutil.rmtree(broken.parent)
+    assert "history.csv is missing, though epochs were finished" in " ".join(shown.output.split())
+
+
 def test_history_png_has_a_panel_per_figure_three_to_a_row(tmp_path: Path):
     names = ["loss", "out_loss", "aux_loss", "out_mae", "aux_mae"]
     history = [{"epoch": e, **{n: 1 / e for n in names}, **{f"val_{n}": 1.1 / e for n in names},
@@ -579,3 +587,11 @@ def test_a_mistyped_runs_command_is_named_not_listed_as_a_run(tmp_path: Path):
     assert "unknown command 'runs shwo'; did you mean 'runs show'?" in result.output
     listed = nntrain("runs", "shows", "--runs-dir", str(tmp_path))  # a name: listed
     assert "unknown command" not in listed.output
+
+
+def test_a_runs_dir_that_is_a_file_is_named_as_such(tmp_path: Path):
+    (tmp_path / "notes").write_text("not runs\n")
+    for args in (["plot", "xor"], ["evaluate", "latest"], ["predict", "some_run"]):
+        result = nntrain(*args, "--runs-dir", str(tmp_path / "notes"), cwd=tmp_path)
+        assert result.exit_code == 2, result.output
+        assert "is a file, not a folder of runs" in " ".join(result.output.split())
