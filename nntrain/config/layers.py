@@ -407,14 +407,17 @@ class GaussianDropoutArgs(LayerArgs):
 
 
 @LAYERS.register("spatial_dropout1d")
-@LAYERS.register("spatial_dropout2d")
-@LAYERS.register("spatial_dropout3d")
-class SpatialDropoutArgs(LayerArgs):
+class SpatialDropout1DArgs(LayerArgs):
     """Drops whole channels (feature maps), the same ones at every step or pixel."""
 
     positional = "rate"
     rate: Annotated[float, Field(ge=0.0, lt=1.0)]
-    data_format: DataFormat = "channels_last"
+
+
+@LAYERS.register("spatial_dropout2d")
+@LAYERS.register("spatial_dropout3d")
+class SpatialDropoutArgs(SpatialDropout1DArgs):
+    data_format: DataFormat = "channels_last"  # (Keras's SpatialDropout1D has none)
 
 
 @LAYERS.register("rescaling")
