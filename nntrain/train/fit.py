@@ -137,8 +137,6 @@ class Fitter:
         self.stop_training = False
         # whether callbacks see the optimizer's moving average as the weights (SwapEMAWeights)
         self.ema_in_model = False
-        self.validates_on_ema = any(isinstance(c, cb.SwapEMAWeightsArgs) for c in (
-            entry_args(e) for e in self.config.fit.callbacks))
         # why training ended (early stopping, a callback), once it has: kept in
         # checkpoints/last, so a run killed in its last moments resumes to its end, not on
         self.ended: str | None = None
@@ -241,8 +239,8 @@ class Fitter:
     def validation_params(self) -> Any:
         """The weights validation runs on: the optimizer's moving average of them with a
         swap_ema_weights callback, as Keras swaps it in for evaluation."""
-        return moving_average(self.carry["opt_state"]) if self.validates_on_ema \
-            else self.carry["params"]
+        swapping = any(isinstance(c, cb.SwapEMAWeights) for c in self.callbacks)
+        return moving_average(self.carry["opt_state"]) if swapping else self.carry["params"]
 
     def _finalize_weights(self) -> None:
         """As training ends (not when interrupted: a resume goes on where it was), Keras's
