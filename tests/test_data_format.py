@@ -50,23 +50,26 @@ def test_channels_first_is_channels_last_on_the_transposed_examples(layer, x, ar
     np.testing.assert_allclose(first, expected, rtol=1e-6, atol=1e-6)
 
 
+def _config(tmp_path: Path, model: str) -> Path:
+    """A config of synthetic data around the model section given (YAML, indented 2)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("name: c\ndata: {dataset: synthetic}\nmodel:\n" + textwrap.indent(
+        textwrap.dedent(model), "  ") + "compile: {loss: mse}\n")
+    return path
+
+
 def test_a_channels_first_model_matches_keras(tmp_path: Path):
     """Keras 3.15 (JAX): Conv2D(3, 2, kernel ones) -> AveragePooling2D(2, strides 1) ->
     Flatten, all channels_first, on (2, 2, 4, 4) examples: the flatten takes Keras's
     channels-last order (each position's 3 channels together)."""
-    path = tmp_path / "cf.yaml"
-    path.write_text(textwrap.dedent("""\
-        name: cf
-        data: {dataset: synthetic}
-        model:
-          input: [2, 4, 4]
-          layers:
-            - conv2d: {filters: 3, kernel_size: 2, data_format: channels_first,
-                       kernel_initializer: ones}
-            - average_pooling2d: {pool_size: 2, strides: 1, data_format: channels_first}
-            - flatten: {data_format: channels_first}
-        compile: {loss: mse}
-        """))
+    path = _config(tmp_path, """\
+        input: [2, 4, 4]
+        layers:
+          - conv2d: {filters: 3, kernel_size: 2, data_format: channels_first,
+                     kernel_initializer: ones}
+          - average_pooling2d: {pool_size: 2, strides: 1, data_format: channels_first}
+          - flatten: {data_format: channels_first}
+        """)
     setup = prepare(load_config(path))
     params, state = setup.model.init(jax.random.key(0))
     x = np.sin(np.arange(2 * 2 * 4 * 4).reshape(2, 2, 4, 4) * 0.37).astype(np.float32)
@@ -77,18 +80,13 @@ def test_a_channels_first_model_matches_keras(tmp_path: Path):
 
 
 def test_channels_first_shapes_in_validate_and_errors(tmp_path: Path):
-    config = tmp_path / "c.yaml"
-    config.write_text(textwrap.dedent("""\
-        name: c
-        data: {dataset: synthetic}
-        model:
-          input: [3, 32, 32]
-          layers:
-            - conv2d: {filters: 8, kernel_size: 3, data_format: channels_first}
-            - max_pooling2d: {pool_size: 2, data_format: channels_first}
-            - global_average_pooling2d: {data_format: channels_first}
-        compile: {loss: mse}
-        """))
+    config = _config(tmp_path, """\
+        input: [3, 32, 32]
+        layers:
+          - conv2d: {filters: 8, kernel_size: 3, data_format: channels_first}
+          - max_pooling2d: {pool_size: 2, data_format: channels_first}
+          - global_average_pooling2d: {data_format: channels_first}
+        """)
     result = nntrain("summary", str(config), cwd=tmp_path)
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
@@ -103,17 +101,12 @@ def test_channels_first_shapes_in_validate_and_errors(tmp_path: Path):
 
 
 def test_a_channels_first_layer_refuses_a_mask_over_steps(tmp_path: Path):
-    config = tmp_path / "m.yaml"
-    config.write_text(textwrap.dedent("""\
-        name: m
-        data: {dataset: synthetic}
-        model:
-          inputs: {x: {shape: [6], dtype: int32}}
-          layers:
-            - embedding: {input_dim: 9, output_dim: 8, mask_zero: true}
-            - global_average_pooling1d: {data_format: channels_first}
-        compile: {loss: mse}
-        """))
+    config = _config(tmp_path, """\
+        inputs: {x: {shape: [6], dtype: int32}}
+        layers:
+          - embedding: {input_dim: 9, output_dim: 8, mask_zero: true}
+          - global_average_pooling1d: {data_format: channels_first}
+        """)
     result = nntrain("validate", str(config), cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert "reads its input channels-first, (channels, steps), and cannot take the mask" in \
