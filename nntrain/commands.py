@@ -184,14 +184,15 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         resume: str | None = None, quiet: bool = False, trust_code: bool = False,
         log_format: str = "rich", cluster: dict[str, Any] | None = None,
         loaded: LoadedConfig | None = None, run_path: Path | None = None,
-        callbacks: Sequence[Any] = ()) -> int:
+        callbacks: Sequence[Any] = (), say_stops: bool = True) -> int:
     """Train. With `log_format="json"`, stdout carries only JSON lines (one per epoch, then
     an `{"event": "end", ...}` object); messages for people go to stderr. `cluster` (the
     arguments of `jax.distributed.initialize`, {} to detect them) joins a multi-process run.
 
     `nntrain tune` runs each trial through here: `loaded` is the trial's config (instead of
     reading `config_path`), `run_path` the trial's run directory (instead of a new one under
-    `runs_dir`), and `callbacks` are added to the config's (the trial's reporter)."""
+    `runs_dir`), and `callbacks` are added to the config's (the trial's reporter); a worker
+    process of a search passes `say_stops=False`: its search reports the stopped trial."""
     # from JAX's import on, a Ctrl-C can land in its garbage-collector callbacks and be lost
     # (see Interrupts): noted until the run's own handling takes over
     with deferred_interrupts() as early:
@@ -258,8 +259,10 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             loaded = loaded or load_config(config_path, overrides)
             base_dir = loaded.source.resolve().parent
     if early.signum is not None:  # while JAX was imported or the config read: nothing made
-        console.print("[yellow]Interrupted before training started[/]: " + (
-            "nothing was kept" if run is None else f"{run.path} is as it was"), soft_wrap=True)
+        if say_stops:
+            console.print("[yellow]Interrupted before training started[/]: " + (
+                "nothing was kept" if run is None else f"{run.path} is as it was"),
+                soft_wrap=True)
         return 128 + early.signum
     created: Run | None = None  # a new run's folder: removed if setting up fails
     try:
@@ -349,8 +352,9 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         if created is not None:  # nothing trained yet: leave nothing half-made behind
             created.discard()
         if isinstance(e, KeyboardInterrupt):
-            console.print("[yellow]Interrupted before training started[/]" + (
-                ": nothing was kept" if created is not None else ""), soft_wrap=True)
+            if say_stops:
+                console.print("[yellow]Interrupted before training started[/]" + (
+                    ": nothing was kept" if created is not None else ""), soft_wrap=True)
             return 128 + (interrupts.signum or signal.SIGINT)
         raise
     del dataset  # the fitter's alone now: it lets the host copies go once on the device
@@ -358,7 +362,8 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
         fitter.request_stop(interrupts.signum)
     status, result, test = "failed", None, None
     try:
-        with stop_on_signals(fitter, console), _out_of_memory_is_a_user_error():
+        with stop_on_signals(fitter, console, say=say_stops), \
+                _out_of_memory_is_a_user_error():
             result = fitter.fit(initial_epoch)
         status = result.status
         if fitter.stop_signal is not None and (status == "completed" or fitter.ended):
@@ -371,12 +376,15 @@ def fit(config_path: Path | None, overrides: list[str], runs_dir: Path, console:
             run.update_info(status=status, end=now_text(), stop_reason=result.stop_reason)
             if as_json:
                 _emit_end(run, status, result, None)
-            console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
-                          f"{result.stop_reason}.[/]" + (  # a tune trial: tune says what next
-                              f" Continue with: {shell('nntrain', 'fit', '--resume', run.path)}"
-                              if run_path is None else ""), soft_wrap=True)
+            if say_stops:
+                console.print(f"[yellow]Stopped ({signal.Signals(fitter.stop_signal).name}): "
+                              f"{result.stop_reason}.[/]" + (  # a tune trial: tune says next
+                                  " Continue with: "
+                                  f"{shell('nntrain', 'fit', '--resume', run.path)}"
+                                  if run_path is None else ""), soft_wrap=True)
             return 128 + fitter.stop_signal  # 130 for Ctrl-C, 143 for SIGTERM
-        with stop_on_signals(fitter, console, "skipping the rest of the test evaluation"), \
+        with stop_on_signals(fitter, console, "skipping the rest of the test evaluation",
+                             say=say_stops), \
                 _out_of_memory_is_a_user_error():
             test = fitter.evaluate_test()  # nothing left to checkpoint: a signal skips it
         if fitter.stop_signal is not None and test is None:  # (a signal during its last

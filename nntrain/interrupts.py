@@ -49,19 +49,22 @@ def deferred_interrupts(enabled: bool = True):
 
 
 @contextlib.contextmanager
-def stop_on_signals(fitter, console: Console, doing: str = "stopping after the current steps"):
+def stop_on_signals(fitter, console: Console, doing: str = "stopping after the current steps",
+                    say: bool = True):
     """Ctrl-C or SIGTERM (a cluster preempting the job): noted in `fitter.stop_signal`, which
     stops training after the chunk running now (with a checkpoint), or the test evaluation
     after its part running now (`doing` says which). Raised from the handler instead, a
     KeyboardInterrupt could land inside JAX's callbacks (swallowed) or leave device work
-    running as Python exits (a crash). A second Ctrl-C stops at once."""
+    running as Python exits (a crash). A second Ctrl-C stops at once. With `say=False` the
+    stop is not announced (a tune worker, whose parent process announced it)."""
 
     def handle(signum, frame):
         if fitter.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         fitter.request_stop(signum)
-        console.print(f"[yellow]{signal.Signals(signum).name}: {doing} (Ctrl-C again to stop "
-                      "at once)[/]", soft_wrap=True)
+        if say:
+                console.print(f"[yellow]{signal.Signals(signum).name}: {doing} (Ctrl-C again to "
+                          "stop at once)[/]", soft_wrap=True)
 
     with signals_handled_by(handle):
         yield

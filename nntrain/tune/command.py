@@ -10,6 +10,7 @@ runs/<name>/            the tune directory
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -322,22 +323,30 @@ def _spawn(config_path: Path, overrides: list[str], runs_dir: Path, storage: str
         command += ["--set", assignment]
     if storage:
         command += ["--storage", storage]
-    return [subprocess.Popen([*command, "--worker-index", str(i)])
+    # each in a process group of its own: a Ctrl-C at the terminal reaches this process
+    # alone, which tells the workers once (two signals each would read as two Ctrl-Cs)
+    group = {"process_group": 0} if os.name == "posix" else {}
+    return [subprocess.Popen([*command, "--worker-index", str(i)], **group)
             for i in range(1, workers + 1)]
 
 
 def _join(children: list[subprocess.Popen], console: Console) -> int:
-    """Wait for the workers. A Ctrl-C at the terminal reaches them directly; a signal sent to
-    this process alone (SIGINT or SIGTERM) is passed on as SIGTERM, which each worker treats
-    as a first Ctrl-C: its trial stops after the current steps and runs again later."""
+    """Wait for the workers. The first Ctrl-C or SIGTERM is passed on as SIGTERM, which a
+    worker treats as a first Ctrl-C: its trial stops after the current steps and runs again
+    later; a second is passed on as SIGINT, which stops them at once."""
     stopped = 0
 
     def forward(signum, frame):
         nonlocal stopped
-        stopped = 128 + signum
+        again = bool(stopped)
+        stopped = stopped or 128 + signum
+        if not again:
+            console.print(f"[yellow]{signal.Signals(signum).name}: each worker stops its trial "
+                          "after the current steps (Ctrl-C again to stop at once)[/]",
+                          soft_wrap=True)
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+                child.send_signal(signal.SIGINT if again else signal.SIGTERM)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -371,7 +380,7 @@ def _say_outcome(console: Console, outcome: Any, objective: str, study: Any,
                       f"{best}", highlight=False)
     elif outcome.state == "interrupted":
         console.print(f"{prefix}Trial {n}: [yellow]interrupted[/]; it runs again from the "
-                      "start when the search continues", highlight=False)
+                      "start when the search continues", soft_wrap=True, highlight=False)
     else:
         console.print(f"{prefix}Trial {n}: [red]failed[/]: {outcome.message}", soft_wrap=True,
                       highlight=False)

@@ -76,7 +76,8 @@ class TrialReporter(Callback):
 
 def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, console: Console,
               quiet: bool, prefix: str = "") -> Outcome:
-    """Train one trial and tell optuna how it went."""
+    """Train one trial and tell optuna how it went. In a worker process (a `prefix`), a
+    signal's stop is announced by the process that started the workers."""
     from nntrain import commands
 
     values = space.suggest(trial, search.dims)
@@ -95,7 +96,8 @@ def run_trial(search: Search, study: optuna.Study, trial: optuna.Trial, console:
                 loaded = validate_config(space.apply(search.raw, search.dims, values),
                                          search.source, search.positions, search.overrides)
                 code = commands.fit(None, [], search.runs_dir, console, quiet=quiet,
-                                    loaded=loaded, run_path=run_path, callbacks=[reporter])
+                                    loaded=loaded, run_path=run_path, callbacks=[reporter],
+                                    say_stops=not prefix)
             except DataError as e:
                 if isinstance(e, DataModelMismatch) or any(d.path[:1] == ("data",)
                                                            for d in search.dims):
