@@ -134,7 +134,7 @@ def validate(config_path: Path, overrides: list[str], console: Console) -> None:
     model = setup.model
     console.print(
         f"[green]✓[/] {config_path} is valid: model '{loaded.config.name}', "
-        f"{_plural(len(setup.graph.nodes), 'layer')}, "
+        f"{_plural(len(setup.graph.layer_nodes), 'layer')}, "
         f"{model.trainable_count + model.non_trainable_count:,}"
         f" parameters, outputs {', '.join(setup.graph.outputs)}", highlight=False,
         soft_wrap=True)

@@ -25,6 +25,9 @@ class Node:
     index: int  # position in model.layers, for error messages
 
 
+STATE = "recurrent_state"  # a node made for NAME.h or NAME.c: a recurrent layer's final state
+
+
 @dataclass(frozen=True)
 class Graph:
     inputs: dict[str, InputConfig]
@@ -40,6 +43,11 @@ class Graph:
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
+
+    @property
+    def layer_nodes(self) -> tuple[Node, ...]:
+        """The nodes the config lists, without the final states of recurrent layers."""
+        return tuple(n for n in self.nodes if n.type != STATE)
 
 
 def snake_case(name: str) -> str:
@@ -61,6 +69,21 @@ def _shared_issues(loaded: LoadedConfig, index: int, written: str, name: str, ta
         else "a layer cannot share its own weights" if target == name else "no such layer"
     return [loaded.issue(place, f"'{target}' is not a layer listed before '{name}': {why}",
                          closest(target, list(before)))]
+
+
+def _unknown(loaded: LoadedConfig, place: tuple, source: str, where: str, name: str,
+             known: list[str], entries: list) -> Issue:
+    """An unknown node named as an input; NAME.h of a recurrent layer says what it needs."""
+    layer, _, part = source.partition(".")
+    args = next((a for _, _, _, a, n in entries if n == layer), None)
+    if part and layer != name and hasattr(args, "states"):
+        if not args.return_state:
+            return loaded.issue(place, f"'{source}' {where} is the final state of '{layer}', "
+                                "which needs return_state: true")
+        return loaded.issue(place, f"'{layer}' has no state '{part}': its final state is "
+                            + ", ".join(f"'{layer}.{s}'" for s in args.states))
+    return loaded.issue(place, f"unknown node '{source}' {where}",
+                        closest(source, [k for k in known if k != name]))
 
 
 def build_graph(loaded: LoadedConfig) -> Graph:
@@ -91,10 +114,13 @@ def build_graph(loaded: LoadedConfig) -> Graph:
     if issues:  # edges between ambiguous names would only add confusing errors
         raise ConfigError(issues)
 
-    known = [*inputs, *names]
+    states = {f"{name}.{part}" for _, _, _, args, name in entries
+              if getattr(args, "return_state", False) for part in args.states}
+    known = [*inputs, *names, *states]
     nodes: dict[str, Node] = {}
     previous = next(iter(inputs)) if len(inputs) == 1 else None
     for index, _entry, layer_type, args, name in entries:
+        place = ("model", "layers", index, entry_name(_entry))
         if args.inputs is None:
             if previous is None:
                 issues.append(loaded.issue(
@@ -108,21 +134,25 @@ def build_graph(loaded: LoadedConfig) -> Graph:
             sources = (args.inputs,) if isinstance(args.inputs, str) else tuple(args.inputs)
             if not sources:
                 issues.append(loaded.issue(
-                    ("model", "layers", index, entry_name(_entry), "inputs"),
+                    (*place, "inputs"),
                     f"inputs of '{name}' is an empty list: name the node(s) it takes, or "
                     "leave inputs out to take the layer before it"))
         for source in sources:
             if source not in known or source == name:
-                issues.append(loaded.issue(
-                    ("model", "layers", index, entry_name(_entry), "inputs"),
-                    f"unknown node '{source}' in inputs of '{name}'",
-                    closest(source, [k for k in known if k != name]),
-                ))
+                issues.append(_unknown(loaded, (*place, "inputs"), source,
+                                       f"in inputs of '{name}'", name, known, entries))
+        initial = args.initial_state_nodes() if hasattr(args, "initial_state_nodes") else ()
+        for source in initial:  # the layer's inputs after its sequence
+            if source not in known or source.partition(".")[0] == name:
+                issues.append(_unknown(loaded, (*place, "initial_state"), source,
+                                       f"for the initial_state of '{name}'", name, known,
+                                       entries))
+        sources = (*sources, *initial)
         mask = getattr(args, "attention_mask", None)
         if mask is not None:  # the layer's last input
             if mask not in known or mask == name:
                 issues.append(loaded.issue(
-                    ("model", "layers", index, entry_name(_entry), "attention_mask"),
+                    (*place, "attention_mask"),
                     f"unknown node '{mask}' for the attention_mask of '{name}'",
                     closest(mask, [k for k in known if k != name])))
             sources = (*sources, mask)
@@ -132,11 +162,23 @@ def build_graph(loaded: LoadedConfig) -> Graph:
             target = next((a for _, _, _, a, n in entries if n == args.layer), None)
             if getattr(target, "attention_mask", None) is not None:
                 issues.append(loaded.issue(
-                    ("model", "layers", index, entry_name(_entry), "layer"),
+                    (*place, "layer"),
                     f"'{args.layer}' takes an attention_mask, which a shared call cannot "
                     "give it: share a multi_head_attention without one"))
+            if getattr(target, "return_state", False) or \
+                    getattr(target, "initial_state", None) is not None:
+                issues.append(loaded.issue(
+                    (*place, "layer"),
+                    f"'{args.layer}' has return_state or initial_state, which a shared call "
+                    "cannot have: share a recurrent layer without them"))
         nodes[name] = Node(name, layer_type, args, sources, index)
         previous = name
+    used_states = {s for node in nodes.values() for s in node.inputs} & states
+    for name in list(nodes):  # each right after its layer, which computes it
+        nodes[name] = nodes.pop(name)
+        for ref in (f"{name}.{part}" for part in getattr(nodes[name].args, "states", ())):
+            if ref in used_states:
+                nodes[ref] = Node(ref, STATE, nodes[name].args, (name,), nodes[name].index)
 
     outputs = tuple(model.outputs or ([previous] if previous else []))
     for i, output in enumerate(outputs):

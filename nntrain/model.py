@@ -14,7 +14,7 @@ import numpy as np
 from nntrain import initializers, regularizers
 from nntrain.config.entries import entry_name, is_custom
 from nntrain.errors import UserCodeError, UserError
-from nntrain.graph import Graph
+from nntrain.graph import STATE, Graph
 from nntrain.layers import LAYER_TYPES, Layer, ShapeError
 from nntrain.layers.base import ChannelsFirst, Shape, ShapeErrors, Weight, make_layer
 from nntrain.lazy import jax, jnp
@@ -254,6 +254,8 @@ class Model:
             if s:
                 state[node.name] = s
             owner = self.shared.get(node.name)
+            if node.type == STATE:  # its layer's row says it (its output, then the states)
+                continue
             infos.append(LayerInfo(node.name, node.type if owner is None else
                                    self.graph.node(owner).type, tuple(out), _count(p),
                                    _count(s), node.inputs, owner))
@@ -299,6 +301,8 @@ class Model:
         for i, node in enumerate(self.graph.nodes):
             if node.name == until:
                 return {s: values[s] for s in node.inputs}, {}, new_state
+            if node.type == STATE:  # computed with its layer, just before
+                continue
             layer = self.layers[node.name]
             x = [values[s] for s in node.inputs]
             x = x if getattr(layer, "multi_input", False) else x[0]
@@ -327,6 +331,11 @@ class Model:
                     logits[node.name] = pre
                     y = jax.nn.softmax(pre) if layer.activation == "softmax" \
                         else jax.nn.sigmoid(pre)
+                elif getattr(node.args, "return_state", False):  # its final state's nodes
+                    (y, *final), s = layer.apply(p, s, x, training=training, rng=layer_rng,
+                                                 with_states=True, **extra)
+                    values.update({f"{node.name}.{part}": v
+                                   for part, v in zip(node.args.states, final, strict=True)})
                 else:
                     y, s = layer.apply(p, s, x, training=training, rng=layer_rng, **extra)
             if is_custom(node.type) and tuple(y.shape[1:]) != self.node_shapes[node.name]:

@@ -577,3 +577,151 @@ def test_a_users_layer_may_take_the_mask(tmp_path):
     result = nntrain("summary", str(config))
     assert result.exit_code == 0, result.output
     assert "MaskedSum" in result.output
+
+
+# -- return_state and initial_state: an encoder's final state starts a decoder ---------------
+X2 = np.cos(np.arange(2 * 4 * 3).reshape(2, 4, 3) * 0.3).astype(np.float32)
+# Keras 3.15: enc = LSTM(2, return_state=True) on X (weights _weight(shape, 0..2)), dec =
+# LSTM(2, return_sequences=True) on X2 with initial_state=enc's states (weights 3..5);
+# model outputs [dec, enc's output, enc's states]
+SEQ2SEQ = [
+    ("lstm", {}, [[[-0.003424, 0.038247], [0.123093, 0.14554], [0.244966, 0.214414],
+                   [0.332636, 0.256191]],
+                  [[0.048135, 0.02896], [0.149356, 0.125406], [0.16671, 0.179485],
+                   [0.174012, 0.209686]]],
+     [[[-0.119992, -0.098916], [-0.134196, -0.118899]],
+      [[-0.276191, -0.213231], [-0.338843, -0.268347]]]),
+    ("gru", {}, [[[0.008298, 0.104103], [0.146681, 0.177676], [0.252492, 0.238864],
+                  [0.302699, 0.247112]],
+                 [[-0.143536, -0.141364], [-0.047785, -0.101052], [0.026496, -0.051137],
+                  [0.116865, 0.044204]]],
+     [[[-0.123552, 0.089843], [-0.319841, -0.239996]]]),
+    ("simple_rnn", {}, [[[-0.679952, -0.405408], [-0.106671, -0.059203], [0.523982, 0.473955],
+                         [0.738572, 0.745369]],
+                        [[0.688296, 0.717517], [-0.048505, 0.407645], [-0.541488, -0.086828],
+                         [-0.580895, -0.30996]]],
+     [[[-0.051821, -0.223948], [0.306539, 0.204452]]]),
+    ("lstm", {"go_backwards": True},
+     [[[0.085998, 0.05253], [0.233161, 0.177855], [0.269704, 0.250836], [0.232658, 0.258395]],
+      [[-0.022589, 0.023013], [0.066866, 0.107572], [0.152723, 0.155789], [0.256325, 0.202269]]],
+     [[[-0.127746, -0.109296], [-0.134377, -0.115606]],
+      [[-0.295392, -0.23655], [-0.338952, -0.260557]]]),
+]
+
+
+def _keras_weights(params: dict, first: int) -> dict:
+    return {key: jnp.asarray(_weight(params[key].shape, first + i))
+            for i, key in enumerate(("kernel", "recurrent_kernel", "bias"))}
+
+
+@pytest.mark.parametrize(("name", "args", "decoded", "states"), SEQ2SEQ,
+                         ids=["lstm", "gru", "simple_rnn", "lstm-go_backwards"])
+def test_return_state_and_initial_state_match_keras(name, args, decoded, states):
+    parts = ["encoder.h", "encoder.c"] if name == "lstm" else ["encoder.h"]
+    encoder = _layer(name, units=2, return_state=True, **args)
+    decoder = _layer(name, units=2, return_sequences=True, initial_state=parts, **args)
+    made, _, _ = encoder.init(jax.random.key(0), (4, 3))
+    (y, *final), _ = encoder.apply(_keras_weights(made, 0), {}, jnp.asarray(X),
+                                   with_states=True)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(final[0]))  # h is the output
+    np.testing.assert_allclose(np.asarray(final), states, atol=2e-6)
+    made, _, shape = decoder.init(jax.random.key(0), [(4, 3)] + [(2,)] * len(parts))
+    z, _ = decoder.apply(_keras_weights(made, 3), {}, [jnp.asarray(X2), *final])
+    assert z.shape[1:] == shape == (4, 2)
+    np.testing.assert_allclose(np.asarray(z), decoded, atol=2e-6)
+
+
+def test_the_final_state_is_the_last_real_step_s():
+    """Keras 3.15: LSTM(2, return_state=True)(X, mask=M), weights _weight(shape, 0..2)."""
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    encoder = _layer("lstm", units=2, return_state=True)
+    made, _, _ = encoder.init(jax.random.key(0), (4, 3))
+    (_, h, c), _ = encoder.apply(_keras_weights(made, 0), {}, jnp.asarray(X), with_states=True,
+                                 time_mask=jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(h), [[-0.118771, -0.108355], [-0.134196, -0.118899]],
+                               atol=2e-6)
+    np.testing.assert_allclose(np.asarray(c), [[-0.299134, -0.244974], [-0.338843, -0.268347]],
+                               atol=2e-6)
+
+
+SEQ2SEQ_CONFIG = """\
+name: seq2seq
+seed: 3
+data:
+  dataset: synthetic
+  synthetic: {samples: 200, test_samples: 20, classes: 5}
+  validation: {last: 40}
+model:
+  inputs: {source: {shape: [6, 3]}, target: {shape: [6, 3]}}
+  layers:
+    - lstm: {units: 8, return_state: true, inputs: source, name: encoder}
+    - lstm: {units: 8, return_sequences: true, inputs: target, name: decoder,
+             initial_state: [encoder.h, encoder.c]}
+    - global_average_pooling1d
+    - dense: {units: 5, activation: softmax}
+compile:
+  loss: sparse_categorical_crossentropy
+  optimizer: adam
+fit: {epochs: 2, batch_size: 20}
+"""
+
+
+def test_an_encoder_decoder_trains_from_the_cli(tmp_path):
+    config = tmp_path / "seq2seq.yaml"
+    config.write_text(SEQ2SEQ_CONFIG)
+    summary = nntrain("summary", str(config))
+    assert summary.exit_code == 0, summary.output
+    assert "encoder.h" in summary.output and "encoder.c" in summary.output  # Connected to
+    assert "recurrent_state" not in summary.output.lower()  # the states have no rows
+    fit = nntrain("fit", str(config), "-q", "--runs-dir", str(tmp_path / "runs"))
+    assert fit.exit_code == 0, fit.output
+    run = next((tmp_path / "runs" / "seq2seq").iterdir())
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    assert len(rows) == 2 and all(np.isfinite(float(r["val_loss"])) for r in rows)
+    predicted = nntrain("predict", str(run), "--split", "test", "--limit", "2")
+    assert predicted.exit_code == 0, predicted.output
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (("return_state: true, ", ""),
+     "'encoder.h' for the initial_state of 'decoder' is the final state of 'encoder', "
+     "which needs return_state: true"),
+    (("[encoder.h, encoder.c]", "[encoder.h]"),
+     "initial_state: this layer's state is 2 nodes ([NODE.h, NODE.c]), got 1"),
+    (("lstm: {units: 8, return_state", "gru: {units: 8, return_state"),
+     "'encoder' has no state 'c': its final state is 'encoder.h'"),
+    (("lstm: {units: 8, return_state", "lstm: {units: 4, return_state"),
+     "its initial_state 'encoder.h' has examples of shape (4,); a state of 8 units is (8,)"),
+    (("lstm: {units: 8, return_state: true, inputs: source, name: encoder}",
+      "bidirectional: {lstm: {units: 8, return_state: true}, inputs: source, name: encoder}"),
+     "return_state and initial_state are not supported inside bidirectional"),
+    (("    - global_average_pooling1d\n",
+      "    - shared: {layer: encoder, inputs: target, name: again}\n"
+      "    - concatenate: {inputs: [decoder, again]}\n    - global_average_pooling1d\n"),
+     "'encoder' has return_state or initial_state, which a shared call cannot have"),
+])
+def test_state_wiring_mistakes_are_config_errors(tmp_path, edit, message):
+    config = tmp_path / "seq2seq.yaml"
+    config.write_text(SEQ2SEQ_CONFIG.replace(*edit))
+    result = nntrain("validate", str(config))
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+
+
+def test_a_wrapped_layer_takes_no_state_wiring():
+    result = nntrain("validate", str(TINY_LSTM), "--set", "model.layers[0]={time_distributed: "
+                     "{lstm: {units: 8, return_state: true}}}")
+    assert result.exit_code == 2
+    assert "return_state and initial_state are not supported inside time_distributed" in \
+        " ".join(result.output.split())
+
+
+def test_a_state_name_that_cannot_be_one_is_said_in_words(tmp_path):
+    config = tmp_path / "seq2seq.yaml"
+    config.write_text(SEQ2SEQ_CONFIG.replace("encoder.c]", "encoder.x]"))
+    result = nntrain("validate", str(config))
+    assert result.exit_code == 2
+    assert "initial_state[1]: expected a node name of letters, digits and '_', not starting " \
+           "with a digit, or a recurrent layer's final state NAME.h or NAME.c, found " \
+           "'encoder.x'" in " ".join(result.output.split())

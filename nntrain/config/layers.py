@@ -26,7 +26,12 @@ ActivationName = Literal[
     "mish", "celu", "hard_silu", "hard_swish", "hard_tanh", "log_sigmoid", "tanh_shrink",
     "soft_shrink", "hard_shrink", "squareplus", "sparse_plus", "sparse_sigmoid",
 ]
-NodeName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+NODE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# a node, or the final state of a recurrent layer with return_state: NAME.h, and an LSTM's
+# cell state NAME.c
+NODE_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[hc])?$"
+NodeName = Annotated[str, Field(pattern=NODE_NAME_PATTERN)]
+NodeRef = Annotated[str, Field(pattern=NODE_REF_PATTERN)]
 # Keras's `data_format`: channels_first takes and gives examples as (channels, ...); null is
 # Keras's global default, channels_last
 DataFormat = Annotated[Literal["channels_last", "channels_first"],
@@ -270,7 +275,7 @@ class LayerArgs(Args):
     from. Without `inputs`, a layer takes the node listed before it."""
 
     name: NodeName | None = None
-    inputs: NodeName | list[NodeName] | None = None
+    inputs: NodeRef | list[NodeRef] | None = None
     # a penalty on the layer's output: Keras's regularizer of the batch's outputs divided
     # by the batch size, added to the loss
     activity_regularizer: Regularizer | None = None
@@ -918,6 +923,26 @@ class RecurrentArgs(KernelArgs):
     return_sequences: bool = False  # every step's output, not only the last
     go_backwards: bool = False  # read the sequence last step first
     unroll: bool = False  # the time loop unrolled: faster for short sequences, slower to compile
+    # the final state too, as the nodes NAME.h (and NAME.c, an LSTM's cell state)
+    return_state: bool = False
+    # Keras's call argument: the state to start from instead of zeros, NAME.h (an LSTM's
+    # [h, c]), e.g. an encoder's final state in a sequence-to-sequence model
+    initial_state: NodeRef | list[NodeRef] | None = None
+    states: ClassVar[tuple[str, ...]] = ("h",)
+
+    @model_validator(mode="after")
+    def _state_count(self) -> RecurrentArgs:
+        given = self.initial_state_nodes()
+        if given and len(given) != len(self.states):
+            names = ", ".join(f"NODE.{s}" for s in self.states)
+            raise ValueError(f"initial_state: this layer's state is {len(self.states)} "
+                             f"node{'s' if len(self.states) > 1 else ''} ([{names}]), "
+                             f"got {len(given)}")
+        return self
+
+    def initial_state_nodes(self) -> tuple[str, ...]:
+        state = self.initial_state
+        return () if state is None else (state,) if isinstance(state, str) else tuple(state)
 
 
 RECURRENT = Registry("recurrent layer")  # what bidirectional wraps
@@ -937,6 +962,7 @@ class GatedArgs(RecurrentArgs):
 @RECURRENT.register("lstm")
 class LSTMArgs(GatedArgs):
     unit_forget_bias: bool = True  # the forget gate's bias starts at 1
+    states: ClassVar[tuple[str, ...]] = ("h", "c")  # the output and the cell state
 
 
 @LAYERS.register("gru")
@@ -976,6 +1002,9 @@ class WrapperArgs(LayerArgs):
         if misplaced:
             raise ValueError(f"{' and '.join(misplaced)} of the wrapped layer: give "
                              f"{'them' if len(misplaced) > 1 else 'it'} to {self.wrapper} itself")
+        if wrapped.get("return_state") or wrapped.get("initial_state") is not None:
+            raise ValueError(f"return_state and initial_state are not supported inside "
+                             f"{self.wrapper}: give them to a recurrent layer of its own")
         return self
 
 
@@ -1015,7 +1044,7 @@ class MultiHeadAttentionArgs(KernelArgs):
     sliding_window: PositiveInt | None = None  # each step sees the steps fewer than this away
     # Keras's call argument: a node of (query steps, key steps), nonzero where a query step
     # may attend to a key step
-    attention_mask: NodeName | None = None
+    attention_mask: NodeRef | None = None
     kernel_initializer: Initializer = "glorot_uniform"
     bias_initializer: Initializer = "zeros"
 

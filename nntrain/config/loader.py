@@ -16,7 +16,15 @@ from pydantic import BaseModel, ValidationError
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS, SCHEDULES
 from nntrain.config.entries import BOOL_FOR_NUMBER, Registry, lazy_entry, snake_case
-from nntrain.config.layers import CONSTRAINTS, INITIALIZERS, LAYERS, RECURRENT, REGULARIZERS
+from nntrain.config.layers import (
+    CONSTRAINTS,
+    INITIALIZERS,
+    LAYERS,
+    NODE_NAME_PATTERN,
+    NODE_REF_PATTERN,
+    RECURRENT,
+    REGULARIZERS,
+)
 from nntrain.config.schema import CODE_PATTERN, RUN_NAME_PATTERN, SIZE_PATTERN, Config
 from nntrain.errors import UserError
 from nntrain.fsutil import special_file
@@ -560,6 +568,9 @@ PATTERN_WORDS = {
     CODE_PATTERN: "module:function (a function in a Python file beside the config)",
     RUN_NAME_PATTERN: "a name of letters, digits, '_', '.' and '-' (up to 100, starting with "
                       "a letter or digit)",
+    NODE_NAME_PATTERN: "a node name of letters, digits and '_', not starting with a digit",
+    NODE_REF_PATTERN: "a node name of letters, digits and '_', not starting with a digit, "
+                      "or a recurrent layer's final state NAME.h or NAME.c",
 }
 
 

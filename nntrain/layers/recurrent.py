@@ -35,6 +35,11 @@ class Recurrent(Layer):
         return self.args.return_sequences
 
     @property
+    def multi_input(self) -> bool:
+        """With initial_state the layer takes [sequence, *state]."""
+        return bool(self.args.initial_state_nodes())
+
+    @property
     def activation(self) -> None:
         """None: the activation is applied inside each step, never after the layer (so a
         cross-entropy never takes it for the output's softmax)."""
@@ -44,11 +49,18 @@ class Recurrent(Layer):
         return (self.gates * self.args.units,)
 
     def build(self, input_shape):
+        a = self.args
+        if self.multi_input:
+            input_shape, *state_shapes = input_shape
+            for node, shape in zip(a.initial_state_nodes(), state_shapes, strict=True):
+                if tuple(shape) != (a.units,):
+                    raise ShapeError(f"its initial_state '{node}' has examples of shape "
+                                     f"{tuple(shape)}; a state of {a.units} units is "
+                                     f"({a.units},)")
         if len(input_shape) != 2:
             raise ShapeError(f"{self.type_name} takes sequences of shape (timesteps, features); "
                              f"got examples of shape {tuple(input_shape)} (a reshape layer "
                              "before it can make them)")
-        a = self.args
         columns = self.gates * a.units
         params = {
             "kernel": Weight((input_shape[-1], columns), a.kernel_initializer,
@@ -90,11 +102,16 @@ class Recurrent(Layer):
         return masks
 
     def call(self, params, state, x, *, training, rng, time_mask=None,
-             zero_masked_outputs: bool = False, **_):
+             zero_masked_outputs: bool = False, with_states: bool = False, **_):
         """With `time_mask`, a masked step leaves the carry as it was and outputs the last
         step's output again (zeros with `zero_masked_outputs`, as Keras's Bidirectional
-        asks of the layers it wraps)."""
+        asks of the layers it wraps). With `with_states` the output is a tuple, the output
+        and then the final state (h, and an LSTM's c), as Keras's `return_state`."""
         a = self.args
+        initial = None
+        if self.multi_input:  # [sequence, *initial state], each with its mask (or None)
+            x, *initial = x
+            time_mask = None if time_mask is None else time_mask[0]
         x = as_float(x)
         if a.go_backwards:  # Keras returns the outputs in this reversed order too
             x = jnp.flip(x, axis=1)
@@ -104,8 +121,12 @@ class Recurrent(Layer):
         if training and rng is not None:
             input_mask, recurrent_mask = self.dropout_masks(rng, batch, x.shape[-1], x.dtype)
         z = self.input_projection(params, x, input_mask)
-        h = jnp.zeros((batch, a.units), z.dtype)
-        carry = (h, h) if self.carries_cell else h
+        if initial is None:
+            h = jnp.zeros((batch, a.units), z.dtype)
+            carry = (h, h) if self.carries_cell else h
+        else:
+            initial = [as_float(v).astype(z.dtype) for v in initial]
+            carry = tuple(initial) if self.carries_cell else initial[0]
         if recurrent_mask is not None:
             recurrent_mask = recurrent_mask.astype(z.dtype)
 
@@ -123,9 +144,23 @@ class Recurrent(Layer):
         steps = (jnp.swapaxes(z, 0, 1),
                  None if time_mask is None else jnp.swapaxes(time_mask.astype(bool), 0, 1))
         carry, outputs = jax.lax.scan(scan_step, carry, steps, unroll=bool(a.unroll))
-        if a.return_sequences:
-            return jnp.swapaxes(outputs, 0, 1), state
-        return (carry[0] if self.carries_cell else carry), state
+        final = carry if self.carries_cell else (carry,)
+        y = jnp.swapaxes(outputs, 0, 1) if a.return_sequences else final[0]
+        return ((y, *final) if with_states else y), state
+
+
+@register("recurrent_state")
+class RecurrentState(Layer):
+    """The node NAME.h (or NAME.c) of a recurrent layer with return_state: its value is
+    computed by that layer (`Model.apply` calls it `with_states`); here only its shape."""
+
+    time_mask_mode = "uses"  # a final state has no steps: no mask goes on
+
+    def build(self, input_shape):
+        return Built({}, {}, (self.args.units,))
+
+    def call(self, params, state, x, *, training, rng, **_):
+        raise NotImplementedError("a recurrent layer's state is computed by that layer")
 
 
 def _forget_bias_one(initializer: Any, units: int):
