@@ -694,7 +694,8 @@ def test_an_encoder_decoder_trains_from_the_cli(tmp_path):
      "its initial_state 'encoder.h' has examples of shape (4,); a state of 8 units is (8,)"),
     (("lstm: {units: 8, return_state: true, inputs: source, name: encoder}",
       "bidirectional: {lstm: {units: 8, return_state: true}, inputs: source, name: encoder}"),
-     "return_state and initial_state are not supported inside bidirectional"),
+     "'encoder' has no state 'h': its final state is 'encoder.forward_h', 'encoder.forward_c',"
+     " 'encoder.backward_h', 'encoder.backward_c'"),
     (("    - global_average_pooling1d\n",
       "    - shared: {layer: encoder, inputs: target, name: again}\n"
       "    - concatenate: {inputs: [decoder, again]}\n    - global_average_pooling1d\n"),
@@ -725,3 +726,48 @@ def test_a_state_name_that_cannot_be_one_is_said_in_words(tmp_path):
     assert "initial_state[1]: expected a node name of letters, digits and '_', not starting " \
            "with a digit, or a recurrent layer's final state NAME.h or NAME.c, found " \
            "'encoder.x'" in " ".join(result.output.split())
+
+
+# Keras 3.15: Bidirectional(LSTM(2, return_state=True)) on X, weights _weight(shape, 0..5) in
+# Keras's order (forward kernel, recurrent kernel, bias, then backward's): the output, then
+# forward h, c, backward h, c
+BIDIRECTIONAL_STATES = {
+    "forward_h": [[-0.119992, -0.098916], [-0.134196, -0.118899]],
+    "forward_c": [[-0.276191, -0.213231], [-0.338843, -0.268347]],
+    "backward_h": [[0.250982, 0.241822], [0.321357, 0.299224]],
+    "backward_c": [[0.473299, 0.478995], [0.583842, 0.581862]],
+}
+
+
+def test_a_bidirectional_encoder_s_states_match_keras(tmp_path):
+    """The textbook's translation encoder: Bidirectional(LSTM(return_state=True)), each
+    direction's state a node, joined to start a decoder of twice the units."""
+    from nntrain.build import prepare
+    from nntrain.config.loader import load_config
+
+    config = {"name": "bi", "data": {"dataset": "synthetic"}, "model": {
+        "inputs": {"x": {"shape": [4, 3]}},
+        "layers": [
+            {"bidirectional": {"lstm": {"units": 2, "return_state": True}, "name": "enc"}},
+            *[{"concatenate": {"inputs": [f"enc.forward_{p}", f"enc.backward_{p}"],
+                               "name": f"state_{p}"}} for p in "hc"],
+            {"lstm": {"units": 4, "inputs": "x", "initial_state": ["state_h", "state_c"]}}],
+        "outputs": ["enc", "state_h", "state_c", "lstm"]},
+        "compile": {"loss": "mse", "optimizer": "adam"}}
+    path = tmp_path / "bi.yaml"
+    path.write_text(yaml.safe_dump(config))
+    model = prepare(load_config(path, [])).model
+    params, state = model.init(jax.random.key(0))
+    names = [f"{side}_{w}" for side in ("forward", "backward")
+             for w in ("kernel", "recurrent_kernel", "bias")]
+    params["enc"] = {n: jnp.asarray(_weight(params["enc"][n].shape, i))
+                     for i, n in enumerate(names)}
+    outputs, _, _ = model.apply(params, state, {"x": jnp.asarray(X)})
+    expected = BIDIRECTIONAL_STATES
+    np.testing.assert_allclose(np.asarray(outputs["enc"]), np.concatenate(
+        [expected["forward_h"], expected["backward_h"]], axis=-1), atol=2e-6)
+    for part in "hc":
+        np.testing.assert_allclose(np.asarray(outputs[f"state_{part}"]), np.concatenate(
+            [expected[f"forward_{part}"], expected[f"backward_{part}"]], axis=-1), atol=2e-6)
+    assert outputs["lstm"].shape == (2, 4)
+    assert model.summary_rows()[-1].inputs == ("x", "state_h", "state_c")

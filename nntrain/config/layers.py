@@ -28,8 +28,8 @@ ActivationName = Literal[
 ]
 NODE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # a node, or the final state of a recurrent layer with return_state: NAME.h, and an LSTM's
-# cell state NAME.c
-NODE_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[hc])?$"
+# cell state NAME.c (a bidirectional layer's NAME.forward_h, NAME.backward_h, ...)
+NODE_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.((forward_|backward_)?[hc]))?$"
 NodeName = Annotated[str, Field(pattern=NODE_NAME_PATTERN)]
 NodeRef = Annotated[str, Field(pattern=NODE_REF_PATTERN)]
 # Keras's `data_format`: channels_first takes and gives examples as (channels, ...); null is
@@ -944,6 +944,10 @@ class RecurrentArgs(KernelArgs):
         state = self.initial_state
         return () if state is None else (state,) if isinstance(state, str) else tuple(state)
 
+    @property
+    def state_units(self) -> int:
+        return self.units
+
 
 RECURRENT = Registry("recurrent layer")  # what bidirectional wraps
 
@@ -1002,9 +1006,13 @@ class WrapperArgs(LayerArgs):
         if misplaced:
             raise ValueError(f"{' and '.join(misplaced)} of the wrapped layer: give "
                              f"{'them' if len(misplaced) > 1 else 'it'} to {self.wrapper} itself")
-        if wrapped.get("return_state") or wrapped.get("initial_state") is not None:
-            raise ValueError(f"return_state and initial_state are not supported inside "
-                             f"{self.wrapper}: give them to a recurrent layer of its own")
+        if wrapped.get("initial_state") is not None or (
+                wrapped.get("return_state") and self.wrapper != "bidirectional"):
+            taken = "initial_state is" if self.wrapper == "bidirectional" \
+                else "return_state and initial_state are"
+            raise ValueError(f"{taken} not supported inside {self.wrapper}: give "
+                             f"{'it' if taken.endswith(' is') else 'them'} to a recurrent "
+                             "layer of its own")
         return self
 
 
@@ -1017,6 +1025,21 @@ class BidirectionalArgs(WrapperArgs):
     wrapper = "bidirectional"
     layer: RECURRENT.entry_type()  # type: ignore[valid-type]
     merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+
+    @property
+    def return_state(self) -> bool:
+        """The wrapped layer's return_state: each direction's final state, as the nodes
+        NAME.forward_h, NAME.forward_c (an LSTM's), NAME.backward_h, NAME.backward_c."""
+        return entry_args(self.layer).return_state
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        inner = entry_args(self.layer).states
+        return tuple(f"{side}_{part}" for side in ("forward", "backward") for part in inner)
+
+    @property
+    def state_units(self) -> int:
+        return entry_args(self.layer).units
 
     @model_validator(mode="after")
     def _forwards(self) -> BidirectionalArgs:

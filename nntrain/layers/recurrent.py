@@ -157,7 +157,7 @@ class RecurrentState(Layer):
     time_mask_mode = "uses"  # a final state has no steps: no mask goes on
 
     def build(self, input_shape):
-        return Built({}, {}, (self.args.units,))
+        return Built({}, {}, (self.args.state_units,))
 
     def call(self, params, state, x, *, training, rng, **_):
         raise NotImplementedError("a recurrent layer's state is computed by that layer")
@@ -303,23 +303,34 @@ class Bidirectional(Layer):
             shape = (*shape[:-1], 2 * shape[-1])
         return Built(params, {}, shape)
 
-    def call(self, params, state, x, *, training, rng, time_mask=None, **_):
-        outputs = []
+    def call(self, params, state, x, *, training, rng, time_mask=None,
+             with_states: bool = False, **_):
+        """With `with_states`, the merged output and then each direction's final state, in
+        Keras's order: forward h (and c), backward h (and c)."""
+        outputs, states = [], []
         for i, (prefix, layer) in enumerate((("forward_", self.forward),
                                              ("backward_", self.backward))):
             own = {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
             y, _ = layer.call(own, {}, x, training=training,
                               rng=None if rng is None else jax.random.fold_in(rng, i),
-                              time_mask=time_mask, zero_masked_outputs=True)
+                              time_mask=time_mask, zero_masked_outputs=True,
+                              with_states=with_states)
+            if with_states:
+                y, *final = y
+                states += final
             outputs.append(y)
-        forward, backward = outputs
+        merged = self._merge(*outputs)
+        return ((merged, *states) if with_states else merged), state
+
+    def _merge(self, forward, backward):
+        """The two directions' outputs as one, the backward outputs back in time order."""
         if self.forward.args.return_sequences:
             backward = jnp.flip(backward, axis=1)
         mode = self.args.merge_mode
         if mode == "concat":
-            return jnp.concatenate([forward, backward], axis=-1), state
+            return jnp.concatenate([forward, backward], axis=-1)
         if mode == "sum":
-            return forward + backward, state
+            return forward + backward
         if mode == "mul":
-            return forward * backward, state
-        return (forward + backward) / 2, state
+            return forward * backward
+        return (forward + backward) / 2
