@@ -458,7 +458,7 @@ def _say_streaming(fitter, loaded: LoadedConfig, dataset, console: Console) -> N
                   f"{chunks}" if fitter.generated else
                   f"Streaming the data ({nbytes(dataset.train) / 1e6:,.1f} MB of training "
                   f"examples) to the device {chunks}: it is over data.device_memory "
-                  f"({fitter.budget / 1e6:,.1f} MB)", highlight=False)
+                  f"({fitter.budget / 1e6:,.1f} MB)", highlight=False, soft_wrap=True)
 
 
 def _say_start(run: Run, loaded: LoadedConfig, dataset, resumed: bool, initial_epoch: int,
