@@ -25,7 +25,8 @@ class Node:
     index: int  # position in model.layers, for error messages
 
 
-STATE = "recurrent_state"  # a node made for NAME.h or NAME.c: a recurrent layer's final state
+# a node made for a final state a recurrent layer returns: NAME.h, NAME.c, NAME.forward_h, ...
+STATE = "recurrent_state"
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Graph:
 
     @property
     def is_chain(self) -> bool:
-        return len(self.inputs) == 1 and all(
+        return len(self.inputs) == 1 and all(n.type != STATE for n in self.nodes) and all(
             n.inputs == ((self.nodes[i - 1].name,) if i else tuple(self.inputs))
             for i, n in enumerate(self.nodes)
         )
@@ -73,7 +74,8 @@ def _shared_issues(loaded: LoadedConfig, index: int, written: str, name: str, ta
 
 def _unknown(loaded: LoadedConfig, place: tuple, source: str, where: str, name: str,
              known: list[str], entries: list) -> Issue:
-    """An unknown node named as an input; NAME.h of a recurrent layer says what it needs."""
+    """An unknown node named as an input; a recurrent layer's state (NAME.h) says what it
+    needs."""
     layer, _, part = source.partition(".")
     args = next((a for _, _, _, a, n in entries if n == layer), None)
     if part and layer != name and hasattr(args, "states"):
@@ -143,7 +145,10 @@ def build_graph(loaded: LoadedConfig) -> Graph:
                                        f"in inputs of '{name}'", name, known, entries))
         initial = args.initial_state_nodes() if hasattr(args, "initial_state_nodes") else ()
         for source in initial:  # the layer's inputs after its sequence
-            if source not in known or source.partition(".")[0] == name:
+            if source.partition(".")[0] == name:
+                issues.append(loaded.issue((*place, "initial_state"), f"'{name}' cannot start "
+                                           f"from its own final state '{source}'"))
+            elif source not in known:
                 issues.append(_unknown(loaded, (*place, "initial_state"), source,
                                        f"for the initial_state of '{name}'", name, known,
                                        entries))
@@ -182,7 +187,13 @@ def build_graph(loaded: LoadedConfig) -> Graph:
 
     outputs = tuple(model.outputs or ([previous] if previous else []))
     for i, output in enumerate(outputs):
-        if output not in nodes:
+        if output in states:  # its figures' names and per-output entries take plain names
+            issues.append(loaded.issue(
+                ("model", "outputs", i), f"'{output}' is a recurrent layer's final state, "
+                "which cannot be a model output itself: give it a layer of its own, e.g. "
+                f"`- activation: {{activation: linear, inputs: {output}, name: "
+                f"{output.replace('.', '_')}}}`, and list that"))
+        elif output not in nodes:
             issues.append(loaded.issue(("model", "outputs", i), f"unknown output node '{output}'",
                                        closest(output, list(nodes))))
         elif loaded.saved:

@@ -72,6 +72,9 @@ class Model:
         self.layers: dict[str, Layer] = {n.name: make_layer(types[n.type], n.args)
                                          for n in graph.nodes if n.name not in self.shared}
         self.layers.update({name: self.layers[root] for name, root in self.shared.items()})
+        # each layer's random keys are folded in from its place among the layers, so that
+        # taking a recurrent layer's state (a node of its own) leaves the others' keys alone
+        self._key_index = {n.name: i for i, n in enumerate(graph.layer_nodes)}
         self._shared_weights: dict[str, tuple[Pytree, Pytree]] = {}
         # shapes and parameter counts, before (and without) creating any weight
         self._infos: list[LayerInfo] = []
@@ -225,7 +228,7 @@ class Model:
         the walk goes on past it (skipping the nodes that take its output)."""
         shapes: dict[str, Any] = {k: tuple(v.shape) for k, v in self.graph.inputs.items()}
         params, state, infos = {}, {}, []
-        for i, node in enumerate(self.graph.nodes):
+        for node in self.graph.nodes:
             if any(source not in shapes for source in node.inputs):
                 continue  # after a node that could not be built
             layer = self.layers[node.name]
@@ -236,8 +239,9 @@ class Model:
                 if not multi and len(in_shapes) != 1:
                     raise ShapeError(f"it takes one input, got {len(in_shapes)}")
                 with _user_code(node, "init"):  # a shared node's weights are its layer's
-                    p, s, out = _layer_shapes(layer, in_shape) if node.name in self.shared \
-                        else make(layer, i, in_shape)
+                    p, s, out = make(layer, self._key_index[node.name], in_shape) \
+                        if node.name in self._key_index and node.name not in self.shared \
+                        else _layer_shapes(layer, in_shape)
             except ShapeError as e:
                 problem = ShapeError(f"layer '{node.name}' ({node.type}) cannot take input "
                                      f"shape {format_shape(in_shape)}: {e}", node.index)
@@ -254,7 +258,7 @@ class Model:
             if s:
                 state[node.name] = s
             owner = self.shared.get(node.name)
-            if node.type == STATE:  # its layer's row says it (its output, then the states)
+            if node.type == STATE:  # no row of its own: its layer computes it
                 continue
             infos.append(LayerInfo(node.name, node.type if owner is None else
                                    self.graph.node(owner).type, tuple(out), _count(p),
@@ -298,7 +302,7 @@ class Model:
         logits: dict[str, jax.Array] = {}
         time_masks: dict[str, jax.Array] = {}  # mask_zero's: True for the real steps
         mixed = self.compute_dtype != "float32"
-        for i, node in enumerate(self.graph.nodes):
+        for node in self.graph.nodes:
             if node.name == until:
                 return {s: values[s] for s in node.inputs}, {}, new_state
             if node.type == STATE:  # computed with its layer, just before
@@ -306,7 +310,7 @@ class Model:
             layer = self.layers[node.name]
             x = [values[s] for s in node.inputs]
             x = x if getattr(layer, "multi_input", False) else x[0]
-            layer_rng = None if rng is None else jax.random.fold_in(rng, i)
+            layer_rng = None if rng is None else jax.random.fold_in(rng, self._key_index[node.name])
             owner = self.shared.get(node.name, node.name)
             p, s = params.get(owner, {}), state.get(owner, {})
             if mixed:

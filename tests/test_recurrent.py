@@ -700,6 +700,15 @@ def test_an_encoder_decoder_trains_from_the_cli(tmp_path):
       "    - shared: {layer: encoder, inputs: target, name: again}\n"
       "    - concatenate: {inputs: [decoder, again]}\n    - global_average_pooling1d\n"),
      "'encoder' has return_state or initial_state, which a shared call cannot have"),
+    (("initial_state: [encoder.h, encoder.c]", "initial_state: []"),
+     "initial_state is an empty list: name the state's nodes, or leave initial_state out"),
+    (("initial_state: [encoder.h, encoder.c]", "return_state: true, "
+      "initial_state: [decoder.h, decoder.c]"),
+     "'decoder' cannot start from its own final state 'decoder.h'"),
+    (("compile:", "  outputs: [dense, encoder.h]\ncompile:"),
+     "'encoder.h' is a recurrent layer's final state, which cannot be a model output itself: "
+     "give it a layer of its own, e.g. `- activation: {activation: linear, inputs: encoder.h, "
+     "name: encoder_h}`, and list that"),
 ])
 def test_state_wiring_mistakes_are_config_errors(tmp_path, edit, message):
     config = tmp_path / "seq2seq.yaml"
@@ -724,8 +733,9 @@ def test_a_state_name_that_cannot_be_one_is_said_in_words(tmp_path):
     result = nntrain("validate", str(config))
     assert result.exit_code == 2
     assert "initial_state[1]: expected a node name of letters, digits and '_', not starting " \
-           "with a digit, or a recurrent layer's final state NAME.h or NAME.c, found " \
-           "'encoder.x'" in " ".join(result.output.split())
+           "with a digit, or a recurrent layer's final state: NAME.h, NAME.c (an LSTM's), or " \
+           "a bidirectional layer's NAME.forward_h, NAME.backward_h, ..., found 'encoder.x'" \
+        in " ".join(result.output.split())
 
 
 # Keras 3.15: Bidirectional(LSTM(2, return_state=True)) on X, weights _weight(shape, 0..5) in
@@ -771,3 +781,26 @@ def test_a_bidirectional_encoder_s_states_match_keras(tmp_path):
             [expected[f"forward_{part}"], expected[f"backward_{part}"]], axis=-1), atol=2e-6)
     assert outputs["lstm"].shape == (2, 4)
     assert model.summary_rows()[-1].inputs == ("x", "state_h", "state_c")
+
+
+def test_a_wrapped_bidirectional_takes_no_state_wiring_either():
+    result = nntrain("validate", str(TINY_LSTM), "--set", "model.layers[0]={time_distributed: "
+                     "{bidirectional: {lstm: {units: 8, return_state: true}}}}")
+    assert result.exit_code == 2
+    assert "return_state and initial_state are not supported inside time_distributed" in \
+        " ".join(result.output.split())
+
+
+def test_the_summary_shows_which_state_a_layer_takes(tmp_path):
+    """A chain of layers but for a state: the summary keeps its Connected to column."""
+    config = tmp_path / "chain.yaml"
+    config.write_text(SEQ2SEQ_CONFIG.replace(
+        "  inputs: {source: {shape: [6, 3]}, target: {shape: [6, 3]}}",
+        "  input: [6, 3]").replace(
+        "inputs: source, name: encoder}", "return_sequences: true, name: encoder}").replace(
+        "    - lstm: {units: 8, return_sequences: true, inputs: target, name: decoder,\n"
+        "             initial_state: [encoder.h, encoder.c]}\n"
+        "    - global_average_pooling1d\n", "    - dense: {units: 8, inputs: encoder.c}\n"))
+    result = nntrain("summary", str(config))
+    assert result.exit_code == 0, result.output
+    assert "Connected to" in result.output and "encoder.c" in result.output

@@ -255,12 +255,14 @@ def test_ctrl_c_stops_the_search_and_the_same_command_finishes_it(tmp_path: Path
     assert params["2"] == params["1"]
 
 
-@pytest.mark.parametrize("signals", [1, 2])
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGINT],
+                                     [signal.SIGHUP]], ids=["ctrl-c", "twice", "hangup"])
 def test_ctrl_c_with_workers_is_announced_once_and_stops_every_trial(tmp_path: Path,
-                                                                     signals: int):
+                                                                     signals: list):
     """The workers run in process groups of their own: a Ctrl-C reaches the command, which
     says so once and passes it on (once: a worker that got two signals would take the
-    second for a second Ctrl-C); a second Ctrl-C stops the workers at once."""
+    second for a second Ctrl-C); a second Ctrl-C stops the workers at once. A closed
+    terminal (SIGHUP) stops them too, instead of leaving them running."""
     config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 500").replace(
         "max_trials: 3", "max_trials: 2"))
     folder = tmp_path / "runs" / "tiny_tune"
@@ -270,12 +272,13 @@ def test_ctrl_c_with_workers_is_announced_once_and_stops_every_trial(tmp_path: P
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    for _ in range(signals):
-        process.send_signal(signal.SIGINT)
+    for signum in signals:
+        process.send_signal(signum)
         time.sleep(0.2)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode == 130, output
-    assert output.count("SIGINT: each worker stops its trial after the current steps") == 1
+    assert process.returncode == 128 + signals[0], output
+    name = signal.Signals(signals[0]).name
+    assert output.count(f"{name}: each worker stops its trial after the current steps") == 1
     assert "SIGTERM" not in output and "Traceback" not in output, output
     stopped = sorted(line.split(":")[0] for line in output.splitlines()
                      if "interrupted; it runs again" in line)

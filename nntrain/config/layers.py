@@ -933,6 +933,9 @@ class RecurrentArgs(KernelArgs):
     @model_validator(mode="after")
     def _state_count(self) -> RecurrentArgs:
         given = self.initial_state_nodes()
+        if self.initial_state == []:
+            raise ValueError("initial_state is an empty list: name the state's nodes, or "
+                             "leave initial_state out to start from zeros")
         if given and len(given) != len(self.states):
             names = ", ".join(f"NODE.{s}" for s in self.states)
             raise ValueError(f"initial_state: this layer's state is {len(self.states)} "
@@ -1006,8 +1009,9 @@ class WrapperArgs(LayerArgs):
         if misplaced:
             raise ValueError(f"{' and '.join(misplaced)} of the wrapped layer: give "
                              f"{'them' if len(misplaced) > 1 else 'it'} to {self.wrapper} itself")
-        if wrapped.get("initial_state") is not None or (
-                wrapped.get("return_state") and self.wrapper != "bidirectional"):
+        inner = entry_args(self.layer)  # (a bidirectional's return_state is its layer's)
+        if getattr(inner, "initial_state", None) is not None or (
+                getattr(inner, "return_state", False) and self.wrapper != "bidirectional"):
             taken = "initial_state is" if self.wrapper == "bidirectional" \
                 else "return_state and initial_state are"
             raise ValueError(f"{taken} not supported inside {self.wrapper}: give "

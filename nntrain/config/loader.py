@@ -570,7 +570,8 @@ PATTERN_WORDS = {
                       "a letter or digit)",
     NODE_NAME_PATTERN: "a node name of letters, digits and '_', not starting with a digit",
     NODE_REF_PATTERN: "a node name of letters, digits and '_', not starting with a digit, "
-                      "or a recurrent layer's final state NAME.h or NAME.c",
+                      "or a recurrent layer's final state: NAME.h, NAME.c (an LSTM's), or "
+                      "a bidirectional layer's NAME.forward_h, NAME.backward_h, ...",
 }
 
 

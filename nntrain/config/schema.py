@@ -19,7 +19,7 @@ from pydantic import (
 from nntrain.config.callbacks import CALLBACKS
 from nntrain.config.compile import LOSSES, METRICS, OPTIMIZERS
 from nntrain.config.entries import Strict
-from nntrain.config.layers import LAYERS, NodeName
+from nntrain.config.layers import LAYERS, NodeName, NodeRef
 from nntrain.tune.space import SearchConfig
 
 LayerEntry = LAYERS.entry_type()
@@ -159,7 +159,7 @@ class ModelConfig(Strict):
     input: Shape | None = None
     inputs: dict[NodeName, InputConfig] | None = None
     layers: Annotated[list[LayerEntry], Field(min_length=1)]
-    outputs: list[NodeName] | None = None
+    outputs: list[NodeRef] | None = None  # (a final state is refused with the fix)
 
     @model_validator(mode="after")
     def _one_input_form(self) -> ModelConfig:

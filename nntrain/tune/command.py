@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,7 +187,8 @@ def _tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Cons
     if worker == 0 and workers > 1:
         # N worker processes, started alike, so that N trials really run at once; this one
         # waits for them and reports
-        code = _join(_spawn(config_path, overrides, runs_dir, storage, workers), console)
+        code = _join(lambda: _spawn(config_path, overrides, runs_dir, storage, workers),
+                     console)
     else:
         while search.timeout is None or time.monotonic() - start < search.timeout:
             if interrupts.signum is not None:  # between trials
@@ -330,11 +332,19 @@ def _spawn(config_path: Path, overrides: list[str], runs_dir: Path, storage: str
             for i in range(1, workers + 1)]
 
 
-def _join(children: list[subprocess.Popen], console: Console) -> int:
-    """Wait for the workers. The first Ctrl-C or SIGTERM is passed on as SIGTERM, which a
-    worker treats as a first Ctrl-C: its trial stops after the current steps and runs again
-    later; a second is passed on as SIGINT, which stops them at once."""
+def _join(spawn: Callable[[], list[subprocess.Popen]], console: Console) -> int:
+    """Start the workers and wait for them. The first Ctrl-C, SIGTERM or SIGHUP (the
+    terminal closed) is passed on as SIGTERM, which a worker treats as a first Ctrl-C: its
+    trial stops after the current steps and runs again later; a second is passed on as
+    SIGINT, which stops them at once. A signal while they start is passed on once they
+    have."""
     stopped = 0
+    children: list[subprocess.Popen] = []
+
+    def tell(stop: int) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(stop)
 
     def forward(signum, frame):
         nonlocal stopped
@@ -344,12 +354,14 @@ def _join(children: list[subprocess.Popen], console: Console) -> int:
             console.print(f"[yellow]{signal.Signals(signum).name}: each worker stops its trial "
                           "after the current steps (Ctrl-C again to stop at once)[/]",
                           soft_wrap=True)
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT if again else signal.SIGTERM)
+        tell(signal.SIGINT if again else signal.SIGTERM)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    handled = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if os.name == "posix" else [])
+    previous = {s: signal.signal(s, forward) for s in handled}
     try:
+        children.extend(spawn())
+        if stopped:
+            tell(signal.SIGTERM)
         codes = [child.wait() for child in children]
     finally:
         for s, handler in previous.items():
