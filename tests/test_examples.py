@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import subprocess
@@ -61,30 +62,28 @@ def test_batch_normalization_statistics_survive_the_checkpoint(tmp_path: Path):
     assert figures == pytest.approx(reported, abs=1e-6)
 
 
-def _reversal_queries(folder: Path) -> Path:
-    digits = np.array([[1, 2, 3, 4, 5, 6, 7, 8], [9, 9, 0, 0, 1, 2, 3, 4]], np.int32)
-    start = np.full((2, 1), 10, np.int32)  # the decoder's start token, then teacher forcing
-    path = folder / "queries.npz"
-    np.savez(path, digits=digits,
-             answer_so_far=np.concatenate([start, digits[:, ::-1][:, :-1]], axis=1))
-    return path
-
-
-def test_reverse_digits_encoder_decoder_learns_in_an_epoch(tmp_path: Path):
-    nntrain("fit", str(REVERSE), "-q", "--epochs", "1", cwd=tmp_path)
+def test_reverse_digits_encoder_decoder_learns_in_two_epochs(tmp_path: Path):
+    nntrain("fit", str(REVERSE), "-q", "--epochs", "2", cwd=tmp_path)
     run = next(tmp_path.glob("runs/reverse_digits/*"))
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["last"]["val_accuracy"] > 0.9  # 0.946: each reversed digit, teacher forced
+    assert metrics["last"]["val_accuracy"] > 0.85  # 0.936: each reversed digit
 
 
 @pytest.mark.slow
-def test_reverse_digits_reverses(tmp_path: Path):
+def test_reverse_digits_reverses_new_sequences(tmp_path: Path):
     nntrain("fit", str(REVERSE), "-q", cwd=tmp_path)
     run = next(tmp_path.glob("runs/reverse_digits/*"))
     assert json.loads((run / "metrics.json").read_text())["test"]["accuracy"] >= 0.99
-    shown = nntrain("predict", str(run), str(_reversal_queries(tmp_path)), "--trust-code",
-                    cwd=tmp_path).stdout
-    assert [row[1] for row in table_rows(shown)] == ["8 7 6 5 4 3 2 1", "4 3 2 1 0 0 9 9"]
+    spec = importlib.util.spec_from_file_location("reverse_digits",
+                                                  REVERSE.with_suffix(".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x, reversed_digits = module.examples("test", 500)
+    np.savez(tmp_path / "queries.npz", **x)
+    nntrain("predict", str(run), str(tmp_path / "queries.npz"), "--trust-code", "-o",
+            str(tmp_path / "predicted.npz"), cwd=tmp_path)
+    predicted = np.load(tmp_path / "predicted.npz")["dense"].argmax(axis=-1)
+    assert (predicted == reversed_digits).all(axis=1).mean() >= 0.98  # 0.996: whole sequences
 
 
 housing = pytest.mark.skipif(not HOUSING_CSV.exists(), reason="needs the housing CSV")
