@@ -36,12 +36,21 @@ def summary_table(model: Model, title: str = "") -> Table:
             table.add_row(f"{name} (InputLayer)", format_shape(tuple(spec.shape)), "0", "-")
     for row in model.summary_rows():
         shares = f", shares {row.shares}" if row.shares else ""
-        cells = [f"{row.name} ({_type_name(row.type)}{shares})", format_shape(row.output_shape),
+        cells = [f"{row.name} ({_type_name(row.type)}{shares})", _shapes(graph, row),
                  f"{row.params + row.non_trainable:,}"]
         if show_links:
             cells.append(", ".join(row.inputs))
         table.add_row(*cells)
     return table
+
+
+def _shapes(graph, row) -> str:
+    """The row's output shape; with return_state, as Keras lists them: the output's, then
+    each state's."""
+    args = graph.node(row.name).args
+    if not getattr(args, "return_state", False):
+        return format_shape(row.output_shape)
+    return f"[{format_shape([row.output_shape, *[(args.state_units,)] * len(args.states)])}]"
 
 
 def summary_totals(model: Model) -> str:

@@ -673,6 +673,9 @@ def test_an_encoder_decoder_trains_from_the_cli(tmp_path):
     assert summary.exit_code == 0, summary.output
     assert "encoder.h" in summary.output and "encoder.c" in summary.output  # Connected to
     assert "recurrent_state" not in summary.output.lower()  # the states have no rows
+    assert "[(None, 8), (None, 8), (None, 8)]" in " ".join(  # Keras's: output, h, c
+        line.split("│")[2].strip() for line in summary.output.splitlines()
+        if line.count("│") > 3)
     fit = nntrain("fit", str(config), "-q", "--runs-dir", str(tmp_path / "runs"))
     assert fit.exit_code == 0, fit.output
     run = next((tmp_path / "runs" / "seq2seq").iterdir())
