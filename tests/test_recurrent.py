@@ -726,7 +726,7 @@ def test_a_wrapped_layer_takes_no_state_wiring():
     result = nntrain("validate", str(TINY_LSTM), "--set", "model.layers[0]={time_distributed: "
                      "{lstm: {units: 8, return_state: true}}}")
     assert result.exit_code == 2
-    assert "return_state and initial_state are not supported inside time_distributed" in \
+    assert "return_state of the wrapped layer: not supported inside time_distributed" in \
         " ".join(result.output.split())
 
 
@@ -790,7 +790,7 @@ def test_a_wrapped_bidirectional_takes_no_state_wiring_either():
     result = nntrain("validate", str(TINY_LSTM), "--set", "model.layers[0]={time_distributed: "
                      "{bidirectional: {lstm: {units: 8, return_state: true}}}}")
     assert result.exit_code == 2
-    assert "return_state and initial_state are not supported inside time_distributed" in \
+    assert "return_state of the wrapped layer: not supported inside time_distributed" in \
         " ".join(result.output.split())
 
 
@@ -807,3 +807,17 @@ def test_the_summary_shows_which_state_a_layer_takes(tmp_path):
     result = nntrain("summary", str(config))
     assert result.exit_code == 0, result.output
     assert "Connected to" in result.output and "encoder.c" in result.output
+
+
+def test_a_bidirectional_decoder_takes_no_initial_state(tmp_path):
+    config = tmp_path / "seq2seq.yaml"
+    config.write_text(SEQ2SEQ_CONFIG.replace(
+        "    - lstm: {units: 8, return_sequences: true, inputs: target, name: decoder,\n"
+        "             initial_state: [encoder.h, encoder.c]}",
+        "    - bidirectional: {lstm: {units: 8, return_sequences: true,\n"
+        "                             initial_state: [encoder.h, encoder.c]},\n"
+        "                      inputs: target, name: decoder}"))
+    result = nntrain("validate", str(config))
+    assert result.exit_code == 2
+    assert "initial_state of the wrapped layer: not supported inside bidirectional; give it " \
+           "to a recurrent layer of its own" in " ".join(result.output.split())

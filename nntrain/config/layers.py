@@ -1010,13 +1010,14 @@ class WrapperArgs(LayerArgs):
             raise ValueError(f"{' and '.join(misplaced)} of the wrapped layer: give "
                              f"{'them' if len(misplaced) > 1 else 'it'} to {self.wrapper} itself")
         inner = entry_args(self.layer)  # (a bidirectional's return_state is its layer's)
-        if getattr(inner, "initial_state", None) is not None or (
-                getattr(inner, "return_state", False) and self.wrapper != "bidirectional"):
-            taken = "initial_state is" if self.wrapper == "bidirectional" \
-                else "return_state and initial_state are"
-            raise ValueError(f"{taken} not supported inside {self.wrapper}: give "
-                             f"{'it' if taken.endswith(' is') else 'them'} to a recurrent "
-                             "layer of its own")
+        refused = ["initial_state"] if getattr(inner, "initial_state", None) is not None else []
+        if getattr(inner, "return_state", False) and self.wrapper != "bidirectional":
+            refused.append("return_state")
+        if refused:
+            raise ValueError(f"{' and '.join(refused)} of the wrapped layer: not supported "
+                             f"inside {self.wrapper}; give "
+                             f"{'them' if len(refused) > 1 else 'it'} to a recurrent layer "
+                             "of its own")
         return self
 
 
