@@ -286,6 +286,33 @@ def test_ctrl_c_with_workers_is_announced_once_and_stops_every_trial(tmp_path: P
     assert [r["status"] for r in leaderboard(folder)] == ["interrupted"] * 2
 
 
+def test_workers_of_a_killed_command_stop_and_leave_their_trials_to_run_again(tmp_path: Path):
+    """kill -9 of the command: its workers, in process groups of their own, see it gone and
+    stop as at a Ctrl-C instead of searching on."""
+    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 5000").replace(
+        "max_trials: 3", "max_trials: 2"))
+    folder = tmp_path / "runs" / "tiny_tune"
+    process = subprocess_nntrain("tune", str(config), "--workers", "2", cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not all((folder / f"trial-000{i}" / "history.csv").exists() for i in (0, 1)):
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()
+    process.communicate()
+    study = optuna.load_study(study_name="tiny_tune",
+                              storage=f"sqlite:///{folder / 'study.db'}")
+    deadline = time.monotonic() + 60
+    while any(t.state.name == "RUNNING" for t in study.get_trials(deepcopy=False)):
+        assert time.monotonic() < deadline, "the workers went on"
+        time.sleep(0.2)
+    trials = study.get_trials(deepcopy=False)
+    stopped = [t for t in trials if t.user_attrs.get("interrupted")]
+    assert len(stopped) == 2 and all(t.state.name == "FAIL" for t in stopped)
+    assert sorted(t.user_attrs["retry_of"] for t in trials if t.state.name == "WAITING") == \
+        sorted(t.number for t in stopped)  # queued to run again
+
+
 def test_hyperband_prunes_trials_early(tmp_path: Path):
     text = TINY.replace("algorithm: random",
                         "algorithm: hyperband\n  hyperband: {reduction_factor: 2}") \

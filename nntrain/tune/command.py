@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,8 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
         # a signal is noted and acted on between trials (or inside one, by fit): raised at
         # once, it can land in a garbage-collector callback, which swallows it
         with deferred_interrupts() as interrupts:
+            if worker:
+                _stop_when_orphaned(os.getppid())
             return _tune(config_path, overrides, runs_dir, console, interrupts,
                          workers=workers, storage=storage, quiet=quiet, worker=worker)
     except optuna.exceptions.StorageInternalError as e:
@@ -85,6 +88,19 @@ def tune(config_path: Path, overrides: list[str], runs_dir: Path, console: Conso
                         f"{studies.printable(storage or '', str(_root(e)))}",
                         "run the same command to continue the search (finished trials are "
                         "kept)") from None
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """A worker whose command was killed outright stops as at a Ctrl-C (its trial runs again
+    when the search continues): in a process group of its own, it is out of reach of a
+    signal to the command's group."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def _root(error: BaseException) -> BaseException:
