@@ -255,15 +255,10 @@ def test_ctrl_c_stops_the_search_and_the_same_command_finishes_it(tmp_path: Path
     assert params["2"] == params["1"]
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGINT],
-                                     [signal.SIGHUP]], ids=["ctrl-c", "twice", "hangup"])
-def test_ctrl_c_with_workers_is_announced_once_and_stops_every_trial(tmp_path: Path,
-                                                                     signals: list):
-    """The workers run in process groups of their own: a Ctrl-C reaches the command, which
-    says so once and passes it on (once: a worker that got two signals would take the
-    second for a second Ctrl-C); a second Ctrl-C stops the workers at once. A closed
-    terminal (SIGHUP) stops them too, instead of leaving them running."""
-    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 500").replace(
+def _two_workers_training(tmp_path: Path) -> tuple[Path, subprocess.Popen]:
+    """A two-trial search of long trials in two workers, both now training: its folder and
+    the command's process."""
+    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 5000").replace(
         "max_trials: 3", "max_trials: 2"))
     folder = tmp_path / "runs" / "tiny_tune"
     process = subprocess_nntrain("tune", str(config), "--workers", "2", cwd=tmp_path)
@@ -272,6 +267,18 @@ def test_ctrl_c_with_workers_is_announced_once_and_stops_every_trial(tmp_path: P
         assert process.poll() is None, process.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return folder, process
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGINT, signal.SIGINT],
+                                     [signal.SIGHUP]], ids=["ctrl-c", "twice", "hangup"])
+def test_ctrl_c_with_workers_is_announced_once_and_stops_every_trial(tmp_path: Path,
+                                                                     signals: list):
+    """The workers run in process groups of their own: a Ctrl-C reaches the command, which
+    says so once and passes it on (once: a worker that got two signals would take the
+    second for a second Ctrl-C); a second Ctrl-C stops the workers at once. A closed
+    terminal (SIGHUP) stops them too, instead of leaving them running."""
+    folder, process = _two_workers_training(tmp_path)
     for signum in signals:
         process.send_signal(signum)
         time.sleep(0.2)
@@ -289,15 +296,7 @@ def test_ctrl_c_with_workers_is_announced_once_and_stops_every_trial(tmp_path: P
 def test_workers_of_a_killed_command_stop_and_leave_their_trials_to_run_again(tmp_path: Path):
     """kill -9 of the command: its workers, in process groups of their own, see it gone and
     stop as at a Ctrl-C instead of searching on."""
-    config = write(tmp_path, TINY.replace("epochs: 2", "epochs: 5000").replace(
-        "max_trials: 3", "max_trials: 2"))
-    folder = tmp_path / "runs" / "tiny_tune"
-    process = subprocess_nntrain("tune", str(config), "--workers", "2", cwd=tmp_path)
-    deadline = time.monotonic() + 120
-    while not all((folder / f"trial-000{i}" / "history.csv").exists() for i in (0, 1)):
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    folder, process = _two_workers_training(tmp_path)
     process.kill()
     process.communicate()
     study = optuna.load_study(study_name="tiny_tune",
