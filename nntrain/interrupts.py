@@ -63,7 +63,7 @@ def stop_on_signals(fitter, console: Console, doing: str = "stopping after the c
             raise KeyboardInterrupt
         fitter.request_stop(signum)
         if say:
-                console.print(f"[yellow]{signal.Signals(signum).name}: {doing} (Ctrl-C again to "
+            console.print(f"[yellow]{signal.Signals(signum).name}: {doing} (Ctrl-C again to "
                           "stop at once)[/]", soft_wrap=True)
 
     with signals_handled_by(handle):

@@ -239,9 +239,9 @@ class Model:
                 if not multi and len(in_shapes) != 1:
                     raise ShapeError(f"it takes one input, got {len(in_shapes)}")
                 with _user_code(node, "init"):  # a shared node's weights are its layer's
-                    p, s, out = make(layer, self._key_index[node.name], in_shape) \
-                        if node.name in self._key_index and node.name not in self.shared \
-                        else _layer_shapes(layer, in_shape)
+                    p, s, out = _layer_shapes(layer, in_shape) \
+                        if node.name in self.shared or node.type == STATE \
+                        else make(layer, self._key_index[node.name], in_shape)
             except ShapeError as e:
                 problem = ShapeError(f"layer '{node.name}' ({node.type}) cannot take input "
                                      f"shape {format_shape(in_shape)}: {e}", node.index)
